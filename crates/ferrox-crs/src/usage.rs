@@ -1,0 +1,449 @@
+//! Node usage accounting and the decisions built on it (spec §9.2–§9.5).
+
+use crate::topsis;
+use ferrox_types::{RebalanceMethod, SchedulerMode};
+use std::collections::BTreeMap;
+
+pub type UsageMode = SchedulerMode;
+
+/// A node's capacity and current usage. CPU in cores, memory in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct NodeStats {
+    pub cpu: f64,
+    pub maxcpu: f64,
+    pub mem: f64,
+    pub maxmem: f64,
+}
+
+impl NodeStats {
+    pub fn cpu_load(&self) -> f64 {
+        self.cpu / self.maxcpu
+    }
+    pub fn mem_load(&self) -> f64 {
+        self.mem / self.maxmem
+    }
+    /// The node's load as the imbalance measure sees it: mean of CPU and memory load.
+    pub fn load(&self) -> f64 {
+        (self.cpu_load() + self.mem_load()) / 2.0
+    }
+
+    /// Adds a resource the way a started one occupies a node: its configured CPU (the
+    /// whole node when it has no limit) and memory.
+    fn add_as_started(&mut self, stats: &ResourceStats) {
+        self.cpu += if stats.maxcpu == 0.0 { self.maxcpu } else { stats.maxcpu };
+        self.mem += stats.maxmem;
+    }
+}
+
+/// A resource's usage: `cpu`/`mem` what it uses now (static mode: its configured maximum),
+/// `maxcpu`/`maxmem` its configured maximum (maxcpu 0 means no limit).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ResourceStats {
+    pub cpu: f64,
+    pub maxcpu: f64,
+    pub mem: f64,
+    pub maxmem: f64,
+}
+
+impl ResourceStats {
+    /// Static mode counts a resource at its configured maximum.
+    pub fn from_static(maxcpu: f64, maxmem: f64) -> Self {
+        ResourceStats {
+            cpu: maxcpu,
+            maxcpu,
+            mem: maxmem,
+            maxmem,
+        }
+    }
+}
+
+/// Where a resource occupies capacity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    Stationary(String),
+    /// Being moved: it occupies both nodes until the move ends.
+    Moving { current: String, target: String },
+}
+
+impl Placement {
+    pub fn nodes(&self) -> Vec<&str> {
+        match self {
+            Placement::Stationary(n) => vec![n.as_str()],
+            Placement::Moving { current, target } => vec![current.as_str(), target.as_str()],
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Resource {
+    stats: ResourceStats,
+    running: bool,
+    placement: Placement,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UsageError {
+    /// The named service has no usage information.
+    MissingStats(String),
+    /// A migration candidate cannot be evaluated.
+    BadCandidate(String),
+}
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UsageError::MissingStats(sid) => write!(f, "no usage information for service '{sid}'"),
+            UsageError::BadCandidate(msg) => f.write_str(msg),
+        }
+    }
+}
+
+/// A move of one resource (or the bundle it leads) from `source` to `target`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Migration {
+    pub sid: String,
+    pub source: String,
+    pub target: String,
+}
+
+/// A bundle that may move together, led by `leader`, with the nodes it may move to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationCandidate {
+    pub leader: String,
+    pub resources: Vec<String>,
+    pub nodes: Vec<String>,
+}
+
+/// The chosen rebalancing move and the imbalance expected after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RebalanceChoice {
+    pub migration: Migration,
+    pub imbalance: f64,
+}
+
+/// The scheduler's model of the online nodes and what occupies them.
+#[derive(Debug, Clone)]
+pub struct Usage {
+    mode: UsageMode,
+    nodes: BTreeMap<String, NodeStats>,
+    resources: BTreeMap<String, Resource>,
+}
+
+/// Truncation to 15 decimals, so that rounding noise does not decide between equal moves.
+fn truncate15(x: f64) -> f64 {
+    (x * 1e15).trunc() / 1e15
+}
+
+/// Coefficient of variation of the node loads (raw, as Proxmox VE 9.2's shipped logs use).
+pub fn imbalance_of<'a>(nodes: impl Iterator<Item = &'a NodeStats>) -> f64 {
+    let loads: Vec<f64> = nodes.map(NodeStats::load).collect();
+    let n = loads.len() as f64;
+    let sum: f64 = loads.iter().sum();
+    if loads.is_empty() || sum == 0.0 {
+        return 0.0;
+    }
+    let mean = sum / n;
+    let variance = loads.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / n;
+    variance.sqrt() / mean
+}
+
+impl Usage {
+    pub fn new(mode: UsageMode) -> Self {
+        Usage {
+            mode,
+            nodes: BTreeMap::new(),
+            resources: BTreeMap::new(),
+        }
+    }
+
+    pub fn mode(&self) -> UsageMode {
+        self.mode
+    }
+
+    /// Adds a node with its base usage (static and basic mode: zero usage).
+    pub fn add_node(&mut self, name: &str, stats: NodeStats) {
+        self.nodes.insert(name.to_string(), stats);
+    }
+
+    pub fn list_nodes(&self) -> impl Iterator<Item = &str> {
+        self.nodes.keys().map(String::as_str)
+    }
+
+    pub fn contains_node(&self, name: &str) -> bool {
+        self.nodes.contains_key(name)
+    }
+
+    /// Registers a resource; nodes of its placement that are not in the model are ignored.
+    pub fn add_resource(&mut self, sid: &str, stats: ResourceStats, running: bool, placement: Placement) {
+        self.resources.insert(
+            sid.to_string(),
+            Resource {
+                stats,
+                running,
+                placement,
+            },
+        );
+    }
+
+    pub fn remove_resource(&mut self, sid: &str) {
+        self.resources.remove(sid);
+    }
+
+    /// Per-node stats as the mode aggregates them for imbalance and rebalancing.
+    fn balance_stats(&self) -> BTreeMap<String, NodeStats> {
+        let mut nodes = self.nodes.clone();
+        if self.mode == UsageMode::Static {
+            for res in self.resources.values() {
+                for node in res.placement.nodes() {
+                    if let Some(n) = nodes.get_mut(node) {
+                        n.add_as_started(&res.stats);
+                    }
+                }
+            }
+        }
+        nodes
+    }
+
+    /// Per-node stats as seen when choosing where to start a resource: resources that are
+    /// about to start count with their configured maximum.
+    fn start_stats(&self) -> BTreeMap<String, NodeStats> {
+        match self.mode {
+            UsageMode::Dynamic => {
+                let mut nodes = self.nodes.clone();
+                for res in self.resources.values().filter(|r| !r.running) {
+                    for node in res.placement.nodes() {
+                        if let Some(n) = nodes.get_mut(node) {
+                            n.add_as_started(&res.stats);
+                        }
+                    }
+                }
+                nodes
+            }
+            _ => self.balance_stats(),
+        }
+    }
+
+    /// Scores every node for starting `sid` with `stats` there; lower is better.
+    pub fn score_nodes_to_start(
+        &self,
+        sid: &str,
+        stats: Option<ResourceStats>,
+    ) -> Result<BTreeMap<String, f64>, UsageError> {
+        if self.mode == UsageMode::Basic {
+            let mut counts: BTreeMap<String, f64> = self.nodes.keys().map(|n| (n.clone(), 0.0)).collect();
+            for res in self.resources.values() {
+                for node in res.placement.nodes() {
+                    if let Some(c) = counts.get_mut(node) {
+                        *c += 1.0;
+                    }
+                }
+            }
+            return Ok(counts);
+        }
+        let stats = stats
+            .or_else(|| self.resources.get(sid).map(|r| r.stats))
+            .ok_or_else(|| UsageError::MissingStats(sid.to_string()))?;
+        let base = self.start_stats();
+        let names: Vec<&String> = base.keys().collect();
+        let matrix: Vec<topsis::Criteria> = names
+            .iter()
+            .map(|target| {
+                let loads: Vec<(f64, f64)> = base
+                    .iter()
+                    .map(|(name, node)| {
+                        let mut node = *node;
+                        if name == *target {
+                            node.add_as_started(&stats);
+                        }
+                        (node.cpu_load(), node.mem_load())
+                    })
+                    .collect();
+                topsis::criteria(&loads)
+            })
+            .collect();
+        let scores = topsis::score(&matrix);
+        Ok(names
+            .into_iter()
+            .zip(scores)
+            .map(|(n, s)| (n.clone(), -s))
+            .collect())
+    }
+
+    /// The imbalance of the online nodes (0 in basic mode, which has no load model).
+    pub fn imbalance(&self) -> f64 {
+        if self.mode == UsageMode::Basic {
+            return 0.0;
+        }
+        imbalance_of(self.balance_stats().values())
+    }
+
+    fn expand(&self, candidates: &[MigrationCandidate]) -> Result<Vec<(Migration, ResourceStats)>, UsageError> {
+        let mut out = Vec::new();
+        for cand in candidates {
+            let leader = self
+                .resources
+                .get(&cand.leader)
+                .ok_or_else(|| UsageError::BadCandidate(format!("resource '{}' does not exist", cand.leader)))?;
+            let Placement::Stationary(source) = &leader.placement else {
+                return Err(UsageError::BadCandidate(format!("resource '{}' is not stationary", cand.leader)));
+            };
+            let mut sum = ResourceStats::default();
+            for sid in &cand.resources {
+                let res = self
+                    .resources
+                    .get(sid)
+                    .ok_or_else(|| UsageError::BadCandidate(format!("resource '{sid}' does not exist")))?;
+                match &res.placement {
+                    Placement::Stationary(n) if n == source => {}
+                    Placement::Stationary(_) => {
+                        return Err(UsageError::BadCandidate(format!(
+                            "resource '{sid}' is on another node than '{}'",
+                            cand.leader
+                        )))
+                    }
+                    Placement::Moving { .. } => {
+                        return Err(UsageError::BadCandidate(format!("resource '{sid}' is not stationary")))
+                    }
+                }
+                sum.cpu += res.stats.cpu;
+                sum.mem += res.stats.mem;
+                sum.maxcpu += res.stats.maxcpu;
+                sum.maxmem += res.stats.maxmem;
+            }
+            for target in &cand.nodes {
+                out.push((
+                    Migration {
+                        sid: cand.leader.clone(),
+                        source: source.clone(),
+                        target: target.clone(),
+                    },
+                    sum,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    fn stats_after(base: &BTreeMap<String, NodeStats>, migration: &Migration, moved: &ResourceStats) -> BTreeMap<String, NodeStats> {
+        let mut nodes = base.clone();
+        if let Some(src) = nodes.get_mut(&migration.source) {
+            src.cpu = (src.cpu - moved.cpu).max(0.0);
+            src.mem = (src.mem - moved.mem).max(0.0);
+        }
+        if let Some(dst) = nodes.get_mut(&migration.target) {
+            dst.cpu += moved.cpu;
+            dst.mem += moved.mem;
+        }
+        nodes
+    }
+
+    /// The single migration that best lowers the imbalance, by brute force over every
+    /// candidate move or by TOPSIS ranking.
+    pub fn best_rebalance_migration(
+        &self,
+        candidates: &[MigrationCandidate],
+        method: RebalanceMethod,
+    ) -> Result<Option<RebalanceChoice>, UsageError> {
+        let migrations = self.expand(candidates)?;
+        if migrations.is_empty() {
+            return Ok(None);
+        }
+        let base = self.balance_stats();
+        let evaluated: Vec<(Migration, f64, BTreeMap<String, NodeStats>)> = migrations
+            .into_iter()
+            .map(|(m, moved)| {
+                let after = Self::stats_after(&base, &m, &moved);
+                let imbalance = truncate15(imbalance_of(after.values()));
+                (m, imbalance, after)
+            })
+            .collect();
+        let chosen = match method {
+            RebalanceMethod::Bruteforce => evaluated
+                .iter()
+                .min_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(&b.0)))
+                .map(|(m, i, _)| (m.clone(), *i)),
+            RebalanceMethod::Topsis => {
+                let matrix: Vec<topsis::Criteria> = evaluated
+                    .iter()
+                    .map(|(_, _, after)| {
+                        let loads: Vec<(f64, f64)> = after.values().map(|n| (n.cpu_load(), n.mem_load())).collect();
+                        topsis::criteria(&loads)
+                    })
+                    .collect();
+                let scores = topsis::score(&matrix);
+                let mut order: Vec<usize> = (0..evaluated.len()).collect();
+                order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+                order.first().map(|&i| (evaluated[i].0.clone(), evaluated[i].1))
+            }
+        };
+        Ok(chosen.map(|(migration, imbalance)| RebalanceChoice { migration, imbalance }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(maxcpu: f64, maxmem: f64) -> NodeStats {
+        NodeStats { cpu: 0.0, maxcpu, mem: 0.0, maxmem }
+    }
+
+    fn static_cluster() -> Usage {
+        let gib = 1024.0 * 1024.0 * 1024.0;
+        let mut u = Usage::new(UsageMode::Static);
+        for n in ["node1", "node2", "node3"] {
+            u.add_node(n, node(24.0, 32.0 * gib));
+        }
+        for sid in ["vm:101", "vm:102", "vm:103", "vm:104"] {
+            u.add_resource(sid, ResourceStats::from_static(2.0, 8.0 * gib), true, Placement::Stationary("node1".into()));
+        }
+        u
+    }
+
+    #[test]
+    fn imbalance_matches_worked_example() {
+        // spec §9.4: 4 VMs of 2 cores / 8 GiB on one of three 24-core / 32 GiB nodes.
+        let u = static_cluster();
+        assert_eq!(format!("{:.2}", u.imbalance()), "1.41");
+    }
+
+    #[test]
+    fn best_migration_matches_worked_example() {
+        let u = static_cluster();
+        let cands: Vec<MigrationCandidate> = ["vm:101", "vm:102", "vm:103", "vm:104"]
+            .iter()
+            .map(|sid| MigrationCandidate {
+                leader: sid.to_string(),
+                resources: vec![sid.to_string()],
+                nodes: vec!["node2".into(), "node3".into()],
+            })
+            .collect();
+        let choice = u.best_rebalance_migration(&cands, RebalanceMethod::Bruteforce).unwrap().unwrap();
+        assert_eq!(choice.migration.sid, "vm:101");
+        assert_eq!(choice.migration.target, "node2");
+        assert_eq!(format!("{:.2}", choice.imbalance), "0.94");
+    }
+
+    #[test]
+    fn basic_scores_count_resources() {
+        let mut u = Usage::new(UsageMode::Basic);
+        u.add_node("a", NodeStats::default());
+        u.add_node("b", NodeStats::default());
+        u.add_resource("vm:1", ResourceStats::default(), true, Placement::Moving { current: "a".into(), target: "b".into() });
+        u.add_resource("vm:2", ResourceStats::default(), true, Placement::Stationary("a".into()));
+        let s = u.score_nodes_to_start("vm:3", None).unwrap();
+        assert_eq!(s["a"], 2.0);
+        assert_eq!(s["b"], 1.0);
+        assert_eq!(u.imbalance(), 0.0);
+    }
+
+    #[test]
+    fn static_start_prefers_empty_node() {
+        let u = static_cluster();
+        let s = u.score_nodes_to_start("vm:105", Some(ResourceStats::from_static(2.0, 1e9))).unwrap();
+        assert!(s["node2"] < s["node1"]);
+        assert_eq!(s["node2"], s["node3"]);
+    }
+}
+
+impl std::error::Error for UsageError {}

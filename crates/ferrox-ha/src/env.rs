@@ -1,0 +1,134 @@
+//! The HA stack's only window on the world. The simulator and the node daemon each
+//! implement it; nothing in this crate does IO of its own.
+
+use ferrox_crs::{NodeStats, ResourceStats, UsageMode};
+use ferrox_types::{
+    DatacenterConfig, GroupsConfig, LrmStatus, ManagerStatus, RulesConfig, ServiceConfig,
+};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Info,
+    Notice,
+    Warning,
+    Err,
+    /// A notification to the administrator (fencing events).
+    Email,
+}
+
+impl LogLevel {
+    /// The level as Proxmox VE's simulator prints it: four characters at most.
+    pub fn short(self) -> &'static str {
+        match self {
+            LogLevel::Info => "info",
+            LogLevel::Notice => "noti",
+            LogLevel::Warning => "warn",
+            LogLevel::Err => "err",
+            LogLevel::Email => "emai",
+        }
+    }
+}
+
+/// A failure of the shared configuration store (e.g. not mounted or not writable).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvError(pub String);
+
+impl std::fmt::Display for EnvError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for EnvError {}
+
+pub type EnvResult<T> = Result<T, EnvError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub online: bool,
+}
+
+/// An open watchdog registration; dropping it without closing lets the watchdog fire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchdogHandle(pub String);
+
+/// A change to one resource's configuration made by the HA stack itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResourceChange {
+    /// The `stop` CRM command persists the stopped request state.
+    RequestStopped,
+    /// Group migration: drop the group reference, keep failback only where it was on.
+    DropGroup { failback: bool },
+}
+
+pub trait HaEnv {
+    fn nodename(&self) -> String;
+    fn get_time(&self) -> i64;
+    fn log(&mut self, level: LogLevel, msg: &str);
+    fn send_notification(&mut self, subject: &str, text: &str) {
+        self.log(LogLevel::Email, &format!("{subject}: {text}"));
+    }
+
+    // --- cluster membership and quorum
+    fn quorate(&self) -> bool;
+    fn get_node_info(&self) -> BTreeMap<String, NodeInfo>;
+    /// Whether the local view of the cluster state could be refreshed this round.
+    fn cluster_state_update(&mut self) -> bool;
+    fn node_version(&self, node: &str) -> Option<String>;
+    /// (shutting down, rebooting) for this node.
+    fn is_node_shutdown(&self) -> (bool, bool);
+
+    // --- cluster state
+    fn read_manager_status(&self) -> EnvResult<ManagerStatus>;
+    fn write_manager_status(&mut self, status: &ManagerStatus) -> EnvResult<()>;
+    fn read_lrm_status(&self, node: &str) -> EnvResult<LrmStatus>;
+    fn write_lrm_status(&mut self, status: &LrmStatus) -> EnvResult<()>;
+    fn read_service_config(&self) -> EnvResult<ServiceConfig>;
+    /// The digest of the resource configuration, where the store has one.
+    fn service_config_digest(&self) -> Option<String> {
+        None
+    }
+    fn update_resource_config(&mut self, sid: &str, change: ResourceChange) -> EnvResult<()>;
+    fn read_rules_config(&self) -> EnvResult<RulesConfig>;
+    fn write_rules_config(&mut self, rules: &RulesConfig) -> EnvResult<()>;
+    /// The legacy groups file, `None` when it does not exist.
+    fn read_groups_config(&self) -> EnvResult<Option<GroupsConfig>>;
+    fn delete_groups_config(&mut self) -> EnvResult<()>;
+    /// Takes and clears the queued CRM commands.
+    fn read_crm_commands(&mut self) -> EnvResult<Vec<String>>;
+    /// Whether CRM commands are queued, without taking them.
+    fn has_pending_crm_commands(&self) -> bool;
+    fn datacenter_config(&self) -> EnvResult<DatacenterConfig>;
+
+    // --- locks and watchdog
+    fn get_ha_manager_lock(&mut self) -> bool;
+    fn release_ha_manager_lock(&mut self) -> bool;
+    /// The agent lock of `node`; the master takes a dead node's lock to acknowledge fencing.
+    fn get_ha_agent_lock(&mut self, node: &str) -> bool;
+    fn release_ha_agent_lock(&mut self) -> bool;
+    fn watchdog_open(&mut self) -> WatchdogHandle;
+    fn watchdog_update(&mut self, handle: &WatchdogHandle);
+    fn watchdog_close(&mut self, handle: &WatchdogHandle);
+
+    // --- scheduling inputs
+    /// Node stats for the scheduler mode, or the reason the mode cannot be used.
+    fn node_usage_stats(&mut self, mode: UsageMode) -> Result<BTreeMap<String, NodeStats>, String>;
+    fn service_usage_stats(&mut self, mode: UsageMode, sid: &str) -> Option<ResourceStats>;
+    /// Guests that are not HA-managed but occupy capacity: (sid, node, running).
+    fn non_ha_services(&self) -> Vec<(String, String, bool)> {
+        Vec::new()
+    }
+
+    // --- the services on this node
+    fn service_type_known(&self, service_type: &str) -> bool;
+    fn service_is_running(&mut self, sid: &str) -> bool;
+    fn service_start(&mut self, sid: &str);
+    fn service_shutdown(&mut self, sid: &str, timeout: Option<i64>);
+    /// Moves the service to `target` (live if `online`); false when the move failed.
+    fn service_migrate(&mut self, sid: &str, target: &str, online: bool) -> bool;
+    /// Removes the first of `locks` the service holds; returns its name.
+    fn service_remove_locks(&mut self, sid: &str, locks: &[&str]) -> Option<String>;
+    /// Reassigns a fenced service's config to its recovery node.
+    fn steal_service(&mut self, sid: &str, from: &str, to: &str);
+}
