@@ -252,6 +252,41 @@ impl RulesConfig {
         json!({ "digest": self.digest, "ids": ids, "order": order })
     }
 
+    /// The rules as section-config text, in rule order.
+    pub fn to_section_text(&self) -> String {
+        let mut out = String::new();
+        for rule in self.ordered() {
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str(&format!("{}: {}\n", rule.type_name(), rule.id));
+            let resources: Vec<&str> = rule.resources.iter().map(String::as_str).collect();
+            out.push_str(&format!("\tresources {}\n", resources.join(",")));
+            match &rule.kind {
+                RuleKind::NodeAffinity { nodes, strict } => {
+                    let nodes: Vec<String> = nodes
+                        .iter()
+                        .map(|(n, p)| if *p == 0 { n.clone() } else { format!("{n}:{p}") })
+                        .collect();
+                    out.push_str(&format!("\tnodes {}\n", nodes.join(",")));
+                    if let Some(strict) = strict {
+                        out.push_str(&format!("\tstrict {}\n", u8::from(*strict)));
+                    }
+                }
+                RuleKind::ResourceAffinity { affinity } => {
+                    out.push_str(&format!("\taffinity {}\n", affinity.as_str()));
+                }
+            }
+            if let Some(disable) = rule.disable {
+                out.push_str(&format!("\tdisable {}\n", u8::from(disable)));
+            }
+            if let Some(comment) = &rule.comment {
+                out.push_str(&format!("\tcomment {comment}\n"));
+            }
+        }
+        out
+    }
+
     /// Rules in file order (ties by id), as Proxmox VE iterates them.
     pub fn ordered(&self) -> Vec<&Rule> {
         let mut rules: Vec<&Rule> = self.rules.values().collect();
