@@ -75,29 +75,17 @@ fn run(cli: Cli) -> Result<()> {
             print!("{log}");
         }
         Top::Ha {
-            command: HaCommand::Rules {
-                command: RulesCommand::Check { file, nodes },
-            },
+            command:
+                HaCommand::Rules {
+                    command: RulesCommand::Check { file, nodes },
+                },
         } => {
-            let raw = std::fs::read_to_string(&file).with_context(|| format!("{}", file.display()))?;
-            print!("{}", check_rules(&raw, &nodes).with_context(|| format!("{}", file.display()))?);
+            let raw =
+                std::fs::read_to_string(&file).with_context(|| format!("{}", file.display()))?;
+            let report = ferrox_ha::rules::check_report(&raw, &nodes)
+                .with_context(|| format!("{}", file.display()))?;
+            print!("{report}");
         }
     }
     Ok(())
-}
-
-/// The rules checker's report, in the format of Proxmox VE's `test_rules_config.pl`.
-fn check_rules(raw: &str, nodes: &[String]) -> Result<String> {
-    let mut rules = ferrox_types::RulesConfig::parse(raw)?;
-    let mut out = String::from("--- Log ---\n");
-    for msg in ferrox_ha::rules::transform(&mut rules, nodes) {
-        out.push_str(&msg);
-        out.push('\n');
-    }
-    out.push_str("--- Config ---\n");
-    out.push_str(&ferrox_types::perl_json::to_string_pretty(&rules.to_json()));
-    out.push_str("--- Compiled Config ---\n");
-    let compiled = ferrox_ha::rules::compile(&rules, nodes);
-    out.push_str(&ferrox_types::perl_json::to_string_pretty(&compiled.to_json()));
-    Ok(out)
 }

@@ -36,7 +36,11 @@ pub fn score(matrix: &[Criteria]) -> Vec<f64> {
     let weights: Vec<f64> = WEIGHTS.iter().map(|w| w / weight_sum).collect();
     let mut weighted: Vec<Criteria> = matrix.to_vec();
     for col in 0..4 {
-        let norm = matrix.iter().map(|row| row[col] * row[col]).sum::<f64>().sqrt();
+        let norm = matrix
+            .iter()
+            .map(|row| row[col] * row[col])
+            .sum::<f64>()
+            .sqrt();
         for row in weighted.iter_mut() {
             if norm != 0.0 {
                 row[col] /= norm;

@@ -30,7 +30,11 @@ impl NodeStats {
     /// Adds a resource the way a started one occupies a node: its configured CPU (the
     /// whole node when it has no limit) and memory.
     fn add_as_started(&mut self, stats: &ResourceStats) {
-        self.cpu += if stats.maxcpu == 0.0 { self.maxcpu } else { stats.maxcpu };
+        self.cpu += if stats.maxcpu == 0.0 {
+            self.maxcpu
+        } else {
+            stats.maxcpu
+        };
         self.mem += stats.maxmem;
     }
 }
@@ -62,7 +66,10 @@ impl ResourceStats {
 pub enum Placement {
     Stationary(String),
     /// Being moved: it occupies both nodes until the move ends.
-    Moving { current: String, target: String },
+    Moving {
+        current: String,
+        target: String,
+    },
 }
 
 impl Placement {
@@ -97,6 +104,8 @@ impl std::fmt::Display for UsageError {
         }
     }
 }
+
+impl std::error::Error for UsageError {}
 
 /// A move of one resource (or the bundle it leads) from `source` to `target`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -174,7 +183,13 @@ impl Usage {
     }
 
     /// Registers a resource; nodes of its placement that are not in the model are ignored.
-    pub fn add_resource(&mut self, sid: &str, stats: ResourceStats, running: bool, placement: Placement) {
+    pub fn add_resource(
+        &mut self,
+        sid: &str,
+        stats: ResourceStats,
+        running: bool,
+        placement: Placement,
+    ) {
         self.resources.insert(
             sid.to_string(),
             Resource {
@@ -230,7 +245,8 @@ impl Usage {
         stats: Option<ResourceStats>,
     ) -> Result<BTreeMap<String, f64>, UsageError> {
         if self.mode == UsageMode::Basic {
-            let mut counts: BTreeMap<String, f64> = self.nodes.keys().map(|n| (n.clone(), 0.0)).collect();
+            let mut counts: BTreeMap<String, f64> =
+                self.nodes.keys().map(|n| (n.clone(), 0.0)).collect();
             for res in self.resources.values() {
                 for node in res.placement.nodes() {
                     if let Some(c) = counts.get_mut(node) {
@@ -277,22 +293,26 @@ impl Usage {
         imbalance_of(self.balance_stats().values())
     }
 
-    fn expand(&self, candidates: &[MigrationCandidate]) -> Result<Vec<(Migration, ResourceStats)>, UsageError> {
+    fn expand(
+        &self,
+        candidates: &[MigrationCandidate],
+    ) -> Result<Vec<(Migration, ResourceStats)>, UsageError> {
         let mut out = Vec::new();
         for cand in candidates {
-            let leader = self
-                .resources
-                .get(&cand.leader)
-                .ok_or_else(|| UsageError::BadCandidate(format!("resource '{}' does not exist", cand.leader)))?;
+            let leader = self.resources.get(&cand.leader).ok_or_else(|| {
+                UsageError::BadCandidate(format!("resource '{}' does not exist", cand.leader))
+            })?;
             let Placement::Stationary(source) = &leader.placement else {
-                return Err(UsageError::BadCandidate(format!("resource '{}' is not stationary", cand.leader)));
+                return Err(UsageError::BadCandidate(format!(
+                    "resource '{}' is not stationary",
+                    cand.leader
+                )));
             };
             let mut sum = ResourceStats::default();
             for sid in &cand.resources {
-                let res = self
-                    .resources
-                    .get(sid)
-                    .ok_or_else(|| UsageError::BadCandidate(format!("resource '{sid}' does not exist")))?;
+                let res = self.resources.get(sid).ok_or_else(|| {
+                    UsageError::BadCandidate(format!("resource '{sid}' does not exist"))
+                })?;
                 match &res.placement {
                     Placement::Stationary(n) if n == source => {}
                     Placement::Stationary(_) => {
@@ -302,7 +322,9 @@ impl Usage {
                         )))
                     }
                     Placement::Moving { .. } => {
-                        return Err(UsageError::BadCandidate(format!("resource '{sid}' is not stationary")))
+                        return Err(UsageError::BadCandidate(format!(
+                            "resource '{sid}' is not stationary"
+                        )))
                     }
                 }
                 sum.cpu += res.stats.cpu;
@@ -324,7 +346,11 @@ impl Usage {
         Ok(out)
     }
 
-    fn stats_after(base: &BTreeMap<String, NodeStats>, migration: &Migration, moved: &ResourceStats) -> BTreeMap<String, NodeStats> {
+    fn stats_after(
+        base: &BTreeMap<String, NodeStats>,
+        migration: &Migration,
+        moved: &ResourceStats,
+    ) -> BTreeMap<String, NodeStats> {
         let mut nodes = base.clone();
         if let Some(src) = nodes.get_mut(&migration.source) {
             src.cpu = (src.cpu - moved.cpu).max(0.0);
@@ -366,17 +392,45 @@ impl Usage {
                 let matrix: Vec<topsis::Criteria> = evaluated
                     .iter()
                     .map(|(_, _, after)| {
-                        let loads: Vec<(f64, f64)> = after.values().map(|n| (n.cpu_load(), n.mem_load())).collect();
+                        let loads: Vec<(f64, f64)> = after
+                            .values()
+                            .map(|n| (n.cpu_load(), n.mem_load()))
+                            .collect();
                         topsis::criteria(&loads)
                     })
                     .collect();
                 let scores = topsis::score(&matrix);
                 let mut order: Vec<usize> = (0..evaluated.len()).collect();
                 order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-                order.first().map(|&i| (evaluated[i].0.clone(), evaluated[i].1))
+                order
+                    .first()
+                    .map(|&i| (evaluated[i].0.clone(), evaluated[i].1))
             }
         };
-        Ok(chosen.map(|(migration, imbalance)| RebalanceChoice { migration, imbalance }))
+        Ok(chosen.map(|(migration, imbalance)| RebalanceChoice {
+            migration,
+            imbalance,
+        }))
+    }
+}
+
+impl Usage {
+    /// The move automatic rebalancing makes: the best single migration, if it lowers the
+    /// current imbalance by at least `margin` (relative). Returns the current imbalance too.
+    pub fn auto_rebalance_choice(
+        &self,
+        candidates: &[MigrationCandidate],
+        method: RebalanceMethod,
+        margin: f64,
+    ) -> Result<Option<(f64, RebalanceChoice)>, UsageError> {
+        let current = self.imbalance();
+        let Some(choice) = self.best_rebalance_migration(candidates, method)? else {
+            return Ok(None);
+        };
+        if current == 0.0 || (current - choice.imbalance) / current < margin {
+            return Ok(None);
+        }
+        Ok(Some((current, choice)))
     }
 }
 
@@ -385,7 +439,12 @@ mod tests {
     use super::*;
 
     fn node(maxcpu: f64, maxmem: f64) -> NodeStats {
-        NodeStats { cpu: 0.0, maxcpu, mem: 0.0, maxmem }
+        NodeStats {
+            cpu: 0.0,
+            maxcpu,
+            mem: 0.0,
+            maxmem,
+        }
     }
 
     fn static_cluster() -> Usage {
@@ -395,7 +454,12 @@ mod tests {
             u.add_node(n, node(24.0, 32.0 * gib));
         }
         for sid in ["vm:101", "vm:102", "vm:103", "vm:104"] {
-            u.add_resource(sid, ResourceStats::from_static(2.0, 8.0 * gib), true, Placement::Stationary("node1".into()));
+            u.add_resource(
+                sid,
+                ResourceStats::from_static(2.0, 8.0 * gib),
+                true,
+                Placement::Stationary("node1".into()),
+            );
         }
         u
     }
@@ -418,7 +482,10 @@ mod tests {
                 nodes: vec!["node2".into(), "node3".into()],
             })
             .collect();
-        let choice = u.best_rebalance_migration(&cands, RebalanceMethod::Bruteforce).unwrap().unwrap();
+        let choice = u
+            .best_rebalance_migration(&cands, RebalanceMethod::Bruteforce)
+            .unwrap()
+            .unwrap();
         assert_eq!(choice.migration.sid, "vm:101");
         assert_eq!(choice.migration.target, "node2");
         assert_eq!(format!("{:.2}", choice.imbalance), "0.94");
@@ -429,8 +496,21 @@ mod tests {
         let mut u = Usage::new(UsageMode::Basic);
         u.add_node("a", NodeStats::default());
         u.add_node("b", NodeStats::default());
-        u.add_resource("vm:1", ResourceStats::default(), true, Placement::Moving { current: "a".into(), target: "b".into() });
-        u.add_resource("vm:2", ResourceStats::default(), true, Placement::Stationary("a".into()));
+        u.add_resource(
+            "vm:1",
+            ResourceStats::default(),
+            true,
+            Placement::Moving {
+                current: "a".into(),
+                target: "b".into(),
+            },
+        );
+        u.add_resource(
+            "vm:2",
+            ResourceStats::default(),
+            true,
+            Placement::Stationary("a".into()),
+        );
         let s = u.score_nodes_to_start("vm:3", None).unwrap();
         assert_eq!(s["a"], 2.0);
         assert_eq!(s["b"], 1.0);
@@ -440,10 +520,10 @@ mod tests {
     #[test]
     fn static_start_prefers_empty_node() {
         let u = static_cluster();
-        let s = u.score_nodes_to_start("vm:105", Some(ResourceStats::from_static(2.0, 1e9))).unwrap();
+        let s = u
+            .score_nodes_to_start("vm:105", Some(ResourceStats::from_static(2.0, 1e9)))
+            .unwrap();
         assert!(s["node2"] < s["node1"]);
         assert_eq!(s["node2"], s["node3"]);
     }
 }
-
-impl std::error::Error for UsageError {}

@@ -1,9 +1,9 @@
 //! The cluster resource manager daemon: every node runs one; the one holding
 //! `ha_manager_lock` is master and runs the `Manager` (spec §3).
 
+use crate::count_fenced_services;
 use crate::env::{HaEnv, LogLevel, WatchdogHandle};
 use crate::manager::Manager;
-use crate::count_fenced_services;
 use ferrox_types::{DisarmState, NodeState};
 
 const MAX_ACTIVE_IDLE_ROUNDS: u32 = 90;
@@ -72,7 +72,11 @@ impl Crm {
         }
         env.log(
             LogLevel::Info,
-            &format!("status change {} => {}", self.state.as_str(), state.as_str()),
+            &format!(
+                "status change {} => {}",
+                self.state.as_str(),
+                state.as_str()
+            ),
         );
         self.state = state;
         self.manager = if state == CrmState::Master {
@@ -88,7 +92,10 @@ impl Crm {
         }
         match env.read_manager_status() {
             Err(err) => {
-                env.log(LogLevel::Err, &format!("could not read manager status: {err}"));
+                env.log(
+                    LogLevel::Err,
+                    &format!("could not read manager status: {err}"),
+                );
                 false
             }
             Ok(ms) => count_fenced_services(&ms.service_status, &env.nodename()) == 0,
@@ -102,8 +109,12 @@ impl Crm {
         if allow_no_service {
             return true;
         }
-        let Ok(ms) = env.read_manager_status() else { return false };
-        let Ok(sc) = env.read_service_config() else { return false };
+        let Ok(ms) = env.read_manager_status() else {
+            return false;
+        };
+        let Ok(sc) = env.read_service_config() else {
+            return false;
+        };
         if !sc.is_empty() {
             return true;
         }
@@ -128,11 +139,15 @@ impl Crm {
         if !self.is_cluster_and_ha_healthy(env) {
             return false;
         }
-        let Ok(ms) = env.read_manager_status() else { return false };
+        let Ok(ms) = env.read_manager_status() else {
+            return false;
+        };
         if ms.disarm.is_some() {
             return false;
         }
-        let Ok(sc) = env.read_service_config() else { return false };
+        let Ok(sc) = env.read_service_config() else {
+            return false;
+        };
         sc.is_empty() && ms.service_status.is_empty()
     }
 
@@ -149,7 +164,10 @@ impl Crm {
                 .and_then(|ms| ms.disarm)
                 .is_some_and(|d| d.state == DisarmState::Disarmed);
             if disarmed {
-                env.log(LogLevel::Info, "taking over as disarmed master, skipping watchdog");
+                env.log(
+                    LogLevel::Info,
+                    "taking over as disarmed master, skipping watchdog",
+                );
                 self.disarmed = true;
             } else {
                 self.watchdog = Some(env.watchdog_open());
@@ -228,7 +246,10 @@ impl Crm {
                     self.give_up_watchdog_protection(env);
                     env.log(LogLevel::Info, "voluntary release CRM lock");
                     if !env.release_ha_manager_lock() {
-                        env.log(LogLevel::Notice, "CRM lock release failed, let the lock timeout");
+                        env.log(
+                            LogLevel::Notice,
+                            "CRM lock release failed, let the lock timeout",
+                        );
                     }
                     return false;
                 }
@@ -239,12 +260,17 @@ impl Crm {
                     );
                     return true;
                 }
-                let Some(manager) = self.manager.as_mut() else { return true };
+                let Some(manager) = self.manager.as_mut() else {
+                    return true;
+                };
                 match manager.manage(env) {
                     Err(err) => env.log(LogLevel::Err, &format!("got unexpected error - {err}")),
                     Ok(outcome) => {
                         if outcome.fully_disarmed && !self.disarmed {
-                            env.log(LogLevel::Info, "HA stack fully disarmed, releasing CRM watchdog");
+                            env.log(
+                                LogLevel::Info,
+                                "HA stack fully disarmed, releasing CRM watchdog",
+                            );
                             self.give_up_watchdog_protection(env);
                             self.disarmed = true;
                         } else if !outcome.fully_disarmed && self.disarmed {

@@ -31,7 +31,10 @@ pub fn count_active_services(ss: &BTreeMap<String, ServiceStatus>, node: &str) -
         .filter(|sd| {
             !matches!(
                 sd.state,
-                ServiceState::Stopped | ServiceState::Freeze | ServiceState::Error | ServiceState::RequestStart
+                ServiceState::Stopped
+                    | ServiceState::Freeze
+                    | ServiceState::Error
+                    | ServiceState::RequestStart
             )
         })
         .count()

@@ -97,7 +97,11 @@ impl Lrm {
         }
         env.log(
             LogLevel::Info,
-            &format!("status change {} => {}", self.state.as_str(), state.as_str()),
+            &format!(
+                "status change {} => {}",
+                self.state.as_str(),
+                state.as_str()
+            ),
         );
         self.state = state;
         self.state_change_time = env.get_time();
@@ -162,7 +166,9 @@ impl Lrm {
                 if maintenance {
                     env.log(
                         LogLevel::Info,
-                        &format!("{kind} LRM, ignore maintenance policy, already in maintenance mode"),
+                        &format!(
+                            "{kind} LRM, ignore maintenance policy, already in maintenance mode"
+                        ),
                     );
                 } else {
                     env.log(
@@ -177,7 +183,10 @@ impl Lrm {
                 );
                 self.mode = LrmMode::Maintenance;
             } else if freeze_all {
-                env.log(LogLevel::Info, &format!("{kind} LRM, stop and freeze all services"));
+                env.log(
+                    LogLevel::Info,
+                    &format!("{kind} LRM, stop and freeze all services"),
+                );
                 self.mode = LrmMode::Restart;
             } else {
                 env.log(LogLevel::Info, "shutdown LRM, stop all services");
@@ -194,7 +203,10 @@ impl Lrm {
         }
         self.shutdown_request = true;
         if !self.update_lrm_status(env) {
-            env.log(LogLevel::Err, "unable to update lrm status file - not quorate?");
+            env.log(
+                LogLevel::Err,
+                "unable to update lrm status file - not quorate?",
+            );
         }
     }
 
@@ -211,7 +223,10 @@ impl Lrm {
         match env.write_lrm_status(&status) {
             Ok(()) => true,
             Err(err) => {
-                env.log(LogLevel::Err, &format!("unable to write lrm status file - {err}"));
+                env.log(
+                    LogLevel::Err,
+                    &format!("unable to write lrm status file - {err}"),
+                );
                 false
             }
         }
@@ -229,7 +244,11 @@ impl Lrm {
             Ok(ms) => {
                 let me = env.nodename();
                 self.service_status = ms.service_status;
-                self.node_status = ms.node_status.get(&me).copied().unwrap_or(NodeState::Unknown);
+                self.node_status = ms
+                    .node_status
+                    .get(&me)
+                    .copied()
+                    .unwrap_or(NodeState::Unknown);
                 if !self.shutdown_request {
                     if ms.node_request.get(&me).is_some_and(|r| r.maintenance) {
                         self.mode = LrmMode::Maintenance;
@@ -300,18 +319,26 @@ impl Lrm {
             }
             LrmState::Active => {
                 if fence_request {
-                    env.log(LogLevel::Err, "node need to be fenced - releasing agent_lock");
+                    env.log(
+                        LogLevel::Err,
+                        "node need to be fenced - releasing agent_lock",
+                    );
                     self.set_state(env, LrmState::LostAgentLock);
                 } else if !self.get_protected_agent_lock(env) {
                     self.set_state(env, LrmState::LostAgentLock);
                 } else if self.mode == LrmMode::Maintenance {
                     self.set_state(env, LrmState::Maintenance);
                 } else if self.mode == LrmMode::Disarm && self.workers.is_empty() {
-                    env.log(LogLevel::Info, "HA disarm requested, releasing agent lock and watchdog");
+                    env.log(
+                        LogLevel::Info,
+                        "HA disarm requested, releasing agent lock and watchdog",
+                    );
                     env.release_ha_agent_lock();
                     self.give_up_watchdog_protection(env);
                     self.set_state(env, LrmState::WaitForAgentLock);
-                } else if !self.has_configured_service_on_local_node(env) && self.run_workers(env) == 0 {
+                } else if !self.has_configured_service_on_local_node(env)
+                    && self.run_workers(env) == 0
+                {
                     self.active_idle_rounds += 1;
                     if self.active_idle_rounds > MAX_ACTIVE_IDLE_ROUNDS {
                         env.log(
@@ -407,7 +434,9 @@ impl Lrm {
                             LogLevel::Err,
                             &format!("got shutdown request in state 'lost_agent_lock' - detected {count} running services"),
                         );
-                        if self.mode == LrmMode::Restart && env.get_time() - self.state_change_time > 90 {
+                        if self.mode == LrmMode::Restart
+                            && env.get_time() - self.state_change_time > 90
+                        {
                             env.log(
                                 LogLevel::Err,
                                 "lost agent lock and restart request for over 90 seconds - giving up!",
@@ -512,7 +541,8 @@ impl Lrm {
             match &worker.uid {
                 Some(uid) => {
                     let max_restart = sc.get(&sid).map(|cd| cd.max_restart).unwrap_or(0);
-                    let code = self.handle_service_exitcode(env, &sid, worker.command, code, max_restart);
+                    let code =
+                        self.handle_service_exitcode(env, &sid, worker.command, code, max_restart);
                     if code == ETRY_AGAIN {
                         continue;
                     }
@@ -524,8 +554,11 @@ impl Lrm {
                             exit_code: code,
                         },
                     );
-                    let valid: std::collections::BTreeSet<&String> =
-                        self.service_status.values().filter_map(|sd| sd.uid.as_ref()).collect();
+                    let valid: std::collections::BTreeSet<&String> = self
+                        .service_status
+                        .values()
+                        .filter_map(|sd| sd.uid.as_ref())
+                        .collect();
                     self.results.retain(|uid, _| valid.contains(uid));
                 }
                 None => {
@@ -559,7 +592,9 @@ impl Lrm {
                 if *tries >= max_restart {
                     env.log(
                         LogLevel::Err,
-                        &format!("unable to start service {sid} on local node after {tries} retries"),
+                        &format!(
+                            "unable to start service {sid} on local node after {tries} retries"
+                        ),
                     );
                     *tries = 0;
                     return ERROR;
@@ -584,11 +619,17 @@ impl Lrm {
     ) -> i32 {
         let kind = service_type(sid);
         if !env.service_type_known(kind) {
-            env.log(LogLevel::Err, &format!("service type '{kind}' not implemented"));
+            env.log(
+                LogLevel::Err,
+                &format!("service type '{kind}' not implemented"),
+            );
             return EUNKNOWN_SERVICE_TYPE;
         }
         let Some(cd) = cd else {
-            env.log(LogLevel::Err, &format!("missing resource configuration for '{sid}'"));
+            env.log(
+                LogLevel::Err,
+                &format!("missing resource configuration for '{sid}'"),
+            );
             return EUNKNOWN_SERVICE;
         };
         if worker.command == ServiceState::Error {
@@ -623,7 +664,10 @@ impl Lrm {
                     return SUCCESS;
                 }
                 match worker.timeout {
-                    Some(t) => env.log(LogLevel::Info, &format!("stopping service {sid} (timeout={t})")),
+                    Some(t) => env.log(
+                        LogLevel::Info,
+                        &format!("stopping service {sid} (timeout={t})"),
+                    ),
                     None => env.log(LogLevel::Info, &format!("stopping service {sid}")),
                 }
                 env.service_shutdown(sid, worker.timeout);
@@ -631,13 +675,21 @@ impl Lrm {
                     env.log(LogLevel::Info, &format!("service status {sid} stopped"));
                     SUCCESS
                 } else {
-                    env.log(LogLevel::Info, &format!("unable to stop service {sid} (still running)"));
+                    env.log(
+                        LogLevel::Info,
+                        &format!("unable to stop service {sid} (still running)"),
+                    );
                     ERROR
                 }
             }
-            command @ (ServiceState::Migrate | ServiceState::Relocate | ServiceState::RequestStartBalance) => {
+            command @ (ServiceState::Migrate
+            | ServiceState::Relocate
+            | ServiceState::RequestStartBalance) => {
                 let Some(target) = worker.target.as_deref() else {
-                    env.log(LogLevel::Err, &format!("{command} '{sid}' failed - missing target"));
+                    env.log(
+                        LogLevel::Err,
+                        &format!("{command} '{sid}' failed - missing target"),
+                    );
                     return EINVALID_PARAMETER;
                 };
                 if cd.node == target {
@@ -653,7 +705,10 @@ impl Lrm {
                 if env.service_migrate(sid, target, command == ServiceState::Migrate) {
                     SUCCESS
                 } else {
-                    env.log(LogLevel::Err, &format!("service {sid} not moved (migration error)"));
+                    env.log(
+                        LogLevel::Err,
+                        &format!("service {sid} not moved (migration error)"),
+                    );
                     ERROR
                 }
             }

@@ -91,9 +91,10 @@ impl Manager {
         self.crs = dc.crs;
         let new_mode = self.crs.ha.clone();
         match &self.scheduler {
-            None if new_mode != "basic" => {
-                env.log(LogLevel::Info, &format!("using scheduler mode '{new_mode}'"))
-            }
+            None if new_mode != "basic" => env.log(
+                LogLevel::Info,
+                &format!("using scheduler mode '{new_mode}'"),
+            ),
             Some(old) if *old != new_mode => env.log(
                 LogLevel::Info,
                 &format!("switching scheduler mode from '{old}' to '{new_mode}'"),
@@ -160,7 +161,9 @@ impl Manager {
                     }
                     Err(err) => env.log(
                         LogLevel::Warning,
-                        &format!("fallback to 'basic' scheduler mode, init for '{text}' failed - {err}"),
+                        &format!(
+                            "fallback to 'basic' scheduler mode, init for '{text}' failed - {err}"
+                        ),
                     ),
                 }
             }
@@ -201,7 +204,9 @@ impl Manager {
         timeout: Option<i64>,
     ) {
         let uid = self.new_uid(env);
-        let Some(sd) = self.ss.get_mut(sid) else { return };
+        let Some(sd) = self.ss.get_mut(sid) else {
+            return;
+        };
         let old_state = sd.state;
         let mut fresh = ServiceStatus::new(new_state, &sd.node);
         fresh.failed_nodes = sd.failed_nodes.take();
@@ -298,7 +303,9 @@ impl Manager {
         self.ns.update(env, &node_info, &lrm_modes);
         if !self.ns.is_operational(&env.nodename()) {
             env.log(LogLevel::Info, "master seems offline");
-            return Ok(RoundOutcome { fully_disarmed: false });
+            return Ok(RoundOutcome {
+                fully_disarmed: false,
+            });
         }
         self.update_crs_scheduler_mode(env);
         self.try_persistent_group_migration(env, &lrm_modes)?;
@@ -335,7 +342,10 @@ impl Manager {
                 })
                 .collect();
             for (sid, reason) in stale {
-                env.log(LogLevel::Info, &format!("removing stale service '{sid}' ({reason})"));
+                env.log(
+                    LogLevel::Info,
+                    &format!("removing stale service '{sid}' ({reason})"),
+                );
                 self.ss.remove(&sid);
             }
         }
@@ -424,7 +434,9 @@ impl Manager {
                 let mut cd = sc.get(sid).cloned().unwrap_or_else(|| disabled.clone());
                 match last_state {
                     ServiceState::Stopped => self.next_state_stopped(env, sid, &cd),
-                    ServiceState::Started => self.next_state_started(env, sid, &cd, lrm_res.as_ref()),
+                    ServiceState::Started => {
+                        self.next_state_started(env, sid, &cd, lrm_res.as_ref())
+                    }
                     ServiceState::RequestStart => self.next_state_request_start(env, sid, &cd),
                     ServiceState::Migrate
                     | ServiceState::Relocate
@@ -438,7 +450,9 @@ impl Manager {
                             entry.node = cd.node.clone();
                         }
                     }
-                    ServiceState::RequestStop => self.next_state_request_stop(env, sid, lrm_res.as_ref()),
+                    ServiceState::RequestStop => {
+                        self.next_state_request_stop(env, sid, lrm_res.as_ref())
+                    }
                     ServiceState::Freeze => {
                         let node = &self.ss[sid].node;
                         if lrm_modes.get(node) == Some(&LrmMode::Active) {
@@ -455,7 +469,14 @@ impl Manager {
                             if let Some(sd) = self.ss.get_mut(sid) {
                                 sd.failed_nodes = None;
                             }
-                            self.change_service_state(env, sid, ServiceState::Stopped, None, None, None);
+                            self.change_service_state(
+                                env,
+                                sid,
+                                ServiceState::Stopped,
+                                None,
+                                None,
+                                None,
+                            );
                         }
                     }
                 }
@@ -529,7 +550,10 @@ impl Manager {
         if !cd.node.is_empty() && sd.node != cd.node {
             env.log(
                 LogLevel::Info,
-                &format!("fixup service '{sid}' location ({} => {})", sd.node, cd.node),
+                &format!(
+                    "fixup service '{sid}' location ({} => {})",
+                    sd.node, cd.node
+                ),
             );
             sd.node = cd.node.clone();
         }
@@ -568,9 +592,14 @@ impl Manager {
         }
         match cd.state {
             RequestState::Stopped => {}
-            RequestState::Started => {
-                self.change_service_state(env, sid, ServiceState::RequestStart, Some(node), None, None)
-            }
+            RequestState::Started => self.change_service_state(
+                env,
+                sid,
+                ServiceState::RequestStart,
+                Some(node),
+                None,
+                None,
+            ),
             other => env.log(
                 LogLevel::Err,
                 &format!("service '{sid}' - unknown state '{other}' in service configuration"),
@@ -584,7 +613,11 @@ impl Manager {
             let selected = self
                 .select_node(env, sid, cd, NodePreference::BestScore)
                 .unwrap_or_else(|| current.clone());
-            let which = if selected != current { "new" } else { "current" };
+            let which = if selected != current {
+                "new"
+            } else {
+                "current"
+            };
             env.log(
                 LogLevel::Info,
                 &format!("service {sid}: re-balance selected {which} node {selected} for startup"),
@@ -631,7 +664,9 @@ impl Manager {
                 EWRONG_NODE => {
                     env.log(
                         LogLevel::Err,
-                        &format!("service '{sid}' - migration failed: service registered on wrong node!"),
+                        &format!(
+                            "service '{sid}' - migration failed: service registered on wrong node!"
+                        ),
                     );
                     self.change_service_state(env, sid, ServiceState::Error, None, None, None);
                 }
@@ -658,7 +693,12 @@ impl Manager {
         }
     }
 
-    fn next_state_request_stop(&mut self, env: &mut dyn HaEnv, sid: &str, lrm_res: Option<&LrmResult>) {
+    fn next_state_request_stop(
+        &mut self,
+        env: &mut dyn HaEnv,
+        sid: &str,
+        lrm_res: Option<&LrmResult>,
+    ) {
         if let Some(res) = lrm_res {
             if res.exit_code == SUCCESS {
                 self.change_service_state(env, sid, ServiceState::Stopped, None, None, None);
@@ -764,12 +804,17 @@ impl Manager {
                             &format!("ignore service '{sid}' {task} request - service already on node '{target}'"),
                         );
                     } else {
-                        env.log(LogLevel::Info, &format!("{task} service '{sid}' to node '{target}'"));
+                        env.log(
+                            LogLevel::Info,
+                            &format!("{task} service '{sid}' to node '{target}'"),
+                        );
                         self.change_service_state(env, sid, state, Some(node), Some(target), None);
                     }
                 }
                 None => {
-                    let ServiceCommand::Stop(timeout) = cmd else { unreachable!() };
+                    let ServiceCommand::Stop(timeout) = cmd else {
+                        unreachable!()
+                    };
                     if timeout == 0 {
                         env.log(
                             LogLevel::Info,
@@ -781,9 +826,21 @@ impl Manager {
                             &format!("request graceful stop with timeout '{timeout}' for service '{sid}'"),
                         );
                     }
-                    self.change_service_state(env, sid, ServiceState::RequestStop, None, None, Some(timeout));
-                    if let Err(err) = env.update_resource_config(sid, ResourceChange::RequestStopped) {
-                        env.log(LogLevel::Err, &format!("unable to update service config - {err}"));
+                    self.change_service_state(
+                        env,
+                        sid,
+                        ServiceState::RequestStop,
+                        None,
+                        None,
+                        Some(timeout),
+                    );
+                    if let Err(err) =
+                        env.update_resource_config(sid, ResourceChange::RequestStopped)
+                    {
+                        env.log(
+                            LogLevel::Err,
+                            &format!("unable to update service config - {err}"),
+                        );
                     }
                 }
             }
@@ -815,7 +872,10 @@ impl Manager {
                         preference = NodePreference::TryNext;
                         env.log(
                             LogLevel::Warning,
-                            &format!("starting service {sid} on node '{}' failed, relocating service.", sd.node),
+                            &format!(
+                                "starting service {sid} on node '{}' failed, relocating service.",
+                                sd.node
+                            ),
                         );
                     } else {
                         env.log(
@@ -830,7 +890,9 @@ impl Manager {
                     }
                 }
                 code => {
-                    sd.failed_nodes.get_or_insert_with(Vec::new).push(sd.node.clone());
+                    sd.failed_nodes
+                        .get_or_insert_with(Vec::new)
+                        .push(sd.node.clone());
                     env.log(
                         LogLevel::Err,
                         &format!("service '{sid}' got unrecoverable error (exit code {code})"),
@@ -866,10 +928,27 @@ impl Manager {
                         LogLevel::Info,
                         &format!("migrate service '{sid}' to node '{target}' (running)"),
                     );
-                    self.change_service_state(env, sid, ServiceState::Migrate, Some(current), Some(target), None);
+                    self.change_service_state(
+                        env,
+                        sid,
+                        ServiceState::Migrate,
+                        Some(current),
+                        Some(target),
+                        None,
+                    );
                 } else {
-                    env.log(LogLevel::Info, &format!("relocate service '{sid}' to node '{target}'"));
-                    self.change_service_state(env, sid, ServiceState::Relocate, Some(current), Some(target), None);
+                    env.log(
+                        LogLevel::Info,
+                        &format!("relocate service '{sid}' to node '{target}'"),
+                    );
+                    self.change_service_state(
+                        env,
+                        sid,
+                        ServiceState::Relocate,
+                        Some(current),
+                        Some(target),
+                        None,
+                    );
                 }
             }
             selected => {
@@ -882,7 +961,9 @@ impl Manager {
                         ),
                     );
                 }
-                if sd.maintenance_node.as_ref() == Some(&sd.node) && self.ns.get(&sd.node) == NodeState::Online {
+                if sd.maintenance_node.as_ref() == Some(&sd.node)
+                    && self.ns.get(&sd.node) == NodeState::Online
+                {
                     env.log(
                         LogLevel::Info,
                         &format!("service '{sid}': clearing stale maintenance node '{}' setting (is current node)", sd.node),
@@ -892,7 +973,12 @@ impl Manager {
                 if lrm_res.is_some() {
                     // A new uid makes the LRM run `started` again: that restarts a crashed service.
                     self.uid_counter += 1;
-                    sd.uid = Some(format!("{}-{}-{}", env.nodename(), env.get_time(), self.uid_counter));
+                    sd.uid = Some(format!(
+                        "{}-{}-{}",
+                        env.nodename(),
+                        env.get_time(),
+                        self.uid_counter
+                    ));
                 }
             }
         }
@@ -904,11 +990,17 @@ impl Manager {
             match words.as_slice() {
                 [task @ ("migrate" | "relocate"), sid, node] => {
                     let Some(sd) = self.ss.get(*sid) else {
-                        env.log(LogLevel::Err, &format!("crm command error - no such service: {cmd}"));
+                        env.log(
+                            LogLevel::Err,
+                            &format!("crm command error - no such service: {cmd}"),
+                        );
                         continue;
                     };
                     if !self.ns.is_online(node) {
-                        env.log(LogLevel::Err, &format!("crm command error - node not online: {cmd}"));
+                        env.log(
+                            LogLevel::Err,
+                            &format!("crm command error - node not online: {cmd}"),
+                        );
                     } else if sd.node == *node {
                         env.log(
                             LogLevel::Info,
@@ -920,11 +1012,17 @@ impl Manager {
                 }
                 ["stop", sid, timeout] => {
                     let Ok(timeout) = timeout.parse::<i64>() else {
-                        env.log(LogLevel::Err, &format!("unable to parse crm command: {cmd}"));
+                        env.log(
+                            LogLevel::Err,
+                            &format!("unable to parse crm command: {cmd}"),
+                        );
                         continue;
                     };
                     match self.ss.get_mut(*sid) {
-                        None => env.log(LogLevel::Err, &format!("crm command error - no such service: {cmd}")),
+                        None => env.log(
+                            LogLevel::Err,
+                            &format!("crm command error - no such service: {cmd}"),
+                        ),
                         Some(sd) => {
                             env.log(LogLevel::Info, &format!("got crm command: {cmd}"));
                             sd.cmd = Some(ServiceCommand::Stop(timeout));
@@ -938,14 +1036,19 @@ impl Manager {
                             &format!("ignoring maintenance command for node {node} - HA stack is disarmed"),
                         );
                     } else if self.ns.is_online(node) {
-                        self.ms.node_request.insert(node.to_string(), NodeRequest { maintenance: true });
+                        self.ms
+                            .node_request
+                            .insert(node.to_string(), NodeRequest { maintenance: true });
                     } else if self.ns.get(node) == NodeState::Maintenance {
                         env.log(
                             LogLevel::Info,
                             &format!("ignoring crm command - node {node} is already in maintenance state"),
                         );
                     } else {
-                        env.log(LogLevel::Err, &format!("crm command error - node not online: {cmd}"));
+                        env.log(
+                            LogLevel::Err,
+                            &format!("crm command error - node not online: {cmd}"),
+                        );
                     }
                 }
                 ["disable-node-maintenance", node] => {
@@ -962,11 +1065,17 @@ impl Manager {
                     if let Some(disarm) = self.ms.disarm {
                         env.log(
                             LogLevel::Notice,
-                            &format!("ignoring disarm-ha command - already in disarm state ({})", disarm.state),
+                            &format!(
+                                "ignoring disarm-ha command - already in disarm state ({})",
+                                disarm.state
+                            ),
                         );
                         continue;
                     }
-                    env.log(LogLevel::Info, &format!("got crm command: disarm-ha {mode}"));
+                    env.log(
+                        LogLevel::Info,
+                        &format!("got crm command: disarm-ha {mode}"),
+                    );
                     let mode = DisarmMode::parse(mode).unwrap_or(DisarmMode::Freeze);
                     if mode == DisarmMode::Ignore {
                         for sid in self.ss.keys() {
@@ -983,7 +1092,10 @@ impl Manager {
                 }
                 ["arm-ha"] => {
                     let Some(disarm) = self.ms.disarm else {
-                        env.log(LogLevel::Notice, "ignoring arm-ha command - HA stack is not disarmed");
+                        env.log(
+                            LogLevel::Notice,
+                            "ignoring arm-ha command - HA stack is not disarmed",
+                        );
                         continue;
                     };
                     env.log(LogLevel::Info, "got crm command: arm-ha");
@@ -1005,7 +1117,10 @@ impl Manager {
                     }
                     self.ms.disarm = None;
                 }
-                _ => env.log(LogLevel::Err, &format!("unable to parse crm command: {cmd}")),
+                _ => env.log(
+                    LogLevel::Err,
+                    &format!("unable to parse crm command: {cmd}"),
+                ),
             }
         }
         Ok(())
@@ -1023,10 +1138,16 @@ impl Manager {
         target: &str,
     ) {
         let rules = self.compiled.clone().unwrap_or_default();
-        let ignored = |csid: &str| sc.get(csid).is_some_and(|cd| cd.state == RequestState::Ignored);
-        let occupies_target = |sd: &ServiceStatus| sd.node == target || sd.target.as_deref() == Some(target);
+        let ignored = |csid: &str| {
+            sc.get(csid)
+                .is_some_and(|cd| cd.state == RequestState::Ignored)
+        };
+        let occupies_target =
+            |sd: &ServiceStatus| sd.node == target || sd.target.as_deref() == Some(target);
         for csid in rules.negative.get(sid).into_iter().flatten() {
-            let Some(csd) = self.ss.get(csid) else { continue };
+            let Some(csd) = self.ss.get(csid) else {
+                continue;
+            };
             if !ignored(csid) && occupies_target(csd) {
                 env.log(
                     LogLevel::Err,
@@ -1044,7 +1165,9 @@ impl Manager {
             sd.cmd = Some(make(target));
         }
         for csid in rules.positive.get(sid).into_iter().flatten() {
-            let Some(csd) = self.ss.get_mut(csid) else { continue };
+            let Some(csd) = self.ss.get_mut(csid) else {
+                continue;
+            };
             if ignored(csid) || occupies_target(csd) {
                 continue;
             }
@@ -1073,7 +1196,10 @@ impl Manager {
             };
             env.log(
                 level,
-                &format!("deferring disarm - service '{sid}' is in '{}' state", sd.state),
+                &format!(
+                    "deferring disarm - service '{sid}' is in '{}' state",
+                    sd.state
+                ),
             );
             deferred.insert(sid.clone());
         }
@@ -1116,7 +1242,10 @@ impl Manager {
                 .iter()
                 .all(|n| lrm_modes.get(n) == Some(&LrmMode::Disarm));
             if all_disarmed {
-                env.log(LogLevel::Info, "all LRMs disarmed, HA stack is now fully disarmed");
+                env.log(
+                    LogLevel::Info,
+                    "all LRMs disarmed, HA stack is now fully disarmed",
+                );
                 self.ms.disarm = Some(Disarm {
                     mode: disarm.mode,
                     state: DisarmState::Disarmed,
@@ -1138,7 +1267,9 @@ impl Manager {
             let mut members = vec![sid.clone()];
             let mut moving_partner = false;
             for partner in rules.positive.get(sid).into_iter().flatten() {
-                let Some(psd) = self.ss.get(partner) else { continue };
+                let Some(psd) = self.ss.get(partner) else {
+                    continue;
+                };
                 match psd.state {
                     ServiceState::Started => members.push(partner.clone()),
                     ServiceState::Migrate | ServiceState::Relocate => moving_partner = true,
@@ -1160,19 +1291,24 @@ impl Manager {
 
     fn load_balance(&mut self, env: &mut dyn HaEnv, sc: &ServiceConfig) {
         if !self.crs.auto_rebalance
-            || !matches!(self.scheduler_mode(), Some(SchedulerMode::Static | SchedulerMode::Dynamic))
+            || !matches!(
+                self.scheduler_mode(),
+                Some(SchedulerMode::Static | SchedulerMode::Dynamic)
+            )
         {
             return;
         }
         let moving = self.ss.values().any(|sd| {
             matches!(sd.state, ServiceState::Migrate | ServiceState::Relocate)
-                || matches!(sd.cmd, Some(ServiceCommand::Migrate(_) | ServiceCommand::Relocate(_)))
+                || matches!(
+                    sd.cmd,
+                    Some(ServiceCommand::Migrate(_) | ServiceCommand::Relocate(_))
+                )
         });
         if moving {
             return;
         }
-        let imbalance = self.usage.imbalance();
-        if imbalance <= self.crs.auto_rebalance_threshold {
+        if self.usage.imbalance() <= self.crs.auto_rebalance_threshold {
             self.sustained_imbalance_rounds = 0;
             return;
         }
@@ -1201,11 +1337,12 @@ impl Manager {
                 nodes: nodes.into_iter().collect(),
             });
         }
-        let choice = match self
-            .usage
-            .best_rebalance_migration(&candidates, self.crs.auto_rebalance_method)
-        {
-            Ok(Some(choice)) => choice,
+        let (imbalance, choice) = match self.usage.auto_rebalance_choice(
+            &candidates,
+            self.crs.auto_rebalance_method,
+            self.crs.auto_rebalance_margin,
+        ) {
+            Ok(Some(found)) => found,
             Ok(None) => return,
             Err(err) => {
                 env.log(
@@ -1215,13 +1352,13 @@ impl Manager {
                 return;
             }
         };
-        let relative = (imbalance - choice.imbalance) / imbalance;
-        if relative < self.crs.auto_rebalance_margin {
-            return;
-        }
         let sid = choice.migration.sid;
         let target = choice.migration.target;
-        let task = if service_type(&sid) == "vm" { "migrate" } else { "relocate" };
+        let task = if service_type(&sid) == "vm" {
+            "migrate"
+        } else {
+            "relocate"
+        };
         env.log(
             LogLevel::Info,
             &format!(
@@ -1239,7 +1376,9 @@ impl Manager {
         env: &mut dyn HaEnv,
         lrm_modes: &BTreeMap<String, LrmMode>,
     ) -> EnvResult<()> {
-        let Some(groups) = env.read_groups_config()? else { return Ok(()) };
+        let Some(groups) = env.read_groups_config()? else {
+            return Ok(());
+        };
         if groups.groups.is_empty() {
             return Ok(());
         }
@@ -1251,7 +1390,10 @@ impl Manager {
         env.log(LogLevel::Notice, "start ha group migration...");
         match self.group_migration_blocker(env, lrm_modes) {
             Some(reason) => {
-                env.log(LogLevel::Err, &format!("abort ha groups migration: {reason}"));
+                env.log(
+                    LogLevel::Err,
+                    &format!("abort ha groups migration: {reason}"),
+                );
                 env.log(LogLevel::Err, "ha groups migration failed");
                 env.log(
                     LogLevel::Notice,
@@ -1291,10 +1433,14 @@ impl Manager {
             let _ = lrm_modes;
             env.log(
                 LogLevel::Notice,
-                &format!("ha groups migration: lrm '{node}' is in state '{lrm_state}' and mode '{mode}'"),
+                &format!(
+                    "ha groups migration: lrm '{node}' is in state '{lrm_state}' and mode '{mode}'"
+                ),
             );
             let active_services = crate::count_active_services(&self.ss, &node);
-            if !(lrm_state == "active" || (lrm_state == "wait_for_agent_lock" && active_services == 0)) {
+            if !(lrm_state == "active"
+                || (lrm_state == "wait_for_agent_lock" && active_services == 0))
+            {
                 return Some(format!("lrm '{node}' is not in state 'active'"));
             }
             if mode != LrmMode::Active {
@@ -1319,16 +1465,29 @@ impl Manager {
         let mut rules_cfg = env.read_rules_config()?;
         rules::migrate_groups_to_rules(&mut rules_cfg, groups, &sc);
         env.write_rules_config(&rules_cfg)?;
-        env.log(LogLevel::Notice, "ha groups migration: migration to rules config successful");
+        env.log(
+            LogLevel::Notice,
+            "ha groups migration: migration to rules config successful",
+        );
         for (sid, cd) in &sc {
             if let Some(group) = cd.group.as_ref() {
-                let failback = groups.groups.get(group).map(|g| !g.nofailback).unwrap_or(cd.failback);
+                let failback = groups
+                    .groups
+                    .get(group)
+                    .map(|g| !g.nofailback)
+                    .unwrap_or(cd.failback);
                 env.update_resource_config(sid, ResourceChange::DropGroup { failback })?;
             }
         }
-        env.log(LogLevel::Notice, "ha groups migration: migration to resources config successful");
+        env.log(
+            LogLevel::Notice,
+            "ha groups migration: migration to resources config successful",
+        );
         env.delete_groups_config()?;
-        env.log(LogLevel::Notice, "ha groups migration: group config deletion successful");
+        env.log(
+            LogLevel::Notice,
+            "ha groups migration: group config deletion successful",
+        );
         env.log(LogLevel::Notice, "ha groups migration successful");
         Ok(())
     }

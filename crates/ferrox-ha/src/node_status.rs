@@ -73,9 +73,13 @@ impl NodeStatus {
             }
             self.last_online.insert(node.clone(), now);
             match self.get(node) {
-                NodeState::Online if in_maintenance(node) => self.set(env, node, NodeState::Maintenance),
+                NodeState::Online if in_maintenance(node) => {
+                    self.set(env, node, NodeState::Maintenance)
+                }
                 NodeState::Unknown | NodeState::Gone => self.set(env, node, NodeState::Online),
-                NodeState::Maintenance if !in_maintenance(node) => self.set(env, node, NodeState::Online),
+                NodeState::Maintenance if !in_maintenance(node) => {
+                    self.set(env, node, NodeState::Online)
+                }
                 _ => {}
             }
         }
@@ -86,16 +90,16 @@ impl NodeStatus {
             }
             match self.get(&node) {
                 NodeState::Online => self.set(env, &node, NodeState::Unknown),
-                NodeState::Maintenance if !in_maintenance(&node) => self.set(env, &node, NodeState::Unknown),
+                NodeState::Maintenance if !in_maintenance(&node) => {
+                    self.set(env, &node, NodeState::Unknown)
+                }
                 NodeState::Unknown if info.is_none() => self.set(env, &node, NodeState::Gone),
-                NodeState::Gone => {
-                    if self.is_offline_delayed(env, &node, GONE_DELETE_DELAY) {
-                        env.log(
-                            LogLevel::Notice,
-                            &format!("deleting gone node '{node}', not a cluster member anymore."),
-                        );
-                        self.status.remove(&node);
-                    }
+                NodeState::Gone if self.is_offline_delayed(env, &node, GONE_DELETE_DELAY) => {
+                    env.log(
+                        LogLevel::Notice,
+                        &format!("deleting gone node '{node}', not a cluster member anymore."),
+                    );
+                    self.status.remove(&node);
                 }
                 _ => {}
             }

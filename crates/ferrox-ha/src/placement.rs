@@ -44,7 +44,11 @@ pub fn node_affinity(
     let Some(nodes) = rules.node_affinity.get(sid) else {
         return (online.clone(), online.clone());
     };
-    let allowed: BTreeSet<String> = nodes.keys().filter(|n| online.contains(*n)).cloned().collect();
+    let allowed: BTreeSet<String> = nodes
+        .keys()
+        .filter(|n| online.contains(*n))
+        .cloned()
+        .collect();
     let top = allowed.iter().map(|n| nodes[n]).max();
     let pri = allowed
         .iter()

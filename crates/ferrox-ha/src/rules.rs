@@ -35,7 +35,8 @@ impl CompiledRules {
             Value::Object(
                 m.iter()
                     .map(|(sid, others)| {
-                        let o: Map<String, Value> = others.iter().map(|x| (x.clone(), json!(1))).collect();
+                        let o: Map<String, Value> =
+                            others.iter().map(|x| (x.clone(), json!(1))).collect();
                         (sid.clone(), Value::Object(o))
                     })
                     .collect(),
@@ -52,7 +53,11 @@ impl CompiledRules {
 }
 
 fn enabled_of<'a>(rules: &'a RulesConfig, pred: impl Fn(&Rule) -> bool + 'a) -> Vec<&'a Rule> {
-    rules.ordered().into_iter().filter(|r| r.is_enabled() && pred(r)).collect()
+    rules
+        .ordered()
+        .into_iter()
+        .filter(|r| r.is_enabled() && pred(r))
+        .collect()
 }
 
 fn is_node_affinity(r: &Rule) -> bool {
@@ -71,7 +76,13 @@ fn intersection_count(a: &BTreeSet<String>, b: &BTreeSet<String>) -> usize {
 /// id; each component lists its rule ids in the same order.
 fn disjoint_resource_sets(rules: &[&Rule]) -> Vec<(Vec<String>, BTreeSet<String>)> {
     let mut sorted: Vec<&Rule> = rules.to_vec();
-    sorted.sort_by(|a, b| a.resources.iter().next().cmp(&b.resources.iter().next()).then(a.id.cmp(&b.id)));
+    sorted.sort_by(|a, b| {
+        a.resources
+            .iter()
+            .next()
+            .cmp(&b.resources.iter().next())
+            .then(a.id.cmp(&b.id))
+    });
     let mut sets: Vec<(Vec<String>, BTreeSet<String>)> = Vec::new();
     for rule in sorted {
         let mut merged_ids = vec![rule.id.clone()];
@@ -117,28 +128,45 @@ fn check(rules: &RulesConfig, nodes: &[String]) -> BTreeMap<String, Vec<String>>
     for (sid, rs) in &users {
         if rs.len() > 1 {
             for r in rs {
-                add(&r.id, format!("resource '{sid}' is already used in another node affinity rule"));
+                add(
+                    &r.id,
+                    format!("resource '{sid}' is already used in another node affinity rule"),
+                );
             }
         }
     }
 
     for rule in &resource_rules {
         if rule.resources.len() < 2 {
-            add(&rule.id, "rule is ineffective as there are less than two resources".into());
+            add(
+                &rule.id,
+                "rule is ineffective as there are less than two resources".into(),
+            );
         }
     }
     for rule in &negative {
         if rule.resources.len() > nodes.len() {
-            add(&rule.id, "rule defines more resources than available nodes".into());
+            add(
+                &rule.id,
+                "rule defines more resources than available nodes".into(),
+            );
         }
     }
     let components = disjoint_resource_sets(&positive);
     for (ids, resources) in &components {
         for neg in &negative {
             if intersection_count(resources, &neg.resources) >= 2 {
-                add(&neg.id, "rule shares two or more resources with a positive resource affinity rule".into());
+                add(
+                    &neg.id,
+                    "rule shares two or more resources with a positive resource affinity rule"
+                        .into(),
+                );
                 for id in ids {
-                    add(id, "rule shares two or more resources with a negative resource affinity rule".into());
+                    add(
+                        id,
+                        "rule shares two or more resources with a negative resource affinity rule"
+                            .into(),
+                    );
                 }
             }
         }
@@ -151,11 +179,17 @@ fn check(rules: &RulesConfig, nodes: &[String]) -> BTreeMap<String, Vec<String>>
             .filter(|n| n.resources.intersection(&rule.resources).next().is_some())
             .collect();
         let multi = touching.iter().any(|n| {
-            let prios: BTreeSet<i64> = n.node_priorities().map(|p| p.values().copied().collect()).unwrap_or_default();
+            let prios: BTreeSet<i64> = n
+                .node_priorities()
+                .map(|p| p.values().copied().collect())
+                .unwrap_or_default();
             prios.len() > 1
         });
         if multi {
-            add(&rule.id, "resources are in node affinity rules with multiple priorities".into());
+            add(
+                &rule.id,
+                "resources are in node affinity rules with multiple priorities".into(),
+            );
             for n in touching {
                 add(&n.id, "resources are in a resource affinity rule and cannot be in a node affinity rule with multiple priorities".into());
             }
@@ -224,7 +258,9 @@ fn merge_positive_rules(rules: &mut RulesConfig) {
             id.clone(),
             Rule {
                 id,
-                kind: RuleKind::ResourceAffinity { affinity: Affinity::Positive },
+                kind: RuleKind::ResourceAffinity {
+                    affinity: Affinity::Positive,
+                },
                 resources,
                 disable: None,
                 comment: None,
@@ -235,7 +271,10 @@ fn merge_positive_rules(rules: &mut RulesConfig) {
 }
 
 fn infer_implicit_negative_rules(rules: &mut RulesConfig) {
-    let positive: Vec<Rule> = enabled_of(rules, |r| is_affinity(r, Affinity::Positive)).into_iter().cloned().collect();
+    let positive: Vec<Rule> = enabled_of(rules, |r| is_affinity(r, Affinity::Positive))
+        .into_iter()
+        .cloned()
+        .collect();
     let mut separated: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for neg in enabled_of(rules, |r| is_affinity(r, Affinity::Negative)) {
         for a in &neg.resources {
@@ -262,7 +301,9 @@ fn infer_implicit_negative_rules(rules: &mut RulesConfig) {
                 let id = format!("_implicit-negative-{}-{}-{}", pos.id, sid, other);
                 new_rules.push(Rule {
                     id,
-                    kind: RuleKind::ResourceAffinity { affinity: Affinity::Negative },
+                    kind: RuleKind::ResourceAffinity {
+                        affinity: Affinity::Negative,
+                    },
                     resources: [sid.clone(), other.clone()].into_iter().collect(),
                     disable: None,
                     comment: None,
@@ -281,7 +322,11 @@ fn propagate_node_affinity(rules: &mut RulesConfig) {
         .into_iter()
         .map(|r| r.resources.clone())
         .collect();
-    for rule in rules.rules.values_mut().filter(|r| r.is_enabled() && is_node_affinity(r)) {
+    for rule in rules
+        .rules
+        .values_mut()
+        .filter(|r| r.is_enabled() && is_node_affinity(r))
+    {
         for group in &positive {
             if rule.resources.intersection(group).next().is_some() {
                 rule.resources.extend(group.iter().cloned());
@@ -310,7 +355,10 @@ pub fn compile(rules: &RulesConfig, nodes: &[String]) -> CompiledRules {
     let mut compiled = CompiledRules::default();
     for rule in enabled_of(rules, |_| true) {
         match &rule.kind {
-            RuleKind::NodeAffinity { nodes: prios, strict } => {
+            RuleKind::NodeAffinity {
+                nodes: prios,
+                strict,
+            } => {
                 let mut map = prios.clone();
                 if *strict != Some(true) {
                     for n in nodes {
@@ -341,7 +389,11 @@ pub fn compile(rules: &RulesConfig, nodes: &[String]) -> CompiledRules {
 
 /// Turns every legacy HA group that a resource references into a node affinity rule
 /// `ha-group-<group>` (spec §8.6).
-pub fn migrate_groups_to_rules(rules: &mut RulesConfig, groups: &GroupsConfig, services: &ServiceConfig) {
+pub fn migrate_groups_to_rules(
+    rules: &mut RulesConfig,
+    groups: &GroupsConfig,
+    services: &ServiceConfig,
+) {
     let mut members: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     for (sid, cd) in services {
         if let Some(g) = cd.group.as_deref() {
@@ -350,10 +402,9 @@ pub fn migrate_groups_to_rules(rules: &mut RulesConfig, groups: &GroupsConfig, s
             }
         }
     }
-    let mut order = rules.rules.values().map(|r| r.order).max().unwrap_or(0);
-    for (gid, resources) in members {
+    let first_order = rules.rules.values().map(|r| r.order).max().unwrap_or(0) + 1;
+    for (order, (gid, resources)) in (first_order..).zip(members) {
         let group = &groups.groups[gid];
-        order += 1;
         let id = format!("ha-group-{gid}");
         rules.rules.insert(
             id.clone(),
@@ -377,6 +428,26 @@ pub fn migrate_groups_to_rules(rules: &mut RulesConfig, groups: &GroupsConfig, s
     }
 }
 
+/// The rules checker's report for a rules file, in the format of Proxmox VE's
+/// `test_rules_config.pl`: dropped rules, the canonical config, the compiled rules.
+pub fn check_report(
+    raw: &str,
+    nodes: &[String],
+) -> Result<String, ferrox_types::SectionConfigError> {
+    use ferrox_types::perl_json::to_string_pretty;
+    let mut rules = RulesConfig::parse(raw)?;
+    let mut out = String::from("--- Log ---\n");
+    for msg in transform(&mut rules, nodes) {
+        out.push_str(&msg);
+        out.push('\n');
+    }
+    out.push_str("--- Config ---\n");
+    out.push_str(&to_string_pretty(&rules.to_json()));
+    out.push_str("--- Compiled Config ---\n");
+    out.push_str(&to_string_pretty(&compile(&rules, nodes).to_json()));
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -387,7 +458,8 @@ mod tests {
 
     #[test]
     fn non_strict_rules_list_other_nodes_at_minus_one() {
-        let cfg = RulesConfig::parse("node-affinity: a\n\tresources vm:1\n\tnodes node1:2\n").unwrap();
+        let cfg =
+            RulesConfig::parse("node-affinity: a\n\tresources vm:1\n\tnodes node1:2\n").unwrap();
         let c = compile(&cfg, &nodes());
         assert_eq!(c.node_affinity["vm:1"]["node1"], 2);
         assert_eq!(c.node_affinity["vm:1"]["node3"], -1);

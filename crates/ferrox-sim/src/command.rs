@@ -6,11 +6,27 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     Delay(i64),
-    SkipRound { crm: bool, rounds: u32 },
-    Power { node: String, on: bool },
-    Network { node: String, on: bool },
-    Cfs { node: String, rw: bool, works: bool },
-    SetVersion { node: String, version: String },
+    SkipRound {
+        crm: bool,
+        rounds: u32,
+    },
+    Power {
+        node: String,
+        on: bool,
+    },
+    Network {
+        node: String,
+        on: bool,
+    },
+    Cfs {
+        node: String,
+        rw: bool,
+        works: bool,
+    },
+    SetVersion {
+        node: String,
+        version: String,
+    },
     Reboot(String),
     Shutdown(String),
     RestartLrm(String),
@@ -18,19 +34,32 @@ pub enum Command {
     CrmStart(String),
     /// A CRM command queued on behalf of a node (maintenance, disarm, arm).
     CrmQueue(String),
-    Service { sid: String, action: ServiceAction },
+    Service {
+        sid: String,
+        action: ServiceAction,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ServiceAction {
     SetState(ferrox_types::RequestState),
     Queue(String),
-    Add { node: String, state: ferrox_types::RequestState, running: bool },
+    Add {
+        node: String,
+        state: ferrox_types::RequestState,
+        running: bool,
+    },
     Delete,
     Lock(String),
     Unlock(Option<String>),
-    SetStaticStats { maxcpu: Option<f64>, maxmem_mib: Option<f64> },
-    SetDynamicStats { cpu: Option<f64>, mem_mib: Option<f64> },
+    SetStaticStats {
+        maxcpu: Option<f64>,
+        maxmem_mib: Option<f64>,
+    },
+    SetDynamicStats {
+        cpu: Option<f64>,
+        mem_mib: Option<f64>,
+    },
     ManualMigrate(String),
 }
 
@@ -48,7 +77,10 @@ fn parse_stats(words: &[&str], keys: [&str; 2]) -> Result<(Option<f64>, Option<f
         } else if *key == keys[1] {
             out.1 = Some(value);
         } else {
-            return Err(format!("unknown stat '{key}' (expected {} or {})", keys[0], keys[1]));
+            return Err(format!(
+                "unknown stat '{key}' (expected {} or {})",
+                keys[0], keys[1]
+            ));
         }
     }
     Ok(out)
@@ -71,17 +103,28 @@ impl Command {
         };
         use ferrox_types::RequestState;
         Ok(match words.as_slice() {
-            ["delay", secs] => Command::Delay(secs.parse().map_err(|_| "delay needs whole seconds".to_string())?),
+            ["delay", secs] => Command::Delay(
+                secs.parse()
+                    .map_err(|_| "delay needs whole seconds".to_string())?,
+            ),
             ["skip-round", which @ ("crm" | "lrm"), rest @ ..] => Command::SkipRound {
                 crm: *which == "crm",
                 rounds: match rest {
                     [] => 1,
-                    [n] => n.parse().map_err(|_| "round count must be a whole number".to_string())?,
+                    [n] => n
+                        .parse()
+                        .map_err(|_| "round count must be a whole number".to_string())?,
                     _ => return Err("too many arguments".into()),
                 },
             },
-            ["power", n, action] => Command::Power { node: node(n)?, on: on_off(action)? },
-            ["network", n, action] => Command::Network { node: node(n)?, on: on_off(action)? },
+            ["power", n, action] => Command::Power {
+                node: node(n)?,
+                on: on_off(action)?,
+            },
+            ["network", n, action] => Command::Network {
+                node: node(n)?,
+                on: on_off(action)?,
+            },
             ["cfs", n, what @ ("rw" | "update"), how @ ("work" | "fail")] => Command::Cfs {
                 node: node(n)?,
                 rw: *what == "rw",
@@ -113,23 +156,38 @@ impl Command {
                 }
                 let action = match rest {
                     [state @ ("started" | "stopped" | "disabled" | "ignored" | "enabled")] => {
-                        ServiceAction::SetState(RequestState::parse_with_alias(state).unwrap_or(RequestState::Started))
+                        ServiceAction::SetState(
+                            RequestState::parse_with_alias(state).unwrap_or(RequestState::Started),
+                        )
                     }
-                    [task @ ("migrate" | "relocate"), target] => ServiceAction::Queue(format!("{task} {sid} {target}")),
+                    [task @ ("migrate" | "relocate"), target] => {
+                        ServiceAction::Queue(format!("{task} {sid} {target}"))
+                    }
                     ["stop", timeout] => {
-                        timeout.parse::<i64>().map_err(|_| "stop timeout must be a whole number".to_string())?;
+                        timeout
+                            .parse::<i64>()
+                            .map_err(|_| "stop timeout must be a whole number".to_string())?;
                         ServiceAction::Queue(format!("stop {sid} {timeout}"))
                     }
                     ["add", n, rest @ ..] => {
                         let state = match rest.first() {
                             None => RequestState::Started,
-                            Some(s) => RequestState::parse_with_alias(s).ok_or_else(|| format!("unknown state '{s}'"))?,
+                            Some(s) => RequestState::parse_with_alias(s)
+                                .ok_or_else(|| format!("unknown state '{s}'"))?,
                         };
                         let running = match rest.get(1) {
                             None => false,
-                            Some(r) => r.parse::<i64>().map_err(|_| "running flag must be 0 or 1".to_string())? != 0,
+                            Some(r) => {
+                                r.parse::<i64>()
+                                    .map_err(|_| "running flag must be 0 or 1".to_string())?
+                                    != 0
+                            }
                         };
-                        ServiceAction::Add { node: node(n)?, state, running }
+                        ServiceAction::Add {
+                            node: node(n)?,
+                            state,
+                            running,
+                        }
                     }
                     ["delete"] => ServiceAction::Delete,
                     ["lock"] => ServiceAction::Lock("backup".into()),
@@ -147,7 +205,10 @@ impl Command {
                     ["manual-migrate", n] => ServiceAction::ManualMigrate(node(n)?),
                     _ => return Err("unknown service command".into()),
                 };
-                Command::Service { sid: sid.to_string(), action }
+                Command::Service {
+                    sid: sid.to_string(),
+                    action,
+                }
             }
             _ => return Err("unknown command".into()),
         })

@@ -119,7 +119,9 @@ impl<'a> SimEnv<'a> {
                 }
             }
             _ => {
-                self.world.locks.insert(name.to_string(), (now, self.node.clone()));
+                self.world
+                    .locks
+                    .insert(name.to_string(), (now, self.node.clone()));
                 self.log(LogLevel::Info, &format!("got lock '{name}'"));
                 true
             }
@@ -175,7 +177,9 @@ impl HaEnv for SimEnv<'_> {
 
     fn get_node_info(&self) -> BTreeMap<String, NodeInfo> {
         let (info, _) = self.world.node_info();
-        info.into_iter().map(|(n, online)| (n, NodeInfo { online })).collect()
+        info.into_iter()
+            .map(|(n, online)| (n, NodeInfo { online }))
+            .collect()
     }
 
     fn cluster_state_update(&mut self) -> bool {
@@ -183,7 +187,10 @@ impl HaEnv for SimEnv<'_> {
     }
 
     fn node_version(&self, node: &str) -> Option<String> {
-        self.world.node_names().any(|n| n == node).then(|| self.world.node(node).version.clone())
+        self.world
+            .node_names()
+            .any(|n| n == node)
+            .then(|| self.world.node(node).version.clone())
     }
 
     fn is_node_shutdown(&self) -> (bool, bool) {
@@ -212,7 +219,9 @@ impl HaEnv for SimEnv<'_> {
 
     fn write_lrm_status(&mut self, status: &LrmStatus) -> EnvResult<()> {
         self.cfs()?;
-        self.world.lrm_status.insert(self.node.clone(), status.clone());
+        self.world
+            .lrm_status
+            .insert(self.node.clone(), status.clone());
         Ok(())
     }
 
@@ -295,7 +304,9 @@ impl HaEnv for SimEnv<'_> {
     fn watchdog_open(&mut self) -> WatchdogHandle {
         self.world.watchdog_count += 1;
         let id = format!("WD:{}:{}", self.node, self.world.watchdog_count);
-        self.world.watchdogs.insert(id.clone(), (self.node.clone(), self.world.time));
+        self.world
+            .watchdogs
+            .insert(id.clone(), (self.node.clone(), self.world.time));
         WatchdogHandle(id)
     }
 
@@ -331,7 +342,12 @@ impl HaEnv for SimEnv<'_> {
                             .copied()
                             .unwrap_or(false);
                         if cd.node == name && running {
-                            let (cpu, mem) = self.world.dynamic_stats.get(sid).copied().unwrap_or((0.0, 0.0));
+                            let (cpu, mem) = self
+                                .world
+                                .dynamic_stats
+                                .get(sid)
+                                .copied()
+                                .unwrap_or((0.0, 0.0));
                             s.cpu += cpu;
                             s.mem += mem;
                         }
@@ -357,7 +373,12 @@ impl HaEnv for SimEnv<'_> {
         let (maxcpu, maxmem) = self.world.static_stats.get(sid).copied()?;
         Some(match mode {
             UsageMode::Dynamic => {
-                let (cpu, mem) = self.world.dynamic_stats.get(sid).copied().unwrap_or((0.0, 0.0));
+                let (cpu, mem) = self
+                    .world
+                    .dynamic_stats
+                    .get(sid)
+                    .copied()
+                    .unwrap_or((0.0, 0.0));
                 ResourceStats {
                     cpu,
                     maxcpu,
@@ -386,7 +407,11 @@ impl HaEnv for SimEnv<'_> {
         if service_type(sid) == "fa" {
             let spec = FailSpec::decode(sid);
             if spec.applies_on(&self.node) {
-                let tries = self.world.fail_start_tries.entry(sid.to_string()).or_insert(0);
+                let tries = self
+                    .world
+                    .fail_start_tries
+                    .entry(sid.to_string())
+                    .or_insert(0);
                 if *tries < spec.start_failures {
                     *tries += 1;
                     return;
@@ -395,7 +420,10 @@ impl HaEnv for SimEnv<'_> {
             }
         }
         if let Some(lock) = self.world.services.get(sid).and_then(|cd| cd.lock.clone()) {
-            self.log(LogLevel::Err, &format!("service '{sid}' locked ({lock}), unable to start!"));
+            self.log(
+                LogLevel::Err,
+                &format!("service '{sid}' locked ({lock}), unable to start!"),
+            );
             return;
         }
         self.set_running(sid, true);
@@ -406,7 +434,10 @@ impl HaEnv for SimEnv<'_> {
             return;
         }
         if let Some(lock) = self.world.services.get(sid).and_then(|cd| cd.lock.clone()) {
-            self.log(LogLevel::Err, &format!("service '{sid}' locked ({lock}), unable to shutdown!"));
+            self.log(
+                LogLevel::Err,
+                &format!("service '{sid}' locked ({lock}), unable to shutdown!"),
+            );
             return;
         }
         self.set_running(sid, false);
@@ -416,7 +447,11 @@ impl HaEnv for SimEnv<'_> {
         let kind = service_type(sid);
         if kind == "fa" {
             let spec = FailSpec::decode(sid);
-            let tries = self.world.fail_migrate_tries.entry(sid.to_string()).or_insert(0);
+            let tries = self
+                .world
+                .fail_migrate_tries
+                .entry(sid.to_string())
+                .or_insert(0);
             if *tries < spec.migrate_failures {
                 *tries += 1;
                 return false;
@@ -431,20 +466,32 @@ impl HaEnv for SimEnv<'_> {
             online = false;
         }
         let task = if online { "migrate" } else { "relocate" };
-        self.log(LogLevel::Info, &format!("service {sid} - start {task} to node '{target}'"));
+        self.log(
+            LogLevel::Info,
+            &format!("service {sid} - start {task} to node '{target}'"),
+        );
         if let Some(lock) = self.world.services.get(sid).and_then(|cd| cd.lock.clone()) {
-            self.log(LogLevel::Err, &format!("service '{sid}' locked ({lock}), unable to {task}!"));
+            self.log(
+                LogLevel::Err,
+                &format!("service '{sid}' locked ({lock}), unable to {task}!"),
+            );
             return false;
         }
         if !online && self.service_is_running(sid) {
-            self.log(LogLevel::Info, &format!("stopping service {sid} (relocate)"));
+            self.log(
+                LogLevel::Info,
+                &format!("stopping service {sid} (relocate)"),
+            );
             self.service_shutdown(sid, None);
             self.log(LogLevel::Info, &format!("service status {sid} stopped"));
         }
         if let Some(cd) = self.world.services.get_mut(sid) {
             cd.node = target.to_string();
         }
-        self.log(LogLevel::Info, &format!("service {sid} - end {task} to node '{target}'"));
+        self.log(
+            LogLevel::Info,
+            &format!("service {sid} - end {task} to node '{target}'"),
+        );
         let node = self.node.clone();
         if let Some(m) = self.world.running.get_mut(&node) {
             m.remove(sid);

@@ -29,9 +29,21 @@ struct Daemons {
     lrm_restart: bool,
 }
 
+/// What an observer sees of the simulated cluster after every daemon iteration and
+/// every command: for invariant checks in tests.
+pub struct Observation<'a> {
+    pub time: i64,
+    /// node → service → running
+    pub running: &'a BTreeMap<String, BTreeMap<String, bool>>,
+    pub manager_status: &'a ferrox_types::ManagerStatus,
+}
+
+type Observer = Box<dyn FnMut(&Observation<'_>)>;
+
 /// A simulation run; `run` returns the event log.
 pub struct Simulator {
     world: World,
+    observer: Option<Observer>,
     daemons: BTreeMap<String, Daemons>,
     cmdlist: VecDeque<Vec<String>>,
     skip_crm: u32,
@@ -44,10 +56,15 @@ pub struct SimulationAborted(String);
 
 impl Simulator {
     pub fn new(scenario: Scenario) -> Self {
-        let daemons = scenario.nodes.keys().map(|n| (n.clone(), Daemons::default())).collect();
+        let daemons = scenario
+            .nodes
+            .keys()
+            .map(|n| (n.clone(), Daemons::default()))
+            .collect();
         let cmdlist = scenario.cmdlist.clone().into();
         Simulator {
             world: World::new(scenario),
+            observer: None,
             daemons,
             cmdlist,
             skip_crm: 0,
@@ -55,11 +72,29 @@ impl Simulator {
         }
     }
 
+    /// Calls `observer` after every daemon iteration and every command.
+    pub fn with_observer(mut self, observer: impl FnMut(&Observation<'_>) + 'static) -> Self {
+        self.observer = Some(Box::new(observer));
+        self
+    }
+
+    fn observe(&mut self) {
+        if let Some(observer) = self.observer.as_mut() {
+            observer(&Observation {
+                time: self.world.time,
+                running: &self.world.running,
+                manager_status: &self.world.manager_status,
+            });
+        }
+    }
+
     /// Runs the scenario to its end and returns the log in `log.expect` format.
     pub fn run(mut self) -> String {
         self.world.log_hw("info", "hardware", "starting simulation");
         match self.main_loop() {
-            Ok(()) => self.world.log_hw("info", "hardware", "exit simulation - done"),
+            Ok(()) => self
+                .world
+                .log_hw("info", "hardware", "exit simulation - done"),
             Err(err) => self
                 .world
                 .log_hw("err", "hardware", &format!("exit simulation - {err} ")),
@@ -94,8 +129,11 @@ impl Simulator {
             }
             for (index, node) in nodes.iter().enumerate() {
                 self.iterate_crm(node, index == 0)?;
+                self.observe();
                 self.iterate_lrm(node, index == 0)?;
+                self.observe();
                 self.check_watchdogs(&nodes);
+                self.observe();
             }
             self.skip_crm = self.skip_crm.saturating_sub(1);
             self.skip_lrm = self.skip_lrm.saturating_sub(1);
@@ -111,7 +149,7 @@ impl Simulator {
             if self.world.time < next_cmd_at {
                 continue;
             }
-            if loop_count % 5 == 0 {
+            if loop_count.is_multiple_of(5) {
                 match self.cmdlist.pop_front() {
                     None => {
                         if self.world.time - last_cmd > 500 {
@@ -122,11 +160,14 @@ impl Simulator {
                         for cmd in batch {
                             last_cmd = self.world.time;
                             if let Some(secs) = cmd.strip_prefix("delay ") {
-                                self.world.log_hw("info", "cmdlist", &format!("execute {cmd}"));
-                                next_cmd_at = self.world.time + secs.trim().parse::<i64>().unwrap_or(0);
+                                self.world
+                                    .log_hw("info", "cmdlist", &format!("execute {cmd}"));
+                                next_cmd_at =
+                                    self.world.time + secs.trim().parse::<i64>().unwrap_or(0);
                             } else {
                                 self.hardware_cmd(&cmd, "cmdlist")?;
                             }
+                            self.observe();
                         }
                     }
                 }
@@ -155,7 +196,8 @@ impl Simulator {
             self.daemons.get_mut(node).expect("node").crm = Some(crm);
             return Ok(());
         }
-        self.env(node, Daemon::Crm).log_daemon("info", "exit (loop end)");
+        self.env(node, Daemon::Crm)
+            .log_daemon("info", "exit (loop end)");
         let d = self.daemons.get_mut(node).expect("node");
         let crm_stop = std::mem::take(&mut d.crm_stop);
         match self.world.node(node).shutdown {
@@ -163,9 +205,13 @@ impl Simulator {
                 self.hardware_cmd(&format!("power {node} off"), "reboot")?;
                 self.hardware_cmd(&format!("power {node} on"), "reboot")?;
             }
-            Some(ShutdownKind::Shutdown) => self.hardware_cmd(&format!("power {node} off"), "shutdown")?,
+            Some(ShutdownKind::Shutdown) => {
+                self.hardware_cmd(&format!("power {node} off"), "shutdown")?
+            }
             None if !crm_stop => {
-                return Err(SimulationAborted("unexpected CRM exit - not implemented".into()))
+                return Err(SimulationAborted(
+                    "unexpected CRM exit - not implemented".into(),
+                ))
             }
             None => {}
         }
@@ -194,7 +240,8 @@ impl Simulator {
             self.daemons.get_mut(node).expect("node").lrm = Some(lrm);
             return Ok(());
         }
-        self.env(node, Daemon::Lrm).log_daemon("info", "exit (loop end)");
+        self.env(node, Daemon::Lrm)
+            .log_daemon("info", "exit (loop end)");
         let restart = std::mem::take(&mut self.daemons.get_mut(node).expect("node").lrm_restart);
         if restart {
             let lrm = self.new_lrm(node);
@@ -203,7 +250,9 @@ impl Simulator {
         }
         match self.world.node(node).shutdown {
             Some(kind) => self.hardware_cmd(&format!("crm {node} stop"), kind.as_str()),
-            None => Err(SimulationAborted("unexpected LRM exit - not implemented".into())),
+            None => Err(SimulationAborted(
+                "unexpected LRM exit - not implemented".into(),
+            )),
         }
     }
 
@@ -212,8 +261,11 @@ impl Simulator {
             if self.world.expire_watchdogs(node, WATCHDOG_TIMEOUT) {
                 // "power off" cannot fail for a known node.
                 let _ = self.hardware_cmd(&format!("power {node} off"), "watchdog");
-                self.world
-                    .log_hw("info", "hardware", &format!("server '{node}' stopped by poweroff (watchdog)"));
+                self.world.log_hw(
+                    "info",
+                    "hardware",
+                    &format!("server '{node}' stopped by poweroff (watchdog)"),
+                );
                 let d = self.daemons.get_mut(node).expect("node");
                 d.crm = None;
                 d.lrm = None;
@@ -224,7 +276,8 @@ impl Simulator {
     fn hardware_cmd(&mut self, text: &str, source: &str) -> Result<(), SimulationAborted> {
         let cmd = Command::parse(text, &self.world.hardware_nodes())
             .map_err(|e| SimulationAborted(format!("{text}: {e}")))?;
-        self.world.log_hw("info", source, &format!("execute {text}"));
+        self.world
+            .log_hw("info", source, &format!("execute {text}"));
         match cmd {
             Command::Delay(_) => {}
             Command::SkipRound { crm, rounds } => {
@@ -304,11 +357,27 @@ impl Simulator {
                 hw.cfs_rw = true;
                 hw.cfs_update = true;
             } else {
-                if self.daemons.get_mut(node).expect("node").crm.take().is_some() {
-                    self.env(node, Daemon::Crm).log_daemon("info", "killed by poweroff");
+                if self
+                    .daemons
+                    .get_mut(node)
+                    .expect("node")
+                    .crm
+                    .take()
+                    .is_some()
+                {
+                    self.env(node, Daemon::Crm)
+                        .log_daemon("info", "killed by poweroff");
                 }
-                if self.daemons.get_mut(node).expect("node").lrm.take().is_some() {
-                    self.env(node, Daemon::Lrm).log_daemon("info", "killed by poweroff");
+                if self
+                    .daemons
+                    .get_mut(node)
+                    .expect("node")
+                    .lrm
+                    .take()
+                    .is_some()
+                {
+                    self.env(node, Daemon::Lrm)
+                        .log_daemon("info", "killed by poweroff");
                 }
                 self.world.remove_watchdogs(node);
                 self.world.running.insert(node.to_string(), BTreeMap::new());
@@ -325,18 +394,31 @@ impl Simulator {
         let w = &mut self.world;
         let missing = || SimulationAborted(format!("no such service '{sid}'"));
         match action {
-            ServiceAction::SetState(state) => w.services.get_mut(sid).ok_or_else(missing)?.state = state,
+            ServiceAction::SetState(state) => {
+                w.services.get_mut(sid).ok_or_else(missing)?.state = state
+            }
             ServiceAction::Queue(cmd) => w.crm_commands.push(cmd),
-            ServiceAction::Add { node, state, running } => {
-                w.services
-                    .insert(sid.to_string(), ferrox_types::ResourceConfig::new(&node, state));
-                w.running.entry(node).or_default().insert(sid.to_string(), running);
+            ServiceAction::Add {
+                node,
+                state,
+                running,
+            } => {
+                w.services.insert(
+                    sid.to_string(),
+                    ferrox_types::ResourceConfig::new(&node, state),
+                );
+                w.running
+                    .entry(node)
+                    .or_default()
+                    .insert(sid.to_string(), running);
             }
             ServiceAction::Delete => {
                 w.services.remove(sid);
                 w.static_stats.remove(sid);
             }
-            ServiceAction::Lock(name) => w.services.get_mut(sid).ok_or_else(missing)?.lock = Some(name),
+            ServiceAction::Lock(name) => {
+                w.services.get_mut(sid).ok_or_else(missing)?.lock = Some(name)
+            }
             ServiceAction::Unlock(name) => {
                 let cd = w.services.get_mut(sid).ok_or_else(missing)?;
                 if name.is_none() || cd.lock == name {
@@ -373,8 +455,16 @@ impl Simulator {
                     )));
                 }
                 let from = std::mem::replace(&mut cd.node, node.clone());
-                let was_running = w.running.entry(from).or_default().remove(sid).unwrap_or(false);
-                w.running.entry(node).or_default().insert(sid.to_string(), was_running);
+                let was_running = w
+                    .running
+                    .entry(from)
+                    .or_default()
+                    .remove(sid)
+                    .unwrap_or(false);
+                w.running
+                    .entry(node)
+                    .or_default()
+                    .insert(sid.to_string(), was_running);
             }
         }
         Ok(())

@@ -140,9 +140,9 @@ impl Scenario {
             .ok_or_else(|| field_error(&file, "$", "must be an array of command batches"))?;
         let mut cmdlist = Vec::new();
         for (i, batch) in batches.iter().enumerate() {
-            let items = batch
-                .as_array()
-                .ok_or_else(|| field_error(&file, format!("[{i}]"), "must be an array of commands"))?;
+            let items = batch.as_array().ok_or_else(|| {
+                field_error(&file, format!("[{i}]"), "must be an array of commands")
+            })?;
             let mut cmds = Vec::new();
             for (j, c) in items.iter().enumerate() {
                 let c = c
@@ -183,11 +183,21 @@ impl Scenario {
                         Some(v) => flag(&file, &field("network"), v)?,
                         None => false,
                     };
-                    let maxcpu = get("maxcpu").map(|v| number(&file, &field("maxcpu"), v)).transpose()?;
-                    let maxmem = get("maxmem").map(|v| number(&file, &field("maxmem"), v)).transpose()?;
+                    let maxcpu = get("maxcpu")
+                        .map(|v| number(&file, &field("maxcpu"), v))
+                        .transpose()?;
+                    let maxmem = get("maxmem")
+                        .map(|v| number(&file, &field("maxmem"), v))
+                        .transpose()?;
                     let version = match get("pve-manager-version") {
                         Some(Value::String(s)) => s.clone(),
-                        Some(_) => return Err(field_error(&file, field("pve-manager-version"), "must be a string")),
+                        Some(_) => {
+                            return Err(field_error(
+                                &file,
+                                field("pve-manager-version"),
+                                "must be a string",
+                            ))
+                        }
                         None => "9.0.0~2".into(),
                     };
                     nodes.insert(
@@ -210,21 +220,33 @@ impl Scenario {
         let file = dir.join("manager_status");
         let manager_status = match read_json(&file)? {
             None => ManagerStatus::default(),
-            Some(v) => serde_json::from_value(v).map_err(|source| ScenarioError::Json { file, source })?,
+            Some(v) => {
+                serde_json::from_value(v).map_err(|source| ScenarioError::Json { file, source })?
+            }
         };
 
         let file = dir.join("service_config");
         let mut services = ServiceConfig::new();
         match read_json(&file)? {
             None => {
-                for (i, node) in ["node1", "node2", "node3", "node1", "node2", "node3"].iter().enumerate() {
-                    services.insert(format!("vm:{}", 101 + i), ResourceConfig::new(node, RequestState::Disabled));
+                for (i, node) in ["node1", "node2", "node3", "node1", "node2", "node3"]
+                    .iter()
+                    .enumerate()
+                {
+                    services.insert(
+                        format!("vm:{}", 101 + i),
+                        ResourceConfig::new(node, RequestState::Disabled),
+                    );
                 }
             }
             Some(v) => {
                 for (sid, cd) in as_object(&file, "$", &v)? {
                     if !is_sim_service_id(sid) {
-                        return Err(field_error(&file, sid, "service id must look like vm:<n>, ct:<n> or fa:<n>"));
+                        return Err(field_error(
+                            &file,
+                            sid,
+                            "service id must look like vm:<n>, ct:<n> or fa:<n>",
+                        ));
                     }
                     services.insert(sid.clone(), parse_service(&file, sid, cd, &nodes)?);
                 }
@@ -255,18 +277,30 @@ impl Scenario {
         let file = dir.join("datacenter.cfg");
         let datacenter = match read_json(&file)? {
             None => DatacenterConfig::default(),
-            Some(v) => DatacenterConfig::from_json(&v).map_err(|e| field_error(&file, e.field, e.message))?,
+            Some(v) => DatacenterConfig::from_json(&v)
+                .map_err(|e| field_error(&file, e.field, e.message))?,
         };
 
         let file = dir.join("static_service_stats");
         let static_stats = match read_json(&file)? {
-            None => services.keys().map(|sid| (sid.clone(), (4.0, 4096.0 * MIB))).collect(),
+            None => services
+                .keys()
+                .map(|sid| (sid.clone(), (4.0, 4096.0 * MIB)))
+                .collect(),
             Some(v) => {
                 let mut map = BTreeMap::new();
                 for (sid, s) in as_object(&file, "$", &v)? {
                     let s = as_object(&file, sid, s)?;
-                    let maxcpu = s.get("maxcpu").map(|v| number(&file, &format!("{sid}.maxcpu"), v)).transpose()?.unwrap_or(0.0);
-                    let maxmem = s.get("maxmem").map(|v| number(&file, &format!("{sid}.maxmem"), v)).transpose()?.unwrap_or(0.0);
+                    let maxcpu = s
+                        .get("maxcpu")
+                        .map(|v| number(&file, &format!("{sid}.maxcpu"), v))
+                        .transpose()?
+                        .unwrap_or(0.0);
+                    let maxmem = s
+                        .get("maxmem")
+                        .map(|v| number(&file, &format!("{sid}.maxmem"), v))
+                        .transpose()?
+                        .unwrap_or(0.0);
                     map.insert(sid.clone(), (maxcpu, maxmem));
                 }
                 map
@@ -274,13 +308,24 @@ impl Scenario {
         };
         let file = dir.join("dynamic_service_stats");
         let dynamic_stats = match read_json(&file)? {
-            None => static_stats.keys().map(|sid| (sid.clone(), (2.0, 2048.0 * MIB))).collect(),
+            None => static_stats
+                .keys()
+                .map(|sid| (sid.clone(), (2.0, 2048.0 * MIB)))
+                .collect(),
             Some(v) => {
                 let mut map = BTreeMap::new();
                 for (sid, s) in as_object(&file, "$", &v)? {
                     let s = as_object(&file, sid, s)?;
-                    let cpu = s.get("cpu").map(|v| number(&file, &format!("{sid}.cpu"), v)).transpose()?.unwrap_or(0.0);
-                    let mem = s.get("mem").map(|v| number(&file, &format!("{sid}.mem"), v)).transpose()?.unwrap_or(0.0);
+                    let cpu = s
+                        .get("cpu")
+                        .map(|v| number(&file, &format!("{sid}.cpu"), v))
+                        .transpose()?
+                        .unwrap_or(0.0);
+                    let mem = s
+                        .get("mem")
+                        .map(|v| number(&file, &format!("{sid}.mem"), v))
+                        .transpose()?
+                        .unwrap_or(0.0);
                     map.insert(sid.clone(), (cpu, mem));
                 }
                 map
@@ -329,14 +374,24 @@ fn parse_service(
         .and_then(Value::as_str)
         .ok_or_else(|| field_error(file, field("node"), "missing (every service needs a node)"))?;
     if !nodes.contains_key(node) {
-        return Err(field_error(file, field("node"), format!("unknown node '{node}'")));
+        return Err(field_error(
+            file,
+            field("node"),
+            format!("unknown node '{node}'"),
+        ));
     }
     let state = match obj.get("state") {
         None => RequestState::Disabled,
         Some(v) => v
             .as_str()
             .and_then(RequestState::parse_with_alias)
-            .ok_or_else(|| field_error(file, field("state"), "must be started, stopped, disabled, ignored or enabled"))?,
+            .ok_or_else(|| {
+                field_error(
+                    file,
+                    field("state"),
+                    "must be started, stopped, disabled, ignored or enabled",
+                )
+            })?,
     };
     let mut cd = ResourceConfig::new(node, state);
     let uint = |k: &str| -> Result<Option<u32>, ScenarioError> {
@@ -344,7 +399,11 @@ fn parse_service(
             .map(|v| {
                 let n = number(file, &field(k), v)?;
                 if n < 0.0 || n.fract() != 0.0 {
-                    return Err(field_error(file, field(k), "must be a non-negative integer"));
+                    return Err(field_error(
+                        file,
+                        field(k),
+                        "must be a non-negative integer",
+                    ));
                 }
                 Ok(n as u32)
             })

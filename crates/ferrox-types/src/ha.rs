@@ -400,7 +400,8 @@ impl DatacenterConfig {
                             json_f64(v).ok_or_else(|| bad("a number"))?
                     }
                     "ha-auto-rebalance-margin" => {
-                        cfg.crs.auto_rebalance_margin = json_f64(v).ok_or_else(|| bad("a number"))?
+                        cfg.crs.auto_rebalance_margin =
+                            json_f64(v).ok_or_else(|| bad("a number"))?
                     }
                     "ha-auto-rebalance-hold-duration" => {
                         let n = json_f64(v)
@@ -428,7 +429,8 @@ mod tests {
 
     #[test]
     fn datacenter_defaults_and_errors() {
-        let cfg = DatacenterConfig::from_json(&serde_json::json!({"crs": {"ha": "static"}})).unwrap();
+        let cfg =
+            DatacenterConfig::from_json(&serde_json::json!({"crs": {"ha": "static"}})).unwrap();
         assert_eq!(cfg.crs.ha, "static");
         assert_eq!(cfg.crs.auto_rebalance_hold_duration, 3);
         let err = DatacenterConfig::from_json(

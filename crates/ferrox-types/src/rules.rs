@@ -55,7 +55,13 @@ impl Rule {
     }
 
     pub fn is_strict(&self) -> bool {
-        matches!(self.kind, RuleKind::NodeAffinity { strict: Some(true), .. })
+        matches!(
+            self.kind,
+            RuleKind::NodeAffinity {
+                strict: Some(true),
+                ..
+            }
+        )
     }
 
     pub fn affinity(&self) -> Option<Affinity> {
@@ -76,8 +82,11 @@ impl Rule {
     pub fn to_json(&self) -> Value {
         let mut obj = Map::new();
         obj.insert("type".into(), json!(self.type_name()));
-        let resources: Map<String, Value> =
-            self.resources.iter().map(|r| (r.clone(), json!(1))).collect();
+        let resources: Map<String, Value> = self
+            .resources
+            .iter()
+            .map(|r| (r.clone(), json!(1)))
+            .collect();
         obj.insert("resources".into(), Value::Object(resources));
         match &self.kind {
             RuleKind::NodeAffinity { nodes, strict } => {
@@ -131,13 +140,19 @@ fn invalid(id: &str, message: String) -> SectionConfigError {
 }
 
 /// Parses a `node[:priority],...` list.
-pub fn parse_node_priorities(id: &str, value: &str) -> Result<BTreeMap<String, i64>, SectionConfigError> {
+pub fn parse_node_priorities(
+    id: &str,
+    value: &str,
+) -> Result<BTreeMap<String, i64>, SectionConfigError> {
     let mut nodes = BTreeMap::new();
     for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (name, priority) = match item.split_once(':') {
             Some((n, p)) => {
                 let p = p.parse::<i64>().map_err(|_| {
-                    invalid(id, format!("property 'nodes': bad priority '{p}' for node '{n}'"))
+                    invalid(
+                        id,
+                        format!("property 'nodes': bad priority '{p}' for node '{n}'"),
+                    )
                 })?;
                 (n, p)
             }
@@ -191,7 +206,9 @@ impl RulesConfig {
                             other => {
                                 return Err(invalid(
                                     &id,
-                                    format!("property 'affinity': '{other}' is not 'positive' or 'negative'"),
+                                    format!(
+                                "property 'affinity': '{other}' is not 'positive' or 'negative'"
+                            ),
                                 ))
                             }
                         })
@@ -206,16 +223,24 @@ impl RulesConfig {
             let kind = match section.section_type.as_str() {
                 "node-affinity" => {
                     if affinity.is_some() {
-                        return Err(invalid(&id, "property 'affinity' not allowed in node-affinity rule".into()));
+                        return Err(invalid(
+                            &id,
+                            "property 'affinity' not allowed in node-affinity rule".into(),
+                        ));
                     }
                     RuleKind::NodeAffinity {
-                        nodes: nodes.ok_or_else(|| invalid(&id, "missing property 'nodes'".into()))?,
+                        nodes: nodes
+                            .ok_or_else(|| invalid(&id, "missing property 'nodes'".into()))?,
                         strict,
                     }
                 }
                 "resource-affinity" => {
                     if nodes.is_some() || strict.is_some() {
-                        return Err(invalid(&id, "properties 'nodes' and 'strict' not allowed in resource-affinity rule".into()));
+                        return Err(invalid(
+                            &id,
+                            "properties 'nodes' and 'strict' not allowed in resource-affinity rule"
+                                .into(),
+                        ));
                     }
                     RuleKind::ResourceAffinity {
                         affinity: affinity
@@ -247,8 +272,16 @@ impl RulesConfig {
 
     /// `{digest, ids, order}` as Proxmox VE's rules checker prints the config.
     pub fn to_json(&self) -> Value {
-        let ids: Map<String, Value> = self.rules.iter().map(|(id, r)| (id.clone(), r.to_json())).collect();
-        let order: Map<String, Value> = self.rules.iter().map(|(id, r)| (id.clone(), json!(r.order))).collect();
+        let ids: Map<String, Value> = self
+            .rules
+            .iter()
+            .map(|(id, r)| (id.clone(), r.to_json()))
+            .collect();
+        let order: Map<String, Value> = self
+            .rules
+            .iter()
+            .map(|(id, r)| (id.clone(), json!(r.order)))
+            .collect();
         json!({ "digest": self.digest, "ids": ids, "order": order })
     }
 
@@ -266,7 +299,13 @@ impl RulesConfig {
                 RuleKind::NodeAffinity { nodes, strict } => {
                     let nodes: Vec<String> = nodes
                         .iter()
-                        .map(|(n, p)| if *p == 0 { n.clone() } else { format!("{n}:{p}") })
+                        .map(|(n, p)| {
+                            if *p == 0 {
+                                n.clone()
+                            } else {
+                                format!("{n}:{p}")
+                            }
+                        })
                         .collect();
                     out.push_str(&format!("\tnodes {}\n", nodes.join(",")));
                     if let Some(strict) = strict {
@@ -315,10 +354,13 @@ mod tests {
 
     #[test]
     fn errors_name_rule_and_property() {
-        let err = RulesConfig::parse("resource-affinity: x\n\tresources vm:1\n\taffinity sideways\n").unwrap_err();
+        let err =
+            RulesConfig::parse("resource-affinity: x\n\tresources vm:1\n\taffinity sideways\n")
+                .unwrap_err();
         let text = err.to_string();
         assert!(text.contains("'x'") && text.contains("affinity"), "{text}");
-        let err = RulesConfig::parse("node-affinity: y\n\tresources vm:1\n\tnodes n1:high\n").unwrap_err();
+        let err = RulesConfig::parse("node-affinity: y\n\tresources vm:1\n\tnodes n1:high\n")
+            .unwrap_err();
         assert!(err.to_string().contains("nodes"));
     }
 }

@@ -29,7 +29,11 @@ pub enum SectionConfigError {
 pub fn digest(raw: &str) -> String {
     let mut hasher = Sha1::new();
     hasher.update(raw.as_bytes());
-    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Splits section-config text into sections. Values are kept as text; each file type

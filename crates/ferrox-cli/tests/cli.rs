@@ -1,0 +1,162 @@
+//! The `ferrox` binary end to end: output on good input, named errors on bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn ferrox() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ferrox"))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ferrox-cli-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/ha-failover")
+}
+
+fn copy_example(name: &str) -> PathBuf {
+    let dir = scratch(name);
+    for entry in std::fs::read_dir(example()).expect("example dir") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).expect("copy");
+    }
+    dir
+}
+
+#[test]
+fn sim_run_prints_the_event_log_of_the_bundled_example() {
+    let out = ferrox()
+        .args(["sim", "run"])
+        .arg(example())
+        .output()
+        .expect("run ferrox");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = String::from_utf8(out.stdout).expect("utf8");
+    assert!(log.starts_with("info      0     hardware: starting simulation\n"));
+    assert!(log.contains("node1/crm: recover service 'vm:103' from fenced node 'node3' to node"));
+    assert!(log.contains("node1/crm: got crm command: migrate vm:101 node3"));
+    assert!(log.ends_with("hardware: exit simulation - done\n"));
+}
+
+fn expect_error(dir: &Path, needles: &[&str]) {
+    let out = ferrox()
+        .args(["sim", "run"])
+        .arg(dir)
+        .output()
+        .expect("run ferrox");
+    assert!(!out.status.success(), "bad input was accepted");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in needles {
+        assert!(
+            err.contains(needle),
+            "error '{err}' does not mention '{needle}'"
+        );
+    }
+    assert!(out.stdout.is_empty(), "no log may be printed for bad input");
+}
+
+#[test]
+fn missing_cmdlist_names_the_file() {
+    let dir = copy_example("no-cmdlist");
+    std::fs::remove_file(dir.join("cmdlist")).expect("rm");
+    expect_error(&dir, &["cmdlist", "missing"]);
+}
+
+#[test]
+fn malformed_service_config_names_file_and_field() {
+    let dir = copy_example("bad-service");
+    std::fs::write(
+        dir.join("service_config"),
+        r#"{ "vm:101": { "node": "node1", "max_restart": "many" } }"#,
+    )
+    .expect("write");
+    expect_error(&dir, &["service_config", "vm:101.max_restart"]);
+    std::fs::write(
+        dir.join("service_config"),
+        r#"{ "vm:101": { "node": "node9" } }"#,
+    )
+    .expect("write");
+    expect_error(&dir, &["service_config", "vm:101.node", "node9"]);
+}
+
+#[test]
+fn bad_command_names_its_position() {
+    let dir = copy_example("bad-cmd");
+    std::fs::write(
+        dir.join("cmdlist"),
+        r#"[["power node1 on"], ["power node7 on"]]"#,
+    )
+    .expect("write");
+    expect_error(&dir, &["cmdlist", "[1][0]", "node7"]);
+}
+
+#[test]
+fn bad_datacenter_key_is_named() {
+    let dir = copy_example("bad-dc");
+    std::fs::write(
+        dir.join("datacenter.cfg"),
+        r#"{ "crs": { "ha-auto-rebalance-method": "random" } }"#,
+    )
+    .expect("write");
+    expect_error(&dir, &["datacenter.cfg", "crs.ha-auto-rebalance-method"]);
+}
+
+#[test]
+fn invalid_json_is_reported_with_file() {
+    let dir = copy_example("bad-json");
+    std::fs::write(dir.join("hardware_status"), "{ not json").expect("write");
+    expect_error(&dir, &["hardware_status", "invalid JSON"]);
+}
+
+#[test]
+fn rules_check_reports_drops_and_compiles() {
+    let dir = scratch("rules");
+    let file = dir.join("rules.cfg");
+    std::fs::write(
+        &file,
+        "resource-affinity: lonely\n\tresources vm:101\n\taffinity negative\n\nnode-affinity: pin\n\tresources vm:102\n\tnodes node2:2,node3\n\tstrict 1\n",
+    )
+    .expect("write");
+    let out = ferrox()
+        .args(["ha", "rules", "check"])
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).expect("utf8");
+    assert!(text.contains(
+        "Drop rule 'lonely', because rule is ineffective as there are less than two resources."
+    ));
+    assert!(text.contains("--- Compiled Config ---"));
+    assert!(text.contains("\"node2\" : {\n               \"priority\" : 2"));
+}
+
+#[test]
+fn rules_check_names_the_bad_property() {
+    let dir = scratch("bad-rules");
+    let file = dir.join("rules.cfg");
+    std::fs::write(
+        &file,
+        "node-affinity: pin\n\tresources vm:102\n\tnodes node2:high\n",
+    )
+    .expect("write");
+    let out = ferrox()
+        .args(["ha", "rules", "check"])
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("rules.cfg") && err.contains("'pin'") && err.contains("nodes"),
+        "{err}"
+    );
+}
