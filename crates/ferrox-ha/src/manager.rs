@@ -545,6 +545,34 @@ impl Manager {
         }
     }
 
+    /// Whether a requested move can happen; logs why not.
+    fn motion_possible(
+        &self,
+        env: &mut dyn HaEnv,
+        sid: &str,
+        task: &str,
+        node: &str,
+        target: &str,
+    ) -> bool {
+        if !self.ns.is_online(target) {
+            env.log(
+                LogLevel::Err,
+                &format!("ignore service '{sid}' {task} request - node '{target}' not online"),
+            );
+            false
+        } else if node == target {
+            env.log(
+                LogLevel::Info,
+                &format!(
+                    "ignore service '{sid}' {task} request - service already on node '{target}'"
+                ),
+            );
+            false
+        } else {
+            true
+        }
+    }
+
     fn next_state_stopped(&mut self, env: &mut dyn HaEnv, sid: &str, cd: &ResourceConfig) {
         let sd = self.ss.get_mut(sid).expect("service exists");
         if !cd.node.is_empty() && sd.node != cd.node {
@@ -561,17 +589,7 @@ impl Manager {
             let node = sd.node.clone();
             match Self::motion(&cmd) {
                 Some((task, target, state)) => {
-                    if !self.ns.is_online(&target) {
-                        env.log(
-                            LogLevel::Err,
-                            &format!("ignore service '{sid}' {task} request - node '{target}' not online"),
-                        );
-                    } else if node == target {
-                        env.log(
-                            LogLevel::Info,
-                            &format!("ignore service '{sid}' {task} request - service already on node '{target}'"),
-                        );
-                    } else {
+                    if self.motion_possible(env, sid, task, &node, &target) {
                         self.change_service_state(env, sid, state, Some(node), Some(target), None);
                         return;
                     }
@@ -793,17 +811,7 @@ impl Manager {
         if let Some(cmd) = self.ss.get_mut(sid).and_then(|sd| sd.cmd.take()) {
             match Self::motion(&cmd) {
                 Some((task, target, state)) => {
-                    if !self.ns.is_online(&target) {
-                        env.log(
-                            LogLevel::Err,
-                            &format!("ignore service '{sid}' {task} request - node '{target}' not online"),
-                        );
-                    } else if node == target {
-                        env.log(
-                            LogLevel::Info,
-                            &format!("ignore service '{sid}' {task} request - service already on node '{target}'"),
-                        );
-                    } else {
+                    if self.motion_possible(env, sid, task, &node, &target) {
                         env.log(
                             LogLevel::Info,
                             &format!("{task} service '{sid}' to node '{target}'"),

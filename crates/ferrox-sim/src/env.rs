@@ -144,6 +144,18 @@ impl<'a> SimEnv<'a> {
         }
     }
 
+    /// A guest lock blocks every action on the service, as in Proxmox VE.
+    fn refused_by_lock(&mut self, sid: &str, action: &str) -> bool {
+        let Some(lock) = self.world.services.get(sid).and_then(|cd| cd.lock.clone()) else {
+            return false;
+        };
+        self.log(
+            LogLevel::Err,
+            &format!("service '{sid}' locked ({lock}), unable to {action}!"),
+        );
+        true
+    }
+
     fn set_running(&mut self, sid: &str, running: bool) {
         self.world
             .running
@@ -419,28 +431,18 @@ impl HaEnv for SimEnv<'_> {
                 *tries = 0;
             }
         }
-        if let Some(lock) = self.world.services.get(sid).and_then(|cd| cd.lock.clone()) {
-            self.log(
-                LogLevel::Err,
-                &format!("service '{sid}' locked ({lock}), unable to start!"),
-            );
-            return;
+        if !self.refused_by_lock(sid, "start") {
+            self.set_running(sid, true);
         }
-        self.set_running(sid, true);
     }
 
     fn service_shutdown(&mut self, sid: &str, _timeout: Option<i64>) {
         if service_type(sid) == "fa" && FailSpec::decode(sid).stop_fails {
             return;
         }
-        if let Some(lock) = self.world.services.get(sid).and_then(|cd| cd.lock.clone()) {
-            self.log(
-                LogLevel::Err,
-                &format!("service '{sid}' locked ({lock}), unable to shutdown!"),
-            );
-            return;
+        if !self.refused_by_lock(sid, "shutdown") {
+            self.set_running(sid, false);
         }
-        self.set_running(sid, false);
     }
 
     fn service_migrate(&mut self, sid: &str, target: &str, mut online: bool) -> bool {
@@ -470,11 +472,7 @@ impl HaEnv for SimEnv<'_> {
             LogLevel::Info,
             &format!("service {sid} - start {task} to node '{target}'"),
         );
-        if let Some(lock) = self.world.services.get(sid).and_then(|cd| cd.lock.clone()) {
-            self.log(
-                LogLevel::Err,
-                &format!("service '{sid}' locked ({lock}), unable to {task}!"),
-            );
+        if self.refused_by_lock(sid, task) {
             return false;
         }
         if !online && self.service_is_running(sid) {
