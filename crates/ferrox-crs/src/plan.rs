@@ -1,0 +1,921 @@
+//! Multi-move balancing plans, maintenance evacuation and best-node placement over a
+//! [`Snapshot`](crate::snapshot::Snapshot).
+//!
+//! The planner is greedy with exact evaluation: each round it evaluates every feasible
+//! move of every movable unit (a guest, or a group kept together by positive affinity)
+//! to every other node, with the imbalance after the move computed in O(1) from running
+//! sums, and takes the best. The model is updated after each chosen move, so later moves
+//! see earlier ones (no stacking onto one node). Moves are then packed into steps that may
+//! run in parallel. Capacity rules hold in every state: after each step, and during a step
+//! (a migrating guest holds memory on both its nodes).
+
+use crate::snapshot::{AffinityKind, Guest, Mode, Rule, Snapshot};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+#[derive(Debug, Clone)]
+struct NodeModel {
+    name: String,
+    cores: f64,
+    memory: f64,
+    /// Host usage outside of guests (dynamic mode only).
+    host_cpu: f64,
+    host_mem: f64,
+    maintenance: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Negative {
+    unit: usize,
+    rule: String,
+    strict: bool,
+}
+
+/// Guests that move as one: a guest, or a positive-affinity group.
+#[derive(Debug, Clone)]
+struct Unit {
+    members: Vec<usize>,
+    /// The node all members are on; `None` for a group that is split over nodes.
+    node: Option<usize>,
+    cpu_fixed: f64,
+    unlimited: usize,
+    dyn_cpu: f64,
+    bal_mem: f64,
+    commit_mem: f64,
+    cost: u64,
+    local_disk: u64,
+    /// Balancing may move it (no opt-out, no recent move, members together).
+    balance_movable: bool,
+    /// Per node: allowed by the strict node affinity rules of all members.
+    allowed: Vec<bool>,
+    strict_rule: Option<String>,
+    /// Per node: preference from node affinity (higher is better); `None` without rule.
+    priority: Option<Vec<i64>>,
+    preference_rule: Option<String>,
+    negative: Vec<Negative>,
+    sid: String,
+}
+
+/// Why a unit cannot go to a node.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "reason", rename_all = "kebab-case")]
+pub enum Blocker {
+    Maintenance { node: String },
+    StrictNodeAffinity { node: String, rule: String },
+    NodePreference { node: String, rule: String },
+    Memory { node: String, needed: u64, free: u64 },
+    Cpu { node: String, needed: f64, free: f64 },
+    NegativeAffinity { node: String, rule: String, with: String },
+    PositiveAffinity { node: String, with: String },
+    SameNode { node: String },
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+impl fmt::Display for Blocker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Blocker::Maintenance { node } => write!(f, "{node}: in maintenance"),
+            Blocker::StrictNodeAffinity { node, rule } => {
+                write!(f, "{node}: not allowed by strict node affinity rule '{rule}'")
+            }
+            Blocker::NodePreference { node, rule } => {
+                write!(f, "{node}: lower priority in node affinity rule '{rule}'")
+            }
+            Blocker::Memory { node, needed, free } => write!(
+                f,
+                "{node}: not enough memory (needs {}, {} free)",
+                gib(*needed),
+                gib(*free)
+            ),
+            Blocker::Cpu { node, needed, free } => write!(
+                f,
+                "{node}: CPU overcommit limit reached (needs {needed:.1} cores, {free:.1} left)"
+            ),
+            Blocker::NegativeAffinity { node, rule, with } => write!(
+                f,
+                "{node}: '{with}' runs there, negative resource affinity rule '{rule}'"
+            ),
+            Blocker::PositiveAffinity { node, with } => write!(
+                f,
+                "{node}: must join '{with}', kept together by positive resource affinity"
+            ),
+            Blocker::SameNode { node } => write!(f, "{node}: the guest is already there"),
+        }
+    }
+}
+
+/// One guest migration in a plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Move {
+    pub sid: String,
+    pub vmid: u32,
+    pub from: String,
+    pub to: String,
+    /// Imbalance before and after the move (the same for every member of a group).
+    pub imbalance_before: f64,
+    pub imbalance_after: f64,
+    pub memory: u64,
+    pub local_disk: u64,
+    /// What the move costs to carry out: memory plus local disk bytes to copy.
+    pub cost: u64,
+    /// The positive-affinity group this guest moves with, by its first member.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+/// Migrations that may run at the same time.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Step {
+    pub moves: Vec<Move>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    pub mode: Mode,
+    pub imbalance_before: f64,
+    pub imbalance_after: f64,
+    pub steps: Vec<Step>,
+    /// Why planning stopped.
+    pub stop_reason: String,
+}
+
+impl Plan {
+    pub fn moves(&self) -> impl Iterator<Item = &Move> {
+        self.steps.iter().flat_map(|s| s.moves.iter())
+    }
+}
+
+/// A guest that cannot be placed, with the reason for every node.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Infeasible {
+    pub sid: String,
+    pub blockers: Vec<Blocker>,
+}
+
+impl fmt::Display for Infeasible {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "no node can take '{}':", self.sid)?;
+        for b in &self.blockers {
+            writeln!(f, "  {b}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Infeasible {}
+
+/// A node's suitability for a new guest.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeCandidate {
+    pub node: String,
+    /// Imbalance after placing the guest there, if it may go there.
+    pub imbalance_after: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocker: Option<Blocker>,
+}
+
+/// The planner's model of a snapshot.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    mode: Mode,
+    nodes: Vec<NodeModel>,
+    guests: Vec<Guest>,
+    units: Vec<Unit>,
+    unit_node: Vec<Option<usize>>,
+    /// Node of each guest; `None` while a guest is being placed anew.
+    guest_node: Vec<Option<usize>>,
+    bal_cpu: Vec<f64>,
+    bal_mem: Vec<f64>,
+    commit_mem: Vec<f64>,
+    commit_cores: Vec<f64>,
+    overcommit: f64,
+}
+
+fn demand(mean: f64, now: f64) -> f64 {
+    if mean > 0.0 {
+        mean
+    } else {
+        now
+    }
+}
+
+struct UnionFind(Vec<usize>);
+
+impl UnionFind {
+    fn find(&mut self, x: usize) -> usize {
+        let mut r = x;
+        while self.0[r] != r {
+            r = self.0[r];
+        }
+        self.0[x] = r;
+        r
+    }
+    fn union(&mut self, a: usize, b: usize) {
+        let (ra, rb) = (self.find(a), self.find(b));
+        if ra != rb {
+            self.0[ra.max(rb)] = ra.min(rb);
+        }
+    }
+}
+
+impl Cluster {
+    pub fn new(snapshot: &Snapshot) -> Cluster {
+        Self::with_mode(snapshot, snapshot.settings.mode)
+    }
+
+    pub fn with_mode(snapshot: &Snapshot, mode: Mode) -> Cluster {
+        let node_index: BTreeMap<&str, usize> = snapshot
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.as_str(), i))
+            .collect();
+        let nodes: Vec<NodeModel> = snapshot
+            .nodes
+            .iter()
+            .map(|n| {
+                let guests_cpu: f64 = snapshot.guests.iter().filter(|g| g.node == n.name).map(|g| g.cpu.now).sum();
+                let guests_mem: f64 = snapshot
+                    .guests
+                    .iter()
+                    .filter(|g| g.node == n.name)
+                    .map(|g| g.memory_used.now)
+                    .sum();
+                NodeModel {
+                    name: n.name.clone(),
+                    cores: n.cores,
+                    memory: n.memory as f64,
+                    host_cpu: (n.cpu_usage - guests_cpu).max(0.0),
+                    host_mem: (n.memory_usage as f64 - guests_mem).max(0.0),
+                    maintenance: n.maintenance,
+                }
+            })
+            .collect();
+        let guests = snapshot.guests.clone();
+        let sid_index: BTreeMap<String, usize> = guests.iter().enumerate().map(|(i, g)| (g.sid(), i)).collect();
+
+        let mut uf = UnionFind((0..guests.len()).collect());
+        for rule in &snapshot.rules {
+            if let Rule::ResourceAffinity {
+                resources,
+                affinity: AffinityKind::Positive,
+                ..
+            } = rule
+            {
+                let idx: Vec<usize> = resources.iter().filter_map(|s| sid_index.get(s).copied()).collect();
+                for w in idx.windows(2) {
+                    uf.union(w[0], w[1]);
+                }
+            }
+        }
+        let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for g in 0..guests.len() {
+            let root = uf.find(g);
+            groups.entry(root).or_default().push(g);
+        }
+        let cooled: BTreeSet<u32> = snapshot
+            .recent_moves
+            .iter()
+            .filter(|m| snapshot.time - m.time < snapshot.settings.cooldown)
+            .map(|m| m.vmid)
+            .collect();
+
+        let mut units = Vec::new();
+        let mut guest_unit = vec![0usize; guests.len()];
+        for members in groups.into_values() {
+            let unit_id = units.len();
+            let mut unit = Unit {
+                members: members.clone(),
+                node: None,
+                cpu_fixed: 0.0,
+                unlimited: 0,
+                dyn_cpu: 0.0,
+                bal_mem: 0.0,
+                commit_mem: 0.0,
+                cost: 0,
+                local_disk: 0,
+                balance_movable: true,
+                allowed: vec![true; nodes.len()],
+                strict_rule: None,
+                priority: None,
+                preference_rule: None,
+                negative: Vec::new(),
+                sid: guests[members[0]].sid(),
+            };
+            let first_node = node_index[guests[members[0]].node.as_str()];
+            unit.node = members
+                .iter()
+                .all(|m| node_index[guests[*m].node.as_str()] == first_node)
+                .then_some(first_node);
+            for &m in &members {
+                let g = &guests[m];
+                guest_unit[m] = unit_id;
+                if g.cores == 0.0 {
+                    unit.unlimited += 1;
+                } else {
+                    unit.cpu_fixed += g.cores;
+                }
+                unit.dyn_cpu += demand(g.cpu.mean, g.cpu.now);
+                unit.bal_mem += match mode {
+                    Mode::Static => g.memory as f64,
+                    Mode::Dynamic => demand(g.memory_used.mean, g.memory_used.now),
+                };
+                unit.commit_mem += g.memory as f64;
+                unit.local_disk += g.local_disk;
+                unit.cost += g.memory + g.local_disk;
+                if g.no_balance || cooled.contains(&g.vmid) {
+                    unit.balance_movable = false;
+                }
+            }
+            if unit.node.is_none() {
+                unit.balance_movable = false;
+            }
+            units.push(unit);
+        }
+        // Node affinity.
+        for rule in &snapshot.rules {
+            if let Rule::NodeAffinity {
+                id,
+                resources,
+                nodes: prios,
+                strict,
+            } = rule
+            {
+                for sid in resources {
+                    let Some(&g) = sid_index.get(sid) else { continue };
+                    let unit = &mut units[guest_unit[g]];
+                    let per_node: Vec<i64> = nodes
+                        .iter()
+                        .map(|n| prios.get(&n.name).copied().unwrap_or(-1))
+                        .collect();
+                    if *strict {
+                        for (i, n) in nodes.iter().enumerate() {
+                            if !prios.contains_key(&n.name) {
+                                unit.allowed[i] = false;
+                            }
+                        }
+                        unit.strict_rule.get_or_insert_with(|| id.clone());
+                    }
+                    unit.priority = Some(match unit.priority.take() {
+                        None => per_node,
+                        Some(old) => old.iter().zip(&per_node).map(|(a, b)| (*a).min(*b)).collect(),
+                    });
+                    unit.preference_rule.get_or_insert_with(|| id.clone());
+                }
+            }
+        }
+        // Negative resource affinity, between units.
+        for rule in &snapshot.rules {
+            if let Rule::ResourceAffinity {
+                id,
+                resources,
+                affinity: AffinityKind::Negative,
+                strict,
+            } = rule
+            {
+                let us: BTreeSet<usize> = resources
+                    .iter()
+                    .filter_map(|s| sid_index.get(s).map(|g| guest_unit[*g]))
+                    .collect();
+                for &a in &us {
+                    for &b in &us {
+                        if a != b {
+                            units[a].negative.push(Negative {
+                                unit: b,
+                                rule: id.clone(),
+                                strict: *strict,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+
+        let n = nodes.len();
+        let guest_node = guests.iter().map(|g| node_index.get(g.node.as_str()).copied()).collect();
+        let mut cluster = Cluster {
+            mode,
+            unit_node: units.iter().map(|u| u.node).collect(),
+            guest_node,
+            nodes,
+            guests,
+            units,
+            bal_cpu: vec![0.0; n],
+            bal_mem: vec![0.0; n],
+            commit_mem: vec![0.0; n],
+            commit_cores: vec![0.0; n],
+            overcommit: snapshot.settings.cpu_overcommit,
+        };
+        cluster.recompute();
+        cluster
+    }
+
+    /// What guest `g` adds to node `i`: (balance cpu, balance memory, committed memory,
+    /// committed cores).
+    fn guest_contribution(&self, g: usize, i: usize) -> (f64, f64, f64, f64) {
+        let guest = &self.guests[g];
+        let cores = if guest.cores == 0.0 { self.nodes[i].cores } else { guest.cores };
+        let (cpu, mem) = match self.mode {
+            Mode::Static => (cores, guest.memory as f64),
+            Mode::Dynamic => (
+                demand(guest.cpu.mean, guest.cpu.now),
+                demand(guest.memory_used.mean, guest.memory_used.now),
+            ),
+        };
+        (cpu, mem, guest.memory as f64, cores)
+    }
+
+    fn add_guest(&mut self, g: usize, i: usize, sign: f64) {
+        let (cpu, mem, commit_mem, commit_cores) = self.guest_contribution(g, i);
+        self.bal_cpu[i] += sign * cpu;
+        self.bal_mem[i] += sign * mem;
+        self.commit_mem[i] += sign * commit_mem;
+        self.commit_cores[i] += sign * commit_cores;
+    }
+
+    fn recompute(&mut self) {
+        for (i, node) in self.nodes.iter().enumerate() {
+            let dynamic = self.mode == Mode::Dynamic;
+            self.bal_cpu[i] = if dynamic { node.host_cpu } else { 0.0 };
+            self.bal_mem[i] = if dynamic { node.host_mem } else { 0.0 };
+            self.commit_mem[i] = node.host_mem;
+            self.commit_cores[i] = 0.0;
+        }
+        for g in 0..self.guests.len() {
+            if let Some(i) = self.guest_node[g] {
+                self.add_guest(g, i, 1.0);
+            }
+        }
+    }
+
+    fn unit_cores_on(&self, u: usize, node: usize) -> f64 {
+        let unit = &self.units[u];
+        unit.cpu_fixed + unit.unlimited as f64 * self.nodes[node].cores
+    }
+
+    fn unit_bal_cpu_on(&self, u: usize, node: usize) -> f64 {
+        match self.mode {
+            Mode::Static => self.unit_cores_on(u, node),
+            Mode::Dynamic => self.units[u].dyn_cpu,
+        }
+    }
+
+    fn load(&self, node: usize) -> f64 {
+        let n = &self.nodes[node];
+        (self.bal_cpu[node] / n.cores + self.bal_mem[node] / n.memory) / 2.0
+    }
+
+    fn balanced_nodes(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.nodes.len()).filter(|i| !self.nodes[*i].maintenance)
+    }
+
+    /// Coefficient of variation of the loads of the nodes not in maintenance.
+    pub fn imbalance(&self) -> f64 {
+        let loads: Vec<f64> = self.balanced_nodes().map(|i| self.load(i)).collect();
+        crate::usage::imbalance_of_loads(&loads)
+    }
+
+    fn sums(&self) -> (f64, f64, f64) {
+        let mut s = 0.0;
+        let mut q = 0.0;
+        let mut n = 0.0;
+        for i in self.balanced_nodes() {
+            let l = self.load(i);
+            s += l;
+            q += l * l;
+            n += 1.0;
+        }
+        (s, q, n)
+    }
+
+    /// Imbalance after moving unit `u` from `s` to `t`, from the running sums.
+    fn imbalance_after(&self, sums: (f64, f64, f64), u: usize, s: usize, t: usize) -> f64 {
+        let (mut sum, mut sq, n) = sums;
+        let unit = &self.units[u];
+        if !self.nodes[s].maintenance {
+            let ns = &self.nodes[s];
+            let ls = self.load(s);
+            let ls2 = ((self.bal_cpu[s] - self.unit_bal_cpu_on(u, s)) / ns.cores
+                + (self.bal_mem[s] - unit.bal_mem) / ns.memory)
+                / 2.0;
+            sum += ls2 - ls;
+            sq += ls2 * ls2 - ls * ls;
+        }
+        let nt = &self.nodes[t];
+        let lt = self.load(t);
+        let lt2 = ((self.bal_cpu[t] + self.unit_bal_cpu_on(u, t)) / nt.cores
+            + (self.bal_mem[t] + unit.bal_mem) / nt.memory)
+            / 2.0;
+        sum += lt2 - lt;
+        sq += lt2 * lt2 - lt * lt;
+        if sum <= 0.0 || n == 0.0 {
+            return 0.0;
+        }
+        let mean = sum / n;
+        let var = (sq / n - mean * mean).max(0.0);
+        var.sqrt() / mean
+    }
+
+    /// Checks whether unit `u` may go to node `t` given extra memory/cores already
+    /// reserved there. `balancing` adds the balancer's own restraint (no move to a
+    /// less preferred node); `soft` says whether non-strict rules are honoured.
+    fn blocker(&self, u: usize, t: usize, reserved: (f64, f64), balancing: bool, soft: bool) -> Option<Blocker> {
+        let unit = &self.units[u];
+        let node = &self.nodes[t];
+        let name = || node.name.clone();
+        if self.unit_node[u] == Some(t) {
+            return Some(Blocker::SameNode { node: name() });
+        }
+        if node.maintenance {
+            return Some(Blocker::Maintenance { node: name() });
+        }
+        if !unit.allowed[t] {
+            return Some(Blocker::StrictNodeAffinity {
+                node: name(),
+                rule: unit.strict_rule.clone().unwrap_or_default(),
+            });
+        }
+        if balancing && soft {
+            if let (Some(prio), Some(cur)) = (&unit.priority, self.unit_node[u]) {
+                if prio[t] < prio[cur] {
+                    return Some(Blocker::NodePreference {
+                        node: name(),
+                        rule: unit.preference_rule.clone().unwrap_or_default(),
+                    });
+                }
+            }
+        }
+        let free_mem = node.memory - self.commit_mem[t] - reserved.0;
+        if unit.commit_mem > free_mem {
+            return Some(Blocker::Memory {
+                node: name(),
+                needed: unit.commit_mem as u64,
+                free: free_mem.max(0.0) as u64,
+            });
+        }
+        let cores = self.unit_cores_on(u, t);
+        let free_cores = self.overcommit * node.cores - self.commit_cores[t] - reserved.1;
+        if cores > free_cores + 1e-9 {
+            return Some(Blocker::Cpu {
+                node: name(),
+                needed: cores,
+                free: free_cores.max(0.0),
+            });
+        }
+        for neg in &unit.negative {
+            if (neg.strict || soft) && self.unit_node[neg.unit] == Some(t) {
+                return Some(Blocker::NegativeAffinity {
+                    node: name(),
+                    rule: neg.rule.clone(),
+                    with: self.units[neg.unit].sid.clone(),
+                });
+            }
+        }
+        None
+    }
+
+    fn apply(&mut self, u: usize, t: usize) {
+        for m in self.units[u].members.clone() {
+            if let Some(s) = self.guest_node[m] {
+                self.add_guest(m, s, -1.0);
+            }
+            self.add_guest(m, t, 1.0);
+            self.guest_node[m] = Some(t);
+        }
+        self.unit_node[u] = Some(t);
+        self.units[u].node = Some(t);
+    }
+
+    fn moves_for(&self, u: usize, from: usize, to: usize, before: f64, after: f64) -> Vec<Move> {
+        let unit = &self.units[u];
+        let group = (unit.members.len() > 1).then(|| unit.sid.clone());
+        unit.members
+            .iter()
+            .filter(|&&m| self.guest_node[m] != Some(to))
+            .map(|&m| {
+                let g = &self.guests[m];
+                let from = self.guest_node[m].unwrap_or(from);
+                Move {
+                    sid: g.sid(),
+                    vmid: g.vmid,
+                    from: self.nodes[from].name.clone(),
+                    to: self.nodes[to].name.clone(),
+                    imbalance_before: before,
+                    imbalance_after: after,
+                    memory: g.memory,
+                    local_disk: g.local_disk,
+                    cost: g.memory + g.local_disk,
+                    group: group.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// The best single balancing move: (unit, source, target, imbalance after).
+    fn best_move(&self, moved: &[bool]) -> Option<(usize, usize, usize, f64)> {
+        let sums = self.sums();
+        let mut best: Option<(usize, usize, usize, f64)> = None;
+        for (u, unit) in self.units.iter().enumerate() {
+            if !unit.balance_movable || moved[u] {
+                continue;
+            }
+            let Some(s) = self.unit_node[u] else { continue };
+            if self.nodes[s].maintenance {
+                continue;
+            }
+            for t in 0..self.nodes.len() {
+                if t == s || self.blocker(u, t, (0.0, 0.0), true, true).is_some() {
+                    continue;
+                }
+                let after = self.imbalance_after(sums, u, s, t);
+                let better = match best {
+                    None => true,
+                    Some((bu, _, bt, bi)) => {
+                        after < bi - 1e-12
+                            || ((after - bi).abs() <= 1e-12
+                                && (unit.cost, &unit.sid, &self.nodes[t].name)
+                                    < (self.units[bu].cost, &self.units[bu].sid, &self.nodes[bt].name))
+                    }
+                };
+                if better {
+                    best = Some((u, s, t, after));
+                }
+            }
+        }
+        best
+    }
+
+    /// Plans balancing moves until the imbalance is at or below the target, no move
+    /// improves it by the minimum margin, or the move budget is spent.
+    pub fn plan(&self, settings: &crate::snapshot::Settings) -> Plan {
+        let mut model = self.clone();
+        let before = model.imbalance();
+        let mut moved = vec![false; model.units.len()];
+        let mut chosen: Vec<(usize, usize, usize, f64, f64)> = Vec::new();
+        let mut moves_used = 0;
+        let stop_reason = loop {
+            let current = model.imbalance();
+            if current <= settings.imbalance_target {
+                break format!("imbalance {current:.4} is at or below the target {:.4}", settings.imbalance_target);
+            }
+            let Some((u, s, t, after)) = model.best_move(&moved) else {
+                break "no feasible move is left".to_string();
+            };
+            if (current - after) / current < settings.min_improvement {
+                break format!(
+                    "no move lowers the imbalance by {:.1}% or more",
+                    settings.min_improvement * 100.0
+                );
+            }
+            let size = model.units[u].members.len();
+            if moves_used + size > settings.max_moves {
+                break format!("the move budget of {} is spent", settings.max_moves);
+            }
+            moves_used += size;
+            moved[u] = true;
+            model.apply(u, t);
+            chosen.push((u, s, t, current, model.imbalance()));
+        };
+        let steps = self.schedule(&chosen, settings.max_concurrent_per_node);
+        Plan {
+            mode: self.mode,
+            imbalance_before: before,
+            imbalance_after: model.imbalance(),
+            steps,
+            stop_reason,
+        }
+    }
+
+    /// Packs planned moves, in order, into steps: a move joins the current step when
+    /// its nodes have a free migration slot and its target can hold it while the step's
+    /// other migrations still hold memory on their sources; otherwise a new step starts.
+    fn schedule(&self, chosen: &[(usize, usize, usize, f64, f64)], max_concurrent: usize) -> Vec<Step> {
+        let mut model = self.clone();
+        let mut steps: Vec<Step> = Vec::new();
+        let mut in_step: Vec<(usize, usize)> = Vec::new();
+        let mut slots: BTreeMap<usize, usize> = BTreeMap::new();
+        let mut reserved: BTreeMap<usize, (f64, f64)> = BTreeMap::new();
+        let mut current = Step { moves: Vec::new() };
+        for &(u, s, t, before, after) in chosen {
+            let size = model.units[u].members.len();
+            let fits_slots = |slots: &BTreeMap<usize, usize>| {
+                slots.get(&s).copied().unwrap_or(0) + size <= max_concurrent
+                    && slots.get(&t).copied().unwrap_or(0) + size <= max_concurrent
+            };
+            let res = reserved.get(&t).copied().unwrap_or((0.0, 0.0));
+            let fits = !current.moves.is_empty()
+                && fits_slots(&slots)
+                && model.blocker(u, t, res, false, false).is_none();
+            if !fits && !current.moves.is_empty() {
+                // Close the step: its migrations finish and free their sources.
+                for (mu, mt) in in_step.drain(..) {
+                    model.apply(mu, mt);
+                }
+                steps.push(std::mem::replace(&mut current, Step { moves: Vec::new() }));
+                slots.clear();
+                reserved.clear();
+            }
+            current.moves.extend(self.moves_for(u, s, t, before, after));
+            *slots.entry(s).or_default() += size;
+            *slots.entry(t).or_default() += size;
+            let r = reserved.entry(t).or_default();
+            r.0 += model.units[u].commit_mem;
+            r.1 += model.unit_cores_on(u, t);
+            in_step.push((u, t));
+        }
+        if !current.moves.is_empty() {
+            steps.push(current);
+        }
+        steps
+    }
+
+    fn node_index(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.name == name)
+    }
+
+    /// Moves every guest off `node`: largest first, each to the allowed node with the
+    /// most preferred priority that leaves the lowest imbalance. Non-strict rules give way
+    /// only when nothing else fits.
+    pub fn evacuate(&self, node: &str, settings: &crate::snapshot::Settings) -> Result<Plan, EvacuationError> {
+        let source = self
+            .node_index(node)
+            .ok_or_else(|| EvacuationError::UnknownNode(node.to_string()))?;
+        let mut model = self.clone();
+        model.nodes[source].maintenance = true;
+        let before = model.imbalance();
+        let mut order: Vec<usize> = (0..model.units.len())
+            .filter(|&u| model.units[u].members.iter().any(|&m| model.guest_node[m] == Some(source)))
+            .collect();
+        order.sort_by(|a, b| {
+            model.units[*b]
+                .commit_mem
+                .total_cmp(&model.units[*a].commit_mem)
+                .then_with(|| model.units[*a].sid.cmp(&model.units[*b].sid))
+        });
+        let mut chosen = Vec::new();
+        for u in order {
+            // A group split over nodes must join the members that are elsewhere.
+            let forced: Option<usize> = model.units[u]
+                .members
+                .iter()
+                .map(|&m| model.guest_node[m].unwrap_or(source))
+                .find(|&n| n != source);
+            model.unit_node[u] = Some(source);
+            let current = model.imbalance();
+            let sums = model.sums();
+            let mut best: Option<(i64, f64, usize)> = None;
+            let mut blockers = Vec::new();
+            for soft in [true, false] {
+                blockers.clear();
+                for t in 0..model.nodes.len() {
+                    if let Some(f) = forced {
+                        if t != f {
+                            blockers.push(Blocker::PositiveAffinity {
+                                node: model.nodes[t].name.clone(),
+                                with: model.nodes[f].name.clone(),
+                            });
+                            continue;
+                        }
+                    }
+                    if let Some(b) = model.blocker(u, t, (0.0, 0.0), false, soft) {
+                        blockers.push(b);
+                        continue;
+                    }
+                    let prio = match (&model.units[u].priority, soft) {
+                        (Some(p), true) => p[t],
+                        _ => 0,
+                    };
+                    let after = model.imbalance_after(sums, u, source, t);
+                    let better = match best {
+                        None => true,
+                        Some((bp, bi, _)) => prio > bp || (prio == bp && after < bi - 1e-12),
+                    };
+                    if better {
+                        best = Some((prio, after, t));
+                    }
+                }
+                if best.is_some() {
+                    break;
+                }
+            }
+            let Some((_, _, t)) = best else {
+                return Err(EvacuationError::Infeasible(Infeasible {
+                    sid: model.units[u].sid.clone(),
+                    blockers,
+                }));
+            };
+            model.apply(u, t);
+            chosen.push((u, source, t, current, model.imbalance()));
+        }
+        let steps = self.schedule(&chosen, settings.max_concurrent_per_node);
+        Ok(Plan {
+            mode: self.mode,
+            imbalance_before: before,
+            imbalance_after: model.imbalance(),
+            steps,
+            stop_reason: format!("node '{node}' is empty"),
+        })
+    }
+
+    /// Ranks the nodes for a new guest with `cores` and `memory` (bytes). `like` names an
+    /// existing guest whose rules the new one follows (it is placed anew).
+    pub fn best_node(&self, cores: f64, memory: u64, like: Option<&str>) -> Vec<NodeCandidate> {
+        let mut model = self.clone();
+        let u = match like.and_then(|sid| model.units.iter().position(|x| x.sid == sid || x.members.iter().any(|&m| model.guests[m].sid() == sid))) {
+            Some(u) => {
+                for m in model.units[u].members.clone() {
+                    if let Some(s) = model.guest_node[m].take() {
+                        model.add_guest(m, s, -1.0);
+                    }
+                }
+                model.unit_node[u] = None;
+                model.units[u].members.clear();
+                u
+            }
+            None => {
+                model.units.push(Unit {
+                    members: Vec::new(),
+                    node: None,
+                    cpu_fixed: 0.0,
+                    unlimited: 0,
+                    dyn_cpu: 0.0,
+                    bal_mem: 0.0,
+                    commit_mem: 0.0,
+                    cost: 0,
+                    local_disk: 0,
+                    balance_movable: false,
+                    allowed: vec![true; model.nodes.len()],
+                    strict_rule: None,
+                    priority: None,
+                    preference_rule: None,
+                    negative: Vec::new(),
+                    sid: "new guest".into(),
+                });
+                model.unit_node.push(None);
+                model.units.len() - 1
+            }
+        };
+        {
+            let unit = &mut model.units[u];
+            unit.cpu_fixed = if cores == 0.0 { 0.0 } else { cores };
+            unit.unlimited = usize::from(cores == 0.0);
+            unit.dyn_cpu = cores;
+            unit.bal_mem = memory as f64;
+            unit.commit_mem = memory as f64;
+        }
+        let sums = model.sums();
+        let prio = model.units[u].priority.clone();
+        let mut out: Vec<(i64, NodeCandidate)> = (0..model.nodes.len())
+            .map(|t| {
+                let blocker = model.blocker(u, t, (0.0, 0.0), false, true);
+                let after = blocker.is_none().then(|| {
+                    // A placement adds load without removing any: evaluate against a
+                    // maintenance pseudo-source so only the target changes.
+                    let (mut sum, mut sq, n) = sums;
+                    let nt = &model.nodes[t];
+                    let lt = model.load(t);
+                    let lt2 = ((model.bal_cpu[t] + model.unit_bal_cpu_on(u, t)) / nt.cores
+                        + (model.bal_mem[t] + model.units[u].bal_mem) / nt.memory)
+                        / 2.0;
+                    sum += lt2 - lt;
+                    sq += lt2 * lt2 - lt * lt;
+                    let mean = sum / n;
+                    ((sq / n - mean * mean).max(0.0)).sqrt() / mean
+                });
+                let p = prio.as_ref().map(|p| p[t]).unwrap_or(0);
+                (
+                    p,
+                    NodeCandidate {
+                        node: model.nodes[t].name.clone(),
+                        imbalance_after: after,
+                        blocker,
+                    },
+                )
+            })
+            .collect();
+        out.sort_by(|(pa, a), (pb, b)| match (a.imbalance_after, b.imbalance_after) {
+            (Some(x), Some(y)) => pb.cmp(pa).then(x.total_cmp(&y)).then(a.node.cmp(&b.node)),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => a.node.cmp(&b.node),
+        });
+        out.into_iter().map(|(_, c)| c).collect()
+    }
+
+    /// Node loads, for display and checks.
+    pub fn node_loads(&self) -> Vec<(String, f64)> {
+        (0..self.nodes.len()).map(|i| (self.nodes[i].name.clone(), self.load(i))).collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EvacuationError {
+    #[error("no node '{0}' in the snapshot")]
+    UnknownNode(String),
+    #[error("{0}")]
+    Infeasible(Infeasible),
+}
