@@ -5,6 +5,7 @@
 //! the best single rebalancing migration. It does no IO and knows nothing of HA states:
 //! callers say where each resource is placed and whether it runs.
 
+pub mod exact;
 pub mod generate;
 pub mod plan;
 pub mod snapshot;

@@ -527,11 +527,11 @@ impl Cluster {
         let unit = &self.units[u];
         let node = &self.nodes[t];
         let name = || node.name.clone();
-        if self.unit_node[u] == Some(t) {
-            return Some(Blocker::SameNode { node: name() });
-        }
         if node.maintenance {
             return Some(Blocker::Maintenance { node: name() });
+        }
+        if self.unit_node[u] == Some(t) {
+            return Some(Blocker::SameNode { node: name() });
         }
         if !unit.allowed[t] {
             return Some(Blocker::StrictNodeAffinity {
@@ -616,11 +616,11 @@ impl Cluster {
     }
 
     /// The best single balancing move: (unit, source, target, imbalance after).
-    fn best_move(&self, moved: &[bool]) -> Option<(usize, usize, usize, f64)> {
+    fn best_move(&self, moved: &[bool], budget: usize) -> Option<(usize, usize, usize, f64)> {
         let sums = self.sums();
         let mut best: Option<(usize, usize, usize, f64)> = None;
         for (u, unit) in self.units.iter().enumerate() {
-            if !unit.balance_movable || moved[u] {
+            if !unit.balance_movable || moved[u] || unit.members.len() > budget {
                 continue;
             }
             let Some(s) = self.unit_node[u] else { continue };
@@ -649,37 +649,204 @@ impl Cluster {
         best
     }
 
+    fn balance_candidate(&self, u: usize, moved: &[bool], budget: usize) -> bool {
+        let unit = &self.units[u];
+        unit.balance_movable
+            && !moved[u]
+            && unit.members.len() <= budget
+            && self.unit_node[u].is_some_and(|n| !self.nodes[n].maintenance)
+    }
+
+    /// Whether `u` may end up on `t` once `leaving` has left `t` (quick check for swaps;
+    /// memory and CPU are checked by the caller).
+    fn swap_rules_allow(&self, u: usize, t: usize, leaving: usize) -> bool {
+        let unit = &self.units[u];
+        if !unit.allowed[t] {
+            return false;
+        }
+        if let (Some(prio), Some(cur)) = (&unit.priority, self.unit_node[u]) {
+            if prio[t] < prio[cur] {
+                return false;
+            }
+        }
+        !unit
+            .negative
+            .iter()
+            .any(|neg| neg.unit != leaving && self.unit_node[neg.unit] == Some(t))
+    }
+
+    /// The best exchange of two units between two nodes, for when single moves get
+    /// stuck: (first unit, its node, second unit, its node, imbalance after). The first
+    /// unit moves first; both orders are tried so that no intermediate state overcommits.
+    fn best_swap(&self, moved: &[bool], budget: usize) -> Option<(usize, usize, usize, usize, f64)> {
+        const SIDE: usize = 6;
+        let mut order: Vec<usize> = self.balanced_nodes().collect();
+        if order.len() < 2 {
+            return None;
+        }
+        order.sort_by(|a, b| self.load(*b).total_cmp(&self.load(*a)));
+        let heavy: Vec<usize> = order.iter().copied().take(SIDE).collect();
+        let light: Vec<usize> = order.iter().rev().copied().take(SIDE).collect();
+        let mut on_node: Vec<Vec<usize>> = vec![Vec::new(); self.nodes.len()];
+        for u in 0..self.units.len() {
+            if self.balance_candidate(u, moved, budget) {
+                if let Some(n) = self.unit_node[u] {
+                    on_node[n].push(u);
+                }
+            }
+        }
+        let sums = self.sums();
+        let (sum, sq, n) = sums;
+        let mut best: Option<(usize, usize, usize, usize, f64)> = None;
+        for &s in &heavy {
+            for &t in &light {
+                if s == t {
+                    continue;
+                }
+                let (ns, nt) = (&self.nodes[s], &self.nodes[t]);
+                let (ls, lt) = (self.load(s), self.load(t));
+                for &a in &on_node[s] {
+                    let ua = &self.units[a];
+                    for &b in &on_node[t] {
+                        let ub = &self.units[b];
+                        if ua.members.len() + ub.members.len() > budget {
+                            continue;
+                        }
+                        let ls2 = ((self.bal_cpu[s] - self.unit_bal_cpu_on(a, s) + self.unit_bal_cpu_on(b, s)) / ns.cores
+                            + (self.bal_mem[s] - ua.bal_mem + ub.bal_mem) / ns.memory)
+                            / 2.0;
+                        let lt2 = ((self.bal_cpu[t] - self.unit_bal_cpu_on(b, t) + self.unit_bal_cpu_on(a, t)) / nt.cores
+                            + (self.bal_mem[t] - ub.bal_mem + ua.bal_mem) / nt.memory)
+                            / 2.0;
+                        let sum2 = sum - ls - lt + ls2 + lt2;
+                        if sum2 <= 0.0 {
+                            continue;
+                        }
+                        let sq2 = sq - ls * ls - lt * lt + ls2 * ls2 + lt2 * lt2;
+                        let mean = sum2 / n;
+                        let after = (sq2 / n - mean * mean).max(0.0).sqrt() / mean;
+                        if best.is_some_and(|(.., bi)| after >= bi - 1e-12) {
+                            continue;
+                        }
+                        if !self.swap_rules_allow(a, t, b) || !self.swap_rules_allow(b, s, a) {
+                            continue;
+                        }
+                        let cap = |node: usize| {
+                            (self.nodes[node].memory, self.overcommit * self.nodes[node].cores)
+                        };
+                        let fits = |node: usize, mem: f64, cores: f64| {
+                            let (m, c) = cap(node);
+                            mem <= m && cores <= c + 1e-9
+                        };
+                        let (a_mem, b_mem) = (ua.commit_mem, ub.commit_mem);
+                        let a_first = fits(t, self.commit_mem[t] + a_mem, self.commit_cores[t] + self.unit_cores_on(a, t))
+                            && fits(s, self.commit_mem[s] - a_mem + b_mem, self.commit_cores[s] - self.unit_cores_on(a, s) + self.unit_cores_on(b, s));
+                        let b_first = fits(s, self.commit_mem[s] + b_mem, self.commit_cores[s] + self.unit_cores_on(b, s))
+                            && fits(t, self.commit_mem[t] - b_mem + a_mem, self.commit_cores[t] - self.unit_cores_on(b, t) + self.unit_cores_on(a, t));
+                        if a_first {
+                            best = Some((a, s, b, t, after));
+                        } else if b_first {
+                            best = Some((b, t, a, s, after));
+                        }
+                    }
+                }
+            }
+        }
+        best
+    }
+
     /// Plans balancing moves until the imbalance is at or below the target, no move
-    /// improves it by the minimum margin, or the move budget is spent.
+    /// improves it by the minimum margin, or the move budget is spent. Each round takes
+    /// the best single move, or the best exchange of two guests when that gains more per
+    /// move; each guest moves at most once per plan.
     pub fn plan(&self, settings: &crate::snapshot::Settings) -> Plan {
         let mut model = self.clone();
         let before = model.imbalance();
         let mut moved = vec![false; model.units.len()];
         let mut chosen: Vec<(usize, usize, usize, f64, f64)> = Vec::new();
-        let mut moves_used = 0;
+        let mut budget = settings.max_moves;
         let stop_reason = loop {
             let current = model.imbalance();
             if current <= settings.imbalance_target {
                 break format!("imbalance {current:.4} is at or below the target {:.4}", settings.imbalance_target);
             }
-            let Some((u, s, t, after)) = model.best_move(&moved) else {
-                break "no feasible move is left".to_string();
-            };
-            if (current - after) / current < settings.min_improvement {
-                break format!(
-                    "no move lowers the imbalance by {:.1}% or more",
-                    settings.min_improvement * 100.0
-                );
-            }
-            let size = model.units[u].members.len();
-            if moves_used + size > settings.max_moves {
+            if budget == 0 {
                 break format!("the move budget of {} is spent", settings.max_moves);
             }
-            moves_used += size;
+            let enough = |after: f64| current > 0.0 && (current - after) / current >= settings.min_improvement && after < current;
+            let single = model.best_move(&moved, budget).filter(|m| enough(m.3));
+            let swap = if budget >= 2 { model.best_swap(&moved, budget).filter(|m| enough(m.4)) } else { None };
+            let single_gain = single.map(|m| (current - m.3) / model.units[m.0].members.len() as f64);
+            let swap_gain = swap.map(|w| {
+                (current - w.4) / (model.units[w.0].members.len() + model.units[w.2].members.len()) as f64
+            });
+            let take_swap = match (single_gain, swap_gain) {
+                (_, None) => false,
+                (None, Some(_)) => true,
+                (Some(g1), Some(g2)) => g2 > g1,
+            };
+            if take_swap {
+                let (a, s, b, t, _) = swap.expect("swap chosen");
+                // Exact checks in order; the quick screen may miss a rule interaction.
+                if model.blocker(a, t, (0.0, 0.0), true, true).is_none() {
+                    let mut trial = model.clone();
+                    trial.apply(a, t);
+                    if trial.blocker(b, s, (0.0, 0.0), true, true).is_none() {
+                        let mid = trial.imbalance();
+                        trial.apply(b, s);
+                        chosen.push((a, s, t, current, mid));
+                        chosen.push((b, t, s, mid, trial.imbalance()));
+                        budget -= model.units[a].members.len() + model.units[b].members.len();
+                        moved[a] = true;
+                        moved[b] = true;
+                        model = trial;
+                        continue;
+                    }
+                }
+                if single.is_none() {
+                    break "no feasible move is left".to_string();
+                }
+            }
+            let Some((u, s, t, _)) = single else {
+                break if settings.min_improvement > 0.0 {
+                    format!("no move lowers the imbalance by {:.1}% or more", settings.min_improvement * 100.0)
+                } else {
+                    "no move lowers the imbalance".to_string()
+                };
+            };
+            budget -= model.units[u].members.len();
             moved[u] = true;
             model.apply(u, t);
             chosen.push((u, s, t, current, model.imbalance()));
         };
+        let greedy: Vec<(usize, usize)> = chosen.iter().map(|&(u, _, t, _, _)| (u, t)).collect();
+        let improved = if settings.imbalance_target < model.imbalance() || chosen.len() > 1 {
+            self.exact_small(settings.max_moves, settings.imbalance_target)
+                .or_else(|| self.improve(&greedy, settings.max_moves, settings.min_improvement))
+        } else {
+            None
+        };
+        if let Some(better) = improved {
+            if better != greedy {
+                if let Some(seq) = self.sequence(&better) {
+                    let mut trial = self.clone();
+                    for &(u, _, t, _, _) in &seq {
+                        trial.apply(u, t);
+                    }
+                    let (new, old) = (trial.imbalance(), model.imbalance());
+                    let target = settings.imbalance_target;
+                    let better = if new <= target && old <= target {
+                        seq.len() < chosen.len()
+                    } else {
+                        new < old - 1e-12 || (new <= old + 1e-12 && seq.len() < chosen.len())
+                    };
+                    if better {
+                        chosen = seq;
+                        model = trial;
+                    }
+                }
+            }
+        }
         let steps = self.schedule(&chosen, settings.max_concurrent_per_node);
         Plan {
             mode: self.mode,
@@ -688,6 +855,228 @@ impl Cluster {
             steps,
             stop_reason,
         }
+    }
+
+    /// Whether unit `u` may end up on `t`; `origin` is where it was
+    /// before the plan (node preference is judged against it).
+    fn may_end_on(&self, u: usize, t: usize, origin: usize) -> bool {
+        if t == origin || self.blocker(u, t, (0.0, 0.0), false, true).is_some() {
+            return false;
+        }
+        match &self.units[u].priority {
+            Some(prio) => prio[t] >= prio[origin],
+            None => true,
+        }
+    }
+
+    /// Local search over the set of moves the greedy pass chose: retarget a move, drop
+    /// it, add one, or trade a moved guest for another, while the final imbalance drops.
+    /// Runs only where the neighbourhood is small enough to search in milliseconds.
+    fn improve(&self, moves: &[(usize, usize)], budget: usize, min_improvement: f64) -> Option<Vec<(usize, usize)>> {
+        const WORK_LIMIT: usize = 300_000;
+        if self.units.len() * self.nodes.len() * budget.max(1) > WORK_LIMIT {
+            return None;
+        }
+        let origin: Vec<Option<usize>> = self.unit_node.clone();
+        let mut work = self.clone();
+        let mut set: Vec<(usize, usize)> = moves.to_vec();
+        for &(u, t) in &set {
+            work.apply(u, t);
+        }
+        let size = |u: usize| self.units[u].members.len();
+        for _ in 0..64 {
+            let current = work.imbalance();
+            let used: usize = set.iter().map(|(u, _)| size(*u)).sum();
+            let sums = work.sums();
+            // (new imbalance, fewer moves wins ties, the new set)
+            let mut best: Option<(f64, Vec<(usize, usize)>)> = None;
+            let consider = |after: f64, candidate: Vec<(usize, usize)>, best: &mut Option<(f64, Vec<(usize, usize)>)>| {
+                let key = (after, candidate.len());
+                if best.as_ref().is_none_or(|(bi, bs)| key.0 < bi - 1e-12 || ((key.0 - bi).abs() <= 1e-12 && key.1 < bs.len())) {
+                    *best = Some((after, candidate));
+                }
+            };
+            for (i, &(u, t)) in set.iter().enumerate() {
+                let o = origin[u].expect("moved units had a node");
+                for t2 in 0..work.nodes.len() {
+                    if t2 != t && work.may_end_on(u, t2, o) {
+                        let mut c = set.clone();
+                        c[i] = (u, t2);
+                        consider(work.imbalance_after(sums, u, t, t2), c, &mut best);
+                    }
+                }
+                if work.blocker(u, o, (0.0, 0.0), false, true).is_none() {
+                    let mut c = set.clone();
+                    c.remove(i);
+                    consider(work.imbalance_after(sums, u, t, o), c, &mut best);
+                }
+            }
+            let moved: Vec<bool> = (0..work.units.len()).map(|u| set.iter().any(|(m, _)| *m == u)).collect();
+            if used < budget {
+                if let Some((u, _, t, after)) = work.best_move(&moved, budget - used) {
+                    let mut c = set.clone();
+                    c.push((u, t));
+                    consider(after, c, &mut best);
+                }
+            }
+            for (i, &(u, t)) in set.iter().enumerate() {
+                let o = origin[u].expect("moved units had a node");
+                if work.blocker(u, o, (0.0, 0.0), false, true).is_some() {
+                    continue;
+                }
+                let mut trial = work.clone();
+                trial.apply(u, o);
+                let mut frozen = moved.clone();
+                frozen[u] = true;
+                if let Some((v, _, w, after)) = trial.best_move(&frozen, budget - used + size(u)) {
+                    let mut c = set.clone();
+                    c[i] = (v, w);
+                    consider(after, c, &mut best);
+                }
+                let _ = t;
+            }
+            let Some((after, candidate)) = best else { break };
+            let better = after < current * (1.0 - min_improvement.min(0.001)) - 1e-12
+                || (after <= current + 1e-12 && candidate.len() < set.len());
+            if !better {
+                break;
+            }
+            work = self.clone();
+            for &(u, t) in &candidate {
+                work.apply(u, t);
+            }
+            set = candidate;
+        }
+        Some(set)
+    }
+
+    /// Number of placements an exhaustive search over at most `budget` moves visits.
+    fn search_space(&self, movable: usize, budget: usize) -> f64 {
+        let other = (self.nodes.len().saturating_sub(1)) as f64;
+        let mut total = 0.0;
+        let mut choose = 1.0;
+        for k in 0..=budget.min(movable) {
+            total += choose * other.powi(k as i32);
+            choose = choose * (movable - k) as f64 / (k + 1) as f64;
+        }
+        total
+    }
+
+    /// Whether the current placement (after the moves in `set`) keeps every rule and
+    /// limit on the nodes the moves touched.
+    fn final_state_ok(&self, set: &[(usize, usize)], origin: &[Option<usize>]) -> bool {
+        for &(u, t) in set {
+            let unit = &self.units[u];
+            let node = &self.nodes[t];
+            if node.maintenance || !unit.allowed[t] {
+                return false;
+            }
+            if let (Some(prio), Some(o)) = (&unit.priority, origin[u]) {
+                if prio[t] < prio[o] {
+                    return false;
+                }
+            }
+            if self.commit_mem[t] > node.memory || self.commit_cores[t] > self.overcommit * node.cores + 1e-9 {
+                return false;
+            }
+            if unit.negative.iter().any(|n| self.unit_node[n.unit] == Some(t)) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Exhaustive search for the best set of at most `budget` moves, where that is cheap
+    /// (small clusters): exact instead of greedy.
+    fn exact_small(&self, budget: usize, target: f64) -> Option<Vec<(usize, usize)>> {
+        const SPACE_LIMIT: f64 = 400_000.0;
+        let movable: Vec<usize> = (0..self.units.len())
+            .filter(|&u| self.balance_candidate(u, &vec![false; self.units.len()], budget))
+            .collect();
+        if self.search_space(movable.len(), budget) > SPACE_LIMIT {
+            return None;
+        }
+        struct Dfs<'a> {
+            movable: &'a [usize],
+            origin: Vec<Option<usize>>,
+            budget: usize,
+            target: f64,
+            set: Vec<(usize, usize)>,
+            best: Option<(f64, Vec<(usize, usize)>)>,
+        }
+        fn visit(model: &mut Cluster, d: &mut Dfs<'_>, index: usize, used: usize) {
+            if index == d.movable.len() {
+                if d.set.is_empty() || !model.final_state_ok(&d.set, &d.origin) {
+                    return;
+                }
+                let i = model.imbalance();
+                let target = d.target;
+                let better = d.best.as_ref().is_none_or(|(bi, bs)| {
+                    // Reaching the target with fewer moves beats a lower imbalance.
+                    match (i <= target, *bi <= target) {
+                        (true, true) => d.set.len() < bs.len() || (d.set.len() == bs.len() && i < bi - 1e-12),
+                        (true, false) => true,
+                        (false, true) => false,
+                        (false, false) => i < bi - 1e-12 || ((i - bi).abs() <= 1e-12 && d.set.len() < bs.len()),
+                    }
+                });
+                if better {
+                    d.best = Some((i, d.set.clone()));
+                }
+                return;
+            }
+            visit(model, d, index + 1, used);
+            let u = d.movable[index];
+            let size = model.units[u].members.len();
+            if used + size > d.budget {
+                return;
+            }
+            let Some(home) = d.origin[u] else { return };
+            for t in 0..model.nodes.len() {
+                if t == home || model.nodes[t].maintenance || !model.units[u].allowed[t] {
+                    continue;
+                }
+                model.apply(u, t);
+                d.set.push((u, t));
+                visit(model, d, index + 1, used + size);
+                d.set.pop();
+                model.apply(u, home);
+            }
+        }
+        let mut model = self.clone();
+        let mut d = Dfs {
+            movable: &movable,
+            origin: self.unit_node.clone(),
+            budget,
+            target,
+            set: Vec::new(),
+            best: None,
+        };
+        visit(&mut model, &mut d, 0, 0);
+        d.best.map(|(_, set)| set)
+    }
+
+    /// Orders a set of moves so that every intermediate state respects the rules and
+    /// capacities: each time, the feasible move that lowers the imbalance most.
+    fn sequence(&self, set: &[(usize, usize)]) -> Option<Vec<(usize, usize, usize, f64, f64)>> {
+        let mut model = self.clone();
+        let mut left: Vec<(usize, usize)> = set.to_vec();
+        let mut out = Vec::new();
+        while !left.is_empty() {
+            let sums = model.sums();
+            let current = model.imbalance();
+            let pick = left
+                .iter()
+                .enumerate()
+                .filter(|(_, (u, t))| model.blocker(*u, *t, (0.0, 0.0), false, true).is_none())
+                .map(|(i, (u, t))| (i, model.imbalance_after(sums, *u, model.unit_node[*u].unwrap_or(*t), *t)))
+                .min_by(|a, b| a.1.total_cmp(&b.1))?;
+            let (u, t) = left.remove(pick.0);
+            let s = model.unit_node[u]?;
+            model.apply(u, t);
+            out.push((u, s, t, current, model.imbalance()));
+        }
+        Some(out)
     }
 
     /// Packs planned moves, in order, into steps: a move joins the current step when

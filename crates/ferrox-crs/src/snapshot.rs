@@ -352,7 +352,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.field, "guests[0].node");
         let e = Snapshot::from_json(r#"{"nodes":[{"name":"a","cores":4,"memory":1,"colour":1}]}"#).unwrap_err();
-        assert_eq!(e.field, "nodes[0]");
+        assert_eq!(e.field, "nodes[0].colour");
         assert!(e.message.contains("colour"));
     }
 }
