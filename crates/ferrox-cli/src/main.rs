@@ -6,6 +6,8 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod crs;
+
 #[derive(Parser)]
 #[command(name = "ferrox", version, about = "Ferrox virtualization cluster")]
 struct Cli {
@@ -19,6 +21,11 @@ enum Top {
     Sim {
         #[command(subcommand)]
         command: SimCommand,
+    },
+    /// Cluster resource scheduler: balancing plans, evacuation, placement.
+    Crs {
+        #[command(subcommand)]
+        command: crs::CrsCommand,
     },
     /// HA tools.
     Ha {
@@ -56,23 +63,36 @@ enum RulesCommand {
     },
 }
 
+/// Writes the report; a closed pipe (`ferrox ... | head`) is not an error.
+fn emit(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let mut out = String::new();
+    let result = run(Cli::parse(), &mut out);
+    emit(&out);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("ferrox: {err:#}");
-            ExitCode::FAILURE
+            if err.downcast_ref::<crs::Infeasible>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli, out: &mut String) -> Result<()> {
     match cli.command {
+        Top::Crs { command } => crs::run(command, out)?,
         Top::Sim {
             command: SimCommand::Run { dir },
         } => {
-            let log = ferrox_sim::run_dir(&dir)?;
-            print!("{log}");
+            out.push_str(&ferrox_sim::run_dir(&dir)?);
         }
         Top::Ha {
             command:
@@ -84,7 +104,7 @@ fn run(cli: Cli) -> Result<()> {
                 std::fs::read_to_string(&file).with_context(|| format!("{}", file.display()))?;
             let report = ferrox_ha::rules::check_report(&raw, &nodes)
                 .with_context(|| format!("{}", file.display()))?;
-            print!("{report}");
+            out.push_str(&report);
         }
     }
     Ok(())

@@ -13,13 +13,27 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let instances: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(200);
     let max_moves: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(4);
-    let settings = Settings { max_moves, imbalance_target: 0.0, min_improvement: 0.0, ..Settings::default() };
-    let (mut gap_sum, mut worst_gap, mut more_moves, mut fewer_or_equal, mut exact_hits) = (0.0, 0.0f64, 0, 0, 0);
+    let settings = Settings {
+        max_moves,
+        imbalance_target: 0.0,
+        min_improvement: 0.0,
+        ..Settings::default()
+    };
+    let (mut gap_sum, mut worst_gap, mut more_moves, mut fewer_or_equal, mut exact_hits) =
+        (0.0, 0.0f64, 0, 0, 0);
     let (mut moves_planner, mut moves_optimum, mut counted) = (0usize, 0usize, 0u64);
     let start = std::time::Instant::now();
     for seed in 0..instances {
         let nodes = 3 + (seed % 4) as usize; // 3..6 nodes
-        let mut snapshot = generate(seed, &Shape { nodes, guests_per_node: 2, rules: false, skewed: true });
+        let mut snapshot = generate(
+            seed,
+            &Shape {
+                nodes,
+                guests_per_node: 2,
+                rules: false,
+                skewed: true,
+            },
+        );
         snapshot.guests.truncate(12);
         for g in &mut snapshot.guests {
             g.no_balance = false;
@@ -28,8 +42,14 @@ fn main() {
         let opt = solve(&snapshot, max_moves);
         let plan = Cluster::new(&snapshot).plan(&settings);
         let moves = plan.moves().count();
-        let gap = if opt.imbalance > 1e-12 { (plan.imbalance_after - opt.imbalance) / opt.imbalance } else { plan.imbalance_after };
-        if std::env::var("VERBOSE").is_ok() { println!("{seed}: nodes {nodes} guests {} before {:.4} planner {:.4} ({moves}) opt {:.4} ({})", snapshot.guests.len(), plan.imbalance_before, plan.imbalance_after, opt.imbalance, opt.moves); }
+        let gap = if opt.imbalance > 1e-12 {
+            (plan.imbalance_after - opt.imbalance) / opt.imbalance
+        } else {
+            plan.imbalance_after
+        };
+        if std::env::var("VERBOSE").is_ok() {
+            println!("{seed}: nodes {nodes} guests {} before {:.4} planner {:.4} ({moves}) opt {:.4} ({})", snapshot.guests.len(), plan.imbalance_before, plan.imbalance_after, opt.imbalance, opt.moves);
+        }
         gap_sum += gap.max(0.0);
         worst_gap = worst_gap.max(gap);
         if gap <= 1e-9 {
@@ -49,7 +69,11 @@ fn main() {
     println!("mean gap to optimum imbalance: {:.3}%", 100.0 * gap_sum / n);
     println!("worst gap: {:.2}%", 100.0 * worst_gap);
     println!("optimum reached: {exact_hits} of {counted}");
-    println!("moves: planner {:.2} per instance, optimum {:.2}", moves_planner as f64 / n, moves_optimum as f64 / n);
+    println!(
+        "moves: planner {:.2} per instance, optimum {:.2}",
+        moves_planner as f64 / n,
+        moves_optimum as f64 / n
+    );
     println!("planner used no more moves than the optimum in {fewer_or_equal} of {counted} ({more_moves} used more)");
     println!("time: {:.1}s", start.elapsed().as_secs_f64());
 }

@@ -35,11 +35,17 @@ impl Search<'_> {
 
     fn visit(&mut self, index: usize, moves: usize) {
         if index == self.guests.len() {
-            let feasible = (0..self.cores.len()).all(|i| self.mem[i] <= self.memory[i] && self.cpu[i] <= self.cpu_cap[i] + 1e-9);
+            let feasible = (0..self.cores.len())
+                .all(|i| self.mem[i] <= self.memory[i] && self.cpu[i] <= self.cpu_cap[i] + 1e-9);
             if feasible {
                 let i = self.imbalance();
-                if i < self.best.imbalance - 1e-12 || ((i - self.best.imbalance).abs() <= 1e-12 && moves < self.best.moves) {
-                    self.best = Optimum { imbalance: i, moves };
+                if i < self.best.imbalance - 1e-12
+                    || ((i - self.best.imbalance).abs() <= 1e-12 && moves < self.best.moves)
+                {
+                    self.best = Optimum {
+                        imbalance: i,
+                        moves,
+                    };
                 }
             }
             return;
@@ -68,13 +74,23 @@ impl Search<'_> {
 
 /// The optimum for `snapshot` in static mode, ignoring its rules.
 pub fn solve(snapshot: &Snapshot, max_moves: usize) -> Optimum {
-    let index = |name: &str| snapshot.nodes.iter().position(|n| n.name == name).expect("validated node");
+    let index = |name: &str| {
+        snapshot
+            .nodes
+            .iter()
+            .position(|n| n.name == name)
+            .expect("validated node")
+    };
     let guests: Vec<(usize, f64, f64)> = snapshot
         .guests
         .iter()
         .map(|g| {
             let home = index(&g.node);
-            let cores = if g.cores == 0.0 { snapshot.nodes[home].cores } else { g.cores };
+            let cores = if g.cores == 0.0 {
+                snapshot.nodes[home].cores
+            } else {
+                g.cores
+            };
             (home, cores, g.memory as f64)
         })
         .collect();
@@ -82,12 +98,19 @@ pub fn solve(snapshot: &Snapshot, max_moves: usize) -> Optimum {
     let mut search = Search {
         cores: snapshot.nodes.iter().map(|n| n.cores).collect(),
         memory: snapshot.nodes.iter().map(|n| n.memory as f64).collect(),
-        cpu_cap: snapshot.nodes.iter().map(|n| n.cores * snapshot.settings.cpu_overcommit).collect(),
+        cpu_cap: snapshot
+            .nodes
+            .iter()
+            .map(|n| n.cores * snapshot.settings.cpu_overcommit)
+            .collect(),
         guests,
         max_moves,
         cpu: vec![0.0; n],
         mem: vec![0.0; n],
-        best: Optimum { imbalance: f64::INFINITY, moves: 0 },
+        best: Optimum {
+            imbalance: f64::INFINITY,
+            moves: 0,
+        },
         _snapshot: snapshot,
     };
     for &(home, cpu, mem) in &search.guests.clone() {
@@ -97,7 +120,10 @@ pub fn solve(snapshot: &Snapshot, max_moves: usize) -> Optimum {
     search.visit(0, 0);
     if search.best.imbalance.is_infinite() {
         // Even the current placement breaks a limit: report it as is.
-        search.best = Optimum { imbalance: search.imbalance(), moves: 0 };
+        search.best = Optimum {
+            imbalance: search.imbalance(),
+            moves: 0,
+        };
     }
     search.best
 }

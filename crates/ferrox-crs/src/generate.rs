@@ -61,7 +61,11 @@ pub fn generate(seed: u64, shape: &Shape) -> Snapshot {
         let mem_mean = memory as f64 * rng.gen_range(0.3..0.95);
         guests.push(Guest {
             vmid: 100 + i as u32,
-            kind: if rng.gen_bool(0.2) { GuestKind::Ct } else { GuestKind::Vm },
+            kind: if rng.gen_bool(0.2) {
+                GuestKind::Ct
+            } else {
+                GuestKind::Vm
+            },
             node: nodes[node].name.clone(),
             ha_managed: rng.gen_bool(0.7),
             cores,
@@ -76,9 +80,19 @@ pub fn generate(seed: u64, shape: &Shape) -> Snapshot {
                 mean: mem_mean,
                 peak: (mem_mean * 1.1).min(memory as f64),
             },
-            local_disk: if rng.gen_bool(0.2) { rng.gen_range(1..64) * GIB } else { 0 },
+            local_disk: if rng.gen_bool(0.2) {
+                rng.gen_range(1..64) * GIB
+            } else {
+                0
+            },
             no_balance: rng.gen_bool(0.02),
         });
+    }
+    let mut nodes = nodes;
+    for node in &mut nodes {
+        let on: Vec<&Guest> = guests.iter().filter(|g| g.node == node.name).collect();
+        node.cpu_usage = 0.5 + on.iter().map(|g| g.cpu.now).sum::<f64>();
+        node.memory_usage = 4 * GIB + on.iter().map(|g| g.memory_used.now as u64).sum::<u64>();
     }
     let mut rules = Vec::new();
     if shape.rules && guests.len() >= 6 && nodes.len() >= 2 {

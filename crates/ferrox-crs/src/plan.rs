@@ -61,14 +61,39 @@ struct Unit {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "reason", rename_all = "kebab-case")]
 pub enum Blocker {
-    Maintenance { node: String },
-    StrictNodeAffinity { node: String, rule: String },
-    NodePreference { node: String, rule: String },
-    Memory { node: String, needed: u64, free: u64 },
-    Cpu { node: String, needed: f64, free: f64 },
-    NegativeAffinity { node: String, rule: String, with: String },
-    PositiveAffinity { node: String, with: String },
-    SameNode { node: String },
+    Maintenance {
+        node: String,
+    },
+    StrictNodeAffinity {
+        node: String,
+        rule: String,
+    },
+    NodePreference {
+        node: String,
+        rule: String,
+    },
+    Memory {
+        node: String,
+        needed: u64,
+        free: u64,
+    },
+    Cpu {
+        node: String,
+        needed: f64,
+        free: f64,
+    },
+    NegativeAffinity {
+        node: String,
+        rule: String,
+        with: String,
+    },
+    PositiveAffinity {
+        node: String,
+        with: String,
+    },
+    SameNode {
+        node: String,
+    },
 }
 
 fn gib(bytes: u64) -> String {
@@ -80,7 +105,10 @@ impl fmt::Display for Blocker {
         match self {
             Blocker::Maintenance { node } => write!(f, "{node}: in maintenance"),
             Blocker::StrictNodeAffinity { node, rule } => {
-                write!(f, "{node}: not allowed by strict node affinity rule '{rule}'")
+                write!(
+                    f,
+                    "{node}: not allowed by strict node affinity rule '{rule}'"
+                )
             }
             Blocker::NodePreference { node, rule } => {
                 write!(f, "{node}: lower priority in node affinity rule '{rule}'")
@@ -238,7 +266,12 @@ impl Cluster {
             .nodes
             .iter()
             .map(|n| {
-                let guests_cpu: f64 = snapshot.guests.iter().filter(|g| g.node == n.name).map(|g| g.cpu.now).sum();
+                let guests_cpu: f64 = snapshot
+                    .guests
+                    .iter()
+                    .filter(|g| g.node == n.name)
+                    .map(|g| g.cpu.now)
+                    .sum();
                 let guests_mem: f64 = snapshot
                     .guests
                     .iter()
@@ -256,7 +289,11 @@ impl Cluster {
             })
             .collect();
         let guests = snapshot.guests.clone();
-        let sid_index: BTreeMap<String, usize> = guests.iter().enumerate().map(|(i, g)| (g.sid(), i)).collect();
+        let sid_index: BTreeMap<String, usize> = guests
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (g.sid(), i))
+            .collect();
 
         let mut uf = UnionFind((0..guests.len()).collect());
         for rule in &snapshot.rules {
@@ -266,7 +303,10 @@ impl Cluster {
                 ..
             } = rule
             {
-                let idx: Vec<usize> = resources.iter().filter_map(|s| sid_index.get(s).copied()).collect();
+                let idx: Vec<usize> = resources
+                    .iter()
+                    .filter_map(|s| sid_index.get(s).copied())
+                    .collect();
                 for w in idx.windows(2) {
                     uf.union(w[0], w[1]);
                 }
@@ -346,7 +386,9 @@ impl Cluster {
             } = rule
             {
                 for sid in resources {
-                    let Some(&g) = sid_index.get(sid) else { continue };
+                    let Some(&g) = sid_index.get(sid) else {
+                        continue;
+                    };
                     let unit = &mut units[guest_unit[g]];
                     let per_node: Vec<i64> = nodes
                         .iter()
@@ -362,7 +404,11 @@ impl Cluster {
                     }
                     unit.priority = Some(match unit.priority.take() {
                         None => per_node,
-                        Some(old) => old.iter().zip(&per_node).map(|(a, b)| (*a).min(*b)).collect(),
+                        Some(old) => old
+                            .iter()
+                            .zip(&per_node)
+                            .map(|(a, b)| (*a).min(*b))
+                            .collect(),
                     });
                     unit.preference_rule.get_or_insert_with(|| id.clone());
                 }
@@ -396,7 +442,10 @@ impl Cluster {
         }
 
         let n = nodes.len();
-        let guest_node = guests.iter().map(|g| node_index.get(g.node.as_str()).copied()).collect();
+        let guest_node = guests
+            .iter()
+            .map(|g| node_index.get(g.node.as_str()).copied())
+            .collect();
         let mut cluster = Cluster {
             mode,
             unit_node: units.iter().map(|u| u.node).collect(),
@@ -418,7 +467,11 @@ impl Cluster {
     /// committed cores).
     fn guest_contribution(&self, g: usize, i: usize) -> (f64, f64, f64, f64) {
         let guest = &self.guests[g];
-        let cores = if guest.cores == 0.0 { self.nodes[i].cores } else { guest.cores };
+        let cores = if guest.cores == 0.0 {
+            self.nodes[i].cores
+        } else {
+            guest.cores
+        };
         let (cpu, mem) = match self.mode {
             Mode::Static => (cores, guest.memory as f64),
             Mode::Dynamic => (
@@ -523,7 +576,14 @@ impl Cluster {
     /// Checks whether unit `u` may go to node `t` given extra memory/cores already
     /// reserved there. `balancing` adds the balancer's own restraint (no move to a
     /// less preferred node); `soft` says whether non-strict rules are honoured.
-    fn blocker(&self, u: usize, t: usize, reserved: (f64, f64), balancing: bool, soft: bool) -> Option<Blocker> {
+    fn blocker(
+        &self,
+        u: usize,
+        t: usize,
+        reserved: (f64, f64),
+        balancing: bool,
+        soft: bool,
+    ) -> Option<Blocker> {
         let unit = &self.units[u];
         let node = &self.nodes[t];
         let name = || node.name.clone();
@@ -638,7 +698,11 @@ impl Cluster {
                         after < bi - 1e-12
                             || ((after - bi).abs() <= 1e-12
                                 && (unit.cost, &unit.sid, &self.nodes[t].name)
-                                    < (self.units[bu].cost, &self.units[bu].sid, &self.nodes[bt].name))
+                                    < (
+                                        self.units[bu].cost,
+                                        &self.units[bu].sid,
+                                        &self.nodes[bt].name,
+                                    ))
                     }
                 };
                 if better {
@@ -678,7 +742,11 @@ impl Cluster {
     /// The best exchange of two units between two nodes, for when single moves get
     /// stuck: (first unit, its node, second unit, its node, imbalance after). The first
     /// unit moves first; both orders are tried so that no intermediate state overcommits.
-    fn best_swap(&self, moved: &[bool], budget: usize) -> Option<(usize, usize, usize, usize, f64)> {
+    fn best_swap(
+        &self,
+        moved: &[bool],
+        budget: usize,
+    ) -> Option<(usize, usize, usize, usize, f64)> {
         const SIDE: usize = 6;
         let mut order: Vec<usize> = self.balanced_nodes().collect();
         if order.len() < 2 {
@@ -712,10 +780,14 @@ impl Cluster {
                         if ua.members.len() + ub.members.len() > budget {
                             continue;
                         }
-                        let ls2 = ((self.bal_cpu[s] - self.unit_bal_cpu_on(a, s) + self.unit_bal_cpu_on(b, s)) / ns.cores
+                        let ls2 = ((self.bal_cpu[s] - self.unit_bal_cpu_on(a, s)
+                            + self.unit_bal_cpu_on(b, s))
+                            / ns.cores
                             + (self.bal_mem[s] - ua.bal_mem + ub.bal_mem) / ns.memory)
                             / 2.0;
-                        let lt2 = ((self.bal_cpu[t] - self.unit_bal_cpu_on(b, t) + self.unit_bal_cpu_on(a, t)) / nt.cores
+                        let lt2 = ((self.bal_cpu[t] - self.unit_bal_cpu_on(b, t)
+                            + self.unit_bal_cpu_on(a, t))
+                            / nt.cores
                             + (self.bal_mem[t] - ub.bal_mem + ua.bal_mem) / nt.memory)
                             / 2.0;
                         let sum2 = sum - ls - lt + ls2 + lt2;
@@ -732,17 +804,36 @@ impl Cluster {
                             continue;
                         }
                         let cap = |node: usize| {
-                            (self.nodes[node].memory, self.overcommit * self.nodes[node].cores)
+                            (
+                                self.nodes[node].memory,
+                                self.overcommit * self.nodes[node].cores,
+                            )
                         };
                         let fits = |node: usize, mem: f64, cores: f64| {
                             let (m, c) = cap(node);
                             mem <= m && cores <= c + 1e-9
                         };
                         let (a_mem, b_mem) = (ua.commit_mem, ub.commit_mem);
-                        let a_first = fits(t, self.commit_mem[t] + a_mem, self.commit_cores[t] + self.unit_cores_on(a, t))
-                            && fits(s, self.commit_mem[s] - a_mem + b_mem, self.commit_cores[s] - self.unit_cores_on(a, s) + self.unit_cores_on(b, s));
-                        let b_first = fits(s, self.commit_mem[s] + b_mem, self.commit_cores[s] + self.unit_cores_on(b, s))
-                            && fits(t, self.commit_mem[t] - b_mem + a_mem, self.commit_cores[t] - self.unit_cores_on(b, t) + self.unit_cores_on(a, t));
+                        let a_first = fits(
+                            t,
+                            self.commit_mem[t] + a_mem,
+                            self.commit_cores[t] + self.unit_cores_on(a, t),
+                        ) && fits(
+                            s,
+                            self.commit_mem[s] - a_mem + b_mem,
+                            self.commit_cores[s] - self.unit_cores_on(a, s)
+                                + self.unit_cores_on(b, s),
+                        );
+                        let b_first = fits(
+                            s,
+                            self.commit_mem[s] + b_mem,
+                            self.commit_cores[s] + self.unit_cores_on(b, s),
+                        ) && fits(
+                            t,
+                            self.commit_mem[t] - b_mem + a_mem,
+                            self.commit_cores[t] - self.unit_cores_on(b, t)
+                                + self.unit_cores_on(a, t),
+                        );
                         if a_first {
                             best = Some((a, s, b, t, after));
                         } else if b_first {
@@ -768,17 +859,30 @@ impl Cluster {
         let stop_reason = loop {
             let current = model.imbalance();
             if current <= settings.imbalance_target {
-                break format!("imbalance {current:.4} is at or below the target {:.4}", settings.imbalance_target);
+                break format!(
+                    "imbalance {current:.4} is at or below the target {:.4}",
+                    settings.imbalance_target
+                );
             }
             if budget == 0 {
                 break format!("the move budget of {} is spent", settings.max_moves);
             }
-            let enough = |after: f64| current > 0.0 && (current - after) / current >= settings.min_improvement && after < current;
+            let enough = |after: f64| {
+                current > 0.0
+                    && (current - after) / current >= settings.min_improvement
+                    && after < current
+            };
             let single = model.best_move(&moved, budget).filter(|m| enough(m.3));
-            let swap = if budget >= 2 { model.best_swap(&moved, budget).filter(|m| enough(m.4)) } else { None };
-            let single_gain = single.map(|m| (current - m.3) / model.units[m.0].members.len() as f64);
+            let swap = if budget >= 2 {
+                model.best_swap(&moved, budget).filter(|m| enough(m.4))
+            } else {
+                None
+            };
+            let single_gain =
+                single.map(|m| (current - m.3) / model.units[m.0].members.len() as f64);
             let swap_gain = swap.map(|w| {
-                (current - w.4) / (model.units[w.0].members.len() + model.units[w.2].members.len()) as f64
+                (current - w.4)
+                    / (model.units[w.0].members.len() + model.units[w.2].members.len()) as f64
             });
             let take_swap = match (single_gain, swap_gain) {
                 (_, None) => false,
@@ -809,7 +913,10 @@ impl Cluster {
             }
             let Some((u, s, t, _)) = single else {
                 break if settings.min_improvement > 0.0 {
-                    format!("no move lowers the imbalance by {:.1}% or more", settings.min_improvement * 100.0)
+                    format!(
+                        "no move lowers the imbalance by {:.1}% or more",
+                        settings.min_improvement * 100.0
+                    )
                 } else {
                     "no move lowers the imbalance".to_string()
                 };
@@ -872,7 +979,12 @@ impl Cluster {
     /// Local search over the set of moves the greedy pass chose: retarget a move, drop
     /// it, add one, or trade a moved guest for another, while the final imbalance drops.
     /// Runs only where the neighbourhood is small enough to search in milliseconds.
-    fn improve(&self, moves: &[(usize, usize)], budget: usize, min_improvement: f64) -> Option<Vec<(usize, usize)>> {
+    fn improve(
+        &self,
+        moves: &[(usize, usize)],
+        budget: usize,
+        min_improvement: f64,
+    ) -> Option<Vec<(usize, usize)>> {
         const WORK_LIMIT: usize = 300_000;
         if self.units.len() * self.nodes.len() * budget.max(1) > WORK_LIMIT {
             return None;
@@ -890,12 +1002,17 @@ impl Cluster {
             let sums = work.sums();
             // (new imbalance, fewer moves wins ties, the new set)
             let mut best: Option<(f64, Vec<(usize, usize)>)> = None;
-            let consider = |after: f64, candidate: Vec<(usize, usize)>, best: &mut Option<(f64, Vec<(usize, usize)>)>| {
-                let key = (after, candidate.len());
-                if best.as_ref().is_none_or(|(bi, bs)| key.0 < bi - 1e-12 || ((key.0 - bi).abs() <= 1e-12 && key.1 < bs.len())) {
-                    *best = Some((after, candidate));
-                }
-            };
+            let consider =
+                |after: f64,
+                 candidate: Vec<(usize, usize)>,
+                 best: &mut Option<(f64, Vec<(usize, usize)>)>| {
+                    let key = (after, candidate.len());
+                    if best.as_ref().is_none_or(|(bi, bs)| {
+                        key.0 < bi - 1e-12 || ((key.0 - bi).abs() <= 1e-12 && key.1 < bs.len())
+                    }) {
+                        *best = Some((after, candidate));
+                    }
+                };
             for (i, &(u, t)) in set.iter().enumerate() {
                 let o = origin[u].expect("moved units had a node");
                 for t2 in 0..work.nodes.len() {
@@ -911,7 +1028,9 @@ impl Cluster {
                     consider(work.imbalance_after(sums, u, t, o), c, &mut best);
                 }
             }
-            let moved: Vec<bool> = (0..work.units.len()).map(|u| set.iter().any(|(m, _)| *m == u)).collect();
+            let moved: Vec<bool> = (0..work.units.len())
+                .map(|u| set.iter().any(|(m, _)| *m == u))
+                .collect();
             if used < budget {
                 if let Some((u, _, t, after)) = work.best_move(&moved, budget - used) {
                     let mut c = set.clone();
@@ -935,7 +1054,9 @@ impl Cluster {
                 }
                 let _ = t;
             }
-            let Some((after, candidate)) = best else { break };
+            let Some((after, candidate)) = best else {
+                break;
+            };
             let better = after < current * (1.0 - min_improvement.min(0.001)) - 1e-12
                 || (after <= current + 1e-12 && candidate.len() < set.len());
             if !better {
@@ -976,10 +1097,16 @@ impl Cluster {
                     return false;
                 }
             }
-            if self.commit_mem[t] > node.memory || self.commit_cores[t] > self.overcommit * node.cores + 1e-9 {
+            if self.commit_mem[t] > node.memory
+                || self.commit_cores[t] > self.overcommit * node.cores + 1e-9
+            {
                 return false;
             }
-            if unit.negative.iter().any(|n| self.unit_node[n.unit] == Some(t)) {
+            if unit
+                .negative
+                .iter()
+                .any(|n| self.unit_node[n.unit] == Some(t))
+            {
                 return false;
             }
         }
@@ -1014,10 +1141,14 @@ impl Cluster {
                 let better = d.best.as_ref().is_none_or(|(bi, bs)| {
                     // Reaching the target with fewer moves beats a lower imbalance.
                     match (i <= target, *bi <= target) {
-                        (true, true) => d.set.len() < bs.len() || (d.set.len() == bs.len() && i < bi - 1e-12),
+                        (true, true) => {
+                            d.set.len() < bs.len() || (d.set.len() == bs.len() && i < bi - 1e-12)
+                        }
                         (true, false) => true,
                         (false, true) => false,
-                        (false, false) => i < bi - 1e-12 || ((i - bi).abs() <= 1e-12 && d.set.len() < bs.len()),
+                        (false, false) => {
+                            i < bi - 1e-12 || ((i - bi).abs() <= 1e-12 && d.set.len() < bs.len())
+                        }
                     }
                 });
                 if better {
@@ -1069,7 +1200,12 @@ impl Cluster {
                 .iter()
                 .enumerate()
                 .filter(|(_, (u, t))| model.blocker(*u, *t, (0.0, 0.0), false, true).is_none())
-                .map(|(i, (u, t))| (i, model.imbalance_after(sums, *u, model.unit_node[*u].unwrap_or(*t), *t)))
+                .map(|(i, (u, t))| {
+                    (
+                        i,
+                        model.imbalance_after(sums, *u, model.unit_node[*u].unwrap_or(*t), *t),
+                    )
+                })
                 .min_by(|a, b| a.1.total_cmp(&b.1))?;
             let (u, t) = left.remove(pick.0);
             let s = model.unit_node[u]?;
@@ -1082,7 +1218,11 @@ impl Cluster {
     /// Packs planned moves, in order, into steps: a move joins the current step when
     /// its nodes have a free migration slot and its target can hold it while the step's
     /// other migrations still hold memory on their sources; otherwise a new step starts.
-    fn schedule(&self, chosen: &[(usize, usize, usize, f64, f64)], max_concurrent: usize) -> Vec<Step> {
+    fn schedule(
+        &self,
+        chosen: &[(usize, usize, usize, f64, f64)],
+        max_concurrent: usize,
+    ) -> Vec<Step> {
         let mut model = self.clone();
         let mut steps: Vec<Step> = Vec::new();
         let mut in_step: Vec<(usize, usize)> = Vec::new();
@@ -1129,7 +1269,11 @@ impl Cluster {
     /// Moves every guest off `node`: largest first, each to the allowed node with the
     /// most preferred priority that leaves the lowest imbalance. Non-strict rules give way
     /// only when nothing else fits.
-    pub fn evacuate(&self, node: &str, settings: &crate::snapshot::Settings) -> Result<Plan, EvacuationError> {
+    pub fn evacuate(
+        &self,
+        node: &str,
+        settings: &crate::snapshot::Settings,
+    ) -> Result<Plan, EvacuationError> {
         let source = self
             .node_index(node)
             .ok_or_else(|| EvacuationError::UnknownNode(node.to_string()))?;
@@ -1137,7 +1281,12 @@ impl Cluster {
         model.nodes[source].maintenance = true;
         let before = model.imbalance();
         let mut order: Vec<usize> = (0..model.units.len())
-            .filter(|&u| model.units[u].members.iter().any(|&m| model.guest_node[m] == Some(source)))
+            .filter(|&u| {
+                model.units[u]
+                    .members
+                    .iter()
+                    .any(|&m| model.guest_node[m] == Some(source))
+            })
             .collect();
         order.sort_by(|a, b| {
             model.units[*b]
@@ -1214,7 +1363,11 @@ impl Cluster {
     /// existing guest whose rules the new one follows (it is placed anew).
     pub fn best_node(&self, cores: f64, memory: u64, like: Option<&str>) -> Vec<NodeCandidate> {
         let mut model = self.clone();
-        let u = match like.and_then(|sid| model.units.iter().position(|x| x.sid == sid || x.members.iter().any(|&m| model.guests[m].sid() == sid))) {
+        let u = match like.and_then(|sid| {
+            model.units.iter().position(|x| {
+                x.sid == sid || x.members.iter().any(|&m| model.guests[m].sid() == sid)
+            })
+        }) {
             Some(u) => {
                 for m in model.units[u].members.clone() {
                     if let Some(s) = model.guest_node[m].take() {
@@ -1286,18 +1439,22 @@ impl Cluster {
                 )
             })
             .collect();
-        out.sort_by(|(pa, a), (pb, b)| match (a.imbalance_after, b.imbalance_after) {
-            (Some(x), Some(y)) => pb.cmp(pa).then(x.total_cmp(&y)).then(a.node.cmp(&b.node)),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (None, None) => a.node.cmp(&b.node),
-        });
+        out.sort_by(
+            |(pa, a), (pb, b)| match (a.imbalance_after, b.imbalance_after) {
+                (Some(x), Some(y)) => pb.cmp(pa).then(x.total_cmp(&y)).then(a.node.cmp(&b.node)),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => a.node.cmp(&b.node),
+            },
+        );
         out.into_iter().map(|(_, c)| c).collect()
     }
 
     /// Node loads, for display and checks.
     pub fn node_loads(&self) -> Vec<(String, f64)> {
-        (0..self.nodes.len()).map(|i| (self.nodes[i].name.clone(), self.load(i))).collect()
+        (0..self.nodes.len())
+            .map(|i| (self.nodes[i].name.clone(), self.load(i)))
+            .collect()
     }
 }
 

@@ -251,35 +251,56 @@ impl Snapshot {
                 return Err(err(format!("nodes[{i}].name"), "must not be empty"));
             }
             if !names.insert(n.name.as_str()) {
-                return Err(err(format!("nodes[{i}].name"), format!("node '{}' listed twice", n.name)));
+                return Err(err(
+                    format!("nodes[{i}].name"),
+                    format!("node '{}' listed twice", n.name),
+                ));
             }
             if !(n.cores > 0.0 && n.cores.is_finite()) {
-                return Err(err(format!("nodes[{i}].cores"), "must be a positive number"));
+                return Err(err(
+                    format!("nodes[{i}].cores"),
+                    "must be a positive number",
+                ));
             }
             if n.memory == 0 {
                 return Err(err(format!("nodes[{i}].memory"), "must be positive"));
             }
             if !(n.cpu_usage >= 0.0 && n.cpu_usage.is_finite()) {
-                return Err(err(format!("nodes[{i}].cpu_usage"), "must be a non-negative number"));
+                return Err(err(
+                    format!("nodes[{i}].cpu_usage"),
+                    "must be a non-negative number",
+                ));
             }
         }
         let mut sids = BTreeSet::new();
         let mut vmids = BTreeSet::new();
         for (i, g) in self.guests.iter().enumerate() {
             if !names.contains(g.node.as_str()) {
-                return Err(err(format!("guests[{i}].node"), format!("unknown node '{}'", g.node)));
+                return Err(err(
+                    format!("guests[{i}].node"),
+                    format!("unknown node '{}'", g.node),
+                ));
             }
             if !vmids.insert(g.vmid) {
-                return Err(err(format!("guests[{i}].vmid"), format!("vmid {} listed twice", g.vmid)));
+                return Err(err(
+                    format!("guests[{i}].vmid"),
+                    format!("vmid {} listed twice", g.vmid),
+                ));
             }
             sids.insert(g.sid());
             if !(g.cores >= 0.0 && g.cores.is_finite()) {
-                return Err(err(format!("guests[{i}].cores"), "must be a non-negative number"));
+                return Err(err(
+                    format!("guests[{i}].cores"),
+                    "must be a non-negative number",
+                ));
             }
             for (what, m) in [("cpu", &g.cpu), ("memory_used", &g.memory_used)] {
                 for (k, v) in [("now", m.now), ("mean", m.mean), ("peak", m.peak)] {
                     if !(v >= 0.0 && v.is_finite()) {
-                        return Err(err(format!("guests[{i}].{what}.{k}"), "must be a non-negative number"));
+                        return Err(err(
+                            format!("guests[{i}].{what}.{k}"),
+                            "must be a non-negative number",
+                        ));
                     }
                 }
             }
@@ -287,7 +308,10 @@ impl Snapshot {
         let mut ids = BTreeSet::new();
         for (i, rule) in self.rules.iter().enumerate() {
             if !ids.insert(rule.id()) {
-                return Err(err(format!("rules[{i}].id"), format!("rule '{}' listed twice", rule.id())));
+                return Err(err(
+                    format!("rules[{i}].id"),
+                    format!("rule '{}' listed twice", rule.id()),
+                ));
             }
             for (j, sid) in rule.resources().iter().enumerate() {
                 if !sids.contains(sid) {
@@ -300,22 +324,34 @@ impl Snapshot {
             match rule {
                 Rule::NodeAffinity { nodes, .. } => {
                     if nodes.is_empty() {
-                        return Err(err(format!("rules[{i}].nodes"), "must name at least one node"));
+                        return Err(err(
+                            format!("rules[{i}].nodes"),
+                            "must name at least one node",
+                        ));
                     }
                     if let Some(bad) = nodes.keys().find(|n| !names.contains(n.as_str())) {
-                        return Err(err(format!("rules[{i}].nodes"), format!("unknown node '{bad}'")));
+                        return Err(err(
+                            format!("rules[{i}].nodes"),
+                            format!("unknown node '{bad}'"),
+                        ));
                     }
                 }
                 Rule::ResourceAffinity { resources, .. } => {
                     if resources.len() < 2 {
-                        return Err(err(format!("rules[{i}].resources"), "needs at least two resources"));
+                        return Err(err(
+                            format!("rules[{i}].resources"),
+                            "needs at least two resources",
+                        ));
                     }
                 }
             }
         }
         for (i, m) in self.recent_moves.iter().enumerate() {
             if !vmids.contains(&m.vmid) {
-                return Err(err(format!("recent_moves[{i}].vmid"), format!("no guest {}", m.vmid)));
+                return Err(err(
+                    format!("recent_moves[{i}].vmid"),
+                    format!("no guest {}", m.vmid),
+                ));
             }
         }
         let s = &self.settings;
@@ -323,7 +359,10 @@ impl Snapshot {
             return Err(err("settings.imbalance_target", "must be non-negative"));
         }
         if s.max_concurrent_per_node == 0 {
-            return Err(err("settings.max_concurrent_per_node", "must be at least 1"));
+            return Err(err(
+                "settings.max_concurrent_per_node",
+                "must be at least 1",
+            ));
         }
         if !(s.cpu_overcommit > 0.0) {
             return Err(err("settings.cpu_overcommit", "must be positive"));
@@ -344,14 +383,16 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let e = Snapshot::from_json(r#"{"nodes":[{"name":"a","cores":"many","memory":1}]}"#).unwrap_err();
+        let e = Snapshot::from_json(r#"{"nodes":[{"name":"a","cores":"many","memory":1}]}"#)
+            .unwrap_err();
         assert_eq!(e.field, "nodes[0].cores");
         let e = Snapshot::from_json(
             r#"{"nodes":[{"name":"a","cores":4,"memory":1}],"guests":[{"vmid":1,"node":"b","cores":1,"memory":1}]}"#,
         )
         .unwrap_err();
         assert_eq!(e.field, "guests[0].node");
-        let e = Snapshot::from_json(r#"{"nodes":[{"name":"a","cores":4,"memory":1,"colour":1}]}"#).unwrap_err();
+        let e = Snapshot::from_json(r#"{"nodes":[{"name":"a","cores":4,"memory":1,"colour":1}]}"#)
+            .unwrap_err();
         assert_eq!(e.field, "nodes[0].colour");
         assert!(e.message.contains("colour"));
     }

@@ -10,14 +10,39 @@ use std::collections::{BTreeMap, BTreeSet};
 const GIB: u64 = 1 << 30;
 
 /// Replays `plan` on `snapshot` and returns the first broken promise.
-fn verify(snapshot: &Snapshot, plan: &Plan, settings: &Settings, evacuating: Option<&str>) -> Result<(), String> {
-    let mut node_of: BTreeMap<String, String> = snapshot.guests.iter().map(|g| (g.sid(), g.node.clone())).collect();
+fn verify(
+    snapshot: &Snapshot,
+    plan: &Plan,
+    settings: &Settings,
+    evacuating: Option<&str>,
+) -> Result<(), String> {
+    let mut node_of: BTreeMap<String, String> = snapshot
+        .guests
+        .iter()
+        .map(|g| (g.sid(), g.node.clone()))
+        .collect();
     let initial = node_of.clone();
-    let guest = |sid: &str| snapshot.guests.iter().find(|g| g.sid() == sid).expect("guest");
-    let node = |name: &str| snapshot.nodes.iter().find(|n| n.name == name).expect("node");
+    let guest = |sid: &str| {
+        snapshot
+            .guests
+            .iter()
+            .find(|g| g.sid() == sid)
+            .expect("guest")
+    };
+    let node = |name: &str| {
+        snapshot
+            .nodes
+            .iter()
+            .find(|n| n.name == name)
+            .expect("node")
+    };
     let cores_on = |sid: &str, n: &str| {
         let g = guest(sid);
-        if g.cores == 0.0 { node(n).cores } else { g.cores }
+        if g.cores == 0.0 {
+            node(n).cores
+        } else {
+            g.cores
+        }
     };
     let committed = |node_of: &BTreeMap<String, String>, n: &str| -> (u64, f64) {
         let mut mem = 0;
@@ -31,7 +56,12 @@ fn verify(snapshot: &Snapshot, plan: &Plan, settings: &Settings, evacuating: Opt
         (mem, cores)
     };
     let host_mem = |n: &str| -> u64 {
-        let used: f64 = snapshot.guests.iter().filter(|g| g.node == n).map(|g| g.memory_used.now).sum();
+        let used: f64 = snapshot
+            .guests
+            .iter()
+            .filter(|g| g.node == n)
+            .map(|g| g.memory_used.now)
+            .sum();
         (node(n).memory_usage as f64 - used).max(0.0) as u64
     };
     let cooled: BTreeSet<u32> = snapshot
@@ -74,7 +104,9 @@ fn verify(snapshot: &Snapshot, plan: &Plan, settings: &Settings, evacuating: Opt
         for (n, (mem, cores)) in &incoming {
             let (base_mem, base_cores) = committed(&node_of, n);
             if base_mem + mem + host_mem(n) > node(n).memory {
-                return Err(format!("step {k}: memory of {n} overcommitted during migration"));
+                return Err(format!(
+                    "step {k}: memory of {n} overcommitted during migration"
+                ));
             }
             if base_cores + cores > settings.cpu_overcommit * node(n).cores + 1e-9 {
                 return Err(format!("step {k}: cpu of {n} overcommitted"));
@@ -86,28 +118,46 @@ fn verify(snapshot: &Snapshot, plan: &Plan, settings: &Settings, evacuating: Opt
         // After the step: strict rules hold for everything that moved.
         for rule in &snapshot.rules {
             match rule {
-                Rule::NodeAffinity { id, resources, nodes, strict: true } => {
+                Rule::NodeAffinity {
+                    id,
+                    resources,
+                    nodes,
+                    strict: true,
+                } => {
                     for sid in resources {
                         if moved.contains(sid) && !nodes.contains_key(&node_of[sid]) {
                             return Err(format!("step {k}: {sid} left strict rule '{id}'"));
                         }
                     }
                 }
-                Rule::ResourceAffinity { id, resources, affinity: AffinityKind::Negative, strict: true } => {
+                Rule::ResourceAffinity {
+                    id,
+                    resources,
+                    affinity: AffinityKind::Negative,
+                    strict: true,
+                } => {
                     for a in resources {
                         for b in resources {
-                            if a < b
-                                && node_of[a] == node_of[b]
-                                && initial[a] != initial[b]
-                            {
-                                return Err(format!("step {k}: {a} and {b} together despite '{id}'"));
+                            if a < b && node_of[a] == node_of[b] && initial[a] != initial[b] {
+                                return Err(format!(
+                                    "step {k}: {a} and {b} together despite '{id}'"
+                                ));
                             }
                         }
                     }
                 }
-                Rule::ResourceAffinity { id, resources, affinity: AffinityKind::Positive, .. } => {
-                    let was_together = resources.iter().all(|r| initial[r] == initial[&resources[0]]);
-                    let together = resources.iter().all(|r| node_of[r] == node_of[&resources[0]]);
+                Rule::ResourceAffinity {
+                    id,
+                    resources,
+                    affinity: AffinityKind::Positive,
+                    ..
+                } => {
+                    let was_together = resources
+                        .iter()
+                        .all(|r| initial[r] == initial[&resources[0]]);
+                    let together = resources
+                        .iter()
+                        .all(|r| node_of[r] == node_of[&resources[0]]);
                     if was_together && !together {
                         return Err(format!("step {k}: positive rule '{id}' split"));
                     }
@@ -125,9 +175,25 @@ fn verify(snapshot: &Snapshot, plan: &Plan, settings: &Settings, evacuating: Opt
 }
 
 fn shape() -> impl Strategy<Value = (u64, Shape, bool)> {
-    (any::<u64>(), 2usize..9, 1usize..12, any::<bool>(), any::<bool>()).prop_map(|(seed, nodes, per, rules, dynamic)| {
-        (seed, Shape { nodes, guests_per_node: per, rules, skewed: true }, dynamic)
-    })
+    (
+        any::<u64>(),
+        2usize..9,
+        1usize..12,
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(seed, nodes, per, rules, dynamic)| {
+            (
+                seed,
+                Shape {
+                    nodes,
+                    guests_per_node: per,
+                    rules,
+                    skewed: true,
+                },
+                dynamic,
+            )
+        })
 }
 
 proptest! {
@@ -209,10 +275,19 @@ fn plan_moves_one_guest_off_the_loaded_node() {
 #[test]
 fn memory_is_never_overcommitted() {
     // b has room for one 16 GiB guest only.
-    let s = snapshot(&TWO_NODES.replace(r#"{"name": "b", "cores": 16, "memory": 68719476736}"#, r#"{"name": "b", "cores": 16, "memory": 17179869184}"#));
-    let plan = Cluster::new(&s).plan(&Settings { max_moves: 5, ..s.settings.clone() });
+    let s = snapshot(&TWO_NODES.replace(
+        r#"{"name": "b", "cores": 16, "memory": 68719476736}"#,
+        r#"{"name": "b", "cores": 16, "memory": 17179869184}"#,
+    ));
+    let plan = Cluster::new(&s).plan(&Settings {
+        max_moves: 5,
+        ..s.settings.clone()
+    });
     assert!(plan.moves().count() <= 1);
-    let full = snapshot(&TWO_NODES.replace(r#"{"name": "b", "cores": 16, "memory": 68719476736}"#, r#"{"name": "b", "cores": 16, "memory": 8589934592}"#));
+    let full = snapshot(&TWO_NODES.replace(
+        r#"{"name": "b", "cores": 16, "memory": 68719476736}"#,
+        r#"{"name": "b", "cores": 16, "memory": 8589934592}"#,
+    ));
     assert_eq!(Cluster::new(&full).plan(&full.settings).moves().count(), 0);
 }
 
@@ -225,8 +300,18 @@ fn cooldown_and_opt_out_pin_guests() {
         g.no_balance = g.vmid == 100;
     }
     s.recent_moves = vec![
-        ferrox_crs::snapshot::RecentMove { vmid: 101, from: "b".into(), to: "a".into(), time: 9_000 },
-        ferrox_crs::snapshot::RecentMove { vmid: 102, from: "b".into(), to: "a".into(), time: 9_500 },
+        ferrox_crs::snapshot::RecentMove {
+            vmid: 101,
+            from: "b".into(),
+            to: "a".into(),
+            time: 9_000,
+        },
+        ferrox_crs::snapshot::RecentMove {
+            vmid: 102,
+            from: "b".into(),
+            to: "a".into(),
+            time: 9_500,
+        },
     ];
     assert_eq!(Cluster::new(&s).plan(&s.settings).moves().count(), 0);
     s.time = 20_000; // cool-down over
@@ -270,11 +355,16 @@ fn positive_groups_move_together_and_negative_keep_apart() {
 }"#,
     );
     let s = snapshot(&json);
-    let plan = Cluster::new(&s).evacuate("a", &s.settings).expect("evacuation");
+    let plan = Cluster::new(&s)
+        .evacuate("a", &s.settings)
+        .expect("evacuation");
     let to: BTreeMap<u32, String> = plan.moves().map(|m| (m.vmid, m.to.clone())).collect();
     assert_eq!(to[&100], to[&101]);
     assert_eq!(plan.moves().count(), 3);
-    assert!(plan.moves().filter(|m| m.vmid != 102).all(|m| m.group.as_deref() == Some("vm:100")));
+    assert!(plan
+        .moves()
+        .filter(|m| m.vmid != 102)
+        .all(|m| m.group.as_deref() == Some("vm:100")));
 }
 
 #[test]
@@ -284,7 +374,10 @@ fn best_node_ranks_feasible_nodes_first() {
     assert_eq!(ranking[0].node, "b");
     let ranking = Cluster::new(&s).best_node(2.0, 60 * GIB, None);
     assert_eq!(ranking[0].node, "b");
-    assert!(ranking[1].blocker.is_some(), "a has only 16 GiB free: {ranking:?}");
+    assert!(
+        ranking[1].blocker.is_some(),
+        "a has only 16 GiB free: {ranking:?}"
+    );
     let none = Cluster::new(&s).best_node(2.0, 100 * GIB, None);
     assert!(none.iter().all(|c| c.imbalance_after.is_none()));
 }

@@ -12,6 +12,7 @@ pub mod lrm;
 pub mod manager;
 pub mod node_status;
 pub mod placement;
+pub mod pve;
 pub mod rules;
 pub mod version;
 

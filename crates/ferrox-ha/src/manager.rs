@@ -5,7 +5,7 @@ use crate::node_status::{NodeStatus, FENCE_DELAY};
 use crate::placement::{self, select_service_node, used_service_nodes, NodePreference};
 use crate::rules::{self, CompiledRules};
 use crate::version;
-use ferrox_crs::{MigrationCandidate, Placement, ResourceStats, Usage, UsageMode};
+use ferrox_crs::{Placement, ResourceStats, Usage, UsageMode};
 use ferrox_types::exit_code::*;
 use ferrox_types::{
     service_type, CrsSettings, Disarm, DisarmMode, DisarmState, GroupsConfig, LrmMode, LrmResult,
@@ -1264,39 +1264,6 @@ impl Manager {
         Ok(None)
     }
 
-    /// Bundles of started services that move together, keyed by their leader.
-    fn stationary_bundles(&self) -> BTreeMap<String, Vec<String>> {
-        let rules = self.compiled.clone().unwrap_or_default();
-        let mut bundles = BTreeMap::new();
-        for (sid, sd) in &self.ss {
-            if sd.state != ServiceState::Started {
-                continue;
-            }
-            let mut members = vec![sid.clone()];
-            let mut moving_partner = false;
-            for partner in rules.positive.get(sid).into_iter().flatten() {
-                let Some(psd) = self.ss.get(partner) else {
-                    continue;
-                };
-                match psd.state {
-                    ServiceState::Started => members.push(partner.clone()),
-                    ServiceState::Migrate | ServiceState::Relocate => moving_partner = true,
-                    _ => {}
-                }
-            }
-            if moving_partner {
-                continue;
-            }
-            let nodes: BTreeSet<&String> = members.iter().map(|m| &self.ss[m].node).collect();
-            if nodes.len() > 1 {
-                continue;
-            }
-            members.sort();
-            bundles.insert(members[0].clone(), members);
-        }
-        bundles
-    }
-
     fn load_balance(&mut self, env: &mut dyn HaEnv, sc: &ServiceConfig) {
         if !self.crs.auto_rebalance
             || !matches!(
@@ -1328,23 +1295,7 @@ impl Manager {
 
         let rules = self.compiled.clone().unwrap_or_default();
         let online: BTreeSet<String> = self.usage.list_nodes().map(String::from).collect();
-        let mut candidates = Vec::new();
-        for (leader, members) in self.stationary_bundles() {
-            let (_, mut nodes) = placement::node_affinity(&rules, &leader, &online);
-            let (_, separate) = placement::resource_affinity(&rules, &leader, &self.ss, &online);
-            for n in &separate {
-                nodes.remove(n);
-            }
-            nodes.remove(&self.ss[&leader].node);
-            if nodes.is_empty() {
-                continue;
-            }
-            candidates.push(MigrationCandidate {
-                leader,
-                resources: members,
-                nodes: nodes.into_iter().collect(),
-            });
-        }
+        let candidates = placement::rebalance_candidates(&rules, &self.ss, &online);
         let (imbalance, choice) = match self.usage.auto_rebalance_choice(
             &candidates,
             self.crs.auto_rebalance_method,

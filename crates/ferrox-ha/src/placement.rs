@@ -1,7 +1,7 @@
 //! Node selection for a service: node affinity, resource affinity and scores (spec §8.1).
 
 use crate::rules::CompiledRules;
-use ferrox_crs::Usage;
+use ferrox_crs::{MigrationCandidate, Usage};
 use ferrox_types::{ResourceConfig, ServiceState, ServiceStatus};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -147,4 +147,67 @@ pub fn select_service_node(
         }
     }
     nodes.into_iter().next()
+}
+
+/// Bundles of started services that can move together, keyed by their leader (the
+/// alphabetically first member): a service and its started positive partners, skipped
+/// while a partner is moving or the members are split over nodes.
+fn stationary_bundles(
+    rules: &CompiledRules,
+    ss: &BTreeMap<String, ServiceStatus>,
+) -> BTreeMap<String, Vec<String>> {
+    let mut bundles = BTreeMap::new();
+    for (sid, sd) in ss {
+        if sd.state != ServiceState::Started {
+            continue;
+        }
+        let mut members = vec![sid.clone()];
+        let mut moving_partner = false;
+        for partner in rules.positive.get(sid).into_iter().flatten() {
+            let Some(psd) = ss.get(partner) else { continue };
+            match psd.state {
+                ServiceState::Started => members.push(partner.clone()),
+                ServiceState::Migrate | ServiceState::Relocate => moving_partner = true,
+                _ => {}
+            }
+        }
+        if moving_partner {
+            continue;
+        }
+        let nodes: BTreeSet<&String> = members.iter().map(|m| &ss[m].node).collect();
+        if nodes.len() > 1 {
+            continue;
+        }
+        members.sort();
+        bundles.insert(members[0].clone(), members);
+    }
+    bundles
+}
+
+/// The moves Proxmox VE's automatic rebalancing considers (spec §9.5): every stationary
+/// bundle to every node of its preferred node-affinity class, away from its negative
+/// partners and its current node.
+pub fn rebalance_candidates(
+    rules: &CompiledRules,
+    ss: &BTreeMap<String, ServiceStatus>,
+    online: &BTreeSet<String>,
+) -> Vec<MigrationCandidate> {
+    let mut candidates = Vec::new();
+    for (leader, members) in stationary_bundles(rules, ss) {
+        let (_, mut nodes) = node_affinity(rules, &leader, online);
+        let (_, separate) = resource_affinity(rules, &leader, ss, online);
+        for n in &separate {
+            nodes.remove(n);
+        }
+        nodes.remove(&ss[&leader].node);
+        if nodes.is_empty() {
+            continue;
+        }
+        candidates.push(MigrationCandidate {
+            leader,
+            resources: members,
+            nodes: nodes.into_iter().collect(),
+        });
+    }
+    candidates
 }
