@@ -87,7 +87,7 @@ pub struct PlanArgs {
     target: Option<f64>,
     #[arg(long)]
     max_moves: Option<usize>,
-    /// Minimum relative improvement a move must bring.
+    /// Minimum imbalance decrease each moved guest must bring (absolute).
     #[arg(long)]
     min_improvement: Option<f64>,
     /// `planner` (Ferrox's multi-move plan) or the single move Proxmox VE 9.2 would make.
@@ -165,7 +165,7 @@ fn print_plan(out: &mut String, plan: &Plan, json: bool, target: Option<f64>) ->
             let group = m
                 .group
                 .as_ref()
-                .map(|g| format!(" (with {g})"))
+                .map(|g| format!(" (group {g})"))
                 .unwrap_or_default();
             writeln!(
                 out,

@@ -160,3 +160,146 @@ fn rules_check_names_the_bad_property() {
         "{err}"
     );
 }
+
+fn crs_example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/crs/small-cluster.json")
+}
+
+fn run_ok(args: &[&str], file: &Path) -> String {
+    let out = ferrox().args(args).arg(file).output().expect("run ferrox");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf8")
+}
+
+#[test]
+fn crs_plan_prints_table_and_json() {
+    let table = run_ok(&["crs", "plan"], &crs_example());
+    assert!(table.contains("step  guest"), "{table}");
+    assert!(table.contains("vm:101"), "{table}");
+    let json = run_ok(&["crs", "plan", "--json"], &crs_example());
+    assert!(json.contains("\"imbalance_after\""));
+    assert!(json.contains("\"steps\""));
+    // The opted-out container and the guest in its cool-down never move.
+    assert!(
+        !table.contains("ct:104") && !table.contains("vm:201"),
+        "{table}"
+    );
+}
+
+#[test]
+fn crs_pve_method_gives_one_move() {
+    let out = run_ok(
+        &["crs", "plan", "--method", "pve-bruteforce"],
+        &crs_example(),
+    );
+    assert!(out.starts_with("migrate "), "{out}");
+    assert_eq!(out.lines().count(), 1);
+}
+
+#[test]
+fn crs_evacuate_infeasible_exits_2_and_names_the_rule() {
+    let dir = scratch("evac");
+    let file = dir.join("s.json");
+    let text = std::fs::read_to_string(crs_example())
+        .expect("example")
+        .replace(
+            r#""nodes": { "pve1": 2, "pve2": 1 }"#,
+            r#""nodes": { "pve1": 2 }"#,
+        );
+    std::fs::write(&file, text).expect("write");
+    let out = ferrox()
+        .args(["crs", "evacuate"])
+        .arg(&file)
+        .arg("pve1")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("vm:100") && err.contains("strict node affinity rule 'big-vm-home'"),
+        "{err}"
+    );
+}
+
+#[test]
+fn crs_best_node_and_capacity_errors() {
+    let out = run_ok(
+        &["crs", "best-node", "--cores", "2", "--memory", "8G"],
+        &crs_example(),
+    );
+    assert!(
+        out.lines().next().unwrap_or("").contains("imbalance after"),
+        "{out}"
+    );
+    let out = ferrox()
+        .args(["crs", "best-node", "--cores", "2", "--memory", "2T"])
+        .arg(crs_example())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not enough memory"));
+    let out = ferrox()
+        .args(["crs", "best-node", "--cores", "2", "--memory", "lots"])
+        .arg(crs_example())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--memory"));
+}
+
+#[test]
+fn crs_malformed_snapshot_names_the_field() {
+    let dir = scratch("bad-snapshot");
+    let file = dir.join("s.json");
+    let text = std::fs::read_to_string(crs_example())
+        .expect("example")
+        .replacen(r#""node": "pve1""#, r#""node": "pve9""#, 1);
+    std::fs::write(&file, text).expect("write");
+    let out = ferrox()
+        .args(["crs", "plan"])
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("guests[0].node") && err.contains("pve9"),
+        "{err}"
+    );
+    std::fs::write(
+        &file,
+        r#"{"nodes": [{"name": "a", "cores": 4, "memory": "lots"}]}"#,
+    )
+    .expect("write");
+    let out = ferrox()
+        .args(["crs", "plan"])
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nodes[0].memory"));
+}
+
+#[test]
+fn crs_generate_round_trips() {
+    let out = ferrox()
+        .args([
+            "crs",
+            "generate",
+            "--nodes",
+            "4",
+            "--guests-per-node",
+            "3",
+            "--rules",
+        ])
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let dir = scratch("gen");
+    let file = dir.join("s.json");
+    std::fs::write(&file, &out.stdout).expect("write");
+    run_ok(&["crs", "plan"], &file);
+}

@@ -846,6 +846,13 @@ impl Cluster {
         best
     }
 
+    /// The single move that lowers the imbalance most, whatever its size, if any does.
+    pub fn best_migration(&self) -> Option<Vec<Move>> {
+        let before = self.imbalance();
+        let (u, s, t, after) = self.best_move(&vec![false; self.units.len()], usize::MAX)?;
+        (after < before).then(|| self.moves_for(u, s, t, before, after))
+    }
+
     /// Plans balancing moves until the imbalance is at or below the target, no move
     /// improves it by the minimum margin, or the move budget is spent. Each round takes
     /// the best single move, or the best exchange of two guests when that gains more per
@@ -856,7 +863,7 @@ impl Cluster {
         let mut moved = vec![false; model.units.len()];
         let mut chosen: Vec<(usize, usize, usize, f64, f64)> = Vec::new();
         let mut budget = settings.max_moves;
-        let stop_reason = loop {
+        let mut stop_reason = loop {
             let current = model.imbalance();
             if current <= settings.imbalance_target {
                 break format!(
@@ -867,14 +874,20 @@ impl Cluster {
             if budget == 0 {
                 break format!("the move budget of {} is spent", settings.max_moves);
             }
-            let enough = |after: f64| {
-                current > 0.0
-                    && (current - after) / current >= settings.min_improvement
-                    && after < current
+            // Each move must earn its keep: lower the imbalance by the minimum gain.
+            let enough = |after: f64, moves: usize| {
+                after < current && current - after >= settings.min_improvement * moves as f64
             };
-            let single = model.best_move(&moved, budget).filter(|m| enough(m.3));
+            let single = model
+                .best_move(&moved, budget)
+                .filter(|m| enough(m.3, model.units[m.0].members.len()));
             let swap = if budget >= 2 {
-                model.best_swap(&moved, budget).filter(|m| enough(m.4))
+                model.best_swap(&moved, budget).filter(|m| {
+                    enough(
+                        m.4,
+                        model.units[m.0].members.len() + model.units[m.2].members.len(),
+                    )
+                })
             } else {
                 None
             };
@@ -914,8 +927,8 @@ impl Cluster {
             let Some((u, s, t, _)) = single else {
                 break if settings.min_improvement > 0.0 {
                     format!(
-                        "no move lowers the imbalance by {:.1}% or more",
-                        settings.min_improvement * 100.0
+                        "no move lowers the imbalance by {} or more",
+                        settings.min_improvement
                     )
                 } else {
                     "no move lowers the imbalance".to_string()
@@ -927,7 +940,9 @@ impl Cluster {
             chosen.push((u, s, t, current, model.imbalance()));
         };
         let greedy: Vec<(usize, usize)> = chosen.iter().map(|&(u, _, t, _, _)| (u, t)).collect();
-        let improved = if settings.imbalance_target < model.imbalance() || chosen.len() > 1 {
+        let improved = if settings.max_moves > 1
+            && (settings.imbalance_target < model.imbalance() || chosen.len() > 1)
+        {
             self.exact_small(settings.max_moves, settings.imbalance_target)
                 .or_else(|| self.improve(&greedy, settings.max_moves, settings.min_improvement))
         } else {
@@ -950,6 +965,14 @@ impl Cluster {
                     if better {
                         chosen = seq;
                         model = trial;
+                        stop_reason = if model.imbalance() <= target {
+                            format!(
+                                "imbalance {:.4} is at or below the target {target:.4}",
+                                model.imbalance()
+                            )
+                        } else {
+                            format!("no better plan within {} moves", settings.max_moves)
+                        };
                     }
                 }
             }
@@ -1057,7 +1080,7 @@ impl Cluster {
             let Some((after, candidate)) = best else {
                 break;
             };
-            let better = after < current * (1.0 - min_improvement.min(0.001)) - 1e-12
+            let better = after < current - min_improvement.min(0.001) * 0.1 - 1e-12
                 || (after <= current + 1e-12 && candidate.len() < set.len());
             if !better {
                 break;
@@ -1117,8 +1140,9 @@ impl Cluster {
     /// (small clusters): exact instead of greedy.
     fn exact_small(&self, budget: usize, target: f64) -> Option<Vec<(usize, usize)>> {
         const SPACE_LIMIT: f64 = 400_000.0;
+        let none_moved = vec![false; self.units.len()];
         let movable: Vec<usize> = (0..self.units.len())
-            .filter(|&u| self.balance_candidate(u, &vec![false; self.units.len()], budget))
+            .filter(|&u| self.balance_candidate(u, &none_moved, budget))
             .collect();
         if self.search_space(movable.len(), budget) > SPACE_LIMIT {
             return None;

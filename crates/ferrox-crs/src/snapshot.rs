@@ -188,7 +188,8 @@ pub struct Settings {
     pub max_concurrent_per_node: usize,
     /// Configured cores a node may carry per physical core.
     pub cpu_overcommit: f64,
-    /// A move must lower the imbalance by at least this fraction of its current value.
+    /// Each move must lower the imbalance by at least this much (absolute, per guest
+    /// moved), so that no migration is made for a negligible gain.
     pub min_improvement: f64,
     /// Seconds after a move during which the balancer leaves that guest where it is.
     pub cooldown: i64,
@@ -202,7 +203,7 @@ impl Default for Settings {
             max_moves: 10,
             max_concurrent_per_node: 2,
             cpu_overcommit: 4.0,
-            min_improvement: 0.01,
+            min_improvement: 0.002,
             cooldown: 3600,
         }
     }
