@@ -677,7 +677,23 @@ impl Cluster {
 
     /// The best single balancing move: (unit, source, target, imbalance after).
     fn best_move(&self, moved: &[bool], budget: usize) -> Option<(usize, usize, usize, f64)> {
-        let sums = self.sums();
+        let (sum, sq, n) = self.sums();
+        if n == 0.0 {
+            return None;
+        }
+        let loads: Vec<f64> = (0..self.nodes.len()).map(|i| self.load(i)).collect();
+        let inv_cores: Vec<f64> = self.nodes.iter().map(|x| 0.5 / x.cores).collect();
+        let inv_mem: Vec<f64> = self.nodes.iter().map(|x| 0.5 / x.memory).collect();
+        // Candidates compare by squared coefficient of variation (monotone in it), so the
+        // inner loop needs no square root.
+        let cv2 = |sum: f64, sq: f64| {
+            if sum <= 0.0 {
+                0.0
+            } else {
+                let mean = sum / n;
+                (sq / n - mean * mean).max(0.0) / (mean * mean)
+            }
+        };
         let mut best: Option<(usize, usize, usize, f64)> = None;
         for (u, unit) in self.units.iter().enumerate() {
             if !unit.balance_movable || moved[u] || unit.members.len() > budget {
@@ -687,22 +703,34 @@ impl Cluster {
             if self.nodes[s].maintenance {
                 continue;
             }
+            let ls = loads[s];
+            let ls2 = (self.bal_cpu[s] - self.unit_bal_cpu_on(u, s)) * inv_cores[s]
+                + (self.bal_mem[s] - unit.bal_mem) * inv_mem[s];
+            let (sum_s, sq_s) = (sum - ls + ls2, sq - ls * ls + ls2 * ls2);
+            let fixed_cpu = self.mode == Mode::Dynamic || unit.unlimited == 0;
+            let cpu_fixed = self.unit_bal_cpu_on(u, s);
             for t in 0..self.nodes.len() {
-                if t == s || self.blocker(u, t, (0.0, 0.0), true, true).is_some() {
+                if t == s || self.nodes[t].maintenance {
                     continue;
                 }
-                let after = self.imbalance_after(sums, u, s, t);
+                let cpu = if fixed_cpu { cpu_fixed } else { self.unit_bal_cpu_on(u, t) };
+                let lt = loads[t];
+                let lt2 = (self.bal_cpu[t] + cpu) * inv_cores[t] + (self.bal_mem[t] + unit.bal_mem) * inv_mem[t];
+                let after = cv2(sum_s - lt + lt2, sq_s - lt * lt + lt2 * lt2);
+                // Arithmetic first: the rule and capacity checks only for contenders.
+                if best.is_some_and(|(.., bi)| after > bi * (1.0 + 1e-12) + 1e-24) {
+                    continue;
+                }
+                if self.blocker(u, t, (0.0, 0.0), true, true).is_some() {
+                    continue;
+                }
                 let better = match best {
                     None => true,
                     Some((bu, _, bt, bi)) => {
-                        after < bi - 1e-12
-                            || ((after - bi).abs() <= 1e-12
+                        after < bi * (1.0 - 1e-12) - 1e-24
+                            || ((after - bi).abs() <= bi * 1e-12 + 1e-24
                                 && (unit.cost, &unit.sid, &self.nodes[t].name)
-                                    < (
-                                        self.units[bu].cost,
-                                        &self.units[bu].sid,
-                                        &self.nodes[bt].name,
-                                    ))
+                                    < (self.units[bu].cost, &self.units[bu].sid, &self.nodes[bt].name))
                     }
                 };
                 if better {
@@ -710,8 +738,9 @@ impl Cluster {
                 }
             }
         }
-        best
+        best.map(|(u, s, t, _)| (u, s, t, self.imbalance_after((sum, sq, n), u, s, t)))
     }
+
 
     fn balance_candidate(&self, u: usize, moved: &[bool], budget: usize) -> bool {
         let unit = &self.units[u];
