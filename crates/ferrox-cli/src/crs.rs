@@ -87,7 +87,7 @@ pub struct PlanArgs {
     target: Option<f64>,
     #[arg(long)]
     max_moves: Option<usize>,
-    /// Minimum imbalance decrease each moved guest must bring (absolute).
+    /// Minimum imbalance decrease per moved guest, times the number of nodes balanced.
     #[arg(long)]
     min_improvement: Option<f64>,
     /// `planner` (Ferrox's multi-move plan) or the single move Proxmox VE 9.2 would make.

@@ -70,7 +70,10 @@ fn main() {
     println!("instances: {counted} (3-6 nodes, up to 12 guests, move budget {max_moves})");
     println!("mean gap to optimum imbalance: {:.3}%", 100.0 * gap_sum / n);
     println!("worst gap: {:.2}%", 100.0 * worst_gap);
-    println!("mean absolute gap: {:.4} (imbalance units)", abs_gap_sum / n);
+    println!(
+        "mean absolute gap: {:.4} (imbalance units)",
+        abs_gap_sum / n
+    );
     println!("optimum reached: {exact_hits} of {counted}");
     println!(
         "moves: planner {:.2} per instance, optimum {:.2}",

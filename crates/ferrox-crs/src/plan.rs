@@ -14,6 +14,9 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+/// A planned move in the model: (unit, from node, to node, imbalance before, after).
+type Chosen = (usize, usize, usize, f64, f64);
+
 #[derive(Debug, Clone)]
 struct NodeModel {
     name: String,
@@ -47,14 +50,21 @@ struct Unit {
     local_disk: u64,
     /// Balancing may move it (no opt-out, no recent move, members together).
     balance_movable: bool,
-    /// Per node: allowed by the strict node affinity rules of all members.
-    allowed: Vec<bool>,
+    /// Per node: allowed by the strict node affinity rules of all members; `None` when
+    /// no strict rule applies (kept sparse so memory stays linear in the input).
+    allowed: Option<Vec<bool>>,
     strict_rule: Option<String>,
     /// Per node: preference from node affinity (higher is better); `None` without rule.
     priority: Option<Vec<i64>>,
     preference_rule: Option<String>,
     negative: Vec<Negative>,
     sid: String,
+}
+
+impl Unit {
+    fn allows(&self, node: usize) -> bool {
+        self.allowed.as_ref().is_none_or(|a| a[node])
+    }
 }
 
 /// Why a unit cannot go to a node.
@@ -339,7 +349,7 @@ impl Cluster {
                 cost: 0,
                 local_disk: 0,
                 balance_movable: true,
-                allowed: vec![true; nodes.len()],
+                allowed: None,
                 strict_rule: None,
                 priority: None,
                 preference_rule: None,
@@ -397,7 +407,8 @@ impl Cluster {
                     if *strict {
                         for (i, n) in nodes.iter().enumerate() {
                             if !prios.contains_key(&n.name) {
-                                unit.allowed[i] = false;
+                                unit.allowed.get_or_insert_with(|| vec![true; nodes.len()])[i] =
+                                    false;
                             }
                         }
                         unit.strict_rule.get_or_insert_with(|| id.clone());
@@ -593,7 +604,7 @@ impl Cluster {
         if self.unit_node[u] == Some(t) {
             return Some(Blocker::SameNode { node: name() });
         }
-        if !unit.allowed[t] {
+        if !unit.allows(t) {
             return Some(Blocker::StrictNodeAffinity {
                 node: name(),
                 rule: unit.strict_rule.clone().unwrap_or_default(),
@@ -713,9 +724,14 @@ impl Cluster {
                 if t == s || self.nodes[t].maintenance {
                     continue;
                 }
-                let cpu = if fixed_cpu { cpu_fixed } else { self.unit_bal_cpu_on(u, t) };
+                let cpu = if fixed_cpu {
+                    cpu_fixed
+                } else {
+                    self.unit_bal_cpu_on(u, t)
+                };
                 let lt = loads[t];
-                let lt2 = (self.bal_cpu[t] + cpu) * inv_cores[t] + (self.bal_mem[t] + unit.bal_mem) * inv_mem[t];
+                let lt2 = (self.bal_cpu[t] + cpu) * inv_cores[t]
+                    + (self.bal_mem[t] + unit.bal_mem) * inv_mem[t];
                 let after = cv2(sum_s - lt + lt2, sq_s - lt * lt + lt2 * lt2);
                 // Arithmetic first: the rule and capacity checks only for contenders.
                 if best.is_some_and(|(.., bi)| after > bi * (1.0 + 1e-12) + 1e-24) {
@@ -730,7 +746,11 @@ impl Cluster {
                         after < bi * (1.0 - 1e-12) - 1e-24
                             || ((after - bi).abs() <= bi * 1e-12 + 1e-24
                                 && (unit.cost, &unit.sid, &self.nodes[t].name)
-                                    < (self.units[bu].cost, &self.units[bu].sid, &self.nodes[bt].name))
+                                    < (
+                                        self.units[bu].cost,
+                                        &self.units[bu].sid,
+                                        &self.nodes[bt].name,
+                                    ))
                     }
                 };
                 if better {
@@ -740,7 +760,6 @@ impl Cluster {
         }
         best.map(|(u, s, t, _)| (u, s, t, self.imbalance_after((sum, sq, n), u, s, t)))
     }
-
 
     fn balance_candidate(&self, u: usize, moved: &[bool], budget: usize) -> bool {
         let unit = &self.units[u];
@@ -754,7 +773,7 @@ impl Cluster {
     /// memory and CPU are checked by the caller).
     fn swap_rules_allow(&self, u: usize, t: usize, leaving: usize) -> bool {
         let unit = &self.units[u];
-        if !unit.allowed[t] {
+        if !unit.allows(t) {
             return false;
         }
         if let (Some(prio), Some(cur)) = (&unit.priority, self.unit_node[u]) {
@@ -890,8 +909,9 @@ impl Cluster {
         let mut model = self.clone();
         let before = model.imbalance();
         let mut moved = vec![false; model.units.len()];
-        let mut chosen: Vec<(usize, usize, usize, f64, f64)> = Vec::new();
+        let mut chosen: Vec<Chosen> = Vec::new();
         let mut budget = settings.max_moves;
+        let nodes_balanced = model.balanced_nodes().count().max(1) as f64;
         let mut stop_reason = loop {
             let current = model.imbalance();
             if current <= settings.imbalance_target {
@@ -904,8 +924,11 @@ impl Cluster {
                 break format!("the move budget of {} is spent", settings.max_moves);
             }
             // Each move must earn its keep: lower the imbalance by the minimum gain.
+            // One move shifts a node's load by about 1/n of the cluster's, so the minimum
+            // gain scales with the number of balanced nodes.
+            let min_gain = settings.min_improvement / nodes_balanced;
             let enough = |after: f64, moves: usize| {
-                after < current && current - after >= settings.min_improvement * moves as f64
+                after < current && current - after >= min_gain * moves as f64
             };
             let single = model
                 .best_move(&moved, budget)
@@ -1141,7 +1164,7 @@ impl Cluster {
         for &(u, t) in set {
             let unit = &self.units[u];
             let node = &self.nodes[t];
-            if node.maintenance || !unit.allowed[t] {
+            if node.maintenance || !unit.allows(t) {
                 return false;
             }
             if let (Some(prio), Some(o)) = (&unit.priority, origin[u]) {
@@ -1217,7 +1240,7 @@ impl Cluster {
             }
             let Some(home) = d.origin[u] else { return };
             for t in 0..model.nodes.len() {
-                if t == home || model.nodes[t].maintenance || !model.units[u].allowed[t] {
+                if t == home || model.nodes[t].maintenance || !model.units[u].allows(t) {
                     continue;
                 }
                 model.apply(u, t);
@@ -1242,7 +1265,7 @@ impl Cluster {
 
     /// Orders a set of moves so that every intermediate state respects the rules and
     /// capacities: each time, the feasible move that lowers the imbalance most.
-    fn sequence(&self, set: &[(usize, usize)]) -> Option<Vec<(usize, usize, usize, f64, f64)>> {
+    fn sequence(&self, set: &[(usize, usize)]) -> Option<Vec<Chosen>> {
         let mut model = self.clone();
         let mut left: Vec<(usize, usize)> = set.to_vec();
         let mut out = Vec::new();
@@ -1271,11 +1294,7 @@ impl Cluster {
     /// Packs planned moves, in order, into steps: a move joins the current step when
     /// its nodes have a free migration slot and its target can hold it while the step's
     /// other migrations still hold memory on their sources; otherwise a new step starts.
-    fn schedule(
-        &self,
-        chosen: &[(usize, usize, usize, f64, f64)],
-        max_concurrent: usize,
-    ) -> Vec<Step> {
+    fn schedule(&self, chosen: &[Chosen], max_concurrent: usize) -> Vec<Step> {
         let mut model = self.clone();
         let mut steps: Vec<Step> = Vec::new();
         let mut in_step: Vec<(usize, usize)> = Vec::new();
@@ -1443,7 +1462,7 @@ impl Cluster {
                     cost: 0,
                     local_disk: 0,
                     balance_movable: false,
-                    allowed: vec![true; model.nodes.len()],
+                    allowed: None,
                     strict_rule: None,
                     priority: None,
                     preference_rule: None,

@@ -188,8 +188,8 @@ pub struct Settings {
     pub max_concurrent_per_node: usize,
     /// Configured cores a node may carry per physical core.
     pub cpu_overcommit: f64,
-    /// Each move must lower the imbalance by at least this much (absolute, per guest
-    /// moved), so that no migration is made for a negligible gain.
+    /// Each moved guest must lower the imbalance by at least this divided by the number
+    /// of nodes balanced, so that no migration is made for a negligible gain.
     pub min_improvement: f64,
     /// Seconds after a move during which the balancer leaves that guest where it is.
     pub cooldown: i64,
@@ -203,7 +203,7 @@ impl Default for Settings {
             max_moves: 10,
             max_concurrent_per_node: 2,
             cpu_overcommit: 4.0,
-            min_improvement: 0.002,
+            min_improvement: 0.01,
             cooldown: 3600,
         }
     }
@@ -356,7 +356,7 @@ impl Snapshot {
             }
         }
         let s = &self.settings;
-        if !(s.imbalance_target >= 0.0) {
+        if s.imbalance_target.is_nan() || s.imbalance_target < 0.0 {
             return Err(err("settings.imbalance_target", "must be non-negative"));
         }
         if s.max_concurrent_per_node == 0 {
@@ -365,7 +365,7 @@ impl Snapshot {
                 "must be at least 1",
             ));
         }
-        if !(s.cpu_overcommit > 0.0) {
+        if s.cpu_overcommit.is_nan() || s.cpu_overcommit <= 0.0 {
             return Err(err("settings.cpu_overcommit", "must be positive"));
         }
         if !(s.min_improvement >= 0.0 && s.min_improvement < 1.0) {

@@ -143,6 +143,18 @@ fn truncate15(x: f64) -> f64 {
     (x * 1e15).trunc() / 1e15
 }
 
+/// Coefficient of variation of the given loads (0 when they sum to 0).
+pub fn imbalance_of_loads(loads: &[f64]) -> f64 {
+    let n = loads.len() as f64;
+    let sum: f64 = loads.iter().sum();
+    if loads.is_empty() || sum == 0.0 {
+        return 0.0;
+    }
+    let mean = sum / n;
+    let variance = loads.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / n;
+    variance.sqrt() / mean
+}
+
 /// Coefficient of variation of the node loads (raw, as Proxmox VE 9.2's shipped logs use).
 pub fn imbalance_of<'a>(nodes: impl Iterator<Item = &'a NodeStats>) -> f64 {
     let loads: Vec<f64> = nodes.map(NodeStats::load).collect();
@@ -519,16 +531,4 @@ mod tests {
         assert!(s["node2"] < s["node1"]);
         assert_eq!(s["node2"], s["node3"]);
     }
-}
-
-/// Coefficient of variation of the given loads (0 when they sum to 0).
-pub fn imbalance_of_loads(loads: &[f64]) -> f64 {
-    let n = loads.len() as f64;
-    let sum: f64 = loads.iter().sum();
-    if loads.is_empty() || sum == 0.0 {
-        return 0.0;
-    }
-    let mean = sum / n;
-    let variance = loads.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / n;
-    variance.sqrt() / mean
 }
