@@ -996,7 +996,19 @@ impl Cluster {
             && (settings.imbalance_target < model.imbalance() || chosen.len() > 1)
         {
             self.exact_small(settings.max_moves, settings.imbalance_target)
-                .or_else(|| self.improve(&greedy, settings.max_moves, settings.min_improvement))
+                .or_else(|| {
+                    // Beam search, then polish whichever set is better with local search.
+                    let start = match self.beam(settings.max_moves, settings.imbalance_target) {
+                        Some(b)
+                            if self.final_imbalance(&b) < self.final_imbalance(&greedy) - 1e-12 =>
+                        {
+                            b
+                        }
+                        _ => greedy.clone(),
+                    };
+                    self.improve(&start, settings.max_moves, settings.min_improvement)
+                        .or(Some(start))
+                })
         } else {
             None
         };
@@ -1186,6 +1198,131 @@ impl Cluster {
             }
         }
         true
+    }
+
+    fn final_imbalance(&self, set: &[(usize, usize)]) -> f64 {
+        let mut model = self.clone();
+        for &(u, t) in set {
+            model.apply(u, t);
+        }
+        model.imbalance()
+    }
+
+    /// The `count` best feasible single moves, best first.
+    fn top_moves(
+        &self,
+        moved: &[bool],
+        budget: usize,
+        count: usize,
+    ) -> Vec<(usize, usize, usize, f64)> {
+        let sums = self.sums();
+        let mut top: Vec<(usize, usize, usize, f64)> = Vec::with_capacity(count + 1);
+        for u in 0..self.units.len() {
+            if !self.balance_candidate(u, moved, budget) {
+                continue;
+            }
+            let Some(s) = self.unit_node[u] else { continue };
+            for t in 0..self.nodes.len() {
+                if t == s {
+                    continue;
+                }
+                let after = self.imbalance_after(sums, u, s, t);
+                if top.len() == count && top.last().is_some_and(|w| after >= w.3) {
+                    continue;
+                }
+                if self.blocker(u, t, (0.0, 0.0), true, true).is_some() {
+                    continue;
+                }
+                let at = top.partition_point(|w| w.3 <= after);
+                top.insert(at, (u, s, t, after));
+                top.truncate(count);
+            }
+        }
+        top
+    }
+
+    /// Beam search over move sequences: keeps the few best partial plans at each depth,
+    /// each extended by its few best next moves. Every prefix is feasible by construction.
+    fn beam(&self, budget: usize, target: f64) -> Option<Vec<(usize, usize)>> {
+        const WIDTH: usize = 32;
+        const BRANCH: usize = 12;
+        const WORK_LIMIT: usize = 20_000_000;
+        if self.units.len() * self.nodes.len() * budget * WIDTH * BRANCH > WORK_LIMIT {
+            return None;
+        }
+        struct State {
+            model: Cluster,
+            moved: Vec<bool>,
+            set: Vec<(usize, usize)>,
+            used: usize,
+            imbalance: f64,
+        }
+        let better = |a: (f64, usize), b: (f64, usize)| match (a.0 <= target, b.0 <= target) {
+            (true, true) => a.1 < b.1 || (a.1 == b.1 && a.0 < b.0 - 1e-12),
+            (true, false) => true,
+            (false, true) => false,
+            (false, false) => a.0 < b.0 - 1e-12 || ((a.0 - b.0).abs() <= 1e-12 && a.1 < b.1),
+        };
+        let mut states = vec![State {
+            model: self.clone(),
+            moved: vec![false; self.units.len()],
+            set: Vec::new(),
+            used: 0,
+            imbalance: self.imbalance(),
+        }];
+        let mut best: Option<(f64, Vec<(usize, usize)>)> = None;
+        for _ in 0..budget {
+            let mut next: Vec<State> = Vec::new();
+            for st in &states {
+                if st.imbalance <= target {
+                    continue;
+                }
+                for (u, _, t, after) in st.model.top_moves(&st.moved, budget - st.used, BRANCH) {
+                    if after >= st.imbalance - 1e-12 {
+                        continue;
+                    }
+                    let mut set = st.set.clone();
+                    set.push((u, t));
+                    let mut key = set.clone();
+                    key.sort_unstable();
+                    if next.iter().any(|n| {
+                        let mut k = n.set.clone();
+                        k.sort_unstable();
+                        k == key
+                    }) {
+                        continue;
+                    }
+                    let mut model = st.model.clone();
+                    model.apply(u, t);
+                    let mut moved = st.moved.clone();
+                    moved[u] = true;
+                    let used = st.used + self.units[u].members.len();
+                    let imbalance = model.imbalance();
+                    next.push(State {
+                        model,
+                        moved,
+                        set,
+                        used,
+                        imbalance,
+                    });
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+            next.sort_by(|a, b| a.imbalance.total_cmp(&b.imbalance));
+            next.truncate(WIDTH);
+            for st in &next {
+                if best
+                    .as_ref()
+                    .is_none_or(|(bi, bs)| better((st.imbalance, st.set.len()), (*bi, bs.len())))
+                {
+                    best = Some((st.imbalance, st.set.clone()));
+                }
+            }
+            states = next;
+        }
+        best.map(|(_, set)| set)
     }
 
     /// Exhaustive search for the best set of at most `budget` moves, where that is cheap
