@@ -1125,7 +1125,7 @@ impl Cluster {
                     consider(after, c, &mut best);
                 }
             }
-            for (i, &(u, t)) in set.iter().enumerate() {
+            for (i, &(u, _)) in set.iter().enumerate() {
                 let o = origin[u].expect("moved units had a node");
                 if work.blocker(u, o, (0.0, 0.0), false, true).is_some() {
                     continue;
@@ -1139,7 +1139,6 @@ impl Cluster {
                     c[i] = (v, w);
                     consider(after, c, &mut best);
                 }
-                let _ = t;
             }
             let Some((after, candidate)) = best else {
                 break;
@@ -1657,13 +1656,6 @@ impl Cluster {
             },
         );
         out.into_iter().map(|(_, c)| c).collect()
-    }
-
-    /// Node loads, for display and checks.
-    pub fn node_loads(&self) -> Vec<(String, f64)> {
-        (0..self.nodes.len())
-            .map(|i| (self.nodes[i].name.clone(), self.load(i)))
-            .collect()
     }
 }
 

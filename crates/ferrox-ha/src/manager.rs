@@ -308,7 +308,7 @@ impl Manager {
             });
         }
         self.update_crs_scheduler_mode(env);
-        self.try_persistent_group_migration(env, &lrm_modes)?;
+        self.try_persistent_group_migration(env)?;
 
         let mut sc = env.read_service_config()?;
         let groups = env.read_groups_config()?;
@@ -1330,11 +1330,7 @@ impl Manager {
     }
 
     /// Replaces legacy HA groups by rules once every node can read rules (spec §8.6).
-    fn try_persistent_group_migration(
-        &mut self,
-        env: &mut dyn HaEnv,
-        lrm_modes: &BTreeMap<String, LrmMode>,
-    ) -> EnvResult<()> {
+    fn try_persistent_group_migration(&mut self, env: &mut dyn HaEnv) -> EnvResult<()> {
         let Some(groups) = env.read_groups_config()? else {
             return Ok(());
         };
@@ -1347,7 +1343,7 @@ impl Manager {
         }
         self.group_migration_round = GROUP_MIGRATION_INTERVAL;
         env.log(LogLevel::Notice, "start ha group migration...");
-        match self.group_migration_blocker(env, lrm_modes) {
+        match self.group_migration_blocker(env) {
             Some(reason) => {
                 env.log(
                     LogLevel::Err,
@@ -1367,11 +1363,7 @@ impl Manager {
         Ok(())
     }
 
-    fn group_migration_blocker(
-        &self,
-        env: &mut dyn HaEnv,
-        lrm_modes: &BTreeMap<String, LrmMode>,
-    ) -> Option<String> {
+    fn group_migration_blocker(&self, env: &mut dyn HaEnv) -> Option<String> {
         let nodes = self.ns.list_nodes();
         if !env.quorate() || nodes.is_empty() {
             return Some("cluster is not quorate".into());
@@ -1389,7 +1381,6 @@ impl Manager {
             let (Some(lrm_state), Some(mode)) = (lrm.state.clone(), lrm.mode) else {
                 return Some(format!("lrm '{node}' has no state or mode"));
             };
-            let _ = lrm_modes;
             env.log(
                 LogLevel::Notice,
                 &format!(
