@@ -861,30 +861,25 @@ impl Cluster {
                             let (m, c) = cap(node);
                             mem <= m && cores <= c + 1e-9
                         };
-                        let (a_mem, b_mem) = (ua.commit_mem, ub.commit_mem);
-                        let a_first = fits(
-                            t,
-                            self.commit_mem[t] + a_mem,
-                            self.commit_cores[t] + self.unit_cores_on(a, t),
-                        ) && fits(
-                            s,
-                            self.commit_mem[s] - a_mem + b_mem,
-                            self.commit_cores[s] - self.unit_cores_on(a, s)
-                                + self.unit_cores_on(b, s),
-                        );
-                        let b_first = fits(
-                            s,
-                            self.commit_mem[s] + b_mem,
-                            self.commit_cores[s] + self.unit_cores_on(b, s),
-                        ) && fits(
-                            t,
-                            self.commit_mem[t] - b_mem + a_mem,
-                            self.commit_cores[t] - self.unit_cores_on(b, t)
-                                + self.unit_cores_on(a, t),
-                        );
-                        if a_first {
+                        // `first` leaves `from` for `to` while `second` is still on
+                        // `to`; then `second` takes `first`'s place.
+                        let order_ok = |first: usize, from: usize, to: usize, second: usize| {
+                            let (m1, m2) =
+                                (self.units[first].commit_mem, self.units[second].commit_mem);
+                            fits(
+                                to,
+                                self.commit_mem[to] + m1,
+                                self.commit_cores[to] + self.unit_cores_on(first, to),
+                            ) && fits(
+                                from,
+                                self.commit_mem[from] - m1 + m2,
+                                self.commit_cores[from] - self.unit_cores_on(first, from)
+                                    + self.unit_cores_on(second, from),
+                            )
+                        };
+                        if order_ok(a, s, t, b) {
                             best = Some((a, s, b, t, after));
-                        } else if b_first {
+                        } else if order_ok(b, t, s, a) {
                             best = Some((b, t, a, s, after));
                         }
                     }
