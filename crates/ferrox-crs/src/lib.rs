@@ -1,9 +1,12 @@
-//! Cluster Resource Scheduler: pure scheduling arithmetic.
+//! Cluster Resource Scheduler: pure scheduling.
 //!
-//! Usage accounting in Proxmox VE 9.2's three modes (basic, static, dynamic), TOPSIS
-//! scoring of start and recovery targets, the node imbalance measure and the search for
-//! the best single rebalancing migration. It does no IO and knows nothing of HA states:
-//! callers say where each resource is placed and whether it runs.
+//! Two layers. `usage` and `topsis` are Proxmox VE 9.2's arithmetic exactly as its HA
+//! manager uses it (basic/static/dynamic usage, TOPSIS start scores, the imbalance, the
+//! best single rebalancing migration). `snapshot` and `plan` are Ferrox's own scheduler on
+//! a whole-cluster snapshot: multi-step balancing plans, evacuation and best-node
+//! placement that never overcommit memory; `exact` and `generate` measure it.
+//! It does no IO (snapshots arrive as text) and knows nothing of HA states: callers say
+//! where each resource is placed and whether it runs.
 
 pub mod exact;
 pub mod generate;
