@@ -8,13 +8,17 @@
 pub mod groups;
 pub mod ha;
 pub mod perl_json;
+pub mod property_string;
 pub mod rules;
 pub mod section_config;
+pub mod upid;
 
 pub use groups::{Group, GroupsConfig};
 pub use ha::*;
 pub use rules::{Affinity, Rule, RuleKind, RulesConfig};
+pub use property_string::{PropertyString, PropertyStringError};
 pub use section_config::{digest, Section, SectionConfigError};
+pub use upid::{Upid, UpidError};
 
 /// Parses a size such as `4G`, `512M`, `8GiB`, `1T` or plain bytes into bytes (binary
 /// units, as Proxmox VE uses them).
