@@ -6,6 +6,7 @@
 //! settings. It holds data and validation only: no IO, no scheduling or HA decisions.
 
 pub mod groups;
+pub mod guest_config;
 pub mod ha;
 pub mod perl_json;
 pub mod property_string;
@@ -14,6 +15,7 @@ pub mod section_config;
 pub mod upid;
 
 pub use groups::{Group, GroupsConfig};
+pub use guest_config::{GuestConfig, GuestConfigError};
 pub use ha::*;
 pub use rules::{Affinity, Rule, RuleKind, RulesConfig};
 pub use property_string::{PropertyString, PropertyStringError};

@@ -1,0 +1,300 @@
+//! `qemu-server/<vmid>.conf`: a guest's configuration in Proxmox VE's format. `key: value`
+//! lines, the description as leading `#` lines, then optional `[PENDING]` and
+//! `[<snapshot>]` sections. Keys are checked against Proxmox VE's key set; the values of
+//! the keys Ferrox acts on are checked for type.
+
+use crate::property_string::PropertyString;
+use crate::section_config::digest;
+use std::collections::BTreeMap;
+
+/// Keys without an index, as Proxmox VE 9's schema names them.
+const PLAIN_KEYS: &[&str] = &[
+    "acpi", "affinity", "agent", "allow-ksm", "amd-sev", "arch", "args", "audio0", "autostart",
+    "balloon", "bios", "boot", "bootdisk", "cdrom", "cicustom", "cipassword", "citype",
+    "ciupgrade", "ciuser", "cores", "cpu", "cpulimit", "cpuunits", "description", "efidisk0",
+    "freeze", "hookscript", "hotplug", "hugepages", "intel-tdx", "ivshmem", "keephugepages",
+    "keyboard", "kvm", "localtime", "lock", "machine", "memory", "migrate_downtime",
+    "migrate_speed", "name", "nameserver", "numa", "onboot", "ostype", "protection", "reboot",
+    "rng0", "scsihw", "searchdomain", "shares", "smbios1", "smp", "sockets",
+    "spice_enhancements", "sshkeys", "startdate", "startup", "tablet", "tags", "tdf",
+    "template", "tpmstate0", "vcpus", "vga", "vmgenid", "vmstatestorage", "watchdog",
+    // Snapshot and runtime metadata.
+    "meta", "parent", "snaptime", "vmstate", "runningcpu", "runningmachine",
+    "running-nets-host-mtu", "delete",
+];
+
+/// Indexed key families and their highest index.
+const INDEXED_KEYS: &[(&str, u32)] = &[
+    ("hostpci", 15),
+    ("ide", 3),
+    ("ipconfig", 31),
+    ("net", 31),
+    ("numa", 7),
+    ("parallel", 2),
+    ("sata", 5),
+    ("scsi", 30),
+    ("serial", 3),
+    ("unused", 255),
+    ("usb", 13),
+    ("virtio", 15),
+    ("virtiofs", 9),
+];
+
+/// Disk buses a guest boots and runs from.
+pub const DISK_BUSES: &[&str] = &["ide", "sata", "scsi", "virtio"];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct GuestConfigError {
+    /// The offending key (or `line N` for a malformed line).
+    pub key: String,
+    pub message: String,
+}
+
+fn err(key: impl Into<String>, message: impl Into<String>) -> GuestConfigError {
+    GuestConfigError {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// Whether `key` is a guest config key Proxmox VE knows.
+pub fn is_known_key(key: &str) -> bool {
+    if PLAIN_KEYS.contains(&key) {
+        return true;
+    }
+    INDEXED_KEYS.iter().any(|(family, max)| {
+        key.strip_prefix(family)
+            .filter(|idx| !idx.is_empty() && idx.chars().all(|c| c.is_ascii_digit()))
+            .and_then(|idx| idx.parse::<u32>().ok())
+            .is_some_and(|i| i <= *max)
+    })
+}
+
+fn check_uint(key: &str, value: &str, min: u64) -> Result<u64, GuestConfigError> {
+    let n: u64 = value
+        .parse()
+        .map_err(|_| err(key, format!("'{value}' is not a whole number")))?;
+    if n < min {
+        return Err(err(key, format!("must be at least {min}")));
+    }
+    Ok(n)
+}
+
+fn check_bool(key: &str, value: &str) -> Result<(), GuestConfigError> {
+    match value {
+        "0" | "1" => Ok(()),
+        _ => Err(err(key, format!("'{value}' is not 0 or 1"))),
+    }
+}
+
+/// Checks the value of one key, for the keys whose type Ferrox relies on.
+pub fn check_value(key: &str, value: &str) -> Result<(), GuestConfigError> {
+    if !is_known_key(key) {
+        return Err(err(key, "unknown configuration key"));
+    }
+    match key {
+        "cores" | "sockets" | "vcpus" => check_uint(key, value, 1).map(drop),
+        "balloon" | "cpuunits" => check_uint(key, value, 0).map(drop),
+        "memory" => {
+            let p = PropertyString::parse(value).map_err(|e| err(key, e.to_string()))?;
+            let current = p
+                .get("current", Some("current"))
+                .ok_or_else(|| err(key, "no memory size given"))?;
+            check_uint(key, current, 16).map(drop)
+        }
+        "onboot" | "template" | "protection" | "acpi" | "kvm" | "tablet" | "numa" | "reboot"
+        | "localtime" => check_bool(key, value),
+        "name" => {
+            let ok = !value.is_empty()
+                && value.len() <= 63
+                && value.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                        && !label.starts_with('-')
+                        && !label.ends_with('-')
+                });
+            if ok {
+                Ok(())
+            } else {
+                Err(err(key, format!("'{value}' is not a valid DNS name")))
+            }
+        }
+        _ if key.starts_with("net") && key[3..].chars().all(|c| c.is_ascii_digit()) => {
+            PropertyString::parse(value).map(drop).map_err(|e| err(key, e.to_string()))
+        }
+        _ if DISK_BUSES.iter().any(|b| key.strip_prefix(b).is_some_and(|i| !i.is_empty() && i.chars().all(|c| c.is_ascii_digit()))) => {
+            PropertyString::parse(value).map(drop).map_err(|e| err(key, e.to_string()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A parsed guest configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GuestConfig {
+    pub description: Option<String>,
+    pub options: BTreeMap<String, String>,
+    pub pending: BTreeMap<String, String>,
+    pub snapshots: BTreeMap<String, BTreeMap<String, String>>,
+    /// SHA-1 of the text it was read from (for `digest` compare-and-set).
+    pub digest: String,
+}
+
+impl GuestConfig {
+    pub fn parse(raw: &str) -> Result<GuestConfig, GuestConfigError> {
+        let mut cfg = GuestConfig {
+            digest: digest(raw),
+            ..Default::default()
+        };
+        let mut description = Vec::new();
+        let mut section: Option<String> = None;
+        for (index, line) in raw.lines().enumerate() {
+            let line_no = index + 1;
+            if line.trim().is_empty() {
+                continue;
+            }
+            if let Some(text) = line.strip_prefix('#') {
+                if section.is_none() {
+                    description.push(text.to_string());
+                }
+                continue;
+            }
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                if name.is_empty() || name.contains(char::is_whitespace) {
+                    return Err(err(format!("line {line_no}"), format!("bad section header '{line}'")));
+                }
+                section = Some(name.to_string());
+                continue;
+            }
+            let Some((key, value)) = line.split_once(':') else {
+                return Err(err(format!("line {line_no}"), format!("expected 'key: value', got '{line}'")));
+            };
+            let (key, value) = (key.trim(), value.trim());
+            check_value(key, value)?;
+            let target = match section.as_deref() {
+                None => &mut cfg.options,
+                Some("PENDING") => &mut cfg.pending,
+                Some(name) => cfg.snapshots.entry(name.to_string()).or_default(),
+            };
+            if target.insert(key.to_string(), value.to_string()).is_some() {
+                return Err(err(key, format!("given twice (line {line_no})")));
+            }
+        }
+        if !description.is_empty() {
+            cfg.description = Some(description.join("\n"));
+        }
+        Ok(cfg)
+    }
+
+    /// The file text: description, keys sorted, then pending changes and snapshots.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        if let Some(d) = &self.description {
+            for line in d.lines() {
+                out.push('#');
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        let section = |out: &mut String, map: &BTreeMap<String, String>| {
+            for (k, v) in map {
+                out.push_str(&format!("{k}: {v}\n"));
+            }
+        };
+        section(&mut out, &self.options);
+        if !self.pending.is_empty() {
+            out.push_str("\n[PENDING]\n");
+            section(&mut out, &self.pending);
+        }
+        for (name, snap) in &self.snapshots {
+            out.push_str(&format!("\n[{name}]\n"));
+            section(&mut out, snap);
+        }
+        out
+    }
+
+    /// Sets a key after checking its value; the previous config is kept on error.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), GuestConfigError> {
+        check_value(key, value)?;
+        self.options.insert(key.to_string(), value.to_string());
+        Ok(())
+    }
+
+    pub fn name(&self) -> Option<&str> {
+        self.options.get("name").map(String::as_str)
+    }
+
+    /// Memory in MiB (Proxmox VE's default: 512).
+    pub fn memory_mib(&self) -> u64 {
+        self.options
+            .get("memory")
+            .and_then(|v| PropertyString::parse(v).ok())
+            .and_then(|p| p.get("current", Some("current")).and_then(|c| c.parse().ok()))
+            .unwrap_or(512)
+    }
+
+    pub fn cores(&self) -> u64 {
+        self.options.get("cores").and_then(|v| v.parse().ok()).unwrap_or(1)
+    }
+
+    pub fn sockets(&self) -> u64 {
+        self.options.get("sockets").and_then(|v| v.parse().ok()).unwrap_or(1)
+    }
+
+    /// Disks by key (`scsi0`, `virtio1`, ...), in key order, with their property strings.
+    pub fn disks(&self) -> Vec<(&str, PropertyString)> {
+        self.options
+            .iter()
+            .filter(|(k, _)| {
+                DISK_BUSES
+                    .iter()
+                    .any(|b| k.strip_prefix(b).is_some_and(|i| !i.is_empty() && i.chars().all(|c| c.is_ascii_digit())))
+            })
+            .filter_map(|(k, v)| PropertyString::parse(v).ok().map(|p| (k.as_str(), p)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "#small test guest\n#second line\nboot: order=scsi0;net0\ncores: 2\nmemory: 2048\nname: demo-1\nnet0: virtio=BC:24:11:00:00:01,bridge=vmbr0\nscsi0: local:100/vm-100-disk-0.qcow2,size=4G\nsockets: 1\n\n[PENDING]\nmemory: 4096\n\n[before-upgrade]\ncores: 1\nsnaptime: 1800000000\n";
+
+    #[test]
+    fn parses_and_writes_back() {
+        let cfg = GuestConfig::parse(SAMPLE).unwrap();
+        assert_eq!(cfg.description.as_deref(), Some("small test guest\nsecond line"));
+        assert_eq!(cfg.memory_mib(), 2048);
+        assert_eq!(cfg.cores(), 2);
+        assert_eq!(cfg.name(), Some("demo-1"));
+        assert_eq!(cfg.pending["memory"], "4096");
+        assert_eq!(cfg.snapshots["before-upgrade"]["cores"], "1");
+        let disks = cfg.disks();
+        assert_eq!(disks.len(), 1);
+        assert_eq!(disks[0].1.get("file", Some("file")), Some("local:100/vm-100-disk-0.qcow2"));
+        assert_eq!(cfg.to_text(), SAMPLE);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert_eq!(GuestConfig::parse("cores: 0\n").unwrap_err().key, "cores");
+        assert_eq!(GuestConfig::parse("memory: lots\n").unwrap_err().key, "memory");
+        assert_eq!(GuestConfig::parse("colour: red\n").unwrap_err().key, "colour");
+        assert_eq!(GuestConfig::parse("scsi31: local:1\n").unwrap_err().key, "scsi31");
+        assert_eq!(GuestConfig::parse("name: -bad\n").unwrap_err().key, "name");
+        assert_eq!(GuestConfig::parse("cores 2\n").unwrap_err().key, "line 1");
+        assert_eq!(GuestConfig::parse("cores: 2\ncores: 3\n").unwrap_err().key, "cores");
+    }
+
+    #[test]
+    fn set_keeps_previous_state_on_error() {
+        let mut cfg = GuestConfig::parse(SAMPLE).unwrap();
+        let before = cfg.clone();
+        assert!(cfg.set("sockets", "zero").is_err());
+        assert_eq!(cfg, before);
+        cfg.set("memory", "current=1024").unwrap();
+        assert_eq!(cfg.memory_mib(), 1024);
+    }
+}
