@@ -9,18 +9,83 @@ use std::collections::BTreeMap;
 
 /// Keys without an index, as Proxmox VE 9's schema names them.
 const PLAIN_KEYS: &[&str] = &[
-    "acpi", "affinity", "agent", "allow-ksm", "amd-sev", "arch", "args", "audio0", "autostart",
-    "balloon", "bios", "boot", "bootdisk", "cdrom", "cicustom", "cipassword", "citype",
-    "ciupgrade", "ciuser", "cores", "cpu", "cpulimit", "cpuunits", "description", "efidisk0",
-    "freeze", "hookscript", "hotplug", "hugepages", "intel-tdx", "ivshmem", "keephugepages",
-    "keyboard", "kvm", "localtime", "lock", "machine", "memory", "migrate_downtime",
-    "migrate_speed", "name", "nameserver", "numa", "onboot", "ostype", "protection", "reboot",
-    "rng0", "scsihw", "searchdomain", "shares", "smbios1", "smp", "sockets",
-    "spice_enhancements", "sshkeys", "startdate", "startup", "tablet", "tags", "tdf",
-    "template", "tpmstate0", "vcpus", "vga", "vmgenid", "vmstatestorage", "watchdog",
+    "acpi",
+    "affinity",
+    "agent",
+    "allow-ksm",
+    "amd-sev",
+    "arch",
+    "args",
+    "audio0",
+    "autostart",
+    "balloon",
+    "bios",
+    "boot",
+    "bootdisk",
+    "cdrom",
+    "cicustom",
+    "cipassword",
+    "citype",
+    "ciupgrade",
+    "ciuser",
+    "cores",
+    "cpu",
+    "cpulimit",
+    "cpuunits",
+    "description",
+    "efidisk0",
+    "freeze",
+    "hookscript",
+    "hotplug",
+    "hugepages",
+    "intel-tdx",
+    "ivshmem",
+    "keephugepages",
+    "keyboard",
+    "kvm",
+    "localtime",
+    "lock",
+    "machine",
+    "memory",
+    "migrate_downtime",
+    "migrate_speed",
+    "name",
+    "nameserver",
+    "numa",
+    "onboot",
+    "ostype",
+    "protection",
+    "reboot",
+    "rng0",
+    "scsihw",
+    "searchdomain",
+    "shares",
+    "smbios1",
+    "smp",
+    "sockets",
+    "spice_enhancements",
+    "sshkeys",
+    "startdate",
+    "startup",
+    "tablet",
+    "tags",
+    "tdf",
+    "template",
+    "tpmstate0",
+    "vcpus",
+    "vga",
+    "vmgenid",
+    "vmstatestorage",
+    "watchdog",
     // Snapshot and runtime metadata.
-    "meta", "parent", "snaptime", "vmstate", "runningcpu", "runningmachine",
-    "running-nets-host-mtu", "delete",
+    "meta",
+    "parent",
+    "snaptime",
+    "vmstate",
+    "runningcpu",
+    "runningmachine",
+    "running-nets-host-mtu",
+    "delete",
 ];
 
 /// Indexed key families and their highest index.
@@ -121,10 +186,18 @@ pub fn check_value(key: &str, value: &str) -> Result<(), GuestConfigError> {
             }
         }
         _ if key.starts_with("net") && key[3..].chars().all(|c| c.is_ascii_digit()) => {
-            PropertyString::parse(value).map(drop).map_err(|e| err(key, e.to_string()))
+            PropertyString::parse(value)
+                .map(drop)
+                .map_err(|e| err(key, e.to_string()))
         }
-        _ if DISK_BUSES.iter().any(|b| key.strip_prefix(b).is_some_and(|i| !i.is_empty() && i.chars().all(|c| c.is_ascii_digit()))) => {
-            PropertyString::parse(value).map(drop).map_err(|e| err(key, e.to_string()))
+        _ if DISK_BUSES.iter().any(|b| {
+            key.strip_prefix(b)
+                .is_some_and(|i| !i.is_empty() && i.chars().all(|c| c.is_ascii_digit()))
+        }) =>
+        {
+            PropertyString::parse(value)
+                .map(drop)
+                .map_err(|e| err(key, e.to_string()))
         }
         _ => Ok(()),
     }
@@ -162,13 +235,19 @@ impl GuestConfig {
             }
             if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
                 if name.is_empty() || name.contains(char::is_whitespace) {
-                    return Err(err(format!("line {line_no}"), format!("bad section header '{line}'")));
+                    return Err(err(
+                        format!("line {line_no}"),
+                        format!("bad section header '{line}'"),
+                    ));
                 }
                 section = Some(name.to_string());
                 continue;
             }
             let Some((key, value)) = line.split_once(':') else {
-                return Err(err(format!("line {line_no}"), format!("expected 'key: value', got '{line}'")));
+                return Err(err(
+                    format!("line {line_no}"),
+                    format!("expected 'key: value', got '{line}'"),
+                ));
             };
             let (key, value) = (key.trim(), value.trim());
             check_value(key, value)?;
@@ -230,16 +309,25 @@ impl GuestConfig {
         self.options
             .get("memory")
             .and_then(|v| PropertyString::parse(v).ok())
-            .and_then(|p| p.get("current", Some("current")).and_then(|c| c.parse().ok()))
+            .and_then(|p| {
+                p.get("current", Some("current"))
+                    .and_then(|c| c.parse().ok())
+            })
             .unwrap_or(512)
     }
 
     pub fn cores(&self) -> u64 {
-        self.options.get("cores").and_then(|v| v.parse().ok()).unwrap_or(1)
+        self.options
+            .get("cores")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1)
     }
 
     pub fn sockets(&self) -> u64 {
-        self.options.get("sockets").and_then(|v| v.parse().ok()).unwrap_or(1)
+        self.options
+            .get("sockets")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1)
     }
 
     /// Disks by key (`scsi0`, `virtio1`, ...), in key order, with their property strings.
@@ -247,9 +335,10 @@ impl GuestConfig {
         self.options
             .iter()
             .filter(|(k, _)| {
-                DISK_BUSES
-                    .iter()
-                    .any(|b| k.strip_prefix(b).is_some_and(|i| !i.is_empty() && i.chars().all(|c| c.is_ascii_digit())))
+                DISK_BUSES.iter().any(|b| {
+                    k.strip_prefix(b)
+                        .is_some_and(|i| !i.is_empty() && i.chars().all(|c| c.is_ascii_digit()))
+                })
             })
             .filter_map(|(k, v)| PropertyString::parse(v).ok().map(|p| (k.as_str(), p)))
             .collect()
@@ -265,7 +354,10 @@ mod tests {
     #[test]
     fn parses_and_writes_back() {
         let cfg = GuestConfig::parse(SAMPLE).unwrap();
-        assert_eq!(cfg.description.as_deref(), Some("small test guest\nsecond line"));
+        assert_eq!(
+            cfg.description.as_deref(),
+            Some("small test guest\nsecond line")
+        );
         assert_eq!(cfg.memory_mib(), 2048);
         assert_eq!(cfg.cores(), 2);
         assert_eq!(cfg.name(), Some("demo-1"));
@@ -273,19 +365,34 @@ mod tests {
         assert_eq!(cfg.snapshots["before-upgrade"]["cores"], "1");
         let disks = cfg.disks();
         assert_eq!(disks.len(), 1);
-        assert_eq!(disks[0].1.get("file", Some("file")), Some("local:100/vm-100-disk-0.qcow2"));
+        assert_eq!(
+            disks[0].1.get("file", Some("file")),
+            Some("local:100/vm-100-disk-0.qcow2")
+        );
         assert_eq!(cfg.to_text(), SAMPLE);
     }
 
     #[test]
     fn errors_name_the_key() {
         assert_eq!(GuestConfig::parse("cores: 0\n").unwrap_err().key, "cores");
-        assert_eq!(GuestConfig::parse("memory: lots\n").unwrap_err().key, "memory");
-        assert_eq!(GuestConfig::parse("colour: red\n").unwrap_err().key, "colour");
-        assert_eq!(GuestConfig::parse("scsi31: local:1\n").unwrap_err().key, "scsi31");
+        assert_eq!(
+            GuestConfig::parse("memory: lots\n").unwrap_err().key,
+            "memory"
+        );
+        assert_eq!(
+            GuestConfig::parse("colour: red\n").unwrap_err().key,
+            "colour"
+        );
+        assert_eq!(
+            GuestConfig::parse("scsi31: local:1\n").unwrap_err().key,
+            "scsi31"
+        );
         assert_eq!(GuestConfig::parse("name: -bad\n").unwrap_err().key, "name");
         assert_eq!(GuestConfig::parse("cores 2\n").unwrap_err().key, "line 1");
-        assert_eq!(GuestConfig::parse("cores: 2\ncores: 3\n").unwrap_err().key, "cores");
+        assert_eq!(
+            GuestConfig::parse("cores: 2\ncores: 3\n").unwrap_err().key,
+            "cores"
+        );
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! Ferrox's domain model and its on-disk formats.
 //!
 //! This crate owns the one parser and serializer of every format the cluster shares: the
-//! Proxmox-VE-style section-config files (`ha/rules.cfg`, `ha/groups.cfg`), the HA resource
-//! configuration, the HA manager and LRM status documents and the `datacenter.cfg` CRS
-//! settings. It holds data and validation only: no IO, no scheduling or HA decisions.
+//! Proxmox-VE-style section-config files (`ha/rules.cfg`, `ha/groups.cfg`, `storage.cfg`),
+//! guest configs (`qemu-server/<vmid>.conf`), property strings, task ids (UPIDs), the HA
+//! resource configuration, the HA manager and LRM status documents and the
+//! `datacenter.cfg` CRS settings. It holds data and validation only: no IO, no scheduling or HA decisions.
 
 pub mod groups;
 pub mod guest_config;
@@ -12,14 +13,16 @@ pub mod perl_json;
 pub mod property_string;
 pub mod rules;
 pub mod section_config;
+pub mod storage;
 pub mod upid;
 
 pub use groups::{Group, GroupsConfig};
 pub use guest_config::{GuestConfig, GuestConfigError};
 pub use ha::*;
-pub use rules::{Affinity, Rule, RuleKind, RulesConfig};
 pub use property_string::{PropertyString, PropertyStringError};
+pub use rules::{Affinity, Rule, RuleKind, RulesConfig};
 pub use section_config::{digest, Section, SectionConfigError};
+pub use storage::{Storage, StorageConfig, VolumeId};
 pub use upid::{Upid, UpidError};
 
 /// Parses a size such as `4G`, `512M`, `8GiB`, `1T` or plain bytes into bytes (binary

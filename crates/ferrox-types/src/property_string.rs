@@ -29,7 +29,11 @@ impl PropertyString {
                 return Err(PropertyStringError::EmptyItem(text.to_string()));
             }
             let (key, value) = match raw.split_once('=') {
-                Some((k, v)) if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') => {
+                Some((k, v))
+                    if !k.is_empty()
+                        && k.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') =>
+                {
                     (Some(k.to_string()), v.to_string())
                 }
                 _ if i == 0 => (None, raw.to_string()),
@@ -60,7 +64,11 @@ impl PropertyString {
     }
 
     pub fn set(&mut self, key: &str, value: &str) {
-        match self.items.iter_mut().find(|(k, _)| k.as_deref() == Some(key)) {
+        match self
+            .items
+            .iter_mut()
+            .find(|(k, _)| k.as_deref() == Some(key))
+        {
             Some(item) => item.1 = value.to_string(),
             None => self.items.push((Some(key.to_string()), value.to_string())),
         }

@@ -31,7 +31,8 @@ fn valid_node(node: &str) -> bool {
 }
 
 fn valid_field(text: &str, allow_empty: bool) -> bool {
-    (allow_empty || !text.is_empty()) && !text.contains(|c: char| c == ':' || c == '/' || c.is_whitespace())
+    (allow_empty || !text.is_empty())
+        && !text.contains(|c: char| c == ':' || c == '/' || c.is_whitespace())
 }
 
 impl fmt::Display for Upid {
@@ -99,7 +100,9 @@ mod tests {
 
     #[test]
     fn empty_id_and_nine_digit_pstart() {
-        let upid: Upid = "UPID:n-1:00000001:123456789:00000002:aptupdate::root@pam:".parse().unwrap();
+        let upid: Upid = "UPID:n-1:00000001:123456789:00000002:aptupdate::root@pam:"
+            .parse()
+            .unwrap();
         assert_eq!(upid.id, "");
         assert_eq!(upid.pstart, 0x1_2345_6789);
     }
