@@ -1,0 +1,75 @@
+//! Starts a real QEMU (no operating system: firmware only) and drives it over QMP.
+//! Needs `qemu-system-x86_64` (`scripts/test.sh` installs it as root); skips loudly
+//! without it.
+
+use ferrox_qemu::{command_line, Accelerator, GuestProcess, LaunchSpec};
+use ferrox_types::GuestConfig;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn qemu() -> Option<PathBuf> {
+    let path = Path::new("/usr/bin/qemu-system-x86_64");
+    if path.exists() {
+        Some(path.to_path_buf())
+    } else {
+        eprintln!("SKIPPED: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)");
+        None
+    }
+}
+
+#[test]
+fn starts_reports_status_and_stops_a_guest() {
+    let Some(binary) = qemu() else { return };
+    let accel = if Path::new("/dev/kvm").exists() {
+        Accelerator::Kvm
+    } else {
+        Accelerator::Tcg
+    };
+    if accel == Accelerator::Tcg {
+        eprintln!("NOTE: /dev/kvm missing, testing with TCG only");
+    }
+    let run = std::env::temp_dir().join(format!("ferrox-qemu-test-{}", std::process::id()));
+    let resolve =
+        |v: &str| -> Result<(PathBuf, String), String> { Err(format!("no storage for {v}")) };
+    let cfg = GuestConfig::parse("name: firmware-only\nmemory: 128\ncores: 1\n").expect("config");
+    for accel in [accel, Accelerator::Tcg] {
+        let spec = LaunchSpec {
+            vmid: 900,
+            accel,
+            run_dir: &run,
+            resolve: &resolve,
+        };
+        let args = command_line(&cfg, &spec).expect("command line");
+        let guest = GuestProcess::start(&binary, &args, &spec).expect("qemu starts");
+        assert!(ferrox_qemu::process::pid_alive(guest.pid));
+        let state = guest.status().expect("status");
+        assert_eq!(state.status, "running");
+        assert_eq!(
+            state.kvm,
+            accel == Accelerator::Kvm,
+            "query-kvm must match the accelerator"
+        );
+        guest.stop().expect("stop");
+        assert!(
+            !ferrox_qemu::process::pid_alive(guest.pid),
+            "qemu still running after stop"
+        );
+        assert!(
+            guest.status().is_err(),
+            "status of a stopped guest must fail"
+        );
+    }
+    // A firmware-only guest ignores ACPI power-down: shutdown falls back to a hard stop.
+    let spec = LaunchSpec {
+        vmid: 901,
+        accel: Accelerator::Tcg,
+        run_dir: &run,
+        resolve: &resolve,
+    };
+    let guest = GuestProcess::start(&binary, &command_line(&cfg, &spec).expect("args"), &spec)
+        .expect("start");
+    let clean = guest.shutdown(Duration::from_secs(2)).expect("shutdown");
+    assert!(!clean);
+    assert!(!ferrox_qemu::process::pid_alive(guest.pid));
+    let _ = std::fs::remove_dir_all(&run);
+}
