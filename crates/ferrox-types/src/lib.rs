@@ -2,7 +2,7 @@
 //!
 //! This crate owns the one parser and serializer of every format the cluster shares: the
 //! Proxmox-VE-style section-config files (`ha/rules.cfg`, `ha/groups.cfg`, `storage.cfg`),
-//! guest configs (`qemu-server/<vmid>.conf`), property strings, task ids (UPIDs), the HA
+//! guest configs (`qemu-server/<vmid>.conf`), `user.cfg`, property strings, task ids (UPIDs), the HA
 //! resource configuration, the HA manager and LRM status documents and the
 //! `datacenter.cfg` CRS settings. It holds data and validation only: no IO, no scheduling or HA decisions.
 
@@ -15,6 +15,7 @@ pub mod rules;
 pub mod section_config;
 pub mod storage;
 pub mod upid;
+pub mod user_config;
 
 pub use groups::{Group, GroupsConfig};
 pub use guest_config::{GuestConfig, GuestConfigError};
@@ -24,6 +25,7 @@ pub use rules::{Affinity, Rule, RuleKind, RulesConfig};
 pub use section_config::{digest, Section, SectionConfigError};
 pub use storage::{Storage, StorageConfig, VolumeId};
 pub use upid::{Upid, UpidError};
+pub use user_config::{UserConfig, UserConfigError};
 
 /// Parses a size such as `4G`, `512M`, `8GiB`, `1T` or plain bytes into bytes (binary
 /// units, as Proxmox VE uses them).
