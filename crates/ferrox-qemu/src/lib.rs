@@ -5,6 +5,7 @@
 //! or the API, and must not decide where guests run.
 
 pub mod command;
+pub mod disk;
 pub mod process;
 pub mod qmp;
 

@@ -73,3 +73,47 @@ fn starts_reports_status_and_stops_a_guest() {
     assert!(!ferrox_qemu::process::pid_alive(guest.pid));
     let _ = std::fs::remove_dir_all(&run);
 }
+
+#[test]
+fn guest_with_allocated_disks_starts_and_qemu_sees_them() {
+    let Some(binary) = qemu() else { return };
+    let base = std::env::temp_dir().join(format!("ferrox-qemu-disk-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base).expect("dir");
+    let storages = ferrox_types::StorageConfig::parse(&format!(
+        "dir: local\n\tpath {}\n\tcontent images\n",
+        base.display()
+    ))
+    .expect("storage.cfg");
+    let mut cfg =
+        GuestConfig::parse("memory: 128\nscsi0: local:1\nvirtio0: local:1\n").expect("config");
+    ferrox_qemu::disk::allocate_new_disks(&mut cfg, &storages, "n1", 902).expect("allocate");
+    let resolve = |v: &str| ferrox_qemu::disk::resolve(&storages, "n1", v);
+    let run = base.join("run");
+    let spec = LaunchSpec {
+        vmid: 902,
+        accel: Accelerator::Tcg,
+        run_dir: &run,
+        resolve: &resolve,
+    };
+    let guest = GuestProcess::start(&binary, &command_line(&cfg, &spec).expect("args"), &spec)
+        .expect("start");
+    let blocks = guest
+        .qmp()
+        .expect("qmp")
+        .execute("query-block", None)
+        .expect("query-block");
+    let devices: Vec<String> = blocks
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|b| b["device"].as_str().map(String::from))
+        .collect();
+    assert!(
+        devices.contains(&"drive-scsi0".to_string())
+            && devices.contains(&"drive-virtio0".to_string()),
+        "{devices:?}"
+    );
+    guest.stop().expect("stop");
+    let _ = std::fs::remove_dir_all(&base);
+}
