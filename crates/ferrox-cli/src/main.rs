@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod client;
 mod crs;
 
 #[derive(Parser)]
@@ -32,6 +33,70 @@ enum Top {
         #[command(subcommand)]
         command: HaCommand,
     },
+    /// The node daemon.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+    /// Virtual machines on a node (through its API).
+    Vm {
+        #[command(flatten)]
+        remote: client::Remote,
+        #[command(subcommand)]
+        command: client::VmCommand,
+    },
+    /// Tasks of a node.
+    Task {
+        #[command(flatten)]
+        remote: client::Remote,
+        #[command(subcommand)]
+        command: client::TaskCommand,
+    },
+    /// Raw API calls, like pvesh: `ferrox api get /nodes`.
+    Api {
+        #[command(flatten)]
+        remote: client::Remote,
+        #[command(subcommand)]
+        command: client::ApiCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// Run the node daemon (HTTPS API, guests, tasks, metrics).
+    Serve {
+        /// Where the node keeps its configuration, disks, tasks and metrics.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Address and port of the API.
+        #[arg(long, default_value = "0.0.0.0:8006")]
+        listen: std::net::SocketAddr,
+        /// Node name (default: the host name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Password of root@pam, set on first start.
+        #[arg(long, env = "FERROX_ROOT_PASSWORD", hide_env_values = true)]
+        root_password: Option<String>,
+        /// Accelerator of the guests: kvm, tcg or auto.
+        #[arg(long, default_value = "auto")]
+        accel: ferrox_node::AccelSetting,
+        /// Delay of failed authentications in milliseconds (Proxmox VE: 3000).
+        #[arg(long, default_value_t = 3000)]
+        auth_failure_delay_ms: u64,
+        /// Seconds between metric samples.
+        #[arg(long, default_value_t = 10)]
+        metrics_interval: u64,
+    },
+}
+
+fn host_name() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name = raw.trim().split('.').next().unwrap_or("").to_string();
+    if name.is_empty() {
+        "ferrox".into()
+    } else {
+        name
+    }
 }
 
 #[derive(Subcommand)]
@@ -88,6 +153,30 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli, out: &mut String) -> Result<()> {
     match cli.command {
+        Top::Node {
+            command:
+                NodeCommand::Serve {
+                    data_dir,
+                    listen,
+                    name,
+                    root_password,
+                    accel,
+                    auth_failure_delay_ms,
+                    metrics_interval,
+                },
+        } => {
+            let mut opts =
+                ferrox_node::NodeOptions::new(&data_dir, &name.unwrap_or_else(host_name));
+            opts.listen = listen;
+            opts.root_password = root_password;
+            opts.accel = accel;
+            opts.unauthorized_delay = std::time::Duration::from_millis(auth_failure_delay_ms);
+            opts.metrics_interval = std::time::Duration::from_secs(metrics_interval.max(1));
+            ferrox_node::serve(opts)?;
+        }
+        Top::Vm { remote, command } => client::vm(&remote, command, out)?,
+        Top::Task { remote, command } => client::task(&remote, command, out)?,
+        Top::Api { remote, command } => client::api(&remote, command, out)?,
         Top::Crs { command } => crs::run(command, out)?,
         Top::Sim {
             command: SimCommand::Run { dir },

@@ -48,6 +48,15 @@ fn config_err(key: &str, message: impl Into<String>) -> QemuError {
     }
 }
 
+/// Proxmox VE card models and their QEMU devices.
+const NIC_MODELS: &[(&str, &str)] = &[
+    ("virtio", "virtio-net-pci"),
+    ("e1000", "e1000"),
+    ("e1000e", "e1000e"),
+    ("rtl8139", "rtl8139"),
+    ("vmxnet3", "vmxnet3"),
+];
+
 /// The arguments after `qemu-system-x86_64`. The process daemonizes once QMP is listening.
 pub fn command_line(cfg: &GuestConfig, spec: &LaunchSpec<'_>) -> Result<Vec<String>, QemuError> {
     let mut args: Vec<String> = Vec::new();
@@ -123,6 +132,42 @@ pub fn command_line(cfg: &GuestConfig, spec: &LaunchSpec<'_>) -> Result<Vec<Stri
             _ => unreachable!("disk buses are the four above"),
         };
         args.extend(["-device".to_string(), device]);
+    }
+    for (key, value) in cfg.options.range("net".to_string().."neu".to_string()) {
+        let Some(index) = key
+            .strip_prefix("net")
+            .filter(|i| i.chars().all(|c| c.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let p = PropertyString::parse(value).map_err(|e| config_err(key, e.to_string()))?;
+        let (model, mac) = p
+            .items
+            .iter()
+            .find_map(|(k, v)| {
+                let k = k.as_deref()?;
+                NIC_MODELS
+                    .iter()
+                    .find(|(m, _)| *m == k)
+                    .map(|(_, dev)| (*dev, v.clone()))
+            })
+            .ok_or_else(|| {
+                config_err(
+                    key,
+                    "no network card model given (virtio=MAC, e1000=MAC, ...)",
+                )
+            })?;
+        if p.get("link_down", None) == Some("1") {
+            continue;
+        }
+        // No host bridges exist on these machines: every card gets user-mode networking
+        // (outbound NAT), whatever `bridge=` says.
+        args.extend([
+            "-netdev".to_string(),
+            format!("user,id=net{index}"),
+            "-device".to_string(),
+            format!("{model},netdev=net{index},mac={mac},id={key}"),
+        ]);
     }
     if let Some(extra) = cfg.options.get("args") {
         // Raw arguments, as Proxmox VE's `args:` (used for direct kernel boot of test guests).

@@ -6,6 +6,7 @@
 
 pub mod command;
 pub mod disk;
+pub mod metrics;
 pub mod process;
 pub mod qmp;
 

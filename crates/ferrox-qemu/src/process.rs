@@ -76,6 +76,37 @@ impl GuestProcess {
         Ok(guest)
     }
 
+    /// The guest whose pid file is in `run_dir`, if its QEMU process is alive.
+    pub fn find(vmid: u32, run_dir: &Path) -> Option<GuestProcess> {
+        let qmp_socket = run_dir.join(format!("{vmid}.qmp"));
+        let pid: u32 = std::fs::read_to_string(run_dir.join(format!("{vmid}.pid")))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        // A recycled pid belongs to another program: the command line must name our socket.
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let needle = qmp_socket.display().to_string();
+        let ours = String::from_utf8_lossy(&cmdline).contains(&needle);
+        (ours && pid_alive(pid)).then_some(GuestProcess {
+            vmid,
+            pid,
+            qmp_socket,
+        })
+    }
+
+    /// Pauses the vCPUs (`stop`); the process and its memory stay.
+    pub fn suspend(&self) -> Result<(), QemuError> {
+        self.qmp()?.execute("stop", None)?;
+        Ok(())
+    }
+
+    /// Resumes paused vCPUs (`cont`).
+    pub fn resume(&self) -> Result<(), QemuError> {
+        self.qmp()?.execute("cont", None)?;
+        Ok(())
+    }
+
     pub fn qmp(&self) -> Result<Qmp, QemuError> {
         if !pid_alive(self.pid) {
             return Err(QemuError::NotRunning(self.vmid));

@@ -1,0 +1,463 @@
+//! Authentication: users and tokens from `user.cfg`, password hashes (Argon2id) in
+//! `priv/shadow.cfg`, token secrets (SHA-256 of the UUID) in `priv/token.cfg`, tickets and
+//! CSRF tokens signed with an HMAC key kept in `priv/authkey.key`.
+//!
+//! `root@pam` is checked against the shadow file, not the host's PAM: these machines run
+//! the daemon in sandboxes whose `/etc/shadow` is not the operator's, and the first start
+//! sets the password (`--root-password` / `FERROX_ROOT_PASSWORD`). Other `@pam` users are
+//! handled the same way. This is the documented substitute for PAM.
+
+use crate::error::ApiError;
+use crate::fsutil::write_atomic;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use base64::Engine;
+use ferrox_types::user_config::{Token, User, UserConfig};
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Ticket lifetime and allowed clock skew, as in Proxmox VE.
+pub const TICKET_LIFETIME: i64 = 2 * 3600;
+const CLOCK_SKEW: i64 = 300;
+
+type HmacSha256 = Hmac<Sha256>;
+
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Who is calling: a user, or one of the user's API tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub userid: String,
+    /// Token name (the part after `!`) when authenticated with an API token.
+    pub token: Option<String>,
+}
+
+impl Caller {
+    /// `user@realm` or `user@realm!token`, as written in UPIDs and ACLs.
+    pub fn auth_id(&self) -> String {
+        match &self.token {
+            Some(t) => format!("{}!{t}", self.userid),
+            None => self.userid.clone(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthSetupError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Format(String),
+}
+
+pub struct Auth {
+    user_cfg_path: PathBuf,
+    shadow_path: PathBuf,
+    token_path: PathBuf,
+    key: Vec<u8>,
+    users: RwLock<UserConfig>,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> AuthSetupError + '_ {
+    move |source| AuthSetupError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn read_or_empty(path: &Path) -> Result<String, AuthSetupError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(s),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+/// `key:value:` lines (shadow.cfg) or `key value` lines (token.cfg).
+fn read_secret_lines(path: &Path, sep: char) -> Result<BTreeMap<String, String>, AuthSetupError> {
+    Ok(read_or_empty(path)?
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(sep)?;
+            Some((k.to_string(), v.trim_end_matches(':').to_string()))
+        })
+        .collect())
+}
+
+fn sign(key: &[u8], text: &str) -> String {
+    // HMAC accepts keys of any length, so `new_from_slice` cannot fail here.
+    let mut mac = HmacSha256::new_from_slice(key).expect("hmac takes any key length");
+    mac.update(text.as_bytes());
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(mac.finalize().into_bytes())
+}
+
+fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Auth {
+    /// Opens (and on first start initialises) the auth files below `etc`.
+    pub fn open(etc: &Path) -> Result<Auth, AuthSetupError> {
+        let private = etc.join("priv");
+        std::fs::create_dir_all(&private).map_err(io_err(&private))?;
+        let key_path = private.join("authkey.key");
+        let key = match std::fs::read_to_string(&key_path) {
+            Ok(hex) => decode_hex(hex.trim()).ok_or_else(|| {
+                AuthSetupError::Format(format!("{}: not hex", key_path.display()))
+            })?,
+            Err(_) => {
+                let mut key = vec![0u8; 32];
+                rand::thread_rng().fill_bytes(&mut key);
+                let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+                write_atomic(&key_path, hex.as_bytes(), 0o600).map_err(io_err(&key_path))?;
+                key
+            }
+        };
+        let user_cfg_path = etc.join("user.cfg");
+        let mut users = UserConfig::parse(&read_or_empty(&user_cfg_path)?)
+            .map_err(|e| AuthSetupError::Format(format!("{}: {e}", user_cfg_path.display())))?;
+        if !users.users.contains_key("root@pam") {
+            users.users.insert(
+                "root@pam".into(),
+                User {
+                    userid: "root@pam".into(),
+                    enable: true,
+                    email: "root@localhost".into(),
+                    ..User::default()
+                },
+            );
+            write_atomic(&user_cfg_path, users.to_text().as_bytes(), 0o640)
+                .map_err(io_err(&user_cfg_path))?;
+        }
+        Ok(Auth {
+            user_cfg_path,
+            shadow_path: private.join("shadow.cfg"),
+            token_path: private.join("token.cfg"),
+            key,
+            users: RwLock::new(users),
+        })
+    }
+
+    pub fn user_config(&self) -> UserConfig {
+        self.users.read().map(|u| u.clone()).unwrap_or_default()
+    }
+
+    pub fn has_password(&self, userid: &str) -> bool {
+        read_secret_lines(&self.shadow_path, ':')
+            .map(|m| m.contains_key(userid))
+            .unwrap_or(false)
+    }
+
+    /// Sets (or replaces) a user's password hash.
+    pub fn set_password(&self, userid: &str, password: &str) -> Result<(), ApiError> {
+        if password.len() < 5 {
+            return Err(ApiError::param(
+                "password",
+                "value must be at least 5 characters long",
+            ));
+        }
+        let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+        let hash = Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map_err(|e| ApiError::internal(format!("hashing the password failed: {e}")))?
+            .to_string();
+        let mut lines = read_secret_lines(&self.shadow_path, ':').map_err(internal)?;
+        lines.insert(userid.to_string(), hash);
+        let text: String = lines.iter().map(|(u, h)| format!("{u}:{h}:\n")).collect();
+        write_atomic(&self.shadow_path, text.as_bytes(), 0o600).map_err(internal)
+    }
+
+    fn user_usable(&self, userid: &str) -> bool {
+        let users = match self.users.read() {
+            Ok(u) => u,
+            Err(_) => return false,
+        };
+        users
+            .users
+            .get(userid)
+            .is_some_and(|u| u.enable && (u.expire == 0 || u.expire as i64 > now()))
+    }
+
+    fn check_password(&self, userid: &str, password: &str) -> bool {
+        let Ok(lines) = read_secret_lines(&self.shadow_path, ':') else {
+            return false;
+        };
+        let Some(stored) = lines.get(userid) else {
+            return false;
+        };
+        let Ok(hash) = PasswordHash::new(stored) else {
+            return false;
+        };
+        Argon2::default()
+            .verify_password(password.as_bytes(), &hash)
+            .is_ok()
+    }
+
+    /// Normalises `user` + optional realm into `user@realm`, finding the user
+    /// case-insensitively in the realm part as Proxmox VE does.
+    pub fn canonical_userid(&self, username: &str, realm: Option<&str>) -> String {
+        let full = match realm {
+            Some(r) if !username.contains('@') => format!("{username}@{r}"),
+            _ => username.to_string(),
+        };
+        if let Some((name, realm)) = full.rsplit_once('@') {
+            if let Ok(users) = self.users.read() {
+                if let Some(found) = users.users.keys().find(|k| {
+                    k.rsplit_once('@')
+                        .is_some_and(|(n, r)| n == name && r.eq_ignore_ascii_case(realm))
+                }) {
+                    return found.clone();
+                }
+            }
+        }
+        full
+    }
+
+    /// Password login; `password` may also be a still-valid ticket of the same user.
+    pub fn login(&self, userid: &str, password: &str) -> Result<String, ApiError> {
+        let fail = || ApiError::new(401, "authentication failure");
+        if !self.user_usable(userid) {
+            return Err(fail());
+        }
+        let by_ticket =
+            password.starts_with("PVE:") && self.verify_ticket(password).as_deref() == Some(userid);
+        if by_ticket || self.check_password(userid, password) {
+            Ok(self.ticket(userid))
+        } else {
+            Err(fail())
+        }
+    }
+
+    pub fn ticket(&self, userid: &str) -> String {
+        let plain = format!("PVE:{userid}:{:08X}", now());
+        let sig = sign(&self.key, &plain);
+        format!("{plain}::{sig}")
+    }
+
+    /// The user a ticket was issued to, if its signature and age are valid.
+    pub fn verify_ticket(&self, ticket: &str) -> Option<String> {
+        let (plain, sig) = ticket.split_once("::")?;
+        let rest = plain.strip_prefix("PVE:")?;
+        let (userid, hex) = rest.rsplit_once(':')?;
+        let issued = i64::from_str_radix(hex, 16).ok()?;
+        let age = now() - issued;
+        if !(-CLOCK_SKEW..TICKET_LIFETIME).contains(&age) {
+            return None;
+        }
+        if !constant_time_eq(sign(&self.key, plain).as_bytes(), sig.as_bytes()) {
+            return None;
+        }
+        self.user_usable(userid).then(|| userid.to_string())
+    }
+
+    pub fn csrf_token(&self, userid: &str) -> String {
+        let stamp = format!("{:08X}", now());
+        let sig = sign(&self.key, &format!("{stamp}:{userid}"));
+        format!("{stamp}:{sig}")
+    }
+
+    pub fn verify_csrf(&self, userid: &str, token: &str) -> bool {
+        let Some((stamp, sig)) = token.split_once(':') else {
+            return false;
+        };
+        let Ok(issued) = i64::from_str_radix(stamp, 16) else {
+            return false;
+        };
+        let age = now() - issued;
+        (-CLOCK_SKEW..TICKET_LIFETIME).contains(&age)
+            && constant_time_eq(
+                sign(&self.key, &format!("{stamp}:{userid}")).as_bytes(),
+                sig.as_bytes(),
+            )
+    }
+
+    /// Verifies `user@realm!token=secret` (the value after `PVEAPIToken=`).
+    pub fn verify_token(&self, value: &str) -> Option<Caller> {
+        let value = value.trim();
+        // `PVEAPIToken=` may be followed by a space instead of the first `=`.
+        let (full_id, secret) = value.rsplit_once('=')?;
+        let full_id = full_id.trim();
+        let (userid, token) = full_id.split_once('!')?;
+        if !self.user_usable(userid) {
+            return None;
+        }
+        let tok = self.users.read().ok()?.tokens.get(full_id).cloned()?;
+        if tok.expire != 0 && tok.expire as i64 <= now() {
+            return None;
+        }
+        let stored = read_secret_lines(&self.token_path, ' ').ok()?;
+        let expected = stored.get(full_id)?;
+        constant_time_eq(expected.as_bytes(), sha256_hex(secret.trim()).as_bytes()).then(|| {
+            Caller {
+                userid: userid.to_string(),
+                token: Some(token.to_string()),
+            }
+        })
+    }
+
+    fn save_users(&self, users: &UserConfig) -> Result<(), ApiError> {
+        write_atomic(&self.user_cfg_path, users.to_text().as_bytes(), 0o640).map_err(internal)
+    }
+
+    /// Creates an API token; returns the secret, which is shown only this once.
+    pub fn create_token(&self, userid: &str, token: Token) -> Result<String, ApiError> {
+        let mut users = self
+            .users
+            .write()
+            .map_err(|_| ApiError::internal("user config lock poisoned"))?;
+        if !users.users.contains_key(userid) {
+            return Err(ApiError::internal(format!("no such user ('{userid}')")));
+        }
+        if users.tokens.contains_key(&token.full_id) {
+            return Err(ApiError::param(
+                "tokenid",
+                format!("Token '{}' already exists.", token.full_id),
+            ));
+        }
+        let secret = uuid::Uuid::new_v4().to_string();
+        let mut stored = read_secret_lines(&self.token_path, ' ').map_err(internal)?;
+        stored.insert(token.full_id.clone(), sha256_hex(&secret));
+        let mut next = users.clone();
+        next.tokens.insert(token.full_id.clone(), token);
+        let text: String = stored.iter().map(|(k, v)| format!("{k} {v}\n")).collect();
+        write_atomic(&self.token_path, text.as_bytes(), 0o600).map_err(internal)?;
+        self.save_users(&next)?;
+        *users = next;
+        Ok(secret)
+    }
+
+    pub fn delete_token(&self, full_id: &str) -> Result<(), ApiError> {
+        let mut users = self
+            .users
+            .write()
+            .map_err(|_| ApiError::internal("user config lock poisoned"))?;
+        if !users.tokens.contains_key(full_id) {
+            return Err(ApiError::internal(format!("no such token '{full_id}'")));
+        }
+        let mut next = users.clone();
+        next.tokens.remove(full_id);
+        self.save_users(&next)?;
+        *users = next;
+        let mut stored = read_secret_lines(&self.token_path, ' ').map_err(internal)?;
+        stored.remove(full_id);
+        let text: String = stored.iter().map(|(k, v)| format!("{k} {v}\n")).collect();
+        write_atomic(&self.token_path, text.as_bytes(), 0o600).map_err(internal)
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::internal(e.to_string())
+}
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth() -> (tempfile::TempDir, Auth) {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = Auth::open(dir.path()).unwrap();
+        auth.set_password("root@pam", "secret1").unwrap();
+        (dir, auth)
+    }
+
+    #[test]
+    fn tickets_have_the_pve_shape_and_verify() {
+        let (_d, auth) = auth();
+        let ticket = auth.login("root@pam", "secret1").unwrap();
+        let fields: Vec<&str> = ticket.splitn(3, ':').collect();
+        assert_eq!(fields[0], "PVE");
+        assert_eq!(fields[1], "root@pam");
+        assert!(ticket.contains("::"));
+        assert_eq!(auth.verify_ticket(&ticket).as_deref(), Some("root@pam"));
+        let forged = ticket.replace("root@pam", "admin@pve");
+        assert_eq!(auth.verify_ticket(&forged), None);
+        // renewal with the ticket as password
+        assert!(auth.login("root@pam", &ticket).is_ok());
+    }
+
+    #[test]
+    fn wrong_password_is_an_authentication_failure() {
+        let (_d, auth) = auth();
+        let err = auth.login("root@pam", "wrong").unwrap_err();
+        assert_eq!(
+            (err.status, err.message.as_str()),
+            (401, "authentication failure")
+        );
+        assert!(auth.login("nobody@pve", "secret1").is_err());
+    }
+
+    #[test]
+    fn csrf_is_bound_to_the_user() {
+        let (_d, auth) = auth();
+        let token = auth.csrf_token("root@pam");
+        assert!(auth.verify_csrf("root@pam", &token));
+        assert!(!auth.verify_csrf("other@pve", &token));
+        assert!(!auth.verify_csrf("root@pam", "00000000:abc"));
+    }
+
+    #[test]
+    fn api_tokens_verify_and_are_stored_hashed() {
+        let (dir, auth) = auth();
+        let secret = auth
+            .create_token(
+                "root@pam",
+                Token {
+                    full_id: "root@pam!ci".into(),
+                    privsep: false,
+                    ..Token::default()
+                },
+            )
+            .unwrap();
+        let caller = auth.verify_token(&format!("root@pam!ci={secret}")).unwrap();
+        assert_eq!(caller.auth_id(), "root@pam!ci");
+        assert!(auth.verify_token("root@pam!ci=wrong").is_none());
+        let stored = std::fs::read_to_string(dir.path().join("priv/token.cfg")).unwrap();
+        assert!(!stored.contains(&secret));
+        assert!(auth
+            .create_token(
+                "root@pam",
+                Token {
+                    full_id: "root@pam!ci".into(),
+                    ..Token::default()
+                }
+            )
+            .is_err());
+        auth.delete_token("root@pam!ci").unwrap();
+        assert!(auth
+            .verify_token(&format!("root@pam!ci={secret}"))
+            .is_none());
+        // the file survives a reopen
+        let again = Auth::open(dir.path()).unwrap();
+        assert!(again.user_config().tokens.is_empty());
+    }
+}

@@ -1,0 +1,392 @@
+//! Endpoints every Ferrox API serves, whatever the node does: login, API tokens,
+//! permissions, version, tasks, and the OpenAPI document.
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::rbac;
+use crate::router::{ApiState, Ctx, Endpoint, Method, Permission, Reply, Returns};
+use crate::schema::{int, Param, ParamType, BOOL, STRING};
+use crate::tasks::TaskFilter;
+use ferrox_types::user_config::Token;
+use serde_json::{json, Value};
+
+/// The Proxmox VE release whose API Ferrox speaks (clients gate features on it).
+pub const PVE_VERSION: &str = "9.2.0";
+pub const PVE_RELEASE: &str = "9.2";
+/// An identifier of the build in the 8–64 hex digits clients expect.
+pub const REPOID: &str = "f3770c5e";
+
+const USERID: ParamType = ParamType::String { max_len: Some(64) };
+
+fn node_param() -> Param {
+    Param::required("node", ParamType::Node, "The cluster node name.")
+}
+
+/// Fails unless `{node}` is this node (requests for other nodes need the cluster).
+pub fn local_node<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
+    let node = ctx.params.need_str("node")?;
+    if node == ctx.state.node_name() {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            595,
+            format!(
+                "no such node '{node}' (this node is '{}')",
+                ctx.state.node_name()
+            ),
+        ))
+    }
+}
+
+fn cap<S: ApiState>(state: &S, caller: &Caller) -> Value {
+    let cfg = state.auth().user_config();
+    let groups: [(&str, &str, &[&str]); 7] = [
+        ("vms", "/vms", &["VM.", "Permissions.Modify"]),
+        (
+            "access",
+            "/access/groups",
+            &["User.", "Group.", "Permissions.Modify"],
+        ),
+        ("storage", "/storage", &["Datastore.", "Permissions.Modify"]),
+        ("nodes", "/nodes", &["Sys.", "Permissions.Modify"]),
+        ("sdn", "/sdn", &["SDN.", "Permissions.Modify"]),
+        ("dc", "/", &["Sys.Audit", "Sys.Modify", "SDN."]),
+        ("mapping", "/mapping", &["Mapping.", "Permissions.Modify"]),
+    ];
+    let mut out = serde_json::Map::new();
+    for (key, path, prefixes) in groups {
+        let privs: serde_json::Map<String, Value> = rbac::privileges(&cfg, caller, path)
+            .into_keys()
+            .filter(|p| prefixes.iter().any(|pre| p.starts_with(pre)))
+            .map(|p| (p, json!(1)))
+            .collect();
+        out.insert(key.to_string(), Value::Object(privs));
+    }
+    Value::Object(out)
+}
+
+fn create_ticket<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    let auth = ctx.state.auth();
+    let username = ctx.params.need_str("username")?;
+    let userid = auth.canonical_userid(username, ctx.params.str("realm"));
+    let password = ctx.params.need_str("password")?;
+    if let (Some(path), Some(privs)) = (ctx.params.str("path"), ctx.params.str("privs")) {
+        // "Verify ticket and check privileges" mode.
+        let owner = auth
+            .verify_ticket(password)
+            .filter(|u| *u == userid)
+            .ok_or_else(|| ApiError::new(401, "authentication failure"))?;
+        let caller = Caller {
+            userid: owner,
+            token: None,
+        };
+        let wanted: Vec<&str> = privs
+            .split([',', ';', ' '])
+            .filter(|s| !s.is_empty())
+            .collect();
+        if !rbac::check(&auth.user_config(), &caller, path, &wanted, false) {
+            return Err(ApiError::new(401, "authentication failure"));
+        }
+        return Ok(json!({ "username": userid }).into());
+    }
+    let ticket = auth.login(&userid, password)?;
+    let caller = Caller {
+        userid: userid.clone(),
+        token: None,
+    };
+    Ok(json!({
+        "ticket": ticket,
+        "CSRFPreventionToken": auth.csrf_token(&userid),
+        "username": userid,
+        "cap": cap(ctx.state.as_ref(), &caller),
+    })
+    .into())
+}
+
+fn permissions<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    let caller = ctx.caller()?.clone();
+    let subject = match ctx.params.str("userid") {
+        Some(other) if other != caller.auth_id() => {
+            ctx.require("/access", &["Sys.Audit"], false)?;
+            match other.split_once('!') {
+                Some((u, t)) => Caller {
+                    userid: u.into(),
+                    token: Some(t.into()),
+                },
+                None => Caller {
+                    userid: other.into(),
+                    token: None,
+                },
+            }
+        }
+        _ => caller,
+    };
+    let map = rbac::permission_map(
+        &ctx.state.auth().user_config(),
+        &subject,
+        ctx.params.str("path"),
+    );
+    Ok(json!(map).into())
+}
+
+/// Users manage their own tokens; `User.Modify` on `/access/groups` manages anyone's.
+fn token_owner<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<String, ApiError> {
+    let userid = ctx.params.need_str("userid")?.to_string();
+    let caller = ctx.caller()?;
+    if caller.userid == userid && caller.token.is_none() {
+        return Ok(userid);
+    }
+    ctx.require("/access/groups", &["User.Modify"], false)?;
+    Ok(userid)
+}
+
+fn token_info(t: &Token) -> Value {
+    let mut v = json!({
+        "tokenid": t.full_id.split_once('!').map(|(_, n)| n).unwrap_or(""),
+        "privsep": u8::from(t.privsep),
+        "expire": t.expire,
+    });
+    if !t.comment.is_empty() {
+        v["comment"] = json!(t.comment);
+    }
+    v
+}
+
+fn list_tokens<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    let userid = token_owner(ctx)?;
+    let prefix = format!("{userid}!");
+    let cfg = ctx.state.auth().user_config();
+    let list: Vec<Value> = cfg
+        .tokens
+        .values()
+        .filter(|t| t.full_id.starts_with(&prefix))
+        .map(token_info)
+        .collect();
+    Ok(json!(list).into())
+}
+
+fn full_token_id<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<String, ApiError> {
+    let userid = token_owner(ctx)?;
+    let tokenid = ctx.params.need_str("tokenid")?;
+    let valid = tokenid
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic())
+        && tokenid.len() >= 2
+        && tokenid
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if !valid {
+        return Err(ApiError::param(
+            "tokenid",
+            "value does not match the regex pattern",
+        ));
+    }
+    Ok(format!("{userid}!{tokenid}"))
+}
+
+fn read_token<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    let full = full_token_id(ctx)?;
+    let cfg = ctx.state.auth().user_config();
+    let t = cfg
+        .tokens
+        .get(&full)
+        .ok_or_else(|| ApiError::internal(format!("no such token '{full}'")))?;
+    let mut info = token_info(t);
+    if let Some(obj) = info.as_object_mut() {
+        obj.remove("tokenid");
+    }
+    Ok(info.into())
+}
+
+fn create_token<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    let full = full_token_id(ctx)?;
+    let userid = ctx.params.need_str("userid")?;
+    let token = Token {
+        full_id: full.clone(),
+        expire: ctx.params.int("expire").unwrap_or(0).max(0) as u64,
+        privsep: ctx.params.bool("privsep").unwrap_or(true),
+        comment: ctx.params.str("comment").unwrap_or("").to_string(),
+    };
+    let secret = ctx.state.auth().create_token(userid, token.clone())?;
+    let mut info = token_info(&token);
+    if let Some(obj) = info.as_object_mut() {
+        obj.remove("tokenid");
+    }
+    Ok(json!({ "full-tokenid": full, "info": info, "value": secret }).into())
+}
+
+fn delete_token<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    let full = full_token_id(ctx)?;
+    ctx.state.auth().delete_token(&full)?;
+    Ok(Value::Null.into())
+}
+
+fn version<S: ApiState>(_: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    Ok(json!({
+        "version": PVE_VERSION,
+        "release": PVE_RELEASE,
+        "repoid": REPOID,
+        "console": "html5",
+        "ferrox": env!("CARGO_PKG_VERSION"),
+    })
+    .into())
+}
+
+fn node_version<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    local_node(ctx)?;
+    Ok(json!({ "version": PVE_VERSION, "release": PVE_RELEASE, "repoid": REPOID }).into())
+}
+
+/// A user sees their own tasks and those of their tokens; `Sys.Audit` sees all.
+fn task_visible<S: ApiState>(ctx: &Ctx<'_, S>, owner: &str) -> bool {
+    let node = ctx.params.str("node").unwrap_or("");
+    if ctx.has(&format!("/nodes/{node}"), &["Sys.Audit"], false) {
+        return true;
+    }
+    ctx.caller.is_some_and(|c| match &c.token {
+        Some(_) => owner == c.auth_id(),
+        None => owner == c.userid || owner.starts_with(&format!("{}!", c.userid)),
+    })
+}
+
+fn task_checked<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<String, ApiError> {
+    local_node(ctx)?;
+    let upid = ctx.params.need_str("upid")?.to_string();
+    let owner = ctx.state.tasks().owner(&upid)?;
+    if !task_visible(ctx, &owner) {
+        let node = ctx.params.str("node").unwrap_or("");
+        return Err(ApiError::forbidden(
+            &format!("/nodes/{node}"),
+            &["Sys.Audit"],
+        ));
+    }
+    Ok(upid)
+}
+
+fn task_status<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    let upid = task_checked(ctx)?;
+    Ok(ctx.state.tasks().status(&upid)?.into())
+}
+
+fn task_log<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    let upid = task_checked(ctx)?;
+    let start = ctx.params.int("start").unwrap_or(0).max(0) as usize;
+    let limit = ctx.params.int("limit").unwrap_or(50).max(0) as usize;
+    let (lines, total) = ctx.state.tasks().log(&upid, start, limit)?;
+    Ok(Reply {
+        data: json!(lines),
+        total: Some(total),
+    })
+}
+
+fn task_list<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    local_node(ctx)?;
+    let p = &ctx.params;
+    let filter = TaskFilter {
+        start: p.int("start").unwrap_or(0).max(0) as usize,
+        limit: p.int("limit").unwrap_or(50).max(0) as usize,
+        userfilter: p.str("userfilter").map(String::from),
+        typefilter: p.str("typefilter").map(String::from),
+        vmid: p.int("vmid"),
+        errors: p.bool("errors").unwrap_or(false),
+        source: p.str("source").unwrap_or("archive").to_string(),
+        since: p.int("since"),
+        until: p.int("until"),
+        statusfilter: p.str("statusfilter").map(String::from),
+    };
+    let (rows, total) = ctx
+        .state
+        .tasks()
+        .list(&filter, &|owner| task_visible(ctx, owner));
+    Ok(Reply {
+        data: json!(rows),
+        total: Some(total),
+    })
+}
+
+fn domains<S: ApiState>(_: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    Ok(json!([
+        {"realm": "pam", "type": "pam", "comment": "Linux PAM standard authentication (Ferrox: passwords set through Ferrox)"},
+        {"realm": "pve", "type": "pve", "comment": "Proxmox VE authentication server", "default": 1},
+    ])
+    .into())
+}
+
+fn ticket_dummy<S: ApiState>(_: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    Ok(Value::Null.into())
+}
+
+/// The endpoints above, declared with their parameters and permissions.
+pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
+    use Method::*;
+    let upid = || Param::required("upid", STRING, "The task's unique id.");
+    vec![
+        Endpoint::new(Get, "/access/ticket", "Dummy, for formatters.", Permission::World, Returns::Null, ticket_dummy),
+        Endpoint::new(Post, "/access/ticket", "Create an authentication ticket.", Permission::World, Returns::Object, create_ticket)
+            .no_token()
+            .params(vec![
+                Param::required("username", USERID, "User name (user@realm, or user with realm)."),
+                Param::required("password", STRING, "The password, or a valid ticket to renew."),
+                Param::optional("realm", STRING, "Appended to the user name as @realm."),
+                Param::optional("otp", STRING, "One-time password (TFA is not enabled on Ferrox)."),
+                Param::optional("tfa-challenge", STRING, "Partial ticket of a TFA login."),
+                Param::optional("path", STRING, "Verify the ticket and check privileges on this path."),
+                Param::optional("privs", STRING, "Privileges to check with 'path'."),
+                Param::optional("new-format", BOOL, "Ignored (always the new format)."),
+            ]),
+        Endpoint::new(Get, "/access/domains", "Authentication realms.", Permission::World, Returns::Array, domains),
+        Endpoint::new(Get, "/access/permissions", "Effective permissions of the caller (or of 'userid').", Permission::Authenticated, Returns::Object, permissions)
+            .params(vec![
+                Param::optional("path", STRING, "Only this ACL path."),
+                Param::optional("userid", STRING, "Another user or token (needs Sys.Audit on /access)."),
+            ]),
+        Endpoint::new(Get, "/access/users/{userid}/token", "A user's API tokens.", Permission::Authenticated, Returns::Array, list_tokens)
+            .params(vec![Param::required("userid", USERID, "User id.")]),
+        Endpoint::new(Get, "/access/users/{userid}/token/{tokenid}", "One API token.", Permission::Authenticated, Returns::Object, read_token)
+            .params(vec![
+                Param::required("userid", USERID, "User id."),
+                Param::required("tokenid", STRING, "Token name."),
+            ]),
+        Endpoint::new(Post, "/access/users/{userid}/token/{tokenid}", "Create an API token; the secret is returned once.", Permission::Authenticated, Returns::Object, create_token)
+            .params(vec![
+                Param::required("userid", USERID, "User id."),
+                Param::required("tokenid", STRING, "Token name."),
+                Param::optional("comment", STRING, "Free text."),
+                Param::optional("expire", int(Some(0), None), "Expiry (Unix seconds, 0 = never)."),
+                Param::optional("privsep", BOOL, "Separate privileges (default 1): the token's own ACLs, intersected with the user's."),
+            ]),
+        Endpoint::new(Delete, "/access/users/{userid}/token/{tokenid}", "Delete an API token.", Permission::Authenticated, Returns::Null, delete_token)
+            .params(vec![
+                Param::required("userid", USERID, "User id."),
+                Param::required("tokenid", STRING, "Token name."),
+            ]),
+        Endpoint::new(Get, "/version", "API version.", Permission::Authenticated, Returns::Object, version),
+        Endpoint::new(Get, "/nodes/{node}/version", "Version of a node.", Permission::Authenticated, Returns::Object, node_version)
+            .params(vec![node_param()]),
+        Endpoint::new(Get, "/nodes/{node}/tasks", "Tasks of a node, newest first.", Permission::Authenticated, Returns::Array, task_list)
+            .params(vec![
+                node_param(),
+                Param::optional("start", int(Some(0), None), "Skip this many tasks."),
+                Param::optional("limit", int(Some(0), None), "At most this many tasks (default 50)."),
+                Param::optional("userfilter", STRING, "Only tasks of users containing this text."),
+                Param::optional("typefilter", STRING, "Only tasks of this type."),
+                Param::optional("vmid", ParamType::VmId, "Only tasks for this guest."),
+                Param::optional("errors", BOOL, "Only failed tasks."),
+                Param::optional("source", ParamType::Enum(&["archive", "active", "all"]), "Finished, running or all tasks (default archive)."),
+                Param::optional("since", int(Some(0), None), "Only tasks started at or after this time."),
+                Param::optional("until", int(Some(0), None), "Only tasks started at or before this time."),
+                Param::optional("statusfilter", STRING, "Comma list of ok, warning, error, unknown."),
+            ]),
+        Endpoint::new(Get, "/nodes/{node}/tasks/{upid}/status", "Status of a task.", Permission::Authenticated, Returns::Object, task_status)
+            .params(vec![node_param(), upid()]),
+        Endpoint::new(Get, "/nodes/{node}/tasks/{upid}/log", "Log of a task.", Permission::Authenticated, Returns::Array, task_log)
+            .params(vec![
+                node_param(),
+                upid(),
+                Param::optional("start", int(Some(0), None), "First line (0-based)."),
+                Param::optional("limit", int(Some(0), None), "At most this many lines (default 50)."),
+                Param::optional("download", BOOL, "Ignored."),
+            ]),
+    ]
+}

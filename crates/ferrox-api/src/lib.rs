@@ -1,0 +1,25 @@
+//! The REST server in Proxmox VE's `/api2/json` (and `/api2/extjs`) conventions: routing,
+//! parameter declarations and validation, authentication (tickets, CSRF, API tokens),
+//! role-based access control, tasks with UPIDs, and the OpenAPI document.
+//!
+//! It knows nothing about guests, storage or the cluster: the node daemon declares those
+//! endpoints with this crate's types and implements them.
+
+pub mod auth;
+pub mod core;
+pub mod error;
+pub mod fsutil;
+pub mod http;
+pub mod openapi;
+pub mod rbac;
+pub mod router;
+pub mod schema;
+pub mod tasks;
+
+pub use auth::{Auth, Caller};
+pub use error::ApiError;
+pub use router::{
+    Api, ApiState, Ctx, Endpoint, Method, Permission, RawRequest, RawResponse, Reply, Returns,
+};
+pub use schema::{Extra, Param, ParamType, Params};
+pub use tasks::{TaskLog, TaskStore};

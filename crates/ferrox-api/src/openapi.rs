@@ -1,0 +1,101 @@
+//! The OpenAPI 3 document, generated from the same declarations that validate requests.
+
+use crate::router::{Endpoint, Method, Permission, Returns};
+use crate::schema::{json_schema, Extra};
+use serde_json::{json, Map, Value};
+
+fn permission_text(p: &Permission) -> String {
+    match p {
+        Permission::World => "none (no authentication)".into(),
+        Permission::Authenticated => "any authenticated user (results filtered)".into(),
+        Permission::Root => "root@pam only".into(),
+        Permission::Privs { path, privs, any } => format!(
+            "{} {} on {path}",
+            if *any { "any of" } else { "all of" },
+            privs.join(", ")
+        ),
+    }
+}
+
+fn data_schema(r: Returns) -> Value {
+    match r {
+        Returns::Null => json!({"type": "null"}),
+        Returns::Object => json!({"type": "object"}),
+        Returns::Array => json!({"type": "array", "items": {"type": "object"}}),
+        Returns::String => json!({"type": "string"}),
+        Returns::Task => json!({"type": "string", "description": "UPID of the task"}),
+    }
+}
+
+pub fn document<S>(endpoints: &[Endpoint<S>]) -> Value {
+    let mut paths: Map<String, Value> = Map::new();
+    for e in endpoints {
+        let path_vars: Vec<&str> = e
+            .path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .collect();
+        let mut parameters = Vec::new();
+        let mut body_props = Map::new();
+        let mut required = Vec::new();
+        for p in &e.params {
+            let schema = json_schema(&p.ty);
+            if path_vars.contains(&p.name) {
+                parameters.push(json!({"name": p.name, "in": "path", "required": true,
+                    "description": p.description, "schema": schema}));
+            } else if matches!(e.method, Method::Get | Method::Delete) {
+                parameters.push(
+                    json!({"name": p.name, "in": "query", "required": !p.optional,
+                    "description": p.description, "schema": schema}),
+                );
+            } else {
+                let mut s = schema;
+                s["description"] = json!(p.description);
+                body_props.insert(p.name.to_string(), s);
+                if !p.optional {
+                    required.push(p.name);
+                }
+            }
+        }
+        let mut op = json!({
+            "summary": e.description,
+            "description": format!("Permission: {}.", permission_text(&e.permission)),
+            "parameters": parameters,
+            "responses": {
+                "200": {"description": "success", "content": {"application/json": {"schema":
+                    {"type": "object", "properties": {"data": data_schema(e.returns)}}}}},
+                "400": {"description": "Parameter verification failed (see `errors`)"},
+                "401": {"description": "Authentication failed"},
+                "403": {"description": "Permission check failed"},
+            },
+        });
+        if e.permission == Permission::World {
+            op["security"] = json!([]);
+        }
+        if matches!(e.method, Method::Post | Method::Put) {
+            let mut schema = json!({"type": "object", "properties": body_props,
+                "additionalProperties": e.extra == Extra::GuestConfigKeys});
+            if !required.is_empty() {
+                schema["required"] = json!(required);
+            }
+            op["requestBody"] = json!({"content": {
+                "application/x-www-form-urlencoded": {"schema": schema},
+                "application/json": {"schema": schema},
+            }});
+        }
+        let entry = paths.entry(e.path.to_string()).or_insert_with(|| json!({}));
+        entry[e.method.as_str().to_lowercase()] = op;
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "Ferrox API (Proxmox VE compatible)", "version": env!("CARGO_PKG_VERSION")},
+        "servers": [{"url": "/api2/json"}],
+        "components": {"securitySchemes": {
+            "ticket": {"type": "apiKey", "in": "cookie", "name": "PVEAuthCookie"},
+            "token": {"type": "apiKey", "in": "header", "name": "Authorization",
+                      "description": "PVEAPIToken=USER@REALM!TOKENID=SECRET"},
+        }},
+        "security": [{"ticket": []}, {"token": []}],
+        "paths": paths,
+    })
+}

@@ -1,0 +1,596 @@
+//! Endpoints and request handling, independent of the HTTP library: a request comes in as
+//! method, path, headers and body, and leaves as status, reason phrase and body. Each
+//! endpoint declares its parameters and its permission next to its handler.
+
+use crate::auth::{Auth, Caller};
+use crate::error::ApiError;
+use crate::rbac;
+use crate::schema::{validate, Extra, Param, Params};
+use crate::tasks::TaskStore;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Method {
+    Get,
+    Post,
+    Put,
+    Delete,
+}
+
+impl Method {
+    pub fn parse(text: &str) -> Option<Method> {
+        match text {
+            "GET" => Some(Method::Get),
+            "POST" => Some(Method::Post),
+            "PUT" => Some(Method::Put),
+            "DELETE" => Some(Method::Delete),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+        }
+    }
+}
+
+/// Who may call an endpoint, read where the endpoint is declared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Permission {
+    /// No authentication (login).
+    World,
+    /// Any authenticated user; the handler filters what it returns.
+    Authenticated,
+    /// Privileges on an ACL path; `{param}` is replaced by the request's parameter.
+    Privs {
+        path: &'static str,
+        privs: &'static [&'static str],
+        any: bool,
+    },
+    /// `root@pam` only (Proxmox VE: no `permissions` declared).
+    Root,
+}
+
+/// What an endpoint returns, for the OpenAPI document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Returns {
+    Null,
+    Object,
+    Array,
+    String,
+    /// A UPID string.
+    Task,
+}
+
+/// The state every API needs: authentication, tasks, the local node.
+pub trait ApiState: Send + Sync + 'static {
+    fn auth(&self) -> &Auth;
+    fn tasks(&self) -> &Arc<TaskStore>;
+    fn node_name(&self) -> &str;
+    /// Proxmox VE delays every 401 by 3 s; tests set this to zero.
+    fn unauthorized_delay(&self) -> Duration {
+        Duration::from_secs(3)
+    }
+}
+
+/// A handler's result: the `data` and, for paged lists, the `total`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub data: Value,
+    pub total: Option<usize>,
+}
+
+impl From<Value> for Reply {
+    fn from(data: Value) -> Reply {
+        Reply { data, total: None }
+    }
+}
+
+pub struct Ctx<'a, S> {
+    pub state: &'a Arc<S>,
+    /// `None` only for `Permission::World` endpoints.
+    pub caller: Option<&'a Caller>,
+    pub params: Params,
+}
+
+impl<S: ApiState> Ctx<'_, S> {
+    pub fn caller(&self) -> Result<&Caller, ApiError> {
+        self.caller
+            .ok_or_else(|| ApiError::unauthorized("No ticket"))
+    }
+
+    pub fn has(&self, path: &str, privs: &[&str], any: bool) -> bool {
+        self.caller
+            .is_some_and(|c| rbac::check(&self.state.auth().user_config(), c, path, privs, any))
+    }
+
+    pub fn require(&self, path: &str, privs: &[&str], any: bool) -> Result<(), ApiError> {
+        if self.has(path, privs, any) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(path, privs))
+        }
+    }
+}
+
+pub type Handler<S> = fn(&Ctx<'_, S>) -> Result<Reply, ApiError>;
+
+pub struct Endpoint<S> {
+    pub method: Method,
+    /// Below `/api2/json`, e.g. `/nodes/{node}/qemu/{vmid}/config`.
+    pub path: &'static str,
+    pub description: &'static str,
+    pub params: Vec<Param>,
+    pub extra: Extra,
+    pub permission: Permission,
+    pub returns: Returns,
+    /// Proxmox VE refuses API tokens on a few endpoints (login, password change).
+    pub allow_token: bool,
+    pub handler: Handler<S>,
+}
+
+impl<S> Endpoint<S> {
+    pub fn new(
+        method: Method,
+        path: &'static str,
+        description: &'static str,
+        permission: Permission,
+        returns: Returns,
+        handler: Handler<S>,
+    ) -> Endpoint<S> {
+        Endpoint {
+            method,
+            path,
+            description,
+            params: Vec::new(),
+            extra: Extra::None,
+            permission,
+            returns,
+            allow_token: true,
+            handler,
+        }
+    }
+    pub fn params(mut self, params: Vec<Param>) -> Self {
+        self.params = params;
+        self
+    }
+    pub fn extra(mut self, extra: Extra) -> Self {
+        self.extra = extra;
+        self
+    }
+    pub fn no_token(mut self) -> Self {
+        self.allow_token = false;
+        self
+    }
+
+    /// Matches `segments` against the path template; returns the path parameters.
+    fn matches(&self, segments: &[String]) -> Option<BTreeMap<String, String>> {
+        let template: Vec<&str> = self.path.split('/').filter(|s| !s.is_empty()).collect();
+        if template.len() != segments.len() {
+            return None;
+        }
+        let mut vars = BTreeMap::new();
+        for (t, s) in template.iter().zip(segments) {
+            match t.strip_prefix('{').and_then(|v| v.strip_suffix('}')) {
+                Some(var) => {
+                    if s.is_empty() {
+                        return None;
+                    }
+                    vars.insert(var.to_string(), s.clone());
+                }
+                None if t == s => {}
+                None => return None,
+            }
+        }
+        Some(vars)
+    }
+}
+
+/// A request as the HTTP layer hands it over.
+#[derive(Debug, Clone, Default)]
+pub struct RawRequest {
+    pub method: String,
+    /// The path without the query string, still percent-encoded.
+    pub path: String,
+    pub query: Option<String>,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawRequest {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawResponse {
+    pub status: u16,
+    /// The first line of the error message (Proxmox VE clients show only this).
+    pub reason: Option<String>,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+pub struct Api<S> {
+    pub state: Arc<S>,
+    pub endpoints: Vec<Endpoint<S>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Json,
+    Extjs,
+}
+
+fn percent_decode(text: &str) -> String {
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+fn add_param(map: &mut BTreeMap<String, Value>, key: String, value: Value) {
+    match map.get_mut(&key) {
+        // Repeated form keys become an array.
+        Some(Value::Array(items)) => items.push(value),
+        Some(existing) => {
+            let first = existing.take();
+            *existing = Value::Array(vec![first, value]);
+        }
+        None => {
+            map.insert(key, value);
+        }
+    }
+}
+
+fn form_params(text: &[u8]) -> BTreeMap<String, Value> {
+    let mut map = BTreeMap::new();
+    for (k, v) in form_urlencoded::parse(text) {
+        add_param(&mut map, k.into_owned(), Value::String(v.into_owned()));
+    }
+    map
+}
+
+/// Extracts `KEY=value` from a cookie or authorization header (Proxmox VE's regex
+/// `(?:^|\s)KEY(?:=| )([^;]*)`), percent-decoded.
+fn auth_value(header: &str, key: &str) -> Option<String> {
+    let mut rest = header;
+    while let Some(pos) = rest.find(key) {
+        let before_ok = pos == 0 || rest[..pos].ends_with([' ', ';', '\t']);
+        let after = &rest[pos + key.len()..];
+        if before_ok && (after.starts_with('=') || after.starts_with(' ')) {
+            let value = after[1..].split(';').next().unwrap_or("");
+            return Some(percent_decode(value.trim()));
+        }
+        rest = after;
+    }
+    None
+}
+
+enum Credentials {
+    None,
+    Ticket(String),
+    Token(String),
+}
+
+impl<S: ApiState> Api<S> {
+    pub fn new(state: Arc<S>, endpoints: Vec<Endpoint<S>>) -> Api<S> {
+        Api { state, endpoints }
+    }
+
+    fn respond(&self, format: Format, result: Result<Reply, ApiError>) -> RawResponse {
+        const JSON: &str = "application/json;charset=UTF-8";
+        match (format, result) {
+            (Format::Json, Ok(reply)) => {
+                let mut body = json!({ "data": reply.data });
+                if let Some(total) = reply.total {
+                    body["total"] = json!(total);
+                }
+                RawResponse {
+                    status: 200,
+                    reason: None,
+                    content_type: JSON,
+                    body: body.to_string().into_bytes(),
+                }
+            }
+            (Format::Extjs, Ok(reply)) => {
+                let mut body = json!({ "data": reply.data, "success": 1 });
+                if let Some(total) = reply.total {
+                    body["total"] = json!(total);
+                }
+                RawResponse {
+                    status: 200,
+                    reason: None,
+                    content_type: JSON,
+                    body: body.to_string().into_bytes(),
+                }
+            }
+            (format, Err(e)) => {
+                if e.status == 401 {
+                    std::thread::sleep(self.state.unauthorized_delay());
+                }
+                let reason = e.message.lines().next().map(str::to_string);
+                if e.empty_body {
+                    return RawResponse {
+                        status: e.status,
+                        reason,
+                        content_type: JSON,
+                        body: Vec::new(),
+                    };
+                }
+                let mut body = json!({ "data": null, "message": e.body_message() });
+                if !e.errors.is_empty() {
+                    body["errors"] = json!(e.errors);
+                }
+                if format == Format::Extjs && e.status != 401 {
+                    body["success"] = json!(0);
+                    body["status"] = json!(e.status);
+                    return RawResponse {
+                        status: 200,
+                        reason: None,
+                        content_type: JSON,
+                        body: body.to_string().into_bytes(),
+                    };
+                }
+                RawResponse {
+                    status: e.status,
+                    reason,
+                    content_type: JSON,
+                    body: body.to_string().into_bytes(),
+                }
+            }
+        }
+    }
+
+    /// Handles one request end to end. Blocking: call it off the async executor.
+    pub fn handle(&self, req: &RawRequest) -> RawResponse {
+        let rest = req.path.strip_prefix("/api2/").unwrap_or("");
+        let (format, sub) = match rest.split_once('/') {
+            Some(("json", sub)) => (Format::Json, sub),
+            Some(("extjs", sub)) => (Format::Extjs, sub),
+            _ => (Format::Json, ""),
+        };
+        if sub.is_empty() && !matches!(rest, "json" | "extjs") {
+            return self.respond(format, Err(ApiError::new(501, "no such uri")));
+        }
+        if sub.trim_end_matches('/') == "openapi" && req.method == "GET" {
+            // The API's own description; public, like Proxmox VE's apidoc.
+            return self.respond(format, Ok(crate::openapi::document(&self.endpoints).into()));
+        }
+        let result = self.dispatch(req, sub);
+        self.respond(format, result)
+    }
+
+    fn credentials(&self, req: &RawRequest) -> Credentials {
+        if let Some(t) = req
+            .header("cookie")
+            .and_then(|c| auth_value(c, "PVEAuthCookie"))
+        {
+            return Credentials::Ticket(t);
+        }
+        if let Some(auth) = req.header("authorization") {
+            if let Some(t) = auth_value(auth, "PVEAuthCookie") {
+                return Credentials::Ticket(t);
+            }
+            if let Some(t) = auth.trim().strip_prefix("PVEAPIToken") {
+                return Credentials::Token(t[1.min(t.len())..].to_string());
+            }
+        }
+        Credentials::None
+    }
+
+    fn authenticate(
+        &self,
+        req: &RawRequest,
+        method: Method,
+        endpoint: &Endpoint<S>,
+        shown_path: &str,
+    ) -> Result<Option<Caller>, ApiError> {
+        let auth = self.state.auth();
+        let creds = self.credentials(req);
+        if endpoint.permission == Permission::World {
+            return Ok(match creds {
+                Credentials::Ticket(t) => auth.verify_ticket(&t).map(|userid| Caller {
+                    userid,
+                    token: None,
+                }),
+                Credentials::Token(t) => auth.verify_token(&t),
+                Credentials::None => None,
+            });
+        }
+        match creds {
+            Credentials::None => Err(ApiError::unauthorized("No ticket")),
+            Credentials::Ticket(ticket) => {
+                let userid = auth
+                    .verify_ticket(&ticket)
+                    .ok_or_else(|| ApiError::unauthorized("Authentication failed!"))?;
+                if method != Method::Get {
+                    let csrf = req.header("csrfpreventiontoken").unwrap_or("");
+                    if !auth.verify_csrf(&userid, csrf) {
+                        return Err(ApiError::unauthorized(
+                            "Permission denied - invalid csrf token",
+                        ));
+                    }
+                }
+                Ok(Some(Caller {
+                    userid,
+                    token: None,
+                }))
+            }
+            Credentials::Token(value) => {
+                let caller = auth
+                    .verify_token(&value)
+                    .ok_or_else(|| ApiError::unauthorized("Authentication failed!"))?;
+                if !endpoint.allow_token {
+                    return Err(ApiError::new(
+                        403,
+                        format!(
+                            "URI '{shown_path}' not available with API token, need proper ticket."
+                        ),
+                    ));
+                }
+                Ok(Some(caller))
+            }
+        }
+    }
+
+    fn raw_params(
+        &self,
+        req: &RawRequest,
+        method: Method,
+    ) -> Result<BTreeMap<String, Value>, ApiError> {
+        let mut params = BTreeMap::new();
+        if !req.body.is_empty() {
+            if matches!(method, Method::Get | Method::Delete) {
+                return Err(ApiError::new(
+                    501,
+                    format!("Unexpected content for method '{}'", method.as_str()),
+                ));
+            }
+            let ctype = req
+                .header("content-type")
+                .unwrap_or("application/x-www-form-urlencoded");
+            let base = ctype.split(';').next().unwrap_or("").trim();
+            match base {
+                "application/x-www-form-urlencoded" | "" => params = form_params(&req.body),
+                "application/json" => {
+                    let value: Value = serde_json::from_slice(&req.body).map_err(|e| {
+                        ApiError::new(400, format!("unable to parse JSON body: {e}"))
+                    })?;
+                    match value {
+                        Value::Object(map) => params.extend(map),
+                        Value::Null => {}
+                        _ => return Err(ApiError::new(400, "JSON body must be an object")),
+                    }
+                }
+                other => {
+                    return Err(ApiError::new(
+                        506,
+                        format!("unsupported content type '{other}'"),
+                    ))
+                }
+            }
+        }
+        // The query string wins over the body.
+        if let Some(q) = &req.query {
+            for (k, v) in form_params(q.as_bytes()) {
+                params.insert(k, v);
+            }
+        }
+        params.remove("_dc");
+        // Null values are "not given" (JSON clients send them for unset options).
+        params.retain(|_, v| !v.is_null());
+        Ok(params)
+    }
+
+    fn dispatch(&self, req: &RawRequest, sub: &str) -> Result<Reply, ApiError> {
+        let Some(method) = Method::parse(&req.method) else {
+            return Err(ApiError::new(
+                501,
+                format!("method '{}' not available", req.method),
+            ));
+        };
+        let segments: Vec<String> = sub
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(percent_decode)
+            .collect();
+        let shown_path = format!("/{}", segments.join("/"));
+        let (endpoint, path_vars) = self
+            .endpoints
+            .iter()
+            .filter(|e| e.method == method)
+            .find_map(|e| e.matches(&segments).map(|vars| (e, vars)))
+            .ok_or_else(|| ApiError::not_implemented(method.as_str(), &shown_path))?;
+        let caller = self.authenticate(req, method, endpoint, &shown_path)?;
+        let mut raw = self.raw_params(req, method)?;
+        for (name, value) in path_vars {
+            if let Some(given) = raw.get(&name) {
+                let same = match given {
+                    Value::String(s) => *s == value,
+                    other => other.to_string() == value,
+                };
+                if !same {
+                    return Err(ApiError::param(
+                        &name,
+                        "duplicate parameter (already defined in URI) with conflicting values!",
+                    ));
+                }
+            }
+            raw.insert(name, Value::String(value));
+        }
+        let params = validate(&endpoint.params, endpoint.extra, &raw)?;
+        match &endpoint.permission {
+            Permission::World | Permission::Authenticated => {}
+            Permission::Root => {
+                let is_root = caller
+                    .as_ref()
+                    .is_some_and(|c| c.userid == "root@pam" && c.token.is_none());
+                if !is_root {
+                    return Err(ApiError::new(
+                        403,
+                        "Permission check failed (user != root@pam)",
+                    ));
+                }
+            }
+            Permission::Privs { path, privs, any } => {
+                let acl_path = substitute(path, &params);
+                let allowed = caller.as_ref().is_some_and(|c| {
+                    rbac::check(&self.state.auth().user_config(), c, &acl_path, privs, *any)
+                });
+                if !allowed {
+                    return Err(ApiError::forbidden(&acl_path, privs));
+                }
+            }
+        }
+        let ctx = Ctx {
+            state: &self.state,
+            caller: caller.as_ref(),
+            params,
+        };
+        (endpoint.handler)(&ctx)
+    }
+}
+
+/// `/vms/{vmid}` with the request's `vmid`.
+fn substitute(template: &str, params: &Params) -> String {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        let Some(end) = rest[start..].find('}') else {
+            break;
+        };
+        let name = &rest[start + 1..start + end];
+        match params.0.get(name) {
+            Some(Value::String(s)) => out.push_str(s),
+            Some(other) => out.push_str(&other.to_string()),
+            None => {}
+        }
+        rest = &rest[start + end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `{"key": value}` without the keys whose value is null (Proxmox VE omits unset fields).
+pub fn compact(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .collect::<Map<String, Value>>(),
+        ),
+        other => other,
+    }
+}

@@ -1,0 +1,349 @@
+//! Parameter declarations and their validation. Each API parameter is declared once, here
+//! or next to its endpoint; the same declaration validates requests, documents the
+//! endpoint in the OpenAPI document and tells the CLI what an endpoint takes.
+
+use crate::error::ApiError;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamType {
+    Integer {
+        min: Option<i64>,
+        max: Option<i64>,
+    },
+    Number,
+    /// `0`/`1` in forms; `true`/`false` or `0`/`1` in JSON.
+    Boolean,
+    String {
+        max_len: Option<usize>,
+    },
+    Enum(&'static [&'static str]),
+    /// A Proxmox VE guest id (100 ..= 999 999 999).
+    VmId,
+    /// A node name (`pve-node` format).
+    Node,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Param {
+    pub name: &'static str,
+    pub ty: ParamType,
+    pub optional: bool,
+    pub description: &'static str,
+}
+
+impl Param {
+    pub fn required(name: &'static str, ty: ParamType, description: &'static str) -> Param {
+        Param {
+            name,
+            ty,
+            optional: false,
+            description,
+        }
+    }
+    pub fn optional(name: &'static str, ty: ParamType, description: &'static str) -> Param {
+        Param {
+            name,
+            ty,
+            optional: true,
+            description,
+        }
+    }
+}
+
+pub const fn int(min: Option<i64>, max: Option<i64>) -> ParamType {
+    ParamType::Integer { min, max }
+}
+pub const STRING: ParamType = ParamType::String { max_len: None };
+pub const BOOL: ParamType = ParamType::Boolean;
+
+/// Keys accepted beyond the declared parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extra {
+    None,
+    /// Any Proxmox VE guest config key, checked by the guest config format.
+    GuestConfigKeys,
+}
+
+/// Validated parameters: integers and booleans as JSON numbers/bools, the rest strings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Params(pub Map<String, Value>);
+
+impl Params {
+    pub fn str(&self, name: &str) -> Option<&str> {
+        self.0.get(name).and_then(Value::as_str)
+    }
+    pub fn int(&self, name: &str) -> Option<i64> {
+        self.0.get(name).and_then(Value::as_i64)
+    }
+    pub fn bool(&self, name: &str) -> Option<bool> {
+        self.0.get(name).and_then(Value::as_bool)
+    }
+    /// A path or required parameter; validation guarantees its presence.
+    pub fn need_str(&self, name: &str) -> Result<&str, ApiError> {
+        self.str(name)
+            .ok_or_else(|| ApiError::param(name, "property is missing and it is not optional"))
+    }
+    pub fn need_int(&self, name: &str) -> Result<i64, ApiError> {
+        self.int(name)
+            .ok_or_else(|| ApiError::param(name, "property is missing and it is not optional"))
+    }
+}
+
+fn type_error(ty: &str, got: &Value) -> String {
+    let shown = match got {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    format!("type check ('{ty}') failed - got '{shown}'")
+}
+
+fn as_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(if *b { "1" } else { "0" }.to_string()),
+        _ => None,
+    }
+}
+
+fn valid_node_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !name.is_empty()
+        && name.len() <= 63
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+/// Checks one value against its type; returns the normalised value.
+pub fn check(ty: &ParamType, value: &Value) -> Result<Value, String> {
+    match ty {
+        ParamType::Integer { min, max } => {
+            let n = match value {
+                Value::Number(n) => n.as_i64(),
+                Value::String(s) => s.trim().parse::<i64>().ok(),
+                _ => None,
+            }
+            .ok_or_else(|| type_error("integer", value))?;
+            if let Some(min) = min.filter(|m| n < *m) {
+                return Err(format!("value must have a minimum value of {min}"));
+            }
+            if let Some(max) = max.filter(|m| n > *m) {
+                return Err(format!("value must have a maximum value of {max}"));
+            }
+            Ok(Value::from(n))
+        }
+        ParamType::VmId => {
+            let n = check(&int(None, None), value).map_err(|_| type_error("integer", value))?;
+            let n = n.as_i64().unwrap_or(0);
+            if !(100..=999_999_999).contains(&n) {
+                return Err(format!("value must have a minimum value of 100 (got {n})"));
+            }
+            Ok(Value::from(n))
+        }
+        ParamType::Number => match value {
+            Value::Number(_) => Ok(value.clone()),
+            Value::String(s) => s
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+                .map(Value::Number)
+                .ok_or_else(|| type_error("number", value)),
+            _ => Err(type_error("number", value)),
+        },
+        ParamType::Boolean => match value {
+            Value::Bool(b) => Ok(Value::Bool(*b)),
+            Value::Number(n) if n.as_i64() == Some(0) || n.as_i64() == Some(1) => {
+                Ok(Value::Bool(n.as_i64() == Some(1)))
+            }
+            Value::String(s) if s == "0" || s == "1" => Ok(Value::Bool(s == "1")),
+            _ => Err(type_error("boolean", value)),
+        },
+        ParamType::String { max_len } => {
+            let s = as_text(value).ok_or_else(|| type_error("string", value))?;
+            if let Some(max) = max_len.filter(|m| s.len() > *m) {
+                return Err(format!("value may only be {max} characters long"));
+            }
+            Ok(Value::String(s))
+        }
+        ParamType::Enum(values) => {
+            let s = as_text(value).ok_or_else(|| type_error("string", value))?;
+            if values.contains(&s.as_str()) {
+                Ok(Value::String(s))
+            } else {
+                Err(format!(
+                    "value '{s}' does not have a value in the enumeration '{}'",
+                    values.join(", ")
+                ))
+            }
+        }
+        ParamType::Node => {
+            let s = as_text(value).ok_or_else(|| type_error("string", value))?;
+            if valid_node_name(&s) {
+                Ok(Value::String(s))
+            } else {
+                Err(format!(
+                    "value does not match the regex pattern (got '{s}')"
+                ))
+            }
+        }
+    }
+}
+
+/// Validates raw request parameters against the declarations. Every problem is reported,
+/// keyed by parameter name, as Proxmox VE does.
+pub fn validate(
+    declared: &[Param],
+    extra: Extra,
+    raw: &BTreeMap<String, Value>,
+) -> Result<Params, ApiError> {
+    let mut errors = BTreeMap::new();
+    let mut out = Map::new();
+    for param in declared {
+        match raw.get(param.name) {
+            None => {
+                if !param.optional {
+                    errors.insert(
+                        param.name.to_string(),
+                        "property is missing and it is not optional".to_string(),
+                    );
+                }
+            }
+            Some(value) => match check(&param.ty, value) {
+                Ok(v) => {
+                    out.insert(param.name.to_string(), v);
+                }
+                Err(e) => {
+                    errors.insert(param.name.to_string(), e);
+                }
+            },
+        }
+    }
+    for (key, value) in raw {
+        if declared.iter().any(|p| p.name == key) {
+            continue;
+        }
+        match extra {
+            Extra::GuestConfigKeys if ferrox_types::guest_config::is_known_key(key) => {
+                match as_text(value) {
+                    Some(text) => match ferrox_types::guest_config::check_value(key, &text) {
+                        Ok(()) => {
+                            out.insert(key.clone(), Value::String(text));
+                        }
+                        Err(e) => {
+                            errors.insert(key.clone(), e.message);
+                        }
+                    },
+                    None => {
+                        errors.insert(key.clone(), type_error("string", value));
+                    }
+                }
+            }
+            _ => {
+                errors.insert(
+                    key.clone(),
+                    "property is not defined in schema and the schema does not allow additional properties"
+                        .to_string(),
+                );
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(Params(out))
+    } else {
+        Err(ApiError::params(errors))
+    }
+}
+
+/// The JSON Schema of one parameter type (used by the OpenAPI document).
+pub fn json_schema(ty: &ParamType) -> Value {
+    match ty {
+        ParamType::Integer { min, max } => {
+            let mut s = serde_json::json!({"type": "integer"});
+            if let Some(min) = min {
+                s["minimum"] = Value::from(*min);
+            }
+            if let Some(max) = max {
+                s["maximum"] = Value::from(*max);
+            }
+            s
+        }
+        ParamType::VmId => {
+            serde_json::json!({"type": "integer", "minimum": 100, "maximum": 999_999_999})
+        }
+        ParamType::Number => serde_json::json!({"type": "number"}),
+        ParamType::Boolean => serde_json::json!({"type": "integer", "enum": [0, 1]}),
+        ParamType::String { max_len } => {
+            let mut s = serde_json::json!({"type": "string"});
+            if let Some(max) = max_len {
+                s["maxLength"] = Value::from(*max);
+            }
+            s
+        }
+        ParamType::Enum(values) => serde_json::json!({"type": "string", "enum": values}),
+        ParamType::Node => {
+            serde_json::json!({"type": "string", "pattern": "^[a-zA-Z0-9]([a-zA-Z0-9\\-]*[a-zA-Z0-9])?$"})
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn raw(pairs: &[(&str, Value)]) -> BTreeMap<String, Value> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn booleans_accept_only_0_1_in_strings() {
+        assert_eq!(check(&BOOL, &json!("1")), Ok(json!(true)));
+        assert_eq!(check(&BOOL, &json!(false)), Ok(json!(false)));
+        assert!(check(&BOOL, &json!("true"))
+            .unwrap_err()
+            .contains("type check ('boolean') failed"));
+    }
+
+    #[test]
+    fn reports_every_bad_parameter_by_name() {
+        let declared = [
+            Param::required("vmid", ParamType::VmId, ""),
+            Param::optional("timeout", int(Some(0), None), ""),
+        ];
+        let err = validate(
+            &declared,
+            Extra::None,
+            &raw(&[("timeout", json!("-1")), ("bogus", json!("x"))]),
+        )
+        .unwrap_err();
+        assert_eq!(err.status, 400);
+        assert_eq!(err.message, "Parameter verification failed.");
+        assert_eq!(
+            err.errors["vmid"],
+            "property is missing and it is not optional"
+        );
+        assert!(err.errors["timeout"].contains("minimum value of 0"));
+        assert!(err.errors["bogus"].contains("not defined in schema"));
+    }
+
+    #[test]
+    fn guest_config_keys_are_checked_by_the_config_format() {
+        let err = validate(
+            &[],
+            Extra::GuestConfigKeys,
+            &raw(&[("memory", json!("lots")), ("cores", json!(2))]),
+        )
+        .unwrap_err();
+        assert!(err.errors.contains_key("memory"), "{err:?}");
+        assert!(!err.errors.contains_key("cores"));
+        let ok = validate(&[], Extra::GuestConfigKeys, &raw(&[("cores", json!(2))])).unwrap();
+        assert_eq!(ok.str("cores"), Some("2"));
+    }
+}

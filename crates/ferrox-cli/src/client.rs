@@ -1,0 +1,560 @@
+//! The client side of the API: HTTPS with the server certificate pinned by its SHA-256
+//! fingerprint (or not checked with `--insecure`), ticket or API token login, and the
+//! commands that talk to a node: `vm`, `task`, `api`.
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Subcommand};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Args, Debug, Clone)]
+pub struct Remote {
+    /// host:port of a node's API.
+    #[arg(
+        long,
+        env = "FERROX_HOST",
+        default_value = "127.0.0.1:8006",
+        global = true
+    )]
+    host: String,
+    /// SHA-256 fingerprint of the node's certificate (printed by `ferrox node serve`).
+    #[arg(long, env = "FERROX_FINGERPRINT", global = true)]
+    fingerprint: Option<String>,
+    /// Do not check the server certificate at all.
+    #[arg(long, global = true)]
+    insecure: bool,
+    /// User for a password login.
+    #[arg(long, env = "FERROX_USER", default_value = "root@pam", global = true)]
+    user: String,
+    #[arg(long, env = "FERROX_PASSWORD", hide_env_values = true, global = true)]
+    password: Option<String>,
+    /// API token `user@realm!name=secret` (instead of a password).
+    #[arg(long, env = "FERROX_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// Node to act on (default: the node answering).
+    #[arg(long, global = true)]
+    node: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VmCommand {
+    /// List the node's VMs.
+    List,
+    /// Create a VM: `ferrox vm create 100 --memory 512 --scsi0 local:1`.
+    Create {
+        vmid: u32,
+        /// Config keys as `--key value` pairs.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        options: Vec<String>,
+    },
+    /// Show a VM's config.
+    Config {
+        vmid: u32,
+    },
+    /// Change config keys: `ferrox vm set 100 --cores 2 --delete net0`.
+    Set {
+        vmid: u32,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        options: Vec<String>,
+    },
+    Start {
+        vmid: u32,
+    },
+    /// Hard stop.
+    Stop {
+        vmid: u32,
+    },
+    /// ACPI shutdown; stops the VM if it has not shut down after the timeout.
+    Shutdown {
+        vmid: u32,
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Remove a stopped VM and its disks.
+    Destroy {
+        vmid: u32,
+    },
+    /// Show a VM's status.
+    Status {
+        vmid: u32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TaskCommand {
+    /// Recent tasks of the node.
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// The log of a task.
+    Log { upid: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ApiCommand {
+    /// GET PATH [--key value ...]
+    Get {
+        path: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        params: Vec<String>,
+    },
+    /// POST PATH [--key value ...]
+    Create {
+        path: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        params: Vec<String>,
+    },
+    /// PUT PATH [--key value ...]
+    Set {
+        path: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        params: Vec<String>,
+    },
+    /// DELETE PATH [--key value ...]
+    Delete {
+        path: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        params: Vec<String>,
+    },
+}
+
+/// Accepts exactly the certificate with the pinned fingerprint (or any, when `None`).
+#[derive(Debug)]
+struct Pinned {
+    fingerprint: Option<Vec<u8>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match &self.fingerprint {
+            None => Ok(ServerCertVerified::assertion()),
+            Some(fp) if Sha256::digest(end_entity.as_ref()).as_slice() == fp.as_slice() => {
+                Ok(ServerCertVerified::assertion())
+            }
+            Some(_) => Err(rustls::Error::General(
+                "server certificate does not match the pinned fingerprint".into(),
+            )),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+fn parse_fingerprint(text: &str) -> Result<Vec<u8>> {
+    let hex: String = text.chars().filter(|c| *c != ':').collect();
+    if hex.len() != 64 {
+        bail!("--fingerprint: expected 32 bytes as AA:BB:..., got '{text}'");
+    }
+    (0..64)
+        .step_by(2)
+        .map(|i| {
+            u8::from_str_radix(&hex[i..i + 2], 16)
+                .map_err(|_| anyhow!("--fingerprint: '{text}' is not hex"))
+        })
+        .collect()
+}
+
+enum Login {
+    Ticket { ticket: String, csrf: String },
+    Token(String),
+}
+
+pub struct Client {
+    agent: ureq::Agent,
+    base: String,
+    login: Login,
+}
+
+/// Splits `--key value` / `--key=value` pairs.
+pub fn key_values(args: &[String]) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let key = arg
+            .strip_prefix("--")
+            .ok_or_else(|| anyhow!("expected --key value, got '{arg}'"))?;
+        match key.split_once('=') {
+            Some((k, v)) => out.push((k.to_string(), v.to_string())),
+            None => {
+                let value = it.next().ok_or_else(|| anyhow!("--{key} needs a value"))?;
+                out.push((key.to_string(), value.clone()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl Client {
+    pub fn connect(remote: &Remote) -> Result<Client> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let fingerprint = match (&remote.fingerprint, remote.insecure) {
+            (Some(fp), _) => Some(parse_fingerprint(fp)?),
+            (None, true) => None,
+            (None, false) => bail!(
+                "the node's certificate is self-signed: pass --fingerprint (printed by `ferrox node serve`, \
+                 also in GET /nodes as ssl_fingerprint) or --insecure"
+            ),
+        };
+        let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .context("TLS setup")?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Pinned {
+                fingerprint,
+                provider,
+            }))
+            .with_no_client_auth();
+        let agent = ureq::AgentBuilder::new()
+            .tls_config(Arc::new(config))
+            .timeout(Duration::from_secs(60))
+            .build();
+        let base = format!("https://{}/api2/json", remote.host);
+        let login = match (&remote.token, &remote.password) {
+            (Some(token), _) => Login::Token(token.clone()),
+            (None, Some(password)) => {
+                let resp = agent
+                    .post(&format!("{base}/access/ticket"))
+                    .send_form(&[("username", &remote.user), ("password", password)]);
+                let body: Value = match resp {
+                    Ok(r) => r.into_json().context("login response")?,
+                    Err(ureq::Error::Status(_, r)) => {
+                        bail!("login as {} failed: {}", remote.user, r.status_text())
+                    }
+                    Err(e) => bail!("cannot reach {}: {e}", remote.host),
+                };
+                Login::Ticket {
+                    ticket: body["data"]["ticket"].as_str().unwrap_or("").to_string(),
+                    csrf: body["data"]["CSRFPreventionToken"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                }
+            }
+            (None, None) => {
+                bail!("no credentials: set FERROX_PASSWORD (or --password) or FERROX_TOKEN")
+            }
+        };
+        Ok(Client { agent, base, login })
+    }
+
+    /// Calls the API; returns `data`. Errors carry the status, message and `errors`.
+    pub fn call(&self, method: &str, path: &str, params: &[(String, String)]) -> Result<Value> {
+        let path = path.trim_start_matches("/api2/json");
+        let url = format!("{}/{}", self.base, path.trim_start_matches('/'));
+        let mut req = self.agent.request(method, &url);
+        req = match &self.login {
+            Login::Token(t) => req.set("Authorization", &format!("PVEAPIToken={t}")),
+            Login::Ticket { ticket, csrf } => req
+                .set("Cookie", &format!("PVEAuthCookie={ticket}"))
+                .set("CSRFPreventionToken", csrf),
+        };
+        let pairs: Vec<(&str, &str)> = params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let resp = if matches!(method, "GET" | "DELETE") {
+            for (k, v) in &pairs {
+                req = req.query(k, v);
+            }
+            req.call()
+        } else {
+            req.send_form(&pairs)
+        };
+        match resp {
+            Ok(r) => {
+                let body: Value = r.into_json().context("response body")?;
+                Ok(body.get("data").cloned().unwrap_or(Value::Null))
+            }
+            Err(ureq::Error::Status(code, r)) => {
+                let reason = r.status_text().to_string();
+                let body: Value = r.into_json().unwrap_or(Value::Null);
+                let mut msg = format!("{code} {reason}");
+                if let Some(errors) = body.get("errors").and_then(Value::as_object) {
+                    for (k, v) in errors {
+                        msg.push_str(&format!("\n  {k}: {}", v.as_str().unwrap_or("")));
+                    }
+                }
+                Err(anyhow!(msg))
+            }
+            Err(e) => Err(anyhow!("{method} {path}: {e}")),
+        }
+    }
+
+    fn node(&self, remote: &Remote) -> Result<String> {
+        if let Some(n) = &remote.node {
+            return Ok(n.clone());
+        }
+        let nodes = self.call("GET", "/nodes", &[])?;
+        nodes[0]["node"]
+            .as_str()
+            .map(String::from)
+            .ok_or_else(|| anyhow!("GET /nodes returned no node"))
+    }
+
+    /// Polls a task until it ends; fails unless it ended `OK` (or with warnings).
+    pub fn wait_task(&self, upid: &str) -> Result<Value> {
+        let node = upid
+            .split(':')
+            .nth(1)
+            .ok_or_else(|| anyhow!("'{upid}' is not a UPID"))?;
+        let start = Instant::now();
+        loop {
+            let status = self.call("GET", &format!("/nodes/{node}/tasks/{upid}/status"), &[])?;
+            if status["status"] == "stopped" {
+                let exit = status["exitstatus"].as_str().unwrap_or("");
+                if exit == "OK" || exit.starts_with("WARNINGS") {
+                    return Ok(status);
+                }
+                bail!("task failed: {exit}");
+            }
+            let delay = if start.elapsed() < Duration::from_secs(2) {
+                100
+            } else {
+                500
+            };
+            std::thread::sleep(Duration::from_millis(delay));
+        }
+    }
+}
+
+fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default() + "\n"
+}
+
+fn run_task(
+    client: &Client,
+    method: &str,
+    path: &str,
+    params: &[(String, String)],
+    out: &mut String,
+) -> Result<()> {
+    let upid = client.call(method, path, params)?;
+    let upid = upid
+        .as_str()
+        .ok_or_else(|| anyhow!("expected a task id, got {upid}"))?;
+    out.push_str(&format!("{upid}\n"));
+    client.wait_task(upid)?;
+    out.push_str("TASK OK\n");
+    Ok(())
+}
+
+pub fn vm(remote: &Remote, command: VmCommand, out: &mut String) -> Result<()> {
+    let client = Client::connect(remote)?;
+    let node = client.node(remote)?;
+    let base = format!("/nodes/{node}/qemu");
+    match command {
+        VmCommand::List => {
+            let list = client.call("GET", &base, &[])?;
+            out.push_str(&format!(
+                "{:>6}  {:<20} {:<8} {:>8} {:>5}\n",
+                "VMID", "NAME", "STATUS", "MEM(MB)", "CPUS"
+            ));
+            let mut rows: Vec<&Value> = list
+                .as_array()
+                .map(|a| a.iter().collect())
+                .unwrap_or_default();
+            rows.sort_by_key(|v| v["vmid"].as_u64());
+            for v in rows {
+                out.push_str(&format!(
+                    "{:>6}  {:<20} {:<8} {:>8} {:>5}\n",
+                    v["vmid"].as_u64().unwrap_or(0),
+                    v["name"].as_str().unwrap_or(""),
+                    v["status"].as_str().unwrap_or(""),
+                    v["maxmem"].as_u64().unwrap_or(0) >> 20,
+                    v["cpus"].as_u64().unwrap_or(0)
+                ));
+            }
+        }
+        VmCommand::Create { vmid, options } => {
+            let mut params = key_values(&options)?;
+            params.push(("vmid".into(), vmid.to_string()));
+            run_task(&client, "POST", &base, &params, out)?;
+        }
+        VmCommand::Config { vmid } => {
+            let cfg = client.call("GET", &format!("{base}/{vmid}/config"), &[])?;
+            if let Some(map) = cfg.as_object() {
+                for (k, v) in map {
+                    out.push_str(&format!(
+                        "{k}: {}\n",
+                        v.as_str()
+                            .map(String::from)
+                            .unwrap_or_else(|| v.to_string())
+                    ));
+                }
+            }
+        }
+        VmCommand::Set { vmid, options } => {
+            client.call(
+                "PUT",
+                &format!("{base}/{vmid}/config"),
+                &key_values(&options)?,
+            )?;
+        }
+        VmCommand::Start { vmid } => run_task(
+            &client,
+            "POST",
+            &format!("{base}/{vmid}/status/start"),
+            &[],
+            out,
+        )?,
+        VmCommand::Stop { vmid } => run_task(
+            &client,
+            "POST",
+            &format!("{base}/{vmid}/status/stop"),
+            &[],
+            out,
+        )?,
+        VmCommand::Shutdown { vmid, timeout } => run_task(
+            &client,
+            "POST",
+            &format!("{base}/{vmid}/status/shutdown"),
+            &[
+                ("timeout".into(), timeout.to_string()),
+                ("forceStop".into(), "1".into()),
+            ],
+            out,
+        )?,
+        VmCommand::Destroy { vmid } => {
+            run_task(&client, "DELETE", &format!("{base}/{vmid}"), &[], out)?
+        }
+        VmCommand::Status { vmid } => {
+            out.push_str(&pretty(&client.call(
+                "GET",
+                &format!("{base}/{vmid}/status/current"),
+                &[],
+            )?));
+        }
+    }
+    Ok(())
+}
+
+pub fn task(remote: &Remote, command: TaskCommand, out: &mut String) -> Result<()> {
+    let client = Client::connect(remote)?;
+    match command {
+        TaskCommand::List { limit } => {
+            let node = client.node(remote)?;
+            let list = client.call(
+                "GET",
+                &format!("/nodes/{node}/tasks"),
+                &[
+                    ("limit".into(), limit.to_string()),
+                    ("source".into(), "all".into()),
+                ],
+            )?;
+            for t in list.as_array().into_iter().flatten() {
+                out.push_str(&format!(
+                    "{}  {}\n",
+                    t["upid"].as_str().unwrap_or(""),
+                    t["status"].as_str().unwrap_or("")
+                ));
+            }
+        }
+        TaskCommand::Log { upid } => {
+            let node = upid
+                .split(':')
+                .nth(1)
+                .ok_or_else(|| anyhow!("'{upid}' is not a UPID"))?;
+            let lines = client.call(
+                "GET",
+                &format!("/nodes/{node}/tasks/{upid}/log"),
+                &[("limit".into(), "100000".into())],
+            )?;
+            for l in lines.as_array().into_iter().flatten() {
+                out.push_str(l["t"].as_str().unwrap_or(""));
+                out.push('\n');
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn api(remote: &Remote, command: ApiCommand, out: &mut String) -> Result<()> {
+    let client = Client::connect(remote)?;
+    let (method, path, params) = match command {
+        ApiCommand::Get { path, params } => ("GET", path, params),
+        ApiCommand::Create { path, params } => ("POST", path, params),
+        ApiCommand::Set { path, params } => ("PUT", path, params),
+        ApiCommand::Delete { path, params } => ("DELETE", path, params),
+    };
+    let data = client.call(method, &path, &key_values(&params)?)?;
+    if data != json!(null) {
+        out.push_str(&pretty(&data));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_value_pairs() {
+        let args: Vec<String> = ["--memory", "512", "--scsi0=local:1", "--name", "-x"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            key_values(&args).unwrap(),
+            vec![
+                ("memory".into(), "512".into()),
+                ("scsi0".into(), "local:1".into()),
+                ("name".into(), "-x".into())
+            ]
+        );
+        assert!(key_values(&["memory".to_string()]).is_err());
+        assert!(key_values(&["--memory".to_string()]).is_err());
+    }
+
+    #[test]
+    fn fingerprints_must_be_32_bytes() {
+        let fp = vec!["AB"; 32].join(":");
+        assert_eq!(parse_fingerprint(&fp).unwrap(), vec![0xAB; 32]);
+        assert!(parse_fingerprint("AB:CD").is_err());
+    }
+}

@@ -1,0 +1,722 @@
+//! This node's QEMU guests: their configs (cached in memory, written atomically), their
+//! running processes, and the operations the API starts as tasks.
+
+use crate::Node;
+use ferrox_api::fsutil::write_atomic;
+use ferrox_api::{ApiError, TaskLog};
+use ferrox_qemu::metrics::GuestCounters;
+use ferrox_qemu::process::pid_alive;
+use ferrox_qemu::{Accelerator, GuestProcess, LaunchSpec};
+use ferrox_types::guest_config::DISK_BUSES;
+use ferrox_types::{GuestConfig, PropertyString, VolumeId};
+use rand::Rng;
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// What is known about a running guest, refreshed by the metrics collector.
+#[derive(Debug, Clone)]
+pub struct RunInfo {
+    pub pid: u32,
+    /// Unix seconds.
+    pub started: i64,
+    /// Fraction of the guest's vCPUs in use.
+    pub cpu: f64,
+    pub mem: u64,
+    pub diskread: u64,
+    pub diskwrite: u64,
+    pub qmpstatus: String,
+    pub accel: Option<Accelerator>,
+    pub last: Option<(Instant, GuestCounters)>,
+}
+
+pub struct Guests {
+    dir: PathBuf,
+    pub run_dir: PathBuf,
+    configs: RwLock<BTreeMap<u32, Arc<GuestConfig>>>,
+    running: RwLock<BTreeMap<u32, RunInfo>>,
+    locks: Mutex<HashMap<u32, Arc<Mutex<()>>>>,
+}
+
+fn now() -> i64 {
+    ferrox_api::auth::now()
+}
+
+impl Guests {
+    /// Loads every `<vmid>.conf` and finds the QEMU processes that still run.
+    pub fn open(dir: &Path, run_dir: &Path) -> anyhow::Result<Guests> {
+        let mut configs = BTreeMap::new();
+        let mut running = BTreeMap::new();
+        for entry in std::fs::read_dir(dir)?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(vmid) = name
+                .strip_suffix(".conf")
+                .and_then(|v| v.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let text = std::fs::read_to_string(entry.path())?;
+            match GuestConfig::parse(&text) {
+                Ok(cfg) => {
+                    configs.insert(vmid, Arc::new(cfg));
+                }
+                Err(e) => tracing::warn!("skipping {}: {e}", entry.path().display()),
+            }
+            if let Some(p) = GuestProcess::find(vmid, run_dir) {
+                running.insert(vmid, RunInfo::new(p.pid, now()));
+            }
+        }
+        Ok(Guests {
+            dir: dir.to_path_buf(),
+            run_dir: run_dir.to_path_buf(),
+            configs: RwLock::new(configs),
+            running: RwLock::new(running),
+            locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn config(&self, vmid: u32) -> Option<Arc<GuestConfig>> {
+        self.configs.read().ok()?.get(&vmid).cloned()
+    }
+
+    pub fn all(&self) -> Vec<(u32, Arc<GuestConfig>)> {
+        self.configs
+            .read()
+            .map(|c| c.iter().map(|(k, v)| (*k, Arc::clone(v))).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn exists(&self, vmid: u32) -> bool {
+        self.configs.read().is_ok_and(|c| c.contains_key(&vmid))
+    }
+
+    /// Writes a config atomically and caches it (with its new digest).
+    pub fn write_config(&self, vmid: u32, cfg: &GuestConfig) -> Result<Arc<GuestConfig>, ApiError> {
+        let text = cfg.to_text();
+        let path = self.dir.join(format!("{vmid}.conf"));
+        write_atomic(&path, text.as_bytes(), 0o640)
+            .map_err(|e| ApiError::internal(format!("writing {}: {e}", path.display())))?;
+        let stored =
+            Arc::new(GuestConfig::parse(&text).map_err(|e| ApiError::internal(e.to_string()))?);
+        if let Ok(mut c) = self.configs.write() {
+            c.insert(vmid, Arc::clone(&stored));
+        }
+        Ok(stored)
+    }
+
+    pub fn remove_config(&self, vmid: u32) -> Result<(), ApiError> {
+        let path = self.dir.join(format!("{vmid}.conf"));
+        std::fs::remove_file(&path)
+            .map_err(|e| ApiError::internal(format!("removing {}: {e}", path.display())))?;
+        if let Ok(mut c) = self.configs.write() {
+            c.remove(&vmid);
+        }
+        Ok(())
+    }
+
+    /// The per-guest lock every state-changing worker holds.
+    pub fn lock(&self, vmid: u32) -> Arc<Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(locks.entry(vmid).or_default())
+    }
+
+    pub fn process(&self, vmid: u32) -> Option<GuestProcess> {
+        GuestProcess::find(vmid, &self.run_dir)
+    }
+
+    pub fn run_info(&self, vmid: u32) -> Option<RunInfo> {
+        self.running.read().ok()?.get(&vmid).cloned()
+    }
+
+    pub fn running_vmids(&self) -> Vec<u32> {
+        self.running
+            .read()
+            .map(|r| r.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn is_running(&self, vmid: u32) -> bool {
+        self.running
+            .read()
+            .is_ok_and(|r| r.get(&vmid).is_some_and(|info| pid_alive(info.pid)))
+    }
+
+    fn mark_running(&self, vmid: u32, pid: u32, accel: Accelerator, qmpstatus: &str) {
+        if let Ok(mut r) = self.running.write() {
+            let mut info = RunInfo::new(pid, now());
+            info.accel = Some(accel);
+            info.qmpstatus = qmpstatus.to_string();
+            r.insert(vmid, info);
+        }
+    }
+
+    fn mark_stopped(&self, vmid: u32) {
+        if let Ok(mut r) = self.running.write() {
+            r.remove(&vmid);
+        }
+    }
+
+    fn set_qmpstatus(&self, vmid: u32, status: &str) {
+        if let Ok(mut r) = self.running.write() {
+            if let Some(info) = r.get_mut(&vmid) {
+                info.qmpstatus = status.to_string();
+            }
+        }
+    }
+
+    /// Refreshes the usage of every running guest; forgets guests whose process ended.
+    pub fn sample(&self, ticks_per_second: f64) {
+        let Ok(mut running) = self.running.write() else {
+            return;
+        };
+        let vcpus: BTreeMap<u32, f64> = self
+            .configs
+            .read()
+            .map(|c| {
+                c.iter()
+                    .map(|(k, v)| (*k, (v.sockets() * v.cores()).max(1) as f64))
+                    .collect()
+            })
+            .unwrap_or_default();
+        running.retain(|_, info| pid_alive(info.pid));
+        for (vmid, info) in running.iter_mut() {
+            let Some(counters) = ferrox_qemu::metrics::read_counters(info.pid) else {
+                continue;
+            };
+            let at = Instant::now();
+            if let Some((then, before)) = info.last {
+                let elapsed = at.duration_since(then).as_secs_f64();
+                if elapsed > 0.0 {
+                    let used = counters.vcpu_ticks.saturating_sub(before.vcpu_ticks) as f64
+                        / ticks_per_second;
+                    let cpus = vcpus.get(vmid).copied().unwrap_or(1.0);
+                    info.cpu = (used / elapsed / cpus).clamp(0.0, 1.0);
+                }
+            }
+            info.mem = counters.rss;
+            info.diskread = counters.read_bytes;
+            info.diskwrite = counters.write_bytes;
+            info.last = Some((at, counters));
+        }
+    }
+}
+
+impl RunInfo {
+    fn new(pid: u32, started: i64) -> RunInfo {
+        RunInfo {
+            pid,
+            started,
+            cpu: 0.0,
+            mem: 0,
+            diskread: 0,
+            diskwrite: 0,
+            qmpstatus: "running".into(),
+            accel: None,
+            last: None,
+        }
+    }
+}
+
+fn is_disk_key(key: &str) -> bool {
+    DISK_BUSES.iter().any(|b| {
+        key.strip_prefix(b)
+            .is_some_and(|i| !i.is_empty() && i.chars().all(|c| c.is_ascii_digit()))
+    })
+}
+
+fn is_net_key(key: &str) -> bool {
+    key.strip_prefix("net")
+        .is_some_and(|i| !i.is_empty() && i.chars().all(|c| c.is_ascii_digit()))
+}
+
+const NIC_MODELS: &[&str] = &["virtio", "e1000", "e1000e", "rtl8139", "vmxnet3"];
+
+/// `virtio,bridge=vmbr0` → `virtio=BC:24:11:xx:xx:xx,bridge=vmbr0` (Proxmox VE's prefix).
+fn assign_mac(key: &str, value: &str) -> Result<String, ApiError> {
+    let mut p = PropertyString::parse(value).map_err(|e| ApiError::param(key, e.to_string()))?;
+    let Some(first) = p.items.first().cloned() else {
+        return Err(ApiError::param(key, "no network card model given"));
+    };
+    match first {
+        (None, model) if NIC_MODELS.contains(&model.as_str()) => {
+            let mut rng = rand::thread_rng();
+            let mac = format!(
+                "BC:24:11:{:02X}:{:02X}:{:02X}",
+                rng.gen::<u8>(),
+                rng.gen::<u8>(),
+                rng.gen::<u8>()
+            );
+            p.items[0] = (Some(model), mac);
+            Ok(p.to_string())
+        }
+        (Some(model), _) if NIC_MODELS.contains(&model.as_str()) => Ok(value.to_string()),
+        _ => Err(ApiError::param(
+            key,
+            format!(
+                "no valid network card model in '{value}' (one of {})",
+                NIC_MODELS.join(", ")
+            ),
+        )),
+    }
+}
+
+/// Bytes of the first disk (the one Proxmox VE reports as `maxdisk`).
+fn boot_disk_size(cfg: &GuestConfig) -> u64 {
+    cfg.disks()
+        .into_iter()
+        .filter(|(_, d)| d.get("media", None) != Some("cdrom"))
+        .find_map(|(_, d)| {
+            d.get("size", None)
+                .and_then(|s| ferrox_types::parse_size(s).ok())
+        })
+        .unwrap_or(0)
+}
+
+fn volumes_of(cfg: &GuestConfig, vmid: u32) -> Vec<String> {
+    cfg.options
+        .iter()
+        .filter(|(k, _)| is_disk_key(k) || k.starts_with("unused"))
+        .filter_map(|(_, v)| {
+            let p = PropertyString::parse(v).ok()?;
+            let file = p.get("file", Some("file"))?.to_string();
+            let owner = VolumeId::parse(&file)?.owner();
+            (owner == Some(vmid)).then_some(file)
+        })
+        .collect()
+}
+
+impl Node {
+    pub fn no_such_guest(&self, vmid: u32) -> ApiError {
+        ApiError::internal(format!(
+            "Configuration file 'nodes/{}/qemu-server/{vmid}.conf' does not exist",
+            self.opts.node_name
+        ))
+    }
+
+    pub fn guest_config(&self, vmid: u32) -> Result<Arc<GuestConfig>, ApiError> {
+        self.guests
+            .config(vmid)
+            .ok_or_else(|| self.no_such_guest(vmid))
+    }
+
+    /// The fields `GET /nodes/{node}/qemu`, `status/current` and `/cluster/resources`
+    /// share, with Proxmox VE's names and types.
+    pub fn guest_summary(&self, vmid: u32, cfg: &GuestConfig) -> Map<String, Value> {
+        let info = self.guests.run_info(vmid);
+        let running = info.as_ref().is_some_and(|i| pid_alive(i.pid));
+        let maxmem = cfg.memory_mib() * 1024 * 1024;
+        let mut m = Map::new();
+        m.insert("vmid".into(), json!(vmid));
+        m.insert(
+            "name".into(),
+            json!(cfg
+                .name()
+                .map(String::from)
+                .unwrap_or_else(|| format!("VM {vmid}"))),
+        );
+        m.insert(
+            "status".into(),
+            json!(if running { "running" } else { "stopped" }),
+        );
+        m.insert("cpus".into(), json!((cfg.sockets() * cfg.cores()).max(1)));
+        m.insert("maxmem".into(), json!(maxmem));
+        m.insert("maxdisk".into(), json!(boot_disk_size(cfg)));
+        m.insert("disk".into(), json!(0));
+        m.insert("netin".into(), json!(0));
+        m.insert("netout".into(), json!(0));
+        match info.filter(|_| running) {
+            Some(i) => {
+                m.insert("pid".into(), json!(i.pid));
+                m.insert("qmpstatus".into(), json!(i.qmpstatus));
+                m.insert("cpu".into(), json!(i.cpu));
+                m.insert("mem".into(), json!(i.mem));
+                m.insert("memhost".into(), json!(i.mem));
+                m.insert("diskread".into(), json!(i.diskread));
+                m.insert("diskwrite".into(), json!(i.diskwrite));
+                m.insert("uptime".into(), json!((now() - i.started).max(0)));
+                if let Some(a) = i.accel {
+                    m.insert("accel".into(), json!(a.as_str()));
+                }
+            }
+            None => {
+                m.insert("qmpstatus".into(), json!("stopped"));
+                for k in ["cpu", "mem", "memhost", "diskread", "diskwrite", "uptime"] {
+                    m.insert(k.into(), json!(0));
+                }
+            }
+        }
+        if let Some(tags) = cfg.options.get("tags") {
+            m.insert("tags".into(), json!(tags));
+        }
+        if let Some(lock) = cfg.options.get("lock") {
+            m.insert("lock".into(), json!(lock));
+        }
+        if cfg.options.get("template").map(String::as_str) == Some("1") {
+            m.insert("template".into(), json!(1));
+        }
+        m
+    }
+
+    /// The accelerator a guest runs with: the node's, unless its config says `kvm: 0`.
+    pub fn guest_accel(&self, cfg: &GuestConfig) -> Accelerator {
+        if cfg.options.get("kvm").map(String::as_str) == Some("0") {
+            Accelerator::Tcg
+        } else {
+            self.accel
+        }
+    }
+
+    /// Validates and applies `sets` and `deletes` to a copy of `cfg`, allocating new disks.
+    /// On error nothing is allocated and `cfg` is untouched.
+    pub fn apply_config_changes(
+        &self,
+        vmid: u32,
+        cfg: &GuestConfig,
+        sets: &BTreeMap<String, String>,
+        deletes: &[String],
+    ) -> Result<GuestConfig, ApiError> {
+        let mut next = cfg.clone();
+        let mut errors = BTreeMap::new();
+        for key in deletes {
+            if !ferrox_types::guest_config::is_known_key(key) {
+                errors.insert("delete".to_string(), format!("invalid key '{key}'"));
+                continue;
+            }
+            if sets.contains_key(key) {
+                errors.insert(
+                    key.clone(),
+                    "conflicts with the 'delete' of the same key".into(),
+                );
+            }
+            if let Some(old) = next.options.remove(key) {
+                // A removed disk stays on its storage as `unusedN`, as in Proxmox VE.
+                if is_disk_key(key) {
+                    let volume = PropertyString::parse(&old)
+                        .ok()
+                        .and_then(|p| p.get("file", Some("file")).map(String::from));
+                    if let Some(volid) =
+                        volume.filter(|v| VolumeId::parse(v).and_then(|v| v.owner()) == Some(vmid))
+                    {
+                        let n = (0..)
+                            .find(|n| !next.options.contains_key(&format!("unused{n}")))
+                            .unwrap_or(0);
+                        next.options.insert(format!("unused{n}"), volid);
+                    }
+                }
+            }
+        }
+        for (key, value) in sets {
+            let value = if is_net_key(key) {
+                match assign_mac(key, value) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        errors.extend(e.errors);
+                        continue;
+                    }
+                }
+            } else {
+                value.clone()
+            };
+            if key == "description" {
+                next.description = Some(value);
+                continue;
+            }
+            if let Err(e) = next.set(key, &value) {
+                errors.insert(key.clone(), e.message);
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ApiError::params(errors));
+        }
+        let storages = self.storage_config()?;
+        ferrox_qemu::disk::allocate_new_disks(&mut next, &storages, &self.opts.node_name, vmid)
+            .map_err(|e| match e {
+                ferrox_qemu::QemuError::Config { key, message } => ApiError::param(&key, message),
+                other => ApiError::internal(other.to_string()),
+            })?;
+        Ok(next)
+    }
+
+    /// Starts a guest's QEMU; the worker of `qmstart`.
+    pub fn start_guest(&self, vmid: u32, log: &TaskLog) -> Result<(), String> {
+        let lock = self.guests.lock(vmid);
+        let _held = lock.lock().map_err(|_| "guest lock poisoned".to_string())?;
+        let cfg = self.guest_config(vmid).map_err(|e| e.message)?;
+        if let Some(lock) = cfg.options.get("lock") {
+            return Err(format!("VM is locked ({lock})"));
+        }
+        if self.guests.process(vmid).is_some() {
+            return Err(format!("VM {vmid} already running"));
+        }
+        let storages = self.storage_config().map_err(|e| e.message)?;
+        let node = self.opts.node_name.clone();
+        let resolve = move |volid: &str| ferrox_qemu::disk::resolve(&storages, &node, volid);
+        let accel = self.guest_accel(&cfg);
+        let spec = LaunchSpec {
+            vmid,
+            accel,
+            run_dir: &self.guests.run_dir,
+            resolve: &resolve,
+        };
+        let args = ferrox_qemu::command_line(&cfg, &spec).map_err(|e| e.to_string())?;
+        log.log(format!(
+            "starting VM {vmid} ({} accelerator)",
+            accel.as_str()
+        ));
+        let process = GuestProcess::start(&self.opts.qemu_binary, &args, &spec)
+            .map_err(|e| format!("start failed: {e}"))?;
+        let state = process.status().map_err(|e| format!("start failed: {e}"))?;
+        let actual = if state.kvm {
+            Accelerator::Kvm
+        } else {
+            Accelerator::Tcg
+        };
+        if actual != accel {
+            let _ = process.stop();
+            return Err(format!(
+                "start failed: QEMU reports accelerator '{}' but '{}' was requested",
+                actual.as_str(),
+                accel.as_str()
+            ));
+        }
+        self.guests
+            .mark_running(vmid, process.pid, actual, &state.status);
+        log.log(format!(
+            "VM {vmid} started (pid {}, qmp status '{}')",
+            process.pid, state.status
+        ));
+        Ok(())
+    }
+
+    /// Hard stop; the worker of `qmstop`.
+    pub fn stop_guest(&self, vmid: u32, log: &TaskLog) -> Result<(), String> {
+        let lock = self.guests.lock(vmid);
+        let _held = lock.lock().map_err(|_| "guest lock poisoned".to_string())?;
+        self.guest_config(vmid).map_err(|e| e.message)?;
+        match self.guests.process(vmid) {
+            None => log.log(format!("VM {vmid} is not running")),
+            Some(p) => {
+                p.stop().map_err(|e| e.to_string())?;
+                log.log(format!("VM {vmid} stopped"));
+            }
+        }
+        self.guests.mark_stopped(vmid);
+        Ok(())
+    }
+
+    /// ACPI shutdown with a timeout; then a hard stop if `force`, else an error.
+    pub fn shutdown_guest(
+        &self,
+        vmid: u32,
+        timeout: Duration,
+        force: bool,
+        log: &TaskLog,
+    ) -> Result<(), String> {
+        let lock = self.guests.lock(vmid);
+        let _held = lock.lock().map_err(|_| "guest lock poisoned".to_string())?;
+        self.guest_config(vmid).map_err(|e| e.message)?;
+        let Some(p) = self.guests.process(vmid) else {
+            log.log(format!("VM {vmid} is not running"));
+            self.guests.mark_stopped(vmid);
+            return Ok(());
+        };
+        log.log(format!(
+            "requesting ACPI shutdown of VM {vmid} (timeout {}s)",
+            timeout.as_secs()
+        ));
+        p.qmp()
+            .and_then(|mut q| Ok(q.execute("system_powerdown", None)?))
+            .map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline && pid_alive(p.pid) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if pid_alive(p.pid) {
+            if !force {
+                return Err("VM quit/powerdown failed".into());
+            }
+            log.warn(format!(
+                "VM {vmid} did not shut down within {}s: stopping it",
+                timeout.as_secs()
+            ));
+            p.stop().map_err(|e| e.to_string())?;
+        } else {
+            log.log(format!("VM {vmid} shut down"));
+        }
+        let _ = std::fs::remove_file(&p.qmp_socket);
+        self.guests.mark_stopped(vmid);
+        Ok(())
+    }
+
+    /// Pauses (`suspend`) or resumes a running guest.
+    pub fn pause_guest(&self, vmid: u32, pause: bool, log: &TaskLog) -> Result<(), String> {
+        let lock = self.guests.lock(vmid);
+        let _held = lock.lock().map_err(|_| "guest lock poisoned".to_string())?;
+        self.guest_config(vmid).map_err(|e| e.message)?;
+        let p = self
+            .guests
+            .process(vmid)
+            .ok_or_else(|| format!("VM {vmid} not running"))?;
+        if pause {
+            p.suspend().map_err(|e| e.to_string())?;
+        } else {
+            p.resume().map_err(|e| e.to_string())?;
+        }
+        let status = p.status().map_err(|e| e.to_string())?;
+        self.guests.set_qmpstatus(vmid, &status.status);
+        log.log(format!("VM {vmid} is now '{}'", status.status));
+        Ok(())
+    }
+
+    /// Removes a stopped guest: its disks, its config, its metrics.
+    pub fn destroy_guest(&self, vmid: u32, log: &TaskLog) -> Result<(), String> {
+        let lock = self.guests.lock(vmid);
+        let _held = lock.lock().map_err(|_| "guest lock poisoned".to_string())?;
+        let cfg = self.guest_config(vmid).map_err(|e| e.message)?;
+        if self.guests.process(vmid).is_some() {
+            return Err(format!("VM {vmid} is running - destroy failed"));
+        }
+        let storages = self.storage_config().map_err(|e| e.message)?;
+        for volid in volumes_of(&cfg, vmid) {
+            match ferrox_qemu::disk::free(&storages, &self.opts.node_name, &volid) {
+                Ok(()) => log.log(format!("removed volume '{volid}'")),
+                Err(e) => log.warn(format!("could not remove '{volid}': {e}")),
+            }
+        }
+        self.guests.remove_config(vmid).map_err(|e| e.message)?;
+        self.metrics.forget(&format!("qemu/{vmid}"));
+        log.log(format!("VM {vmid} destroyed"));
+        Ok(())
+    }
+
+    /// Reserves `vmid` with a `lock: create` config, then allocates disks and writes the
+    /// final config in the worker. A failure removes everything the worker created.
+    pub fn create_guest(
+        self: &Arc<Self>,
+        vmid: u32,
+        sets: BTreeMap<String, String>,
+        start: bool,
+        auth_id: &str,
+    ) -> Result<String, ApiError> {
+        let lock = self.guests.lock(vmid);
+        let held = lock
+            .lock()
+            .map_err(|_| ApiError::internal("guest lock poisoned"))?;
+        if self.guests.exists(vmid) {
+            return Err(ApiError::param("vmid", format!("VM {vmid} already exists")));
+        }
+        // Validate everything but disk allocation before anything is written.
+        let mut probe = GuestConfig::default();
+        let mut errors = BTreeMap::new();
+        for (key, value) in &sets {
+            let value = if is_net_key(key) {
+                match assign_mac(key, value) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        errors.extend(e.errors);
+                        continue;
+                    }
+                }
+            } else {
+                value.clone()
+            };
+            if key == "description" {
+                continue;
+            }
+            if let Err(e) = probe.set(key, &value) {
+                errors.insert(key.clone(), e.message);
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ApiError::params(errors));
+        }
+        let mut reserved = GuestConfig::default();
+        reserved.options.insert("lock".into(), "create".into());
+        self.guests.write_config(vmid, &reserved)?;
+        drop(held);
+        let node = Arc::clone(self);
+        let result = self
+            .tasks
+            .spawn("qmcreate", &vmid.to_string(), auth_id, move |log| {
+                let lock = node.guests.lock(vmid);
+                let outcome = {
+                    let _held = lock.lock().map_err(|_| "guest lock poisoned".to_string())?;
+                    let mut base = GuestConfig::default();
+                    if !sets.contains_key("memory") {
+                        base.options.insert("memory".into(), "512".into());
+                    }
+                    match node.apply_config_changes(vmid, &base, &sets, &[]) {
+                        Ok(cfg) => {
+                            for (key, value) in &cfg.options {
+                                if is_disk_key(key) {
+                                    log.log(format!("{key}: {value}"));
+                                }
+                            }
+                            node.guests
+                                .write_config(vmid, &cfg)
+                                .map(drop)
+                                .map_err(|e| e.message)
+                        }
+                        Err(e) => {
+                            let detail: Vec<String> =
+                                e.errors.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+                            Err(if detail.is_empty() {
+                                e.message
+                            } else {
+                                detail.join("; ")
+                            })
+                        }
+                    }
+                };
+                if let Err(e) = outcome {
+                    let _ = node.guests.remove_config(vmid);
+                    return Err(format!("unable to create VM {vmid} - {e}"));
+                }
+                log.log(format!("VM {vmid} created"));
+                if start {
+                    node.start_guest(vmid, log)?;
+                }
+                Ok(())
+            });
+        if result.is_err() {
+            let _ = self.guests.remove_config(vmid);
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nic_models_get_a_mac_with_the_proxmox_prefix() {
+        let v = assign_mac("net0", "virtio,bridge=vmbr0").unwrap();
+        assert!(v.starts_with("virtio=BC:24:11:"), "{v}");
+        assert!(v.ends_with(",bridge=vmbr0"));
+        assert_eq!(
+            assign_mac("net0", "e1000=AA:BB:CC:DD:EE:FF").unwrap(),
+            "e1000=AA:BB:CC:DD:EE:FF"
+        );
+        let err = assign_mac("net1", "bridge=vmbr0").unwrap_err();
+        assert!(err.errors.contains_key("net1"));
+    }
+
+    #[test]
+    fn volumes_of_a_guest_are_its_own_disks_only() {
+        let cfg = GuestConfig::parse(
+            "scsi0: local:100/vm-100-disk-0.qcow2,size=4G\nide2: none,media=cdrom\nunused0: local:100/vm-100-disk-1.qcow2\nvirtio1: local:101/vm-101-disk-0.qcow2\n",
+        )
+        .unwrap();
+        assert_eq!(
+            volumes_of(&cfg, 100),
+            vec![
+                "local:100/vm-100-disk-0.qcow2",
+                "local:100/vm-100-disk-1.qcow2"
+            ]
+        );
+        assert_eq!(boot_disk_size(&cfg), 4 << 30);
+    }
+}

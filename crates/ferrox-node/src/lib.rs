@@ -1,0 +1,233 @@
+//! The node daemon: serves the Proxmox-VE-compatible API over HTTPS and runs this node's
+//! QEMU guests, storage, tasks and metrics. It wires the libraries together; decisions
+//! about where guests run (HA, CRS) belong in their own crates, not here.
+//!
+//! Data directory layout (`--data-dir`), mirroring `/etc/pve` and `/var/lib/vz`:
+//! `etc/` (user.cfg, storage.cfg, priv/, nodes/<node>/qemu-server/<vmid>.conf,
+//! nodes/<node>/pve-ssl.{pem,key}), `run/` (QMP sockets, pid files), `tasks/`, `rrd/`,
+//! `storage/local/` (the default `local` dir storage).
+
+pub mod api;
+pub mod guests;
+pub mod host;
+pub mod metrics;
+pub mod rrd;
+pub mod tls;
+
+use anyhow::Context;
+use ferrox_api::{Auth, TaskStore};
+use ferrox_qemu::Accelerator;
+use ferrox_types::StorageConfig;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The node's accelerator setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccelSetting {
+    Kvm,
+    Tcg,
+    /// KVM when `/dev/kvm` can be opened, TCG otherwise.
+    Auto,
+}
+
+impl std::str::FromStr for AccelSetting {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "kvm" => Ok(AccelSetting::Kvm),
+            "tcg" => Ok(AccelSetting::Tcg),
+            "auto" => Ok(AccelSetting::Auto),
+            other => Err(format!(
+                "accelerator '{other}' is not one of kvm, tcg, auto"
+            )),
+        }
+    }
+}
+
+impl AccelSetting {
+    pub fn resolve(self) -> Accelerator {
+        match self {
+            AccelSetting::Kvm => Accelerator::Kvm,
+            AccelSetting::Tcg => Accelerator::Tcg,
+            AccelSetting::Auto => {
+                let usable = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/kvm")
+                    .is_ok();
+                if usable {
+                    Accelerator::Kvm
+                } else {
+                    Accelerator::Tcg
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub data_dir: PathBuf,
+    pub node_name: String,
+    pub listen: SocketAddr,
+    /// Sets root@pam's password on first start (when none is set yet).
+    pub root_password: Option<String>,
+    pub accel: AccelSetting,
+    pub unauthorized_delay: Duration,
+    pub qemu_binary: PathBuf,
+    pub metrics_interval: Duration,
+}
+
+impl NodeOptions {
+    pub fn new(data_dir: &Path, node_name: &str) -> NodeOptions {
+        NodeOptions {
+            data_dir: data_dir.to_path_buf(),
+            node_name: node_name.to_string(),
+            listen: SocketAddr::from(([0, 0, 0, 0], 8006)),
+            root_password: None,
+            accel: AccelSetting::Auto,
+            unauthorized_delay: Duration::from_secs(3),
+            qemu_binary: PathBuf::from("qemu-system-x86_64"),
+            metrics_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Paths below the data directory.
+#[derive(Debug, Clone)]
+pub struct Dirs {
+    pub etc: PathBuf,
+    pub node_etc: PathBuf,
+    pub qemu_server: PathBuf,
+    pub run: PathBuf,
+    pub tasks: PathBuf,
+    pub rrd: PathBuf,
+    pub local_storage: PathBuf,
+}
+
+impl Dirs {
+    fn new(data: &Path, node: &str) -> Dirs {
+        let etc = data.join("etc");
+        let node_etc = etc.join("nodes").join(node);
+        Dirs {
+            qemu_server: node_etc.join("qemu-server"),
+            node_etc,
+            etc,
+            run: data.join("run"),
+            tasks: data.join("tasks"),
+            rrd: data.join("rrd"),
+            local_storage: data.join("storage").join("local"),
+        }
+    }
+}
+
+pub struct Node {
+    pub opts: NodeOptions,
+    pub dirs: Dirs,
+    pub auth: Auth,
+    pub tasks: Arc<TaskStore>,
+    pub guests: guests::Guests,
+    pub metrics: metrics::Metrics,
+    pub accel: Accelerator,
+    pub tls: tls::Identity,
+}
+
+impl ferrox_api::ApiState for Node {
+    fn auth(&self) -> &Auth {
+        &self.auth
+    }
+    fn tasks(&self) -> &Arc<TaskStore> {
+        &self.tasks
+    }
+    fn node_name(&self) -> &str {
+        &self.opts.node_name
+    }
+    fn unauthorized_delay(&self) -> Duration {
+        self.opts.unauthorized_delay
+    }
+}
+
+impl Node {
+    /// Opens the data directory, initialising it on first start.
+    pub fn open(opts: NodeOptions) -> anyhow::Result<Arc<Node>> {
+        let dirs = Dirs::new(&opts.data_dir, &opts.node_name);
+        for dir in [
+            &dirs.qemu_server,
+            &dirs.run,
+            &dirs.tasks,
+            &dirs.rrd,
+            &dirs.local_storage,
+        ] {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let storage_cfg = dirs.etc.join("storage.cfg");
+        if !storage_cfg.exists() {
+            let text = format!(
+                "dir: local\n\tpath {}\n\tcontent iso,vztmpl,backup,images,rootdir\n\tshared 0\n",
+                dirs.local_storage.display()
+            );
+            ferrox_api::fsutil::write_atomic(&storage_cfg, text.as_bytes(), 0o640)
+                .with_context(|| format!("writing {}", storage_cfg.display()))?;
+        }
+        let auth = Auth::open(&dirs.etc)?;
+        if !auth.has_password("root@pam") {
+            if let Some(pw) = &opts.root_password {
+                auth.set_password("root@pam", pw)
+                    .map_err(|e| anyhow::anyhow!("root password: {}", e.body_message().trim()))?;
+            }
+        }
+        let tls = tls::Identity::load_or_create(&dirs.node_etc, &opts.node_name)?;
+        let tasks = TaskStore::open(&dirs.tasks, &opts.node_name)
+            .with_context(|| format!("opening {}", dirs.tasks.display()))?;
+        let guests = guests::Guests::open(&dirs.qemu_server, &dirs.run)?;
+        let metrics = metrics::Metrics::open(&dirs.rrd);
+        let accel = opts.accel.resolve();
+        Ok(Arc::new(Node {
+            opts,
+            dirs,
+            auth,
+            tasks,
+            guests,
+            metrics,
+            accel,
+            tls,
+        }))
+    }
+
+    pub fn storage_config(&self) -> Result<StorageConfig, ferrox_api::ApiError> {
+        let path = self.dirs.etc.join("storage.cfg");
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        StorageConfig::parse(&text)
+            .map_err(|e| ferrox_api::ApiError::internal(format!("storage.cfg: {e}")))
+    }
+}
+
+/// Runs the daemon until the process is stopped: the API and the metrics collector.
+pub fn serve(opts: NodeOptions) -> anyhow::Result<()> {
+    let node = Node::open(opts)?;
+    let listener = std::net::TcpListener::bind(node.opts.listen)
+        .with_context(|| format!("listening on {}", node.opts.listen))?;
+    let addr = listener.local_addr()?;
+    println!(
+        "ferrox node '{}' listening on https://{addr}/",
+        node.opts.node_name
+    );
+    println!("ssl_fingerprint {}", node.tls.fingerprint);
+    println!("accelerator {}", node.accel.as_str());
+    if !node.auth.has_password("root@pam") {
+        println!("WARNING: root@pam has no password yet: start once with --root-password or FERROX_ROOT_PASSWORD");
+    }
+    metrics::spawn_collector(Arc::clone(&node));
+    let api = Arc::new(ferrox_api::Api::new(Arc::clone(&node), api::endpoints()));
+    let identity = ferrox_api::http::TlsIdentity {
+        cert_pem: node.tls.cert_pem.clone().into_bytes(),
+        key_pem: node.tls.key_pem.clone().into_bytes(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(ferrox_api::http::serve(api, listener, identity))?;
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! The metrics collector: every interval (10 s, as pvestatd) it samples the host from
+//! /proc and each running guest from its QEMU process, and feeds the round-robin store
+//! that answers `rrddata`. The store is saved to `rrd/rrd.json` every minute.
+
+use crate::host;
+use crate::rrd::Rrd;
+use crate::Node;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostSample {
+    pub cpu: f64,
+    pub iowait: f64,
+}
+
+pub struct Metrics {
+    path: PathBuf,
+    rrd: Mutex<Rrd>,
+    latest: RwLock<HostSample>,
+}
+
+impl Metrics {
+    pub fn open(dir: &Path) -> Metrics {
+        let path = dir.join("rrd.json");
+        let rrd = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Metrics {
+            path,
+            rrd: Mutex::new(rrd),
+            latest: RwLock::new(HostSample::default()),
+        }
+    }
+
+    pub fn latest(&self) -> HostSample {
+        self.latest.read().map(|s| *s).unwrap_or_default()
+    }
+
+    pub fn rows(&self, key: &str, timeframe: &str, max: bool) -> Option<Vec<Value>> {
+        let now = ferrox_api::auth::now().max(0) as u64;
+        self.rrd.lock().ok()?.rows(key, timeframe, max, now)
+    }
+
+    pub fn forget(&self, key: &str) {
+        if let Ok(mut r) = self.rrd.lock() {
+            r.remove(key);
+        }
+    }
+
+    fn update(&self, key: &str, values: &[(&str, f64)]) {
+        let now = ferrox_api::auth::now().max(0) as u64;
+        if let Ok(mut r) = self.rrd.lock() {
+            r.update(key, now, values);
+        }
+    }
+
+    fn save(&self) {
+        let bytes = match self.rrd.lock() {
+            Ok(r) => serde_json::to_vec(&*r).unwrap_or_default(),
+            Err(_) => return,
+        };
+        if let Err(e) = ferrox_api::fsutil::write_atomic(&self.path, &bytes, 0o640) {
+            tracing::warn!("saving {}: {e}", self.path.display());
+        }
+    }
+}
+
+/// One collection round.
+fn collect(node: &Node, cpu_before: &mut host::CpuTimes, ticks: f64) {
+    let cpu_now = host::cpu_times();
+    let (cpu, iowait) = host::cpu_usage(*cpu_before, cpu_now);
+    *cpu_before = cpu_now;
+    if let Ok(mut l) = node.metrics.latest.write() {
+        *l = HostSample { cpu, iowait };
+    }
+    let mem = host::memory();
+    let root = host::filesystem(&node.opts.data_dir);
+    let (netin, netout) = host::network_bytes();
+    let load: f64 = host::loadavg()[0].parse().unwrap_or(0.0);
+    node.metrics.update(
+        "node",
+        &[
+            ("cpu", cpu),
+            ("iowait", iowait),
+            ("loadavg", load),
+            ("maxcpu", host::cpu_count() as f64),
+            ("memtotal", mem.total as f64),
+            ("memused", mem.used() as f64),
+            ("memavailable", mem.available as f64),
+            ("swaptotal", mem.swap_total as f64),
+            (
+                "swapused",
+                mem.swap_total.saturating_sub(mem.swap_free) as f64,
+            ),
+            ("roottotal", root.total as f64),
+            ("rootused", root.used() as f64),
+            ("netin", netin as f64),
+            ("netout", netout as f64),
+        ],
+    );
+    node.guests.sample(ticks);
+    for vmid in node.guests.running_vmids() {
+        let (Some(cfg), Some(info)) = (node.guests.config(vmid), node.guests.run_info(vmid)) else {
+            continue;
+        };
+        let summary = node.guest_summary(vmid, &cfg);
+        let num = |k: &str| summary.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+        node.metrics.update(
+            &format!("qemu/{vmid}"),
+            &[
+                ("cpu", info.cpu),
+                ("maxcpu", num("cpus")),
+                ("mem", info.mem as f64),
+                ("memhost", info.mem as f64),
+                ("maxmem", num("maxmem")),
+                ("disk", 0.0),
+                ("maxdisk", num("maxdisk")),
+                ("diskread", info.diskread as f64),
+                ("diskwrite", info.diskwrite as f64),
+                ("netin", 0.0),
+                ("netout", 0.0),
+            ],
+        );
+    }
+}
+
+/// Starts the collector thread.
+pub fn spawn_collector(node: Arc<Node>) {
+    let ticks = rustix::param::clock_ticks_per_second() as f64;
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            let mut cpu = host::cpu_times();
+            let mut last_save = Instant::now();
+            loop {
+                std::thread::sleep(node.opts.metrics_interval);
+                collect(&node, &mut cpu, ticks);
+                if last_save.elapsed() >= Duration::from_secs(60) {
+                    node.metrics.save();
+                    last_save = Instant::now();
+                }
+            }
+        })
+        .expect("spawning the metrics thread");
+}
