@@ -399,6 +399,12 @@ impl<S: ApiState> Api<S> {
         let auth = self.state.auth();
         let creds = self.credentials(req);
         if endpoint.permission == Permission::World {
+            if matches!(creds, Credentials::Token(_)) && !endpoint.allow_token {
+                return Err(ApiError::new(
+                    403,
+                    format!("URI '{shown_path}' not available with API token, need proper ticket."),
+                ));
+            }
             return Ok(match creds {
                 Credentials::Ticket(t) => auth.verify_ticket(&t).map(|userid| Caller {
                     userid,
