@@ -370,7 +370,7 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 }
 
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
     (0..hex.len())

@@ -524,7 +524,9 @@ impl<S: ApiState> Api<S> {
             if let Some(given) = raw.get(&name) {
                 let same = match given {
                     Value::String(s) => *s == value,
-                    other => other.to_string() == value,
+                    other => {
+                        other.as_i64().map(|n| n.to_string()).as_deref() == Some(value.as_str())
+                    }
                 };
                 if !same {
                     return Err(ApiError::param(

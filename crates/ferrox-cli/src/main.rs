@@ -91,7 +91,16 @@ enum NodeCommand {
 
 fn host_name() -> String {
     let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let name = raw.trim().split('.').next().unwrap_or("").to_string();
+    // Node names are DNS labels (UPIDs and ACL paths rely on it).
+    let name: String = raw
+        .trim()
+        .split('.')
+        .next()
+        .unwrap_or("")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let name = name.trim_matches('-').to_string();
     if name.is_empty() {
         "ferrox".into()
     } else {

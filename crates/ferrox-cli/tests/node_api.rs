@@ -69,7 +69,12 @@ fn insecure_agent() -> ureq::Agent {
             c: &CertificateDer<'_>,
             d: &rustls::DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+            rustls::crypto::verify_tls12_signature(
+                m,
+                c,
+                d,
+                &self.0.signature_verification_algorithms,
+            )
         }
         fn verify_tls13_signature(
             &self,
@@ -77,7 +82,12 @@ fn insecure_agent() -> ureq::Agent {
             c: &CertificateDer<'_>,
             d: &rustls::DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+            rustls::crypto::verify_tls13_signature(
+                m,
+                c,
+                d,
+                &self.0.signature_verification_algorithms,
+            )
         }
         fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
             self.0.signature_verification_algorithms.supported_schemes()
@@ -183,7 +193,9 @@ impl Daemon {
         assert_eq!(r.status, 200, "{r:?}");
         Auth {
             ticket: r.body["data"]["ticket"].as_str().map(String::from),
-            csrf: r.body["data"]["CSRFPreventionToken"].as_str().map(String::from),
+            csrf: r.body["data"]["CSRFPreventionToken"]
+                .as_str()
+                .map(String::from),
             token: None,
         }
     }
@@ -191,7 +203,12 @@ impl Daemon {
     fn wait_task(&self, auth: &Auth, upid: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            let r = self.request("GET", &format!("/nodes/pve1/tasks/{upid}/status"), auth, &[]);
+            let r = self.request(
+                "GET",
+                &format!("/nodes/pve1/tasks/{upid}/status"),
+                auth,
+                &[],
+            );
             assert_eq!(r.status, 200, "{r:?}");
             if r.body["data"]["status"] == "stopped" {
                 return r.body["data"].clone();
@@ -208,7 +225,10 @@ impl Daemon {
         let upid = r.body["data"].as_str().unwrap().to_string();
         let status = self.wait_task(auth, &upid);
         let exit = status["exitstatus"].as_str().unwrap_or("");
-        assert!(exit == "OK" || exit.starts_with("WARNINGS"), "{method} {path}: {status}");
+        assert!(
+            exit == "OK" || exit.starts_with("WARNINGS"),
+            "{method} {path}: {status}"
+        );
         upid
     }
 
@@ -237,7 +257,13 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 /// Whether a process runs (zombies of daemonized QEMUs, not yet reaped, do not count).
 fn alive(pid: u64) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
         .unwrap_or(false)
 }
 
@@ -274,11 +300,25 @@ fn authentication_follows_the_proxmox_rules() {
     let none = Auth::default();
 
     let r = d.request("GET", "/version", &none, &[]);
-    assert_eq!((r.status, r.reason.as_str(), r.raw.as_str()), (401, "No ticket", ""));
+    assert_eq!(
+        (r.status, r.reason.as_str(), r.raw.as_str()),
+        (401, "No ticket", "")
+    );
 
-    let r = d.request("POST", "/access/ticket", &none, &[("username", "root@pam"), ("password", "wrong")]);
-    assert_eq!((r.status, r.reason.as_str()), (401, "authentication failure"));
-    assert_eq!(r.body, json!({"data": null, "message": "authentication failure\n"}));
+    let r = d.request(
+        "POST",
+        "/access/ticket",
+        &none,
+        &[("username", "root@pam"), ("password", "wrong")],
+    );
+    assert_eq!(
+        (r.status, r.reason.as_str()),
+        (401, "authentication failure")
+    );
+    assert_eq!(
+        r.body,
+        json!({"data": null, "message": "authentication failure\n"})
+    );
 
     let auth = d.login();
     let ticket = auth.ticket.clone().unwrap();
@@ -287,19 +327,44 @@ fn authentication_follows_the_proxmox_rules() {
     assert_eq!(r.body["data"]["version"], "9.2.0");
 
     // renewal: the ticket as password
-    let r = d.request("POST", "/access/ticket", &none, &[("username", "root@pam"), ("password", &ticket)]);
+    let r = d.request(
+        "POST",
+        "/access/ticket",
+        &none,
+        &[("username", "root@pam"), ("password", &ticket)],
+    );
     assert_eq!(r.status, 200);
 
     // non-GET with a ticket needs the CSRF token
-    let no_csrf = Auth { csrf: None, ..auth.clone() };
-    let r = d.request("POST", "/access/users/root@pam/token/ci", &no_csrf, &[("privsep", "0")]);
-    assert_eq!((r.status, r.reason.as_str()), (401, "Permission denied - invalid csrf token"));
-    assert!(d.request("GET", "/access/users/root@pam/token", &auth, &[]).body["data"]
-        .as_array()
-        .unwrap()
-        .is_empty(), "the refused request created nothing");
+    let no_csrf = Auth {
+        csrf: None,
+        ..auth.clone()
+    };
+    let r = d.request(
+        "POST",
+        "/access/users/root@pam/token/ci",
+        &no_csrf,
+        &[("privsep", "0")],
+    );
+    assert_eq!(
+        (r.status, r.reason.as_str()),
+        (401, "Permission denied - invalid csrf token")
+    );
+    assert!(
+        d.request("GET", "/access/users/root@pam/token", &auth, &[])
+            .body["data"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "the refused request created nothing"
+    );
 
-    let r = d.request("POST", "/access/users/root@pam/token/ci", &auth, &[("privsep", "0")]);
+    let r = d.request(
+        "POST",
+        "/access/users/root@pam/token/ci",
+        &auth,
+        &[("privsep", "0")],
+    );
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.body["data"]["full-tokenid"], "root@pam!ci");
     let secret = r.body["data"]["value"].as_str().unwrap().to_string();
@@ -307,22 +372,36 @@ fn authentication_follows_the_proxmox_rules() {
         token: Some(format!("root@pam!ci={secret}")),
         ..Auth::default()
     };
-    assert_eq!(d.request("GET", "/nodes", &token, &[]).body["data"][0]["node"], "pve1");
+    assert_eq!(
+        d.request("GET", "/nodes", &token, &[]).body["data"][0]["node"],
+        "pve1"
+    );
     // tokens need no CSRF, but cannot log in
-    let r = d.request("POST", "/access/ticket", &token, &[("username", "root@pam"), ("password", "secret1")]);
+    let r = d.request(
+        "POST",
+        "/access/ticket",
+        &token,
+        &[("username", "root@pam"), ("password", "secret1")],
+    );
     assert_eq!(r.status, 403);
     let bad = Auth {
         token: Some("root@pam!ci=00000000-0000-0000-0000-000000000000".into()),
         ..Auth::default()
     };
-    assert_eq!(d.request("GET", "/nodes", &bad, &[]).reason, "Authentication failed!");
+    assert_eq!(
+        d.request("GET", "/nodes", &bad, &[]).reason,
+        "Authentication failed!"
+    );
     let r = d.request("DELETE", "/access/users/root@pam/token/ci", &auth, &[]);
     assert_eq!(r.status, 200);
     assert_eq!(d.request("GET", "/nodes", &token, &[]).status, 401);
 
     // envelopes, 501 and the OpenAPI document
     let r = d.request("GET", "/nodes/pve1/bogus", &auth, &[]);
-    assert_eq!((r.status, r.reason.as_str()), (501, "Method 'GET /nodes/pve1/bogus' not implemented"));
+    assert_eq!(
+        (r.status, r.reason.as_str()),
+        (501, "Method 'GET /nodes/pve1/bogus' not implemented")
+    );
     let r = d.request("GET", "/api2/extjs/nodes/pve1/qemu/999/config", &auth, &[]);
     assert_eq!(r.status, 200);
     assert_eq!(r.body["success"], 0);
@@ -337,43 +416,125 @@ fn authentication_follows_the_proxmox_rules() {
 fn bad_input_names_the_parameter_and_changes_nothing() {
     let d = start_daemon("tcg");
     let auth = d.login();
-    let r = d.request("POST", "/nodes/pve1/qemu", &auth, &[("vmid", "100"), ("name", "keep"), ("memory", "64")]);
+    let r = d.request(
+        "POST",
+        "/nodes/pve1/qemu",
+        &auth,
+        &[("vmid", "100"), ("name", "keep"), ("memory", "64")],
+    );
     assert_eq!(r.status, 200, "{r:?}");
     let upid = r.body["data"].as_str().unwrap().to_string();
     assert_eq!(d.wait_task(&auth, &upid)["exitstatus"], "OK");
     let before = snapshot(&d.etc());
 
-    let cases: Vec<(&str, &str, Vec<(&str, &str)>, &str)> = vec![
-        ("POST", "/nodes/pve1/qemu", vec![("vmid", "101"), ("bogus", "1")], "bogus"),
-        ("POST", "/nodes/pve1/qemu", vec![("vmid", "101"), ("memory", "lots")], "memory"),
-        ("POST", "/nodes/pve1/qemu", vec![("vmid", "100"), ("memory", "64")], "vmid"),
-        ("PUT", "/nodes/pve1/qemu/100/config", vec![("cores", "0")], "cores"),
-        ("PUT", "/nodes/pve1/qemu/100/config", vec![("memory", "-5")], "memory"),
-        ("PUT", "/nodes/pve1/qemu/100/config", vec![("name", "x"), ("digest", "0000000000000000000000000000000000000000")], "digest"),
-        ("PUT", "/nodes/pve1/qemu/100/config", vec![("scsi0", "nowhere:1")], "scsi0"),
-        ("POST", "/nodes/pve1/qemu/100/status/start", vec![("skiplock", "yes")], "skiplock"),
-        ("GET", "/nodes/pve1/tasks/UPID:broken/status", vec![], "upid"),
-        ("PUT", "/nodes/pve1/qemu/100/config", vec![("vmid", "101"), ("name", "x")], "vmid"),
+    /// method, path, form, the parameter the error must name
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "POST",
+            "/nodes/pve1/qemu",
+            vec![("vmid", "101"), ("bogus", "1")],
+            "bogus",
+        ),
+        (
+            "POST",
+            "/nodes/pve1/qemu",
+            vec![("vmid", "101"), ("memory", "lots")],
+            "memory",
+        ),
+        (
+            "POST",
+            "/nodes/pve1/qemu",
+            vec![("vmid", "100"), ("memory", "64")],
+            "vmid",
+        ),
+        (
+            "PUT",
+            "/nodes/pve1/qemu/100/config",
+            vec![("cores", "0")],
+            "cores",
+        ),
+        (
+            "PUT",
+            "/nodes/pve1/qemu/100/config",
+            vec![("memory", "-5")],
+            "memory",
+        ),
+        (
+            "PUT",
+            "/nodes/pve1/qemu/100/config",
+            vec![
+                ("name", "x"),
+                ("digest", "0000000000000000000000000000000000000000"),
+            ],
+            "digest",
+        ),
+        (
+            "PUT",
+            "/nodes/pve1/qemu/100/config",
+            vec![("scsi0", "nowhere:1")],
+            "scsi0",
+        ),
+        (
+            "POST",
+            "/nodes/pve1/qemu/100/status/start",
+            vec![("skiplock", "yes")],
+            "skiplock",
+        ),
+        (
+            "GET",
+            "/nodes/pve1/tasks/UPID:broken/status",
+            vec![],
+            "upid",
+        ),
+        (
+            "PUT",
+            "/nodes/pve1/qemu/100/config",
+            vec![("vmid", "101"), ("name", "x")],
+            "vmid",
+        ),
     ];
     for (method, path, form, param) in cases {
         let r = d.request(method, path, &auth, &form);
         assert_eq!(r.status, 400, "{method} {path} {form:?}: {r:?}");
-        assert!(r.body["errors"][param].is_string(), "{method} {path}: errors should name '{param}': {}", r.raw);
+        assert!(
+            r.body["errors"][param].is_string(),
+            "{method} {path}: errors should name '{param}': {}",
+            r.raw
+        );
         assert!(r.reason.starts_with("Parameter verification failed") || !r.reason.is_empty());
     }
-    assert_eq!(snapshot(&d.etc()), before, "a refused request changed files");
+    assert_eq!(
+        snapshot(&d.etc()),
+        before,
+        "a refused request changed files"
+    );
 
     // a missing guest is a 500 with Proxmox VE's wording
     let r = d.request("GET", "/nodes/pve1/qemu/555/config", &auth, &[]);
     assert_eq!(r.status, 500);
-    assert_eq!(r.reason, "Configuration file 'nodes/pve1/qemu-server/555.conf' does not exist");
+    assert_eq!(
+        r.reason,
+        "Configuration file 'nodes/pve1/qemu-server/555.conf' does not exist"
+    );
 
     // a good change with the right digest lands, and changes the digest
-    let cfg = d.request("GET", "/nodes/pve1/qemu/100/config", &auth, &[]).body["data"].clone();
+    let cfg = d
+        .request("GET", "/nodes/pve1/qemu/100/config", &auth, &[])
+        .body["data"]
+        .clone();
     let digest = cfg["digest"].as_str().unwrap();
-    let r = d.request("PUT", "/nodes/pve1/qemu/100/config", &auth, &[("cores", "2"), ("digest", digest)]);
+    let r = d.request(
+        "PUT",
+        "/nodes/pve1/qemu/100/config",
+        &auth,
+        &[("cores", "2"), ("digest", digest)],
+    );
     assert_eq!((r.status, &r.body), (200, &json!({"data": null})));
-    let cfg2 = d.request("GET", "/nodes/pve1/qemu/100/config", &auth, &[]).body["data"].clone();
+    let cfg2 = d
+        .request("GET", "/nodes/pve1/qemu/100/config", &auth, &[])
+        .body["data"]
+        .clone();
     assert_eq!(cfg2["cores"], "2");
     assert_ne!(cfg2["digest"], cfg["digest"]);
 }
@@ -388,19 +549,41 @@ fn lifecycle(accel: &str) {
         &auth,
         "POST",
         "/nodes/pve1/qemu",
-        &[("vmid", "100"), ("name", "life"), ("memory", "64"), ("scsi0", "local:1"), ("net0", "virtio,bridge=vmbr0"), ("tags", "a;b")],
+        &[
+            ("vmid", "100"),
+            ("name", "life"),
+            ("memory", "64"),
+            ("scsi0", "local:1"),
+            ("net0", "virtio,bridge=vmbr0"),
+            ("tags", "a;b"),
+        ],
     );
-    let cfg = d.request("GET", "/nodes/pve1/qemu/100/config", &auth, &[]).body["data"].clone();
+    let cfg = d
+        .request("GET", "/nodes/pve1/qemu/100/config", &auth, &[])
+        .body["data"]
+        .clone();
     assert_eq!(cfg["scsi0"], "local:100/vm-100-disk-0.qcow2,size=1G");
-    assert!(cfg["net0"].as_str().unwrap().starts_with("virtio=BC:24:11:"));
-    let image = d.dir.path().join("storage/local/images/100/vm-100-disk-0.qcow2");
+    assert!(cfg["net0"]
+        .as_str()
+        .unwrap()
+        .starts_with("virtio=BC:24:11:"));
+    let image = d
+        .dir
+        .path()
+        .join("storage/local/images/100/vm-100-disk-0.qcow2");
     assert!(image.exists());
-    let content = d.request("GET", "/nodes/pve1/storage/local/content", &auth, &[]).body["data"].clone();
+    let content = d
+        .request("GET", "/nodes/pve1/storage/local/content", &auth, &[])
+        .body["data"]
+        .clone();
     assert_eq!(content[0]["volid"], "local:100/vm-100-disk-0.qcow2");
     assert_eq!(content[0]["size"], 1u64 << 30);
 
     d.task_ok(&auth, "POST", "/nodes/pve1/qemu/100/status/start", &[]);
-    let st = d.request("GET", "/nodes/pve1/qemu/100/status/current", &auth, &[]).body["data"].clone();
+    let st = d
+        .request("GET", "/nodes/pve1/qemu/100/status/current", &auth, &[])
+        .body["data"]
+        .clone();
     assert_eq!(st["status"], "running");
     assert_eq!(st["qmpstatus"], "running");
     assert_eq!(st["accel"], accel, "query-kvm must match the node setting");
@@ -411,43 +594,89 @@ fn lifecycle(accel: &str) {
     let before = snapshot(&d.etc());
     let r = d.request("DELETE", "/nodes/pve1/qemu/100", &auth, &[]);
     assert_eq!(r.status, 400);
-    assert_eq!(r.body["errors"]["vmid"], "VM 100 is running - destroy failed");
+    assert_eq!(
+        r.body["errors"]["vmid"],
+        "VM 100 is running - destroy failed"
+    );
     assert_eq!(snapshot(&d.etc()), before);
     assert!(image.exists());
 
     d.task_ok(&auth, "POST", "/nodes/pve1/qemu/100/status/suspend", &[]);
-    let st = d.request("GET", "/nodes/pve1/qemu/100/status/current", &auth, &[]).body["data"].clone();
+    let st = d
+        .request("GET", "/nodes/pve1/qemu/100/status/current", &auth, &[])
+        .body["data"]
+        .clone();
     assert_eq!(st["qmpstatus"], "paused");
     d.task_ok(&auth, "POST", "/nodes/pve1/qemu/100/status/resume", &[]);
-    let st = d.request("GET", "/nodes/pve1/qemu/100/status/current", &auth, &[]).body["data"].clone();
+    let st = d
+        .request("GET", "/nodes/pve1/qemu/100/status/current", &auth, &[])
+        .body["data"]
+        .clone();
     assert_eq!(st["qmpstatus"], "running");
 
     // the collector samples the guest's vCPU threads and memory
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let res = d.request("GET", "/cluster/resources", &auth, &[("type", "vm")]).body["data"][0].clone();
+        let res = d
+            .request("GET", "/cluster/resources", &auth, &[("type", "vm")])
+            .body["data"][0]
+            .clone();
         if res["mem"].as_u64().unwrap_or(0) > 0 {
             assert_eq!(res["id"], "qemu/100");
             assert_eq!(res["template"], 0);
             assert_eq!(res["tags"], "a;b");
             break;
         }
-        assert!(Instant::now() < deadline, "guest memory never sampled: {res}");
+        assert!(
+            Instant::now() < deadline,
+            "guest memory never sampled: {res}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let rrd = d.request("GET", "/nodes/pve1/qemu/100/rrddata", &auth, &[("timeframe", "hour")]).body["data"].clone();
+    let rrd = d
+        .request(
+            "GET",
+            "/nodes/pve1/qemu/100/rrddata",
+            &auth,
+            &[("timeframe", "hour")],
+        )
+        .body["data"]
+        .clone();
     assert_eq!(rrd.as_array().unwrap().len(), 60);
-    assert!(rrd.as_array().unwrap().iter().any(|row| row["maxmem"].as_f64() == Some(64.0 * 1024.0 * 1024.0)));
-    let node_rrd = d.request("GET", "/nodes/pve1/rrddata", &auth, &[("timeframe", "day"), ("cf", "MAX")]).body["data"].clone();
+    assert!(rrd
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|row| row["maxmem"].as_f64() == Some(64.0 * 1024.0 * 1024.0)));
+    let node_rrd = d
+        .request(
+            "GET",
+            "/nodes/pve1/rrddata",
+            &auth,
+            &[("timeframe", "day"), ("cf", "MAX")],
+        )
+        .body["data"]
+        .clone();
     assert_eq!(node_rrd.as_array().unwrap().len(), 60);
 
     // firmware ignores ACPI: shutdown with forceStop ends in a hard stop, with a warning
-    let upid = d.task_ok(&auth, "POST", "/nodes/pve1/qemu/100/status/shutdown", &[("timeout", "1"), ("forceStop", "1")]);
-    let log = d.request("GET", &format!("/nodes/pve1/tasks/{upid}/log"), &auth, &[]).body.clone();
+    let upid = d.task_ok(
+        &auth,
+        "POST",
+        "/nodes/pve1/qemu/100/status/shutdown",
+        &[("timeout", "1"), ("forceStop", "1")],
+    );
+    let log = d
+        .request("GET", &format!("/nodes/pve1/tasks/{upid}/log"), &auth, &[])
+        .body
+        .clone();
     assert_eq!(log["total"], 3, "{log}");
     assert_eq!(log["data"][2]["t"], "TASK WARNINGS: 1");
     assert!(!alive(pid), "QEMU {pid} still runs after the shutdown task");
-    let st = d.request("GET", "/nodes/pve1/qemu/100/status/current", &auth, &[]).body["data"].clone();
+    let st = d
+        .request("GET", "/nodes/pve1/qemu/100/status/current", &auth, &[])
+        .body["data"]
+        .clone();
     assert_eq!(st["status"], "stopped");
 
     // start again, hard stop, destroy: the disk goes with the guest
@@ -456,7 +685,15 @@ fn lifecycle(accel: &str) {
     d.task_ok(&auth, "DELETE", "/nodes/pve1/qemu/100", &[]);
     assert!(!image.exists());
     assert!(!d.etc().join("nodes/pve1/qemu-server/100.conf").exists());
-    let tasks = d.request("GET", "/nodes/pve1/tasks", &auth, &[("vmid", "100"), ("typefilter", "qmstart")]).body.clone();
+    let tasks = d
+        .request(
+            "GET",
+            "/nodes/pve1/tasks",
+            &auth,
+            &[("vmid", "100"), ("typefilter", "qmstart")],
+        )
+        .body
+        .clone();
     assert_eq!(tasks["total"], 2, "{tasks}");
     assert_eq!(tasks["data"][0]["status"], "OK");
 }
@@ -489,7 +726,11 @@ fn cli_drives_the_daemon() {
         .as_str()
         .unwrap()
         .to_string();
-    let host = d.base.trim_start_matches("https://").trim_end_matches("/api2").to_string();
+    let host = d
+        .base
+        .trim_start_matches("https://")
+        .trim_end_matches("/api2")
+        .to_string();
     let ferrox = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_ferrox"))
             .args(args)
@@ -498,7 +739,11 @@ fn cli_drives_the_daemon() {
             .env("FERROX_PASSWORD", "secret1")
             .output()
             .unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
     };
     let (ok, out) = ferrox(&["vm", "create", "120", "--name", "cli", "--memory", "64"]);
     assert!(ok, "{out}");
@@ -506,16 +751,26 @@ fn cli_drives_the_daemon() {
     let (ok, out) = ferrox(&["vm", "set", "120", "--cores", "2"]);
     assert!(ok, "{out}");
     let (ok, out) = ferrox(&["vm", "config", "120"]);
-    assert!(ok && out.contains("cores: 2") && out.contains("name: cli"), "{out}");
+    assert!(
+        ok && out.contains("cores: 2") && out.contains("name: cli"),
+        "{out}"
+    );
     let (ok, out) = ferrox(&["vm", "list"]);
-    assert!(ok && out.contains("cli") && out.contains("stopped"), "{out}");
+    assert!(
+        ok && out.contains("cli") && out.contains("stopped"),
+        "{out}"
+    );
     let (ok, out) = ferrox(&["api", "get", "/cluster/resources", "--type", "vm"]);
     assert!(ok && out.contains("\"qemu/120\""), "{out}");
     let (ok, out) = ferrox(&["vm", "set", "120", "--memory", "lots"]);
     assert!(!ok && out.contains("memory"), "{out}");
     let (ok, out) = ferrox(&["task", "list"]);
     assert!(ok && out.contains("qmcreate"), "{out}");
-    let upid = out.split_whitespace().find(|w| w.contains("qmcreate")).unwrap().to_string();
+    let upid = out
+        .split_whitespace()
+        .find(|w| w.contains("qmcreate"))
+        .unwrap()
+        .to_string();
     let (ok, out) = ferrox(&["task", "log", &upid]);
     assert!(ok && out.trim_end().ends_with("TASK OK"), "{out}");
     let (ok, out) = ferrox(&["vm", "destroy", "120"]);
@@ -530,5 +785,8 @@ fn cli_drives_the_daemon() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("fingerprint"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("fingerprint"),
+        "{out:?}"
+    );
 }

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Third-party clients, unmodified, against a real Ferrox node: proxmoxer 2.3 and Ansible
+# (community.proxmox bundled with `ansible`, which needs Python >= 3.12: taken from pyenv).
+# Installs them into target/pyclients on first use. Needs QEMU (scripts/test.sh installs it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v qemu-system-x86_64 > /dev/null || ! command -v qemu-img > /dev/null; then
+    echo "SKIPPED client tests: qemu-system-x86_64/qemu-img missing" >&2
+    exit 0
+fi
+python=""
+for candidate in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python3.12 \
+                 "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.13*/bin/python3.13 \
+                 "$(command -v python3.12 || true)" "$(command -v python3.13 || true)"; do
+    if [ -n "$candidate" ] && [ -x "$candidate" ]; then python="$candidate"; break; fi
+done
+if [ -z "$python" ]; then
+    echo "client tests need Python >= 3.12 (pyenv install 3.12): not found" >&2
+    exit 1
+fi
+venv="$PWD/target/pyclients"
+if [ ! -x "$venv/bin/ansible-playbook" ] || ! "$venv/bin/python" -c "import proxmoxer" 2> /dev/null; then
+    "$python" -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check proxmoxer==2.3.0 requests ansible==14.5.0
+fi
+cargo build -q -p ferrox-cli
+data=$(mktemp -d)
+port=$(( 20000 + RANDOM % 20000 ))
+log="$data/daemon.log"
+target/debug/ferrox node serve --data-dir "$data/node" --listen "127.0.0.1:$port" --name pve1 \
+    --root-password secret1 --auth-failure-delay-ms 0 > "$log" 2>&1 &
+daemon=$!
+cleanup() {
+    kill "$daemon" 2> /dev/null || true
+    for pidfile in "$data"/node/run/*.pid; do
+        [ -e "$pidfile" ] && kill -9 "$(cat "$pidfile")" 2> /dev/null || true
+    done
+    rm -rf "$data"
+}
+trap cleanup EXIT
+for _ in $(seq 100); do
+    grep -q ssl_fingerprint "$log" && break
+    sleep 0.1
+done
+export FERROX_HOST="127.0.0.1:$port" FERROX_PASSWORD=secret1 FERROX_NODE=pve1
+echo "== proxmoxer"
+"$venv/bin/python" tests/clients/proxmoxer_test.py
+echo "== ansible"
+export PROXMOX_HOST=127.0.0.1 PROXMOX_PORT=$port PROXMOX_USER=root@pam PROXMOX_PASSWORD=secret1 \
+       PROXMOX_VALIDATE_CERTS=false ANSIBLE_PYTHON_INTERPRETER="$venv/bin/python" \
+       ANSIBLE_LOCALHOST_WARNING=false ANSIBLE_INVENTORY_UNPARSED_WARNING=false
+"$venv/bin/ansible-playbook" -i localhost, tests/clients/ansible_test.yml
+echo "client tests passed"

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The main job: install what is missing (QEMU, qemu-img), build Ferrox, start a single
+# node on port 8006, create and start a demo guest, and print the URL, the certificate
+# fingerprint and the login. The node keeps running in the foreground; Ctrl-C stops it.
+#
+#   FERROX_DATA_DIR       data directory (default ./ferrox-data)
+#   FERROX_LISTEN         address:port (default 0.0.0.0:8006)
+#   FERROX_ROOT_PASSWORD  root@pam's password on first start (default: generated, printed)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v cargo > /dev/null; then
+    echo "cargo not found: install the Rust toolchain (rustup) first" >&2
+    exit 1
+fi
+scripts/install-qemu.sh || { echo "QEMU is needed to run guests" >&2; exit 1; }
+cargo build --release --quiet -p ferrox-cli
+ferrox=$PWD/target/release/ferrox
+data=${FERROX_DATA_DIR:-$PWD/ferrox-data}
+listen=${FERROX_LISTEN:-0.0.0.0:8006}
+port=${listen##*:}
+mkdir -p "$data"
+password_file="$data/root-password"
+if [ -n "${FERROX_ROOT_PASSWORD:-}" ]; then
+    password=$FERROX_ROOT_PASSWORD
+elif [ -f "$password_file" ]; then
+    password=$(cat "$password_file")
+else
+    password=$(head -c 12 /dev/urandom | base64 | tr -d '/+=')
+    (umask 077; echo "$password" > "$password_file")
+fi
+log="$data/daemon.log"
+"$ferrox" node serve --data-dir "$data" --listen "$listen" --root-password "$password" > "$log" 2>&1 &
+daemon=$!
+trap 'kill $daemon 2> /dev/null || true' INT TERM EXIT
+for _ in $(seq 200); do
+    grep -q ssl_fingerprint "$log" && break
+    kill -0 "$daemon" 2> /dev/null || { cat "$log" >&2; exit 1; }
+    sleep 0.1
+done
+fingerprint=$(awk '/^ssl_fingerprint/ {print $2}' "$log")
+node=$(awk -F"'" '/listening on/ {print $2}' "$log")
+export FERROX_HOST="127.0.0.1:$port" FERROX_FINGERPRINT="$fingerprint" FERROX_PASSWORD="$password"
+if ! "$ferrox" vm config 100 > /dev/null 2>&1; then
+    # A firmware-only guest (SeaBIOS, no OS) with a 1 GiB disk and a NIC.
+    "$ferrox" vm create 100 --name demo --memory 128 --scsi0 local:1 --net0 virtio,bridge=vmbr0 > /dev/null
+fi
+"$ferrox" vm start 100 > /dev/null 2>&1 || true
+"$ferrox" vm list
+ip=$(hostname -I 2> /dev/null | awk '{print $1}')
+cat <<INFO
+
+Ferrox node '$node' is running ($(awk '/^accelerator/ {print $2}' "$log") accelerator).
+  URL:          https://${ip:-127.0.0.1}:$port/api2/json   (and https://127.0.0.1:$port/)
+  Fingerprint:  $fingerprint
+  Login:        root@pam / $password
+  CLI:          FERROX_HOST=127.0.0.1:$port FERROX_FINGERPRINT=$fingerprint FERROX_PASSWORD=... $ferrox vm list
+  Data:         $data   (daemon log: $log)
+Press Ctrl-C to stop the node (guests keep running; they are found again on the next start).
+INFO
+wait "$daemon"
