@@ -274,10 +274,7 @@ fn task_log<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
     let start = ctx.params.int("start").unwrap_or(0).max(0) as usize;
     let limit = ctx.params.int("limit").unwrap_or(50).max(0) as usize;
     let (lines, total) = ctx.state.tasks().log(&upid, start, limit)?;
-    Ok(Reply {
-        data: json!(lines),
-        total: Some(total),
-    })
+    Ok(Reply::paged(json!(lines), total))
 }
 
 fn task_list<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
@@ -299,10 +296,7 @@ fn task_list<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
         .state
         .tasks()
         .list(&filter, &|owner| task_visible(ctx, owner));
-    Ok(Reply {
-        data: json!(rows),
-        total: Some(total),
-    })
+    Ok(Reply::paged(json!(rows), total))
 }
 
 fn domains<S: ApiState>(_: &Ctx<'_, S>) -> Result<Reply, ApiError> {

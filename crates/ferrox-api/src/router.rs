@@ -84,11 +84,36 @@ pub trait ApiState: Send + Sync + 'static {
 pub struct Reply {
     pub data: Value,
     pub total: Option<usize>,
+    /// `data` already serialized (large listings skip building a `Value`).
+    pub raw: Option<String>,
 }
 
 impl From<Value> for Reply {
     fn from(data: Value) -> Reply {
-        Reply { data, total: None }
+        Reply {
+            data,
+            total: None,
+            raw: None,
+        }
+    }
+}
+
+impl Reply {
+    pub fn paged(data: Value, total: usize) -> Reply {
+        Reply {
+            data,
+            total: Some(total),
+            raw: None,
+        }
+    }
+
+    /// `json` must be a serialized JSON value.
+    pub fn raw_json(json: String) -> Reply {
+        Reply {
+            data: Value::Null,
+            total: None,
+            raw: Some(json),
+        }
     }
 }
 
@@ -290,6 +315,19 @@ impl<S: ApiState> Api<S> {
 
     fn respond(&self, format: Format, result: Result<Reply, ApiError>) -> RawResponse {
         const JSON: &str = "application/json;charset=UTF-8";
+        if let Ok(Reply { raw: Some(raw), .. }) = &result {
+            let success = if format == Format::Extjs {
+                ",\"success\":1"
+            } else {
+                ""
+            };
+            return RawResponse {
+                status: 200,
+                reason: None,
+                content_type: JSON,
+                body: format!("{{\"data\":{raw}{success}}}").into_bytes(),
+            };
+        }
         match (format, result) {
             (Format::Json, Ok(reply)) => {
                 let mut body = json!({ "data": reply.data });

@@ -32,8 +32,38 @@ pub struct RunInfo {
     pub last: Option<(Instant, GuestCounters)>,
 }
 
+/// The parts of a config that listings show, computed once per config write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestStatic {
+    pub name: String,
+    pub cpus: u64,
+    pub maxmem: u64,
+    pub maxdisk: u64,
+    pub tags: Option<String>,
+    pub lock: Option<String>,
+    pub template: bool,
+}
+
+impl GuestStatic {
+    pub fn of(vmid: u32, cfg: &GuestConfig) -> GuestStatic {
+        GuestStatic {
+            name: cfg
+                .name()
+                .map(String::from)
+                .unwrap_or_else(|| format!("VM {vmid}")),
+            cpus: (cfg.sockets() * cfg.cores()).max(1),
+            maxmem: cfg.memory_mib() * 1024 * 1024,
+            maxdisk: boot_disk_size(cfg),
+            tags: cfg.options.get("tags").cloned(),
+            lock: cfg.options.get("lock").cloned(),
+            template: cfg.options.get("template").map(String::as_str) == Some("1"),
+        }
+    }
+}
+
 pub struct Guests {
     dir: PathBuf,
+    statics: RwLock<BTreeMap<u32, Arc<GuestStatic>>>,
     pub run_dir: PathBuf,
     configs: RwLock<BTreeMap<u32, Arc<GuestConfig>>>,
     running: RwLock<BTreeMap<u32, RunInfo>>,
@@ -68,8 +98,13 @@ impl Guests {
                 running.insert(vmid, RunInfo::new(p.pid, now()));
             }
         }
+        let statics = configs
+            .iter()
+            .map(|(vmid, cfg)| (*vmid, Arc::new(GuestStatic::of(*vmid, cfg))))
+            .collect();
         Ok(Guests {
             dir: dir.to_path_buf(),
+            statics: RwLock::new(statics),
             run_dir: run_dir.to_path_buf(),
             configs: RwLock::new(configs),
             running: RwLock::new(running),
@@ -88,6 +123,25 @@ impl Guests {
             .unwrap_or_default()
     }
 
+    /// Every guest's listing fields and run state, under one read of each map.
+    pub fn listing(&self) -> Vec<(u32, Arc<GuestStatic>, Option<RunInfo>)> {
+        let statics = match self.statics.read() {
+            Ok(s) => s,
+            Err(_) => return Vec::new(),
+        };
+        let running = self.running.read().ok();
+        statics
+            .iter()
+            .map(|(vmid, st)| {
+                let info = running
+                    .as_ref()
+                    .and_then(|r| r.get(vmid).cloned())
+                    .filter(|i| pid_alive(i.pid));
+                (*vmid, Arc::clone(st), info)
+            })
+            .collect()
+    }
+
     pub fn exists(&self, vmid: u32) -> bool {
         self.configs.read().is_ok_and(|c| c.contains_key(&vmid))
     }
@@ -103,6 +157,9 @@ impl Guests {
         if let Ok(mut c) = self.configs.write() {
             c.insert(vmid, Arc::clone(&stored));
         }
+        if let Ok(mut st) = self.statics.write() {
+            st.insert(vmid, Arc::new(GuestStatic::of(vmid, &stored)));
+        }
         Ok(stored)
     }
 
@@ -112,6 +169,9 @@ impl Guests {
             .map_err(|e| ApiError::internal(format!("removing {}: {e}", path.display())))?;
         if let Ok(mut c) = self.configs.write() {
             c.remove(&vmid);
+        }
+        if let Ok(mut st) = self.statics.write() {
+            st.remove(&vmid);
         }
         Ok(())
     }
