@@ -438,10 +438,7 @@ impl<S: ApiState> Api<S> {
         let creds = self.credentials(req);
         if endpoint.permission == Permission::World {
             if matches!(creds, Credentials::Token(_)) && !endpoint.allow_token {
-                return Err(ApiError::new(
-                    403,
-                    format!("URI '{shown_path}' not available with API token, need proper ticket."),
-                ));
+                return Err(token_refused(shown_path));
             }
             return Ok(match creds {
                 Credentials::Ticket(t) => auth.verify_ticket(&t).map(|userid| Caller {
@@ -476,12 +473,7 @@ impl<S: ApiState> Api<S> {
                     .verify_token(&value)
                     .ok_or_else(|| ApiError::unauthorized("Authentication failed!"))?;
                 if !endpoint.allow_token {
-                    return Err(ApiError::new(
-                        403,
-                        format!(
-                            "URI '{shown_path}' not available with API token, need proper ticket."
-                        ),
-                    ));
+                    return Err(token_refused(shown_path));
                 }
                 Ok(Some(caller))
             }
@@ -606,6 +598,13 @@ impl<S: ApiState> Api<S> {
         };
         (endpoint.handler)(&ctx)
     }
+}
+
+fn token_refused(path: &str) -> ApiError {
+    ApiError::new(
+        403,
+        format!("URI '{path}' not available with API token, need proper ticket."),
+    )
 }
 
 /// `/vms/{vmid}` with the request's `vmid`.

@@ -322,6 +322,32 @@ fn assign_mac(key: &str, value: &str) -> Result<String, ApiError> {
     }
 }
 
+/// Sets `sets` on `cfg` (new NICs get a MAC); collects one error per bad key.
+fn set_options(
+    cfg: &mut GuestConfig,
+    sets: &BTreeMap<String, String>,
+    errors: &mut BTreeMap<String, String>,
+) {
+    for (key, value) in sets {
+        let value = if is_net_key(key) {
+            match assign_mac(key, value) {
+                Ok(v) => v,
+                Err(e) => {
+                    errors.extend(e.errors);
+                    continue;
+                }
+            }
+        } else {
+            value.clone()
+        };
+        if key == "description" {
+            cfg.description = Some(value);
+        } else if let Err(e) = cfg.set(key, &value) {
+            errors.insert(key.clone(), e.message);
+        }
+    }
+}
+
 /// Bytes of the first disk (the one Proxmox VE reports as `maxdisk`).
 fn boot_disk_size(cfg: &GuestConfig) -> u64 {
     cfg.disks()
@@ -467,26 +493,7 @@ impl Node {
                 }
             }
         }
-        for (key, value) in sets {
-            let value = if is_net_key(key) {
-                match assign_mac(key, value) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        errors.extend(e.errors);
-                        continue;
-                    }
-                }
-            } else {
-                value.clone()
-            };
-            if key == "description" {
-                next.description = Some(value);
-                continue;
-            }
-            if let Err(e) = next.set(key, &value) {
-                errors.insert(key.clone(), e.message);
-            }
-        }
+        set_options(&mut next, sets, &mut errors);
         if !errors.is_empty() {
             return Err(ApiError::params(errors));
         }
@@ -668,27 +675,8 @@ impl Node {
             return Err(ApiError::param("vmid", format!("VM {vmid} already exists")));
         }
         // Validate everything but disk allocation before anything is written.
-        let mut probe = GuestConfig::default();
         let mut errors = BTreeMap::new();
-        for (key, value) in &sets {
-            let value = if is_net_key(key) {
-                match assign_mac(key, value) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        errors.extend(e.errors);
-                        continue;
-                    }
-                }
-            } else {
-                value.clone()
-            };
-            if key == "description" {
-                continue;
-            }
-            if let Err(e) = probe.set(key, &value) {
-                errors.insert(key.clone(), e.message);
-            }
-        }
+        set_options(&mut GuestConfig::default(), &sets, &mut errors);
         if !errors.is_empty() {
             return Err(ApiError::params(errors));
         }
