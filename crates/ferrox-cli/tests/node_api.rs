@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 struct Daemon {
     child: Child,
-    dir: tempfile::TempDir,
+    /// Taken over by a restarted daemon (then the guests are left running).
+    dir: Option<tempfile::TempDir>,
     base: String,
     agent: ureq::Agent,
 }
@@ -19,7 +20,10 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
         // Guests are daemonized QEMU processes: stop whatever the test left running.
-        if let Ok(entries) = std::fs::read_dir(self.dir.path().join("run")) {
+        let Some(dir) = &self.dir else {
+            return;
+        };
+        if let Ok(entries) = std::fs::read_dir(dir.path().join("run")) {
             for e in entries.flatten() {
                 if e.path().extension().is_some_and(|x| x == "pid") {
                     if let Ok(pid) = std::fs::read_to_string(e.path()) {
@@ -107,7 +111,10 @@ fn insecure_agent() -> ureq::Agent {
 }
 
 fn start_daemon(accel: &str) -> Daemon {
-    let dir = tempfile::tempdir().unwrap();
+    start_daemon_in(tempfile::tempdir().unwrap(), accel)
+}
+
+fn start_daemon_in(dir: tempfile::TempDir, accel: &str) -> Daemon {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_ferrox"))
         .args(["node", "serve", "--data-dir"])
@@ -121,7 +128,7 @@ fn start_daemon(accel: &str) -> Daemon {
         .unwrap();
     let d = Daemon {
         child,
-        dir,
+        dir: Some(dir),
         base: format!("https://127.0.0.1:{port}/api2"),
         agent: insecure_agent(),
     };
@@ -232,8 +239,12 @@ impl Daemon {
         upid
     }
 
+    fn path(&self) -> &Path {
+        self.dir.as_ref().expect("data dir").path()
+    }
+
     fn etc(&self) -> PathBuf {
-        self.dir.path().join("etc")
+        self.path().join("etc")
     }
 }
 
@@ -568,7 +579,6 @@ fn lifecycle(accel: &str) {
         .unwrap()
         .starts_with("virtio=BC:24:11:"));
     let image = d
-        .dir
         .path()
         .join("storage/local/images/100/vm-100-disk-0.qcow2");
     assert!(image.exists());
@@ -713,9 +723,61 @@ fn guest_lifecycle_under_kvm() {
 }
 
 #[test]
+fn a_restarted_daemon_finds_its_guests_and_tasks() {
+    if !qemu_available() {
+        return;
+    }
+    let d = start_daemon("tcg");
+    let auth = d.login();
+    d.task_ok(
+        &auth,
+        "POST",
+        "/nodes/pve1/qemu",
+        &[("vmid", "130"), ("memory", "64"), ("start", "1")],
+    );
+    let started = d.task_ok(&auth, "POST", "/nodes/pve1/qemu/130/status/suspend", &[]);
+    let pid = d
+        .request("GET", "/nodes/pve1/qemu/130/status/current", &auth, &[])
+        .body["data"]["pid"]
+        .as_u64()
+        .unwrap();
+    // kill -9 the daemon: the guest (a daemonized QEMU) keeps running
+    let mut old = d;
+    old.child.kill().unwrap();
+    old.child.wait().unwrap();
+    assert!(alive(pid));
+    let dir = old.dir.take().unwrap();
+    drop(old);
+    let d = start_daemon_in(dir, "tcg");
+    let auth = d.login();
+    let st = d
+        .request("GET", "/nodes/pve1/qemu/130/status/current", &auth, &[])
+        .body["data"]
+        .clone();
+    assert_eq!(st["status"], "running", "{st}");
+    assert_eq!(st["qmpstatus"], "paused");
+    assert_eq!(st["pid"], pid);
+    let old_task = d
+        .request(
+            "GET",
+            &format!("/nodes/pve1/tasks/{started}/status"),
+            &auth,
+            &[],
+        )
+        .body["data"]
+        .clone();
+    assert_eq!(
+        old_task["exitstatus"], "OK",
+        "finished tasks survive a restart: {old_task}"
+    );
+    d.task_ok(&auth, "POST", "/nodes/pve1/qemu/130/status/stop", &[]);
+    assert!(!alive(pid));
+}
+
+#[test]
 fn cli_drives_the_daemon() {
     let d = start_daemon("tcg");
-    let fp_file = d.dir.path().join("etc/nodes/pve1/pve-ssl.pem");
+    let fp_file = d.path().join("etc/nodes/pve1/pve-ssl.pem");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !fp_file.exists() {
         assert!(Instant::now() < deadline);
