@@ -219,7 +219,7 @@ pub fn serve(opts: NodeOptions) -> anyhow::Result<()> {
     if !node.auth.has_password("root@pam") {
         println!("WARNING: root@pam has no password yet: start once with --root-password or FERROX_ROOT_PASSWORD");
     }
-    metrics::spawn_collector(Arc::clone(&node));
+    metrics::spawn_collector(Arc::clone(&node)).context("starting the metrics collector")?;
     let api = Arc::new(ferrox_api::Api::new(Arc::clone(&node), api::endpoints()));
     let identity = ferrox_api::http::TlsIdentity {
         cert_pem: node.tls.cert_pem.clone().into_bytes(),

@@ -40,8 +40,11 @@ impl Identity {
         let cert_path = dir.join("pve-ssl.pem");
         let key_path = dir.join("pve-ssl.key");
         if !(cert_path.exists() && key_path.exists()) {
-            let mut names = vec![node.to_string(), "localhost".to_string()];
-            names.push("127.0.0.1".to_string());
+            let names = vec![
+                node.to_string(),
+                "localhost".to_string(),
+                "127.0.0.1".to_string(),
+            ];
             let cert = rcgen::generate_simple_self_signed(names)
                 .context("creating the self-signed certificate")?;
             ferrox_api::fsutil::write_atomic(
