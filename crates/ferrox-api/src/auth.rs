@@ -18,7 +18,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Ticket lifetime and allowed clock skew, as in Proxmox VE.
@@ -68,7 +68,14 @@ pub struct Auth {
     shadow_path: PathBuf,
     token_path: PathBuf,
     key: Vec<u8>,
-    users: RwLock<UserConfig>,
+    accounts: RwLock<Accounts>,
+}
+
+/// What every request consults, kept in memory: user.cfg and the token secret hashes.
+/// Changes replace the snapshot after the files are written.
+struct Accounts {
+    users: Arc<UserConfig>,
+    token_hashes: BTreeMap<String, String>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> AuthSetupError + '_ {
@@ -149,17 +156,26 @@ impl Auth {
             write_atomic(&user_cfg_path, users.to_text().as_bytes(), 0o640)
                 .map_err(io_err(&user_cfg_path))?;
         }
+        let token_path = private.join("token.cfg");
+        let token_hashes = read_secret_lines(&token_path, ' ')?;
         Ok(Auth {
             user_cfg_path,
             shadow_path: private.join("shadow.cfg"),
-            token_path: private.join("token.cfg"),
+            token_path,
             key,
-            users: RwLock::new(users),
+            accounts: RwLock::new(Accounts {
+                users: Arc::new(users),
+                token_hashes,
+            }),
         })
     }
 
-    pub fn user_config(&self) -> UserConfig {
-        self.users.read().map(|u| u.clone()).unwrap_or_default()
+    /// The current user.cfg (a shared snapshot: cheap to take per request).
+    pub fn user_config(&self) -> Arc<UserConfig> {
+        self.accounts
+            .read()
+            .map(|a| Arc::clone(&a.users))
+            .unwrap_or_default()
     }
 
     pub fn has_password(&self, userid: &str) -> bool {
@@ -188,11 +204,7 @@ impl Auth {
     }
 
     fn user_usable(&self, userid: &str) -> bool {
-        let users = match self.users.read() {
-            Ok(u) => u,
-            Err(_) => return false,
-        };
-        users
+        self.user_config()
             .users
             .get(userid)
             .is_some_and(|u| u.enable && (u.expire == 0 || u.expire as i64 > now()))
@@ -221,13 +233,11 @@ impl Auth {
             _ => username.to_string(),
         };
         if let Some((name, realm)) = full.rsplit_once('@') {
-            if let Ok(users) = self.users.read() {
-                if let Some(found) = users.users.keys().find(|k| {
-                    k.rsplit_once('@')
-                        .is_some_and(|(n, r)| n == name && r.eq_ignore_ascii_case(realm))
-                }) {
-                    return found.clone();
-                }
+            if let Some(found) = self.user_config().users.keys().find(|k| {
+                k.rsplit_once('@')
+                    .is_some_and(|(n, r)| n == name && r.eq_ignore_ascii_case(realm))
+            }) {
+                return found.clone();
             }
         }
         full
@@ -301,12 +311,12 @@ impl Auth {
         if !self.user_usable(userid) {
             return None;
         }
-        let tok = self.users.read().ok()?.tokens.get(full_id).cloned()?;
+        let accounts = self.accounts.read().ok()?;
+        let tok = accounts.users.tokens.get(full_id)?;
         if tok.expire != 0 && tok.expire as i64 <= now() {
             return None;
         }
-        let stored = read_secret_lines(&self.token_path, ' ').ok()?;
-        let expected = stored.get(full_id)?;
+        let expected = accounts.token_hashes.get(full_id)?;
         constant_time_eq(expected.as_bytes(), sha256_hex(secret.trim()).as_bytes()).then(|| {
             Caller {
                 userid: userid.to_string(),
@@ -315,53 +325,57 @@ impl Auth {
         })
     }
 
-    fn save_users(&self, users: &UserConfig) -> Result<(), ApiError> {
-        write_atomic(&self.user_cfg_path, users.to_text().as_bytes(), 0o640).map_err(internal)
+    /// Applies `change` to copies of user.cfg and the token hashes, writes both files and
+    /// only then makes the copies current: a failed write leaves everything as it was.
+    fn change_tokens(
+        &self,
+        change: impl FnOnce(&mut UserConfig, &mut BTreeMap<String, String>) -> Result<(), ApiError>,
+    ) -> Result<(), ApiError> {
+        let mut accounts = self
+            .accounts
+            .write()
+            .map_err(|_| ApiError::internal("user config lock poisoned"))?;
+        let mut users = (*accounts.users).clone();
+        let mut hashes = accounts.token_hashes.clone();
+        change(&mut users, &mut hashes)?;
+        let text: String = hashes.iter().map(|(k, v)| format!("{k} {v}\n")).collect();
+        write_atomic(&self.token_path, text.as_bytes(), 0o600).map_err(internal)?;
+        write_atomic(&self.user_cfg_path, users.to_text().as_bytes(), 0o640).map_err(internal)?;
+        *accounts = Accounts {
+            users: Arc::new(users),
+            token_hashes: hashes,
+        };
+        Ok(())
     }
 
     /// Creates an API token; returns the secret, which is shown only this once.
     pub fn create_token(&self, userid: &str, token: Token) -> Result<String, ApiError> {
-        let mut users = self
-            .users
-            .write()
-            .map_err(|_| ApiError::internal("user config lock poisoned"))?;
-        if !users.users.contains_key(userid) {
-            return Err(ApiError::internal(format!("no such user ('{userid}')")));
-        }
-        if users.tokens.contains_key(&token.full_id) {
-            return Err(ApiError::param(
-                "tokenid",
-                format!("Token '{}' already exists.", token.full_id),
-            ));
-        }
         let secret = uuid::Uuid::new_v4().to_string();
-        let mut stored = read_secret_lines(&self.token_path, ' ').map_err(internal)?;
-        stored.insert(token.full_id.clone(), sha256_hex(&secret));
-        let mut next = users.clone();
-        next.tokens.insert(token.full_id.clone(), token);
-        let text: String = stored.iter().map(|(k, v)| format!("{k} {v}\n")).collect();
-        write_atomic(&self.token_path, text.as_bytes(), 0o600).map_err(internal)?;
-        self.save_users(&next)?;
-        *users = next;
+        self.change_tokens(|users, hashes| {
+            if !users.users.contains_key(userid) {
+                return Err(ApiError::internal(format!("no such user ('{userid}')")));
+            }
+            if users.tokens.contains_key(&token.full_id) {
+                return Err(ApiError::param(
+                    "tokenid",
+                    format!("Token '{}' already exists.", token.full_id),
+                ));
+            }
+            hashes.insert(token.full_id.clone(), sha256_hex(&secret));
+            users.tokens.insert(token.full_id.clone(), token);
+            Ok(())
+        })?;
         Ok(secret)
     }
 
     pub fn delete_token(&self, full_id: &str) -> Result<(), ApiError> {
-        let mut users = self
-            .users
-            .write()
-            .map_err(|_| ApiError::internal("user config lock poisoned"))?;
-        if !users.tokens.contains_key(full_id) {
-            return Err(ApiError::internal(format!("no such token '{full_id}'")));
-        }
-        let mut next = users.clone();
-        next.tokens.remove(full_id);
-        self.save_users(&next)?;
-        *users = next;
-        let mut stored = read_secret_lines(&self.token_path, ' ').map_err(internal)?;
-        stored.remove(full_id);
-        let text: String = stored.iter().map(|(k, v)| format!("{k} {v}\n")).collect();
-        write_atomic(&self.token_path, text.as_bytes(), 0o600).map_err(internal)
+        self.change_tokens(|users, hashes| {
+            if users.tokens.remove(full_id).is_none() {
+                return Err(ApiError::internal(format!("no such token '{full_id}'")));
+            }
+            hashes.remove(full_id);
+            Ok(())
+        })
     }
 }
 

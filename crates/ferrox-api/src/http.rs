@@ -34,12 +34,11 @@ async fn handle<S: ApiState>(State(api): State<Arc<Api<S>>>, req: Request<Body>)
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b.to_vec(),
         Err(_) => {
-            return to_response(RawResponse {
-                status: 413,
-                reason: Some("request too large".into()),
-                content_type: "application/json;charset=UTF-8",
-                body: Vec::new(),
-            })
+            return to_response(RawResponse::json(
+                413,
+                Some("request too large".into()),
+                String::new(),
+            ))
         }
     };
     let raw = RawRequest {
@@ -61,12 +60,11 @@ async fn handle<S: ApiState>(State(api): State<Arc<Api<S>>>, req: Request<Body>)
     let result = tokio::task::spawn_blocking(move || api.handle(&raw)).await;
     match result {
         Ok(resp) => to_response(resp),
-        Err(_) => to_response(RawResponse {
-            status: 500,
-            reason: Some("internal error".into()),
-            content_type: "application/json;charset=UTF-8",
-            body: Vec::new(),
-        }),
+        Err(_) => to_response(RawResponse::json(
+            500,
+            Some("internal error".into()),
+            String::new(),
+        )),
     }
 }
 

@@ -52,28 +52,31 @@ const POOL: &[&str] = &["Pool.Allocate", "Pool.Audit"];
 const MAPPING: &[&str] = &["Mapping.Modify", "Mapping.Use", "Mapping.Audit"];
 const PERMISSIONS: &[&str] = &["Permissions.Modify"];
 
+const PRIVILEGE_GROUPS: [&[&str]; 15] = [
+    VM_ADMIN,
+    VM_USER,
+    VM_AUDIT,
+    SYS_ROOT,
+    SYS_ADMIN,
+    SYS_AUDIT,
+    DATASTORE_ADMIN,
+    DATASTORE_USER,
+    DATASTORE_AUDIT,
+    SDN,
+    USER_ROOT,
+    USER_ADMIN,
+    POOL,
+    MAPPING,
+    PERMISSIONS,
+];
+
+fn is_privilege(name: &str) -> bool {
+    PRIVILEGE_GROUPS.iter().any(|g| g.contains(&name))
+}
+
 /// Every privilege Proxmox VE 9 knows.
 pub fn all_privileges() -> BTreeSet<&'static str> {
-    [
-        VM_ADMIN,
-        VM_USER,
-        VM_AUDIT,
-        SYS_ROOT,
-        SYS_ADMIN,
-        SYS_AUDIT,
-        DATASTORE_ADMIN,
-        DATASTORE_USER,
-        DATASTORE_AUDIT,
-        SDN,
-        USER_ROOT,
-        USER_ADMIN,
-        POOL,
-        MAPPING,
-        PERMISSIONS,
-    ]
-    .concat()
-    .into_iter()
-    .collect()
+    PRIVILEGE_GROUPS.concat().into_iter().collect()
 }
 
 /// The privileges of a built-in role, or `None` for a role that is not built in.
@@ -183,8 +186,25 @@ fn privileges_of_roles(cfg: &UserConfig, roles: &BTreeMap<String, bool>) -> BTre
     out
 }
 
+/// root@pam holds every privilege everywhere, and so do its tokens without privilege
+/// separation.
+fn unrestricted(cfg: &UserConfig, caller: &Caller) -> bool {
+    caller.userid == "root@pam"
+        && caller.token.as_ref().is_none_or(|t| {
+            cfg.tokens
+                .get(&format!("root@pam!{t}"))
+                .is_some_and(|t| !t.privsep)
+        })
+}
+
 /// Privileges (with their propagate flag) of `caller` on `path`.
 pub fn privileges(cfg: &UserConfig, caller: &Caller, path: &str) -> BTreeMap<String, bool> {
+    if unrestricted(cfg, caller) {
+        return all_privileges()
+            .into_iter()
+            .map(|p| (p.to_string(), true))
+            .collect();
+    }
     let user_privs = if caller.userid == "root@pam" {
         all_privileges()
             .into_iter()
@@ -219,24 +239,13 @@ pub fn privileges(cfg: &UserConfig, caller: &Caller, path: &str) -> BTreeMap<Str
 
 /// Whether `caller` has all (or, with `any`, one) of `privs` on `path`.
 pub fn check(cfg: &UserConfig, caller: &Caller, path: &str, privs: &[&str], any: bool) -> bool {
-    // root@pam and its non-separated tokens hold everything: skip the ACL walk (listings
-    // call this once per guest).
-    if caller.userid == "root@pam" {
-        let unrestricted = match &caller.token {
-            None => true,
-            Some(t) => cfg
-                .tokens
-                .get(&format!("root@pam!{t}"))
-                .is_some_and(|t| !t.privsep),
+    // Listings call this once per guest: the unrestricted case needs no ACL walk.
+    if unrestricted(cfg, caller) {
+        return if any {
+            privs.iter().any(|p| is_privilege(p))
+        } else {
+            privs.iter().all(|p| is_privilege(p))
         };
-        if unrestricted {
-            let all = all_privileges();
-            return if any {
-                privs.iter().any(|p| all.contains(p))
-            } else {
-                privs.iter().all(|p| all.contains(p))
-            };
-        }
     }
     let have = privileges(cfg, caller, path);
     if any {

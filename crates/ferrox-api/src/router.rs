@@ -250,6 +250,8 @@ pub struct RawResponse {
 pub struct Api<S> {
     pub state: Arc<S>,
     pub endpoints: Vec<Endpoint<S>>,
+    /// Generated once from `endpoints`.
+    openapi: Value,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -308,84 +310,61 @@ enum Credentials {
     Token(String),
 }
 
+impl RawResponse {
+    pub fn json(status: u16, reason: Option<String>, body: String) -> RawResponse {
+        RawResponse {
+            status,
+            reason,
+            content_type: "application/json;charset=UTF-8",
+            body: body.into_bytes(),
+        }
+    }
+}
+
 impl<S: ApiState> Api<S> {
     pub fn new(state: Arc<S>, endpoints: Vec<Endpoint<S>>) -> Api<S> {
-        Api { state, endpoints }
+        let openapi = crate::openapi::document(&endpoints);
+        Api {
+            state,
+            endpoints,
+            openapi,
+        }
     }
 
     fn respond(&self, format: Format, result: Result<Reply, ApiError>) -> RawResponse {
-        const JSON: &str = "application/json;charset=UTF-8";
-        if let Ok(Reply { raw: Some(raw), .. }) = &result {
-            let success = if format == Format::Extjs {
-                ",\"success\":1"
-            } else {
-                ""
-            };
-            return RawResponse {
-                status: 200,
-                reason: None,
-                content_type: JSON,
-                body: format!("{{\"data\":{raw}{success}}}").into_bytes(),
-            };
-        }
-        match (format, result) {
-            (Format::Json, Ok(reply)) => {
-                let mut body = json!({ "data": reply.data });
-                if let Some(total) = reply.total {
-                    body["total"] = json!(total);
-                }
-                RawResponse {
-                    status: 200,
-                    reason: None,
-                    content_type: JSON,
-                    body: body.to_string().into_bytes(),
-                }
+        let extjs = format == Format::Extjs;
+        match result {
+            Ok(reply) => {
+                let data = match reply.raw {
+                    Some(raw) => raw,
+                    None => reply.data.to_string(),
+                };
+                let total = reply
+                    .total
+                    .map(|t| format!(",\"total\":{t}"))
+                    .unwrap_or_default();
+                let success = if extjs { ",\"success\":1" } else { "" };
+                RawResponse::json(200, None, format!("{{\"data\":{data}{total}{success}}}"))
             }
-            (Format::Extjs, Ok(reply)) => {
-                let mut body = json!({ "data": reply.data, "success": 1 });
-                if let Some(total) = reply.total {
-                    body["total"] = json!(total);
-                }
-                RawResponse {
-                    status: 200,
-                    reason: None,
-                    content_type: JSON,
-                    body: body.to_string().into_bytes(),
-                }
-            }
-            (format, Err(e)) => {
+            Err(e) => {
                 if e.status == 401 {
                     std::thread::sleep(self.state.unauthorized_delay());
                 }
                 let reason = e.message.lines().next().map(str::to_string);
                 if e.empty_body {
-                    return RawResponse {
-                        status: e.status,
-                        reason,
-                        content_type: JSON,
-                        body: Vec::new(),
-                    };
+                    return RawResponse::json(e.status, reason, String::new());
                 }
                 let mut body = json!({ "data": null, "message": e.body_message() });
                 if !e.errors.is_empty() {
                     body["errors"] = json!(e.errors);
                 }
-                if format == Format::Extjs && e.status != 401 {
+                // ExtJS clients read the status from the body; authentication stays HTTP.
+                if extjs && e.status != 401 {
                     body["success"] = json!(0);
                     body["status"] = json!(e.status);
-                    return RawResponse {
-                        status: 200,
-                        reason: None,
-                        content_type: JSON,
-                        body: body.to_string().into_bytes(),
-                    };
+                    return RawResponse::json(200, None, body.to_string());
                 }
-                RawResponse {
-                    status: e.status,
-                    reason,
-                    content_type: JSON,
-                    body: body.to_string().into_bytes(),
-                }
+                RawResponse::json(e.status, reason, body.to_string())
             }
         }
     }
@@ -403,7 +382,7 @@ impl<S: ApiState> Api<S> {
         }
         if sub.trim_end_matches('/') == "openapi" && req.method == "GET" {
             // The API's own description; public, like Proxmox VE's apidoc.
-            return self.respond(format, Ok(crate::openapi::document(&self.endpoints).into()));
+            return self.respond(format, Ok(self.openapi.clone().into()));
         }
         let result = self.dispatch(req, sub);
         self.respond(format, result)

@@ -171,17 +171,20 @@ impl TaskStore {
 
     fn finish(&self, upid: &Upid, endtime: i64, status: String) {
         let key = upid.to_string();
+        // One write per line, under the index lock: workers ending together must not
+        // interleave their lines (`writeln!` may issue several writes).
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let line = format!("{key} {endtime:08X} {status}\n");
         if let Ok(mut f) = OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join("index"))
         {
-            let _ = writeln!(f, "{key} {endtime:08X} {status}");
+            let _ = f.write_all(line.as_bytes());
         }
-        if let Ok(mut s) = self.state.lock() {
-            s.tasks
-                .insert(key, (upid.clone(), Some(Finished { endtime, status })));
-        }
+        state
+            .tasks
+            .insert(key, (upid.clone(), Some(Finished { endtime, status })));
     }
 
     /// Starts a worker; returns its UPID at once. The worker's `Err` becomes `TASK ERROR`.

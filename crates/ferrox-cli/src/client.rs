@@ -186,6 +186,25 @@ impl ServerCertVerifier for Pinned {
     }
 }
 
+/// An HTTPS agent that accepts exactly the certificate with this SHA-256 fingerprint, or
+/// any certificate with `None`.
+pub fn tls_agent(fingerprint: Option<Vec<u8>>) -> Result<ureq::Agent> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .context("TLS setup")?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Pinned {
+            fingerprint,
+            provider,
+        }))
+        .with_no_client_auth();
+    Ok(ureq::AgentBuilder::new()
+        .tls_config(Arc::new(config))
+        .timeout(Duration::from_secs(60))
+        .build())
+}
+
 fn parse_fingerprint(text: &str) -> Result<Vec<u8>> {
     let hex: String = text.chars().filter(|c| *c != ':').collect();
     if hex.len() != 64 {
@@ -232,7 +251,6 @@ pub fn key_values(args: &[String]) -> Result<Vec<(String, String)>> {
 
 impl Client {
     pub fn connect(remote: &Remote) -> Result<Client> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
         let fingerprint = match (&remote.fingerprint, remote.insecure) {
             (Some(fp), _) => Some(parse_fingerprint(fp)?),
             (None, true) => None,
@@ -241,19 +259,7 @@ impl Client {
                  also in GET /nodes as ssl_fingerprint) or --insecure"
             ),
         };
-        let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
-            .with_safe_default_protocol_versions()
-            .context("TLS setup")?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Pinned {
-                fingerprint,
-                provider,
-            }))
-            .with_no_client_auth();
-        let agent = ureq::AgentBuilder::new()
-            .tls_config(Arc::new(config))
-            .timeout(Duration::from_secs(60))
-            .build();
+        let agent = tls_agent(fingerprint)?;
         let base = format!("https://{}/api2/json", remote.host);
         let login = match (&remote.token, &remote.password) {
             (Some(token), _) => Login::Token(token.clone()),

@@ -6,8 +6,9 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-mod client;
 mod crs;
+
+use ferrox_cli::client;
 
 #[derive(Parser)]
 #[command(name = "ferrox", version, about = "Ferrox virtualization cluster")]

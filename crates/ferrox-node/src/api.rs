@@ -145,9 +145,9 @@ fn list_guests(ctx: &C<'_>) -> Result<Reply, ApiError> {
     let list: Vec<Value> = ctx
         .state
         .guests
-        .all()
+        .listing()
         .into_iter()
-        .filter(|(vmid, _)| {
+        .filter(|(vmid, _, _)| {
             rbac::check(
                 &users,
                 caller,
@@ -156,7 +156,7 @@ fn list_guests(ctx: &C<'_>) -> Result<Reply, ApiError> {
                 false,
             )
         })
-        .map(|(vmid, cfg)| Value::Object(ctx.state.guest_summary(vmid, &cfg)))
+        .map(|(vmid, fixed, info)| Value::Object(Node::guest_summary(vmid, &fixed, info.as_ref())))
         .collect();
     Ok(json!(list).into())
 }
@@ -374,8 +374,12 @@ fn status_index(ctx: &C<'_>) -> Result<Reply, ApiError> {
 fn current_status(ctx: &C<'_>) -> Result<Reply, ApiError> {
     local_node(ctx)?;
     let vmid = vmid(ctx)?;
-    let cfg = ctx.state.guest_config(vmid)?;
-    let mut m = ctx.state.guest_summary(vmid, &cfg);
+    let fixed = ctx
+        .state
+        .guests
+        .fixed(vmid)
+        .ok_or_else(|| ctx.state.no_such_guest(vmid))?;
+    let mut m = Node::guest_summary(vmid, &fixed, ctx.state.guests.run_info(vmid).as_ref());
     // A live answer for a single guest: ask QEMU rather than the collector's cache.
     if let Some(p) = ctx.state.guests.process(vmid) {
         if let Ok(state) = p.status() {
@@ -433,7 +437,7 @@ fn shutdown(ctx: &C<'_>) -> Result<Reply, ApiError> {
 fn reboot(ctx: &C<'_>) -> Result<Reply, ApiError> {
     let timeout = Duration::from_secs(ctx.params.int("timeout").unwrap_or(180).max(0) as u64);
     let vmid = vmid(ctx)?;
-    if !ctx.state.guests.is_running(vmid) && ctx.state.guests.process(vmid).is_none() {
+    if ctx.state.guests.process(vmid).is_none() {
         return Err(ApiError::internal(format!("VM {vmid} not running")));
     }
     spawn_power(ctx, "qmreboot", move |n, v, log| {
@@ -592,10 +596,7 @@ fn cluster_resources(ctx: &C<'_>) -> Result<Reply, ApiError> {
     let users = ctx.state.auth.user_config();
     let node = ctx.state;
     let name = &node.opts.node_name;
-    let is_root = caller.userid == "root@pam" && caller.token.is_none();
-    let may = |path: &str, privs: &[&str], any: bool| {
-        is_root || rbac::check(&users, caller, path, privs, any)
-    };
+    let may = |path: &str, privs: &[&str], any: bool| rbac::check(&users, caller, path, privs, any);
     let mut json = String::from("[");
     let mut push = |text: String| {
         if json.len() > 1 {

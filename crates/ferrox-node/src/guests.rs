@@ -61,11 +61,26 @@ impl GuestStatic {
     }
 }
 
+#[derive(Debug, Clone)]
+struct GuestEntry {
+    config: Arc<GuestConfig>,
+    fixed: Arc<GuestStatic>,
+}
+
+impl GuestEntry {
+    fn new(vmid: u32, config: GuestConfig) -> GuestEntry {
+        GuestEntry {
+            fixed: Arc::new(GuestStatic::of(vmid, &config)),
+            config: Arc::new(config),
+        }
+    }
+}
+
 pub struct Guests {
     dir: PathBuf,
-    statics: RwLock<BTreeMap<u32, Arc<GuestStatic>>>,
     pub run_dir: PathBuf,
-    configs: RwLock<BTreeMap<u32, Arc<GuestConfig>>>,
+    /// Each config with its listing fields, derived once per write.
+    configs: RwLock<BTreeMap<u32, GuestEntry>>,
     running: RwLock<BTreeMap<u32, RunInfo>>,
     locks: Mutex<HashMap<u32, Arc<Mutex<()>>>>,
 }
@@ -90,7 +105,7 @@ impl Guests {
             let text = std::fs::read_to_string(entry.path())?;
             match GuestConfig::parse(&text) {
                 Ok(cfg) => {
-                    configs.insert(vmid, Arc::new(cfg));
+                    configs.insert(vmid, GuestEntry::new(vmid, cfg));
                 }
                 Err(e) => tracing::warn!("skipping {}: {e}", entry.path().display()),
             }
@@ -98,13 +113,8 @@ impl Guests {
                 running.insert(vmid, RunInfo::new(p.pid, now()));
             }
         }
-        let statics = configs
-            .iter()
-            .map(|(vmid, cfg)| (*vmid, Arc::new(GuestStatic::of(*vmid, cfg))))
-            .collect();
         Ok(Guests {
             dir: dir.to_path_buf(),
-            statics: RwLock::new(statics),
             run_dir: run_dir.to_path_buf(),
             configs: RwLock::new(configs),
             running: RwLock::new(running),
@@ -113,31 +123,28 @@ impl Guests {
     }
 
     pub fn config(&self, vmid: u32) -> Option<Arc<GuestConfig>> {
-        self.configs.read().ok()?.get(&vmid).cloned()
+        Some(Arc::clone(&self.configs.read().ok()?.get(&vmid)?.config))
     }
 
-    pub fn all(&self) -> Vec<(u32, Arc<GuestConfig>)> {
-        self.configs
-            .read()
-            .map(|c| c.iter().map(|(k, v)| (*k, Arc::clone(v))).collect())
-            .unwrap_or_default()
+    /// The listing fields of one guest.
+    pub fn fixed(&self, vmid: u32) -> Option<Arc<GuestStatic>> {
+        Some(Arc::clone(&self.configs.read().ok()?.get(&vmid)?.fixed))
     }
 
-    /// Every guest's listing fields and run state, under one read of each map.
+    /// Every guest's listing fields and run state.
     pub fn listing(&self) -> Vec<(u32, Arc<GuestStatic>, Option<RunInfo>)> {
-        let statics = match self.statics.read() {
-            Ok(s) => s,
-            Err(_) => return Vec::new(),
+        let Ok(configs) = self.configs.read() else {
+            return Vec::new();
         };
         let running = self.running.read().ok();
-        statics
+        configs
             .iter()
-            .map(|(vmid, st)| {
+            .map(|(vmid, entry)| {
                 let info = running
                     .as_ref()
                     .and_then(|r| r.get(vmid).cloned())
                     .filter(|i| pid_alive(i.pid));
-                (*vmid, Arc::clone(st), info)
+                (*vmid, Arc::clone(&entry.fixed), info)
             })
             .collect()
     }
@@ -152,13 +159,14 @@ impl Guests {
         let path = self.dir.join(format!("{vmid}.conf"));
         write_atomic(&path, text.as_bytes(), 0o640)
             .map_err(|e| ApiError::internal(format!("writing {}: {e}", path.display())))?;
-        let stored =
-            Arc::new(GuestConfig::parse(&text).map_err(|e| ApiError::internal(e.to_string()))?);
+        // Re-read from the written text: the digest is that of the file.
+        let entry = GuestEntry::new(
+            vmid,
+            GuestConfig::parse(&text).map_err(|e| ApiError::internal(e.to_string()))?,
+        );
+        let stored = Arc::clone(&entry.config);
         if let Ok(mut c) = self.configs.write() {
-            c.insert(vmid, Arc::clone(&stored));
-        }
-        if let Ok(mut st) = self.statics.write() {
-            st.insert(vmid, Arc::new(GuestStatic::of(vmid, &stored)));
+            c.insert(vmid, entry);
         }
         Ok(stored)
     }
@@ -169,9 +177,6 @@ impl Guests {
             .map_err(|e| ApiError::internal(format!("removing {}: {e}", path.display())))?;
         if let Ok(mut c) = self.configs.write() {
             c.remove(&vmid);
-        }
-        if let Ok(mut st) = self.statics.write() {
-            st.remove(&vmid);
         }
         Ok(())
     }
@@ -186,8 +191,14 @@ impl Guests {
         GuestProcess::find(vmid, &self.run_dir)
     }
 
+    /// Run state of a guest whose QEMU process is alive.
     pub fn run_info(&self, vmid: u32) -> Option<RunInfo> {
-        self.running.read().ok()?.get(&vmid).cloned()
+        self.running
+            .read()
+            .ok()?
+            .get(&vmid)
+            .filter(|i| pid_alive(i.pid))
+            .cloned()
     }
 
     pub fn running_vmids(&self) -> Vec<u32> {
@@ -195,12 +206,6 @@ impl Guests {
             .read()
             .map(|r| r.keys().copied().collect())
             .unwrap_or_default()
-    }
-
-    pub fn is_running(&self, vmid: u32) -> bool {
-        self.running
-            .read()
-            .is_ok_and(|r| r.get(&vmid).is_some_and(|info| pid_alive(info.pid)))
     }
 
     fn mark_running(&self, vmid: u32, pid: u32, accel: Accelerator, qmpstatus: &str) {
@@ -234,11 +239,7 @@ impl Guests {
         let vcpus: BTreeMap<u32, f64> = self
             .configs
             .read()
-            .map(|c| {
-                c.iter()
-                    .map(|(k, v)| (*k, (v.sockets() * v.cores()).max(1) as f64))
-                    .collect()
-            })
+            .map(|c| c.iter().map(|(k, e)| (*k, e.fixed.cpus as f64)).collect())
             .unwrap_or_default();
         running.retain(|_, info| pid_alive(info.pid));
         for (vmid, info) in running.iter_mut() {
@@ -387,32 +388,27 @@ impl Node {
             .ok_or_else(|| self.no_such_guest(vmid))
     }
 
-    /// The fields `GET /nodes/{node}/qemu`, `status/current` and `/cluster/resources`
-    /// share, with Proxmox VE's names and types.
-    pub fn guest_summary(&self, vmid: u32, cfg: &GuestConfig) -> Map<String, Value> {
-        let info = self.guests.run_info(vmid);
-        let running = info.as_ref().is_some_and(|i| pid_alive(i.pid));
-        let maxmem = cfg.memory_mib() * 1024 * 1024;
+    /// The fields `GET /nodes/{node}/qemu` and `status/current` show, with Proxmox VE's
+    /// names and types (`/cluster/resources` renders the same inputs in its own shape).
+    pub fn guest_summary(
+        vmid: u32,
+        fixed: &GuestStatic,
+        info: Option<&RunInfo>,
+    ) -> Map<String, Value> {
         let mut m = Map::new();
         m.insert("vmid".into(), json!(vmid));
-        m.insert(
-            "name".into(),
-            json!(cfg
-                .name()
-                .map(String::from)
-                .unwrap_or_else(|| format!("VM {vmid}"))),
-        );
+        m.insert("name".into(), json!(fixed.name));
         m.insert(
             "status".into(),
-            json!(if running { "running" } else { "stopped" }),
+            json!(if info.is_some() { "running" } else { "stopped" }),
         );
-        m.insert("cpus".into(), json!((cfg.sockets() * cfg.cores()).max(1)));
-        m.insert("maxmem".into(), json!(maxmem));
-        m.insert("maxdisk".into(), json!(boot_disk_size(cfg)));
+        m.insert("cpus".into(), json!(fixed.cpus));
+        m.insert("maxmem".into(), json!(fixed.maxmem));
+        m.insert("maxdisk".into(), json!(fixed.maxdisk));
         m.insert("disk".into(), json!(0));
         m.insert("netin".into(), json!(0));
         m.insert("netout".into(), json!(0));
-        match info.filter(|_| running) {
+        match info {
             Some(i) => {
                 m.insert("pid".into(), json!(i.pid));
                 m.insert("qmpstatus".into(), json!(i.qmpstatus));
@@ -433,13 +429,13 @@ impl Node {
                 }
             }
         }
-        if let Some(tags) = cfg.options.get("tags") {
+        if let Some(tags) = &fixed.tags {
             m.insert("tags".into(), json!(tags));
         }
-        if let Some(lock) = cfg.options.get("lock") {
+        if let Some(lock) = &fixed.lock {
             m.insert("lock".into(), json!(lock));
         }
-        if cfg.options.get("template").map(String::as_str) == Some("1") {
+        if fixed.template {
             m.insert("template".into(), json!(1));
         }
         m

@@ -104,21 +104,20 @@ fn collect(node: &Node, cpu_before: &mut host::CpuTimes, ticks: f64) {
     );
     node.guests.sample(ticks);
     for vmid in node.guests.running_vmids() {
-        let (Some(cfg), Some(info)) = (node.guests.config(vmid), node.guests.run_info(vmid)) else {
+        let (Some(fixed), Some(info)) = (node.guests.fixed(vmid), node.guests.run_info(vmid))
+        else {
             continue;
         };
-        let summary = node.guest_summary(vmid, &cfg);
-        let num = |k: &str| summary.get(k).and_then(Value::as_f64).unwrap_or(0.0);
         node.metrics.update(
             &format!("qemu/{vmid}"),
             &[
                 ("cpu", info.cpu),
-                ("maxcpu", num("cpus")),
+                ("maxcpu", fixed.cpus as f64),
                 ("mem", info.mem as f64),
                 ("memhost", info.mem as f64),
-                ("maxmem", num("maxmem")),
+                ("maxmem", fixed.maxmem as f64),
                 ("disk", 0.0),
-                ("maxdisk", num("maxdisk")),
+                ("maxdisk", fixed.maxdisk as f64),
                 ("diskread", info.diskread as f64),
                 ("diskwrite", info.diskwrite as f64),
                 ("netin", 0.0),
