@@ -84,7 +84,11 @@ pub async fn serve<S: ApiState>(
     let config = axum_server::tls_rustls::RustlsConfig::from_pem(tls.cert_pem, tls.key_pem).await?;
     let app = axum::Router::new().fallback(handle::<S>).with_state(api);
     listener.set_nonblocking(true)?;
-    axum_server::from_tcp_rustls(listener, config)
+    // Without TCP_NODELAY, small responses wait on the peer's delayed ACK (~40 ms spikes).
+    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
+        .acceptor(axum_server::accept::NoDelayAcceptor::new());
+    axum_server::from_tcp(listener)
+        .acceptor(acceptor)
         .serve(app.into_make_service_with_connect_info::<SocketAddr>())
         .await
 }
