@@ -8,7 +8,7 @@
 pub mod auth;
 pub mod core;
 pub mod error;
-pub mod fsutil;
+pub use ferrox_types::fsutil;
 pub mod http;
 pub mod openapi;
 pub mod rbac;

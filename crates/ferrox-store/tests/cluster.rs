@@ -1,0 +1,282 @@
+//! Three stores in one process over an in-memory transport that can cut nodes off:
+//! replication, forwarding, leader loss, minority refusal, catch-up, locks.
+
+use ferrox_store::{
+    Change, Expect, Member, RpcFuture, Store, StoreError, StoreOptions, Transport, TransportError,
+};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+#[derive(Default)]
+struct Net {
+    nodes: Mutex<HashMap<String, Weak<Store>>>,
+    /// Nodes cut off from everyone.
+    isolated: Mutex<HashSet<String>>,
+}
+
+struct Link {
+    net: Arc<Net>,
+    from: String,
+}
+
+impl Transport for Link {
+    fn call(&self, target: &Member, rpc: &'static str, body: Vec<u8>) -> RpcFuture {
+        let net = Arc::clone(&self.net);
+        let from = self.from.clone();
+        let to = target.address.clone();
+        Box::pin(async move {
+            let cut = {
+                let iso = net.isolated.lock().unwrap();
+                iso.contains(&from) || iso.contains(&to)
+            };
+            let store = net.nodes.lock().unwrap().get(&to).and_then(Weak::upgrade);
+            match store {
+                Some(s) if !cut => Ok(s.serve_rpc(rpc, &body).await),
+                _ => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    Err(TransportError(format!("{to} unreachable")))
+                }
+            }
+        })
+    }
+}
+
+fn member(name: &str) -> Member {
+    Member {
+        name: name.into(),
+        address: name.into(),
+        fingerprint: String::new(),
+    }
+}
+
+async fn start(net: &Arc<Net>, dir: &std::path::Path, name: &str) -> Arc<Store> {
+    let mut opts = StoreOptions::new(&dir.join(name), member(name));
+    opts.mirror = Some(dir.join(name).join("etc"));
+    opts.write_timeout = Duration::from_secs(3);
+    let link = Arc::new(Link {
+        net: Arc::clone(net),
+        from: name.into(),
+    });
+    let store = Arc::new(Store::open(opts, link).await.expect("open store"));
+    net.nodes
+        .lock()
+        .unwrap()
+        .insert(name.into(), Arc::downgrade(&store));
+    store
+}
+
+async fn eventually<F: Fn() -> bool>(what: &str, f: F) {
+    for _ in 0..200 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+async fn join(a: &Store, b: &Store) {
+    let grant = a.add_member(b.member().clone()).await.expect("grant");
+    b.join(&grant, Duration::from_secs(20)).await.expect("join");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_replicate_survive_leader_loss_and_refuse_without_quorum() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = Arc::new(Net::default());
+    let a = start(&net, dir.path(), "a").await;
+    a.put("storage.cfg", "dir: local\n", Expect::Absent)
+        .await
+        .unwrap();
+    // A second join before cluster create is refused.
+    let b = start(&net, dir.path(), "b").await;
+    let err = a.add_member(b.member().clone()).await.unwrap_err();
+    assert!(err.to_string().contains("cluster create"), "{err}");
+    a.create_cluster("demo").await.unwrap();
+    assert!(a.create_cluster("again").await.is_err());
+    join(&a, &b).await;
+    let c = start(&net, dir.path(), "c").await;
+    join(&b, &c).await; // through a follower: forwarded to the leader
+    let err = a.add_member(member("c")).await.unwrap_err();
+    assert!(err.to_string().contains("already exists"), "{err}");
+
+    for s in [&a, &b, &c] {
+        let status = s.status();
+        assert_eq!(status.voters(), 3, "{status:?}");
+        assert_eq!(status.name.as_deref(), Some("demo"));
+    }
+    // The joiners got the cluster's history, and its files in their mirror.
+    eventually("replication of history", || {
+        c.get("storage.cfg").map(|e| e.data) == Some("dir: local\n".into())
+    })
+    .await;
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("c/etc/storage.cfg")).unwrap(),
+        "dir: local\n"
+    );
+
+    // A write on any node is visible on all.
+    let mut watch = a.subscribe();
+    c.put(
+        "nodes/c/qemu-server/100.conf",
+        "memory: 512\n",
+        Expect::Absent,
+    )
+    .await
+    .unwrap();
+    for s in [&a, &b, &c] {
+        let v = s
+            .get_linearizable("nodes/c/qemu-server/100.conf")
+            .await
+            .unwrap();
+        assert_eq!(v.map(|e| e.data), Some("memory: 512\n".into()));
+    }
+    let change = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Ok(Change::Put(p)) = watch.recv().await {
+                if p.contains("100.conf") {
+                    return p;
+                }
+            }
+        }
+    })
+    .await
+    .expect("watch event");
+    assert_eq!(change, "nodes/c/qemu-server/100.conf");
+
+    // Stale digest: refused, nothing changed.
+    let err = b
+        .put(
+            "nodes/c/qemu-server/100.conf",
+            "memory: 1024\n",
+            Expect::Digest(ferrox_store::digest("memory: 256\n")),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    assert_eq!(
+        a.get("nodes/c/qemu-server/100.conf").unwrap().data,
+        "memory: 512\n"
+    );
+
+    // Locks: one holder at a time, cluster-wide.
+    let lease = Duration::from_secs(120);
+    assert!(a.lock("ha_manager_lock", "a", lease).await.unwrap().is_ok());
+    let held = b.lock("ha_manager_lock", "b", lease).await.unwrap();
+    assert!(matches!(held, Err((ref o, _)) if o == "a"), "{held:?}");
+
+    // Cut the leader off: the other two elect a new one and keep accepting writes.
+    let nodes = [("a", &a), ("b", &b), ("c", &c)];
+    let leader_id = a.status().leader.unwrap();
+    let leader_name = a
+        .status()
+        .members
+        .iter()
+        .find(|m| m.id == leader_id)
+        .unwrap()
+        .member
+        .name
+        .clone();
+    net.isolated.lock().unwrap().insert(leader_name.clone());
+    let others: Vec<&Arc<Store>> = nodes
+        .iter()
+        .filter(|(n, _)| *n != leader_name)
+        .map(|(_, s)| *s)
+        .collect();
+    let old_leader = nodes.iter().find(|(n, _)| *n == leader_name).unwrap().1;
+    let mut committed = None;
+    for _ in 0..100 {
+        match others[0]
+            .put("datacenter.cfg", "keyboard: en-us\n", Expect::Any)
+            .await
+        {
+            Ok(i) => {
+                committed = Some(i);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert!(committed.is_some(), "majority side never accepted a write");
+    // The isolated old leader refuses writes with a clear error, and still serves reads.
+    let err = old_leader
+        .put("datacenter.cfg", "keyboard: de\n", Expect::Any)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NoQuorum(_)), "{err}");
+    assert!(old_leader.get("storage.cfg").is_some());
+    // Its lock cannot be renewed without quorum either.
+    assert!(old_leader
+        .lock("ha_manager_lock", "a", lease)
+        .await
+        .is_err());
+
+    // Heal: it catches up, and the write it refused never appears.
+    net.isolated.lock().unwrap().clear();
+    eventually("catch-up after heal", || {
+        old_leader.get("datacenter.cfg").map(|e| e.data) == Some("keyboard: en-us\n".into())
+    })
+    .await;
+
+    // Two nodes gone: the survivor refuses writes.
+    net.isolated
+        .lock()
+        .unwrap()
+        .insert(others[0].member().name.clone());
+    net.isolated
+        .lock()
+        .unwrap()
+        .insert(others[1].member().name.clone());
+    let survivor = old_leader;
+    eventually("survivor notices", || !survivor.status().quorate).await;
+    let err = survivor
+        .put("datacenter.cfg", "keyboard: fr\n", Expect::Any)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NoQuorum(_)), "{err}");
+    net.isolated.lock().unwrap().clear();
+    eventually("quorum back", || survivor.status().quorate).await;
+
+    // Removing a member shrinks the cluster.
+    a.remove_member("c").await.unwrap();
+    eventually("membership shrinks", || a.status().voters() == 2).await;
+    for s in [&a, &b, &c] {
+        s.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_keeps_its_data_and_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = Arc::new(Net::default());
+    let a = start(&net, dir.path(), "a").await;
+    a.create_cluster("demo").await.unwrap();
+    let b = start(&net, dir.path(), "b").await;
+    join(&a, &b).await;
+    let c = start(&net, dir.path(), "c").await;
+    join(&a, &c).await;
+    c.put("one.cfg", "1\n", Expect::Absent).await.unwrap();
+    eventually("c has one.cfg", || c.get("one.cfg").is_some()).await;
+    // "Kill" c: stop it and drop it from the network.
+    c.shutdown().await;
+    net.nodes.lock().unwrap().remove("c");
+    drop(c);
+    a.put("two.cfg", "2\n", Expect::Absent).await.unwrap();
+    // Restart c from its files: it still has one.cfg and receives two.cfg.
+    let c = start(&net, dir.path(), "c").await;
+    assert_eq!(c.get("one.cfg").map(|e| e.data), Some("1\n".into()));
+    eventually("c catches up", || c.get("two.cfg").is_some()).await;
+    assert_eq!(c.status().voters(), 3);
+    // A standalone node imported its existing files (node set up before the store).
+    let plain = dir.path().join("plain");
+    std::fs::create_dir_all(plain.join("etc/priv")).unwrap();
+    std::fs::write(plain.join("etc/user.cfg"), "user:root@pam:1:0::::::\n").unwrap();
+    std::fs::write(plain.join("etc/priv/shadow.cfg"), "x\n").unwrap();
+    let p = start(&net, dir.path(), "plain").await;
+    assert!(p.get("user.cfg").is_some());
+    assert!(p.get("priv/shadow.cfg").is_some());
+    for s in [&a, &b, &c, &p] {
+        s.shutdown().await;
+    }
+}
