@@ -63,20 +63,46 @@ pub enum AuthSetupError {
     Format(String),
 }
 
+/// Where configuration writes go: this node's `etc/` directory, or the cluster store
+/// (which mirrors the tree back into `etc/` before the write returns).
+pub trait ConfigWriter: Send + Sync {
+    /// Writes every file (paths relative to `etc/`) or none of them.
+    fn write_files(&self, files: &[(&str, &str)]) -> Result<(), String>;
+}
+
+/// Writes straight into a local `etc/` directory (a node without the store: tests).
+pub struct LocalFiles(pub PathBuf);
+
+impl ConfigWriter for LocalFiles {
+    fn write_files(&self, files: &[(&str, &str)]) -> Result<(), String> {
+        for (path, data) in files {
+            let mode = if path.starts_with("priv/") { 0o600 } else { 0o640 };
+            let target = self.0.join(path);
+            write_atomic(&target, data.as_bytes(), mode)
+                .map_err(|e| format!("writing {}: {e}", target.display()))?;
+        }
+        Ok(())
+    }
+}
+
 pub struct Auth {
-    user_cfg_path: PathBuf,
-    shadow_path: PathBuf,
-    token_path: PathBuf,
-    key: Vec<u8>,
+    etc: PathBuf,
+    writer: Arc<dyn ConfigWriter>,
     accounts: RwLock<Accounts>,
 }
 
-/// What every request consults, kept in memory: user.cfg and the token secret hashes.
-/// Changes replace the snapshot after the files are written.
+/// What every request consults, kept in memory: the ticket key, user.cfg and the token
+/// secret hashes. Changes replace the snapshot after the files are written.
 struct Accounts {
+    key: Arc<Vec<u8>>,
     users: Arc<UserConfig>,
     token_hashes: BTreeMap<String, String>,
 }
+
+const USER_CFG: &str = "user.cfg";
+const SHADOW: &str = "priv/shadow.cfg";
+const TOKENS: &str = "priv/token.cfg";
+const AUTHKEY: &str = "priv/authkey.key";
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> AuthSetupError + '_ {
     move |source| AuthSetupError::Io {
@@ -104,6 +130,24 @@ fn read_secret_lines(path: &Path, sep: char) -> Result<BTreeMap<String, String>,
         .collect())
 }
 
+fn parse_users(etc: &Path) -> Result<UserConfig, AuthSetupError> {
+    let path = etc.join(USER_CFG);
+    UserConfig::parse(&read_or_empty(&path)?)
+        .map_err(|e| AuthSetupError::Format(format!("{}: {e}", path.display())))
+}
+
+fn load_accounts(etc: &Path) -> Result<Accounts, AuthSetupError> {
+    let key_path = etc.join(AUTHKEY);
+    let key = decode_hex(read_or_empty(&key_path)?.trim())
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| AuthSetupError::Format(format!("{}: not hex", key_path.display())))?;
+    Ok(Accounts {
+        key: Arc::new(key),
+        users: Arc::new(parse_users(etc)?),
+        token_hashes: read_secret_lines(&etc.join(TOKENS), ' ')?,
+    })
+}
+
 fn sign(key: &[u8], text: &str) -> String {
     // HMAC accepts keys of any length, so `new_from_slice` cannot fail here.
     let mut mac = HmacSha256::new_from_slice(key).expect("hmac takes any key length");
@@ -125,24 +169,18 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 impl Auth {
     /// Opens (and on first start initialises) the auth files below `etc`.
     pub fn open(etc: &Path) -> Result<Auth, AuthSetupError> {
-        let private = etc.join("priv");
-        std::fs::create_dir_all(&private).map_err(io_err(&private))?;
-        let key_path = private.join("authkey.key");
-        let key = match std::fs::read_to_string(&key_path) {
-            Ok(hex) => decode_hex(hex.trim()).ok_or_else(|| {
-                AuthSetupError::Format(format!("{}: not hex", key_path.display()))
-            })?,
-            Err(_) => {
-                let mut key = vec![0u8; 32];
-                rand::thread_rng().fill_bytes(&mut key);
-                let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-                write_atomic(&key_path, hex.as_bytes(), 0o600).map_err(io_err(&key_path))?;
-                key
-            }
-        };
-        let user_cfg_path = etc.join("user.cfg");
-        let mut users = UserConfig::parse(&read_or_empty(&user_cfg_path)?)
-            .map_err(|e| AuthSetupError::Format(format!("{}: {e}", user_cfg_path.display())))?;
+        Auth::open_with(etc, Arc::new(LocalFiles(etc.to_path_buf())))
+    }
+
+    /// As `open`, with writes going through `writer`.
+    pub fn open_with(etc: &Path, writer: Arc<dyn ConfigWriter>) -> Result<Auth, AuthSetupError> {
+        let mut init: Vec<(&str, String)> = Vec::new();
+        if read_or_empty(&etc.join(AUTHKEY))?.trim().is_empty() {
+            let mut key = vec![0u8; 32];
+            rand::thread_rng().fill_bytes(&mut key);
+            init.push((AUTHKEY, key.iter().map(|b| format!("{b:02x}")).collect()));
+        }
+        let mut users = parse_users(etc)?;
         if !users.users.contains_key("root@pam") {
             users.users.insert(
                 "root@pam".into(),
@@ -153,21 +191,36 @@ impl Auth {
                     ..User::default()
                 },
             );
-            write_atomic(&user_cfg_path, users.to_text().as_bytes(), 0o640)
-                .map_err(io_err(&user_cfg_path))?;
+            init.push((USER_CFG, users.to_text()));
         }
-        let token_path = private.join("token.cfg");
-        let token_hashes = read_secret_lines(&token_path, ' ')?;
+        if !init.is_empty() {
+            let files: Vec<(&str, &str)> = init.iter().map(|(p, d)| (*p, d.as_str())).collect();
+            writer
+                .write_files(&files)
+                .map_err(AuthSetupError::Format)?;
+        }
+        let accounts = load_accounts(etc)?;
         Ok(Auth {
-            user_cfg_path,
-            shadow_path: private.join("shadow.cfg"),
-            token_path,
-            key,
-            accounts: RwLock::new(Accounts {
-                users: Arc::new(users),
-                token_hashes,
-            }),
+            etc: etc.to_path_buf(),
+            writer,
+            accounts: RwLock::new(accounts),
         })
+    }
+
+    /// Re-reads the files after someone else changed them (another cluster node).
+    pub fn reload(&self) -> Result<(), AuthSetupError> {
+        let accounts = load_accounts(&self.etc)?;
+        if let Ok(mut a) = self.accounts.write() {
+            *a = accounts;
+        }
+        Ok(())
+    }
+
+    fn key(&self) -> Arc<Vec<u8>> {
+        self.accounts
+            .read()
+            .map(|a| Arc::clone(&a.key))
+            .unwrap_or_default()
     }
 
     /// The current user.cfg (a shared snapshot: cheap to take per request).
@@ -179,7 +232,7 @@ impl Auth {
     }
 
     pub fn has_password(&self, userid: &str) -> bool {
-        read_secret_lines(&self.shadow_path, ':')
+        read_secret_lines(&self.etc.join(SHADOW), ':')
             .map(|m| m.contains_key(userid))
             .unwrap_or(false)
     }
@@ -197,10 +250,12 @@ impl Auth {
             .hash_password(password.as_bytes(), &salt)
             .map_err(|e| ApiError::internal(format!("hashing the password failed: {e}")))?
             .to_string();
-        let mut lines = read_secret_lines(&self.shadow_path, ':').map_err(internal)?;
+        let mut lines = read_secret_lines(&self.etc.join(SHADOW), ':').map_err(internal)?;
         lines.insert(userid.to_string(), hash);
         let text: String = lines.iter().map(|(u, h)| format!("{u}:{h}:\n")).collect();
-        write_atomic(&self.shadow_path, text.as_bytes(), 0o600).map_err(internal)
+        self.writer
+            .write_files(&[(SHADOW, &text)])
+            .map_err(ApiError::internal)
     }
 
     fn user_usable(&self, userid: &str) -> bool {
@@ -211,7 +266,7 @@ impl Auth {
     }
 
     fn check_password(&self, userid: &str, password: &str) -> bool {
-        let Ok(lines) = read_secret_lines(&self.shadow_path, ':') else {
+        let Ok(lines) = read_secret_lines(&self.etc.join(SHADOW), ':') else {
             return false;
         };
         let Some(stored) = lines.get(userid) else {
@@ -260,7 +315,7 @@ impl Auth {
 
     pub fn ticket(&self, userid: &str) -> String {
         let plain = format!("PVE:{userid}:{:08X}", now());
-        let sig = sign(&self.key, &plain);
+        let sig = sign(&self.key(), &plain);
         format!("{plain}::{sig}")
     }
 
@@ -274,7 +329,7 @@ impl Auth {
         if !(-CLOCK_SKEW..TICKET_LIFETIME).contains(&age) {
             return None;
         }
-        if !constant_time_eq(sign(&self.key, plain).as_bytes(), sig.as_bytes()) {
+        if !constant_time_eq(sign(&self.key(), plain).as_bytes(), sig.as_bytes()) {
             return None;
         }
         self.user_usable(userid).then(|| userid.to_string())
@@ -282,7 +337,7 @@ impl Auth {
 
     pub fn csrf_token(&self, userid: &str) -> String {
         let stamp = format!("{:08X}", now());
-        let sig = sign(&self.key, &format!("{stamp}:{userid}"));
+        let sig = sign(&self.key(), &format!("{stamp}:{userid}"));
         format!("{stamp}:{sig}")
     }
 
@@ -296,7 +351,7 @@ impl Auth {
         let age = now() - issued;
         (-CLOCK_SKEW..TICKET_LIFETIME).contains(&age)
             && constant_time_eq(
-                sign(&self.key, &format!("{stamp}:{userid}")).as_bytes(),
+                sign(&self.key(), &format!("{stamp}:{userid}")).as_bytes(),
                 sig.as_bytes(),
             )
     }
@@ -339,9 +394,11 @@ impl Auth {
         let mut hashes = accounts.token_hashes.clone();
         change(&mut users, &mut hashes)?;
         let text: String = hashes.iter().map(|(k, v)| format!("{k} {v}\n")).collect();
-        write_atomic(&self.token_path, text.as_bytes(), 0o600).map_err(internal)?;
-        write_atomic(&self.user_cfg_path, users.to_text().as_bytes(), 0o640).map_err(internal)?;
+        self.writer
+            .write_files(&[(TOKENS, &text), (USER_CFG, &users.to_text())])
+            .map_err(ApiError::internal)?;
         *accounts = Accounts {
+            key: Arc::clone(&accounts.key),
             users: Arc::new(users),
             token_hashes: hashes,
         };

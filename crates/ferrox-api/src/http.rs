@@ -74,15 +74,20 @@ pub struct TlsIdentity {
     pub key_pem: Vec<u8>,
 }
 
-/// Serves the API over HTTPS on `listener` until the process ends.
+/// Serves the API over HTTPS on `listener` until the process ends; `extra` holds routes
+/// outside `/api2` (the node-to-node protocol).
 pub async fn serve<S: ApiState>(
     api: Arc<Api<S>>,
     listener: std::net::TcpListener,
     tls: TlsIdentity,
+    extra: axum::Router,
 ) -> std::io::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = axum_server::tls_rustls::RustlsConfig::from_pem(tls.cert_pem, tls.key_pem).await?;
-    let app = axum::Router::new().fallback(handle::<S>).with_state(api);
+    let app = axum::Router::new()
+        .fallback(handle::<S>)
+        .with_state(api)
+        .merge(extra);
     listener.set_nonblocking(true)?;
     // Without TCP_NODELAY, small responses wait on the peer's delayed ACK (~40 ms spikes).
     let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)

@@ -11,6 +11,7 @@ pub mod error;
 pub use ferrox_types::fsutil;
 pub mod http;
 pub mod openapi;
+pub mod pinned;
 pub mod rbac;
 pub mod router;
 pub mod schema;

@@ -77,6 +77,12 @@ pub trait ApiState: Send + Sync + 'static {
     fn unauthorized_delay(&self) -> Duration {
         Duration::from_secs(3)
     }
+    /// Answers a request for `/nodes/{node}/...` of another node by forwarding it there
+    /// unchanged (credentials included: tickets and tokens are valid cluster-wide).
+    /// `None` handles it here (an unknown node gets Proxmox VE's 595).
+    fn proxy(&self, _node: &str, _req: &RawRequest) -> Option<RawResponse> {
+        None
+    }
 }
 
 /// A handler's result: the `data` and, for paged lists, the `total`.
@@ -383,6 +389,14 @@ impl<S: ApiState> Api<S> {
         if sub.trim_end_matches('/') == "openapi" && req.method == "GET" {
             // The API's own description; public, like Proxmox VE's apidoc.
             return self.respond(format, Ok(self.openapi.clone().into()));
+        }
+        if let Some(rest) = sub.strip_prefix("nodes/") {
+            let node = rest.split('/').next().unwrap_or("");
+            if !node.is_empty() && node != self.state.node_name() {
+                if let Some(resp) = self.state.proxy(node, req) {
+                    return resp;
+                }
+            }
         }
         let result = self.dispatch(req, sub);
         self.respond(format, result)

@@ -4,12 +4,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Args, Debug, Clone)]
@@ -86,6 +81,50 @@ pub enum VmCommand {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Make the node a (one-member) cluster named NAME.
+    Create {
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Join the node to the cluster that ADDRESS (host[:port]) belongs to. The node must
+    /// have no guests; its configuration is replaced by the cluster's. The joining
+    /// node's own API is pinned with FERROX_FINGERPRINT or --local-fingerprint.
+    Join {
+        address: String,
+        /// SHA-256 fingerprint of ADDRESS's certificate.
+        #[arg(long)]
+        fingerprint: String,
+        /// root@pam's password on ADDRESS.
+        #[arg(long, env = "FERROX_JOIN_PASSWORD", hide_env_values = true)]
+        join_password: String,
+        #[arg(long, env = "FERROX_HOST", default_value = "127.0.0.1:8006")]
+        host: String,
+        /// Fingerprint of the joining node's own certificate.
+        #[arg(long, env = "FERROX_FINGERPRINT")]
+        local_fingerprint: Option<String>,
+        #[arg(long)]
+        insecure: bool,
+        #[arg(long, env = "FERROX_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        #[arg(long, env = "FERROX_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// Members, votes, quorum and leader.
+    Status {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Remove a member (ask any other member).
+    RemoveNode {
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum TaskCommand {
     /// Recent tasks of the node.
     List {
@@ -124,100 +163,7 @@ pub enum ApiCommand {
     },
 }
 
-/// Accepts exactly the certificate with the pinned fingerprint (or any, when `None`).
-#[derive(Debug)]
-struct Pinned {
-    fingerprint: Option<Vec<u8>>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match &self.fingerprint {
-            None => Ok(ServerCertVerified::assertion()),
-            Some(fp) if Sha256::digest(end_entity.as_ref()).as_slice() == fp.as_slice() => {
-                Ok(ServerCertVerified::assertion())
-            }
-            Some(_) => Err(rustls::Error::General(
-                "server certificate does not match the pinned fingerprint".into(),
-            )),
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// An HTTPS agent that accepts exactly the certificate with this SHA-256 fingerprint, or
-/// any certificate with `None`.
-pub fn tls_agent(fingerprint: Option<Vec<u8>>) -> Result<ureq::Agent> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()
-        .context("TLS setup")?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Pinned {
-            fingerprint,
-            provider,
-        }))
-        .with_no_client_auth();
-    Ok(ureq::AgentBuilder::new()
-        .tls_config(Arc::new(config))
-        .timeout(Duration::from_secs(60))
-        .build())
-}
-
-fn parse_fingerprint(text: &str) -> Result<Vec<u8>> {
-    let hex: String = text.chars().filter(|c| *c != ':').collect();
-    if hex.len() != 64 {
-        bail!("--fingerprint: expected 32 bytes as AA:BB:..., got '{text}'");
-    }
-    (0..64)
-        .step_by(2)
-        .map(|i| {
-            u8::from_str_radix(&hex[i..i + 2], 16)
-                .map_err(|_| anyhow!("--fingerprint: '{text}' is not hex"))
-        })
-        .collect()
-}
+pub use ferrox_api::pinned::{parse_fingerprint, tls_agent};
 
 enum Login {
     Ticket { ticket: String, csrf: String },
@@ -387,6 +333,91 @@ fn run_task(
     out.push_str(&format!("{upid}\n"));
     client.wait_task(upid)?;
     out.push_str("TASK OK\n");
+    Ok(())
+}
+
+pub fn cluster(command: ClusterCommand, out: &mut String) -> Result<()> {
+    match command {
+        ClusterCommand::Create { name, remote } => {
+            let client = Client::connect(&remote)?;
+            run_task(
+                &client,
+                "POST",
+                "/cluster/config",
+                &[("clustername".into(), name)],
+                out,
+            )?;
+        }
+        ClusterCommand::Join {
+            address,
+            fingerprint,
+            join_password,
+            host,
+            local_fingerprint,
+            insecure,
+            password,
+            token,
+        } => {
+            let client = Client::connect(&Remote {
+                host,
+                fingerprint: local_fingerprint,
+                insecure,
+                user: "root@pam".into(),
+                password,
+                token,
+                node: None,
+            })?;
+            // The answer comes when the join is done; the task cannot be polled with
+            // this node's old credentials afterwards.
+            let upid = client.call(
+                "POST",
+                "/cluster/config/join",
+                &[
+                    ("hostname".into(), address),
+                    ("fingerprint".into(), fingerprint),
+                    ("password".into(), join_password),
+                ],
+            )?;
+            out.push_str(&format!(
+                "{}\njoined: log in again with the cluster's credentials\n",
+                upid.as_str().unwrap_or("")
+            ));
+        }
+        ClusterCommand::Status { remote } => {
+            let client = Client::connect(&remote)?;
+            let status = client.call("GET", "/cluster/status", &[])?;
+            let entries = status.as_array().cloned().unwrap_or_default();
+            for e in entries.iter().filter(|e| e["type"] == "cluster") {
+                out.push_str(&format!(
+                    "cluster {}: {} nodes, quorate {}, leader {}\n",
+                    e["name"].as_str().unwrap_or(""),
+                    e["nodes"],
+                    if e["quorate"] == 1 { "yes" } else { "no" },
+                    e["leader"].as_str().unwrap_or("-"),
+                ));
+            }
+            if !entries.iter().any(|e| e["type"] == "cluster") {
+                out.push_str("not in a cluster (standalone node)\n");
+            }
+            out.push_str("nodeid  name              votes  online  address\n");
+            for e in entries.iter().filter(|e| e["type"] == "node") {
+                out.push_str(&format!(
+                    "{:<7} {:<17} {:<6} {:<7} {}{}\n",
+                    e["nodeid"].to_string(),
+                    e["name"].as_str().unwrap_or(""),
+                    if e["voter"] == 1 { 1 } else { 0 },
+                    if e["online"] == 1 { "yes" } else { "no" },
+                    e["ip"].as_str().unwrap_or(""),
+                    if e["local"] == 1 { " (local)" } else { "" },
+                ));
+            }
+        }
+        ClusterCommand::RemoveNode { name, remote } => {
+            let client = Client::connect(&remote)?;
+            client.call("DELETE", &format!("/cluster/config/nodes/{name}"), &[])?;
+            out.push_str(&format!("removed node '{name}'\n"));
+        }
+    }
     Ok(())
 }
 

@@ -46,6 +46,11 @@ enum Top {
         #[command(subcommand)]
         command: client::VmCommand,
     },
+    /// The cluster: create, join, status, remove-node (through a node's API).
+    Cluster {
+        #[command(subcommand)]
+        command: client::ClusterCommand,
+    },
     /// Tasks of a node.
     Task {
         #[command(flatten)]
@@ -87,6 +92,10 @@ enum NodeCommand {
         /// Seconds between metric samples.
         #[arg(long, default_value_t = 10)]
         metrics_interval: u64,
+        /// host:port other cluster nodes reach this node at (default: --listen, with
+        /// 0.0.0.0 replaced by 127.0.0.1).
+        #[arg(long)]
+        address: Option<String>,
     },
 }
 
@@ -173,6 +182,7 @@ fn run(cli: Cli, out: &mut String) -> Result<()> {
                     accel,
                     auth_failure_delay_ms,
                     metrics_interval,
+                    address,
                 },
         } => {
             let mut opts =
@@ -182,10 +192,12 @@ fn run(cli: Cli, out: &mut String) -> Result<()> {
             opts.accel = accel;
             opts.unauthorized_delay = std::time::Duration::from_millis(auth_failure_delay_ms);
             opts.metrics_interval = std::time::Duration::from_secs(metrics_interval.max(1));
+            opts.address = address;
             ferrox_node::serve(opts)?;
         }
         Top::Vm { remote, command } => client::vm(&remote, command, out)?,
         Top::Task { remote, command } => client::task(&remote, command, out)?,
+        Top::Cluster { command } => client::cluster(command, out)?,
         Top::Api { remote, command } => client::api(&remote, command, out)?,
         Top::Crs { command } => crs::run(command, out)?,
         Top::Sim {

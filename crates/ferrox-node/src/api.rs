@@ -56,7 +56,32 @@ fn node_entry(node: &Node, with_stats: bool) -> Value {
 fn list_nodes(ctx: &C<'_>) -> Result<Reply, ApiError> {
     let name = ctx.state.opts.node_name.clone();
     let stats = ctx.has(&format!("/nodes/{name}"), &["Sys.Audit"], false);
-    Ok(json!([node_entry(ctx.state, stats)]).into())
+    let mut out = vec![node_entry(ctx.state, stats)];
+    let others = crate::cluster_api::other_members(ctx.state);
+    let answers: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = others
+            .iter()
+            .map(|m| scope.spawn(move || crate::cluster::peer_resources(ctx.state, m, Some("node"))))
+            .collect();
+        handles.into_iter().map(|h| h.join().ok()).collect()
+    });
+    for (m, answer) in others.iter().zip(answers) {
+        let mut entry = match answer.and_then(Result::ok).and_then(|v| v.into_iter().next()) {
+            Some(e) => e,
+            None => json!({
+                "id": format!("node/{}", m.name), "type": "node", "node": m.name,
+                "status": "offline", "level": "",
+            }),
+        };
+        entry["ssl_fingerprint"] = json!(m.fingerprint);
+        if !ctx.has(&format!("/nodes/{}", m.name), &["Sys.Audit"], false) {
+            if let Some(o) = entry.as_object_mut() {
+                o.retain(|k, _| matches!(k.as_str(), "id" | "type" | "node" | "status" | "level" | "ssl_fingerprint"));
+            }
+        }
+        out.push(entry);
+    }
+    Ok(json!(out).into())
 }
 
 fn node_index(ctx: &C<'_>) -> Result<Reply, ApiError> {
@@ -594,9 +619,74 @@ fn cluster_resources(ctx: &C<'_>) -> Result<Reply, ApiError> {
     let kind = ctx.params.str("type");
     let caller = ctx.caller()?;
     let users = ctx.state.auth.user_config();
-    let node = ctx.state;
-    let name = &node.opts.node_name;
     let may = |path: &str, privs: &[&str], any: bool| rbac::check(&users, caller, path, privs, any);
+    let mut json = local_resources(ctx.state, kind, &may);
+    let others = crate::cluster_api::other_members(ctx.state);
+    if others.is_empty() {
+        return Ok(Reply::raw_json(json));
+    }
+    // Other nodes answer for themselves; a node that does not answer is listed as
+    // offline, with its guests (from the store) in state "unknown".
+    let answers: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = others
+            .iter()
+            .map(|m| scope.spawn(move || crate::cluster::peer_resources(ctx.state, m, kind)))
+            .collect();
+        handles.into_iter().map(|h| h.join().ok()).collect()
+    });
+    json.pop();
+    for (member, answer) in others.iter().zip(answers) {
+        let entries = match answer {
+            Some(Ok(entries)) => entries,
+            _ => crate::cluster_api::offline_resources(ctx.state, &member.name),
+        };
+        for entry in entries {
+            if !resource_visible(&entry, kind, &may) {
+                continue;
+            }
+            if json.len() > 1 {
+                json.push(',');
+            }
+            json.push_str(&entry.to_string());
+        }
+    }
+    json.push(']');
+    Ok(Reply::raw_json(json))
+}
+
+/// Whether a resource from another node passes the `type` filter and the caller's
+/// permissions (the same rules as for this node's own resources).
+fn resource_visible(entry: &Value, kind: Option<&str>, may: &dyn Fn(&str, &[&str], bool) -> bool) -> bool {
+    let t = entry["type"].as_str().unwrap_or("");
+    let group = match t {
+        "qemu" | "lxc" => "vm",
+        other => other,
+    };
+    if kind.is_some_and(|k| k != group) {
+        return false;
+    }
+    match group {
+        "vm" => entry["vmid"]
+            .as_u64()
+            .is_some_and(|v| may(&format!("/vms/{v}"), &["VM.Audit"], false)),
+        "storage" => entry["storage"].as_str().is_some_and(|s| {
+            may(
+                &format!("/storage/{s}"),
+                &["Datastore.Audit", "Datastore.AllocateSpace"],
+                true,
+            )
+        }),
+        _ => true,
+    }
+}
+
+/// This node's own resources (guests, the node, its storages) as a JSON array.
+pub fn local_resources(
+    node: &Node,
+    kind: Option<&str>,
+    may: &dyn Fn(&str, &[&str], bool) -> bool,
+) -> String {
+    let name = &node.opts.node_name;
     let mut json = String::from("[");
     let mut push = |text: String| {
         if json.len() > 1 {
@@ -633,7 +723,7 @@ fn cluster_resources(ctx: &C<'_>) -> Result<Reply, ApiError> {
                 tags: st.tags.as_deref(),
                 lock: st.lock.as_deref(),
             };
-            push(serde_json::to_string(&entry).map_err(|e| ApiError::internal(e.to_string()))?);
+            push(serde_json::to_string(&entry).unwrap_or_default());
         }
     }
     if kind.is_none_or(|k| k == "node") {
@@ -645,7 +735,7 @@ fn cluster_resources(ctx: &C<'_>) -> Result<Reply, ApiError> {
         push(entry.to_string());
     }
     if kind.is_none_or(|k| k == "storage") {
-        let cfg = node.storage_config()?;
+        let cfg = node.storage_config().unwrap_or_default();
         for s in cfg.storages.values().filter(|s| s.is_usable_on(name)) {
             if !may(
                 &format!("/storage/{}", s.id),
@@ -663,7 +753,7 @@ fn cluster_resources(ctx: &C<'_>) -> Result<Reply, ApiError> {
         }
     }
     json.push(']');
-    Ok(Reply::raw_json(json))
+    json
 }
 
 /// A guest in `/cluster/resources`, serialized without building a `Value` (10 000 guests
@@ -696,24 +786,19 @@ struct VmResource<'a> {
     lock: Option<&'a str>,
 }
 
-fn cluster_status(ctx: &C<'_>) -> Result<Reply, ApiError> {
-    let name = &ctx.state.opts.node_name;
-    Ok(json!([{
-        "type": "node", "id": format!("node/{name}"), "name": name, "ip": ctx.state.opts.listen.ip().to_string(),
-        "online": 1, "local": 1, "nodeid": 1, "level": "",
-    }])
-    .into())
-}
-
 fn next_id(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    let used: std::collections::BTreeSet<u32> = crate::cluster_api::cluster_vmids(ctx.state)
+        .into_iter()
+        .map(|(v, _)| v)
+        .collect();
     if let Some(v) = ctx.params.int("vmid") {
-        if ctx.state.guests.exists(v as u32) {
+        if used.contains(&(v as u32)) {
             return Err(ApiError::param("vmid", format!("VM {v} already exists")));
         }
         return Ok(json!(v.to_string()).into());
     }
     let free = (100u32..1_000_000)
-        .find(|v| !ctx.state.guests.exists(*v))
+        .find(|v| !used.contains(v))
         .ok_or_else(|| ApiError::internal("unable to get any free VMID in range [100, 999999]"))?;
     Ok(json!(free.to_string()).into())
 }
@@ -1151,14 +1236,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
         )]),
         Endpoint::new(
             Get,
-            "/cluster/status",
-            "Cluster and node status.",
-            auth.clone(),
-            Returns::Array,
-            cluster_status,
-        ),
-        Endpoint::new(
-            Get,
             "/cluster/nextid",
             "The next free VM id (as a string).",
             auth,
@@ -1171,5 +1248,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "Check that this id is free.",
         )]),
     ]);
+    list.extend(crate::cluster_api::endpoints());
     list
 }

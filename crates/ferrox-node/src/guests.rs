@@ -1,8 +1,9 @@
-//! This node's QEMU guests: their configs (cached in memory, written atomically), their
+//! This node's QEMU guests: their configs (in the cluster store, cached here), their
 //! running processes, and the operations the API starts as tasks.
 
 use crate::Node;
-use ferrox_api::fsutil::write_atomic;
+use crate::cluster::{store_error, ConfigTree};
+use ferrox_store::Expect;
 use ferrox_api::{ApiError, TaskLog};
 use ferrox_qemu::metrics::GuestCounters;
 use ferrox_qemu::process::pid_alive;
@@ -77,7 +78,9 @@ impl GuestEntry {
 }
 
 pub struct Guests {
-    dir: PathBuf,
+    tree: Arc<ConfigTree>,
+    /// `nodes/<node>/qemu-server`: where this node's guest configs live in the store.
+    prefix: String,
     pub run_dir: PathBuf,
     /// Each config with its listing fields, derived once per write.
     configs: RwLock<BTreeMap<u32, GuestEntry>>,
@@ -90,36 +93,81 @@ fn now() -> i64 {
 }
 
 impl Guests {
-    /// Loads every `<vmid>.conf` and finds the QEMU processes that still run.
-    pub fn open(dir: &Path, run_dir: &Path) -> anyhow::Result<Guests> {
-        let mut configs = BTreeMap::new();
-        let mut running = BTreeMap::new();
-        for entry in std::fs::read_dir(dir)?.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(vmid) = name
-                .strip_suffix(".conf")
-                .and_then(|v| v.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let text = std::fs::read_to_string(entry.path())?;
-            match GuestConfig::parse(&text) {
-                Ok(cfg) => {
-                    configs.insert(vmid, GuestEntry::new(vmid, cfg));
-                }
-                Err(e) => tracing::warn!("skipping {}: {e}", entry.path().display()),
-            }
-            if let Some(p) = GuestProcess::find(vmid, run_dir) {
-                running.insert(vmid, RunInfo::new(p.pid, now()));
+    /// Loads this node's guest configs from the store and finds the QEMU processes that
+    /// still run.
+    pub fn open(tree: Arc<ConfigTree>, node: &str, run_dir: &Path) -> anyhow::Result<Guests> {
+        let guests = Guests {
+            tree,
+            prefix: format!("nodes/{node}/qemu-server"),
+            run_dir: run_dir.to_path_buf(),
+            configs: RwLock::new(BTreeMap::new()),
+            running: RwLock::new(BTreeMap::new()),
+            locks: Mutex::new(HashMap::new()),
+        };
+        guests.refresh_all();
+        Ok(guests)
+    }
+
+    fn config_path(&self, vmid: u32) -> String {
+        format!("{}/{vmid}.conf", self.prefix)
+    }
+
+    fn load(&self, vmid: u32) -> Option<GuestEntry> {
+        let entry = self.tree.get(&self.config_path(vmid))?;
+        match GuestConfig::parse(&entry.data) {
+            Ok(cfg) => Some(GuestEntry::new(vmid, cfg)),
+            Err(e) => {
+                tracing::warn!("skipping {}: {e}", self.config_path(vmid));
+                None
             }
         }
-        Ok(Guests {
-            dir: dir.to_path_buf(),
-            run_dir: run_dir.to_path_buf(),
-            configs: RwLock::new(configs),
-            running: RwLock::new(running),
-            locks: Mutex::new(HashMap::new()),
-        })
+    }
+
+    /// Re-reads one guest's config after the store changed it (another node wrote it,
+    /// a migration handed it over or took it away).
+    pub fn refresh(&self, vmid: u32) {
+        let entry = self.load(vmid);
+        let process = GuestProcess::find(vmid, &self.run_dir);
+        if let Ok(mut c) = self.configs.write() {
+            match entry {
+                Some(e) => c.insert(vmid, e),
+                None => c.remove(&vmid),
+            };
+        }
+        if let Ok(mut r) = self.running.write() {
+            match process {
+                Some(p) if !r.get(&vmid).is_some_and(|i| i.pid == p.pid) => {
+                    r.insert(vmid, RunInfo::new(p.pid, now()));
+                }
+                Some(_) => {}
+                None => {
+                    r.remove(&vmid);
+                }
+            }
+        }
+    }
+
+    pub fn refresh_all(&self) {
+        let mut vmids: Vec<u32> = self
+            .tree
+            .list(&self.prefix)
+            .iter()
+            .filter_map(|(path, _)| {
+                path.rsplit('/')
+                    .next()?
+                    .strip_suffix(".conf")?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        if let Ok(c) = self.configs.read() {
+            vmids.extend(c.keys());
+        }
+        vmids.sort_unstable();
+        vmids.dedup();
+        for vmid in vmids {
+            self.refresh(vmid);
+        }
     }
 
     pub fn config(&self, vmid: u32) -> Option<Arc<GuestConfig>> {
@@ -153,12 +201,17 @@ impl Guests {
         self.configs.read().is_ok_and(|c| c.contains_key(&vmid))
     }
 
-    /// Writes a config atomically and caches it (with its new digest).
+    /// Writes a config through the store, provided nobody changed it since we cached it,
+    /// and caches it (with its new digest).
     pub fn write_config(&self, vmid: u32, cfg: &GuestConfig) -> Result<Arc<GuestConfig>, ApiError> {
         let text = cfg.to_text();
-        let path = self.dir.join(format!("{vmid}.conf"));
-        write_atomic(&path, text.as_bytes(), 0o640)
-            .map_err(|e| ApiError::internal(format!("writing {}: {e}", path.display())))?;
+        let expect = match self.config(vmid) {
+            Some(current) => Expect::Digest(current.digest.clone()),
+            None => Expect::Absent,
+        };
+        self.tree
+            .put(&self.config_path(vmid), &text, expect)
+            .map_err(store_error)?;
         // Re-read from the written text: the digest is that of the file.
         let entry = GuestEntry::new(
             vmid,
@@ -172,9 +225,9 @@ impl Guests {
     }
 
     pub fn remove_config(&self, vmid: u32) -> Result<(), ApiError> {
-        let path = self.dir.join(format!("{vmid}.conf"));
-        std::fs::remove_file(&path)
-            .map_err(|e| ApiError::internal(format!("removing {}: {e}", path.display())))?;
+        self.tree
+            .delete(&self.config_path(vmid), Expect::Any)
+            .map_err(store_error)?;
         if let Ok(mut c) = self.configs.write() {
             c.remove(&vmid);
         }
@@ -667,8 +720,13 @@ impl Node {
         let held = lock
             .lock()
             .map_err(|_| ApiError::internal("guest lock poisoned"))?;
-        if self.guests.exists(vmid) {
-            return Err(ApiError::param("vmid", format!("VM {vmid} already exists")));
+        if let Some(owner) = crate::cluster_api::vmid_owner(self, vmid) {
+            let on = if owner == self.opts.node_name {
+                String::new()
+            } else {
+                format!(" on node '{owner}'")
+            };
+            return Err(ApiError::param("vmid", format!("VM {vmid} already exists{on}")));
         }
         // Validate everything but disk allocation before anything is written.
         let mut errors = BTreeMap::new();

@@ -8,6 +8,8 @@
 //! `storage/local/` (the default `local` dir storage).
 
 pub mod api;
+pub mod cluster;
+pub mod cluster_api;
 pub mod guests;
 pub mod host;
 pub mod metrics;
@@ -78,9 +80,22 @@ pub struct NodeOptions {
     pub unauthorized_delay: Duration,
     pub qemu_binary: PathBuf,
     pub metrics_interval: Duration,
+    /// host:port other nodes use to reach this one (default: the listen address, with
+    /// an unspecified IP replaced by 127.0.0.1).
+    pub address: Option<String>,
 }
 
 impl NodeOptions {
+    pub fn peer_address(&self) -> String {
+        match &self.address {
+            Some(a) => a.clone(),
+            None if self.listen.ip().is_unspecified() => {
+                format!("127.0.0.1:{}", self.listen.port())
+            }
+            None => self.listen.to_string(),
+        }
+    }
+
     pub fn new(data_dir: &Path, node_name: &str) -> NodeOptions {
         NodeOptions {
             data_dir: data_dir.to_path_buf(),
@@ -91,6 +106,7 @@ impl NodeOptions {
             unauthorized_delay: Duration::from_secs(3),
             qemu_binary: PathBuf::from("qemu-system-x86_64"),
             metrics_interval: Duration::from_secs(10),
+            address: None,
         }
     }
 }
@@ -100,7 +116,6 @@ impl NodeOptions {
 pub struct Dirs {
     pub etc: PathBuf,
     pub node_etc: PathBuf,
-    pub qemu_server: PathBuf,
     pub run: PathBuf,
     pub tasks: PathBuf,
     pub rrd: PathBuf,
@@ -112,7 +127,6 @@ impl Dirs {
         let etc = data.join("etc");
         let node_etc = etc.join("nodes").join(node);
         Dirs {
-            qemu_server: node_etc.join("qemu-server"),
             node_etc,
             etc,
             run: data.join("run"),
@@ -126,6 +140,11 @@ impl Dirs {
 pub struct Node {
     pub opts: NodeOptions,
     pub dirs: Dirs,
+    pub store: Arc<ferrox_store::Store>,
+    /// The store for blocking code.
+    pub tree: Arc<cluster::ConfigTree>,
+    pub peers: Arc<cluster::Peers>,
+    pub rt: tokio::runtime::Handle,
     pub auth: Auth,
     pub tasks: Arc<TaskStore>,
     pub guests: guests::Guests,
@@ -147,53 +166,112 @@ impl ferrox_api::ApiState for Node {
     fn unauthorized_delay(&self) -> Duration {
         self.opts.unauthorized_delay
     }
+    fn proxy(
+        &self,
+        node: &str,
+        req: &ferrox_api::router::RawRequest,
+    ) -> Option<ferrox_api::router::RawResponse> {
+        cluster::proxy(self, node, req)
+    }
 }
 
 impl Node {
-    /// Opens the data directory, initialising it on first start.
-    pub fn open(opts: NodeOptions) -> anyhow::Result<Arc<Node>> {
+    /// Opens the data directory, initialising it on first start, and starts the cluster
+    /// store on `rt`. Call it outside the runtime (it blocks on the store).
+    pub fn open(opts: NodeOptions, rt: tokio::runtime::Handle) -> anyhow::Result<Arc<Node>> {
         let dirs = Dirs::new(&opts.data_dir, &opts.node_name);
-        for dir in [
-            &dirs.qemu_server,
-            &dirs.run,
-            &dirs.tasks,
-            &dirs.rrd,
-            &dirs.local_storage,
-        ] {
+        for dir in [&dirs.run, &dirs.tasks, &dirs.rrd, &dirs.local_storage] {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let storage_cfg = dirs.etc.join("storage.cfg");
-        if !storage_cfg.exists() {
+        let tls = tls::Identity::load_or_create(&dirs.node_etc, &opts.node_name)?;
+        let member = ferrox_store::Member {
+            name: opts.node_name.clone(),
+            address: opts.peer_address(),
+            fingerprint: tls.fingerprint.clone(),
+        };
+        let mut store_opts = ferrox_store::StoreOptions::new(&opts.data_dir.join("store"), member);
+        store_opts.mirror = Some(dirs.etc.clone());
+        let peers = Arc::new(cluster::Peers::default());
+        let transport = Arc::new(cluster::PeerTransport(Arc::clone(&peers)));
+        let store = Arc::new(
+            rt.block_on(ferrox_store::Store::open(store_opts, transport))
+                .context("opening the cluster store")?,
+        );
+        peers.attach(&store);
+        let tree = Arc::new(cluster::ConfigTree {
+            store: Arc::clone(&store),
+            rt: rt.clone(),
+        });
+        Node::publish_identity(&tree, &opts.node_name, &tls)?;
+        if tree.get("storage.cfg").is_none() {
             let text = format!(
                 "dir: local\n\tpath {}\n\tcontent iso,vztmpl,backup,images,rootdir\n\tshared 0\n",
                 dirs.local_storage.display()
             );
-            ferrox_api::fsutil::write_atomic(&storage_cfg, text.as_bytes(), 0o640)
-                .with_context(|| format!("writing {}", storage_cfg.display()))?;
+            tree.put("storage.cfg", &text, ferrox_store::Expect::Absent)
+                .context("writing storage.cfg")?;
         }
-        let auth = Auth::open(&dirs.etc)?;
+        let auth = Auth::open_with(&dirs.etc, Arc::clone(&tree) as Arc<dyn ferrox_api::auth::ConfigWriter>)?;
         if !auth.has_password("root@pam") {
             if let Some(pw) = &opts.root_password {
                 auth.set_password("root@pam", pw)
                     .map_err(|e| anyhow::anyhow!("root password: {}", e.body_message().trim()))?;
             }
         }
-        let tls = tls::Identity::load_or_create(&dirs.node_etc, &opts.node_name)?;
         let tasks = TaskStore::open(&dirs.tasks, &opts.node_name)
             .with_context(|| format!("opening {}", dirs.tasks.display()))?;
-        let guests = guests::Guests::open(&dirs.qemu_server, &dirs.run)?;
+        let guests = guests::Guests::open(Arc::clone(&tree), &opts.node_name, &dirs.run)?;
         let metrics = metrics::Metrics::open(&dirs.rrd);
         let accel = opts.accel.resolve();
-        Ok(Arc::new(Node {
+        let node = Arc::new(Node {
             opts,
             dirs,
+            store,
+            tree,
+            peers,
+            rt,
             auth,
             tasks,
             guests,
             metrics,
             accel,
             tls,
-        }))
+        });
+        cluster::spawn_watch(&node);
+        Ok(node)
+    }
+
+    /// Puts this node's certificate into the store (the tree is the truth for
+    /// `etc/nodes/<node>/pve-ssl.*`; a join replaces the whole tree).
+    fn publish_identity(
+        tree: &cluster::ConfigTree,
+        node: &str,
+        tls: &tls::Identity,
+    ) -> anyhow::Result<()> {
+        let mut ops = Vec::new();
+        for (file, data) in [("pve-ssl.pem", &tls.cert_pem), ("pve-ssl.key", &tls.key_pem)] {
+            let path = format!("nodes/{node}/{file}");
+            if tree.get(&path).map(|e| e.data) != Some(data.clone()) {
+                ops.push(ferrox_store::Op::Put {
+                    path,
+                    data: data.clone(),
+                    expect: ferrox_store::Expect::Any,
+                });
+            }
+        }
+        if !ops.is_empty() {
+            tree.txn(ops).context("storing the node certificate")?;
+        }
+        Ok(())
+    }
+
+    /// After joining a cluster: this node's certificate goes into the cluster's tree,
+    /// and the caches take the cluster's configuration.
+    pub fn after_join(&self) -> anyhow::Result<()> {
+        Node::publish_identity(&self.tree, &self.opts.node_name, &self.tls)?;
+        self.auth.reload()?;
+        self.guests.refresh_all();
+        Ok(())
     }
 
     pub fn storage_config(&self) -> Result<StorageConfig, ferrox_api::ApiError> {
@@ -204,11 +282,16 @@ impl Node {
     }
 }
 
-/// Runs the daemon until the process is stopped: the API and the metrics collector.
+/// Runs the daemon until the process is stopped: the API, the cluster store and the
+/// metrics collector.
 pub fn serve(opts: NodeOptions) -> anyhow::Result<()> {
-    let node = Node::open(opts)?;
-    let listener = std::net::TcpListener::bind(node.opts.listen)
-        .with_context(|| format!("listening on {}", node.opts.listen))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    // Bind first: the store's peers must be able to reach us as soon as Raft runs.
+    let listener = std::net::TcpListener::bind(opts.listen)
+        .with_context(|| format!("listening on {}", opts.listen))?;
+    let node = Node::open(opts, runtime.handle().clone())?;
     let addr = listener.local_addr()?;
     println!(
         "ferrox node '{}' listening on https://{addr}/",
@@ -225,9 +308,7 @@ pub fn serve(opts: NodeOptions) -> anyhow::Result<()> {
         cert_pem: node.tls.cert_pem.clone().into_bytes(),
         key_pem: node.tls.key_pem.clone().into_bytes(),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(ferrox_api::http::serve(api, listener, identity))?;
+    let peer_routes = cluster::peer_router(Arc::clone(&node));
+    runtime.block_on(ferrox_api::http::serve(api, listener, identity, peer_routes))?;
     Ok(())
 }

@@ -20,8 +20,14 @@ use std::sync::Arc;
 
 /// Why a call to a peer failed before the peer could answer.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct TransportError(pub String);
+pub enum TransportError {
+    /// The request certainly did not reach the peer (no connection): safe to retry.
+    #[error("{0}")]
+    NotSent(String),
+    /// It may or may not have been handled.
+    #[error("{0}")]
+    Failed(String),
+}
 
 pub type RpcFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, TransportError>> + Send>>;
 
@@ -92,7 +98,7 @@ impl Connection {
         let result: Result<Resp, String> = serde_json::from_slice(&answer)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| {
-            RPCError::Network(NetworkError::new(&TransportError(format!(
+            RPCError::Network(NetworkError::new(&TransportError::Failed(format!(
                 "node {}: {e}",
                 self.target
             ))))
@@ -127,7 +133,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         RPCError<NodeId, Member, RaftError<NodeId, InstallSnapshotError>>,
     > {
         // With generic snapshot data openraft sends whole snapshots (`full_snapshot`).
-        Err(RPCError::Network(NetworkError::new(&TransportError(
+        Err(RPCError::Network(NetworkError::new(&TransportError::Failed(
             "chunked snapshots are not used".into(),
         ))))
     }

@@ -7,7 +7,7 @@
 //! away (it must have no guests) and takes the cluster's by replication.
 
 use crate::mirror::Mirror;
-use crate::network::{rpc, Network, SnapshotTransfer, Transport};
+use crate::network::{rpc, Network, SnapshotTransfer, Transport, TransportError};
 use crate::sqlite::{LogStore, Shared, StateMachine};
 use crate::tree::{Change, Command, Entry, Expect, Op, Request, Response};
 use crate::{Member, NodeId, TypeConfig};
@@ -111,6 +111,12 @@ impl ClusterStatus {
     }
 }
 
+/// A forwarded request that got no answer.
+enum Forward {
+    NotSent(String),
+    Lost(String),
+}
+
 /// The file that names the cluster (written by `cluster create`).
 pub const CLUSTER_FILE: &str = "cluster.cfg";
 
@@ -185,8 +191,9 @@ impl Store {
             instance: RwLock::new(Arc::new(instance)),
             last_leader_contact: std::sync::Mutex::new(None),
         };
-        store.wait_for_leader(Duration::from_secs(10)).await;
         if fresh {
+            // A new one-member cluster elects itself within an election timeout.
+            store.wait_for_leader(Duration::from_secs(10)).await;
             store.import_mirror().await?;
             write_identity(&store.opts.dir, &identity)?;
         }
@@ -353,30 +360,45 @@ impl Store {
     }
 
     /// Sends a command to the leader, wherever it is, and waits until it is committed
-    /// and applied there.
+    /// and applied there. While the leader is being replaced (it died, or this node
+    /// still names a dead one) it waits for the next, within the write timeout.
     pub async fn submit(&self, command: Command) -> Result<Response, StoreError> {
-        let inst = self.instance();
-        // Leader changes take an election timeout or two: wait that long, not longer.
-        if inst.raft.metrics().borrow().current_leader.is_none() {
-            self.wait_for_leader(self.opts.election_timeout * 3).await;
+        let deadline = tokio::time::Instant::now() + self.opts.write_timeout;
+        loop {
+            let inst = self.instance();
+            if inst.raft.metrics().borrow().current_leader.is_none() {
+                self.wait_for_leader(self.opts.election_timeout * 3).await;
+            }
+            let metrics = inst.raft.metrics().borrow().clone();
+            let Some(leader) = metrics.current_leader else {
+                return Err(StoreError::NoQuorum(format!(
+                    "node '{}' sees no leader: it cannot reach a majority of the cluster, so it only serves reads",
+                    self.opts.member.name
+                )));
+            };
+            if leader == inst.id {
+                return self.submit_as_leader(command).await;
+            }
+            let node = metrics
+                .membership_config
+                .membership()
+                .get_node(&leader)
+                .cloned()
+                .ok_or_else(|| internal("the leader is not a member"))?;
+            match self.forward_once(&node, rpc::WRITE, &command).await {
+                Err(Forward::NotSent(why)) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!("leader {} unreachable ({why}); waiting for another", node.name);
+                    tokio::time::sleep(self.opts.heartbeat).await;
+                }
+                Err(Forward::NotSent(why)) | Err(Forward::Lost(why)) => {
+                    return Err(StoreError::NoQuorum(format!(
+                        "the leader '{}' is not reachable: {why}",
+                        node.name
+                    )))
+                }
+                Ok(result) => return result,
+            }
         }
-        let metrics = inst.raft.metrics().borrow().clone();
-        let Some(leader) = metrics.current_leader else {
-            return Err(StoreError::NoQuorum(format!(
-                "node '{}' sees no leader: it cannot reach a majority of the cluster, so it only serves reads",
-                self.opts.member.name
-            )));
-        };
-        if leader == inst.id {
-            return self.submit_as_leader(command).await;
-        }
-        let node = metrics
-            .membership_config
-            .membership()
-            .get_node(&leader)
-            .cloned()
-            .ok_or_else(|| internal("the leader is not a member"))?;
-        self.forward(&node, rpc::WRITE, &command).await
     }
 
     async fn submit_as_leader(&self, command: Command) -> Result<Response, StoreError> {
@@ -428,24 +450,29 @@ impl Store {
         name: &'static str,
         req: &Req,
     ) -> Result<Resp, StoreError> {
-        let body = serde_json::to_vec(req).map_err(internal)?;
+        match self.forward_once(target, name, req).await {
+            Ok(result) => result,
+            Err(Forward::NotSent(why)) | Err(Forward::Lost(why)) => Err(StoreError::NoQuorum(
+                format!("the leader '{}' is not reachable: {why}", target.name),
+            )),
+        }
+    }
+
+    async fn forward_once<Req: Serialize, Resp: for<'de> Deserialize<'de>>(
+        &self,
+        target: &Member,
+        name: &'static str,
+        req: &Req,
+    ) -> Result<Result<Resp, StoreError>, Forward> {
+        let body = serde_json::to_vec(req).map_err(|e| Forward::NotSent(e.to_string()))?;
         let call = self.transport.call(target, name, body);
-        let answer = tokio::time::timeout(self.opts.write_timeout, call)
-            .await
-            .map_err(|_| {
-                StoreError::NoQuorum(format!(
-                    "the leader '{}' did not answer in time",
-                    target.name
-                ))
-            })?
-            .map_err(|e| {
-                StoreError::NoQuorum(format!(
-                    "the leader '{}' is not reachable: {e}",
-                    target.name
-                ))
-            })?;
-        let result: Result<Resp, StoreError> = serde_json::from_slice(&answer).map_err(internal)?;
-        result
+        let answer = match tokio::time::timeout(self.opts.write_timeout, call).await {
+            Err(_) => return Err(Forward::Lost("no answer in time".into())),
+            Ok(Err(TransportError::NotSent(why))) => return Err(Forward::NotSent(why)),
+            Ok(Err(TransportError::Failed(why))) => return Err(Forward::Lost(why)),
+            Ok(Ok(answer)) => answer,
+        };
+        Ok(serde_json::from_slice(&answer).unwrap_or_else(|e| Err(internal(e))))
     }
 
     // ---- status and membership -----------------------------------------------------

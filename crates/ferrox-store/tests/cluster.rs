@@ -35,7 +35,7 @@ impl Transport for Link {
                 Some(s) if !cut => Ok(s.serve_rpc(rpc, &body).await),
                 _ => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
-                    Err(TransportError(format!("{to} unreachable")))
+                    Err(TransportError::NotSent(format!("{to} unreachable")))
                 }
             }
         })

@@ -1,0 +1,363 @@
+//! This node as a cluster member: the store's transport over HTTPS (certificates pinned
+//! by the fingerprints in the membership, requests authenticated by the cluster secret),
+//! the peer endpoints, API proxying to other nodes, and the watch that keeps this node's
+//! caches in line with what other nodes write.
+
+use crate::Node;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use ferrox_api::router::{RawRequest, RawResponse};
+use ferrox_api::ApiError;
+use ferrox_store::{
+    Change, Entry, Expect, Member, Op, RpcFuture, Store, StoreError, Transport, TransportError,
+};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+use tokio::runtime::Handle;
+
+/// Header carrying the cluster secret on node-to-node requests.
+pub const SECRET_HEADER: &str = "x-ferrox-cluster";
+
+/// How long a peer may take to answer a Raft message before it counts as unreachable.
+const RPC_TIMEOUT: Duration = Duration::from_secs(2);
+/// Snapshots carry the whole tree.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Aggregating listings must not hang on a dead node.
+const PEER_READ_TIMEOUT: Duration = Duration::from_millis(1500);
+
+pub fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Conflict { path, reason } => {
+            ApiError::new(500, format!("{path}: {reason}"))
+        }
+        StoreError::NoQuorum(m) => ApiError::new(500, format!("cluster not ready - {m}")),
+        StoreError::Invalid(m) => ApiError::new(400, m),
+        StoreError::Internal(m) => ApiError::internal(m),
+    }
+}
+
+/// The store as blocking code (API handlers, task workers) uses it.
+pub struct ConfigTree {
+    pub store: Arc<Store>,
+    pub rt: Handle,
+}
+
+impl ConfigTree {
+    pub fn get(&self, path: &str) -> Option<Entry> {
+        self.store.get(path)
+    }
+
+    pub fn list(&self, prefix: &str) -> Vec<(String, Entry)> {
+        self.store.list(prefix)
+    }
+
+    pub fn txn(&self, ops: Vec<Op>) -> Result<u64, StoreError> {
+        self.rt.block_on(self.store.txn(ops))
+    }
+
+    pub fn put(&self, path: &str, data: &str, expect: Expect) -> Result<u64, StoreError> {
+        self.rt.block_on(self.store.put(path, data, expect))
+    }
+
+    pub fn delete(&self, path: &str, expect: Expect) -> Result<u64, StoreError> {
+        self.rt.block_on(self.store.delete(path, expect))
+    }
+}
+
+impl ferrox_api::auth::ConfigWriter for ConfigTree {
+    fn write_files(&self, files: &[(&str, &str)]) -> Result<(), String> {
+        let ops = files
+            .iter()
+            .map(|(path, data)| Op::Put {
+                path: path.to_string(),
+                data: data.to_string(),
+                expect: Expect::Any,
+            })
+            .collect();
+        self.txn(ops).map(drop).map_err(|e| e.to_string())
+    }
+}
+
+/// HTTPS to peers with one pinned agent per certificate fingerprint.
+#[derive(Default)]
+pub struct Peers {
+    store: OnceLock<Weak<Store>>,
+    agents: Mutex<HashMap<String, ureq::Agent>>,
+}
+
+impl Peers {
+    pub fn attach(&self, store: &Arc<Store>) {
+        let _ = self.store.set(Arc::downgrade(store));
+    }
+
+    fn secret(&self) -> String {
+        self.store
+            .get()
+            .and_then(Weak::upgrade)
+            .map(|s| s.secret())
+            .unwrap_or_default()
+    }
+
+    pub fn agent(&self, fingerprint: &str) -> Result<ureq::Agent, String> {
+        let mut agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = agents.get(fingerprint) {
+            return Ok(a.clone());
+        }
+        let pin = ferrox_api::pinned::parse_fingerprint(fingerprint).map_err(|e| e.to_string())?;
+        let agent = ferrox_api::pinned::tls_agent(Some(pin)).map_err(|e| e.to_string())?;
+        agents.insert(fingerprint.to_string(), agent.clone());
+        Ok(agent)
+    }
+
+    /// A node-to-node request (blocking).
+    pub fn request(
+        &self,
+        member: &Member,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, String> {
+        self.send(member, method, path, body, timeout)
+            .map_err(|e| e.to_string())
+    }
+
+    fn send(
+        &self,
+        member: &Member,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, TransportError> {
+        let agent = self
+            .agent(&member.fingerprint)
+            .map_err(TransportError::NotSent)?;
+        let url = format!("https://{}{path}", member.address);
+        let req = agent
+            .request(method, &url)
+            .set(SECRET_HEADER, &self.secret())
+            .timeout(timeout);
+        let resp = if body.is_empty() {
+            req.call()
+        } else {
+            req.set("content-type", "application/json").send_bytes(body)
+        };
+        match resp {
+            Ok(r) => {
+                let mut out = Vec::new();
+                std::io::Read::read_to_end(&mut r.into_reader(), &mut out)
+                    .map_err(|e| TransportError::Failed(e.to_string()))?;
+                Ok(out)
+            }
+            // Refused before handling (a wrong secret is refused before anything runs).
+            Err(ureq::Error::Status(code, r)) => Err(TransportError::NotSent(format!(
+                "{} answered {code} {}",
+                member.name,
+                r.status_text()
+            ))),
+            Err(ureq::Error::Transport(t))
+                if matches!(
+                    t.kind(),
+                    ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Dns
+                ) =>
+            {
+                Err(TransportError::NotSent(format!("{}: {t}", member.name)))
+            }
+            Err(e) => Err(TransportError::Failed(format!("{}: {e}", member.name))),
+        }
+    }
+}
+
+/// The store's transport: Raft messages as HTTPS posts to `/ferrox/store/{rpc}`.
+pub struct PeerTransport(pub Arc<Peers>);
+
+impl Transport for PeerTransport {
+    fn call(&self, target: &Member, rpc: &'static str, body: Vec<u8>) -> RpcFuture {
+        let timeout = if rpc == ferrox_store::rpc::SNAPSHOT {
+            SNAPSHOT_TIMEOUT
+        } else {
+            RPC_TIMEOUT
+        };
+        let target = target.clone();
+        let peers = Arc::clone(&self.0);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                peers.send(&target, "POST", &format!("/ferrox/store/{rpc}"), &body, timeout)
+            })
+            .await
+            .map_err(|e| TransportError::Failed(e.to_string()))?
+        })
+    }
+}
+
+fn secret_ok(node: &Node, headers: &HeaderMap) -> bool {
+    let given = headers
+        .get(SECRET_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let expected = node.store.secret();
+    given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+async fn store_rpc(
+    State(node): State<Arc<Node>>,
+    Path(rpc): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, Vec<u8>) {
+    if !secret_ok(&node, &headers) {
+        return (StatusCode::UNAUTHORIZED, b"bad cluster secret".to_vec());
+    }
+    (StatusCode::OK, node.store.serve_rpc(&rpc, &body).await)
+}
+
+async fn local_resources(
+    State(node): State<Arc<Node>>,
+    Path(kind): Path<String>,
+    headers: HeaderMap,
+) -> (StatusCode, Vec<u8>) {
+    if !secret_ok(&node, &headers) {
+        return (StatusCode::UNAUTHORIZED, b"bad cluster secret".to_vec());
+    }
+    let json = tokio::task::spawn_blocking(move || {
+        let kind = (kind != "all").then_some(kind.as_str());
+        crate::api::local_resources(&node, kind, &|_, _, _| true)
+    })
+    .await
+    .unwrap_or_default();
+    (StatusCode::OK, json.into_bytes())
+}
+
+/// Routes outside `/api2`: the node-to-node protocol.
+pub fn peer_router(node: Arc<Node>) -> axum::Router {
+    axum::Router::new()
+        .route("/ferrox/store/{rpc}", post(store_rpc))
+        .route("/ferrox/local-resources/{kind}", get(local_resources))
+        .layer(DefaultBodyLimit::max(512 << 20))
+        .with_state(node)
+}
+
+/// This node's view of another member's local resources, or why it has none.
+pub fn peer_resources(
+    node: &Node,
+    member: &Member,
+    kind: Option<&str>,
+) -> Result<Vec<serde_json::Value>, String> {
+    let body = node.peers.request(
+        member,
+        "GET",
+        &format!("/ferrox/local-resources/{}", kind.unwrap_or("all")),
+        &[],
+        PEER_READ_TIMEOUT,
+    )?;
+    serde_json::from_slice(&body).map_err(|e| e.to_string())
+}
+
+/// Forwards an API request to the member `target` (see `ApiState::proxy`).
+pub fn proxy(node: &Node, target: &str, req: &RawRequest) -> Option<RawResponse> {
+    let status = node.store.status();
+    let member = status.member_named(target)?.member.clone();
+    let agent = match node.peers.agent(&member.fingerprint) {
+        Ok(a) => a,
+        Err(e) => return Some(unreachable(target, &e)),
+    };
+    let url = match &req.query {
+        Some(q) => format!("https://{}{}?{q}", member.address, req.path),
+        None => format!("https://{}{}", member.address, req.path),
+    };
+    let mut r = agent.request(&req.method, &url).timeout(Duration::from_secs(600));
+    for (k, v) in &req.headers {
+        if matches!(
+            k.as_str(),
+            "authorization" | "cookie" | "csrfpreventiontoken" | "content-type" | "accept"
+        ) {
+            r = r.set(k, v);
+        }
+    }
+    let result = if req.body.is_empty() {
+        r.call()
+    } else {
+        r.send_bytes(&req.body)
+    };
+    let resp = match result {
+        Ok(resp) => resp,
+        Err(ureq::Error::Status(_, resp)) => resp,
+        Err(e) => return Some(unreachable(target, &e.to_string())),
+    };
+    let status_code = resp.status();
+    let reason = Some(resp.status_text().to_string());
+    let content_type = if resp.content_type().contains("javascript") {
+        "application/javascript;charset=UTF-8"
+    } else {
+        "application/json;charset=UTF-8"
+    };
+    let mut body = Vec::new();
+    if let Err(e) = std::io::Read::read_to_end(&mut resp.into_reader(), &mut body) {
+        return Some(unreachable(target, &e.to_string()));
+    }
+    Some(RawResponse {
+        status: status_code,
+        reason,
+        content_type,
+        body,
+    })
+}
+
+/// Proxmox VE's answer for a node it cannot reach.
+fn unreachable(target: &str, why: &str) -> RawResponse {
+    tracing::info!("proxy to {target}: {why}");
+    RawResponse::json(
+        595,
+        Some(format!("No route to host - node '{target}' is not reachable")),
+        r#"{"data":null}"#.into(),
+    )
+}
+
+/// Keeps this node's caches (guest configs, accounts) in line with the store.
+pub fn spawn_watch(node: &Arc<Node>) {
+    let mut changes = node.store.subscribe();
+    let weak = Arc::downgrade(node);
+    node.rt.spawn(async move {
+        loop {
+            let change = changes.recv().await;
+            let Some(node) = weak.upgrade() else { return };
+            let own_prefix = format!("nodes/{}/qemu-server/", node.opts.node_name);
+            let (guests, accounts) = match &change {
+                Ok(Change::Put(p)) | Ok(Change::Delete(p)) => (
+                    p.strip_prefix(&own_prefix)
+                        .and_then(|f| f.strip_suffix(".conf"))
+                        .and_then(|v| v.parse::<u32>().ok())
+                        .map(Some),
+                    p == "user.cfg" || p.starts_with("priv/"),
+                ),
+                // Reset, or we fell behind: re-read everything.
+                Ok(Change::Reset) | Err(_) => (Some(None), true),
+            };
+            if guests.is_none() && !accounts {
+                continue;
+            }
+            let _ = tokio::task::spawn_blocking(move || {
+                match guests {
+                    Some(Some(vmid)) => node.guests.refresh(vmid),
+                    Some(None) => node.guests.refresh_all(),
+                    None => {}
+                }
+                if accounts {
+                    if let Err(e) = node.auth.reload() {
+                        tracing::warn!("reloading accounts: {e}");
+                    }
+                }
+            })
+            .await;
+        }
+    });
+}

@@ -1,0 +1,466 @@
+//! The cluster endpoints: `cluster/status`, `cluster/config` (create), `cluster/config/join`
+//! (information and joining), `cluster/config/nodes` (list, add, remove), and the
+//! cluster-wide views other endpoints need (members, guests of every node).
+
+use crate::{cluster, Node};
+use ferrox_api::schema::{Param, ParamType, STRING};
+use ferrox_api::{ApiError, Ctx, Endpoint, Method, Permission, Reply, Returns};
+use ferrox_store::{JoinGrant, Member};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+type C<'a> = Ctx<'a, Node>;
+
+const AUDIT: Permission = Permission::Privs {
+    path: "/",
+    privs: &["Sys.Audit"],
+    any: false,
+};
+const MODIFY: Permission = Permission::Privs {
+    path: "/",
+    privs: &["Sys.Modify"],
+    any: false,
+};
+
+/// How long a joining node waits to be replicated into the cluster.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Every member but this node.
+pub fn other_members(node: &Node) -> Vec<Member> {
+    node.store
+        .status()
+        .members
+        .into_iter()
+        .map(|m| m.member)
+        .filter(|m| m.name != node.opts.node_name)
+        .collect()
+}
+
+/// The vmids of every node's guests, from the store: `(vmid, node)`.
+pub fn cluster_vmids(node: &Node) -> Vec<(u32, String)> {
+    node.tree
+        .list("nodes")
+        .into_iter()
+        .filter_map(|(path, _)| {
+            let mut parts = path.split('/');
+            let (_, owner, dir, file) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+            if dir != "qemu-server" || parts.next().is_some() {
+                return None;
+            }
+            Some((file.strip_suffix(".conf")?.parse().ok()?, owner.to_string()))
+        })
+        .collect()
+}
+
+/// The node that owns guest `vmid`, anywhere in the cluster.
+pub fn vmid_owner(node: &Node, vmid: u32) -> Option<String> {
+    let path_suffix = format!("/qemu-server/{vmid}.conf");
+    other_members(node)
+        .into_iter()
+        .map(|m| m.name)
+        .chain([node.opts.node_name.clone()])
+        .find(|n| node.tree.get(&format!("nodes/{n}{path_suffix}")).is_some())
+}
+
+/// What `/cluster/resources` shows for a node that does not answer.
+pub fn offline_resources(node: &Node, name: &str) -> Vec<Value> {
+    let mut out = vec![json!({
+        "id": format!("node/{name}"), "type": "node", "node": name,
+        "status": "offline", "level": "",
+    })];
+    for (path, entry) in node.tree.list(&format!("nodes/{name}/qemu-server")) {
+        let Some(vmid) = path
+            .rsplit('/')
+            .next()
+            .and_then(|f| f.strip_suffix(".conf"))
+            .and_then(|v| v.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cfg) = ferrox_types::GuestConfig::parse(&entry.data) else {
+            continue;
+        };
+        let st = crate::guests::GuestStatic::of(vmid, &cfg);
+        out.push(json!({
+            "id": format!("qemu/{vmid}"), "type": "qemu", "vmid": vmid, "node": name,
+            "status": "unknown", "name": st.name, "maxcpu": st.cpus, "maxmem": st.maxmem,
+            "maxdisk": st.maxdisk, "template": u8::from(st.template),
+        }));
+    }
+    out
+}
+
+/// Members and whether they answer (in parallel, each with a short timeout).
+fn reachability(node: &Node) -> Vec<(Member, bool)> {
+    let others = other_members(node);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = others
+            .iter()
+            .map(|m| scope.spawn(|| cluster::peer_resources(node, m, Some("node")).is_ok()))
+            .collect();
+        others
+            .iter()
+            .cloned()
+            .zip(handles.into_iter().map(|h| h.join().unwrap_or(false)))
+            .collect()
+    })
+}
+
+fn host_of(address: &str) -> String {
+    address
+        .rsplit_once(':')
+        .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
+        .unwrap_or_else(|| address.to_string())
+}
+
+fn cluster_status(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    let node = ctx.state;
+    let status = node.store.status();
+    let reachable = reachability(node);
+    let leader_name = status
+        .leader
+        .and_then(|l| status.members.iter().find(|m| m.id == l))
+        .map(|m| m.member.name.clone());
+    let mut out = Vec::new();
+    if let Some(name) = &status.name {
+        out.push(json!({
+            "type": "cluster", "id": "cluster", "name": name,
+            "nodes": status.members.len(), "quorate": u8::from(status.quorate),
+            "version": status.term, "leader": leader_name,
+        }));
+    }
+    for m in &status.members {
+        let local = m.member.name == node.opts.node_name;
+        let online = local || reachable.iter().any(|(r, up)| r.name == m.member.name && *up);
+        out.push(json!({
+            "type": "node", "id": format!("node/{}", m.member.name), "name": m.member.name,
+            "ip": host_of(&m.member.address), "online": u8::from(online), "local": u8::from(local),
+            "nodeid": m.id, "level": "", "voter": u8::from(m.voter),
+        }));
+    }
+    Ok(json!(out).into())
+}
+
+fn cluster_create(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    let name = ctx.params.need_str("clustername")?.to_string();
+    if name.is_empty()
+        || name.len() > 15
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(ApiError::param(
+            "clustername",
+            "value does not match the regex pattern (1-15 of A-Z a-z 0-9 - _)",
+        ));
+    }
+    let node = ctx.state;
+    if let Some(existing) = node.store.cluster_name() {
+        return Err(ApiError::param(
+            "clustername",
+            format!("this node is already in cluster '{existing}'"),
+        ));
+    }
+    let caller = ctx.caller()?.auth_id();
+    let store = std::sync::Arc::clone(&node.store);
+    let rt = node.rt.clone();
+    let id = name.clone();
+    let upid = node.tasks.spawn("clustercreate", &id, &caller, move |log| {
+        rt.block_on(store.create_cluster(&name))
+            .map_err(|e| e.to_string())?;
+        log.log(format!("cluster '{name}' created"));
+        Ok(())
+    })?;
+    Ok(json!(upid).into())
+}
+
+fn join_info(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    let node = ctx.state;
+    let status = node.store.status();
+    let name = status
+        .name
+        .clone()
+        .ok_or_else(|| ApiError::new(400, "node is not in a cluster, no join info available!"))?;
+    let nodelist: Vec<Value> = status
+        .members
+        .iter()
+        .map(|m| {
+            json!({
+                "name": m.member.name, "nodeid": m.id.to_string(), "pve_addr": host_of(&m.member.address),
+                "pve_fp": m.member.fingerprint, "ring0_addr": host_of(&m.member.address),
+                "quorum_votes": "1", "address": m.member.address,
+            })
+        })
+        .collect();
+    Ok(json!({
+        "nodelist": nodelist,
+        "preferred_node": node.opts.node_name,
+        "totem": {"cluster_name": name, "version": "2"},
+        "config_digest": node.tree.get(ferrox_store::store::CLUSTER_FILE)
+            .map(|e| ferrox_store::digest(&e.data)).unwrap_or_default(),
+    })
+    .into())
+}
+
+fn list_members(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    let status = ctx.state.store.status();
+    let out: Vec<Value> = status
+        .members
+        .iter()
+        .map(|m| {
+            json!({
+                "node": m.member.name, "name": m.member.name, "nodeid": m.id.to_string(),
+                "pve_addr": host_of(&m.member.address), "pve_fp": m.member.fingerprint,
+                "ring0_addr": host_of(&m.member.address), "quorum_votes": "1",
+                "address": m.member.address,
+            })
+        })
+        .collect();
+    Ok(json!(out).into())
+}
+
+/// `POST /cluster/config/nodes/{node}`: a joining node asks to be admitted.
+fn add_member(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    let member = Member {
+        name: ctx.params.need_str("node")?.to_string(),
+        address: ctx.params.need_str("address")?.to_string(),
+        fingerprint: ctx.params.need_str("fingerprint")?.to_string(),
+    };
+    ferrox_api::pinned::parse_fingerprint(&member.fingerprint)
+        .map_err(|e| ApiError::param("fingerprint", e.to_string()))?;
+    let grant = ctx
+        .state
+        .rt
+        .block_on(ctx.state.store.add_member(member))
+        .map_err(cluster::store_error)?;
+    Ok(serde_json::to_value(grant)
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .into())
+}
+
+fn remove_member(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    let name = ctx.params.need_str("node")?.to_string();
+    if name == ctx.state.opts.node_name {
+        return Err(ApiError::param(
+            "node",
+            "cannot remove the node answering this request; ask another member",
+        ));
+    }
+    ctx.state
+        .rt
+        .block_on(ctx.state.store.remove_member(&name))
+        .map_err(cluster::store_error)?;
+    Ok(Value::Null.into())
+}
+
+/// `POST /cluster/config/join`: this node joins the cluster that `hostname` belongs to.
+/// Everything that can be refused is checked before this node's store is replaced; the
+/// answer comes when the join is complete (the caller's ticket is this node's old one
+/// and stops working with it).
+fn join(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    let node = ctx.state;
+    let hostname = ctx.params.need_str("hostname")?.to_string();
+    let fingerprint = ctx.params.need_str("fingerprint")?.to_string();
+    let password = ctx.params.need_str("password")?.to_string();
+    let pin = ferrox_api::pinned::parse_fingerprint(&fingerprint)
+        .map_err(|e| ApiError::param("fingerprint", e.to_string()))?;
+    let status = node.store.status();
+    if status.members.len() > 1 || status.name.is_some() {
+        return Err(ApiError::new(
+            400,
+            "this node is already part of a cluster (or has created one)",
+        ));
+    }
+    if !node.guests.listing().is_empty() {
+        return Err(ApiError::new(
+            400,
+            "this host already contains virtual guests - remove them before joining",
+        ));
+    }
+    let address = if hostname.contains(':') && !hostname.starts_with('[') {
+        hostname.clone()
+    } else {
+        format!("{hostname}:8006")
+    };
+    let agent = ferrox_api::pinned::tls_agent(Some(pin))
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let remote = |e: ureq::Error| -> ApiError {
+        match e {
+            ureq::Error::Status(code, r) => ApiError::new(
+                if code == 401 { 400 } else { code },
+                format!("{hostname}: {} {}", code, r.status_text()),
+            ),
+            ureq::Error::Transport(t) => {
+                let text = t.to_string();
+                if text.contains("fingerprint") {
+                    ApiError::param(
+                        "fingerprint",
+                        format!("the certificate of {hostname} does not have fingerprint {fingerprint}"),
+                    )
+                } else {
+                    ApiError::param("hostname", format!("cannot reach {hostname}: {text}"))
+                }
+            }
+        }
+    };
+    let login: Value = agent
+        .post(&format!("https://{address}/api2/json/access/ticket"))
+        .send_form(&[("username", "root@pam"), ("password", &password)])
+        .map_err(|e| match e {
+            ureq::Error::Status(401, _) => {
+                ApiError::param("password", format!("authentication failure at {hostname}"))
+            }
+            other => remote(other),
+        })?
+        .into_json()
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let ticket = login["data"]["ticket"].as_str().unwrap_or("").to_string();
+    let csrf = login["data"]["CSRFPreventionToken"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let me = node.store.member().clone();
+    let answer: Value = agent
+        .post(&format!(
+            "https://{address}/api2/json/cluster/config/nodes/{}",
+            me.name
+        ))
+        .set("cookie", &format!("PVEAuthCookie={ticket}"))
+        .set("csrfpreventiontoken", &csrf)
+        .send_form(&[("address", &me.address), ("fingerprint", &me.fingerprint)])
+        .map_err(|e| match e {
+            ureq::Error::Status(code, r) => {
+                let reason = r.status_text().to_string();
+                ApiError::new(code, format!("{hostname} refused the join: {reason}"))
+            }
+            other => remote(other),
+        })?
+        .into_json()
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let grant: JoinGrant = serde_json::from_value(answer["data"].clone())
+        .map_err(|e| ApiError::internal(format!("join grant from {hostname}: {e}")))?;
+    let caller = ctx.caller()?.auth_id();
+    let store = std::sync::Arc::clone(&node.store);
+    let rt = node.rt.clone();
+    let weak = std::sync::Arc::downgrade(node);
+    let id = grant.cluster_name.clone();
+    let upid = node.tasks.spawn("clusterjoin", &id, &caller, move |log| {
+        log.log(format!(
+            "joining cluster '{}' as node id {} through {hostname}",
+            grant.cluster_name, grant.id
+        ));
+        rt.block_on(store.join(&grant, JOIN_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        log.log("replicated the cluster configuration");
+        if let Some(node) = weak.upgrade() {
+            node.after_join().map_err(|e| e.to_string())?;
+        }
+        log.log("joined");
+        Ok(())
+    })?;
+    while node.tasks.is_running(&upid) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = node.tasks.status(&upid)?;
+    let exit = status["exitstatus"].as_str().unwrap_or("");
+    if exit != "OK" {
+        return Err(ApiError::internal(format!("join failed: {exit}")));
+    }
+    Ok(json!(upid).into())
+}
+
+pub fn endpoints() -> Vec<Endpoint<Node>> {
+    use Method::*;
+    vec![
+        Endpoint::new(
+            Get,
+            "/cluster/status",
+            "Cluster and node status.",
+            AUDIT,
+            Returns::Array,
+            cluster_status,
+        ),
+        Endpoint::new(
+            Post,
+            "/cluster/config",
+            "Create a cluster from this node.",
+            MODIFY,
+            Returns::Task,
+            cluster_create,
+        )
+        .params(vec![
+            Param::required("clustername", STRING, "The name of the cluster."),
+            Param::optional("link0", STRING, "Address for cluster traffic (ignored)."),
+        ]),
+        Endpoint::new(
+            Get,
+            "/cluster/config/join",
+            "Information another node needs to join this cluster.",
+            AUDIT,
+            Returns::Object,
+            join_info,
+        )
+        .params(vec![Param::optional(
+            "node",
+            ParamType::Node,
+            "Node to describe (default: this one).",
+        )]),
+        Endpoint::new(
+            Post,
+            "/cluster/config/join",
+            "Join this node to an existing cluster.",
+            Permission::Root,
+            Returns::Task,
+            join,
+        )
+        .params(vec![
+            Param::required(
+                "hostname",
+                STRING,
+                "Address (host or host:port) of a cluster member.",
+            ),
+            Param::required(
+                "fingerprint",
+                STRING,
+                "SHA-256 fingerprint of that member's certificate.",
+            ),
+            Param::required("password", STRING, "root@pam's password on that member."),
+            Param::optional("link0", STRING, "Address for cluster traffic (ignored)."),
+            Param::optional("force", ferrox_api::schema::BOOL, "Ignored."),
+        ]),
+        Endpoint::new(
+            Get,
+            "/cluster/config/nodes",
+            "Cluster members.",
+            AUDIT,
+            Returns::Array,
+            list_members,
+        ),
+        Endpoint::new(
+            Post,
+            "/cluster/config/nodes/{node}",
+            "Admit a node (called by the joining node).",
+            Permission::Root,
+            Returns::Object,
+            add_member,
+        )
+        .params(vec![
+            Param::required("node", ParamType::Node, "The joining node's name."),
+            Param::required("address", STRING, "host:port its API listens on."),
+            Param::required("fingerprint", STRING, "Its certificate's fingerprint."),
+        ]),
+        Endpoint::new(
+            Delete,
+            "/cluster/config/nodes/{node}",
+            "Remove a node from the cluster.",
+            MODIFY,
+            Returns::Null,
+            remove_member,
+        )
+        .params(vec![Param::required(
+            "node",
+            ParamType::Node,
+            "The node to remove.",
+        )]),
+    ]
+}
