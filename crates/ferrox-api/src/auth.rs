@@ -76,7 +76,11 @@ pub struct LocalFiles(pub PathBuf);
 impl ConfigWriter for LocalFiles {
     fn write_files(&self, files: &[(&str, &str)]) -> Result<(), String> {
         for (path, data) in files {
-            let mode = if path.starts_with("priv/") { 0o600 } else { 0o640 };
+            let mode = if path.starts_with("priv/") {
+                0o600
+            } else {
+                0o640
+            };
             let target = self.0.join(path);
             write_atomic(&target, data.as_bytes(), mode)
                 .map_err(|e| format!("writing {}: {e}", target.display()))?;
@@ -195,9 +199,7 @@ impl Auth {
         }
         if !init.is_empty() {
             let files: Vec<(&str, &str)> = init.iter().map(|(p, d)| (*p, d.as_str())).collect();
-            writer
-                .write_files(&files)
-                .map_err(AuthSetupError::Format)?;
+            writer.write_files(&files).map_err(AuthSetupError::Format)?;
         }
         let accounts = load_accounts(etc)?;
         Ok(Auth {

@@ -104,4 +104,3 @@ pub fn parse_fingerprint(text: &str) -> Result<Vec<u8>> {
         })
         .collect()
 }
-

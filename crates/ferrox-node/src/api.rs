@@ -61,12 +61,17 @@ fn list_nodes(ctx: &C<'_>) -> Result<Reply, ApiError> {
     let answers: Vec<_> = std::thread::scope(|scope| {
         let handles: Vec<_> = others
             .iter()
-            .map(|m| scope.spawn(move || crate::cluster::peer_resources(ctx.state, m, Some("node"))))
+            .map(|m| {
+                scope.spawn(move || crate::cluster::peer_resources(ctx.state, m, Some("node")))
+            })
             .collect();
         handles.into_iter().map(|h| h.join().ok()).collect()
     });
     for (m, answer) in others.iter().zip(answers) {
-        let mut entry = match answer.and_then(Result::ok).and_then(|v| v.into_iter().next()) {
+        let mut entry = match answer
+            .and_then(Result::ok)
+            .and_then(|v| v.into_iter().next())
+        {
             Some(e) => e,
             None => json!({
                 "id": format!("node/{}", m.name), "type": "node", "node": m.name,
@@ -76,7 +81,12 @@ fn list_nodes(ctx: &C<'_>) -> Result<Reply, ApiError> {
         entry["ssl_fingerprint"] = json!(m.fingerprint);
         if !ctx.has(&format!("/nodes/{}", m.name), &["Sys.Audit"], false) {
             if let Some(o) = entry.as_object_mut() {
-                o.retain(|k, _| matches!(k.as_str(), "id" | "type" | "node" | "status" | "level" | "ssl_fingerprint"));
+                o.retain(|k, _| {
+                    matches!(
+                        k.as_str(),
+                        "id" | "type" | "node" | "status" | "level" | "ssl_fingerprint"
+                    )
+                });
             }
         }
         out.push(entry);
@@ -656,7 +666,11 @@ fn cluster_resources(ctx: &C<'_>) -> Result<Reply, ApiError> {
 
 /// Whether a resource from another node passes the `type` filter and the caller's
 /// permissions (the same rules as for this node's own resources).
-fn resource_visible(entry: &Value, kind: Option<&str>, may: &dyn Fn(&str, &[&str], bool) -> bool) -> bool {
+fn resource_visible(
+    entry: &Value,
+    kind: Option<&str>,
+    may: &dyn Fn(&str, &[&str], bool) -> bool,
+) -> bool {
     let t = entry["type"].as_str().unwrap_or("");
     let group = match t {
         "qemu" | "lxc" => "vm",

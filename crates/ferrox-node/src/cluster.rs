@@ -30,9 +30,7 @@ const PEER_READ_TIMEOUT: Duration = Duration::from_millis(1500);
 
 pub fn store_error(e: StoreError) -> ApiError {
     match e {
-        StoreError::Conflict { path, reason } => {
-            ApiError::new(500, format!("{path}: {reason}"))
-        }
+        StoreError::Conflict { path, reason } => ApiError::new(500, format!("{path}: {reason}")),
         StoreError::NoQuorum(m) => ApiError::new(500, format!("cluster not ready - {m}")),
         StoreError::Invalid(m) => ApiError::new(400, m),
         StoreError::Internal(m) => ApiError::internal(m),
@@ -186,7 +184,13 @@ impl Transport for PeerTransport {
         let peers = Arc::clone(&self.0);
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
-                peers.send(&target, "POST", &format!("/ferrox/store/{rpc}"), &body, timeout)
+                peers.send(
+                    &target,
+                    "POST",
+                    &format!("/ferrox/store/{rpc}"),
+                    &body,
+                    timeout,
+                )
             })
             .await
             .map_err(|e| TransportError::Failed(e.to_string()))?
@@ -274,7 +278,9 @@ pub fn proxy(node: &Node, target: &str, req: &RawRequest) -> Option<RawResponse>
         Some(q) => format!("https://{}{}?{q}", member.address, req.path),
         None => format!("https://{}{}", member.address, req.path),
     };
-    let mut r = agent.request(&req.method, &url).timeout(Duration::from_secs(600));
+    let mut r = agent
+        .request(&req.method, &url)
+        .timeout(Duration::from_secs(600));
     for (k, v) in &req.headers {
         if matches!(
             k.as_str(),
@@ -317,7 +323,9 @@ fn unreachable(target: &str, why: &str) -> RawResponse {
     tracing::info!("proxy to {target}: {why}");
     RawResponse::json(
         595,
-        Some(format!("No route to host - node '{target}' is not reachable")),
+        Some(format!(
+            "No route to host - node '{target}' is not reachable"
+        )),
         r#"{"data":null}"#.into(),
     )
 }

@@ -43,7 +43,8 @@ pub fn cluster_vmids(node: &Node) -> Vec<(u32, String)> {
         .into_iter()
         .filter_map(|(path, _)| {
             let mut parts = path.split('/');
-            let (_, owner, dir, file) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+            let (_, owner, dir, file) =
+                (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
             if dir != "qemu-server" || parts.next().is_some() {
                 return None;
             }
@@ -131,7 +132,10 @@ fn cluster_status(ctx: &C<'_>) -> Result<Reply, ApiError> {
     }
     for m in &status.members {
         let local = m.member.name == node.opts.node_name;
-        let online = local || reachable.iter().any(|(r, up)| r.name == m.member.name && *up);
+        let online = local
+            || reachable
+                .iter()
+                .any(|(r, up)| r.name == m.member.name && *up);
         out.push(json!({
             "type": "node", "id": format!("node/{}", m.member.name), "name": m.member.name,
             "ip": host_of(&m.member.address), "online": u8::from(online), "local": u8::from(local),
@@ -165,12 +169,14 @@ fn cluster_create(ctx: &C<'_>) -> Result<Reply, ApiError> {
     let store = std::sync::Arc::clone(&node.store);
     let rt = node.rt.clone();
     let id = name.clone();
-    let upid = node.tasks.spawn("clustercreate", &id, &caller, move |log| {
-        rt.block_on(store.create_cluster(&name))
-            .map_err(|e| e.to_string())?;
-        log.log(format!("cluster '{name}' created"));
-        Ok(())
-    })?;
+    let upid = node
+        .tasks
+        .spawn("clustercreate", &id, &caller, move |log| {
+            rt.block_on(store.create_cluster(&name))
+                .map_err(|e| e.to_string())?;
+            log.log(format!("cluster '{name}' created"));
+            Ok(())
+        })?;
     Ok(json!(upid).into())
 }
 
@@ -282,8 +288,8 @@ fn join(ctx: &C<'_>) -> Result<Reply, ApiError> {
     } else {
         format!("{hostname}:8006")
     };
-    let agent = ferrox_api::pinned::tls_agent(Some(pin))
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let agent =
+        ferrox_api::pinned::tls_agent(Some(pin)).map_err(|e| ApiError::internal(e.to_string()))?;
     let remote = |e: ureq::Error| -> ApiError {
         match e {
             ureq::Error::Status(code, r) => ApiError::new(
@@ -295,7 +301,9 @@ fn join(ctx: &C<'_>) -> Result<Reply, ApiError> {
                 if text.contains("fingerprint") {
                     ApiError::param(
                         "fingerprint",
-                        format!("the certificate of {hostname} does not have fingerprint {fingerprint}"),
+                        format!(
+                            "the certificate of {hostname} does not have fingerprint {fingerprint}"
+                        ),
                     )
                 } else {
                     ApiError::param("hostname", format!("cannot reach {hostname}: {text}"))

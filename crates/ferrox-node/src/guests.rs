@@ -1,13 +1,13 @@
 //! This node's QEMU guests: their configs (in the cluster store, cached here), their
 //! running processes, and the operations the API starts as tasks.
 
-use crate::Node;
 use crate::cluster::{store_error, ConfigTree};
-use ferrox_store::Expect;
+use crate::Node;
 use ferrox_api::{ApiError, TaskLog};
 use ferrox_qemu::metrics::GuestCounters;
 use ferrox_qemu::process::pid_alive;
 use ferrox_qemu::{Accelerator, GuestProcess, LaunchSpec};
+use ferrox_store::Expect;
 use ferrox_types::guest_config::DISK_BUSES;
 use ferrox_types::{GuestConfig, PropertyString, VolumeId};
 use rand::Rng;
@@ -152,13 +152,7 @@ impl Guests {
             .tree
             .list(&self.prefix)
             .iter()
-            .filter_map(|(path, _)| {
-                path.rsplit('/')
-                    .next()?
-                    .strip_suffix(".conf")?
-                    .parse()
-                    .ok()
-            })
+            .filter_map(|(path, _)| path.rsplit('/').next()?.strip_suffix(".conf")?.parse().ok())
             .collect();
         if let Ok(c) = self.configs.read() {
             vmids.extend(c.keys());
@@ -726,7 +720,10 @@ impl Node {
             } else {
                 format!(" on node '{owner}'")
             };
-            return Err(ApiError::param("vmid", format!("VM {vmid} already exists{on}")));
+            return Err(ApiError::param(
+                "vmid",
+                format!("VM {vmid} already exists{on}"),
+            ));
         }
         // Validate everything but disk allocation before anything is written.
         let mut errors = BTreeMap::new();

@@ -211,7 +211,10 @@ impl Node {
             tree.put("storage.cfg", &text, ferrox_store::Expect::Absent)
                 .context("writing storage.cfg")?;
         }
-        let auth = Auth::open_with(&dirs.etc, Arc::clone(&tree) as Arc<dyn ferrox_api::auth::ConfigWriter>)?;
+        let auth = Auth::open_with(
+            &dirs.etc,
+            Arc::clone(&tree) as Arc<dyn ferrox_api::auth::ConfigWriter>,
+        )?;
         if !auth.has_password("root@pam") {
             if let Some(pw) = &opts.root_password {
                 auth.set_password("root@pam", pw)
@@ -249,7 +252,10 @@ impl Node {
         tls: &tls::Identity,
     ) -> anyhow::Result<()> {
         let mut ops = Vec::new();
-        for (file, data) in [("pve-ssl.pem", &tls.cert_pem), ("pve-ssl.key", &tls.key_pem)] {
+        for (file, data) in [
+            ("pve-ssl.pem", &tls.cert_pem),
+            ("pve-ssl.key", &tls.key_pem),
+        ] {
             let path = format!("nodes/{node}/{file}");
             if tree.get(&path).map(|e| e.data) != Some(data.clone()) {
                 ops.push(ferrox_store::Op::Put {
@@ -309,6 +315,11 @@ pub fn serve(opts: NodeOptions) -> anyhow::Result<()> {
         key_pem: node.tls.key_pem.clone().into_bytes(),
     };
     let peer_routes = cluster::peer_router(Arc::clone(&node));
-    runtime.block_on(ferrox_api::http::serve(api, listener, identity, peer_routes))?;
+    runtime.block_on(ferrox_api::http::serve(
+        api,
+        listener,
+        identity,
+        peer_routes,
+    ))?;
     Ok(())
 }

@@ -133,9 +133,9 @@ impl RaftNetwork<TypeConfig> for Connection {
         RPCError<NodeId, Member, RaftError<NodeId, InstallSnapshotError>>,
     > {
         // With generic snapshot data openraft sends whole snapshots (`full_snapshot`).
-        Err(RPCError::Network(NetworkError::new(&TransportError::Failed(
-            "chunked snapshots are not used".into(),
-        ))))
+        Err(RPCError::Network(NetworkError::new(
+            &TransportError::Failed("chunked snapshots are not used".into()),
+        )))
     }
 
     async fn full_snapshot(

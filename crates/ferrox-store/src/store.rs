@@ -387,7 +387,10 @@ impl Store {
                 .ok_or_else(|| internal("the leader is not a member"))?;
             match self.forward_once(&node, rpc::WRITE, &command).await {
                 Err(Forward::NotSent(why)) if tokio::time::Instant::now() < deadline => {
-                    tracing::debug!("leader {} unreachable ({why}); waiting for another", node.name);
+                    tracing::debug!(
+                        "leader {} unreachable ({why}); waiting for another",
+                        node.name
+                    );
                     tokio::time::sleep(self.opts.heartbeat).await;
                 }
                 Err(Forward::NotSent(why)) | Err(Forward::Lost(why)) => {

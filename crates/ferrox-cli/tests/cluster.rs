@@ -1,0 +1,315 @@
+//! Three daemons on one machine form a cluster through the CLI and keep a consistent,
+//! replicated configuration through leader loss, minority loss and restarts.
+
+mod common;
+use common::*;
+
+use serde_json::Value;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn cli(d: &Daemon, args: &[&str], extra_env: &[(&str, &str)]) -> (bool, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferrox"));
+    cmd.args(args)
+        .env("FERROX_HOST", &d.addr)
+        .env("FERROX_FINGERPRINT", d.fingerprint().unwrap())
+        .env("FERROX_PASSWORD", "secret1");
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn join(d: &Daemon, via: &Daemon, fingerprint: &str) -> (bool, String) {
+    cli(
+        d,
+        &["cluster", "join", &via.addr, "--fingerprint", fingerprint],
+        &[("FERROX_JOIN_PASSWORD", "secret1")],
+    )
+}
+
+fn status(d: &Daemon) -> Value {
+    let auth = d.login();
+    let r = d.request("GET", "/cluster/status", &auth, &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    r.body["data"].clone()
+}
+
+fn leader(d: &Daemon) -> Option<String> {
+    status(d)
+        .as_array()?
+        .iter()
+        .find(|e| e["type"] == "cluster")?["leader"]
+        .as_str()
+        .map(String::from)
+}
+
+fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn description(d: &Daemon, node: &str, vmid: u32) -> Option<String> {
+    let auth = d.login();
+    let r = d.request(
+        "GET",
+        &format!("/nodes/{node}/qemu/{vmid}/config"),
+        &auth,
+        &[],
+    );
+    r.body["data"]["description"].as_str().map(String::from)
+}
+
+fn n(nodes: &[Option<Daemon>], i: usize) -> &Daemon {
+    nodes[i].as_ref().expect("running node")
+}
+
+fn mirrored(d: &Daemon, path: &str) -> Option<String> {
+    std::fs::read_to_string(d.etc().join(path)).ok()
+}
+
+#[test]
+fn three_nodes_form_a_cluster_and_keep_every_acknowledged_write() {
+    let mut nodes: Vec<Option<Daemon>> = (1..=3)
+        .map(|i| {
+            let d = start_node(
+                tempfile::tempdir().unwrap(),
+                &format!("n{i}"),
+                "127.0.0.1",
+                free_port(),
+                "tcg",
+            );
+            Some(d)
+        })
+        .collect();
+
+    let (ok, out) = cli(n(&nodes, 0), &["cluster", "create", "demo"], &[]);
+    assert!(ok, "{out}");
+    let fp1 = n(&nodes, 0).fingerprint().unwrap();
+    let fp2 = n(&nodes, 1).fingerprint().unwrap();
+    let (ok, out) = join(n(&nodes, 1), n(&nodes, 0), &fp1);
+    assert!(ok, "{out}");
+    // The third joins through a follower.
+    let (ok, out) = join(n(&nodes, 2), n(&nodes, 1), &fp2);
+    assert!(ok, "{out}");
+
+    // Bad joins: a wrong fingerprint, then a name already taken. Nothing changes.
+    let intruder = start_node(
+        tempfile::tempdir().unwrap(),
+        "n2",
+        "127.0.0.1",
+        free_port(),
+        "tcg",
+    );
+    let before = std::fs::read_to_string(intruder.etc().join("storage.cfg")).unwrap();
+    let (ok, out) = join(&intruder, n(&nodes, 0), &fp2);
+    assert!(!ok && out.contains("fingerprint"), "{out}");
+    let (ok, out) = join(&intruder, n(&nodes, 0), &fp1);
+    assert!(!ok && out.contains("already exists"), "{out}");
+    assert!(
+        !status(&intruder).to_string().contains("\"cluster\""),
+        "the refused node must stay standalone"
+    );
+    assert_eq!(
+        std::fs::read_to_string(intruder.etc().join("storage.cfg")).unwrap(),
+        before
+    );
+    assert_eq!(
+        status(n(&nodes, 0)).as_array().unwrap().len(),
+        4,
+        "cluster + 3 nodes"
+    );
+    drop(intruder);
+
+    let (ok, out) = cli(n(&nodes, 2), &["cluster", "status"], &[]);
+    assert!(ok && out.contains("3 nodes, quorate yes"), "{out}");
+
+    // A write on any node is visible on all: each node creates a guest through its
+    // own API, every node lists all three, and every data directory holds the files.
+    for i in 0..3 {
+        let d = n(&nodes, i);
+        let auth = d.login();
+        let vmid = (101 + i).to_string();
+        d.task_ok(
+            &auth,
+            "POST",
+            &format!("/nodes/{}/qemu", d.name),
+            &[("vmid", &vmid), ("memory", "64")],
+        );
+    }
+    for i in 0..3 {
+        let d = n(&nodes, i);
+        let auth = d.login();
+        let r = d.request("GET", "/cluster/resources", &auth, &[("type", "vm")]);
+        let mut ids: Vec<u64> = r.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["vmid"].as_u64().unwrap())
+            .collect();
+        ids.sort();
+        assert_eq!(ids, vec![101, 102, 103], "{}", r.raw);
+        for j in 1..=3 {
+            assert!(
+                mirrored(d, &format!("nodes/n{j}/qemu-server/10{j}.conf")).is_some(),
+                "n{} lacks n{j}'s guest config",
+                i + 1
+            );
+        }
+    }
+    // Requests for another node are proxied: n1 reads n3's guest.
+    assert_eq!(description(n(&nodes, 0), "n3", 103), None);
+
+    // Kill the leader with -9 while a client keeps writing through a survivor.
+    let leader_name = leader(n(&nodes, 0)).expect("a leader");
+    let leader_idx = nodes
+        .iter()
+        .position(|d| d.as_ref().unwrap().name == leader_name)
+        .unwrap();
+    let writer_idx = (leader_idx + 1) % 3;
+    let other_idx = (leader_idx + 2) % 3;
+    let writer_name = n(&nodes, writer_idx).name.clone();
+    let writer_vmid = 101 + writer_idx as u32;
+    let acked = Arc::new(Mutex::new(Vec::<u32>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let base = n(&nodes, writer_idx).base.clone();
+        let auth = n(&nodes, writer_idx).login();
+        let acked = Arc::clone(&acked);
+        let stop = Arc::clone(&stop);
+        let name = writer_name.clone();
+        std::thread::spawn(move || {
+            let agent = insecure_agent();
+            let url = format!("{base}/json/nodes/{name}/qemu/{writer_vmid}/config");
+            let mut seq = 0u32;
+            while !stop.load(Ordering::SeqCst) {
+                seq += 1;
+                let r = agent
+                    .put(&url)
+                    .set(
+                        "Cookie",
+                        &format!("PVEAuthCookie={}", auth.ticket.as_deref().unwrap()),
+                    )
+                    .set("CSRFPreventionToken", auth.csrf.as_deref().unwrap())
+                    .send_form(&[("description", &format!("seq-{seq}"))]);
+                if r.is_ok() {
+                    acked.lock().unwrap().push(seq);
+                }
+            }
+        })
+    };
+    wait_until("writes before the kill", Duration::from_secs(20), || {
+        acked.lock().unwrap().len() >= 5
+    });
+    let killed_at = acked.lock().unwrap().len();
+    let leader_dir = nodes[leader_idx].take().unwrap().kill();
+    wait_until(
+        "the two survivors accept writes after the leader died",
+        Duration::from_secs(30),
+        || acked.lock().unwrap().len() >= killed_at + 5,
+    );
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    let last = *acked.lock().unwrap().last().unwrap();
+    let current = description(n(&nodes, writer_idx), &writer_name, writer_vmid).unwrap();
+    let current: u32 = current.trim_start_matches("seq-").parse().unwrap();
+    assert!(
+        current >= last,
+        "acknowledged seq-{last} lost: config says seq-{current}"
+    );
+    // The other survivor has it too (linearizable through the store).
+    wait_until("replica up to date", Duration::from_secs(10), || {
+        mirrored(
+            n(&nodes, other_idx),
+            &format!("nodes/{writer_name}/qemu-server/{writer_vmid}.conf"),
+        )
+        .is_some_and(|t| t.contains(&format!("seq-{current}")))
+    });
+
+    // Kill a second node: the survivor serves reads and refuses writes, clearly.
+    let other_dir = nodes[other_idx].take().unwrap().kill();
+    let survivor = n(&nodes, writer_idx);
+    let auth = survivor.login();
+    let r = survivor.request(
+        "PUT",
+        &format!("/nodes/{writer_name}/qemu/{writer_vmid}/config"),
+        &auth,
+        &[("description", "minority")],
+    );
+    assert_eq!(r.status, 500, "{r:?}");
+    assert!(r.reason.contains("cluster not ready"), "{}", r.reason);
+    assert_eq!(
+        description(survivor, &writer_name, writer_vmid).as_deref(),
+        Some(format!("seq-{current}").as_str())
+    );
+    let (ok, out) = cli(survivor, &["cluster", "status"], &[]);
+    assert!(ok && out.contains("quorate no"), "{out}");
+
+    // Restart both: they catch up, and the cluster takes writes again.
+    let port_of = |dir: &tempfile::TempDir| -> u16 {
+        let log = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap();
+        log.lines()
+            .find_map(|l| l.split("https://127.0.0.1:").nth(1))
+            .and_then(|rest| rest.trim_end_matches('/').parse().ok())
+            .unwrap()
+    };
+    let lp = port_of(&leader_dir);
+    let op = port_of(&other_dir);
+    let other_name = format!("n{}", other_idx + 1);
+    nodes[leader_idx] = Some(start_node(leader_dir, &leader_name, "127.0.0.1", lp, "tcg"));
+    nodes[other_idx] = Some(start_node(other_dir, &other_name, "127.0.0.1", op, "tcg"));
+    let survivor = n(&nodes, writer_idx);
+    wait_until(
+        "writes accepted after restart",
+        Duration::from_secs(60),
+        || {
+            let auth = survivor.login();
+            survivor
+                .request(
+                    "PUT",
+                    &format!("/nodes/{writer_name}/qemu/{writer_vmid}/config"),
+                    &auth,
+                    &[("description", "healed")],
+                )
+                .status
+                == 200
+        },
+    );
+    for idx in [leader_idx, other_idx] {
+        wait_until("restarted node catches up", Duration::from_secs(30), || {
+            mirrored(
+                n(&nodes, idx),
+                &format!("nodes/{writer_name}/qemu-server/{writer_vmid}.conf"),
+            )
+            .is_some_and(|t| t.contains("healed"))
+        });
+    }
+
+    // Remove a member through another one.
+    let (ok, out) = cli(
+        n(&nodes, writer_idx),
+        &["cluster", "remove-node", &format!("n{}", other_idx + 1)],
+        &[],
+    );
+    assert!(ok, "{out}");
+    wait_until("membership shrinks", Duration::from_secs(20), || {
+        status(n(&nodes, writer_idx))
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "node")
+            .count()
+            == 2
+    });
+}

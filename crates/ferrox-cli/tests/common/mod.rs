@@ -1,0 +1,225 @@
+//! Helpers shared by the end-to-end tests: daemons started from the real binary, a plain
+//! HTTPS client, logins and task waits.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Daemon {
+    pub child: Child,
+    /// Taken over by a restarted daemon (then the guests are left running).
+    pub dir: Option<tempfile::TempDir>,
+    pub base: String,
+    pub agent: ureq::Agent,
+    pub name: String,
+    /// host:port of its API.
+    pub addr: String,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Guests are daemonized QEMU processes: stop whatever the test left running.
+        let Some(dir) = &self.dir else {
+            return;
+        };
+        if let Ok(entries) = std::fs::read_dir(dir.path().join("run")) {
+            for e in entries.flatten() {
+                if e.path().extension().is_some_and(|x| x == "pid") {
+                    if let Ok(pid) = std::fs::read_to_string(e.path()) {
+                        let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub reason: String,
+    pub body: Value,
+    pub raw: String,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn insecure_agent() -> ureq::Agent {
+    ferrox_cli::client::tls_agent(None).unwrap()
+}
+
+pub fn start_daemon(accel: &str) -> Daemon {
+    start_daemon_in(tempfile::tempdir().unwrap(), accel)
+}
+
+pub fn start_daemon_in(dir: tempfile::TempDir, accel: &str) -> Daemon {
+    start_node(dir, "pve1", "127.0.0.1", free_port(), accel)
+}
+
+/// A daemon named `name` listening on `ip:port`, with `dir` as its data directory.
+pub fn start_node(dir: tempfile::TempDir, name: &str, ip: &str, port: u16, accel: &str) -> Daemon {
+    let log = dir.path().join("daemon.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_ferrox"))
+        .args(["node", "serve", "--data-dir"])
+        .arg(dir.path())
+        .args(["--listen", &format!("{ip}:{port}"), "--name", name])
+        .args(["--root-password", "secret1", "--auth-failure-delay-ms", "0"])
+        .args(["--accel", accel, "--metrics-interval", "1"])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let d = Daemon {
+        child,
+        dir: Some(dir),
+        base: format!("https://{ip}:{port}/api2"),
+        agent: insecure_agent(),
+        name: name.to_string(),
+        addr: format!("{ip}:{port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while d.fingerprint().is_none() || std::net::TcpStream::connect((ip, port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "daemon {name} did not start listening"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d
+}
+
+#[derive(Clone, Default)]
+pub struct Auth {
+    pub ticket: Option<String>,
+    pub csrf: Option<String>,
+    pub token: Option<String>,
+}
+
+impl Daemon {
+    pub fn request(&self, method: &str, path: &str, auth: &Auth, form: &[(&str, &str)]) -> Resp {
+        let url = if path.starts_with("/api2") {
+            format!("{}{}", self.base.trim_end_matches("/api2"), path)
+        } else {
+            format!("{}/json{path}", self.base)
+        };
+        let mut req = self.agent.request(method, &url);
+        if let Some(t) = &auth.ticket {
+            req = req.set("Cookie", &format!("PVEAuthCookie={t}"));
+        }
+        if let Some(c) = &auth.csrf {
+            req = req.set("CSRFPreventionToken", c);
+        }
+        if let Some(t) = &auth.token {
+            req = req.set("Authorization", &format!("PVEAPIToken={t}"));
+        }
+        let result = if matches!(method, "GET" | "DELETE") {
+            let mut r = req;
+            for (k, v) in form {
+                r = r.query(k, v);
+            }
+            r.call()
+        } else {
+            req.send_form(form)
+        };
+        let resp = match result {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{method} {path}: {e}"),
+        };
+        let status = resp.status();
+        let reason = resp.status_text().to_string();
+        let raw = resp.into_string().unwrap();
+        let body = serde_json::from_str(&raw).unwrap_or(Value::Null);
+        Resp {
+            status,
+            reason,
+            body,
+            raw,
+        }
+    }
+
+    pub fn login(&self) -> Auth {
+        let r = self.request(
+            "POST",
+            "/access/ticket",
+            &Auth::default(),
+            &[("username", "root@pam"), ("password", "secret1")],
+        );
+        assert_eq!(r.status, 200, "{r:?}");
+        Auth {
+            ticket: r.body["data"]["ticket"].as_str().map(String::from),
+            csrf: r.body["data"]["CSRFPreventionToken"]
+                .as_str()
+                .map(String::from),
+            token: None,
+        }
+    }
+
+    pub fn wait_task(&self, auth: &Auth, upid: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let r = self.request(
+                "GET",
+                &format!(
+                    "/nodes/{}/tasks/{upid}/status",
+                    upid.split(':').nth(1).unwrap_or("")
+                ),
+                auth,
+                &[],
+            );
+            assert_eq!(r.status, 200, "{r:?}");
+            if r.body["data"]["status"] == "stopped" {
+                return r.body["data"].clone();
+            }
+            assert!(Instant::now() < deadline, "task {upid} did not finish");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs a task endpoint and asserts it ended OK (or with warnings when `warn_ok`).
+    pub fn task_ok(&self, auth: &Auth, method: &str, path: &str, form: &[(&str, &str)]) -> String {
+        let r = self.request(method, path, auth, form);
+        assert_eq!(r.status, 200, "{method} {path}: {r:?}");
+        let upid = r.body["data"].as_str().unwrap().to_string();
+        let status = self.wait_task(auth, &upid);
+        let exit = status["exitstatus"].as_str().unwrap_or("");
+        assert!(
+            exit == "OK" || exit.starts_with("WARNINGS"),
+            "{method} {path}: {status}"
+        );
+        upid
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.as_ref().expect("data dir").path()
+    }
+
+    pub fn etc(&self) -> PathBuf {
+        self.path().join("etc")
+    }
+
+    /// The certificate fingerprint the daemon printed at start.
+    pub fn fingerprint(&self) -> Option<String> {
+        let log = std::fs::read_to_string(self.path().join("daemon.log")).ok()?;
+        log.lines()
+            .find_map(|l| l.strip_prefix("ssl_fingerprint "))
+            .map(String::from)
+    }
+
+    /// Kills the daemon (not its guests) and hands back its data directory.
+    pub fn kill(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.dir.take().expect("data dir")
+    }
+}
