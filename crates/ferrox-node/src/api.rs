@@ -453,6 +453,75 @@ fn spawn_power(
     Ok(json!(upid).into())
 }
 
+/// `POST /storage`: a new `dir` storage. The section is appended to storage.cfg and the
+/// result parsed by the one storage.cfg parser, so every check lives there.
+fn storage_create(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    let id = ctx.params.need_str("storage")?;
+    let path = ctx.params.need_str("path")?;
+    let mut section = format!("dir: {id}\n\tpath {path}\n");
+    section.push_str(&format!(
+        "\tcontent {}\n",
+        ctx.params.str("content").unwrap_or("images,rootdir")
+    ));
+    if let Some(nodes) = ctx.params.str("nodes") {
+        section.push_str(&format!("\tnodes {nodes}\n"));
+    }
+    for flag in ["shared", "disable"] {
+        if let Some(v) = ctx.params.bool(flag) {
+            section.push_str(&format!("\t{flag} {}\n", u8::from(v)));
+        }
+    }
+    let node = ctx.state;
+    let current = node
+        .tree
+        .get("storage.cfg")
+        .map(|e| e.data)
+        .unwrap_or_default();
+    let text = format!("{}\n{section}", current.trim_end());
+    ferrox_types::StorageConfig::parse(&text).map_err(|e| {
+        let msg = e.to_string();
+        if msg.contains("defined twice") {
+            return ApiError::param("storage", format!("storage ID '{id}' already defined"));
+        }
+        let field = ["path", "content", "nodes", "shared", "disable"]
+            .into_iter()
+            .find(|f| msg.contains(&format!("property '{f}'")))
+            .unwrap_or("storage");
+        ApiError::param(field, msg)
+    })?;
+    std::fs::create_dir_all(path)
+        .map_err(|e| ApiError::param("path", format!("cannot create {path}: {e}")))?;
+    let expect = match node.tree.get("storage.cfg") {
+        Some(e) => ferrox_store::Expect::Digest(ferrox_store::digest(&e.data)),
+        None => ferrox_store::Expect::Absent,
+    };
+    node.tree
+        .put("storage.cfg", &text, expect)
+        .map_err(crate::cluster::store_error)?;
+    Ok(json!({"storage": id, "type": "dir"}).into())
+}
+
+fn migrate(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    local_node(ctx)?;
+    let vmid = vmid(ctx)?;
+    let target = ctx.params.need_str("target")?.to_string();
+    let plan = ctx.state.plan_migration(
+        vmid,
+        &target,
+        ctx.params.bool("online").unwrap_or(false),
+        ctx.params.bool("with-local-disks").unwrap_or(false),
+        ctx.params.int("bwlimit").map(|k| k.max(1) as u64),
+    )?;
+    let node = Arc::clone(ctx.state);
+    let upid =
+        ctx.state
+            .tasks
+            .spawn("qmigrate", &vmid.to_string(), &auth_id(ctx)?, move |log| {
+                node.migrate_guest(plan, log)
+            })?;
+    Ok(json!(upid).into())
+}
+
 fn start(ctx: &C<'_>) -> Result<Reply, ApiError> {
     spawn_power(ctx, "qmstart", |n, v, log| n.start_guest(v, log))
 }
@@ -1065,6 +1134,39 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
         .params(vec![node_param(), vmid_param()]),
         Endpoint::new(
             Post,
+            "/nodes/{node}/qemu/{vmid}/migrate",
+            "Migrate the VM to another cluster node.",
+            Permission::Privs {
+                path: "/vms/{vmid}",
+                privs: &["VM.Migrate"],
+                any: false,
+            },
+            Returns::Task,
+            migrate,
+        )
+        .params(vec![
+            node_param(),
+            vmid_param(),
+            Param::required("target", ParamType::Node, "Target node."),
+            Param::optional("online", BOOL, "Live migration of a running VM."),
+            Param::optional(
+                "with-local-disks",
+                BOOL,
+                "Also move disks on local storage (not supported yet).",
+            ),
+            Param::optional("bwlimit", int(Some(0), None), "Bandwidth limit in KiB/s."),
+            Param::optional("force", BOOL, "Ignored."),
+            Param::optional(
+                "migration_type",
+                ParamType::Enum(&["secure", "insecure"]),
+                "Ignored.",
+            ),
+            Param::optional("migration_network", STRING, "Ignored."),
+            Param::optional("targetstorage", STRING, "Not supported yet."),
+            Param::optional("with-conntrack-state", BOOL, "Ignored."),
+        ]),
+        Endpoint::new(
+            Post,
             "/nodes/{node}/qemu/{vmid}/status/start",
             "Start the VM.",
             VM_POWER,
@@ -1235,6 +1337,27 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             STRING,
             "Only this storage type.",
         )]),
+        Endpoint::new(
+            Post,
+            "/storage",
+            "Create a storage (type dir).",
+            Permission::Privs {
+                path: "/storage",
+                privs: &["Datastore.Allocate"],
+                any: false,
+            },
+            Returns::Object,
+            storage_create,
+        )
+        .params(vec![
+            Param::required("storage", STRING, "The storage identifier."),
+            Param::required("type", ParamType::Enum(&["dir"]), "Storage type."),
+            Param::required("path", STRING, "File system path."),
+            Param::optional("content", STRING, "Allowed content types."),
+            Param::optional("nodes", STRING, "Nodes the storage is available on."),
+            Param::optional("shared", BOOL, "The same content on every node."),
+            Param::optional("disable", BOOL, "Disable the storage."),
+        ]),
         Endpoint::new(
             Get,
             "/cluster/resources",

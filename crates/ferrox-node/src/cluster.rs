@@ -241,11 +241,39 @@ async fn local_resources(
     (StatusCode::OK, json.into_bytes())
 }
 
+/// The target's side of a live migration (see `migrate`).
+async fn migration_step(
+    State(node): State<Arc<Node>>,
+    Path((vmid, action)): Path<(u32, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, Vec<u8>) {
+    if !secret_ok(&node, &headers) {
+        return (StatusCode::UNAUTHORIZED, b"bad cluster secret".to_vec());
+    }
+    let result = tokio::task::spawn_blocking(move || {
+        let args: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        match action.as_str() {
+            "incoming" => node.prepare_incoming(vmid, args["source"].as_str().unwrap_or("")),
+            "resume" => node.resume_incoming(vmid),
+            "abort" => node.abort_incoming(vmid),
+            other => Err(format!("unknown migration step '{other}'")),
+        }
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    (
+        StatusCode::OK,
+        serde_json::to_vec(&result).unwrap_or_default(),
+    )
+}
+
 /// Routes outside `/api2`: the node-to-node protocol.
 pub fn peer_router(node: Arc<Node>) -> axum::Router {
     axum::Router::new()
         .route("/ferrox/store/{rpc}", post(store_rpc))
         .route("/ferrox/local-resources/{kind}", get(local_resources))
+        .route("/ferrox/migrate/{vmid}/{action}", post(migration_step))
         .layer(DefaultBodyLimit::max(512 << 20))
         .with_state(node)
 }

@@ -255,7 +255,7 @@ impl Guests {
             .unwrap_or_default()
     }
 
-    fn mark_running(&self, vmid: u32, pid: u32, accel: Accelerator, qmpstatus: &str) {
+    pub(crate) fn mark_running(&self, vmid: u32, pid: u32, accel: Accelerator, qmpstatus: &str) {
         if let Ok(mut r) = self.running.write() {
             let mut info = RunInfo::new(pid, now());
             info.accel = Some(accel);
@@ -264,7 +264,7 @@ impl Guests {
         }
     }
 
-    fn mark_stopped(&self, vmid: u32) {
+    pub(crate) fn mark_stopped(&self, vmid: u32) {
         if let Ok(mut r) = self.running.write() {
             r.remove(&vmid);
         }
@@ -327,7 +327,7 @@ impl RunInfo {
     }
 }
 
-fn is_disk_key(key: &str) -> bool {
+pub(crate) fn is_disk_key(key: &str) -> bool {
     DISK_BUSES.iter().any(|b| {
         key.strip_prefix(b)
             .is_some_and(|i| !i.is_empty() && i.chars().all(|c| c.is_ascii_digit()))
@@ -569,6 +569,7 @@ impl Node {
             accel,
             run_dir: &self.guests.run_dir,
             resolve: &resolve,
+            incoming: None,
         };
         let args = ferrox_qemu::command_line(&cfg, &spec).map_err(|e| e.to_string())?;
         log.log(format!(

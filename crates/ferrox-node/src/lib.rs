@@ -13,6 +13,7 @@ pub mod cluster_api;
 pub mod guests;
 pub mod host;
 pub mod metrics;
+pub mod migrate;
 pub mod rrd;
 pub mod tls;
 

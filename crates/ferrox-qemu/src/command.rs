@@ -30,6 +30,9 @@ pub struct LaunchSpec<'a> {
     /// Where the QMP socket and pid file live.
     pub run_dir: &'a Path,
     pub resolve: VolumeResolver<'a>,
+    /// For a migration target: wait for the incoming stream at this URI, paused (`-S`)
+    /// until the source hands the guest over.
+    pub incoming: Option<&'a str>,
 }
 
 impl LaunchSpec<'_> {
@@ -94,6 +97,9 @@ pub fn command_line(cfg: &GuestConfig, spec: &LaunchSpec<'_>) -> Result<Vec<Stri
         &format!("unix:{},server=on,wait=off", spec.qmp_socket().display()),
     ]);
     push(&["-pidfile", &spec.pid_file().display().to_string()]);
+    if let Some(uri) = spec.incoming {
+        push(&["-incoming", uri, "-S"]);
+    }
     if cfg.options.get("balloon").is_none_or(|b| b != "0") {
         push(&["-device", "virtio-balloon-pci,id=balloon0"]);
     }
@@ -204,6 +210,7 @@ mod tests {
             accel: Accelerator::Tcg,
             run_dir: &run,
             resolve: &resolve,
+            incoming: None,
         };
         let args = command_line(&cfg, &spec).unwrap().join(" ");
         assert!(args.contains("-accel tcg"), "{args}");
@@ -227,6 +234,7 @@ mod tests {
             accel: Accelerator::Kvm,
             run_dir: &run,
             resolve: &resolve,
+            incoming: None,
         };
         match command_line(&cfg, &spec) {
             Err(QemuError::Config { key, message }) => {

@@ -7,6 +7,7 @@
 pub mod command;
 pub mod disk;
 pub mod metrics;
+pub mod migration;
 pub mod process;
 pub mod qmp;
 

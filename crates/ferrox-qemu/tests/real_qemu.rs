@@ -38,6 +38,7 @@ fn starts_reports_status_and_stops_a_guest() {
             accel,
             run_dir: &run,
             resolve: &resolve,
+            incoming: None,
         };
         let args = command_line(&cfg, &spec).expect("command line");
         let guest = GuestProcess::start(&binary, &args, &spec).expect("qemu starts");
@@ -65,6 +66,7 @@ fn starts_reports_status_and_stops_a_guest() {
         accel: Accelerator::Tcg,
         run_dir: &run,
         resolve: &resolve,
+        incoming: None,
     };
     let guest = GuestProcess::start(&binary, &command_line(&cfg, &spec).expect("args"), &spec)
         .expect("start");
@@ -95,6 +97,7 @@ fn guest_with_allocated_disks_starts_and_qemu_sees_them() {
         accel: Accelerator::Tcg,
         run_dir: &run,
         resolve: &resolve,
+        incoming: None,
     };
     let guest = GuestProcess::start(&binary, &command_line(&cfg, &spec).expect("args"), &spec)
         .expect("start");

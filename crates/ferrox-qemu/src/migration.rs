@@ -1,0 +1,157 @@
+//! Live migration over QMP, with the quirks measured on these machines
+//! (`shared/spec/qemu-on-these-machines.md` §3.6): the bandwidth is always set (QEMU 7.2's
+//! 128 MiB/s default never converges for a busy guest), the whole capability set is set
+//! on both ends every time (capabilities persist per process), a `completed` reading with
+//! zero times is re-queried, and a destination that exits is the normal failure path.
+
+use crate::qmp::{Qmp, QmpError};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// Capabilities Ferrox sets, all of them, on both ends.
+const CAPABILITIES: &[(&str, bool)] = &[
+    ("events", true),
+    ("xbzrle", false),
+    ("auto-converge", false),
+    ("postcopy-ram", false),
+];
+
+/// 10 GiB/s: effectively unlimited on loopback and LAN links (QEMU's own default is 128
+/// MiB/s, with which a busy guest never converges).
+pub const DEFAULT_MAX_BANDWIDTH: u64 = 10 * 1024 * 1024 * 1024;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MigrationStats {
+    /// `active`, `completed`, `failed`, `cancelled`, ...
+    pub status: String,
+    pub total_time_ms: u64,
+    pub downtime_ms: u64,
+    pub transferred: u64,
+    pub remaining: u64,
+    pub total: u64,
+    pub expected_downtime_ms: u64,
+    pub dirty_sync_count: u64,
+    pub mbps: f64,
+    pub error: Option<String>,
+}
+
+impl MigrationStats {
+    fn from_query(v: &Value) -> MigrationStats {
+        let ram = &v["ram"];
+        let n = |x: &Value| x.as_u64().unwrap_or(0);
+        MigrationStats {
+            status: v["status"].as_str().unwrap_or("none").to_string(),
+            total_time_ms: n(&v["total-time"]),
+            downtime_ms: n(&v["downtime"]),
+            transferred: n(&ram["transferred"]),
+            remaining: n(&ram["remaining"]),
+            total: n(&ram["total"]),
+            expected_downtime_ms: n(&v["expected-downtime"]),
+            dirty_sync_count: n(&ram["dirty-sync-count"]),
+            mbps: ram["mbps"].as_f64().unwrap_or(0.0),
+            error: v["error-desc"].as_str().map(String::from),
+        }
+    }
+}
+
+/// Sets the full capability set (both ends, before `migrate`).
+pub fn set_capabilities(qmp: &mut Qmp) -> Result<(), QmpError> {
+    let caps: Vec<Value> = CAPABILITIES
+        .iter()
+        .map(|(name, state)| json!({"capability": name, "state": state}))
+        .collect();
+    qmp.execute(
+        "migrate-set-capabilities",
+        Some(json!({ "capabilities": caps })),
+    )?;
+    Ok(())
+}
+
+pub fn query(qmp: &mut Qmp) -> Result<MigrationStats, QmpError> {
+    Ok(MigrationStats::from_query(
+        &qmp.execute("query-migrate", None)?,
+    ))
+}
+
+/// Migrates the source guest behind `qmp` to `uri` (`tcp:host:port`), reporting
+/// progress about every `report_every`. Returns the final statistics when the migration
+/// completed; errors when it failed, was cancelled or did not finish within `timeout`
+/// (then it is cancelled: the source keeps running).
+pub fn migrate(
+    qmp: &mut Qmp,
+    uri: &str,
+    max_bandwidth: u64,
+    timeout: Duration,
+    report_every: Duration,
+    progress: &mut dyn FnMut(&MigrationStats),
+) -> Result<MigrationStats, String> {
+    let e = |e: QmpError| e.to_string();
+    set_capabilities(qmp).map_err(e)?;
+    qmp.execute(
+        "migrate-set-parameters",
+        Some(json!({ "max-bandwidth": max_bandwidth })),
+    )
+    .map_err(e)?;
+    qmp.execute("migrate", Some(json!({ "uri": uri })))
+        .map_err(e)?;
+    let start = Instant::now();
+    let mut last_report = Instant::now();
+    loop {
+        let stats = query(qmp).map_err(e)?;
+        match stats.status.as_str() {
+            "completed" => {
+                let mut stats = stats;
+                // QEMU 7.2 sometimes reports zero times in the first `completed` reading.
+                for _ in 0..10 {
+                    if stats.total_time_ms > 0 {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                    stats = query(qmp).map_err(e)?;
+                }
+                return Ok(stats);
+            }
+            "failed" | "cancelled" => {
+                return Err(format!(
+                    "migration {}: {}",
+                    stats.status,
+                    stats.error.as_deref().unwrap_or("no reason given")
+                ))
+            }
+            _ => {}
+        }
+        if start.elapsed() > timeout {
+            let _ = qmp.execute("migrate_cancel", None);
+            return Err(format!(
+                "migration did not converge within {} s (expected downtime {} ms); cancelled",
+                timeout.as_secs(),
+                stats.expected_downtime_ms
+            ));
+        }
+        if last_report.elapsed() >= report_every {
+            progress(&stats);
+            last_report = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_read_query_migrate() {
+        let v = json!({"status": "completed", "total-time": 566, "downtime": 46,
+            "ram": {"transferred": 100, "remaining": 0, "total": 268435456, "mbps": 5800.5, "dirty-sync-count": 3}});
+        let s = MigrationStats::from_query(&v);
+        assert_eq!(s.status, "completed");
+        assert_eq!(
+            (s.total_time_ms, s.downtime_ms, s.total),
+            (566, 46, 268435456)
+        );
+        assert_eq!(s.dirty_sync_count, 3);
+        let failed = MigrationStats::from_query(&json!({"status": "failed", "error-desc": "boom"}));
+        assert_eq!(failed.error.as_deref(), Some("boom"));
+    }
+}
