@@ -75,6 +75,15 @@ impl ServerCertVerifier for Pinned {
 /// An HTTPS agent that accepts exactly the certificate with this SHA-256 fingerprint, or
 /// any certificate with `None`.
 pub fn tls_agent(fingerprint: Option<Vec<u8>>) -> Result<ureq::Agent> {
+    Ok(tls_agent_builder(fingerprint)?
+        .timeout(Duration::from_secs(60))
+        .build())
+}
+
+/// The same, for callers that set their own timeouts. Note that ureq's connect timeout
+/// (30 s by default) wins over a request's own timeout: set it for anything that must
+/// notice a dead peer quickly.
+pub fn tls_agent_builder(fingerprint: Option<Vec<u8>>) -> Result<ureq::AgentBuilder> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
@@ -85,10 +94,7 @@ pub fn tls_agent(fingerprint: Option<Vec<u8>>) -> Result<ureq::Agent> {
             provider,
         }))
         .with_no_client_auth();
-    Ok(ureq::AgentBuilder::new()
-        .tls_config(Arc::new(config))
-        .timeout(Duration::from_secs(60))
-        .build())
+    Ok(ureq::AgentBuilder::new().tls_config(Arc::new(config)))
 }
 
 pub fn parse_fingerprint(text: &str) -> Result<Vec<u8>> {

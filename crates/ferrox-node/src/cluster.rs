@@ -25,6 +25,8 @@ pub const SECRET_HEADER: &str = "x-ferrox-cluster";
 const RPC_TIMEOUT: Duration = Duration::from_secs(2);
 /// Snapshots carry the whole tree.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(30);
+/// A peer that does not accept a connection by then counts as down.
+const PEER_CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Aggregating listings must not hang on a dead node.
 const PEER_READ_TIMEOUT: Duration = Duration::from_millis(1500);
 
@@ -105,7 +107,10 @@ impl Peers {
             return Ok(a.clone());
         }
         let pin = ferrox_api::pinned::parse_fingerprint(fingerprint).map_err(|e| e.to_string())?;
-        let agent = ferrox_api::pinned::tls_agent(Some(pin)).map_err(|e| e.to_string())?;
+        let agent = ferrox_api::pinned::tls_agent_builder(Some(pin))
+            .map_err(|e| e.to_string())?
+            .timeout_connect(PEER_CONNECT_TIMEOUT)
+            .build();
         agents.insert(fingerprint.to_string(), agent.clone());
         Ok(agent)
     }

@@ -377,9 +377,91 @@ fn join(ctx: &C<'_>) -> Result<Reply, ApiError> {
     Ok(json!(upid).into())
 }
 
+fn list_locks(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    let locks: Vec<Value> = ctx
+        .state
+        .store
+        .locks()
+        .into_iter()
+        .map(|(name, owner, expires)| json!({"name": name, "owner": owner, "expires": expires / 1000}))
+        .collect();
+    Ok(json!(locks).into())
+}
+
+/// Takes or renews a cluster lock (a Ferrox extension; HA uses the same locks). Needs
+/// quorum: a node cut off from the majority gets an error, never the lock.
+fn acquire_lock(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    let node = ctx.state;
+    let name = ctx.params.need_str("name")?;
+    let owner = ctx.params.str("owner").unwrap_or(&node.opts.node_name);
+    let lease = Duration::from_secs(ctx.params.int("lease").unwrap_or(120) as u64);
+    let outcome = node
+        .rt
+        .block_on(node.store.lock(name, owner, lease))
+        .map_err(cluster::store_error)?;
+    Ok(match outcome {
+        Ok(expires) => json!({"granted": 1, "owner": owner, "expires": expires / 1000}),
+        Err((holder, expires)) => json!({"granted": 0, "owner": holder, "expires": expires / 1000}),
+    }
+    .into())
+}
+
+fn release_lock(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    let node = ctx.state;
+    let name = ctx.params.need_str("name")?;
+    let owner = ctx.params.str("owner").unwrap_or(&node.opts.node_name);
+    let released = node
+        .rt
+        .block_on(node.store.unlock(name, owner))
+        .map_err(cluster::store_error)?;
+    Ok(json!({"released": u8::from(released)}).into())
+}
+
 pub fn endpoints() -> Vec<Endpoint<Node>> {
     use Method::*;
+    let lock_params = || {
+        vec![
+            Param::required("name", STRING, "Lock name."),
+            Param::optional("owner", STRING, "Holder (default: this node)."),
+        ]
+    };
     vec![
+        Endpoint::new(
+            Get,
+            "/cluster/locks",
+            "Cluster locks held now (Ferrox extension).",
+            AUDIT,
+            Returns::Array,
+            list_locks,
+        ),
+        Endpoint::new(
+            Post,
+            "/cluster/locks/{name}",
+            "Take or renew a cluster lock (Ferrox extension).",
+            Permission::Root,
+            Returns::Object,
+            acquire_lock,
+        )
+        .params(
+            [
+                lock_params(),
+                vec![Param::optional(
+                    "lease",
+                    ferrox_api::schema::int(Some(1), Some(86400)),
+                    "Lease in seconds (default 120).",
+                )],
+            ]
+            .concat(),
+        ),
+        Endpoint::new(
+            Delete,
+            "/cluster/locks/{name}",
+            "Release a cluster lock held by owner (Ferrox extension).",
+            Permission::Root,
+            Returns::Object,
+            release_lock,
+        )
+        .params(lock_params()),
         Endpoint::new(
             Get,
             "/cluster/status",

@@ -275,6 +275,18 @@ impl Store {
             .map(|l| (l.owner.clone(), l.expires_ms))
     }
 
+    /// Locks held now: `(name, owner, expires_ms)`.
+    pub fn locks(&self) -> Vec<(String, String, u64)> {
+        let inst = self.instance();
+        let tree = inst.shared.read();
+        let now = tree.clock_ms.max(now_ms());
+        tree.locks
+            .iter()
+            .filter(|(_, l)| l.expires_ms > now)
+            .map(|(n, l)| (n.clone(), l.owner.clone(), l.expires_ms))
+            .collect()
+    }
+
     /// A read that sees every write acknowledged before it started, wherever it ran.
     pub async fn get_linearizable(&self, path: &str) -> Result<Option<Entry>, StoreError> {
         let inst = self.instance();
