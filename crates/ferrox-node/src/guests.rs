@@ -136,7 +136,7 @@ impl Guests {
         }
         if let Ok(mut r) = self.running.write() {
             match process {
-                Some(p) if !r.get(&vmid).is_some_and(|i| i.pid == p.pid) => {
+                Some(p) if r.get(&vmid).is_none_or(|i| i.pid != p.pid) => {
                     r.insert(vmid, RunInfo::new(p.pid, now()));
                 }
                 Some(_) => {}
