@@ -2,3 +2,4 @@
 //! benchmarks. It talks HTTPS to a node; it holds no decision logic.
 
 pub mod client;
+pub mod harness;

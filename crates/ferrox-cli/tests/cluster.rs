@@ -1,8 +1,7 @@
 //! Three daemons on one machine form a cluster through the CLI and keep a consistent,
 //! replicated configuration through leader loss, minority loss and restarts.
 
-mod common;
-use common::*;
+use ferrox_cli::harness::*;
 
 use serde_json::Value;
 use std::process::Command;

@@ -8,10 +8,12 @@
 //! a transport the daemon supplies, `store` the API the daemon uses. This crate does not
 //! open sockets or know HTTP, and it never decides anything about guests.
 
+pub mod history;
 pub mod mirror;
 pub mod network;
 pub mod sqlite;
 pub mod store;
+pub mod testing;
 pub mod tree;
 
 pub use network::{rpc, RpcFuture, Transport, TransportError};

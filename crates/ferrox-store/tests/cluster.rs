@@ -1,69 +1,13 @@
 //! Three stores in one process over an in-memory transport that can cut nodes off:
 //! replication, forwarding, leader loss, minority refusal, catch-up, locks.
 
-use ferrox_store::{
-    Change, Expect, Member, RpcFuture, Store, StoreError, StoreOptions, Transport, TransportError,
-};
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, Weak};
+use ferrox_store::testing::{join, member, MemoryNet};
+use ferrox_store::{Change, Expect, Store, StoreError};
+use std::sync::Arc;
 use std::time::Duration;
 
-#[derive(Default)]
-struct Net {
-    nodes: Mutex<HashMap<String, Weak<Store>>>,
-    /// Nodes cut off from everyone.
-    isolated: Mutex<HashSet<String>>,
-}
-
-struct Link {
-    net: Arc<Net>,
-    from: String,
-}
-
-impl Transport for Link {
-    fn call(&self, target: &Member, rpc: &'static str, body: Vec<u8>) -> RpcFuture {
-        let net = Arc::clone(&self.net);
-        let from = self.from.clone();
-        let to = target.address.clone();
-        Box::pin(async move {
-            let cut = {
-                let iso = net.isolated.lock().unwrap();
-                iso.contains(&from) || iso.contains(&to)
-            };
-            let store = net.nodes.lock().unwrap().get(&to).and_then(Weak::upgrade);
-            match store {
-                Some(s) if !cut => Ok(s.serve_rpc(rpc, &body).await),
-                _ => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    Err(TransportError::NotSent(format!("{to} unreachable")))
-                }
-            }
-        })
-    }
-}
-
-fn member(name: &str) -> Member {
-    Member {
-        name: name.into(),
-        address: name.into(),
-        fingerprint: String::new(),
-    }
-}
-
-async fn start(net: &Arc<Net>, dir: &std::path::Path, name: &str) -> Arc<Store> {
-    let mut opts = StoreOptions::new(&dir.join(name), member(name));
-    opts.mirror = Some(dir.join(name).join("etc"));
-    opts.write_timeout = Duration::from_secs(3);
-    let link = Arc::new(Link {
-        net: Arc::clone(net),
-        from: name.into(),
-    });
-    let store = Arc::new(Store::open(opts, link).await.expect("open store"));
-    net.nodes
-        .lock()
-        .unwrap()
-        .insert(name.into(), Arc::downgrade(&store));
-    store
+async fn start(net: &Arc<MemoryNet>, dir: &std::path::Path, name: &str) -> Arc<Store> {
+    net.start(dir, name).await
 }
 
 async fn eventually<F: Fn() -> bool>(what: &str, f: F) {
@@ -76,15 +20,10 @@ async fn eventually<F: Fn() -> bool>(what: &str, f: F) {
     panic!("timed out waiting for {what}");
 }
 
-async fn join(a: &Store, b: &Store) {
-    let grant = a.add_member(b.member().clone()).await.expect("grant");
-    b.join(&grant, Duration::from_secs(20)).await.expect("join");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_replicate_survive_leader_loss_and_refuse_without_quorum() {
     let dir = tempfile::tempdir().unwrap();
-    let net = Arc::new(Net::default());
+    let net = Arc::new(MemoryNet::default());
     let a = start(&net, dir.path(), "a").await;
     a.put("storage.cfg", "dir: local\n", Expect::Absent)
         .await
@@ -178,7 +117,7 @@ async fn three_nodes_replicate_survive_leader_loss_and_refuse_without_quorum() {
         .member
         .name
         .clone();
-    net.isolated.lock().unwrap().insert(leader_name.clone());
+    net.isolate(&leader_name, true);
     let others: Vec<&Arc<Store>> = nodes
         .iter()
         .filter(|(n, _)| *n != leader_name)
@@ -213,21 +152,15 @@ async fn three_nodes_replicate_survive_leader_loss_and_refuse_without_quorum() {
         .is_err());
 
     // Heal: it catches up, and the write it refused never appears.
-    net.isolated.lock().unwrap().clear();
+    net.heal();
     eventually("catch-up after heal", || {
         old_leader.get("datacenter.cfg").map(|e| e.data) == Some("keyboard: en-us\n".into())
     })
     .await;
 
     // Two nodes gone: the survivor refuses writes.
-    net.isolated
-        .lock()
-        .unwrap()
-        .insert(others[0].member().name.clone());
-    net.isolated
-        .lock()
-        .unwrap()
-        .insert(others[1].member().name.clone());
+    net.isolate(&others[0].member().name, true);
+    net.isolate(&others[1].member().name, true);
     let survivor = old_leader;
     eventually("survivor notices", || !survivor.status().quorate).await;
     let err = survivor
@@ -235,7 +168,7 @@ async fn three_nodes_replicate_survive_leader_loss_and_refuse_without_quorum() {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NoQuorum(_)), "{err}");
-    net.isolated.lock().unwrap().clear();
+    net.heal();
     eventually("quorum back", || survivor.status().quorate).await;
 
     // Removing a member shrinks the cluster.
@@ -249,7 +182,7 @@ async fn three_nodes_replicate_survive_leader_loss_and_refuse_without_quorum() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_node_keeps_its_data_and_catches_up() {
     let dir = tempfile::tempdir().unwrap();
-    let net = Arc::new(Net::default());
+    let net = Arc::new(MemoryNet::default());
     let a = start(&net, dir.path(), "a").await;
     a.create_cluster("demo").await.unwrap();
     let b = start(&net, dir.path(), "b").await;
@@ -260,7 +193,7 @@ async fn a_restarted_node_keeps_its_data_and_catches_up() {
     eventually("c has one.cfg", || c.get("one.cfg").is_some()).await;
     // "Kill" c: stop it and drop it from the network.
     c.shutdown().await;
-    net.nodes.lock().unwrap().remove("c");
+    net.remove("c");
     drop(c);
     a.put("two.cfg", "2\n", Expect::Absent).await.unwrap();
     // Restart c from its files: it still has one.cfg and receives two.cfg.

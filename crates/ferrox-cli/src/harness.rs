@@ -1,6 +1,6 @@
-//! Helpers shared by the end-to-end tests: daemons started from the real binary, a plain
-//! HTTPS client, logins and task waits.
-#![allow(dead_code)]
+//! Daemons started from the real `ferrox` binary, with a plain HTTPS client, logins and
+//! task waits: what the end-to-end tests and the cluster benchmarks share. Test support,
+//! not product code: it panics on anything unexpected.
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -62,6 +62,20 @@ pub fn start_daemon(accel: &str) -> Daemon {
     start_daemon_in(tempfile::tempdir().unwrap(), accel)
 }
 
+/// The `ferrox` binary beside the running test or example (`target/<profile>/`).
+pub fn ferrox_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("FERROX_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    // tests and examples live one level below the binaries (deps/, examples/).
+    if dir.ends_with("deps") || dir.ends_with("examples") {
+        dir.pop();
+    }
+    dir.join("ferrox")
+}
+
 pub fn start_daemon_in(dir: tempfile::TempDir, accel: &str) -> Daemon {
     start_node(dir, "pve1", "127.0.0.1", free_port(), accel)
 }
@@ -69,7 +83,7 @@ pub fn start_daemon_in(dir: tempfile::TempDir, accel: &str) -> Daemon {
 /// A daemon named `name` listening on `ip:port`, with `dir` as its data directory.
 pub fn start_node(dir: tempfile::TempDir, name: &str, ip: &str, port: u16, accel: &str) -> Daemon {
     let log = dir.path().join("daemon.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_ferrox"))
+    let child = Command::new(ferrox_binary())
         .args(["node", "serve", "--data-dir"])
         .arg(dir.path())
         .args(["--listen", &format!("{ip}:{port}"), "--name", name])
