@@ -34,6 +34,10 @@ pub fn store_error(e: StoreError) -> ApiError {
     match e {
         StoreError::Conflict { path, reason } => ApiError::new(500, format!("{path}: {reason}")),
         StoreError::NoQuorum(m) => ApiError::new(500, format!("cluster not ready - {m}")),
+        StoreError::Uncertain(m) => ApiError::new(
+            500,
+            format!("cluster not ready - {m} (the change may or may not have been applied)"),
+        ),
         StoreError::Invalid(m) => ApiError::new(400, m),
         StoreError::Internal(m) => ApiError::internal(m),
     }

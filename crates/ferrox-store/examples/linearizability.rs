@@ -3,11 +3,14 @@
 //! (real openraft + SQLite, in-memory network), while a nemesis kills and restarts nodes
 //! and cuts them off. The recorded history is then checked (`ferrox_store::history`).
 //!
-//! `cargo run --release -p ferrox-store --example linearizability -- [seconds] [clients] [seed]`
+//! `cargo run --release -p ferrox-store --example linearizability -- [seconds] [clients] [seed] [local]`
+//!
+//! With `local`, reads use the node's local copy instead of a linearizable read: the
+//! checker should then find stale reads (it is how we know it can fail).
 
 use ferrox_store::history::{check_register, Op, OpKind};
 use ferrox_store::testing::{join, MemoryNet};
-use ferrox_store::Expect;
+use ferrox_store::{Expect, StoreError};
 use rand::{Rng, SeedableRng};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,6 +27,7 @@ async fn main() {
     let seconds = args.first().copied().unwrap_or(60);
     let clients = args.get(1).copied().unwrap_or(6) as usize;
     let seed = args.get(2).copied().unwrap_or(1);
+    let local_reads = std::env::args().any(|a| a == "local");
     let dir = tempfile::tempdir().expect("tempdir");
     let net = Arc::new(MemoryNet::default());
     let a = net.start(dir.path(), "a").await;
@@ -38,7 +42,7 @@ async fn main() {
     let now = move || epoch.elapsed().as_micros() as u64;
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let history = Arc::new(Mutex::new(Vec::<Op>::new()));
-    let failures = Arc::new(Mutex::new((0usize, 0usize)));
+    let failures = Arc::new(Mutex::new((0usize, 0usize, 0usize)));
 
     let mut tasks = Vec::new();
     for client in 0..clients {
@@ -58,11 +62,18 @@ async fn main() {
                 if rng.gen_bool(0.5) {
                     seq += 1;
                     let value = client as u64 * 1_000_000 + seq;
-                    let result = store.put(REGISTER, &value.to_string(), Expect::Any).await;
-                    let ret = result.is_ok().then(now);
-                    if result.is_err() {
-                        failures.lock().unwrap().0 += 1;
-                    }
+                    let ret = match store.put(REGISTER, &value.to_string(), Expect::Any).await {
+                        Ok(_) => Some(now()),
+                        // Refused before proposing: it did not happen.
+                        Err(StoreError::NoQuorum(_)) => {
+                            failures.lock().unwrap().0 += 1;
+                            continue;
+                        }
+                        Err(_) => {
+                            failures.lock().unwrap().1 += 1;
+                            None
+                        }
+                    };
                     history.lock().unwrap().push(Op {
                         client,
                         kind: OpKind::Write(value),
@@ -70,7 +81,12 @@ async fn main() {
                         ret,
                     });
                 } else {
-                    match store.get_linearizable(REGISTER).await {
+                    let read = if local_reads {
+                        Ok(store.get(REGISTER))
+                    } else {
+                        store.get_linearizable(REGISTER).await
+                    };
+                    match read {
                         Ok(entry) => {
                             let value = entry.and_then(|e| e.data.parse().ok());
                             history.lock().unwrap().push(Op {
@@ -80,7 +96,7 @@ async fn main() {
                                 ret: Some(now()),
                             });
                         }
-                        Err(_) => failures.lock().unwrap().1 += 1,
+                        Err(_) => failures.lock().unwrap().2 += 1,
                     }
                 }
             }
@@ -115,20 +131,15 @@ async fn main() {
         let _ = t.await;
     }
     let ops = history.lock().unwrap().clone();
-    let (failed_writes, failed_reads) = *failures.lock().unwrap();
+    let (refused_writes, uncertain_writes, failed_reads) = *failures.lock().unwrap();
     let writes = ops
         .iter()
         .filter(|o| matches!(o.kind, OpKind::Write(_)))
         .count();
     println!(
-        "{} operations ({} writes of which {} with unknown outcome, {} reads; {} reads failed) in {} s, {} clients, seed {seed}",
+        "{} operations in {seconds} s, {clients} clients, seed {seed}: {writes} writes ({uncertain_writes} with unknown outcome), {} reads; refused (not recorded): {refused_writes} writes, {failed_reads} reads",
         ops.len(),
-        writes,
-        failed_writes,
         ops.len() - writes,
-        failed_reads,
-        seconds,
-        clients
     );
     println!("faults: {}", faults.join(", "));
     let started = Instant::now();

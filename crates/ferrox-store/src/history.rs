@@ -33,54 +33,112 @@ pub struct Verdict {
 
 /// Checks `ops` against a register that starts as `initial`. Failed reads must be
 /// left out by the caller (they observed nothing).
+///
+/// Completed operations are sorted by call time; a search state is "every completed op
+/// before `k` is placed, plus these few after it" (at most about one per client), so
+/// states stay small on long histories. Writes with an unknown outcome that no read
+/// observed are dropped first: placing them "never" is always possible.
 pub fn check_register(ops: &[Op], initial: Option<u64>) -> Verdict {
-    let mut ops: Vec<Op> = ops.to_vec();
-    ops.sort_by_key(|o| o.call);
-    let n = ops.len();
-    let words = n.div_ceil(64);
-    let required = ops.iter().filter(|o| o.ret.is_some()).count();
-    let mut seen: HashSet<(Vec<u64>, Option<u64>)> = HashSet::new();
-    // Depth-first over (done set, register value, number of completed ops placed).
-    let mut stack: Vec<(Vec<u64>, Option<u64>, usize, usize)> =
-        vec![(vec![0; words], initial, 0, 0)];
+    let observed: HashSet<u64> = ops
+        .iter()
+        .filter_map(|o| match o.kind {
+            OpKind::Read(Some(v)) => Some(v),
+            _ => None,
+        })
+        .collect();
+    let mut known: Vec<Op> = ops.iter().filter(|o| o.ret.is_some()).copied().collect();
+    known.sort_by_key(|o| o.call);
+    let mut unknown: Vec<Op> = ops
+        .iter()
+        .filter(|o| o.ret.is_none())
+        .filter(|o| matches!(o.kind, OpKind::Write(v) if observed.contains(&v)))
+        .copied()
+        .collect();
+    unknown.sort_by_key(|o| o.call);
+    let n = known.len();
+    let ret = |i: usize| known[i].ret.unwrap_or(u64::MAX);
+
+    #[derive(Clone, PartialEq, Eq, Hash)]
+    struct State {
+        k: usize,
+        extra: Vec<usize>,
+        unknown_done: Vec<bool>,
+        value: Option<u64>,
+    }
+    let mut seen: HashSet<State> = HashSet::new();
+    let mut stack = vec![State {
+        k: 0,
+        extra: Vec::new(),
+        unknown_done: vec![false; unknown.len()],
+        value: initial,
+    }];
     let mut longest = 0;
-    while let Some((done, value, placed, placed_required)) = stack.pop() {
-        longest = longest.max(placed);
-        if placed_required == required {
+    while let Some(st) = stack.pop() {
+        longest = longest.max(st.k + st.extra.len());
+        if st.k == n {
             return Verdict {
                 linearizable: true,
-                longest_prefix: placed,
+                longest_prefix: n,
                 states_explored: seen.len(),
             };
         }
-        if !seen.insert((done.clone(), value)) {
+        if !seen.insert(st.clone()) {
             continue;
         }
-        let is_done = |i: usize| done[i / 64] & (1 << (i % 64)) != 0;
         // No pending op may be placed after one that returned before it was called.
-        let horizon = (0..n)
-            .filter(|&i| !is_done(i))
-            .filter_map(|i| ops[i].ret)
-            .min()
-            .unwrap_or(u64::MAX);
-        for i in 0..n {
-            if ops[i].call > horizon {
+        let mut horizon = u64::MAX;
+        let mut i = st.k;
+        while i < n && known[i].call <= horizon {
+            if !st.extra.contains(&i) {
+                horizon = horizon.min(ret(i));
+            }
+            i += 1;
+        }
+        let apply = |kind: OpKind| -> Option<Option<u64>> {
+            match kind {
+                OpKind::Write(v) => Some(Some(v)),
+                OpKind::Read(r) if r == st.value => Some(st.value),
+                OpKind::Read(_) => None,
+            }
+        };
+        for (j, op) in unknown.iter().enumerate() {
+            if op.call > horizon {
                 break;
             }
-            if is_done(i) {
-                continue;
+            if !st.unknown_done[j] {
+                if let Some(value) = apply(op.kind) {
+                    let mut next = st.clone();
+                    next.value = value;
+                    next.unknown_done[j] = true;
+                    stack.push(next);
+                }
             }
-            let next = match ops[i].kind {
-                OpKind::Write(v) => Some(v),
-                OpKind::Read(r) if r == value => value,
-                OpKind::Read(_) => continue,
-            };
-            let mut d = done.clone();
-            d[i / 64] |= 1 << (i % 64);
-            let req = placed_required + usize::from(ops[i].ret.is_some());
-            stack.push((d, next, placed + 1, req));
+        }
+        // Depth first: the earliest-called op is tried first (pushed last), writes of
+        // unknown outcome only when nothing else fits.
+        let mut candidates = Vec::new();
+        let mut i = st.k;
+        while i < n && known[i].call <= horizon {
+            if !st.extra.contains(&i) {
+                candidates.push(i);
+            }
+            i += 1;
+        }
+        for &i in candidates.iter().rev() {
+            if let Some(value) = apply(known[i].kind) {
+                let mut next = st.clone();
+                next.value = value;
+                next.extra.push(i);
+                next.extra.sort_unstable();
+                while next.extra.first() == Some(&next.k) {
+                    next.extra.remove(0);
+                    next.k += 1;
+                }
+                stack.push(next);
+            }
         }
     }
+
     Verdict {
         linearizable: false,
         longest_prefix: longest,
@@ -134,6 +192,21 @@ mod tests {
             op(3, OpKind::Read(Some(2)), 50, Some(60)),
         ];
         assert!(!check_register(&h, None).linearizable);
+    }
+
+    #[test]
+    fn long_sequential_histories_check_quickly() {
+        let mut h = Vec::new();
+        for i in 0..50_000u64 {
+            let t = i * 10;
+            h.push(if i % 2 == 0 {
+                op(0, OpKind::Write(i), t, Some(t + 5))
+            } else {
+                op(1, OpKind::Read(Some(i - 1)), t, Some(t + 5))
+            });
+        }
+        let v = check_register(&h, None);
+        assert!(v.linearizable && v.states_explored <= 50_001, "{v:?}");
     }
 
     #[test]

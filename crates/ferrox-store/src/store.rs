@@ -23,8 +23,13 @@ use tokio::sync::broadcast;
 /// Errors callers act on; they cross the wire when a write is forwarded to the leader.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum StoreError {
+    /// Refused before anything was proposed: nothing changed.
     #[error("no quorum: {0}")]
     NoQuorum(String),
+    /// Proposed (or sent to the leader) but not confirmed: it may or may not have been
+    /// applied. Read before retrying a non-idempotent write.
+    #[error("outcome unknown: {0}")]
+    Uncertain(String),
     #[error("{path}: {reason}")]
     Conflict { path: String, reason: String },
     #[error("{0}")]
@@ -405,9 +410,15 @@ impl Store {
                     );
                     tokio::time::sleep(self.opts.heartbeat).await;
                 }
-                Err(Forward::NotSent(why)) | Err(Forward::Lost(why)) => {
+                Err(Forward::NotSent(why)) => {
                     return Err(StoreError::NoQuorum(format!(
                         "the leader '{}' is not reachable: {why}",
+                        node.name
+                    )))
+                }
+                Err(Forward::Lost(why)) => {
+                    return Err(StoreError::Uncertain(format!(
+                        "the leader '{}' did not answer: {why}",
                         node.name
                     )))
                 }
@@ -424,7 +435,7 @@ impl Store {
             command,
         };
         match tokio::time::timeout(self.opts.write_timeout, inst.raft.client_write(req)).await {
-            Err(_) => Err(StoreError::NoQuorum(format!(
+            Err(_) => Err(StoreError::Uncertain(format!(
                 "the write was not committed within {} s: a majority of the cluster is not reachable",
                 self.opts.write_timeout.as_secs()
             ))),
@@ -467,9 +478,14 @@ impl Store {
     ) -> Result<Resp, StoreError> {
         match self.forward_once(target, name, req).await {
             Ok(result) => result,
-            Err(Forward::NotSent(why)) | Err(Forward::Lost(why)) => Err(StoreError::NoQuorum(
-                format!("the leader '{}' is not reachable: {why}", target.name),
-            )),
+            Err(Forward::NotSent(why)) => Err(StoreError::NoQuorum(format!(
+                "the leader '{}' is not reachable: {why}",
+                target.name
+            ))),
+            Err(Forward::Lost(why)) => Err(StoreError::Uncertain(format!(
+                "the leader '{}' did not answer: {why}",
+                target.name
+            ))),
         }
     }
 
