@@ -13,6 +13,11 @@ if [ ! -d ../shared/conformance/pve-ha ]; then
 fi
 # Real QEMU for the guest and client tests; those tests skip loudly when it is missing.
 scripts/install-qemu.sh || echo "WARNING: QEMU tests will be skipped" >&2
+# `ip netns` for the partition test (it skips loudly without root or iproute2).
+if ! command -v ip > /dev/null && [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 > /dev/null 2>&1 \
+        || echo "WARNING: iproute2 missing: the partition test will be skipped" >&2
+fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace

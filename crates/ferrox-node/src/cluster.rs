@@ -69,6 +69,11 @@ impl ConfigTree {
     pub fn delete(&self, path: &str, expect: Expect) -> Result<u64, StoreError> {
         self.rt.block_on(self.store.delete(path, expect))
     }
+
+    /// See `Store::wait_applied`.
+    pub fn wait_applied(&self, index: u64) -> bool {
+        self.rt.block_on(self.store.wait_applied(index))
+    }
 }
 
 impl ferrox_api::auth::ConfigWriter for ConfigTree {
@@ -264,7 +269,7 @@ async fn migration_step(
         let args: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         match action.as_str() {
             "incoming" => node.prepare_incoming(vmid, args["source"].as_str().unwrap_or("")),
-            "resume" => node.resume_incoming(vmid),
+            "resume" => node.resume_incoming(vmid, args["index"].as_u64().unwrap_or(0)),
             "abort" => node.abort_incoming(vmid),
             other => Err(format!("unknown migration step '{other}'")),
         }

@@ -288,13 +288,16 @@ impl Node {
             stats.dirty_sync_count,
             stats.downtime_ms
         ));
-        if let Err(e) = self.hand_over(vmid, &target.name, locked) {
-            // The guest must run where its config is: here. Kill the copy, resume.
-            let _ = self.peer_call(target, vmid, "abort", json!({}));
-            let _ = qmp.execute("cont", None);
-            return Err(format!("{e}; VM resumed on the source"));
-        }
-        let resumed = self.peer_call(target, vmid, "resume", json!({}));
+        let index = match self.hand_over(vmid, &target.name, locked) {
+            Ok(index) => index,
+            Err(e) => {
+                // The guest must run where its config is: here. Kill the copy, resume.
+                let _ = self.peer_call(target, vmid, "abort", json!({}));
+                let _ = qmp.execute("cont", None);
+                return Err(format!("{e}; VM resumed on the source"));
+            }
+        };
+        let resumed = self.peer_call(target, vmid, "resume", json!({ "index": index }));
         let handover_ms = completed_at.elapsed().as_millis();
         drop(qmp);
         if let Err(e) = resumed {
@@ -364,8 +367,14 @@ impl Node {
         Ok(json!({"uri": uri, "pid": process.pid}))
     }
 
-    /// Runs the migrated guest (its config is ours now).
-    pub fn resume_incoming(&self, vmid: u32) -> Result<Value, String> {
+    /// Runs the migrated guest once its config is ours: the source committed the
+    /// hand-over at log `index`, which this node may not have applied yet.
+    pub fn resume_incoming(&self, vmid: u32, index: u64) -> Result<Value, String> {
+        if !self.tree.wait_applied(index) {
+            return Err(format!(
+                "the hand-over (log index {index}) did not arrive here in time"
+            ));
+        }
         self.guests.refresh(vmid);
         if self.guests.config(vmid).is_none() {
             return Err(format!("VM {vmid}'s config has not been handed over"));

@@ -320,6 +320,7 @@ impl Store {
         }
         match self.submit(Command::Txn(ops)).await? {
             Response::Applied { index } => {
+                // Read-your-writes on this node.
                 self.wait_applied(index).await;
                 Ok(index)
             }
@@ -708,15 +709,16 @@ impl Store {
         Ok(())
     }
 
-    /// Read-your-writes on this node: a write forwarded to the leader is acknowledged
-    /// once applied there; wait (briefly) until it is applied here too.
-    async fn wait_applied(&self, index: u64) {
-        let _ = self
-            .instance()
+    /// Waits (up to the write timeout) until this node has applied log `index`: after a
+    /// write forwarded to the leader, or when another node says it wrote something this
+    /// node is about to read. False when it did not get there in time.
+    pub async fn wait_applied(&self, index: u64) -> bool {
+        self.instance()
             .raft
             .wait(Some(self.opts.write_timeout))
             .applied_index_at_least(Some(index), "local apply")
-            .await;
+            .await
+            .is_ok()
     }
 
     /// Waits until this node knows a leader (after start, or after a partition heals).
