@@ -18,10 +18,59 @@ pub struct Daemon {
     pub addr: String,
 }
 
+/// Pids of processes whose command line contains every one of `needles`.
+pub fn pids_matching(needles: &[&str]) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(true);
+        if !zombie && needles.iter().all(|n| cmdline.contains(n)) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+pub fn kill_pids(pids: &[u32]) {
+    for pid in pids {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+}
+
+impl Daemon {
+    /// The watchdog process of this node (it outlives the daemon on purpose).
+    pub fn watchdog_pids(&self) -> Vec<u32> {
+        match &self.dir {
+            Some(d) => {
+                pids_matching(&["node watchdog", &d.path().join("run").display().to_string()])
+            }
+            None => Vec::new(),
+        }
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        kill_pids(&self.watchdog_pids());
         // Guests are daemonized QEMU processes: stop whatever the test left running.
         let Some(dir) = &self.dir else {
             return;
@@ -82,6 +131,31 @@ pub fn start_daemon_in(dir: tempfile::TempDir, accel: &str) -> Daemon {
 
 /// A daemon named `name` listening on `ip:port`, with `dir` as its data directory.
 pub fn start_node(dir: tempfile::TempDir, name: &str, ip: &str, port: u16, accel: &str) -> Daemon {
+    start_node_with(dir, name, ip, port, accel, &[])
+}
+
+/// HA timings for tests: 1 s rounds, 6 s lock lease, 3 s watchdog (the defaults take
+/// 5/15/10 s; docs/fencing.md).
+pub const FAST_HA: &[&str] = &[
+    "--ha-round-ms",
+    "1000",
+    "--ha-lock-lease-ms",
+    "6000",
+    "--ha-watchdog-timeout-ms",
+    "3000",
+    "--ha-fence-delay",
+    "2",
+];
+
+/// `start_node` with extra `node serve` arguments.
+pub fn start_node_with(
+    dir: tempfile::TempDir,
+    name: &str,
+    ip: &str,
+    port: u16,
+    accel: &str,
+    extra: &[&str],
+) -> Daemon {
     let log = dir.path().join("daemon.log");
     let child = Command::new(ferrox_binary())
         .args(["node", "serve", "--data-dir"])
@@ -89,6 +163,7 @@ pub fn start_node(dir: tempfile::TempDir, name: &str, ip: &str, port: u16, accel
         .args(["--listen", &format!("{ip}:{port}"), "--name", name])
         .args(["--root-password", "secret1", "--auth-failure-delay-ms", "0"])
         .args(["--accel", accel, "--metrics-interval", "1"])
+        .args(extra)
         .stdout(std::fs::File::create(&log).unwrap())
         .stderr(Stdio::inherit())
         .spawn()

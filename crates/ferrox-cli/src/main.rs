@@ -96,6 +96,29 @@ enum NodeCommand {
         /// 0.0.0.0 replaced by 127.0.0.1).
         #[arg(long)]
         address: Option<String>,
+        /// HA loop interval in milliseconds (docs/fencing.md).
+        #[arg(long, default_value_t = 5000)]
+        ha_round_ms: u64,
+        /// Lease of the HA locks in milliseconds.
+        #[arg(long, default_value_t = 15000)]
+        ha_lock_lease_ms: u64,
+        /// Longest time the watchdog keeps guests alive after a feed, in milliseconds.
+        #[arg(long, default_value_t = 10000)]
+        ha_watchdog_timeout_ms: u64,
+        /// Seconds a node must be offline before its services are fenced.
+        #[arg(long, default_value_t = 5)]
+        ha_fence_delay: u64,
+    },
+    /// The watchdog process (started by `node serve`): kills the node's guests when the
+    /// daemon stops feeding it.
+    #[command(hide = true)]
+    Watchdog {
+        #[arg(long)]
+        socket: PathBuf,
+        #[arg(long)]
+        timeout_ms: u64,
+        #[arg(long)]
+        run_dir: PathBuf,
     },
 }
 
@@ -183,6 +206,10 @@ fn run(cli: Cli, out: &mut String) -> Result<()> {
                     auth_failure_delay_ms,
                     metrics_interval,
                     address,
+                    ha_round_ms,
+                    ha_lock_lease_ms,
+                    ha_watchdog_timeout_ms,
+                    ha_fence_delay,
                 },
         } => {
             let mut opts =
@@ -193,8 +220,24 @@ fn run(cli: Cli, out: &mut String) -> Result<()> {
             opts.unauthorized_delay = std::time::Duration::from_millis(auth_failure_delay_ms);
             opts.metrics_interval = std::time::Duration::from_secs(metrics_interval.max(1));
             opts.address = address;
+            opts.ha.round = std::time::Duration::from_millis(ha_round_ms);
+            opts.ha.lock_lease = std::time::Duration::from_millis(ha_lock_lease_ms);
+            opts.ha.watchdog_timeout = std::time::Duration::from_millis(ha_watchdog_timeout_ms);
+            opts.ha.fence_delay = std::time::Duration::from_secs(ha_fence_delay);
             ferrox_node::serve(opts)?;
         }
+        Top::Node {
+            command:
+                NodeCommand::Watchdog {
+                    socket,
+                    timeout_ms,
+                    run_dir,
+                },
+        } => ferrox_node::watchdog::run(
+            &socket,
+            std::time::Duration::from_millis(timeout_ms),
+            &run_dir,
+        )?,
         Top::Vm { remote, command } => client::vm(&remote, command, out)?,
         Top::Task { remote, command } => client::task(&remote, command, out)?,
         Top::Cluster { command } => client::cluster(command, out)?,

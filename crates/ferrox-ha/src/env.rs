@@ -70,6 +70,11 @@ pub trait HaEnv {
         self.log(LogLevel::Email, &format!("{subject}: {text}"));
     }
 
+    /// Seconds a node must be offline before its services are fenced (Proxmox VE: 60).
+    fn fence_delay(&self) -> i64 {
+        crate::node_status::FENCE_DELAY
+    }
+
     // --- cluster membership and quorum
     fn quorate(&self) -> bool;
     fn get_node_info(&self) -> BTreeMap<String, NodeInfo>;

@@ -1,7 +1,7 @@
 //! The CRM master's round, `Manager::manage` (spec §6, §7, §9.5, §11).
 
 use crate::env::{EnvResult, HaEnv, LogLevel, ResourceChange};
-use crate::node_status::{NodeStatus, FENCE_DELAY};
+use crate::node_status::NodeStatus;
 use crate::placement::{self, select_service_node, used_service_nodes, NodePreference};
 use crate::rules::{self, CompiledRules};
 use crate::version;
@@ -533,7 +533,7 @@ impl Manager {
     }
 
     fn offline_delayed(&mut self, env: &dyn HaEnv, node: &str) -> bool {
-        self.ns.is_offline_delayed(env, node, FENCE_DELAY)
+        self.ns.is_offline_delayed(env, node, env.fence_delay())
     }
 
     /// Takes a pending migrate/relocate command apart: (task name, target, state).

@@ -1386,5 +1386,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
         )]),
     ]);
     list.extend(crate::cluster_api::endpoints());
+    list.extend(crate::ha_api::endpoints());
     list
 }

@@ -11,11 +11,14 @@ pub mod api;
 pub mod cluster;
 pub mod cluster_api;
 pub mod guests;
+pub mod ha;
+pub mod ha_api;
 pub mod host;
 pub mod metrics;
 pub mod migrate;
 pub mod rrd;
 pub mod tls;
+pub mod watchdog;
 
 use anyhow::Context;
 use ferrox_api::{Auth, TaskStore};
@@ -84,6 +87,7 @@ pub struct NodeOptions {
     /// host:port other nodes use to reach this one (default: the listen address, with
     /// an unspecified IP replaced by 127.0.0.1).
     pub address: Option<String>,
+    pub ha: ha::HaSettings,
 }
 
 impl NodeOptions {
@@ -108,6 +112,7 @@ impl NodeOptions {
             qemu_binary: PathBuf::from("qemu-system-x86_64"),
             metrics_interval: Duration::from_secs(10),
             address: None,
+            ha: ha::HaSettings::default(),
         }
     }
 }
@@ -292,6 +297,7 @@ impl Node {
 /// Runs the daemon until the process is stopped: the API, the cluster store and the
 /// metrics collector.
 pub fn serve(opts: NodeOptions) -> anyhow::Result<()> {
+    opts.ha.check().map_err(|e| anyhow::anyhow!(e))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -310,6 +316,18 @@ pub fn serve(opts: NodeOptions) -> anyhow::Result<()> {
         println!("WARNING: root@pam has no password yet: start once with --root-password or FERROX_ROOT_PASSWORD");
     }
     metrics::spawn_collector(Arc::clone(&node)).context("starting the metrics collector")?;
+    let watchdog_socket = node.dirs.run.join("watchdog.sock");
+    watchdog::ensure_running(
+        &watchdog_socket,
+        node.opts.ha.watchdog_timeout,
+        &node.dirs.run,
+    )
+    .context("starting the watchdog")?;
+    ha::spawn(
+        &node,
+        node.opts.ha.clone(),
+        Arc::new(watchdog::WatchdogClient::new(&watchdog_socket)),
+    );
     let api = Arc::new(ferrox_api::Api::new(Arc::clone(&node), api::endpoints()));
     let identity = ferrox_api::http::TlsIdentity {
         cert_pem: node.tls.cert_pem.clone().into_bytes(),

@@ -1,0 +1,684 @@
+//! HA on a real node: the `HaEnv` of `ferrox-ha` over the cluster store, this node's QEMU
+//! guests and the watchdog process, and the CRM and LRM loops that drive the same
+//! manager code the simulator runs. Decisions stay in `ferrox-ha`; this is the plumbing.
+//!
+//! Store layout (Proxmox VE's): `ha/resources.cfg`, `ha/rules.cfg`, `ha/groups.cfg`,
+//! `ha/manager_status`, `ha/crm_commands`, `nodes/<node>/lrm_status`, `datacenter.cfg`;
+//! plus `nodes/<node>/ha_node_stats` (capacity and usage for the scheduler).
+
+use crate::watchdog::WatchdogClient;
+use crate::Node;
+use ferrox_crs::{NodeStats, ResourceStats, UsageMode};
+use ferrox_ha::{
+    Crm, EnvError, EnvResult, HaEnv, LogLevel, Lrm, NodeInfo, ResourceChange, WatchdogHandle,
+};
+use ferrox_store::Expect;
+use ferrox_types::{
+    DatacenterConfig, GroupsConfig, HaResources, LrmStatus, ManagerStatus, ResourceConfig,
+    RulesConfig, ServiceConfig,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const RESOURCES: &str = "ha/resources.cfg";
+pub const RULES: &str = "ha/rules.cfg";
+pub const GROUPS: &str = "ha/groups.cfg";
+pub const MANAGER_STATUS: &str = "ha/manager_status";
+pub const CRM_COMMANDS: &str = "ha/crm_commands";
+
+/// HA timings. docs/fencing.md explains why the defaults are safe.
+#[derive(Debug, Clone)]
+pub struct HaSettings {
+    /// CRM and LRM loop interval.
+    pub round: Duration,
+    /// Lease of the manager and agent locks.
+    pub lock_lease: Duration,
+    /// The longest the watchdog keeps guests alive after a feed.
+    pub watchdog_timeout: Duration,
+    /// Bound on the clock difference between nodes.
+    pub max_clock_skew: Duration,
+    /// Time the watchdog needs to notice and kill the guests.
+    pub kill_time: Duration,
+    /// How long a node must be offline before its services are fenced.
+    pub fence_delay: Duration,
+}
+
+impl Default for HaSettings {
+    fn default() -> Self {
+        HaSettings {
+            round: Duration::from_secs(5),
+            lock_lease: Duration::from_secs(15),
+            watchdog_timeout: Duration::from_secs(10),
+            max_clock_skew: Duration::from_secs(1),
+            kill_time: Duration::from_secs(1),
+            fence_delay: Duration::from_secs(5),
+        }
+    }
+}
+
+impl HaSettings {
+    /// The time a lock holder may keep its guests alive after sending a renewal:
+    /// the lease minus the skew and the kill time (docs/cluster-store.md, rule 3).
+    pub fn safe_window(&self) -> Duration {
+        self.lock_lease
+            .saturating_sub(self.max_clock_skew)
+            .saturating_sub(self.kill_time)
+    }
+
+    /// Refuses timings under which a fenced node's guests could still run when the
+    /// master recovers them.
+    pub fn check(&self) -> Result<(), String> {
+        if self.watchdog_timeout.is_zero() || self.round.is_zero() {
+            return Err("ha-round and watchdog-timeout must be positive".into());
+        }
+        if self.safe_window() < self.round * 2 {
+            return Err(format!(
+                "ha-lock-lease ({:?}) must exceed two rounds ({:?}) plus clock skew and kill time, \
+                 or the agent lock expires between renewals",
+                self.lock_lease, self.round
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What the scheduler needs to know of a node, written by its LRM every round.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NodeCapacity {
+    pub maxcpu: f64,
+    pub maxmem: f64,
+    pub cpu: f64,
+    pub mem: f64,
+    /// Running guests: vmid -> (cpu in cores, memory in bytes).
+    pub guests: BTreeMap<u32, (f64, f64)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Daemon {
+    Crm,
+    Lrm,
+}
+
+pub struct NodeEnv {
+    node: Arc<Node>,
+    daemon: Daemon,
+    settings: HaSettings,
+    watchdog: Arc<WatchdogClient>,
+    /// When the last successful renewal of a lock this daemon relies on was sent.
+    renewal_sent: Option<Instant>,
+}
+
+fn env_err(e: impl std::fmt::Display) -> EnvError {
+    EnvError(e.to_string())
+}
+
+fn vmid_of(sid: &str) -> Option<u32> {
+    sid.strip_prefix("vm:")?.parse().ok()
+}
+
+fn now_secs() -> i64 {
+    ferrox_api::auth::now()
+}
+
+impl NodeEnv {
+    pub fn new(
+        node: &Arc<Node>,
+        daemon: Daemon,
+        settings: &HaSettings,
+        wd: &Arc<WatchdogClient>,
+    ) -> NodeEnv {
+        NodeEnv {
+            node: Arc::clone(node),
+            daemon,
+            settings: settings.clone(),
+            watchdog: Arc::clone(wd),
+            renewal_sent: None,
+        }
+    }
+
+    fn me(&self) -> &str {
+        &self.node.opts.node_name
+    }
+
+    fn read_text(&self, path: &str) -> Option<String> {
+        self.node.tree.get(path).map(|e| e.data)
+    }
+
+    fn write_text(&self, path: &str, data: &str) -> EnvResult<()> {
+        self.node
+            .tree
+            .put(path, data, Expect::Any)
+            .map(drop)
+            .map_err(env_err)
+    }
+
+    fn lock(&mut self, name: &str, relied_on: bool) -> bool {
+        let sent = Instant::now();
+        let store = Arc::clone(&self.node.store);
+        let owner = self.me().to_string();
+        let lease = self.settings.lock_lease;
+        let granted = self
+            .node
+            .rt
+            .block_on(store.lock(name, &owner, lease))
+            .is_ok_and(|r| r.is_ok());
+        if granted && relied_on {
+            self.renewal_sent = Some(sent);
+        }
+        granted
+    }
+
+    fn unlock(&mut self, name: &str) -> bool {
+        let store = Arc::clone(&self.node.store);
+        let owner = self.me().to_string();
+        self.node
+            .rt
+            .block_on(store.unlock(name, &owner))
+            .unwrap_or(false)
+    }
+
+    /// How long the watchdog may keep this node's guests alive from now: never past the
+    /// end of the lease the last renewal bought.
+    fn watchdog_allowance(&self) -> Duration {
+        let used = self
+            .renewal_sent
+            .map(|t| t.elapsed())
+            .unwrap_or(Duration::MAX);
+        self.settings
+            .safe_window()
+            .saturating_sub(used)
+            .min(self.settings.watchdog_timeout)
+    }
+
+    fn handle_id(&self) -> String {
+        format!(
+            "{}-{}",
+            self.me(),
+            match self.daemon {
+                Daemon::Crm => "crm",
+                Daemon::Lrm => "lrm",
+            }
+        )
+    }
+
+    /// Runs a guest operation as a task (visible in the task list) and waits for it.
+    fn run_task(
+        &mut self,
+        kind: &str,
+        vmid: u32,
+        work: impl FnOnce(&Arc<Node>, &ferrox_api::TaskLog) -> Result<(), String> + Send + 'static,
+    ) -> bool {
+        let node = Arc::clone(&self.node);
+        let upid = match self
+            .node
+            .tasks
+            .spawn(kind, &vmid.to_string(), "root@pam", move |log| {
+                work(&node, log)
+            }) {
+            Ok(u) => u,
+            Err(e) => {
+                self.log(LogLevel::Err, &format!("{kind} {vmid}: {}", e.message));
+                return false;
+            }
+        };
+        while self.node.tasks.is_running(&upid) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let ok = self
+            .node
+            .tasks
+            .status(&upid)
+            .is_ok_and(|s| s["exitstatus"] == "OK");
+        if !ok {
+            self.log(LogLevel::Err, &format!("{kind} {vmid} failed ({upid})"));
+        }
+        ok
+    }
+
+    fn capacity(&self, node: &str) -> Option<NodeCapacity> {
+        serde_json::from_str(&self.read_text(&format!("nodes/{node}/ha_node_stats"))?).ok()
+    }
+
+    fn own_capacity(&self) -> NodeCapacity {
+        let mem = crate::host::memory();
+        let maxcpu = crate::host::cpu_count() as f64;
+        let mut cap = NodeCapacity {
+            maxcpu,
+            maxmem: mem.total as f64,
+            cpu: self.node.metrics.latest().cpu * maxcpu,
+            mem: mem.used() as f64,
+            guests: BTreeMap::new(),
+        };
+        for (vmid, st, info) in self.node.guests.listing() {
+            if let Some(i) = info {
+                cap.guests
+                    .insert(vmid, (i.cpu * st.cpus as f64, i.mem as f64));
+            }
+        }
+        cap
+    }
+}
+
+impl HaEnv for NodeEnv {
+    fn nodename(&self) -> String {
+        self.me().to_string()
+    }
+
+    fn get_time(&self) -> i64 {
+        now_secs()
+    }
+
+    fn log(&mut self, level: LogLevel, msg: &str) {
+        let who = match self.daemon {
+            Daemon::Crm => "crm",
+            Daemon::Lrm => "lrm",
+        };
+        // The daemon's standard output is its log (Proxmox VE: syslog).
+        println!("{} {} {who}: {msg}", now_secs(), level.short());
+    }
+
+    fn fence_delay(&self) -> i64 {
+        self.settings.fence_delay.as_secs() as i64
+    }
+
+    fn quorate(&self) -> bool {
+        self.node.store.status().quorate
+    }
+
+    /// A node is online while its LRM keeps writing its status through the store
+    /// (which needs quorum): the same test for a dead, hung or cut-off node.
+    fn get_node_info(&self) -> BTreeMap<String, NodeInfo> {
+        let status = self.node.store.status();
+        let fresh = (self.settings.round * 3).as_secs() as i64 + 1;
+        let now = now_secs();
+        status
+            .members
+            .iter()
+            .map(|m| {
+                let name = m.member.name.clone();
+                let online = if name == self.me() {
+                    status.quorate
+                } else {
+                    self.read_lrm_status(&name)
+                        .ok()
+                        .and_then(|s| s.timestamp)
+                        .is_some_and(|t| now - t <= fresh)
+                };
+                (name, NodeInfo { online })
+            })
+            .collect()
+    }
+
+    fn cluster_state_update(&mut self) -> bool {
+        true
+    }
+
+    fn node_version(&self, node: &str) -> Option<String> {
+        self.node
+            .store
+            .status()
+            .member_named(node)
+            .map(|_| ferrox_api::core::PVE_VERSION.to_string())
+    }
+
+    fn is_node_shutdown(&self) -> (bool, bool) {
+        (false, false)
+    }
+
+    fn read_manager_status(&self) -> EnvResult<ManagerStatus> {
+        match self.read_text(MANAGER_STATUS) {
+            Some(t) => serde_json::from_str(&t).map_err(env_err),
+            None => Ok(ManagerStatus::default()),
+        }
+    }
+
+    fn write_manager_status(&mut self, status: &ManagerStatus) -> EnvResult<()> {
+        self.write_text(
+            MANAGER_STATUS,
+            &serde_json::to_string(status).map_err(env_err)?,
+        )
+    }
+
+    fn read_lrm_status(&self, node: &str) -> EnvResult<LrmStatus> {
+        match self.read_text(&format!("nodes/{node}/lrm_status")) {
+            Some(t) => serde_json::from_str(&t).map_err(env_err),
+            None => Ok(LrmStatus::default()),
+        }
+    }
+
+    fn write_lrm_status(&mut self, status: &LrmStatus) -> EnvResult<()> {
+        let me = self.me().to_string();
+        let ops = vec![
+            ferrox_store::Op::Put {
+                path: format!("nodes/{me}/lrm_status"),
+                data: serde_json::to_string(status).map_err(env_err)?,
+                expect: Expect::Any,
+            },
+            ferrox_store::Op::Put {
+                path: format!("nodes/{me}/ha_node_stats"),
+                data: serde_json::to_string(&self.own_capacity()).map_err(env_err)?,
+                expect: Expect::Any,
+            },
+        ];
+        self.node.tree.txn(ops).map(drop).map_err(env_err)
+    }
+
+    fn read_service_config(&self) -> EnvResult<ServiceConfig> {
+        let resources =
+            HaResources::parse(&self.read_text(RESOURCES).unwrap_or_default()).map_err(env_err)?;
+        let owners: BTreeMap<u32, String> = crate::cluster_api::cluster_vmids(&self.node)
+            .into_iter()
+            .collect();
+        let mut out = ServiceConfig::new();
+        for (sid, r) in resources.resources {
+            let Some(owner) = vmid_of(&sid).and_then(|v| owners.get(&v)) else {
+                continue;
+            };
+            let lock = vmid_of(&sid).and_then(|v| {
+                let text = self.read_text(&format!("nodes/{owner}/qemu-server/{v}.conf"))?;
+                ferrox_types::GuestConfig::parse(&text)
+                    .ok()?
+                    .options
+                    .get("lock")
+                    .cloned()
+            });
+            let mut cfg = ResourceConfig::new(owner, r.state);
+            cfg.group = r.group;
+            cfg.failback = r.failback;
+            cfg.max_restart = r.max_restart;
+            cfg.max_relocate = r.max_relocate;
+            cfg.lock = lock;
+            out.insert(sid, cfg);
+        }
+        Ok(out)
+    }
+
+    fn service_config_digest(&self) -> Option<String> {
+        self.read_text(RESOURCES).map(|t| ferrox_store::digest(&t))
+    }
+
+    fn update_resource_config(&mut self, sid: &str, change: ResourceChange) -> EnvResult<()> {
+        let text = self.read_text(RESOURCES).unwrap_or_default();
+        let mut cfg = HaResources::parse(&text).map_err(env_err)?;
+        let r = cfg
+            .resources
+            .get_mut(sid)
+            .ok_or_else(|| EnvError(format!("no such resource '{sid}'")))?;
+        match change {
+            ResourceChange::RequestStopped => r.state = ferrox_types::RequestState::Stopped,
+            ResourceChange::DropGroup { failback } => {
+                r.group = None;
+                r.failback = failback;
+            }
+        }
+        self.node
+            .tree
+            .put(
+                RESOURCES,
+                &cfg.to_text(),
+                Expect::Digest(ferrox_store::digest(&text)),
+            )
+            .map(drop)
+            .map_err(env_err)
+    }
+
+    fn read_rules_config(&self) -> EnvResult<RulesConfig> {
+        RulesConfig::parse(&self.read_text(RULES).unwrap_or_default()).map_err(env_err)
+    }
+
+    fn write_rules_config(&mut self, rules: &RulesConfig) -> EnvResult<()> {
+        self.write_text(RULES, &rules.to_section_text())
+    }
+
+    fn read_groups_config(&self) -> EnvResult<Option<GroupsConfig>> {
+        self.read_text(GROUPS)
+            .map(|t| GroupsConfig::parse(&t).map_err(env_err))
+            .transpose()
+    }
+
+    fn delete_groups_config(&mut self) -> EnvResult<()> {
+        self.node
+            .tree
+            .delete(GROUPS, Expect::Any)
+            .map(drop)
+            .map_err(env_err)
+    }
+
+    fn read_crm_commands(&mut self) -> EnvResult<Vec<String>> {
+        let Some(text) = self.read_text(CRM_COMMANDS) else {
+            return Ok(Vec::new());
+        };
+        self.node
+            .tree
+            .delete(CRM_COMMANDS, Expect::Digest(ferrox_store::digest(&text)))
+            .map_err(env_err)?;
+        Ok(text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect())
+    }
+
+    fn has_pending_crm_commands(&self) -> bool {
+        self.read_text(CRM_COMMANDS)
+            .is_some_and(|t| !t.trim().is_empty())
+    }
+
+    fn datacenter_config(&self) -> EnvResult<DatacenterConfig> {
+        DatacenterConfig::parse_cfg(&self.read_text("datacenter.cfg").unwrap_or_default())
+            .map_err(env_err)
+    }
+
+    fn get_ha_manager_lock(&mut self) -> bool {
+        self.lock("ha_manager_lock", self.daemon == Daemon::Crm)
+    }
+
+    fn release_ha_manager_lock(&mut self) -> bool {
+        self.unlock("ha_manager_lock")
+    }
+
+    fn get_ha_agent_lock(&mut self, node: &str) -> bool {
+        let own = node == self.me() && self.daemon == Daemon::Lrm;
+        self.lock(&format!("ha_agent_{node}_lock"), own)
+    }
+
+    fn release_ha_agent_lock(&mut self) -> bool {
+        let name = format!("ha_agent_{}_lock", self.me());
+        self.unlock(&name)
+    }
+
+    fn watchdog_open(&mut self) -> WatchdogHandle {
+        let id = self.handle_id();
+        let ms = self.watchdog_allowance().as_millis();
+        if !self.watchdog.send(&format!("open {id} {ms}")) {
+            self.log(LogLevel::Err, "cannot reach the watchdog process");
+        }
+        WatchdogHandle(id)
+    }
+
+    fn watchdog_update(&mut self, handle: &WatchdogHandle) {
+        let ms = self.watchdog_allowance().as_millis();
+        if !self.watchdog.send(&format!("feed {} {ms}", handle.0)) {
+            self.log(LogLevel::Err, "cannot reach the watchdog process");
+        }
+    }
+
+    fn watchdog_close(&mut self, handle: &WatchdogHandle) {
+        self.watchdog.send(&format!("close {}", handle.0));
+    }
+
+    fn node_usage_stats(&mut self, mode: UsageMode) -> Result<BTreeMap<String, NodeStats>, String> {
+        let mut out = BTreeMap::new();
+        for m in self.node.store.status().members {
+            let Some(cap) = self.capacity(&m.member.name) else {
+                continue;
+            };
+            let (cpu, mem) = match mode {
+                UsageMode::Dynamic => (cap.cpu, cap.mem),
+                _ => (0.0, 0.0),
+            };
+            out.insert(
+                m.member.name,
+                NodeStats {
+                    cpu,
+                    maxcpu: cap.maxcpu,
+                    mem,
+                    maxmem: cap.maxmem,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    fn service_usage_stats(&mut self, mode: UsageMode, sid: &str) -> Option<ResourceStats> {
+        let vmid = vmid_of(sid)?;
+        let owners: BTreeMap<u32, String> = crate::cluster_api::cluster_vmids(&self.node)
+            .into_iter()
+            .collect();
+        let owner = owners.get(&vmid)?;
+        let cfg = ferrox_types::GuestConfig::parse(
+            &self.read_text(&format!("nodes/{owner}/qemu-server/{vmid}.conf"))?,
+        )
+        .ok()?;
+        let maxcpu = (cfg.sockets() * cfg.cores()) as f64;
+        let maxmem = (cfg.memory_mib() * 1024 * 1024) as f64;
+        Some(match mode {
+            UsageMode::Dynamic => {
+                let (cpu, mem) = self
+                    .capacity(owner)
+                    .and_then(|c| c.guests.get(&vmid).copied())
+                    .unwrap_or((0.0, 0.0));
+                ResourceStats {
+                    cpu,
+                    maxcpu,
+                    mem,
+                    maxmem,
+                }
+            }
+            _ => ResourceStats::from_static(maxcpu, maxmem),
+        })
+    }
+
+    fn service_type_known(&self, kind: &str) -> bool {
+        kind == "vm"
+    }
+
+    fn service_is_running(&mut self, sid: &str) -> bool {
+        vmid_of(sid).is_some_and(|v| self.node.guests.process(v).is_some())
+    }
+
+    fn service_start(&mut self, sid: &str) {
+        if let Some(vmid) = vmid_of(sid) {
+            self.run_task("qmstart", vmid, move |n, log| n.start_guest(vmid, log));
+        }
+    }
+
+    fn service_shutdown(&mut self, sid: &str, timeout: Option<i64>) {
+        if let Some(vmid) = vmid_of(sid) {
+            let timeout = Duration::from_secs(timeout.unwrap_or(60).max(0) as u64);
+            self.run_task("qmshutdown", vmid, move |n, log| {
+                n.shutdown_guest(vmid, timeout, true, log)
+            });
+        }
+    }
+
+    fn service_migrate(&mut self, sid: &str, target: &str, online: bool) -> bool {
+        let Some(vmid) = vmid_of(sid) else {
+            return false;
+        };
+        let running = self.service_is_running(sid);
+        if running && !online {
+            self.log(
+                LogLevel::Info,
+                &format!("stopping service {sid} (relocate)"),
+            );
+            self.service_shutdown(sid, None);
+        }
+        let plan = match self
+            .node
+            .plan_migration(vmid, target, online && running, false, None)
+        {
+            Ok(p) => p,
+            Err(e) => {
+                self.log(LogLevel::Err, &format!("service {sid}: {}", e.message));
+                return false;
+            }
+        };
+        self.run_task("qmigrate", vmid, move |n, log| n.migrate_guest(plan, log))
+    }
+
+    fn service_remove_locks(&mut self, sid: &str, locks: &[&str]) -> Option<String> {
+        let vmid = vmid_of(sid)?;
+        let cfg = self.node.guests.config(vmid)?;
+        let lock = cfg.options.get("lock")?.clone();
+        if !locks.contains(&lock.as_str()) {
+            return None;
+        }
+        let mut next = (*cfg).clone();
+        next.options.remove("lock");
+        self.node.guests.write_config(vmid, &next).ok()?;
+        Some(lock)
+    }
+
+    /// Recovery of a fenced node's guest: its config moves to `to` in one transaction.
+    fn steal_service(&mut self, sid: &str, from: &str, to: &str) {
+        let Some(vmid) = vmid_of(sid) else { return };
+        let src = format!("nodes/{from}/qemu-server/{vmid}.conf");
+        let Some(text) = self.read_text(&src) else {
+            return;
+        };
+        let ops = vec![
+            ferrox_store::Op::Delete {
+                path: src,
+                expect: Expect::Digest(ferrox_store::digest(&text)),
+            },
+            ferrox_store::Op::Put {
+                path: format!("nodes/{to}/qemu-server/{vmid}.conf"),
+                data: text,
+                expect: Expect::Absent,
+            },
+        ];
+        if let Err(e) = self.node.tree.txn(ops) {
+            self.log(LogLevel::Err, &format!("moving {sid} to '{to}': {e}"));
+        }
+    }
+}
+
+/// Starts the CRM and LRM loops (threads: the HA code is synchronous by design).
+pub fn spawn(node: &Arc<Node>, settings: HaSettings, watchdog: Arc<WatchdogClient>) {
+    let round = settings.round;
+    {
+        let mut env = NodeEnv::new(node, Daemon::Lrm, &settings, &watchdog);
+        std::thread::Builder::new()
+            .name("ha-lrm".into())
+            .spawn(move || {
+                let mut lrm = Lrm::new(&mut env);
+                let mut written = false;
+                loop {
+                    let start = Instant::now();
+                    if !lrm.do_one_iteration(&mut env, &mut written) {
+                        return;
+                    }
+                    std::thread::sleep(round.saturating_sub(start.elapsed()));
+                }
+            })
+            .expect("spawning the LRM thread");
+    }
+    let mut env = NodeEnv::new(node, Daemon::Crm, &settings, &watchdog);
+    std::thread::Builder::new()
+        .name("ha-crm".into())
+        .spawn(move || {
+            let mut crm = Crm::new(&mut env);
+            loop {
+                let start = Instant::now();
+                if !crm.do_one_iteration(&mut env) {
+                    return;
+                }
+                std::thread::sleep(round.saturating_sub(start.elapsed()));
+            }
+        })
+        .expect("spawning the CRM thread");
+}

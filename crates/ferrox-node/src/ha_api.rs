@@ -1,0 +1,351 @@
+//! `cluster/ha/*`: HA resources (CRUD on `ha/resources.cfg`, compare-and-set through the
+//! store) and the HA status views, as Proxmox VE answers them.
+
+use crate::cluster::store_error;
+use crate::ha::{MANAGER_STATUS, RESOURCES};
+use crate::Node;
+use ferrox_api::schema::{int, Param, ParamType, BOOL, STRING};
+use ferrox_api::{ApiError, Ctx, Endpoint, Method, Permission, Reply, Returns};
+use ferrox_store::Expect;
+use ferrox_types::{HaResource, HaResources, LrmStatus, ManagerStatus, RequestState};
+use serde_json::{json, Value};
+
+type C<'a> = Ctx<'a, Node>;
+
+const AUDIT: Permission = Permission::Privs {
+    path: "/",
+    privs: &["Sys.Audit"],
+    any: false,
+};
+const CONSOLE: Permission = Permission::Privs {
+    path: "/",
+    privs: &["Sys.Console"],
+    any: false,
+};
+
+/// `100` and `vm:100` name the same resource (Ansible sends the bare id).
+fn sid(ctx: &C<'_>) -> Result<String, ApiError> {
+    let raw = ctx.params.need_str("sid")?;
+    let (kind, id) = raw.split_once(':').unwrap_or(("vm", raw));
+    if kind != "vm" || id.parse::<u32>().is_err() {
+        return Err(ApiError::param(
+            "sid",
+            format!("'{raw}' is not a VM resource id (vm:<vmid>)"),
+        ));
+    }
+    Ok(format!("vm:{id}"))
+}
+
+fn load(node: &Node) -> Result<(String, HaResources), ApiError> {
+    let text = node.tree.get(RESOURCES).map(|e| e.data).unwrap_or_default();
+    let cfg = HaResources::parse(&text)
+        .map_err(|e| ApiError::internal(format!("ha/resources.cfg: {e}")))?;
+    Ok((text, cfg))
+}
+
+fn save(node: &Node, old: &str, cfg: &HaResources) -> Result<(), ApiError> {
+    let expect = if old.is_empty() && node.tree.get(RESOURCES).is_none() {
+        Expect::Absent
+    } else {
+        Expect::Digest(ferrox_store::digest(old))
+    };
+    node.tree
+        .put(RESOURCES, &cfg.to_text(), expect)
+        .map(drop)
+        .map_err(store_error)
+}
+
+fn entry(r: &HaResource, digest: &str) -> Value {
+    let mut v = json!({
+        "sid": r.sid, "type": "vm", "state": r.state.as_str(),
+        "max_restart": r.max_restart, "max_relocate": r.max_relocate,
+        "failback": u8::from(r.failback), "digest": digest,
+    });
+    if let Some(c) = &r.comment {
+        v["comment"] = json!(c);
+    }
+    if let Some(g) = &r.group {
+        v["group"] = json!(g);
+    }
+    v
+}
+
+fn apply_params(ctx: &C<'_>, r: &mut HaResource) -> Result<(), ApiError> {
+    if let Some(s) = ctx.params.str("state") {
+        r.state = RequestState::parse_with_alias(s)
+            .ok_or_else(|| ApiError::param("state", format!("unknown state '{s}'")))?;
+    }
+    if let Some(n) = ctx.params.int("max_restart") {
+        r.max_restart = n as u32;
+    }
+    if let Some(n) = ctx.params.int("max_relocate") {
+        r.max_relocate = n as u32;
+    }
+    if let Some(b) = ctx.params.bool("failback") {
+        r.failback = b;
+    }
+    if let Some(c) = ctx.params.str("comment") {
+        r.comment = (!c.is_empty()).then(|| c.to_string());
+    }
+    if let Some(g) = ctx.params.str("group") {
+        r.group = (!g.is_empty()).then(|| g.to_string());
+    }
+    Ok(())
+}
+
+fn list(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    let (text, cfg) = load(ctx.state)?;
+    let digest = ferrox_store::digest(&text);
+    let out: Vec<Value> = cfg.resources.values().map(|r| entry(r, &digest)).collect();
+    Ok(json!(out).into())
+}
+
+fn read(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    let sid = sid(ctx)?;
+    let (text, cfg) = load(ctx.state)?;
+    let r = cfg
+        .resources
+        .get(&sid)
+        .ok_or_else(|| ApiError::new(500, format!("no such resource '{sid}'")))?;
+    Ok(entry(r, &ferrox_store::digest(&text)).into())
+}
+
+fn create(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    let sid = sid(ctx)?;
+    let vmid: u32 = sid[3..].parse().unwrap_or(0);
+    if crate::cluster_api::vmid_owner(ctx.state, vmid).is_none() {
+        return Err(ApiError::param("sid", format!("VM {vmid} does not exist")));
+    }
+    let (text, mut cfg) = load(ctx.state)?;
+    if cfg.resources.contains_key(&sid) {
+        return Err(ApiError::param(
+            "sid",
+            format!("resource ID '{sid}' already defined"),
+        ));
+    }
+    let mut r = HaResource::new(&sid);
+    apply_params(ctx, &mut r)?;
+    cfg.resources.insert(sid, r);
+    save(ctx.state, &text, &cfg)?;
+    Ok(Value::Null.into())
+}
+
+fn update(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    let sid = sid(ctx)?;
+    let (text, mut cfg) = load(ctx.state)?;
+    if let Some(d) = ctx.params.str("digest") {
+        if d != ferrox_store::digest(&text) {
+            return Err(ApiError::param(
+                "digest",
+                "detected modified configuration - file changed by other user? Try again.",
+            ));
+        }
+    }
+    let r = cfg
+        .resources
+        .get_mut(&sid)
+        .ok_or_else(|| ApiError::param("sid", format!("no such resource '{sid}'")))?;
+    apply_params(ctx, r)?;
+    save(ctx.state, &text, &cfg)?;
+    Ok(Value::Null.into())
+}
+
+fn remove(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    let sid = sid(ctx)?;
+    let (text, mut cfg) = load(ctx.state)?;
+    if cfg.resources.remove(&sid).is_none() {
+        return Err(ApiError::param("sid", format!("no such resource '{sid}'")));
+    }
+    save(ctx.state, &text, &cfg)?;
+    Ok(Value::Null.into())
+}
+
+fn manager_status(node: &Node) -> ManagerStatus {
+    node.tree
+        .get(MANAGER_STATUS)
+        .and_then(|e| serde_json::from_str(&e.data).ok())
+        .unwrap_or_default()
+}
+
+fn status_manager(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    let ms = manager_status(ctx.state);
+    let mut lrm = serde_json::Map::new();
+    for m in ctx.state.store.status().members {
+        let status: Option<LrmStatus> = ctx
+            .state
+            .tree
+            .get(&format!("nodes/{}/lrm_status", m.member.name))
+            .and_then(|e| serde_json::from_str(&e.data).ok());
+        lrm.insert(m.member.name, json!(status));
+    }
+    Ok(json!({"manager_status": ms, "lrm_status": lrm, "quorum": {
+        "node": ctx.state.opts.node_name, "quorate": u8::from(ctx.state.store.status().quorate),
+    }})
+    .into())
+}
+
+fn status_current(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    let node = ctx.state;
+    let cluster = node.store.status();
+    let ms = manager_status(node);
+    let mut out = vec![json!({
+        "id": "quorum", "type": "quorum", "node": node.opts.node_name,
+        "status": if cluster.quorate { "OK" } else { "No quorum on node" },
+        "quorate": u8::from(cluster.quorate),
+    })];
+    if let Some(master) = &ms.master_node {
+        out.push(json!({
+            "id": "master", "type": "master", "node": master,
+            "status": format!("{master} (active, {})", ms.timestamp.unwrap_or(0)),
+            "timestamp": ms.timestamp,
+        }));
+    }
+    for m in &cluster.members {
+        let name = &m.member.name;
+        let lrm: Option<LrmStatus> = node
+            .tree
+            .get(&format!("nodes/{name}/lrm_status"))
+            .and_then(|e| serde_json::from_str(&e.data).ok());
+        let state = lrm
+            .as_ref()
+            .and_then(|l| l.state.clone())
+            .unwrap_or_default();
+        let mode = lrm
+            .as_ref()
+            .and_then(|l| l.mode.map(|m| m.as_str().to_string()))
+            .unwrap_or_default();
+        out.push(json!({
+            "id": format!("lrm:{name}"), "type": "lrm", "node": name,
+            "status": format!("{name} ({state}, {mode})"), "state": state, "mode": mode,
+            "timestamp": lrm.as_ref().and_then(|l| l.timestamp),
+        }));
+    }
+    let (_, cfg) = load(node)?;
+    for (sid, ss) in &ms.service_status {
+        let request = cfg
+            .resources
+            .get(sid)
+            .map(|r| r.state.as_str())
+            .unwrap_or("");
+        out.push(json!({
+            "id": format!("service:{sid}"), "type": "service", "sid": sid,
+            "node": ss.node, "state": ss.state.as_str(), "request_state": request,
+            "crm_state": ss.state.as_str(),
+            "status": format!("{sid} ({}, {})", ss.node, ss.state.as_str()),
+        }));
+    }
+    Ok(json!(out).into())
+}
+
+fn resource_params() -> Vec<Param> {
+    vec![
+        Param::optional(
+            "state",
+            ParamType::Enum(&["started", "stopped", "enabled", "disabled", "ignored"]),
+            "Requested state.",
+        ),
+        Param::optional(
+            "max_restart",
+            int(Some(0), Some(10)),
+            "Restart tries on the same node.",
+        ),
+        Param::optional("max_relocate", int(Some(0), Some(10)), "Relocation tries."),
+        Param::optional("failback", BOOL, "Move back to the preferred node."),
+        Param::optional("comment", STRING, "Description."),
+        Param::optional("group", STRING, "HA group (deprecated by rules)."),
+    ]
+}
+
+pub fn endpoints() -> Vec<Endpoint<Node>> {
+    use Method::*;
+    let sid_param = || Param::required("sid", STRING, "HA resource id (vm:<vmid> or <vmid>).");
+    vec![
+        Endpoint::new(
+            Get,
+            "/cluster/ha/resources",
+            "HA resources.",
+            AUDIT,
+            Returns::Array,
+            list,
+        )
+        .params(vec![Param::optional(
+            "type",
+            ParamType::Enum(&["vm", "ct"]),
+            "Only this type.",
+        )]),
+        Endpoint::new(
+            Post,
+            "/cluster/ha/resources",
+            "Put a guest under HA.",
+            CONSOLE,
+            Returns::Null,
+            create,
+        )
+        .params(
+            [
+                vec![
+                    sid_param(),
+                    Param::optional("type", ParamType::Enum(&["vm", "ct"]), "Resource type."),
+                ],
+                resource_params(),
+            ]
+            .concat(),
+        ),
+        Endpoint::new(
+            Get,
+            "/cluster/ha/resources/{sid}",
+            "One HA resource.",
+            AUDIT,
+            Returns::Object,
+            read,
+        )
+        .params(vec![sid_param()]),
+        Endpoint::new(
+            Put,
+            "/cluster/ha/resources/{sid}",
+            "Change an HA resource.",
+            CONSOLE,
+            Returns::Null,
+            update,
+        )
+        .params(
+            [
+                vec![
+                    sid_param(),
+                    Param::optional(
+                        "digest",
+                        STRING,
+                        "Prevent changes if the file changed meanwhile.",
+                    ),
+                ],
+                resource_params(),
+            ]
+            .concat(),
+        ),
+        Endpoint::new(
+            Delete,
+            "/cluster/ha/resources/{sid}",
+            "Take a guest out of HA.",
+            CONSOLE,
+            Returns::Null,
+            remove,
+        )
+        .params(vec![sid_param()]),
+        Endpoint::new(
+            Get,
+            "/cluster/ha/status/current",
+            "HA status.",
+            AUDIT,
+            Returns::Array,
+            status_current,
+        ),
+        Endpoint::new(
+            Get,
+            "/cluster/ha/status/manager_status",
+            "The CRM's status document.",
+            AUDIT,
+            Returns::Object,
+            status_manager,
+        ),
+    ]
+}
