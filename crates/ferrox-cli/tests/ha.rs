@@ -223,3 +223,91 @@ fn power_loss_recovers_the_guest_elsewhere_and_never_runs_it_twice() {
     assert_eq!(monitor.finish(), 1, "vm:100 ran on two nodes at once");
     drop(dir);
 }
+
+/// The node running an HA guest is cut off from the others (network namespaces): it stops
+/// feeding its watchdog, which kills the guest; only then does the majority, after the
+/// agent lock's lease, recover it. The monitor checks the order.
+#[test]
+fn an_isolated_node_fences_its_guest_before_the_majority_recovers_it() {
+    use ferrox_cli::harness::netns::{Lab, SUBNET};
+    if !qemu_available() {
+        return;
+    }
+    let Some(mut lab) = Lab::new() else {
+        return;
+    };
+    for i in 1..=3 {
+        lab.start(i, FAST_HA);
+    }
+    let (ok, out) = lab.cli(1, &["cluster", "create", "iso"]);
+    assert!(ok, "{out}");
+    let fp1 = lab.fingerprint(1).unwrap();
+    for i in [2, 3] {
+        let (ok, out) = lab.cli(
+            i,
+            &[
+                "cluster",
+                "join",
+                &format!("{SUBNET}.1:8006"),
+                "--fingerprint",
+                &fp1,
+            ],
+        );
+        assert!(ok, "n{i}: {out}");
+    }
+    let shared = tempfile::tempdir().unwrap();
+    lab.api(
+        3,
+        &[
+            "create",
+            "/storage",
+            "--storage",
+            "shared",
+            "--type",
+            "dir",
+            "--path",
+            shared.path().to_str().unwrap(),
+            "--shared",
+            "1",
+        ],
+    )
+    .unwrap();
+    let (ok, out) = lab.cli(
+        3,
+        &[
+            "vm", "create", "100", "--memory", "128", "--scsi0", "shared:1",
+        ],
+    );
+    assert!(ok, "{out}");
+    lab.api(3, &["create", "/cluster/ha/resources", "--sid", "vm:100"])
+        .unwrap();
+    let pid_of = |i: usize| -> Option<u32> {
+        let pid = std::fs::read_to_string(lab.dir(i).join("run/100.pid")).ok()?;
+        let pid: u32 = pid.trim().parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        (!stat.rsplit(')').next()?.trim_start().starts_with('Z')).then_some(pid)
+    };
+    wait_for("HA starts the guest on n3", Duration::from_secs(60), || {
+        pid_of(3).is_some()
+    });
+    let monitor = DoubleRunMonitor::start(100, (1..=3).map(|i| lab.dir(i).join("run")).collect());
+
+    lab.set_link(3, false);
+    let fenced = wait_for(
+        "n3's watchdog kills its guest",
+        Duration::from_secs(60),
+        || pid_of(3).is_none(),
+    );
+    let recovered = wait_for(
+        "the majority recovers the guest",
+        Duration::from_secs(90),
+        || pid_of(1).is_some() || pid_of(2).is_some(),
+    );
+    eprintln!(
+        "isolation: n3 fenced its guest after {fenced:?}, recovered elsewhere {recovered:?} later"
+    );
+    let watchdog_log =
+        std::fs::read_to_string(lab.dir(3).join("run/watchdog.log")).unwrap_or_default();
+    assert!(watchdog_log.contains("fenced this node"), "{watchdog_log}");
+    assert_eq!(monitor.finish(), 1, "vm:100 ran on two nodes at once");
+}

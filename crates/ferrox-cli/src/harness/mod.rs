@@ -2,6 +2,8 @@
 //! task waits: what the end-to-end tests and the cluster benchmarks share. Test support,
 //! not product code: it panics on anything unexpected.
 
+pub mod netns;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,194 @@
+//! Test hosts in network namespaces: three nodes on a bridge, links that can be cut. Needs
+//! root and `ip netns`; `Lab::new` says so and returns `None` otherwise.
+
+use super::{ferrox_binary, kill_pids, pids_matching};
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn ferrox_binary_str() -> String {
+    ferrox_binary().display().to_string()
+}
+
+pub const SUBNET: &str = "10.213.77";
+
+pub struct Lab {
+    prefix: String,
+    daemons: Vec<Child>,
+    dirs: Vec<tempfile::TempDir>,
+}
+
+fn ip(args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn must(args: &[&str]) {
+    assert!(ip(args), "ip {}", args.join(" "));
+}
+
+impl Lab {
+    pub fn ns(&self, i: usize) -> String {
+        format!("{}n{i}", self.prefix)
+    }
+
+    /// Namespaces `n1..n3` on a bridge in `sw`. `None` (after saying so) without root
+    /// or `ip netns`.
+    pub fn new() -> Option<Lab> {
+        let root = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Uid:"))
+                    .map(|u| u.split_whitespace().next() == Some("0"))
+            })
+            .unwrap_or(false);
+        let prefix = format!("fx{}", std::process::id() % 100000);
+        if !root || !ip(&["netns", "add", &format!("{prefix}sw")]) {
+            eprintln!(
+                "SKIPPED partition test: needs root and `ip netns` (CI has both; scripts/test.sh runs it as root)"
+            );
+            return None;
+        }
+        let lab = Lab {
+            prefix,
+            daemons: Vec::new(),
+            dirs: Vec::new(),
+        };
+        let sw = format!("{}sw", lab.prefix);
+        must(&["-n", &sw, "link", "add", "br0", "type", "bridge"]);
+        must(&["-n", &sw, "link", "set", "br0", "up"]);
+        for i in 1..=3 {
+            let ns = lab.ns(i);
+            must(&["netns", "add", &ns]);
+            let (a, b) = (format!("{}a{i}", lab.prefix), format!("{}b{i}", lab.prefix));
+            must(&["link", "add", &a, "type", "veth", "peer", "name", &b]);
+            must(&["link", "set", &a, "netns", &ns]);
+            must(&["link", "set", &b, "netns", &sw]);
+            must(&["-n", &sw, "link", "set", &b, "master", "br0"]);
+            must(&["-n", &sw, "link", "set", &b, "up"]);
+            must(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{SUBNET}.{i}/24"),
+                "dev",
+                &a,
+            ]);
+            must(&["-n", &ns, "link", "set", &a, "up"]);
+            must(&["-n", &ns, "link", "set", "lo", "up"]);
+        }
+        Some(lab)
+    }
+
+    /// Starts node `i` (`n1`..`n3`) in its namespace, with extra `node serve` arguments.
+    pub fn start(&mut self, i: usize, extra: &[&str]) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns(i), &ferrox_binary_str()])
+            .args(["node", "serve", "--data-dir"])
+            .arg(dir.path())
+            .args(["--listen", "0.0.0.0:8006", "--name", &format!("n{i}")])
+            .args(["--address", &format!("{SUBNET}.{i}:8006")])
+            .args(["--root-password", "secret1", "--auth-failure-delay-ms", "0"])
+            .args(["--accel", "tcg"])
+            .args(extra)
+            .stdout(log)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.daemons.push(child);
+        self.dirs.push(dir);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.fingerprint(i).is_none() {
+            assert!(Instant::now() < deadline, "n{i} did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn fingerprint(&self, i: usize) -> Option<String> {
+        let log = std::fs::read_to_string(self.dirs.get(i - 1)?.path().join("daemon.log")).ok()?;
+        log.lines()
+            .find_map(|l| l.strip_prefix("ssl_fingerprint "))
+            .map(String::from)
+    }
+
+    /// The CLI, run inside node `i`'s namespace against its own API.
+    pub fn cli(&self, i: usize, args: &[&str]) -> (bool, String) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns(i), &ferrox_binary_str()])
+            .args(args)
+            .env("FERROX_HOST", "127.0.0.1:8006")
+            .env("FERROX_FINGERPRINT", self.fingerprint(i).unwrap())
+            .env("FERROX_PASSWORD", "secret1")
+            .env("FERROX_JOIN_PASSWORD", "secret1")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    pub fn api(&self, i: usize, args: &[&str]) -> Result<Value, String> {
+        let (ok, out) = self.cli(i, &[&["api"], args].concat());
+        if !ok {
+            return Err(out);
+        }
+        if out.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))
+    }
+
+    pub fn set_link(&self, i: usize, up: bool) {
+        let dev = format!("{}a{i}", self.prefix);
+        must(&[
+            "-n",
+            &self.ns(i),
+            "link",
+            "set",
+            &dev,
+            if up { "up" } else { "down" },
+        ]);
+    }
+}
+
+impl Lab {
+    /// Node `i`'s data directory.
+    pub fn dir(&self, i: usize) -> &Path {
+        self.dirs[i - 1].path()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for d in &mut self.daemons {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+        for dir in &self.dirs {
+            let run = dir.path().join("run");
+            kill_pids(&pids_matching(&[
+                "node watchdog",
+                &run.display().to_string(),
+            ]));
+            kill_pids(&pids_matching(&["qemu-system", &run.display().to_string()]));
+        }
+        for i in 1..=3 {
+            ip(&["netns", "del", &self.ns(i)]);
+        }
+        ip(&["netns", "del", &format!("{}sw", self.prefix)]);
+    }
+}
