@@ -124,6 +124,118 @@ pub enum ClusterCommand {
     },
 }
 
+/// `ferrox ha ...` against a node's API (`ha-manager`'s verbs).
+#[derive(Subcommand, Debug)]
+pub enum HaRemote {
+    /// Quorum, master, LRMs and services.
+    Status {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Put a guest under HA: `ferrox ha add vm:100 --state started --max-restart 2`.
+    Add {
+        sid: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        options: Vec<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Change an HA resource: `ferrox ha set vm:100 --state stopped`.
+    Set {
+        sid: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        options: Vec<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Take a guest out of HA.
+    Remove {
+        sid: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Live-migrate an HA guest.
+    Migrate {
+        sid: String,
+        node: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Stop, move and start an HA guest.
+    Relocate {
+        sid: String,
+        node: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// `node-maintenance enable|disable NODE`, `disarm-ha freeze|ignore`, `arm-ha`.
+    CrmCommand {
+        #[arg(required = true, num_args = 1..)]
+        words: Vec<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+pub fn ha(command: HaRemote, out: &mut String) -> Result<()> {
+    match command {
+        HaRemote::Status { remote } => {
+            let client = Client::connect(&remote)?;
+            let status = client.call("GET", "/cluster/ha/status/current", &[])?;
+            for e in status.as_array().cloned().unwrap_or_default() {
+                out.push_str(&format!(
+                    "{} {}\n",
+                    e["type"].as_str().unwrap_or(""),
+                    e["status"].as_str().unwrap_or("")
+                ));
+            }
+        }
+        HaRemote::Add {
+            sid,
+            options,
+            remote,
+        } => {
+            let mut params = key_values(&options)?;
+            params.push(("sid".into(), sid));
+            Client::connect(&remote)?.call("POST", "/cluster/ha/resources", &params)?;
+        }
+        HaRemote::Set {
+            sid,
+            options,
+            remote,
+        } => {
+            Client::connect(&remote)?.call(
+                "PUT",
+                &format!("/cluster/ha/resources/{sid}"),
+                &key_values(&options)?,
+            )?;
+        }
+        HaRemote::Remove { sid, remote } => {
+            Client::connect(&remote)?.call(
+                "DELETE",
+                &format!("/cluster/ha/resources/{sid}"),
+                &[],
+            )?;
+        }
+        HaRemote::Migrate { sid, node, remote } => {
+            let path = format!("/cluster/ha/resources/{sid}/migrate");
+            Client::connect(&remote)?.call("POST", &path, &[("node".into(), node)])?;
+        }
+        HaRemote::Relocate { sid, node, remote } => {
+            let path = format!("/cluster/ha/resources/{sid}/relocate");
+            Client::connect(&remote)?.call("POST", &path, &[("node".into(), node)])?;
+        }
+        HaRemote::CrmCommand { words, remote } => {
+            Client::connect(&remote)?.call(
+                "POST",
+                "/cluster/ha/crm-command",
+                &[("command".into(), words.join(" "))],
+            )?;
+        }
+    }
+    Ok(())
+}
+
 #[derive(Subcommand, Debug)]
 pub enum TaskCommand {
     /// Recent tasks of the node.

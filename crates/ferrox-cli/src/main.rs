@@ -157,6 +157,8 @@ enum HaCommand {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    #[command(flatten)]
+    Remote(client::HaRemote),
 }
 
 #[derive(Subcommand)]
@@ -260,6 +262,9 @@ fn run(cli: Cli, out: &mut String) -> Result<()> {
                 .with_context(|| format!("{}", file.display()))?;
             out.push_str(&report);
         }
+        Top::Ha {
+            command: HaCommand::Remote(command),
+        } => client::ha(command, out)?,
     }
     Ok(())
 }

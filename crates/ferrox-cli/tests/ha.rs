@@ -8,14 +8,44 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Samples, every 20 ms, the QEMU process of guest `vmid` on every node (the live
-/// process named by each node's `run/<vmid>.pid`, whose command line names the guest) and
-/// records the most seen running at once. (QEMU's short-lived pre-`-daemonize` parent is
-/// not a running guest; it writes no pid file.)
+/// Samples, every 20 ms, guest `vmid`'s QEMU on every node (the live process named by
+/// the node's `run/<vmid>.pid`) and records the most seen *running* at once. QEMU itself
+/// says whether it runs (QMP `query-status`): a migration target waits `inmigrate` and a
+/// source that handed over sits in `postmigrate`; a QEMU whose QMP does not answer within
+/// 200 ms counts as running. (QEMU's pre-`-daemonize` parent writes no pid file.)
 struct DoubleRunMonitor {
     stop: Arc<AtomicBool>,
     max: Arc<AtomicUsize>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn guest_running(run_dir: &std::path::Path, vmid: u32) -> bool {
+    let Ok(pid) = std::fs::read_to_string(run_dir.join(format!("{vmid}.pid"))) else {
+        return false;
+    };
+    let pid = pid.trim();
+    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| {
+        !st.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    });
+    let ours = std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+        String::from_utf8_lossy(&c)
+            .replace('\0', " ")
+            .contains(&format!("-name vm{vmid},"))
+    });
+    if !alive || !ours {
+        return false;
+    }
+    let socket = run_dir.join(format!("{vmid}.qmp"));
+    match ferrox_qemu::Qmp::connect(&socket, Duration::from_millis(200))
+        .and_then(|mut q| q.execute("query-status", None))
+    {
+        Ok(status) => status["status"] == "running",
+        Err(_) => true,
+    }
 }
 
 impl DoubleRunMonitor {
@@ -23,32 +53,11 @@ impl DoubleRunMonitor {
         let stop = Arc::new(AtomicBool::new(false));
         let max = Arc::new(AtomicUsize::new(0));
         let (s, m) = (Arc::clone(&stop), Arc::clone(&max));
-        let name = format!("-name vm{vmid},");
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 let running = run_dirs
                     .iter()
-                    .filter(|dir| {
-                        let Ok(pid) = std::fs::read_to_string(dir.join(format!("{vmid}.pid")))
-                        else {
-                            return false;
-                        };
-                        let pid = pid.trim();
-                        let alive =
-                            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| {
-                                !st.rsplit(')')
-                                    .next()
-                                    .unwrap_or("")
-                                    .trim_start()
-                                    .starts_with('Z')
-                            });
-                        alive
-                            && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-                                String::from_utf8_lossy(&c)
-                                    .replace('\0', " ")
-                                    .contains(&name)
-                            })
-                    })
+                    .filter(|dir| guest_running(dir, vmid))
                     .count();
                 m.fetch_max(running, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(20));
@@ -310,4 +319,169 @@ fn an_isolated_node_fences_its_guest_before_the_majority_recovers_it() {
         std::fs::read_to_string(lab.dir(3).join("run/watchdog.log")).unwrap_or_default();
     assert!(watchdog_log.contains("fenced this node"), "{watchdog_log}");
     assert_eq!(monitor.finish(), 1, "vm:100 ran on two nodes at once");
+}
+
+/// A cluster with guest 100 on shared storage under HA, running on n1.
+fn cluster_with_ha_guest() -> (Vec<Option<Daemon>>, tempfile::TempDir) {
+    let nodes = ha_cluster();
+    let shared = tempfile::tempdir().unwrap();
+    let d1 = &nodes[0];
+    let auth = d1.login();
+    let r = d1.request(
+        "POST",
+        "/storage",
+        &auth,
+        &[
+            ("storage", "shared"),
+            ("type", "dir"),
+            ("path", shared.path().to_str().unwrap()),
+            ("shared", "1"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    d1.task_ok(
+        &auth,
+        "POST",
+        "/nodes/n1/qemu",
+        &[("vmid", "100"), ("memory", "128"), ("scsi0", "shared:1")],
+    );
+    let r = d1.request("POST", "/cluster/ha/resources", &auth, &[("sid", "vm:100")]);
+    assert_eq!(r.status, 200, "{r:?}");
+    let nodes: Vec<Option<Daemon>> = nodes.into_iter().map(Some).collect();
+    wait_for("HA starts the guest on n1", Duration::from_secs(60), || {
+        running_on(&nodes, 100).as_deref() == Some("n1")
+    });
+    (nodes, shared)
+}
+
+fn crm(d: &Daemon, command: &str) {
+    let r = d.request(
+        "POST",
+        "/cluster/ha/crm-command",
+        &d.login(),
+        &[("command", command)],
+    );
+    assert_eq!(r.status, 200, "{command}: {r:?}");
+}
+
+fn run_dirs(nodes: &[Option<Daemon>]) -> Vec<std::path::PathBuf> {
+    nodes
+        .iter()
+        .flatten()
+        .map(|d| d.path().join("run"))
+        .collect()
+}
+
+#[test]
+fn node_maintenance_empties_the_node_and_brings_the_guest_back() {
+    if !qemu_available() {
+        return;
+    }
+    let (nodes, _shared) = cluster_with_ha_guest();
+    let monitor = DoubleRunMonitor::start(100, run_dirs(&nodes));
+    let d2 = nodes[1].as_ref().unwrap();
+    // Bad input: an unknown command and an unknown node are refused, nothing queued.
+    let r = d2.request(
+        "POST",
+        "/cluster/ha/crm-command",
+        &d2.login(),
+        &[("command", "node-maintenance enable n9")],
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    let r = d2.request(
+        "POST",
+        "/cluster/ha/crm-command",
+        &d2.login(),
+        &[("command", "reboot everything")],
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+
+    crm(d2, "node-maintenance enable n1");
+    wait_for("the guest leaves n1", Duration::from_secs(90), || {
+        running_on(&nodes, 100).is_some_and(|n| n != "n1")
+    });
+    let status = d2.request("GET", "/cluster/ha/status/current", &d2.login(), &[]);
+    assert!(status.raw.contains("maintenance"), "{}", status.raw);
+    crm(d2, "node-maintenance disable n1");
+    wait_for(
+        "the guest comes back to n1",
+        Duration::from_secs(90),
+        || running_on(&nodes, 100).as_deref() == Some("n1"),
+    );
+    assert_eq!(monitor.finish(), 1, "vm:100 ran on two nodes at once");
+}
+
+fn disarm_then_kill(mode: &str) {
+    if !qemu_available() {
+        return;
+    }
+    let (mut nodes, _shared) = cluster_with_ha_guest();
+    let monitor = DoubleRunMonitor::start(100, run_dirs(&nodes));
+    let d2 = nodes[1].as_ref().unwrap();
+    crm(d2, &format!("disarm-ha {mode}"));
+    wait_for("the manager is disarmed", Duration::from_secs(30), || {
+        let r = d2.request("GET", "/cluster/ha/status/manager_status", &d2.login(), &[]);
+        r.body["data"]["manager_status"]["disarm"].is_object()
+            && r.body["data"]["lrm_status"]["n1"]["state"] != "active"
+    });
+    // Power loss of n1 while disarmed: nothing may be recovered.
+    let n1 = nodes[0].take().unwrap();
+    let guest: u32 = std::fs::read_to_string(n1.path().join("run/100.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let watchdog = n1.watchdog_pids();
+    let port: u16 = n1.addr.rsplit(':').next().unwrap().parse().unwrap();
+    let n1_dir = n1.kill();
+    kill_pids(&watchdog);
+    kill_pids(&[guest]);
+    std::thread::sleep(Duration::from_secs(15));
+    assert_eq!(
+        running_on(&nodes, 100),
+        None,
+        "{mode}: a guest was recovered while HA was disarmed"
+    );
+    let d2 = nodes[1].as_ref().unwrap();
+    crm(d2, "arm-ha");
+    if mode == "freeze" {
+        // Proxmox VE: a frozen service stays frozen while its node is off (spec §11);
+        // it runs again when the node's LRM is active again.
+        std::thread::sleep(Duration::from_secs(10));
+        assert_eq!(
+            running_on(&nodes, 100),
+            None,
+            "a frozen service was recovered"
+        );
+        nodes[0] = Some(start_node_with(
+            n1_dir,
+            "n1",
+            "127.0.0.1",
+            port,
+            "tcg",
+            FAST_HA,
+        ));
+    } else {
+        drop(n1_dir);
+    }
+    let took = wait_for(
+        "armed HA brings the guest back",
+        Duration::from_secs(90),
+        || running_on(&nodes, 100).is_some(),
+    );
+    eprintln!(
+        "disarm {mode}: running on {:?} {took:?} after arm-ha",
+        running_on(&nodes, 100)
+    );
+    assert_eq!(monitor.finish(), 1, "vm:100 ran on two nodes at once");
+}
+
+#[test]
+fn disarmed_with_freeze_nothing_is_recovered_until_armed() {
+    disarm_then_kill("freeze");
+}
+
+#[test]
+fn disarmed_with_ignore_nothing_is_recovered_until_armed() {
+    disarm_then_kill("ignore");
 }

@@ -505,6 +505,27 @@ fn migrate(ctx: &C<'_>) -> Result<Reply, ApiError> {
     local_node(ctx)?;
     let vmid = vmid(ctx)?;
     let target = ctx.params.need_str("target")?.to_string();
+    if crate::ha_api::is_managed(ctx.state, vmid) {
+        // Proxmox VE's `hamigrate`: the HA stack migrates it.
+        if ctx.state.store.status().member_named(&target).is_none() {
+            return Err(ApiError::param(
+                "target",
+                format!("no such cluster node '{target}'"),
+            ));
+        }
+        let node = Arc::clone(ctx.state);
+        let upid =
+            ctx.state
+                .tasks
+                .spawn("hamigrate", &vmid.to_string(), &auth_id(ctx)?, move |log| {
+                    log.log(format!(
+                        "Requesting HA migration for VM {vmid} to node {target}"
+                    ));
+                    crate::ha_api::queue_crm_command(&node, &format!("migrate vm:{vmid} {target}"))
+                        .map_err(|e| e.message)
+                })?;
+        return Ok(json!(upid).into());
+    }
     let plan = ctx.state.plan_migration(
         vmid,
         &target,
@@ -522,15 +543,47 @@ fn migrate(ctx: &C<'_>) -> Result<Reply, ApiError> {
     Ok(json!(upid).into())
 }
 
+/// Start and stop of an HA-managed guest change its requested state instead (Proxmox
+/// VE's `hastart`/`hastop` tasks); the HA stack then acts.
+fn ha_request(
+    ctx: &C<'_>,
+    kind: &str,
+    state: ferrox_types::RequestState,
+) -> Result<Option<Reply>, ApiError> {
+    local_node(ctx)?;
+    let vmid = vmid(ctx)?;
+    if !crate::ha_api::is_managed(ctx.state, vmid) {
+        return Ok(None);
+    }
+    let node = Arc::clone(ctx.state);
+    let upid = ctx
+        .state
+        .tasks
+        .spawn(kind, &vmid.to_string(), &auth_id(ctx)?, move |log| {
+            log.log(format!("Requesting HA {} for VM {vmid}", state.as_str()));
+            crate::ha_api::request_state(&node, vmid, state).map_err(|e| e.message)
+        })?;
+    Ok(Some(json!(upid).into()))
+}
+
 fn start(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    if let Some(r) = ha_request(ctx, "hastart", ferrox_types::RequestState::Started)? {
+        return Ok(r);
+    }
     spawn_power(ctx, "qmstart", |n, v, log| n.start_guest(v, log))
 }
 
 fn stop(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    if let Some(r) = ha_request(ctx, "hastop", ferrox_types::RequestState::Stopped)? {
+        return Ok(r);
+    }
     spawn_power(ctx, "qmstop", |n, v, log| n.stop_guest(v, log))
 }
 
 fn shutdown(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    if let Some(r) = ha_request(ctx, "hastop", ferrox_types::RequestState::Stopped)? {
+        return Ok(r);
+    }
     let timeout = Duration::from_secs(ctx.params.int("timeout").unwrap_or(180).max(0) as u64);
     let force = ctx.params.bool("forceStop").unwrap_or(false);
     spawn_power(ctx, "qmshutdown", move |n, v, log| {

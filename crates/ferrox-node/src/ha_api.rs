@@ -2,7 +2,7 @@
 //! store) and the HA status views, as Proxmox VE answers them.
 
 use crate::cluster::store_error;
-use crate::ha::{MANAGER_STATUS, RESOURCES};
+use crate::ha::{CRM_COMMANDS, MANAGER_STATUS, RESOURCES};
 use crate::Node;
 use ferrox_api::schema::{int, Param, ParamType, BOOL, STRING};
 use ferrox_api::{ApiError, Ctx, Endpoint, Method, Permission, Reply, Returns};
@@ -157,6 +157,108 @@ fn remove(ctx: &C<'_>) -> Result<Reply, ApiError> {
         return Err(ApiError::param("sid", format!("no such resource '{sid}'")));
     }
     save(ctx.state, &text, &cfg)?;
+    Ok(Value::Null.into())
+}
+
+/// Appends a command to `ha/crm_commands` for the master's next round (compare-and-set,
+/// retried when another command arrived meanwhile).
+pub fn queue_crm_command(node: &Node, command: &str) -> Result<(), ApiError> {
+    for _ in 0..10 {
+        let current = node.tree.get(CRM_COMMANDS).map(|e| e.data);
+        let expect = match &current {
+            Some(t) => Expect::Digest(ferrox_store::digest(t)),
+            None => Expect::Absent,
+        };
+        let next = format!("{}{command}\n", current.unwrap_or_default());
+        match node.tree.put(CRM_COMMANDS, &next, expect) {
+            Ok(_) => return Ok(()),
+            Err(ferrox_store::StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(store_error(e)),
+        }
+    }
+    Err(ApiError::internal(
+        "ha/crm_commands kept changing; try again",
+    ))
+}
+
+/// Whether guest `vmid` is HA-managed.
+pub fn is_managed(node: &Node, vmid: u32) -> bool {
+    load(node).is_ok_and(|(_, cfg)| cfg.resources.contains_key(&format!("vm:{vmid}")))
+}
+
+/// Sets the request state of an HA-managed guest (`hastart`/`hastop`).
+pub fn request_state(node: &Node, vmid: u32, state: RequestState) -> Result<(), ApiError> {
+    let sid = format!("vm:{vmid}");
+    let (text, mut cfg) = load(node)?;
+    let r = cfg
+        .resources
+        .get_mut(&sid)
+        .ok_or_else(|| ApiError::new(500, format!("no such resource '{sid}'")))?;
+    r.state = state;
+    save(node, &text, &cfg)
+}
+
+fn member(ctx: &C<'_>, name: &str) -> Result<(), ApiError> {
+    if ctx.state.store.status().member_named(name).is_none() {
+        return Err(ApiError::param(
+            "node",
+            format!("no such cluster node '{name}'"),
+        ));
+    }
+    Ok(())
+}
+
+fn move_resource(ctx: &C<'_>, task: &str) -> Result<Reply, ApiError> {
+    let sid = sid(ctx)?;
+    let target = ctx.params.need_str("node")?;
+    member(ctx, target)?;
+    let (_, cfg) = load(ctx.state)?;
+    if !cfg.resources.contains_key(&sid) {
+        return Err(ApiError::param("sid", format!("no such resource '{sid}'")));
+    }
+    queue_crm_command(ctx.state, &format!("{task} {sid} {target}"))?;
+    Ok(json!({"sid": sid, "requested-node": target}).into())
+}
+
+fn migrate(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    move_resource(ctx, "migrate")
+}
+
+fn relocate(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    move_resource(ctx, "relocate")
+}
+
+/// `ha-manager crm-command ...` as an API call (a Ferrox extension): node maintenance,
+/// disarm/arm, stop with timeout; the words are those of the CLI.
+fn crm_command(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    let text = ctx.params.need_str("command")?;
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let queued = match words.as_slice() {
+        ["node-maintenance", action @ ("enable" | "disable"), node] => {
+            member(ctx, node)?;
+            format!("{action}-node-maintenance {node}")
+        }
+        ["disarm-ha", mode @ ("freeze" | "ignore")] => format!("disarm-ha {mode}"),
+        ["arm-ha"] => "arm-ha".to_string(),
+        [task @ ("migrate" | "relocate"), sid, node] => {
+            member(ctx, node)?;
+            let sid = if sid.contains(':') { sid.to_string() } else { format!("vm:{sid}") };
+            format!("{task} {sid} {node}")
+        }
+        ["stop", sid, timeout] if timeout.parse::<u32>().is_ok() => {
+            let sid = if sid.contains(':') { sid.to_string() } else { format!("vm:{sid}") };
+            format!("stop {sid} {timeout}")
+        }
+        _ => {
+            return Err(ApiError::param(
+                "command",
+                format!(
+                    "'{text}' is not one of: node-maintenance enable|disable NODE, disarm-ha freeze|ignore, arm-ha, migrate|relocate SID NODE, stop SID TIMEOUT"
+                ),
+            ))
+        }
+    };
+    queue_crm_command(ctx.state, &queued)?;
     Ok(Value::Null.into())
 }
 
@@ -331,6 +433,37 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             remove,
         )
         .params(vec![sid_param()]),
+        Endpoint::new(
+            Post,
+            "/cluster/ha/resources/{sid}/migrate",
+            "Request live migration of an HA resource.",
+            CONSOLE,
+            Returns::Object,
+            migrate,
+        )
+        .params(vec![sid_param(), Param::required("node", ParamType::Node, "Target node.")]),
+        Endpoint::new(
+            Post,
+            "/cluster/ha/resources/{sid}/relocate",
+            "Request relocation (stop, move, start) of an HA resource.",
+            CONSOLE,
+            Returns::Object,
+            relocate,
+        )
+        .params(vec![sid_param(), Param::required("node", ParamType::Node, "Target node.")]),
+        Endpoint::new(
+            Post,
+            "/cluster/ha/crm-command",
+            "Queue a CRM command (Ferrox extension: ha-manager crm-command).",
+            CONSOLE,
+            Returns::Null,
+            crm_command,
+        )
+        .params(vec![Param::required(
+            "command",
+            STRING,
+            "'node-maintenance enable|disable NODE', 'disarm-ha freeze|ignore', 'arm-ha', 'migrate|relocate SID NODE', 'stop SID TIMEOUT'.",
+        )]),
         Endpoint::new(
             Get,
             "/cluster/ha/status/current",

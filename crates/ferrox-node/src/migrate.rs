@@ -281,6 +281,8 @@ impl Node {
         )
         .map_err(abort)?;
         let completed_at = Instant::now();
+        // QEMU allows one QMP client per socket: let go, so others can see `postmigrate`.
+        drop(qmp);
         log.log(format!(
             "migration completed: transferred {} in {} ms, {} dirty-sync passes, downtime {} ms",
             mib(stats.transferred),
@@ -293,13 +295,12 @@ impl Node {
             Err(e) => {
                 // The guest must run where its config is: here. Kill the copy, resume.
                 let _ = self.peer_call(target, vmid, "abort", json!({}));
-                let _ = qmp.execute("cont", None);
+                let _ = source.resume();
                 return Err(format!("{e}; VM resumed on the source"));
             }
         };
         let resumed = self.peer_call(target, vmid, "resume", json!({ "index": index }));
         let handover_ms = completed_at.elapsed().as_millis();
-        drop(qmp);
         if let Err(e) = resumed {
             return Err(format!(
                 "the config is on '{}' but the VM could not be resumed there: {e}; the source copy is left paused",

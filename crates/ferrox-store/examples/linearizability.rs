@@ -158,7 +158,8 @@ async fn main() {
             )
         }
     );
-    for s in live.lock().unwrap().iter() {
+    let stores: Vec<_> = live.lock().unwrap().clone();
+    for s in &stores {
         s.shutdown().await;
     }
     if !verdict.linearizable {
