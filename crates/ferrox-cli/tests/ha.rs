@@ -485,3 +485,99 @@ fn disarmed_with_freeze_nothing_is_recovered_until_armed() {
 fn disarmed_with_ignore_nothing_is_recovered_until_armed() {
     disarm_then_kill("ignore");
 }
+
+/// A multiboot payload that spins forever: a guest burning a whole vCPU without dirtying
+/// memory (so it migrates as fast as an idle one).
+const SPIN: &str = ".section .text\n.align 4\n.long 0x1BADB002, 0x00000003, -(0x1BADB002+0x00000003)\n.globl _start\n.code32\n_start: jmp _start\n";
+
+fn build_spin_payload(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    let src = dir.join("spin.S");
+    std::fs::write(&src, SPIN).ok()?;
+    let obj = dir.join("spin.o");
+    let elf = dir.join("spin.elf");
+    let ok = std::process::Command::new("as")
+        .args(["--32", "-o"])
+        .arg(&obj)
+        .arg(&src)
+        .status()
+        .is_ok_and(|s| s.success())
+        && std::process::Command::new("ld")
+            .args(["-m", "elf_i386", "-Ttext", "0x100000", "-o"])
+            .arg(&elf)
+            .arg(&obj)
+            .status()
+            .is_ok_and(|s| s.success());
+    ok.then_some(elf)
+}
+
+/// Two CPU-burning HA guests on one node, `crs: ha=dynamic,ha-auto-rebalance=1`: the
+/// manager moves one of them to another node by live migration, using the usage the
+/// metrics collector measured.
+#[test]
+fn automatic_rebalancing_moves_a_busy_guest_off_the_loaded_node() {
+    if !qemu_available() {
+        return;
+    }
+    let payload_dir = tempfile::tempdir().unwrap();
+    let Some(spin) = build_spin_payload(payload_dir.path()) else {
+        eprintln!("SKIPPED: building the CPU-burning payload needs binutils (as, ld)");
+        return;
+    };
+    let nodes = ha_cluster();
+    let d1 = &nodes[0];
+    let auth = d1.login();
+    // Bad crs values are refused and name the key; nothing is written.
+    let r = d1.request(
+        "PUT",
+        "/cluster/options",
+        &auth,
+        &[("crs", "ha=dynamic,ha-auto-rebalance-threshold=lots")],
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.raw.contains("threshold"), "{}", r.raw);
+    let r = d1.request(
+        "PUT",
+        "/cluster/options",
+        &auth,
+        &[(
+            "crs",
+            "ha=dynamic,ha-auto-rebalance=1,ha-auto-rebalance-threshold=0.3,ha-auto-rebalance-hold-duration=2",
+        )],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = d1.request("GET", "/cluster/options", &auth, &[]);
+    assert_eq!(r.body["data"]["crs"]["ha"], "dynamic", "{}", r.raw);
+    let args = format!("-kernel {}", spin.display());
+    for vmid in ["101", "102"] {
+        d1.task_ok(
+            &auth,
+            "POST",
+            "/nodes/n1/qemu",
+            &[("vmid", vmid), ("memory", "64"), ("args", &args)],
+        );
+        let r = d1.request("POST", "/cluster/ha/resources", &auth, &[("sid", vmid)]);
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    let nodes: Vec<Option<Daemon>> = nodes.into_iter().map(Some).collect();
+    wait_for("both guests run on n1", Duration::from_secs(60), || {
+        running_on(&nodes, 101).as_deref() == Some("n1")
+            && running_on(&nodes, 102).as_deref() == Some("n1")
+    });
+    let monitors: Vec<DoubleRunMonitor> = [101, 102]
+        .into_iter()
+        .map(|v| DoubleRunMonitor::start(v, run_dirs(&nodes)))
+        .collect();
+    let took = wait_for(
+        "one guest is moved off n1",
+        Duration::from_secs(120),
+        || {
+            [101, 102]
+                .iter()
+                .any(|v| running_on(&nodes, *v).is_some_and(|n| n != "n1"))
+        },
+    );
+    eprintln!("auto-rebalance: a guest left n1 after {took:?}");
+    for m in monitors {
+        assert_eq!(m.finish(), 1, "a guest ran on two nodes at once");
+    }
+}

@@ -110,7 +110,7 @@ fn disjoint_resource_sets(rules: &[&Rule]) -> Vec<(Vec<String>, BTreeSet<String>
 }
 
 /// Checks the enabled rules and returns, per offending rule id, its messages in order.
-fn check(rules: &RulesConfig, nodes: &[String]) -> BTreeMap<String, Vec<String>> {
+pub fn check(rules: &RulesConfig, nodes: &[String]) -> BTreeMap<String, Vec<String>> {
     let mut errors: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut add = |id: &str, msg: String| errors.entry(id.to_string()).or_default().push(msg);
     let node_rules = enabled_of(rules, is_node_affinity);

@@ -417,6 +417,100 @@ fn release_lock(ctx: &C<'_>) -> Result<Reply, ApiError> {
     Ok(json!({"released": u8::from(released)}).into())
 }
 
+/// Keys of `datacenter.cfg` this API changes; `crs` and `ha` are property strings.
+const OPTIONS: &[&str] = &[
+    "crs",
+    "ha",
+    "keyboard",
+    "language",
+    "migration",
+    "bwlimit",
+    "description",
+];
+
+fn read_options(node: &Node) -> (String, Vec<(String, String)>) {
+    let text = node
+        .tree
+        .get("datacenter.cfg")
+        .map(|e| e.data)
+        .unwrap_or_default();
+    let pairs = text
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .filter(|(k, _)| !k.is_empty() && !k.starts_with('#'))
+        .collect();
+    (text, pairs)
+}
+
+fn get_options(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    let mut out = serde_json::Map::new();
+    for (k, v) in read_options(ctx.state).1 {
+        let value = if matches!(k.as_str(), "crs" | "ha") {
+            match ferrox_types::PropertyString::parse(&v) {
+                Ok(p) => {
+                    let default_key = if k == "crs" { "ha" } else { "shutdown_policy" };
+                    let obj: serde_json::Map<String, Value> = p
+                        .items
+                        .into_iter()
+                        .map(|(key, val)| (key.unwrap_or_else(|| default_key.into()), json!(val)))
+                        .collect();
+                    Value::Object(obj)
+                }
+                Err(_) => json!(v),
+            }
+        } else {
+            json!(v)
+        };
+        out.insert(k, value);
+    }
+    Ok(Value::Object(out).into())
+}
+
+/// `PUT /cluster/options`: the new `datacenter.cfg` is checked by the one parser HA uses
+/// (a bad `crs` value names its key) and written with compare-and-set.
+fn set_options(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    let node = ctx.state;
+    let (old, mut pairs) = read_options(node);
+    let deletes: Vec<String> = ctx
+        .params
+        .str("delete")
+        .map(|d| {
+            d.split([',', ' ', ';'])
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    for key in &deletes {
+        if !OPTIONS.contains(&key.as_str()) {
+            return Err(ApiError::param("delete", format!("unknown option '{key}'")));
+        }
+        pairs.retain(|(k, _)| k != key);
+    }
+    for key in OPTIONS {
+        if let Some(v) = ctx.params.str(key) {
+            match pairs.iter_mut().find(|(k, _)| k == key) {
+                Some(p) => p.1 = v.to_string(),
+                None => pairs.push((key.to_string(), v.to_string())),
+            }
+        }
+    }
+    let text: String = pairs.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
+    ferrox_types::DatacenterConfig::parse_cfg(&text).map_err(|e| {
+        let key = e.field.split('.').next().unwrap_or("crs").to_string();
+        ApiError::param(&key, e.to_string())
+    })?;
+    let expect = match node.tree.get("datacenter.cfg") {
+        Some(_) => ferrox_store::Expect::Digest(ferrox_store::digest(&old)),
+        None => ferrox_store::Expect::Absent,
+    };
+    node.tree
+        .put("datacenter.cfg", &text, expect)
+        .map_err(cluster::store_error)?;
+    Ok(Value::Null.into())
+}
+
 pub fn endpoints() -> Vec<Endpoint<Node>> {
     use Method::*;
     let lock_params = || {
@@ -426,6 +520,32 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
         ]
     };
     vec![
+        Endpoint::new(
+            Get,
+            "/cluster/options",
+            "Datacenter options (datacenter.cfg).",
+            AUDIT,
+            Returns::Object,
+            get_options,
+        ),
+        Endpoint::new(
+            Put,
+            "/cluster/options",
+            "Change datacenter options, e.g. crs 'ha=dynamic,ha-auto-rebalance=1'.",
+            MODIFY,
+            Returns::Null,
+            set_options,
+        )
+        .params(vec![
+            Param::optional("crs", STRING, "Cluster resource scheduling: ha=basic|static|dynamic, ha-rebalance-on-start, ha-auto-rebalance[-threshold|-method|-hold-duration|-margin]."),
+            Param::optional("ha", STRING, "shutdown_policy=conditional|freeze|failover|migrate."),
+            Param::optional("keyboard", STRING, "Default keyboard layout."),
+            Param::optional("language", STRING, "Default GUI language."),
+            Param::optional("migration", STRING, "Migration settings."),
+            Param::optional("bwlimit", STRING, "Bandwidth limits."),
+            Param::optional("description", STRING, "Datacenter description."),
+            Param::optional("delete", STRING, "Options to delete."),
+        ]),
         Endpoint::new(
             Get,
             "/cluster/locks",

@@ -241,20 +241,22 @@ impl NodeEnv {
         serde_json::from_str(&self.read_text(&format!("nodes/{node}/ha_node_stats"))?).ok()
     }
 
+    /// Dynamic usage is the sum of this node's guests' measured usage (the metrics
+    /// collector's per-guest CPU and RSS), not the host's: several nodes may share one
+    /// host (tests, labs), and host-wide figures would count every node's guests.
     fn own_capacity(&self) -> NodeCapacity {
         let mem = crate::host::memory();
-        let maxcpu = crate::host::cpu_count() as f64;
         let mut cap = NodeCapacity {
-            maxcpu,
+            maxcpu: crate::host::cpu_count() as f64,
             maxmem: mem.total as f64,
-            cpu: self.node.metrics.latest().cpu * maxcpu,
-            mem: mem.used() as f64,
-            guests: BTreeMap::new(),
+            ..NodeCapacity::default()
         };
         for (vmid, st, info) in self.node.guests.listing() {
             if let Some(i) = info {
-                cap.guests
-                    .insert(vmid, (i.cpu * st.cpus as f64, i.mem as f64));
+                let (cpu, mem) = (i.cpu * st.cpus as f64, i.mem as f64);
+                cap.cpu += cpu;
+                cap.mem += mem;
+                cap.guests.insert(vmid, (cpu, mem));
             }
         }
         cap

@@ -2,12 +2,12 @@
 //! store) and the HA status views, as Proxmox VE answers them.
 
 use crate::cluster::store_error;
-use crate::ha::{CRM_COMMANDS, MANAGER_STATUS, RESOURCES};
+use crate::ha::{CRM_COMMANDS, MANAGER_STATUS, RESOURCES, RULES};
 use crate::Node;
 use ferrox_api::schema::{int, Param, ParamType, BOOL, STRING};
 use ferrox_api::{ApiError, Ctx, Endpoint, Method, Permission, Reply, Returns};
 use ferrox_store::Expect;
-use ferrox_types::{HaResource, HaResources, LrmStatus, ManagerStatus, RequestState};
+use ferrox_types::{HaResource, HaResources, LrmStatus, ManagerStatus, RequestState, RulesConfig};
 use serde_json::{json, Value};
 
 type C<'a> = Ctx<'a, Node>;
@@ -262,6 +262,278 @@ fn crm_command(ctx: &C<'_>) -> Result<Reply, ApiError> {
     Ok(Value::Null.into())
 }
 
+// ---- rules ------------------------------------------------------------------------
+
+fn load_rules(node: &Node) -> Result<(String, RulesConfig), ApiError> {
+    let text = node.tree.get(RULES).map(|e| e.data).unwrap_or_default();
+    let cfg =
+        RulesConfig::parse(&text).map_err(|e| ApiError::internal(format!("ha/rules.cfg: {e}")))?;
+    Ok((text, cfg))
+}
+
+/// The section of one rule from the request parameters (`existing` for an update).
+fn rule_section(
+    ctx: &C<'_>,
+    id: &str,
+    existing: Option<&ferrox_types::Rule>,
+) -> Result<String, ApiError> {
+    let kind = match (ctx.params.str("type"), existing) {
+        (Some(t), _) => t.to_string(),
+        (None, Some(r)) => r.type_name().to_string(),
+        (None, None) => {
+            return Err(ApiError::param(
+                "type",
+                "property is missing and it is not optional",
+            ))
+        }
+    };
+    let prior = existing.map(|r| r.to_json()).unwrap_or(Value::Null);
+    let list = |v: &Value| -> Option<String> {
+        v.as_object()
+            .map(|o| o.keys().cloned().collect::<Vec<_>>().join(","))
+    };
+    let resources = match ctx.params.str("resources") {
+        Some(r) => r.to_string(),
+        None => list(&prior["resources"]).ok_or_else(|| {
+            ApiError::param("resources", "property is missing and it is not optional")
+        })?,
+    };
+    let mut text = format!("{kind}: {id}\n\tresources {resources}\n");
+    match kind.as_str() {
+        "node-affinity" => {
+            let nodes = match ctx.params.str("nodes") {
+                Some(n) => n.to_string(),
+                None => prior["nodes"]
+                    .as_object()
+                    .map(|o| {
+                        o.iter()
+                            .map(|(n, p)| match p["priority"].as_i64() {
+                                Some(0) | None => n.clone(),
+                                Some(p) => format!("{n}:{p}"),
+                            })
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .ok_or_else(|| {
+                        ApiError::param("nodes", "property is missing and it is not optional")
+                    })?,
+            };
+            let members = ctx.state.store.status();
+            for n in nodes
+                .split(',')
+                .map(|n| n.split(':').next().unwrap_or("").trim())
+            {
+                if !n.is_empty() && members.member_named(n).is_none() {
+                    return Err(ApiError::param(
+                        "nodes",
+                        format!("no such cluster node '{n}'"),
+                    ));
+                }
+            }
+            text.push_str(&format!("\tnodes {nodes}\n"));
+            match ctx.params.bool("strict") {
+                Some(s) => text.push_str(&format!("\tstrict {}\n", u8::from(s))),
+                None => {
+                    if let Some(s) = prior["strict"].as_u64() {
+                        text.push_str(&format!("\tstrict {s}\n"));
+                    }
+                }
+            }
+        }
+        "resource-affinity" => {
+            let affinity = ctx
+                .params
+                .str("affinity")
+                .map(String::from)
+                .or_else(|| prior["affinity"].as_str().map(String::from))
+                .ok_or_else(|| {
+                    ApiError::param("affinity", "property is missing and it is not optional")
+                })?;
+            text.push_str(&format!("\taffinity {affinity}\n"));
+        }
+        other => {
+            return Err(ApiError::param(
+                "type",
+                format!("unknown rule type '{other}'"),
+            ))
+        }
+    }
+    let disable = ctx
+        .params
+        .bool("disable")
+        .or_else(|| prior["disable"].as_u64().map(|d| d != 0));
+    if disable == Some(true) {
+        text.push_str("\tdisable 1\n");
+    }
+    let comment = ctx
+        .params
+        .str("comment")
+        .map(String::from)
+        .or_else(|| prior["comment"].as_str().map(String::from));
+    if let Some(c) = comment.filter(|c| !c.is_empty()) {
+        text.push_str(&format!("\tcomment {c}\n"));
+    }
+    Ok(text)
+}
+
+/// Parses the whole new rules file with the one rules parser and checks it like the
+/// manager will: a rule the manager would drop is refused here, with its reason.
+fn store_rules(ctx: &C<'_>, old: &str, new_text: &str, id: &str) -> Result<(), ApiError> {
+    let cfg = RulesConfig::parse(new_text).map_err(|e| {
+        let msg = e.to_string();
+        let field = [
+            "resources",
+            "nodes",
+            "strict",
+            "affinity",
+            "disable",
+            "comment",
+        ]
+        .into_iter()
+        .find(|f| msg.contains(&format!("'{f}'")))
+        .unwrap_or("rule");
+        ApiError::param(field, msg)
+    })?;
+    let nodes: Vec<String> = ctx
+        .state
+        .store
+        .status()
+        .members
+        .into_iter()
+        .map(|m| m.member.name)
+        .collect();
+    if let Some(msgs) = ferrox_ha::rules::check(&cfg, &nodes).get(id) {
+        return Err(ApiError::param("rule", msgs.join("; ")));
+    }
+    let expect = if ctx.state.tree.get(RULES).is_none() {
+        Expect::Absent
+    } else {
+        Expect::Digest(ferrox_store::digest(old))
+    };
+    ctx.state
+        .tree
+        .put(RULES, &cfg.to_section_text(), expect)
+        .map(drop)
+        .map_err(store_error)
+}
+
+fn rule_id(ctx: &C<'_>) -> Result<String, ApiError> {
+    let id = ctx.params.need_str("rule")?;
+    if id.is_empty()
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(ApiError::param("rule", format!("invalid rule id '{id}'")));
+    }
+    Ok(id.to_string())
+}
+
+fn rule_entry(rule: &ferrox_types::Rule, digest: &str) -> Value {
+    let mut v = rule.to_json();
+    let list = |v: &Value| {
+        v.as_object()
+            .map(|o| o.keys().cloned().collect::<Vec<_>>().join(","))
+    };
+    v["rule"] = json!(rule.id);
+    v["digest"] = json!(digest);
+    v["order"] = json!(rule.order);
+    if let Some(r) = list(&v["resources"]) {
+        v["resources"] = json!(r);
+    }
+    if let Some(nodes) = rule.node_priorities() {
+        let text: Vec<String> = nodes
+            .iter()
+            .map(|(n, p)| {
+                if *p == 0 {
+                    n.clone()
+                } else {
+                    format!("{n}:{p}")
+                }
+            })
+            .collect();
+        v["nodes"] = json!(text.join(","));
+    }
+    v
+}
+
+fn rules_list(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    let (text, cfg) = load_rules(ctx.state)?;
+    let digest = ferrox_store::digest(&text);
+    let kind = ctx.params.str("type");
+    let out: Vec<Value> = cfg
+        .ordered()
+        .into_iter()
+        .filter(|r| kind.is_none_or(|k| k == r.type_name()))
+        .map(|r| rule_entry(r, &digest))
+        .collect();
+    Ok(json!(out).into())
+}
+
+fn rules_read(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    let id = rule_id(ctx)?;
+    let (text, cfg) = load_rules(ctx.state)?;
+    let rule = cfg
+        .rules
+        .get(&id)
+        .ok_or_else(|| ApiError::new(500, format!("no such rule '{id}'")))?;
+    Ok(rule_entry(rule, &ferrox_store::digest(&text)).into())
+}
+
+fn rules_create(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    let id = rule_id(ctx)?;
+    let (text, cfg) = load_rules(ctx.state)?;
+    if cfg.rules.contains_key(&id) {
+        return Err(ApiError::param(
+            "rule",
+            format!("rule '{id}' already defined"),
+        ));
+    }
+    let section = rule_section(ctx, &id, None)?;
+    let new_text = format!("{}\n{section}", cfg.to_section_text());
+    store_rules(ctx, &text, &new_text, &id)?;
+    Ok(Value::Null.into())
+}
+
+fn rules_update(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    let id = rule_id(ctx)?;
+    let (text, mut cfg) = load_rules(ctx.state)?;
+    let existing = cfg
+        .rules
+        .remove(&id)
+        .ok_or_else(|| ApiError::param("rule", format!("no such rule '{id}'")))?;
+    if let Some(d) = ctx.params.str("digest") {
+        if d != ferrox_store::digest(&text) {
+            return Err(ApiError::param(
+                "digest",
+                "detected modified configuration - file changed by other user? Try again.",
+            ));
+        }
+    }
+    let section = rule_section(ctx, &id, Some(&existing))?;
+    let new_text = format!("{}\n{section}", cfg.to_section_text());
+    store_rules(ctx, &text, &new_text, &id)?;
+    Ok(Value::Null.into())
+}
+
+fn rules_delete(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    let id = rule_id(ctx)?;
+    let (text, mut cfg) = load_rules(ctx.state)?;
+    if cfg.rules.remove(&id).is_none() {
+        return Err(ApiError::param("rule", format!("no such rule '{id}'")));
+    }
+    ctx.state
+        .tree
+        .put(
+            RULES,
+            &cfg.to_section_text(),
+            Expect::Digest(ferrox_store::digest(&text)),
+        )
+        .map(drop)
+        .map_err(store_error)?;
+    Ok(Value::Null.into())
+}
+
 fn manager_status(node: &Node) -> ManagerStatus {
     node.tree
         .get(MANAGER_STATUS)
@@ -337,6 +609,28 @@ fn status_current(ctx: &C<'_>) -> Result<Reply, ApiError> {
         }));
     }
     Ok(json!(out).into())
+}
+
+fn rule_params(create: bool) -> Vec<Param> {
+    let kinds = ParamType::Enum(&["node-affinity", "resource-affinity"]);
+    vec![
+        Param::required("rule", STRING, "Rule id."),
+        if create {
+            Param::required("type", kinds, "Rule type.")
+        } else {
+            Param::optional("type", kinds, "Rule type.")
+        },
+        Param::optional("resources", STRING, "HA resources (comma separated)."),
+        Param::optional("nodes", STRING, "Nodes with optional priorities: n1:2,n2."),
+        Param::optional("strict", BOOL, "Only the listed nodes."),
+        Param::optional(
+            "affinity",
+            ParamType::Enum(&["positive", "negative"]),
+            "Keep together or apart.",
+        ),
+        Param::optional("disable", BOOL, "Disable the rule."),
+        Param::optional("comment", STRING, "Description."),
+    ]
 }
 
 fn resource_params() -> Vec<Param> {
@@ -464,6 +758,16 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             STRING,
             "'node-maintenance enable|disable NODE', 'disarm-ha freeze|ignore', 'arm-ha', 'migrate|relocate SID NODE', 'stop SID TIMEOUT'.",
         )]),
+        Endpoint::new(Get, "/cluster/ha/rules", "HA rules.", AUDIT, Returns::Array, rules_list)
+            .params(vec![Param::optional("type", ParamType::Enum(&["node-affinity", "resource-affinity"]), "Only this type.")]),
+        Endpoint::new(Post, "/cluster/ha/rules", "Create an HA rule.", CONSOLE, Returns::Null, rules_create)
+            .params(rule_params(true)),
+        Endpoint::new(Get, "/cluster/ha/rules/{rule}", "One HA rule.", AUDIT, Returns::Object, rules_read)
+            .params(vec![Param::required("rule", STRING, "Rule id.")]),
+        Endpoint::new(Put, "/cluster/ha/rules/{rule}", "Change an HA rule.", CONSOLE, Returns::Null, rules_update)
+            .params([rule_params(false), vec![Param::optional("digest", STRING, "Prevent changes if the file changed meanwhile.")]].concat()),
+        Endpoint::new(Delete, "/cluster/ha/rules/{rule}", "Delete an HA rule.", CONSOLE, Returns::Null, rules_delete)
+            .params(vec![Param::required("rule", STRING, "Rule id.")]),
         Endpoint::new(
             Get,
             "/cluster/ha/status/current",
