@@ -177,6 +177,71 @@ pub enum HaRemote {
     },
 }
 
+/// `ferrox ha rules ...` against a node's API.
+#[derive(Subcommand, Debug)]
+pub enum RulesRemote {
+    /// The cluster's HA rules.
+    List {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// `ferrox ha rules add keep-apart --type resource-affinity --resources vm:100,vm:101 --affinity negative`
+    Add {
+        rule: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        options: Vec<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Change a rule: `ferrox ha rules set prefer-n1 --nodes n1:2,n2`.
+    Set {
+        rule: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        options: Vec<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Delete a rule.
+    Remove {
+        rule: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+pub fn ha_rules(command: RulesRemote, out: &mut String) -> Result<()> {
+    match command {
+        RulesRemote::List { remote } => {
+            let rules = Client::connect(&remote)?.call("GET", "/cluster/ha/rules", &[])?;
+            out.push_str(&pretty(&rules));
+        }
+        RulesRemote::Add {
+            rule,
+            options,
+            remote,
+        } => {
+            let mut params = key_values(&options)?;
+            params.push(("rule".into(), rule));
+            Client::connect(&remote)?.call("POST", "/cluster/ha/rules", &params)?;
+        }
+        RulesRemote::Set {
+            rule,
+            options,
+            remote,
+        } => {
+            Client::connect(&remote)?.call(
+                "PUT",
+                &format!("/cluster/ha/rules/{rule}"),
+                &key_values(&options)?,
+            )?;
+        }
+        RulesRemote::Remove { rule, remote } => {
+            Client::connect(&remote)?.call("DELETE", &format!("/cluster/ha/rules/{rule}"), &[])?;
+        }
+    }
+    Ok(())
+}
+
 pub fn ha(command: HaRemote, out: &mut String) -> Result<()> {
     match command {
         HaRemote::Status { remote } => {

@@ -170,6 +170,8 @@ enum RulesCommand {
         #[arg(long, default_value = "node1,node2,node3", value_delimiter = ',')]
         nodes: Vec<String>,
     },
+    #[command(flatten)]
+    Remote(client::RulesRemote),
 }
 
 /// Writes the report; a closed pipe (`ferrox ... | head`) is not an error.
@@ -265,6 +267,12 @@ fn run(cli: Cli, out: &mut String) -> Result<()> {
         Top::Ha {
             command: HaCommand::Remote(command),
         } => client::ha(command, out)?,
+        Top::Ha {
+            command:
+                HaCommand::Rules {
+                    command: RulesCommand::Remote(command),
+                },
+        } => client::ha_rules(command, out)?,
     }
     Ok(())
 }

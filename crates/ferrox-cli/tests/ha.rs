@@ -581,3 +581,162 @@ fn automatic_rebalancing_moves_a_busy_guest_off_the_loaded_node() {
         assert_eq!(m.finish(), 1, "a guest ran on two nodes at once");
     }
 }
+
+/// The HA configuration API refuses bad input with the field named, and changes nothing.
+#[test]
+fn ha_rules_and_resources_refuse_bad_input() {
+    let d = start_daemon("tcg");
+    let auth = d.login();
+    let before = std::fs::read_to_string(d.etc().join("ha/rules.cfg")).ok();
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (
+            &[
+                ("rule", "r1"),
+                ("type", "node-affinity"),
+                ("resources", "vm:100"),
+                ("nodes", "nowhere"),
+            ],
+            "nodes",
+        ),
+        (
+            &[
+                ("rule", "r1"),
+                ("type", "node-affinity"),
+                ("resources", "oops"),
+                ("nodes", "pve1"),
+            ],
+            "resources",
+        ),
+        (
+            &[
+                ("rule", "r1"),
+                ("type", "resource-affinity"),
+                ("resources", "vm:100,vm:101"),
+            ],
+            "affinity",
+        ),
+        (
+            &[
+                ("rule", "bad id!"),
+                ("type", "node-affinity"),
+                ("resources", "vm:100"),
+                ("nodes", "pve1"),
+            ],
+            "rule",
+        ),
+        (
+            &[
+                ("rule", "r1"),
+                ("type", "colocation"),
+                ("resources", "vm:100"),
+            ],
+            "type",
+        ),
+    ];
+    for (form, field) in cases {
+        let r = d.request("POST", "/cluster/ha/rules", &auth, form);
+        assert_eq!(r.status, 400, "{form:?}: {r:?}");
+        assert!(r.body["errors"][field].is_string(), "{form:?}: {}", r.raw);
+    }
+    assert_eq!(
+        std::fs::read_to_string(d.etc().join("ha/rules.cfg")).ok(),
+        before
+    );
+    let ok = [
+        ("rule", "together"),
+        ("type", "resource-affinity"),
+        ("resources", "vm:100,vm:101"),
+        ("affinity", "positive"),
+    ];
+    assert_eq!(
+        d.request("POST", "/cluster/ha/rules", &auth, &ok).status,
+        200
+    );
+    // The same guests kept apart too: the manager would drop it, so it is refused.
+    let r = d.request(
+        "POST",
+        "/cluster/ha/rules",
+        &auth,
+        &[
+            ("rule", "apart"),
+            ("type", "resource-affinity"),
+            ("resources", "vm:100,vm:101"),
+            ("affinity", "negative"),
+        ],
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.body["errors"]["rule"].is_string(), "{}", r.raw);
+    let r = d.request("GET", "/cluster/ha/rules", &auth, &[]);
+    assert_eq!(
+        r.body["data"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        r.raw
+    );
+    assert_eq!(r.body["data"][0]["resources"], "vm:100,vm:101");
+    assert_eq!(
+        d.request("DELETE", "/cluster/ha/rules/together", &auth, &[])
+            .status,
+        200
+    );
+    assert_eq!(
+        d.request("DELETE", "/cluster/ha/rules/together", &auth, &[])
+            .status,
+        400
+    );
+    // The same through the CLI.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrox"))
+            .args(args)
+            .env("FERROX_HOST", &d.addr)
+            .env("FERROX_FINGERPRINT", d.fingerprint().unwrap())
+            .env("FERROX_PASSWORD", "secret1")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, out) = cli(&[
+        "ha",
+        "rules",
+        "add",
+        "prefer",
+        "--type",
+        "node-affinity",
+        "--resources",
+        "vm:100",
+        "--nodes",
+        "pve1:2",
+    ]);
+    assert!(ok, "{out}");
+    let (ok, out) = cli(&["ha", "rules", "list"]);
+    assert!(ok && out.contains("pve1:2"), "{out}");
+    let (ok, out) = cli(&[
+        "ha",
+        "rules",
+        "add",
+        "x",
+        "--type",
+        "node-affinity",
+        "--resources",
+        "vm:1",
+        "--nodes",
+        "mars",
+    ]);
+    assert!(!ok && out.contains("nodes"), "{out}");
+    let (ok, out) = cli(&["ha", "rules", "remove", "prefer"]);
+    assert!(ok, "{out}");
+    let (ok, out) = cli(&["ha", "status"]);
+    assert!(ok && out.contains("quorum"), "{out}");
+    let (ok, out) = cli(&["ha", "crm-command", "reboot", "now"]);
+    assert!(!ok && out.contains("command"), "{out}");
+    // Resources: unknown guest, unknown resource.
+    let r = d.request("POST", "/cluster/ha/resources", &auth, &[("sid", "ct:7")]);
+    assert_eq!(r.status, 400, "{r:?}");
+    let r = d.request("DELETE", "/cluster/ha/resources/vm:100", &auth, &[]);
+    assert_eq!(r.status, 400, "{r:?}");
+}
