@@ -10,58 +10,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Multiboot payload: writes one dword into every 4 KiB page above 4 MiB, forever.
-const MBDIRTY: &str = r#"
-.section .text
-.align 4
-.long 0x1BADB002, 0x00000003, -(0x1BADB002+0x00000003)
-.globl _start
-.code32
-_start: mov $stack_top, %esp
-        mov 8(%ebx), %eax
-        shl $10, %eax
-        add $0x100000, %eax
-        and $0xfffff000, %eax
-        mov %eax, memend
-        xor %ecx, %ecx
-1:      mov $0x400000, %edi
-2:      mov %ecx, (%edi)
-        add $4096, %edi
-        cmp memend, %edi
-        jb 2b
-        inc %ecx
-        jmp 1b
-.section .data
-memend: .long 0
-.section .bss
-.align 16
-stack:  .space 4096
-stack_top:
-"#;
-
-fn build_payload(dir: &std::path::Path) -> std::path::PathBuf {
-    let src = dir.join("mbdirty.S");
-    std::fs::write(&src, MBDIRTY).unwrap();
-    let obj = dir.join("mbdirty.o");
-    let elf = dir.join("mbdirty.elf");
-    let ok = std::process::Command::new("as")
-        .args(["--32", "-o"])
-        .arg(&obj)
-        .arg(&src)
-        .status()
-        .unwrap()
-        .success()
-        && std::process::Command::new("ld")
-            .args(["-m", "elf_i386", "-Ttext", "0x100000", "-o"])
-            .arg(&elf)
-            .arg(&obj)
-            .status()
-            .unwrap()
-            .success();
-    assert!(ok, "building the busy payload needs binutils (as, ld)");
-    elf
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -91,26 +39,7 @@ fn cluster(accel: &str) -> Vec<Daemon> {
             )
         })
         .collect();
-    let auth = nodes[0].login();
-    nodes[0].task_ok(
-        &auth,
-        "POST",
-        "/cluster/config",
-        &[("clustername", "bench")],
-    );
-    for d in &nodes[1..] {
-        let r = d.request(
-            "POST",
-            "/cluster/config/join",
-            &d.login(),
-            &[
-                ("hostname", &nodes[0].addr),
-                ("fingerprint", &nodes[0].fingerprint().unwrap()),
-                ("password", "secret1"),
-            ],
-        );
-        assert_eq!(r.status, 200, "join: {r:?}");
-    }
+    form_cluster(&nodes, "bench");
     nodes
 }
 
@@ -252,7 +181,8 @@ fn main() {
         .unwrap_or(10);
     commit_latency(runs.max(100) * 3);
     let payload_dir = tempfile::tempdir().unwrap();
-    let payload = build_payload(payload_dir.path());
+    let payload = build_payload(payload_dir.path(), "mbdirty", DIRTY_PAYLOAD)
+        .expect("building the busy payload needs binutils (as, ld)");
     let kvm = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -265,19 +195,8 @@ fn main() {
         }
         let nodes = cluster(accel);
         let shared = tempfile::tempdir().unwrap();
+        add_shared_storage(&nodes[0], shared.path());
         let auth = nodes[0].login();
-        let r = nodes[0].request(
-            "POST",
-            "/storage",
-            &auth,
-            &[
-                ("storage", "shared"),
-                ("type", "dir"),
-                ("path", shared.path().to_str().unwrap()),
-                ("shared", "1"),
-            ],
-        );
-        assert_eq!(r.status, 200, "{r:?}");
         let args = format!("-kernel {}", payload.display());
         nodes[0].task_ok(
             &auth,

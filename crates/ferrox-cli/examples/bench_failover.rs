@@ -1,61 +1,15 @@
 //! Failover time with the default HA timings (5 s rounds, 15 s lease, 10 s watchdog):
 //! node death to the guest running elsewhere, over N runs each of power loss (daemon,
 //! watchdog and guest killed with -9) and isolation (the node's network namespace cut
-//! off; needs root and `ip netns`). A monitor counts double runs (two live QEMU
-//! processes of the guest on different nodes, both with QMP saying `running`).
+//! off; needs root and `ip netns`). `DoubleRunMonitor` counts double runs (samples in
+//! which the guest runs on two nodes).
 //!
 //! `scripts/bench-failover.sh [runs]`
 
-use ferrox_cli::harness::netns::{Lab, SUBNET};
+use ferrox_cli::harness::netns::Lab;
 use ferrox_cli::harness::*;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-fn live_pid(run: &Path, vmid: u32) -> Option<u32> {
-    let pid: u32 = std::fs::read_to_string(run.join(format!("{vmid}.pid")))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    (!stat.rsplit(')').next()?.trim_start().starts_with('Z')).then_some(pid)
-}
-
-fn running(run: &Path, vmid: u32) -> bool {
-    if live_pid(run, vmid).is_none() {
-        return false;
-    }
-    match ferrox_qemu::Qmp::connect(&run.join(format!("{vmid}.qmp")), Duration::from_millis(200))
-        .and_then(|mut q| q.execute("query-status", None))
-    {
-        Ok(s) => s["status"] == "running",
-        Err(_) => true,
-    }
-}
-
-struct Monitor {
-    stop: Arc<AtomicBool>,
-    doubles: Arc<AtomicUsize>,
-}
-
-fn monitor(runs: Vec<PathBuf>, vmid: u32) -> Monitor {
-    let m = Monitor {
-        stop: Arc::new(AtomicBool::new(false)),
-        doubles: Arc::new(AtomicUsize::new(0)),
-    };
-    let (stop, doubles) = (Arc::clone(&m.stop), Arc::clone(&m.doubles));
-    std::thread::spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
-            if runs.iter().filter(|r| running(r, vmid)).count() > 1 {
-                doubles.fetch_add(1, Ordering::Relaxed);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    });
-    m
-}
 
 fn wait(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
     let start = Instant::now();
@@ -105,35 +59,10 @@ fn power_loss(runs: usize) {
             )
         })
         .collect();
-    let auth = nodes[0].login();
-    nodes[0].task_ok(&auth, "POST", "/cluster/config", &[("clustername", "fo")]);
-    for i in 1..3 {
-        let d = &nodes[i];
-        let r = d.request(
-            "POST",
-            "/cluster/config/join",
-            &d.login(),
-            &[
-                ("hostname", &nodes[0].addr),
-                ("fingerprint", &nodes[0].fingerprint().unwrap()),
-                ("password", "secret1"),
-            ],
-        );
-        assert_eq!(r.status, 200, "{r:?}");
-    }
+    form_cluster(&nodes, "fo");
     let shared = tempfile::tempdir().unwrap();
+    add_shared_storage(&nodes[0], shared.path());
     let auth = nodes[0].login();
-    nodes[0].request(
-        "POST",
-        "/storage",
-        &auth,
-        &[
-            ("storage", "shared"),
-            ("type", "dir"),
-            ("path", shared.path().to_str().unwrap()),
-            ("shared", "1"),
-        ],
-    );
     nodes[0].task_ok(
         &auth,
         "POST",
@@ -143,13 +72,13 @@ fn power_loss(runs: usize) {
     nodes[0].request("POST", "/cluster/ha/resources", &auth, &[("sid", "vm:100")]);
     let runs_dirs: Vec<PathBuf> = nodes.iter().map(|d| d.path().join("run")).collect();
     wait(Duration::from_secs(120), || {
-        runs_dirs.iter().any(|r| live_pid(r, 100).is_some())
+        runs_dirs.iter().any(|r| guest_pid(r, 100).is_some())
     })
     .expect("HA starts the guest");
-    let mon = monitor(runs_dirs.clone(), 100);
+    let mon = DoubleRunMonitor::start(100, runs_dirs.clone());
     let mut times = Vec::new();
     for run in 0..runs {
-        let Some(victim) = (0..3).find(|&i| live_pid(&runs_dirs[i], 100).is_some()) else {
+        let Some(victim) = (0..3).find(|&i| guest_pid(&runs_dirs[i], 100).is_some()) else {
             println!("run {run}: guest not running anywhere");
             break;
         };
@@ -158,7 +87,7 @@ fn power_loss(runs: usize) {
             d.name.clone(),
             d.addr.rsplit(':').next().unwrap().parse::<u16>().unwrap(),
         );
-        let guest = live_pid(&runs_dirs[victim], 100).unwrap();
+        let guest = guest_pid(&runs_dirs[victim], 100).unwrap();
         let watchdog = d.watchdog_pids();
         let t0 = Instant::now();
         let dir = d.kill();
@@ -169,7 +98,7 @@ fn power_loss(runs: usize) {
             .map(|i| runs_dirs[i].clone())
             .collect();
         match wait(Duration::from_secs(180), || {
-            others.iter().any(|r| running(r, 100))
+            others.iter().any(|r| guest_running(r, 100))
         }) {
             Some(_) => {
                 let t = t0.elapsed().as_secs_f64();
@@ -184,8 +113,7 @@ fn power_loss(runs: usize) {
         nodes.insert(victim, start_node(dir, &name, "127.0.0.1", port, "tcg"));
         std::thread::sleep(Duration::from_secs(15));
     }
-    mon.stop.store(true, Ordering::Relaxed);
-    report("power loss", &times, mon.doubles.load(Ordering::Relaxed));
+    report("power loss", &times, mon.finish().1);
 }
 
 fn isolation(runs: usize) {
@@ -196,21 +124,7 @@ fn isolation(runs: usize) {
     for i in 1..=3 {
         lab.start(i, &[]);
     }
-    lab.cli(1, &["cluster", "create", "iso"]);
-    let fp1 = lab.fingerprint(1).unwrap();
-    for i in [2, 3] {
-        let (ok, out) = lab.cli(
-            i,
-            &[
-                "cluster",
-                "join",
-                &format!("{SUBNET}.1:8006"),
-                "--fingerprint",
-                &fp1,
-            ],
-        );
-        assert!(ok, "{out}");
-    }
+    lab.form_cluster("iso");
     let shared = tempfile::tempdir().unwrap();
     lab.api(
         1,
@@ -238,13 +152,13 @@ fn isolation(runs: usize) {
         .unwrap();
     let runs_dirs: Vec<PathBuf> = (1..=3).map(|i| lab.dir(i).join("run")).collect();
     wait(Duration::from_secs(120), || {
-        runs_dirs.iter().any(|r| live_pid(r, 100).is_some())
+        runs_dirs.iter().any(|r| guest_pid(r, 100).is_some())
     })
     .expect("HA starts the guest");
-    let mon = monitor(runs_dirs.clone(), 100);
+    let mon = DoubleRunMonitor::start(100, runs_dirs.clone());
     let mut times = Vec::new();
     for run in 0..runs {
-        let Some(victim) = (0..3).find(|&i| live_pid(&runs_dirs[i], 100).is_some()) else {
+        let Some(victim) = (0..3).find(|&i| guest_pid(&runs_dirs[i], 100).is_some()) else {
             println!("run {run}: guest not running anywhere");
             break;
         };
@@ -255,10 +169,10 @@ fn isolation(runs: usize) {
             .map(|i| runs_dirs[i].clone())
             .collect();
         let fenced = wait(Duration::from_secs(120), || {
-            live_pid(&runs_dirs[victim], 100).is_none()
+            guest_pid(&runs_dirs[victim], 100).is_none()
         });
         match wait(Duration::from_secs(180), || {
-            others.iter().any(|r| running(r, 100))
+            others.iter().any(|r| guest_running(r, 100))
         }) {
             Some(_) => {
                 let t = t0.elapsed().as_secs_f64();
@@ -274,8 +188,7 @@ fn isolation(runs: usize) {
         lab.set_link(victim + 1, true);
         std::thread::sleep(Duration::from_secs(15));
     }
-    mon.stop.store(true, Ordering::Relaxed);
-    report("isolation", &times, mon.doubles.load(Ordering::Relaxed));
+    report("isolation", &times, mon.finish().1);
 }
 
 fn main() {

@@ -313,38 +313,6 @@ fn three_nodes_form_a_cluster_and_keep_every_acknowledged_write() {
     });
 }
 
-fn pid_running(pid_file: &std::path::Path) -> bool {
-    let Ok(pid) = std::fs::read_to_string(pid_file) else {
-        return false;
-    };
-    std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).is_ok_and(|s| {
-        !s.rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z')
-    })
-}
-
-fn etc_snapshot(d: &Daemon) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut stack = vec![d.etc()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap().flatten() {
-            if e.path().is_dir() {
-                stack.push(e.path());
-            } else {
-                out.push((
-                    e.path().display().to_string(),
-                    std::fs::read_to_string(e.path()).unwrap_or_default(),
-                ));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// A running QEMU guest on shared storage moves live between two nodes and back.
 #[test]
 fn a_running_guest_migrates_live_and_bad_migrations_change_nothing() {
@@ -417,7 +385,7 @@ fn a_running_guest_migrates_live_and_bad_migrations_change_nothing() {
         a.task_ok(&auth, "POST", "/nodes/n1/qemu/300/status/start", &[]);
 
         // Refused migrations name the parameter and change nothing anywhere.
-        let before = (etc_snapshot(&a), etc_snapshot(&b));
+        let before = (config_snapshot(&a.etc()), config_snapshot(&b.etc()));
         for (vmid, form, field, text) in [
             (
                 "300",
@@ -467,7 +435,7 @@ fn a_running_guest_migrates_live_and_bad_migrations_change_nothing() {
         );
         assert_eq!(r.status, 400, "{r:?}");
         assert_eq!(
-            (etc_snapshot(&a), etc_snapshot(&b)),
+            (config_snapshot(&a.etc()), config_snapshot(&b.etc())),
             before,
             "a refused request changed files"
         );
@@ -497,12 +465,12 @@ fn a_running_guest_migrates_live_and_bad_migrations_change_nothing() {
             assert_eq!(r.body["data"]["qmpstatus"], "running", "{accel}: {}", r.raw);
             assert_eq!(r.body["data"]["accel"], accel, "{}", r.raw);
             assert!(
-                pid_running(&to.path().join("run/300.pid")),
+                guest_pid(&to.path().join("run"), 300).is_some(),
                 "the guest runs on {}",
                 to.name
             );
             assert!(
-                !pid_running(&from.path().join("run/300.pid")),
+                guest_pid(&from.path().join("run"), 300).is_none(),
                 "the source process on {} is gone",
                 from.name
             );

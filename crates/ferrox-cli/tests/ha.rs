@@ -4,80 +4,7 @@
 
 use ferrox_cli::harness::*;
 use serde_json::Value;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Samples, every 20 ms, guest `vmid`'s QEMU on every node (the live process named by
-/// the node's `run/<vmid>.pid`) and records the most seen *running* at once. QEMU itself
-/// says whether it runs (QMP `query-status`): a migration target waits `inmigrate` and a
-/// source that handed over sits in `postmigrate`; a QEMU whose QMP does not answer within
-/// 200 ms counts as running. (QEMU's pre-`-daemonize` parent writes no pid file.)
-struct DoubleRunMonitor {
-    stop: Arc<AtomicBool>,
-    max: Arc<AtomicUsize>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-fn guest_running(run_dir: &std::path::Path, vmid: u32) -> bool {
-    let Ok(pid) = std::fs::read_to_string(run_dir.join(format!("{vmid}.pid"))) else {
-        return false;
-    };
-    let pid = pid.trim();
-    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| {
-        !st.rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z')
-    });
-    let ours = std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-        String::from_utf8_lossy(&c)
-            .replace('\0', " ")
-            .contains(&format!("-name vm{vmid},"))
-    });
-    if !alive || !ours {
-        return false;
-    }
-    let socket = run_dir.join(format!("{vmid}.qmp"));
-    match ferrox_qemu::Qmp::connect(&socket, Duration::from_millis(200))
-        .and_then(|mut q| q.execute("query-status", None))
-    {
-        Ok(status) => status["status"] == "running",
-        Err(_) => true,
-    }
-}
-
-impl DoubleRunMonitor {
-    fn start(vmid: u32, run_dirs: Vec<std::path::PathBuf>) -> DoubleRunMonitor {
-        let stop = Arc::new(AtomicBool::new(false));
-        let max = Arc::new(AtomicUsize::new(0));
-        let (s, m) = (Arc::clone(&stop), Arc::clone(&max));
-        let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                let running = run_dirs
-                    .iter()
-                    .filter(|dir| guest_running(dir, vmid))
-                    .count();
-                m.fetch_max(running, Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        });
-        DoubleRunMonitor {
-            stop,
-            max,
-            thread: Some(thread),
-        }
-    }
-
-    fn finish(mut self) -> usize {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        self.max.load(Ordering::Relaxed)
-    }
-}
 
 fn qemu_available() -> bool {
     let ok = std::process::Command::new("qemu-system-x86_64")
@@ -103,31 +30,17 @@ fn ha_cluster() -> Vec<Daemon> {
             )
         })
         .collect();
-    let auth = nodes[0].login();
-    nodes[0].task_ok(&auth, "POST", "/cluster/config", &[("clustername", "ha")]);
-    for d in &nodes[1..] {
-        let r = d.request(
-            "POST",
-            "/cluster/config/join",
-            &d.login(),
-            &[
-                ("hostname", &nodes[0].addr),
-                ("fingerprint", &nodes[0].fingerprint().unwrap()),
-                ("password", "secret1"),
-            ],
-        );
-        assert_eq!(r.status, 200, "join: {r:?}");
-    }
+    form_cluster(&nodes, "ha");
     nodes
 }
 
 /// The node whose run directory has a live QEMU for `vmid`.
 fn running_on(nodes: &[Option<Daemon>], vmid: u32) -> Option<String> {
-    nodes.iter().flatten().find_map(|d| {
-        let pid = std::fs::read_to_string(d.path().join(format!("run/{vmid}.pid"))).ok()?;
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).ok()?;
-        (!stat.rsplit(')').next()?.trim_start().starts_with('Z')).then(|| d.name.clone())
-    })
+    nodes
+        .iter()
+        .flatten()
+        .find(|d| guest_pid(&d.path().join("run"), vmid).is_some())
+        .map(|d| d.name.clone())
 }
 
 fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
@@ -144,59 +57,25 @@ fn power_loss_recovers_the_guest_elsewhere_and_never_runs_it_twice() {
     if !qemu_available() {
         return;
     }
-    let nodes = ha_cluster();
-    let shared = tempfile::tempdir().unwrap();
-    let d1 = &nodes[0];
+    let (mut nodes, _shared) = cluster_with_ha_guest();
+    // Bad input: an unknown guest, a bad state, the same guest twice; nothing is added.
+    let d1 = nodes[0].as_ref().unwrap();
     let auth = d1.login();
-    let r = d1.request(
-        "POST",
-        "/storage",
-        &auth,
-        &[
-            ("storage", "shared"),
-            ("type", "dir"),
-            ("path", shared.path().to_str().unwrap()),
-            ("shared", "1"),
-        ],
+    let before = std::fs::read_to_string(d1.etc().join("ha/resources.cfg")).unwrap();
+    for form in [
+        vec![("sid", "vm:999")],
+        vec![("sid", "101"), ("state", "asleep")],
+        vec![("sid", "vm:100")],
+        vec![("sid", "100")],
+    ] {
+        let r = d1.request("POST", "/cluster/ha/resources", &auth, &form);
+        assert_eq!(r.status, 400, "{form:?}: {r:?}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(d1.etc().join("ha/resources.cfg")).unwrap(),
+        before
     );
-    assert_eq!(r.status, 200, "{r:?}");
-    d1.task_ok(
-        &auth,
-        "POST",
-        "/nodes/n1/qemu",
-        &[("vmid", "100"), ("memory", "128"), ("scsi0", "shared:1")],
-    );
-    // Bad input first: an unknown guest, a bad state; nothing is added.
-    let r = d1.request("POST", "/cluster/ha/resources", &auth, &[("sid", "vm:999")]);
-    assert_eq!(r.status, 400, "{r:?}");
-    assert!(r.body["errors"]["sid"]
-        .as_str()
-        .unwrap_or("")
-        .contains("does not exist"));
-    let r = d1.request(
-        "POST",
-        "/cluster/ha/resources",
-        &auth,
-        &[("sid", "100"), ("state", "asleep")],
-    );
-    assert_eq!(r.status, 400, "{r:?}");
-    let r = d1.request("POST", "/cluster/ha/resources", &auth, &[("sid", "100")]);
-    assert_eq!(r.status, 200, "{r:?}");
-    let r = d1.request("POST", "/cluster/ha/resources", &auth, &[("sid", "vm:100")]);
-    assert_eq!(r.status, 400, "a second add of the same guest: {r:?}");
-
-    let mut nodes: Vec<Option<Daemon>> = nodes.into_iter().map(Some).collect();
-    wait_for("HA starts the guest on n1", Duration::from_secs(60), || {
-        running_on(&nodes, 100).as_deref() == Some("n1")
-    });
-    let monitor = DoubleRunMonitor::start(
-        100,
-        nodes
-            .iter()
-            .flatten()
-            .map(|d| d.path().join("run"))
-            .collect(),
-    );
+    let monitor = DoubleRunMonitor::start(100, run_dirs(&nodes));
 
     // Power loss of n1: its daemon, its watchdog and its guest die at once.
     let n1 = nodes[0].take().unwrap();
@@ -229,7 +108,7 @@ fn power_loss_recovers_the_guest_elsewhere_and_never_runs_it_twice() {
         .etc()
         .join(format!("nodes/{target}/qemu-server/100.conf"))
         .exists());
-    assert_eq!(monitor.finish(), 1, "vm:100 ran on two nodes at once");
+    assert_eq!(monitor.finish().0, 1, "vm:100 ran on two nodes at once");
     drop(dir);
 }
 
@@ -238,7 +117,7 @@ fn power_loss_recovers_the_guest_elsewhere_and_never_runs_it_twice() {
 /// agent lock's lease, recover it. The monitor checks the order.
 #[test]
 fn an_isolated_node_fences_its_guest_before_the_majority_recovers_it() {
-    use ferrox_cli::harness::netns::{Lab, SUBNET};
+    use ferrox_cli::harness::netns::Lab;
     if !qemu_available() {
         return;
     }
@@ -248,22 +127,7 @@ fn an_isolated_node_fences_its_guest_before_the_majority_recovers_it() {
     for i in 1..=3 {
         lab.start(i, FAST_HA);
     }
-    let (ok, out) = lab.cli(1, &["cluster", "create", "iso"]);
-    assert!(ok, "{out}");
-    let fp1 = lab.fingerprint(1).unwrap();
-    for i in [2, 3] {
-        let (ok, out) = lab.cli(
-            i,
-            &[
-                "cluster",
-                "join",
-                &format!("{SUBNET}.1:8006"),
-                "--fingerprint",
-                &fp1,
-            ],
-        );
-        assert!(ok, "n{i}: {out}");
-    }
+    lab.form_cluster("iso");
     let shared = tempfile::tempdir().unwrap();
     lab.api(
         3,
@@ -290,12 +154,7 @@ fn an_isolated_node_fences_its_guest_before_the_majority_recovers_it() {
     assert!(ok, "{out}");
     lab.api(3, &["create", "/cluster/ha/resources", "--sid", "vm:100"])
         .unwrap();
-    let pid_of = |i: usize| -> Option<u32> {
-        let pid = std::fs::read_to_string(lab.dir(i).join("run/100.pid")).ok()?;
-        let pid: u32 = pid.trim().parse().ok()?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        (!stat.rsplit(')').next()?.trim_start().starts_with('Z')).then_some(pid)
-    };
+    let pid_of = |i: usize| guest_pid(&lab.dir(i).join("run"), 100);
     wait_for("HA starts the guest on n3", Duration::from_secs(60), || {
         pid_of(3).is_some()
     });
@@ -318,7 +177,7 @@ fn an_isolated_node_fences_its_guest_before_the_majority_recovers_it() {
     let watchdog_log =
         std::fs::read_to_string(lab.dir(3).join("run/watchdog.log")).unwrap_or_default();
     assert!(watchdog_log.contains("fenced this node"), "{watchdog_log}");
-    assert_eq!(monitor.finish(), 1, "vm:100 ran on two nodes at once");
+    assert_eq!(monitor.finish().0, 1, "vm:100 ran on two nodes at once");
 }
 
 /// A cluster with guest 100 on shared storage under HA, running on n1.
@@ -326,19 +185,8 @@ fn cluster_with_ha_guest() -> (Vec<Option<Daemon>>, tempfile::TempDir) {
     let nodes = ha_cluster();
     let shared = tempfile::tempdir().unwrap();
     let d1 = &nodes[0];
+    add_shared_storage(d1, shared.path());
     let auth = d1.login();
-    let r = d1.request(
-        "POST",
-        "/storage",
-        &auth,
-        &[
-            ("storage", "shared"),
-            ("type", "dir"),
-            ("path", shared.path().to_str().unwrap()),
-            ("shared", "1"),
-        ],
-    );
-    assert_eq!(r.status, 200, "{r:?}");
     d1.task_ok(
         &auth,
         "POST",
@@ -408,7 +256,7 @@ fn node_maintenance_empties_the_node_and_brings_the_guest_back() {
         Duration::from_secs(90),
         || running_on(&nodes, 100).as_deref() == Some("n1"),
     );
-    assert_eq!(monitor.finish(), 1, "vm:100 ran on two nodes at once");
+    assert_eq!(monitor.finish().0, 1, "vm:100 ran on two nodes at once");
 }
 
 fn disarm_then_kill(mode: &str) {
@@ -473,7 +321,7 @@ fn disarm_then_kill(mode: &str) {
         "disarm {mode}: running on {:?} {took:?} after arm-ha",
         running_on(&nodes, 100)
     );
-    assert_eq!(monitor.finish(), 1, "vm:100 ran on two nodes at once");
+    assert_eq!(monitor.finish().0, 1, "vm:100 ran on two nodes at once");
 }
 
 #[test]
@@ -486,30 +334,6 @@ fn disarmed_with_ignore_nothing_is_recovered_until_armed() {
     disarm_then_kill("ignore");
 }
 
-/// A multiboot payload that spins forever: a guest burning a whole vCPU without dirtying
-/// memory (so it migrates as fast as an idle one).
-const SPIN: &str = ".section .text\n.align 4\n.long 0x1BADB002, 0x00000003, -(0x1BADB002+0x00000003)\n.globl _start\n.code32\n_start: jmp _start\n";
-
-fn build_spin_payload(dir: &std::path::Path) -> Option<std::path::PathBuf> {
-    let src = dir.join("spin.S");
-    std::fs::write(&src, SPIN).ok()?;
-    let obj = dir.join("spin.o");
-    let elf = dir.join("spin.elf");
-    let ok = std::process::Command::new("as")
-        .args(["--32", "-o"])
-        .arg(&obj)
-        .arg(&src)
-        .status()
-        .is_ok_and(|s| s.success())
-        && std::process::Command::new("ld")
-            .args(["-m", "elf_i386", "-Ttext", "0x100000", "-o"])
-            .arg(&elf)
-            .arg(&obj)
-            .status()
-            .is_ok_and(|s| s.success());
-    ok.then_some(elf)
-}
-
 /// Two CPU-burning HA guests on one node, `crs: ha=dynamic,ha-auto-rebalance=1`: the
 /// manager moves one of them to another node by live migration, using the usage the
 /// metrics collector measured.
@@ -519,7 +343,7 @@ fn automatic_rebalancing_moves_a_busy_guest_off_the_loaded_node() {
         return;
     }
     let payload_dir = tempfile::tempdir().unwrap();
-    let Some(spin) = build_spin_payload(payload_dir.path()) else {
+    let Some(spin) = build_payload(payload_dir.path(), "spin", SPIN_PAYLOAD) else {
         eprintln!("SKIPPED: building the CPU-burning payload needs binutils (as, ld)");
         return;
     };
@@ -578,7 +402,7 @@ fn automatic_rebalancing_moves_a_busy_guest_off_the_loaded_node() {
     );
     eprintln!("auto-rebalance: a guest left n1 after {took:?}");
     for m in monitors {
-        assert_eq!(m.finish(), 1, "a guest ran on two nodes at once");
+        assert_eq!(m.finish().0, 1, "a guest ran on two nodes at once");
     }
 }
 

@@ -2,28 +2,10 @@
 //! its API with a plain HTTP client, with real QEMU guests where QEMU is installed.
 
 use serde_json::json;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ferrox_cli::harness::*;
-
-fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push((p.clone(), std::fs::read(&p).unwrap()));
-            }
-        }
-    }
-    out.sort();
-    out
-}
 
 /// Whether a process runs (zombies of daemonized QEMUs, not yet reaped, do not count).
 fn alive(pid: u64) -> bool {
@@ -196,7 +178,7 @@ fn bad_input_names_the_parameter_and_changes_nothing() {
     assert_eq!(r.status, 200, "{r:?}");
     let upid = r.body["data"].as_str().unwrap().to_string();
     assert_eq!(d.wait_task(&auth, &upid)["exitstatus"], "OK");
-    let before = snapshot(&d.etc());
+    let before = config_snapshot(&d.etc());
 
     /// method, path, form, the parameter the error must name
     type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, &'a str);
@@ -276,7 +258,7 @@ fn bad_input_names_the_parameter_and_changes_nothing() {
         assert!(r.reason.starts_with("Parameter verification failed") || !r.reason.is_empty());
     }
     assert_eq!(
-        snapshot(&d.etc()),
+        config_snapshot(&d.etc()),
         before,
         "a refused request changed files"
     );
@@ -361,14 +343,14 @@ fn lifecycle(accel: &str) {
     assert!(alive(pid));
 
     // deleting a running guest is refused and changes nothing
-    let before = snapshot(&d.etc());
+    let before = config_snapshot(&d.etc());
     let r = d.request("DELETE", "/nodes/pve1/qemu/100", &auth, &[]);
     assert_eq!(r.status, 400);
     assert_eq!(
         r.body["errors"]["vmid"],
         "VM 100 is running - destroy failed"
     );
-    assert_eq!(snapshot(&d.etc()), before);
+    assert_eq!(config_snapshot(&d.etc()), before);
     assert!(image.exists());
 
     d.task_ok(&auth, "POST", "/nodes/pve1/qemu/100/status/suspend", &[]);

@@ -3,7 +3,7 @@
 //! cannot renew or take locks; the majority goes on and takes the lock once its lease
 //! ran out; after healing the cut-off node catches up. Needs root and `ip netns`.
 
-use ferrox_cli::harness::netns::{Lab, SUBNET};
+use ferrox_cli::harness::netns::Lab;
 use std::time::{Duration, Instant};
 
 fn eventually(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
@@ -22,22 +22,7 @@ fn the_minority_side_of_a_partition_refuses_writes_and_locks() {
     for i in 1..=3 {
         lab.start(i, &[]);
     }
-    let (ok, out) = lab.cli(1, &["cluster", "create", "part"]);
-    assert!(ok, "{out}");
-    let fp1 = lab.fingerprint(1).unwrap();
-    for i in [2, 3] {
-        let (ok, out) = lab.cli(
-            i,
-            &[
-                "cluster",
-                "join",
-                &format!("{SUBNET}.1:8006"),
-                "--fingerprint",
-                &fp1,
-            ],
-        );
-        assert!(ok, "n{i}: {out}");
-    }
+    lab.form_cluster("part");
     let (ok, out) = lab.cli(3, &["cluster", "status"]);
     assert!(ok && out.contains("3 nodes, quorate yes"), "{out}");
 

@@ -314,3 +314,202 @@ impl Daemon {
         self.dir.take().expect("data dir")
     }
 }
+
+/// Forms a cluster through the API: `nodes[0]` creates it, the others join through it.
+pub fn form_cluster(nodes: &[Daemon], name: &str) {
+    let auth = nodes[0].login();
+    nodes[0].task_ok(&auth, "POST", "/cluster/config", &[("clustername", name)]);
+    for d in &nodes[1..] {
+        let r = d.request(
+            "POST",
+            "/cluster/config/join",
+            &d.login(),
+            &[
+                ("hostname", &nodes[0].addr),
+                ("fingerprint", &nodes[0].fingerprint().expect("fingerprint")),
+                ("password", "secret1"),
+            ],
+        );
+        assert_eq!(r.status, 200, "{} joining: {r:?}", d.name);
+    }
+}
+
+/// Adds a `shared 1` dir storage named `shared` at `path` (through `d`).
+pub fn add_shared_storage(d: &Daemon, path: &Path) {
+    let r = d.request(
+        "POST",
+        "/storage",
+        &d.login(),
+        &[
+            ("storage", "shared"),
+            ("type", "dir"),
+            ("path", path.to_str().expect("utf-8 path")),
+            ("shared", "1"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+/// The live QEMU process of guest `vmid` in a node's run directory (its pid file).
+pub fn guest_pid(run_dir: &Path, vmid: u32) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(run_dir.join(format!("{vmid}.pid")))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let zombie = stat.rsplit(')').next()?.trim_start().starts_with('Z');
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let ours = String::from_utf8_lossy(&cmdline)
+        .replace('\0', " ")
+        .contains(&format!("-name vm{vmid},"));
+    (!zombie && ours).then_some(pid)
+}
+
+/// Whether that QEMU runs the guest, as QEMU itself says (QMP `query-status`): a
+/// migration target waits `inmigrate`, a source that handed over sits in `postmigrate`.
+/// A QEMU whose QMP does not answer within 200 ms counts as running.
+pub fn guest_running(run_dir: &Path, vmid: u32) -> bool {
+    if guest_pid(run_dir, vmid).is_none() {
+        return false;
+    }
+    let socket = run_dir.join(format!("{vmid}.qmp"));
+    match ferrox_qemu::Qmp::connect(&socket, Duration::from_millis(200))
+        .and_then(|mut q| q.execute("query-status", None))
+    {
+        Ok(status) => status["status"] == "running",
+        Err(_) => true,
+    }
+}
+
+/// Samples, every 20 ms, guest `vmid` on every node (`run_dirs`) and records the most
+/// seen running at once: the no-double-run check of the HA tests and benchmarks.
+/// (QEMU's short-lived pre-`-daemonize` parent writes no pid file and is not counted.)
+pub struct DoubleRunMonitor {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    max: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    doubles: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DoubleRunMonitor {
+    pub fn start(vmid: u32, run_dirs: Vec<PathBuf>) -> DoubleRunMonitor {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let stop = Arc::new(AtomicBool::new(false));
+        let max = Arc::new(AtomicUsize::new(0));
+        let doubles = Arc::new(AtomicUsize::new(0));
+        let (s, m, d) = (Arc::clone(&stop), Arc::clone(&max), Arc::clone(&doubles));
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                let running = run_dirs.iter().filter(|r| guest_running(r, vmid)).count();
+                m.fetch_max(running, Ordering::Relaxed);
+                if running > 1 {
+                    d.fetch_add(1, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        DoubleRunMonitor {
+            stop,
+            max,
+            doubles,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops sampling: (most running at once, samples with more than one).
+    pub fn finish(mut self) -> (usize, usize) {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        (
+            self.max.load(Ordering::Relaxed),
+            self.doubles.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// A multiboot payload that spins forever: burns a whole vCPU, dirties no memory.
+pub const SPIN_PAYLOAD: &str = ".section .text\n.align 4\n.long 0x1BADB002, 0x00000003, -(0x1BADB002+0x00000003)\n.globl _start\n.code32\n_start: jmp _start\n";
+
+/// A multiboot payload that writes one dword into every 4 KiB page above 4 MiB, forever
+/// (`shared/spec/qemu-on-these-machines.md` §1.4, "mbdirty").
+pub const DIRTY_PAYLOAD: &str = r#"
+.section .text
+.align 4
+.long 0x1BADB002, 0x00000003, -(0x1BADB002+0x00000003)
+.globl _start
+.code32
+_start: mov $stack_top, %esp
+        mov 8(%ebx), %eax
+        shl $10, %eax
+        add $0x100000, %eax
+        and $0xfffff000, %eax
+        mov %eax, memend
+        xor %ecx, %ecx
+1:      mov $0x400000, %edi
+2:      mov %ecx, (%edi)
+        add $4096, %edi
+        cmp memend, %edi
+        jb 2b
+        inc %ecx
+        jmp 1b
+.section .data
+memend: .long 0
+.section .bss
+.align 16
+stack:  .space 4096
+stack_top:
+"#;
+
+/// Assembles a multiboot payload (`-kernel` for a guest's `args`) with binutils; `None`
+/// when `as`/`ld` are missing or fail.
+pub fn build_payload(dir: &Path, name: &str, asm: &str) -> Option<PathBuf> {
+    let src = dir.join(format!("{name}.S"));
+    std::fs::write(&src, asm).ok()?;
+    let obj = dir.join(format!("{name}.o"));
+    let elf = dir.join(format!("{name}.elf"));
+    let ok = Command::new("as")
+        .args(["--32", "-o"])
+        .arg(&obj)
+        .arg(&src)
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new("ld")
+            .args(["-m", "elf_i386", "-Ttext", "0x100000", "-o"])
+            .arg(&elf)
+            .arg(&obj)
+            .status()
+            .is_ok_and(|s| s.success());
+    ok.then_some(elf)
+}
+
+/// Every file below a node's `etc/` with its content, sorted: to check that a refused
+/// request changed nothing. The HA status files the LRM and CRM rewrite every round
+/// (`lrm_status`, `ha_node_stats`, `manager_status`) are left out.
+pub fn config_snapshot(etc: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![etc.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if p.is_dir() {
+                stack.push(p);
+            } else if !matches!(
+                name.as_str(),
+                "lrm_status" | "ha_node_stats" | "manager_status"
+            ) {
+                out.push((p.clone(), std::fs::read(&p).unwrap_or_default()));
+            }
+        }
+    }
+    out.sort();
+    out
+}

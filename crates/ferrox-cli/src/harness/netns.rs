@@ -166,6 +166,26 @@ impl Lab {
 }
 
 impl Lab {
+    /// n1 creates cluster `name` and the others join it, through the CLI in each namespace.
+    pub fn form_cluster(&self, name: &str) {
+        let (ok, out) = self.cli(1, &["cluster", "create", name]);
+        assert!(ok, "{out}");
+        let fp1 = self.fingerprint(1).expect("fingerprint");
+        for i in [2, 3] {
+            let (ok, out) = self.cli(
+                i,
+                &[
+                    "cluster",
+                    "join",
+                    &format!("{SUBNET}.1:8006"),
+                    "--fingerprint",
+                    &fp1,
+                ],
+            );
+            assert!(ok, "n{i}: {out}");
+        }
+    }
+
     /// Node `i`'s data directory.
     pub fn dir(&self, i: usize) -> &Path {
         self.dirs[i - 1].path()
