@@ -35,6 +35,8 @@ cleanup() {
     for pidfile in "$data"/node/run/*.pid; do
         [ -e "$pidfile" ] && kill -9 "$(cat "$pidfile")" 2> /dev/null || true
     done
+    # The node's watchdog process outlives the daemon on purpose (docs/fencing.md).
+    pkill -f "node watchdog .*$data/node/run" 2> /dev/null || true
     rm -rf "$data"
 }
 trap cleanup EXIT

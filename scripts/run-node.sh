@@ -31,7 +31,8 @@ fi
 log="$data/daemon.log"
 "$ferrox" node serve --data-dir "$data" --listen "$listen" --root-password "$password" > "$log" 2>&1 &
 daemon=$!
-trap 'kill $daemon 2> /dev/null || true' INT TERM EXIT
+# The watchdog process outlives a crashed daemon on purpose; a clean exit stops it too.
+trap 'kill $daemon 2> /dev/null || true; pkill -f "node watchdog .*$data/run" 2> /dev/null || true' INT TERM EXIT
 for _ in $(seq 200); do
     grep -q ssl_fingerprint "$log" && break
     kill -0 "$daemon" 2> /dev/null || { cat "$log" >&2; exit 1; }

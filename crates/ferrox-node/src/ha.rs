@@ -108,6 +108,10 @@ pub struct NodeEnv {
     watchdog: Arc<WatchdogClient>,
     /// When the last successful renewal of a lock this daemon relies on was sent.
     renewal_sent: Option<Instant>,
+    /// The open watchdog handle, and the last LRM status written (for keep-alives
+    /// while a long service action blocks the loop).
+    watchdog_armed: bool,
+    last_lrm_status: Option<LrmStatus>,
 }
 
 fn env_err(e: impl std::fmt::Display) -> EnvError {
@@ -135,6 +139,8 @@ impl NodeEnv {
             settings: settings.clone(),
             watchdog: Arc::clone(wd),
             renewal_sent: None,
+            watchdog_armed: false,
+            last_lrm_status: None,
         }
     }
 
@@ -223,8 +229,13 @@ impl NodeEnv {
                 return false;
             }
         };
+        let mut last_keepalive = Instant::now();
         while self.node.tasks.is_running(&upid) {
             std::thread::sleep(Duration::from_millis(50));
+            if last_keepalive.elapsed() >= self.settings.round {
+                self.keepalive();
+                last_keepalive = Instant::now();
+            }
         }
         let ok = self
             .node
@@ -235,6 +246,33 @@ impl NodeEnv {
             self.log(LogLevel::Err, &format!("{kind} {vmid} failed ({upid})"));
         }
         ok
+    }
+
+    /// What the LRM loop does every round besides acting, for when one action (a long
+    /// migration, a slow shutdown) blocks it: renew the agent lock, feed the watchdog only
+    /// if that worked, and refresh the LRM status so the master sees the node alive.
+    /// Proxmox VE gets the same from running actions in forked workers.
+    fn keepalive(&mut self) {
+        if self.daemon != Daemon::Lrm {
+            return;
+        }
+        let me = self.me().to_string();
+        if self.watchdog_armed {
+            if self.lock(&format!("ha_agent_{me}_lock"), true) {
+                let ms = self.watchdog_allowance().as_millis();
+                self.watchdog
+                    .send(&format!("feed {} {ms}", self.handle_id()));
+            } else {
+                self.log(
+                    LogLevel::Warning,
+                    "lost the agent lock during a service action",
+                );
+            }
+        }
+        if let Some(mut status) = self.last_lrm_status.clone() {
+            status.timestamp = Some(now_secs());
+            let _ = self.write_lrm_status(&status);
+        }
     }
 
     fn capacity(&self, node: &str) -> Option<NodeCapacity> {
@@ -351,6 +389,7 @@ impl HaEnv for NodeEnv {
     }
 
     fn write_lrm_status(&mut self, status: &LrmStatus) -> EnvResult<()> {
+        self.last_lrm_status = Some(status.clone());
         let me = self.me().to_string();
         let ops = vec![
             ferrox_store::Op::Put {
@@ -493,6 +532,7 @@ impl HaEnv for NodeEnv {
     }
 
     fn watchdog_open(&mut self) -> WatchdogHandle {
+        self.watchdog_armed = true;
         let id = self.handle_id();
         let ms = self.watchdog_allowance().as_millis();
         if !self.watchdog.send(&format!("open {id} {ms}")) {
@@ -509,6 +549,7 @@ impl HaEnv for NodeEnv {
     }
 
     fn watchdog_close(&mut self, handle: &WatchdogHandle) {
+        self.watchdog_armed = false;
         self.watchdog.send(&format!("close {}", handle.0));
     }
 

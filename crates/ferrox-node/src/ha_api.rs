@@ -303,17 +303,9 @@ fn rule_section(
         "node-affinity" => {
             let nodes = match ctx.params.str("nodes") {
                 Some(n) => n.to_string(),
-                None => prior["nodes"]
-                    .as_object()
-                    .map(|o| {
-                        o.iter()
-                            .map(|(n, p)| match p["priority"].as_i64() {
-                                Some(0) | None => n.clone(),
-                                Some(p) => format!("{n}:{p}"),
-                            })
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    })
+                None => existing
+                    .and_then(|r| r.node_priorities())
+                    .map(ferrox_types::rules::node_list)
                     .ok_or_else(|| {
                         ApiError::param("nodes", "property is missing and it is not optional")
                     })?,
@@ -442,17 +434,7 @@ fn rule_entry(rule: &ferrox_types::Rule, digest: &str) -> Value {
         v["resources"] = json!(r);
     }
     if let Some(nodes) = rule.node_priorities() {
-        let text: Vec<String> = nodes
-            .iter()
-            .map(|(n, p)| {
-                if *p == 0 {
-                    n.clone()
-                } else {
-                    format!("{n}:{p}")
-                }
-            })
-            .collect();
-        v["nodes"] = json!(text.join(","));
+        v["nodes"] = json!(ferrox_types::rules::node_list(nodes));
     }
     v
 }

@@ -222,6 +222,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 // ---------------------------------------------------------------------------------------
 // State machine
 
+fn put_file(conn: &Connection, path: &str, e: &Entry) -> StoreResult<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO files (path, data, version) VALUES (?1, ?2, ?3)",
+        params![path, e.data, e.version as i64],
+    )
+    .map_err(write_err)?;
+    Ok(())
+}
+
 /// What a snapshot carries: the whole tree and where it stands in the log.
 #[derive(Serialize, Deserialize)]
 struct SnapshotBody {
@@ -345,11 +354,7 @@ impl StateMachine {
             match change {
                 Change::Put(path) => {
                     if let Some(e) = tree.files.get(path) {
-                        tx.execute(
-                            "INSERT OR REPLACE INTO files (path, data, version) VALUES (?1, ?2, ?3)",
-                            params![path, e.data, e.version as i64],
-                        )
-                        .map_err(write_err)?;
+                        put_file(&tx, path, e)?;
                     }
                 }
                 Change::Delete(path) => {
@@ -359,11 +364,7 @@ impl StateMachine {
                 Change::Reset => {
                     tx.execute("DELETE FROM files", []).map_err(write_err)?;
                     for (path, e) in &tree.files {
-                        tx.execute(
-                            "INSERT INTO files (path, data, version) VALUES (?1, ?2, ?3)",
-                            params![path, e.data, e.version as i64],
-                        )
-                        .map_err(write_err)?;
+                        put_file(&tx, path, e)?;
                     }
                 }
             }

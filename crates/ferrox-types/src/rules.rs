@@ -113,6 +113,21 @@ impl Rule {
     }
 }
 
+/// `node1:2,node2` (priority 0 is written without one), as in `rules.cfg`.
+pub fn node_list(nodes: &BTreeMap<String, i64>) -> String {
+    nodes
+        .iter()
+        .map(|(n, p)| {
+            if *p == 0 {
+                n.clone()
+            } else {
+                format!("{n}:{p}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// A parsed rules file: rules by id, and the digest of the text it came from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RulesConfig {
@@ -297,17 +312,7 @@ impl RulesConfig {
             out.push_str(&format!("\tresources {}\n", resources.join(",")));
             match &rule.kind {
                 RuleKind::NodeAffinity { nodes, strict } => {
-                    let nodes: Vec<String> = nodes
-                        .iter()
-                        .map(|(n, p)| {
-                            if *p == 0 {
-                                n.clone()
-                            } else {
-                                format!("{n}:{p}")
-                            }
-                        })
-                        .collect();
-                    out.push_str(&format!("\tnodes {}\n", nodes.join(",")));
+                    out.push_str(&format!("\tnodes {}\n", node_list(nodes)));
                     if let Some(strict) = strict {
                         out.push_str(&format!("\tstrict {}\n", u8::from(*strict)));
                     }
