@@ -4,7 +4,16 @@
 
 use ferrox_cli::harness::*;
 use serde_json::Value;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// One HA cluster at a time: six daemons and their guests on two cores would starve
+/// each other's 1 s HA rounds.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 fn qemu_available() -> bool {
     let ok = std::process::Command::new("qemu-system-x86_64")
@@ -54,6 +63,7 @@ fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duratio
 
 #[test]
 fn power_loss_recovers_the_guest_elsewhere_and_never_runs_it_twice() {
+    let _serial = serial();
     if !qemu_available() {
         return;
     }
@@ -117,6 +127,7 @@ fn power_loss_recovers_the_guest_elsewhere_and_never_runs_it_twice() {
 /// agent lock's lease, recover it. The monitor checks the order.
 #[test]
 fn an_isolated_node_fences_its_guest_before_the_majority_recovers_it() {
+    let _serial = serial();
     use ferrox_cli::harness::netns::Lab;
     if !qemu_available() {
         return;
@@ -222,6 +233,7 @@ fn run_dirs(nodes: &[Option<Daemon>]) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn node_maintenance_empties_the_node_and_brings_the_guest_back() {
+    let _serial = serial();
     if !qemu_available() {
         return;
     }
@@ -326,11 +338,13 @@ fn disarm_then_kill(mode: &str) {
 
 #[test]
 fn disarmed_with_freeze_nothing_is_recovered_until_armed() {
+    let _serial = serial();
     disarm_then_kill("freeze");
 }
 
 #[test]
 fn disarmed_with_ignore_nothing_is_recovered_until_armed() {
+    let _serial = serial();
     disarm_then_kill("ignore");
 }
 
@@ -339,6 +353,7 @@ fn disarmed_with_ignore_nothing_is_recovered_until_armed() {
 /// metrics collector measured.
 #[test]
 fn automatic_rebalancing_moves_a_busy_guest_off_the_loaded_node() {
+    let _serial = serial();
     if !qemu_available() {
         return;
     }
@@ -409,6 +424,7 @@ fn automatic_rebalancing_moves_a_busy_guest_off_the_loaded_node() {
 /// The HA configuration API refuses bad input with the field named, and changes nothing.
 #[test]
 fn ha_rules_and_resources_refuse_bad_input() {
+    let _serial = serial();
     let d = start_daemon("tcg");
     let auth = d.login();
     let before = std::fs::read_to_string(d.etc().join("ha/rules.cfg")).ok();
