@@ -28,19 +28,7 @@ fn summary(name: &str, mut ms: Vec<f64>) {
 }
 
 fn cluster(accel: &str) -> Vec<Daemon> {
-    let nodes: Vec<Daemon> = (1..=3)
-        .map(|i| {
-            start_node(
-                tempfile::tempdir().unwrap(),
-                &format!("n{i}"),
-                "127.0.0.1",
-                free_port(),
-                accel,
-            )
-        })
-        .collect();
-    form_cluster(&nodes, "bench");
-    nodes
+    local_cluster(3, "bench", accel, &[])
 }
 
 fn leader_index(nodes: &[Daemon]) -> usize {

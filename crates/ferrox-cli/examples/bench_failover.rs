@@ -48,18 +48,8 @@ fn report(name: &str, times: &[f64], doubles: usize) {
 }
 
 fn power_loss(runs: usize) {
-    let mut nodes: Vec<Daemon> = (1..=3)
-        .map(|i| {
-            start_node(
-                tempfile::tempdir().unwrap(),
-                &format!("n{i}"),
-                "127.0.0.1",
-                free_port(),
-                "tcg",
-            )
-        })
-        .collect();
-    form_cluster(&nodes, "fo");
+    let mut nodes = local_cluster(3, "fo", "tcg", &[]);
+
     let shared = tempfile::tempdir().unwrap();
     add_shared_storage(&nodes[0], shared.path());
     let auth = nodes[0].login();
@@ -126,30 +116,7 @@ fn isolation(runs: usize) {
     }
     lab.form_cluster("iso");
     let shared = tempfile::tempdir().unwrap();
-    lab.api(
-        1,
-        &[
-            "create",
-            "/storage",
-            "--storage",
-            "shared",
-            "--type",
-            "dir",
-            "--path",
-            shared.path().to_str().unwrap(),
-            "--shared",
-            "1",
-        ],
-    )
-    .unwrap();
-    lab.cli(
-        1,
-        &[
-            "vm", "create", "100", "--memory", "128", "--scsi0", "shared:1",
-        ],
-    );
-    lab.api(1, &["create", "/cluster/ha/resources", "--sid", "vm:100"])
-        .unwrap();
+    lab.ha_guest(1, 100, shared.path());
     let runs_dirs: Vec<PathBuf> = (1..=3).map(|i| lab.dir(i).join("run")).collect();
     wait(Duration::from_secs(120), || {
         runs_dirs.iter().any(|r| guest_pid(r, 100).is_some())

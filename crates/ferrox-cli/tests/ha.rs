@@ -27,23 +27,9 @@ fn qemu_available() -> bool {
 }
 
 fn ha_cluster() -> Vec<Daemon> {
-    let nodes: Vec<Daemon> = (1..=3)
-        .map(|i| {
-            start_node_with(
-                tempfile::tempdir().unwrap(),
-                &format!("n{i}"),
-                "127.0.0.1",
-                free_port(),
-                "tcg",
-                FAST_HA,
-            )
-        })
-        .collect();
-    form_cluster(&nodes, "ha");
-    nodes
+    local_cluster(3, "ha", "tcg", FAST_HA)
 }
 
-/// The node whose run directory has a live QEMU for `vmid`.
 fn running_on(nodes: &[Option<Daemon>], vmid: u32) -> Option<String> {
     nodes
         .iter()
@@ -140,31 +126,7 @@ fn an_isolated_node_fences_its_guest_before_the_majority_recovers_it() {
     }
     lab.form_cluster("iso");
     let shared = tempfile::tempdir().unwrap();
-    lab.api(
-        3,
-        &[
-            "create",
-            "/storage",
-            "--storage",
-            "shared",
-            "--type",
-            "dir",
-            "--path",
-            shared.path().to_str().unwrap(),
-            "--shared",
-            "1",
-        ],
-    )
-    .unwrap();
-    let (ok, out) = lab.cli(
-        3,
-        &[
-            "vm", "create", "100", "--memory", "128", "--scsi0", "shared:1",
-        ],
-    );
-    assert!(ok, "{out}");
-    lab.api(3, &["create", "/cluster/ha/resources", "--sid", "vm:100"])
-        .unwrap();
+    lab.ha_guest(3, 100, shared.path());
     let pid_of = |i: usize| guest_pid(&lab.dir(i).join("run"), 100);
     wait_for("HA starts the guest on n3", Duration::from_secs(60), || {
         pid_of(3).is_some()

@@ -334,6 +334,24 @@ pub fn form_cluster(nodes: &[Daemon], name: &str) {
     }
 }
 
+/// Nodes `n1`..`nN` on loopback, formed into cluster `name`.
+pub fn local_cluster(n: usize, name: &str, accel: &str, extra: &[&str]) -> Vec<Daemon> {
+    let nodes: Vec<Daemon> = (1..=n)
+        .map(|i| {
+            start_node_with(
+                tempfile::tempdir().expect("tempdir"),
+                &format!("n{i}"),
+                "127.0.0.1",
+                free_port(),
+                accel,
+                extra,
+            )
+        })
+        .collect();
+    form_cluster(&nodes, name);
+    nodes
+}
+
 /// Adds a `shared 1` dir storage named `shared` at `path` (through `d`).
 pub fn add_shared_storage(d: &Daemon, path: &Path) {
     let r = d.request(

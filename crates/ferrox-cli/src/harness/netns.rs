@@ -186,6 +186,46 @@ impl Lab {
         }
     }
 
+    /// On node `i`: a `shared` dir storage at `shared`, guest `vmid` (128 MiB, a disk on
+    /// it) and the guest under HA.
+    pub fn ha_guest(&self, i: usize, vmid: u32, shared: &Path) {
+        let path = shared.display().to_string();
+        self.api(
+            i,
+            &[
+                "create",
+                "/storage",
+                "--storage",
+                "shared",
+                "--type",
+                "dir",
+                "--path",
+                &path,
+                "--shared",
+                "1",
+            ],
+        )
+        .expect("shared storage");
+        let vmid = vmid.to_string();
+        let (ok, out) = self.cli(
+            i,
+            &[
+                "vm", "create", &vmid, "--memory", "128", "--scsi0", "shared:1",
+            ],
+        );
+        assert!(ok, "{out}");
+        self.api(
+            i,
+            &[
+                "create",
+                "/cluster/ha/resources",
+                "--sid",
+                &format!("vm:{vmid}"),
+            ],
+        )
+        .expect("HA resource");
+    }
+
     /// Node `i`'s data directory.
     pub fn dir(&self, i: usize) -> &Path {
         self.dirs[i - 1].path()
