@@ -423,6 +423,25 @@ fn a_running_guest_migrates_live_and_bad_migrations_change_nothing() {
             let msg = r.body["errors"][field].as_str().unwrap_or("");
             assert!(msg.contains(text), "{vmid} {form:?}: {}", r.raw);
         }
+        // The preconditions say the same before anyone tries.
+        let pre = |vmid: &str| {
+            let r = a.request("GET", &format!("/nodes/n1/qemu/{vmid}/migrate"), &auth, &[]);
+            assert_eq!(r.status, 200, "{r:?}");
+            r.body["data"].clone()
+        };
+        assert_eq!(pre("300")["allowed_nodes"], serde_json::json!(["n2"]));
+        assert_eq!(pre("300")["running"], 1);
+        let only1 = pre("301");
+        assert!(
+            only1["not_allowed_nodes"]["n2"]["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("not available"),
+            "{only1}"
+        );
+        let local = pre("302");
+        assert_eq!(local["local_disks"][0]["drivename"], "scsi0", "{local}");
+        assert_eq!(local["allowed_nodes"], serde_json::json!([]), "{local}");
         // A stale digest, through the proxy to the other node's API.
         let r = b.request(
             "PUT",

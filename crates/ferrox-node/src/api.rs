@@ -501,6 +501,15 @@ fn storage_create(ctx: &C<'_>) -> Result<Reply, ApiError> {
     Ok(json!({"storage": id, "type": "dir"}).into())
 }
 
+fn migrate_preconditions(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    local_node(ctx)?;
+    let vmid = vmid(ctx)?;
+    Ok(ctx
+        .state
+        .migration_preconditions(vmid, ctx.params.str("target"))?
+        .into())
+}
+
 fn migrate(ctx: &C<'_>) -> Result<Reply, ApiError> {
     local_node(ctx)?;
     let vmid = vmid(ctx)?;
@@ -1185,6 +1194,23 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             current_status,
         )
         .params(vec![node_param(), vmid_param()]),
+        Endpoint::new(
+            Get,
+            "/nodes/{node}/qemu/{vmid}/migrate",
+            "Migration preconditions: the nodes the VM can migrate to now, and why not others.",
+            Permission::Privs {
+                path: "/vms/{vmid}",
+                privs: &["VM.Migrate"],
+                any: false,
+            },
+            Returns::Object,
+            migrate_preconditions,
+        )
+        .params(vec![
+            node_param(),
+            vmid_param(),
+            Param::optional("target", ParamType::Node, "Only this target."),
+        ]),
         Endpoint::new(
             Post,
             "/nodes/{node}/qemu/{vmid}/migrate",

@@ -140,6 +140,48 @@ impl Node {
         })
     }
 
+    /// `GET .../migrate`: where the guest could go now, and why not elsewhere.
+    pub fn migration_preconditions(
+        &self,
+        vmid: u32,
+        target: Option<&str>,
+    ) -> Result<Value, ApiError> {
+        let cfg = self.guest_config(vmid)?;
+        let running = self.guests.process(vmid).is_some();
+        let storages = self.storage_config()?;
+        let local_disks: Vec<Value> = storage_volumes(&cfg)
+            .into_iter()
+            .filter(|(_, volid)| {
+                VolumeId::parse(volid)
+                    .and_then(|v| storages.storages.get(&v.storage).map(|s| !s.shared))
+                    .unwrap_or(true)
+            })
+            .map(|(key, volid)| json!({"drivename": key, "volid": volid}))
+            .collect();
+        let mut allowed = Vec::new();
+        let mut not_allowed = serde_json::Map::new();
+        for m in crate::cluster_api::other_members(self) {
+            if target.is_some_and(|t| t != m.name) {
+                continue;
+            }
+            match self.plan_migration(vmid, &m.name, running, false, None) {
+                Ok(_) => allowed.push(json!(m.name)),
+                Err(e) => {
+                    let reason = e.errors.values().next().cloned().unwrap_or(e.message);
+                    not_allowed.insert(m.name.clone(), json!({ "reason": reason }));
+                }
+            }
+        }
+        Ok(json!({
+            "running": u8::from(running),
+            "allowed_nodes": allowed,
+            "not_allowed_nodes": not_allowed,
+            "local_disks": local_disks,
+            "local_resources": [],
+            "mapped-resources": [],
+        }))
+    }
+
     /// The worker of `qmigrate`.
     pub fn migrate_guest(
         self: &Arc<Self>,
