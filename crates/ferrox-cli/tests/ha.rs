@@ -542,3 +542,60 @@ fn ha_rules_and_resources_refuse_bad_input() {
     let r = d.request("DELETE", "/cluster/ha/resources/vm:100", &auth, &[]);
     assert_eq!(r.status, 400, "{r:?}");
 }
+
+/// Stopping a daemon (SIGTERM, as for an upgrade) is Proxmox VE's "LRM restart": its HA
+/// guests are frozen and keep running, the watchdog is released, nothing is fenced or
+/// recovered; the restarted daemon takes them back.
+#[test]
+fn stopping_a_daemon_freezes_its_guests_instead_of_fencing_them() {
+    let _serial = serial();
+    if !qemu_available() {
+        return;
+    }
+    let (mut nodes, _shared) = cluster_with_ha_guest();
+    let monitor = DoubleRunMonitor::start(100, run_dirs(&nodes));
+    let mut n1 = nodes[0].take().unwrap();
+    let guest = guest_pid(&n1.path().join("run"), 100).unwrap();
+    let port: u16 = n1.addr.rsplit(':').next().unwrap().parse().unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &n1.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_for("the daemon stops", Duration::from_secs(60), || {
+        n1.child.try_wait().ok().flatten().is_some()
+    });
+    let log = std::fs::read_to_string(n1.path().join("daemon.log")).unwrap();
+    assert!(log.contains("stopped"), "{log}");
+    // Three watchdog timeouts later the guest still runs on n1 and nowhere else.
+    std::thread::sleep(Duration::from_secs(10));
+    assert_eq!(guest_pid(&n1.path().join("run"), 100), Some(guest));
+    assert_eq!(running_on(&nodes, 100), None, "recovered while only frozen");
+    let d2 = nodes[1].as_ref().unwrap();
+    let r = d2.request("GET", "/cluster/ha/status/current", &d2.login(), &[]);
+    assert!(r.raw.contains("freeze"), "{}", r.raw);
+    // The restarted daemon takes the running guest back (the same process).
+    let dir = n1.kill();
+    nodes[0] = Some(start_node_with(
+        dir,
+        "n1",
+        "127.0.0.1",
+        port,
+        "tcg",
+        FAST_HA,
+    ));
+    let d2 = nodes[1].as_ref().unwrap();
+    wait_for(
+        "the service is started again",
+        Duration::from_secs(60),
+        || {
+            let r = d2.request("GET", "/cluster/ha/status/current", &d2.login(), &[]);
+            r.raw.contains("vm:100 (n1, started)")
+        },
+    );
+    assert_eq!(
+        guest_pid(&nodes[0].as_ref().unwrap().path().join("run"), 100),
+        Some(guest)
+    );
+    assert_eq!(monitor.finish().0, 1, "vm:100 ran on two nodes at once");
+}

@@ -690,38 +690,61 @@ impl HaEnv for NodeEnv {
     }
 }
 
-/// Starts the CRM and LRM loops (threads: the HA code is synchronous by design).
-pub fn spawn(node: &Arc<Node>, settings: HaSettings, watchdog: Arc<WatchdogClient>) {
+/// Starts the CRM and LRM loops (threads: the HA code is synchronous by design). When
+/// `stop` is set (the daemon is asked to stop) both get Proxmox VE's shutdown request —
+/// for a daemon stop that is the "LRM restart" path: services are frozen and keep
+/// running, the agent lock and the watchdog are released cleanly — and the threads end
+/// once the HA code says it is done.
+pub fn spawn(
+    node: &Arc<Node>,
+    settings: HaSettings,
+    watchdog: Arc<WatchdogClient>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    use std::sync::atomic::Ordering;
     let round = settings.round;
+    let mut threads = Vec::new();
     {
         let mut env = NodeEnv::new(node, Daemon::Lrm, &settings, &watchdog);
+        let stop = Arc::clone(&stop);
+        threads.push(
+            std::thread::Builder::new()
+                .name("ha-lrm".into())
+                .spawn(move || {
+                    let mut lrm = Lrm::new(&mut env);
+                    let mut written = false;
+                    loop {
+                        let start = Instant::now();
+                        if stop.load(Ordering::Relaxed) {
+                            lrm.shutdown_request(&mut env);
+                        }
+                        if !lrm.do_one_iteration(&mut env, &mut written) {
+                            return;
+                        }
+                        std::thread::sleep(round.saturating_sub(start.elapsed()));
+                    }
+                })
+                .expect("spawning the LRM thread"),
+        );
+    }
+    let mut env = NodeEnv::new(node, Daemon::Crm, &settings, &watchdog);
+    threads.push(
         std::thread::Builder::new()
-            .name("ha-lrm".into())
+            .name("ha-crm".into())
             .spawn(move || {
-                let mut lrm = Lrm::new(&mut env);
-                let mut written = false;
+                let mut crm = Crm::new(&mut env);
                 loop {
                     let start = Instant::now();
-                    if !lrm.do_one_iteration(&mut env, &mut written) {
+                    if stop.load(Ordering::Relaxed) {
+                        crm.shutdown_request(&mut env);
+                    }
+                    if !crm.do_one_iteration(&mut env) {
                         return;
                     }
                     std::thread::sleep(round.saturating_sub(start.elapsed()));
                 }
             })
-            .expect("spawning the LRM thread");
-    }
-    let mut env = NodeEnv::new(node, Daemon::Crm, &settings, &watchdog);
-    std::thread::Builder::new()
-        .name("ha-crm".into())
-        .spawn(move || {
-            let mut crm = Crm::new(&mut env);
-            loop {
-                let start = Instant::now();
-                if !crm.do_one_iteration(&mut env) {
-                    return;
-                }
-                std::thread::sleep(round.saturating_sub(start.elapsed()));
-            }
-        })
-        .expect("spawning the CRM thread");
+            .expect("spawning the CRM thread"),
+    );
+    threads
 }

@@ -294,6 +294,24 @@ impl Node {
     }
 }
 
+/// SIGTERM or SIGINT.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        // Without signal handling the daemon runs until killed.
+        _ => std::future::pending().await,
+    }
+}
+
 /// Runs the daemon until the process is stopped: the API, the cluster store and the
 /// metrics collector.
 pub fn serve(opts: NodeOptions) -> anyhow::Result<()> {
@@ -323,10 +341,12 @@ pub fn serve(opts: NodeOptions) -> anyhow::Result<()> {
         &node.dirs.run,
     )
     .context("starting the watchdog")?;
-    ha::spawn(
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ha_threads = ha::spawn(
         &node,
         node.opts.ha.clone(),
         Arc::new(watchdog::WatchdogClient::new(&watchdog_socket)),
+        Arc::clone(&stop),
     );
     let api = Arc::new(ferrox_api::Api::new(Arc::clone(&node), api::endpoints()));
     let identity = ferrox_api::http::TlsIdentity {
@@ -334,11 +354,20 @@ pub fn serve(opts: NodeOptions) -> anyhow::Result<()> {
         key_pem: node.tls.key_pem.clone().into_bytes(),
     };
     let peer_routes = cluster::peer_router(Arc::clone(&node));
-    runtime.block_on(ferrox_api::http::serve(
-        api,
-        listener,
-        identity,
-        peer_routes,
-    ))?;
+    let stopped = runtime.block_on(async {
+        tokio::select! {
+            served = ferrox_api::http::serve(api, listener, identity, peer_routes) => served.map(|_| false),
+            _ = stop_signal() => Ok(true),
+        }
+    })?;
+    if stopped {
+        // HA first: its last rounds still need the store (the runtime keeps running).
+        println!("stopping: HA services are frozen and keep running, the watchdog is released");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in ha_threads {
+            let _ = t.join();
+        }
+        println!("stopped");
+    }
     Ok(())
 }
