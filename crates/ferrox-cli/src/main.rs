@@ -108,6 +108,9 @@ enum NodeCommand {
         /// Seconds a node must be offline before its services are fenced.
         #[arg(long, default_value_t = 5)]
         ha_fence_delay: u64,
+        /// Largest clock difference between nodes the fencing timing allows for, in ms.
+        #[arg(long, default_value_t = 1000)]
+        ha_max_clock_skew_ms: u64,
     },
     /// The watchdog process (started by `node serve`): kills the node's guests when the
     /// daemon stops feeding it.
@@ -214,6 +217,7 @@ fn run(cli: Cli, out: &mut String) -> Result<()> {
                     ha_lock_lease_ms,
                     ha_watchdog_timeout_ms,
                     ha_fence_delay,
+                    ha_max_clock_skew_ms,
                 },
         } => {
             let mut opts =
@@ -228,6 +232,7 @@ fn run(cli: Cli, out: &mut String) -> Result<()> {
             opts.ha.lock_lease = std::time::Duration::from_millis(ha_lock_lease_ms);
             opts.ha.watchdog_timeout = std::time::Duration::from_millis(ha_watchdog_timeout_ms);
             opts.ha.fence_delay = std::time::Duration::from_secs(ha_fence_delay);
+            opts.ha.max_clock_skew = std::time::Duration::from_millis(ha_max_clock_skew_ms);
             ferrox_node::serve(opts)?;
         }
         Top::Node {

@@ -544,6 +544,9 @@ fn bad_daemon_options_name_the_option() {
         !dir.path().join("etc/priv/shadow.cfg").exists(),
         "a refused password was stored"
     );
+    // HA timings under which a lease could lapse between renewals are refused.
+    let err = run(&["--ha-lock-lease-ms", "2000"]);
+    assert!(err.contains("ha-lock-lease"), "{err}");
 }
 
 #[test]
