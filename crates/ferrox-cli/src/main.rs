@@ -220,6 +220,13 @@ fn run(cli: Cli, out: &mut String) -> Result<()> {
                     ha_max_clock_skew_ms,
                 },
         } => {
+            // Library warnings (store, proxy, mirror) to stderr; FERROX_LOG=info for more.
+            let filter = tracing_subscriber::EnvFilter::try_from_env("FERROX_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,openraft=off"));
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .try_init();
             let mut opts =
                 ferrox_node::NodeOptions::new(&data_dir, &name.unwrap_or_else(host_name));
             opts.listen = listen;
