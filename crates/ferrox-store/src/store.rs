@@ -78,6 +78,34 @@ struct Identity {
     /// Set between throwing the old store away and being admitted: never initialise a
     /// one-member cluster in that state, the leader is about to replicate to us.
     joining: bool,
+    /// The databases live in `gen-<generation>/`; a join starts a new generation, so the
+    /// old instance's SQLite connections (closing asynchronously, and removing their
+    /// `-wal`/`-shm` files by name when they do) never touch the new files.
+    #[serde(default)]
+    generation: u64,
+}
+
+impl Identity {
+    fn db_dir(&self, store_dir: &Path) -> PathBuf {
+        store_dir.join(format!("gen-{}", self.generation))
+    }
+}
+
+/// Removes the databases of earlier generations (after a join, or left by a crash).
+fn remove_old_generations(store_dir: &Path, current: u64) {
+    let Ok(entries) = std::fs::read_dir(store_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let old = name
+            .strip_prefix("gen-")
+            .and_then(|g| g.parse::<u64>().ok())
+            .is_some_and(|g| g != current);
+        if old {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// What a member hands a joining node.
@@ -180,11 +208,13 @@ impl Store {
                     id: 1,
                     secret: random_secret(),
                     joining: false,
+                    generation: 0,
                 };
                 (id, true)
             }
             Err(e) => return Err(internal(format!("{}: {e}", identity_path.display()))),
         };
+        remove_old_generations(&opts.dir, identity.generation);
         let (changes, _) = broadcast::channel(4096);
         // A fresh store leaves the directory alone: its files are imported below.
         let instance = start_instance(&opts, &transport, &changes, &identity, !fresh).await?;
@@ -657,23 +687,11 @@ impl Store {
             id: grant.id,
             secret: grant.secret.clone(),
             joining: true,
+            generation: self.identity().generation + 1,
         };
         {
             let old = self.instance();
             old.raft.shutdown().await.map_err(internal)?;
-        }
-        for file in [
-            "log.db",
-            "log.db-wal",
-            "log.db-shm",
-            "state.db",
-            "state.db-wal",
-            "state.db-shm",
-        ] {
-            let path = self.opts.dir.join(file);
-            if path.exists() {
-                std::fs::remove_file(&path).map_err(internal)?;
-            }
         }
         write_identity(&self.opts.dir, &identity)?;
         let instance =
@@ -705,6 +723,7 @@ impl Store {
             ..identity
         };
         write_identity(&self.opts.dir, &done)?;
+        remove_old_generations(&self.opts.dir, done.generation);
         *self.identity.write().unwrap_or_else(|p| p.into_inner()) = done;
         Ok(())
     }
@@ -820,9 +839,11 @@ async fn start_instance(
     identity: &Identity,
     resync_mirror: bool,
 ) -> Result<Instance, StoreError> {
-    let log = LogStore::open(&opts.dir.join("log.db")).map_err(internal)?;
+    let db_dir = identity.db_dir(&opts.dir);
+    std::fs::create_dir_all(&db_dir).map_err(internal)?;
+    let log = LogStore::open(&db_dir.join("log.db")).map_err(internal)?;
     let sm = StateMachine::open(
-        &opts.dir.join("state.db"),
+        &db_dir.join("state.db"),
         opts.mirror.as_deref().map(Mirror::new),
         resync_mirror,
         changes.clone(),
