@@ -690,6 +690,20 @@ impl HaEnv for NodeEnv {
     }
 }
 
+/// Waits for the rest of the round; once a stop is requested, rounds are short so the
+/// daemon exits promptly.
+fn pause(round: Duration, start: Instant, stop: &std::sync::atomic::AtomicBool) {
+    use std::sync::atomic::Ordering;
+    let step = Duration::from_millis(100);
+    while start.elapsed() < round {
+        if stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(200));
+            return;
+        }
+        std::thread::sleep(step.min(round.saturating_sub(start.elapsed())));
+    }
+}
+
 /// Starts the CRM and LRM loops (threads: the HA code is synchronous by design). When
 /// `stop` is set (the daemon is asked to stop) both get Proxmox VE's shutdown request —
 /// for a daemon stop that is the "LRM restart" path: services are frozen and keep
@@ -721,7 +735,7 @@ pub fn spawn(
                         if !lrm.do_one_iteration(&mut env, &mut written) {
                             return;
                         }
-                        std::thread::sleep(round.saturating_sub(start.elapsed()));
+                        pause(round, start, &stop);
                     }
                 })
                 .expect("spawning the LRM thread"),
@@ -741,7 +755,7 @@ pub fn spawn(
                     if !crm.do_one_iteration(&mut env) {
                         return;
                     }
-                    std::thread::sleep(round.saturating_sub(start.elapsed()));
+                    pause(round, start, &stop);
                 }
             })
             .expect("spawning the CRM thread"),
