@@ -380,13 +380,11 @@ pub fn spawn_watch(node: &Arc<Node>) {
         loop {
             let change = changes.recv().await;
             let Some(node) = weak.upgrade() else { return };
-            let own_prefix = format!("nodes/{}/qemu-server/", node.opts.node_name);
             let (guests, accounts) = match &change {
                 Ok(Change::Put(p)) | Ok(Change::Delete(p)) => (
-                    p.strip_prefix(&own_prefix)
-                        .and_then(|f| f.strip_suffix(".conf"))
-                        .and_then(|v| v.parse::<u32>().ok())
-                        .map(Some),
+                    crate::guests::parse_config_path(p)
+                        .filter(|(owner, _)| *owner == node.opts.node_name)
+                        .map(|(_, vmid)| Some(vmid)),
                     p == "user.cfg" || p.starts_with("priv/"),
                 ),
                 // Reset, or we fell behind: re-read everything.

@@ -2,6 +2,7 @@
 //! (information and joining), `cluster/config/nodes` (list, add, remove), and the
 //! cluster-wide views other endpoints need (members, guests of every node).
 
+use crate::guests::{config_dir, config_path, parse_config_path};
 use crate::{cluster, Node};
 use ferrox_api::schema::{Param, ParamType, STRING};
 use ferrox_api::{ApiError, Ctx, Endpoint, Method, Permission, Reply, Returns};
@@ -40,27 +41,18 @@ pub fn other_members(node: &Node) -> Vec<Member> {
 pub fn cluster_vmids(node: &Node) -> Vec<(u32, String)> {
     node.tree
         .list("nodes")
-        .into_iter()
-        .filter_map(|(path, _)| {
-            let mut parts = path.split('/');
-            let (_, owner, dir, file) =
-                (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-            if dir != "qemu-server" || parts.next().is_some() {
-                return None;
-            }
-            Some((file.strip_suffix(".conf")?.parse().ok()?, owner.to_string()))
-        })
+        .iter()
+        .filter_map(|(path, _)| parse_config_path(path).map(|(n, vmid)| (vmid, n.to_string())))
         .collect()
 }
 
 /// The node that owns guest `vmid`, anywhere in the cluster.
 pub fn vmid_owner(node: &Node, vmid: u32) -> Option<String> {
-    let path_suffix = format!("/qemu-server/{vmid}.conf");
     other_members(node)
         .into_iter()
         .map(|m| m.name)
         .chain([node.opts.node_name.clone()])
-        .find(|n| node.tree.get(&format!("nodes/{n}{path_suffix}")).is_some())
+        .find(|n| node.tree.get(&config_path(n, vmid)).is_some())
 }
 
 /// What `/cluster/resources` shows for a node that does not answer.
@@ -69,13 +61,8 @@ pub fn offline_resources(node: &Node, name: &str) -> Vec<Value> {
         "id": format!("node/{name}"), "type": "node", "node": name,
         "status": "offline", "level": "",
     })];
-    for (path, entry) in node.tree.list(&format!("nodes/{name}/qemu-server")) {
-        let Some(vmid) = path
-            .rsplit('/')
-            .next()
-            .and_then(|f| f.strip_suffix(".conf"))
-            .and_then(|v| v.parse::<u32>().ok())
-        else {
+    for (path, entry) in node.tree.list(&config_dir(name)) {
+        let Some((_, vmid)) = parse_config_path(&path) else {
             continue;
         };
         let Ok(cfg) = ferrox_types::GuestConfig::parse(&entry.data) else {

@@ -17,6 +17,26 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+/// Where guest `vmid` of `node` keeps its config in the store (Proxmox VE's layout).
+pub fn config_path(node: &str, vmid: u32) -> String {
+    format!("nodes/{node}/qemu-server/{vmid}.conf")
+}
+
+/// The store directory of `node`'s guest configs.
+pub fn config_dir(node: &str) -> String {
+    format!("nodes/{node}/qemu-server")
+}
+
+/// `(node, vmid)` of a guest config path; `None` for any other path.
+pub fn parse_config_path(path: &str) -> Option<(&str, u32)> {
+    let rest = path.strip_prefix("nodes/")?;
+    let (node, file) = rest.split_once("/qemu-server/")?;
+    if node.contains('/') || file.contains('/') {
+        return None;
+    }
+    Some((node, file.strip_suffix(".conf")?.parse().ok()?))
+}
+
 /// What is known about a running guest, refreshed by the metrics collector.
 #[derive(Debug, Clone)]
 pub struct RunInfo {
@@ -79,8 +99,8 @@ impl GuestEntry {
 
 pub struct Guests {
     tree: Arc<ConfigTree>,
-    /// `nodes/<node>/qemu-server`: where this node's guest configs live in the store.
-    prefix: String,
+    /// This node: its guest configs live in `config_dir(node)`.
+    node: String,
     pub run_dir: PathBuf,
     /// Each config with its listing fields, derived once per write.
     configs: RwLock<BTreeMap<u32, GuestEntry>>,
@@ -98,7 +118,7 @@ impl Guests {
     pub fn open(tree: Arc<ConfigTree>, node: &str, run_dir: &Path) -> anyhow::Result<Guests> {
         let guests = Guests {
             tree,
-            prefix: format!("nodes/{node}/qemu-server"),
+            node: node.to_string(),
             run_dir: run_dir.to_path_buf(),
             configs: RwLock::new(BTreeMap::new()),
             running: RwLock::new(BTreeMap::new()),
@@ -109,7 +129,7 @@ impl Guests {
     }
 
     fn config_path(&self, vmid: u32) -> String {
-        format!("{}/{vmid}.conf", self.prefix)
+        config_path(&self.node, vmid)
     }
 
     fn load(&self, vmid: u32) -> Option<GuestEntry> {
@@ -150,9 +170,9 @@ impl Guests {
     pub fn refresh_all(&self) {
         let mut vmids: Vec<u32> = self
             .tree
-            .list(&self.prefix)
+            .list(&config_dir(&self.node))
             .iter()
-            .filter_map(|(path, _)| path.rsplit('/').next()?.strip_suffix(".conf")?.parse().ok())
+            .filter_map(|(path, _)| parse_config_path(path).map(|(_, vmid)| vmid))
             .collect();
         if let Ok(c) = self.configs.read() {
             vmids.extend(c.keys());
@@ -424,8 +444,8 @@ fn volumes_of(cfg: &GuestConfig, vmid: u32) -> Vec<String> {
 impl Node {
     pub fn no_such_guest(&self, vmid: u32) -> ApiError {
         ApiError::internal(format!(
-            "Configuration file 'nodes/{}/qemu-server/{vmid}.conf' does not exist",
-            self.opts.node_name
+            "Configuration file '{}' does not exist",
+            config_path(&self.opts.node_name, vmid)
         ))
     }
 
@@ -802,6 +822,23 @@ mod tests {
         );
         let err = assign_mac("net1", "bridge=vmbr0").unwrap_err();
         assert!(err.errors.contains_key("net1"));
+    }
+
+    #[test]
+    fn config_paths_round_trip_and_other_paths_are_not_configs() {
+        assert_eq!(
+            parse_config_path(&config_path("n1", 100)),
+            Some(("n1", 100))
+        );
+        for other in [
+            "nodes/n1/lrm_status",
+            "nodes/n1/qemu-server/x.conf",
+            "nodes/n1/qemu-server/100.conf.tmp",
+            "nodes/a/b/qemu-server/100.conf",
+            "storage.cfg",
+        ] {
+            assert_eq!(parse_config_path(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! `ha/manager_status`, `ha/crm_commands`, `nodes/<node>/lrm_status`, `datacenter.cfg`;
 //! plus `nodes/<node>/ha_node_stats` (capacity and usage for the scheduler).
 
+use crate::guests::config_path;
 use crate::watchdog::WatchdogClient;
 use crate::Node;
 use ferrox_crs::{NodeStats, ResourceStats, UsageMode};
@@ -418,7 +419,7 @@ impl HaEnv for NodeEnv {
                 continue;
             };
             let lock = vmid_of(&sid).and_then(|v| {
-                let text = self.read_text(&format!("nodes/{owner}/qemu-server/{v}.conf"))?;
+                let text = self.read_text(&config_path(owner, v))?;
                 ferrox_types::GuestConfig::parse(&text)
                     .ok()?
                     .options
@@ -582,10 +583,8 @@ impl HaEnv for NodeEnv {
             .into_iter()
             .collect();
         let owner = owners.get(&vmid)?;
-        let cfg = ferrox_types::GuestConfig::parse(
-            &self.read_text(&format!("nodes/{owner}/qemu-server/{vmid}.conf"))?,
-        )
-        .ok()?;
+        let cfg =
+            ferrox_types::GuestConfig::parse(&self.read_text(&config_path(owner, vmid))?).ok()?;
         let maxcpu = (cfg.sockets() * cfg.cores()) as f64;
         let maxmem = (cfg.memory_mib() * 1024 * 1024) as f64;
         Some(match mode {
@@ -669,7 +668,7 @@ impl HaEnv for NodeEnv {
     /// Recovery of a fenced node's guest: its config moves to `to` in one transaction.
     fn steal_service(&mut self, sid: &str, from: &str, to: &str) {
         let Some(vmid) = vmid_of(sid) else { return };
-        let src = format!("nodes/{from}/qemu-server/{vmid}.conf");
+        let src = config_path(from, vmid);
         let Some(text) = self.read_text(&src) else {
             return;
         };
@@ -679,7 +678,7 @@ impl HaEnv for NodeEnv {
                 expect: Expect::Digest(ferrox_store::digest(&text)),
             },
             ferrox_store::Op::Put {
-                path: format!("nodes/{to}/qemu-server/{vmid}.conf"),
+                path: config_path(to, vmid),
                 data: text,
                 expect: Expect::Absent,
             },

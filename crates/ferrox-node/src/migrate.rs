@@ -6,7 +6,7 @@
 //! where its config is, and never on both nodes.
 
 use crate::cluster::store_error;
-use crate::guests::is_disk_key;
+use crate::guests::{config_path, is_disk_key};
 use crate::Node;
 use ferrox_api::{ApiError, TaskLog};
 use ferrox_qemu::migration::{self, MigrationStats, DEFAULT_MAX_BANDWIDTH};
@@ -235,11 +235,11 @@ impl Node {
         moved.options.remove("lock");
         let ops = vec![
             Op::Delete {
-                path: format!("nodes/{}/qemu-server/{vmid}.conf", self.opts.node_name),
+                path: config_path(&self.opts.node_name, vmid),
                 expect: Expect::Digest(locked.digest.clone()),
             },
             Op::Put {
-                path: format!("nodes/{target}/qemu-server/{vmid}.conf"),
+                path: config_path(target, vmid),
                 data: moved.to_text(),
                 expect: Expect::Absent,
             },
@@ -375,7 +375,7 @@ impl Node {
         if self.guests.process(vmid).is_some() {
             return Err(format!("a QEMU process for VM {vmid} already runs here"));
         }
-        let path = format!("nodes/{source}/qemu-server/{vmid}.conf");
+        let path = config_path(source, vmid);
         let entry = self
             .tree
             .get(&path)
