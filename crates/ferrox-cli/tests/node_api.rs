@@ -183,6 +183,49 @@ fn bad_input_names_the_parameter_and_changes_nothing() {
     /// method, path, form, the parameter the error must name
     type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, &'a str);
     let cases: Vec<Case> = vec![
+        // Cluster, storage and lock endpoints (issues 5 and 6).
+        (
+            "POST",
+            "/cluster/config",
+            vec![("clustername", "bad name!")],
+            "clustername",
+        ),
+        ("DELETE", "/cluster/config/nodes/nosuch", vec![], "node"),
+        (
+            "POST",
+            "/cluster/config/join",
+            vec![
+                ("hostname", "127.0.0.1:1"),
+                ("fingerprint", "AB:CD"),
+                ("password", "x"),
+            ],
+            "fingerprint",
+        ),
+        (
+            "POST",
+            "/storage",
+            vec![("storage", "s2"), ("type", "dir"), ("path", "relative")],
+            "path",
+        ),
+        (
+            "POST",
+            "/storage",
+            vec![("storage", "local"), ("type", "dir"), ("path", "/tmp")],
+            "storage",
+        ),
+        ("POST", "/cluster/locks/l1", vec![("lease", "0")], "lease"),
+        (
+            "PUT",
+            "/cluster/options",
+            vec![("crs", "ha=dynamic,ha-auto-rebalance=maybe")],
+            "crs",
+        ),
+        (
+            "POST",
+            "/nodes/pve1/qemu/100/migrate",
+            vec![("target", "pve9")],
+            "target",
+        ),
         (
             "POST",
             "/nodes/pve1/qemu",

@@ -132,18 +132,6 @@ impl Peers {
         path: &str,
         body: &[u8],
         timeout: Duration,
-    ) -> Result<Vec<u8>, String> {
-        self.send(member, method, path, body, timeout)
-            .map_err(|e| e.to_string())
-    }
-
-    fn send(
-        &self,
-        member: &Member,
-        method: &str,
-        path: &str,
-        body: &[u8],
-        timeout: Duration,
     ) -> Result<Vec<u8>, TransportError> {
         let agent = self
             .agent(&member.fingerprint)
@@ -198,7 +186,7 @@ impl Transport for PeerTransport {
         let peers = Arc::clone(&self.0);
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
-                peers.send(
+                peers.request(
                     &target,
                     "POST",
                     &format!("/ferrox/store/{rpc}"),
@@ -298,13 +286,16 @@ pub fn peer_resources(
     member: &Member,
     kind: Option<&str>,
 ) -> Result<Vec<serde_json::Value>, String> {
-    let body = node.peers.request(
-        member,
-        "GET",
-        &format!("/ferrox/local-resources/{}", kind.unwrap_or("all")),
-        &[],
-        PEER_READ_TIMEOUT,
-    )?;
+    let body = node
+        .peers
+        .request(
+            member,
+            "GET",
+            &format!("/ferrox/local-resources/{}", kind.unwrap_or("all")),
+            &[],
+            PEER_READ_TIMEOUT,
+        )
+        .map_err(|e| e.to_string())?;
     serde_json::from_slice(&body).map_err(|e| e.to_string())
 }
 

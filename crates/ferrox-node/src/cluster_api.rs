@@ -212,6 +212,14 @@ fn list_members(ctx: &C<'_>) -> Result<Reply, ApiError> {
     Ok(json!(out).into())
 }
 
+/// Membership refusals (unknown node, name taken, last member) are about the `node`.
+fn member_error(e: ferrox_store::StoreError, field: &str) -> ApiError {
+    match e {
+        ferrox_store::StoreError::Invalid(m) => ApiError::param(field, m),
+        other => cluster::store_error(other),
+    }
+}
+
 /// `POST /cluster/config/nodes/{node}`: a joining node asks to be admitted.
 fn add_member(ctx: &C<'_>) -> Result<Reply, ApiError> {
     let member = Member {
@@ -225,7 +233,7 @@ fn add_member(ctx: &C<'_>) -> Result<Reply, ApiError> {
         .state
         .rt
         .block_on(ctx.state.store.add_member(member))
-        .map_err(cluster::store_error)?;
+        .map_err(|e| member_error(e, "node"))?;
     Ok(serde_json::to_value(grant)
         .map_err(|e| ApiError::internal(e.to_string()))?
         .into())
@@ -242,7 +250,7 @@ fn remove_member(ctx: &C<'_>) -> Result<Reply, ApiError> {
     ctx.state
         .rt
         .block_on(ctx.state.store.remove_member(&name))
-        .map_err(cluster::store_error)?;
+        .map_err(|e| member_error(e, "node"))?;
     Ok(Value::Null.into())
 }
 
@@ -325,7 +333,15 @@ fn join(ctx: &C<'_>) -> Result<Reply, ApiError> {
         .send_form(&[("address", &me.address), ("fingerprint", &me.fingerprint)])
         .map_err(|e| match e {
             ureq::Error::Status(code, r) => {
-                let reason = r.status_text().to_string();
+                let mut reason = r.status_text().to_string();
+                // Parameter errors carry the detail in `errors` (e.g. the name is taken).
+                if let Ok(body) = r.into_json::<Value>() {
+                    if let Some(errors) = body["errors"].as_object() {
+                        for (k, v) in errors {
+                            reason.push_str(&format!(" {k}: {}", v.as_str().unwrap_or("")));
+                        }
+                    }
+                }
                 ApiError::new(code, format!("{hostname} refused the join: {reason}"))
             }
             other => remote(other),

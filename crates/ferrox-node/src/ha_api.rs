@@ -25,11 +25,14 @@ const CONSOLE: Permission = Permission::Privs {
 
 /// `100` and `vm:100` name the same resource (Ansible sends the bare id).
 fn sid(ctx: &C<'_>) -> Result<String, ApiError> {
-    let raw = ctx.params.need_str("sid")?;
+    normalize_sid(ctx.params.need_str("sid")?, "sid")
+}
+
+fn normalize_sid(raw: &str, field: &str) -> Result<String, ApiError> {
     let (kind, id) = raw.split_once(':').unwrap_or(("vm", raw));
     if kind != "vm" || id.parse::<u32>().is_err() {
         return Err(ApiError::param(
-            "sid",
+            field,
             format!("'{raw}' is not a VM resource id (vm:<vmid>)"),
         ));
     }
@@ -242,12 +245,10 @@ fn crm_command(ctx: &C<'_>) -> Result<Reply, ApiError> {
         ["arm-ha"] => "arm-ha".to_string(),
         [task @ ("migrate" | "relocate"), sid, node] => {
             member(ctx, node)?;
-            let sid = if sid.contains(':') { sid.to_string() } else { format!("vm:{sid}") };
-            format!("{task} {sid} {node}")
+            format!("{task} {} {node}", normalize_sid(sid, "command")?)
         }
         ["stop", sid, timeout] if timeout.parse::<u32>().is_ok() => {
-            let sid = if sid.contains(':') { sid.to_string() } else { format!("vm:{sid}") };
-            format!("stop {sid} {timeout}")
+            format!("stop {} {timeout}", normalize_sid(sid, "command")?)
         }
         _ => {
             return Err(ApiError::param(

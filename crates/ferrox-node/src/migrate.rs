@@ -259,13 +259,16 @@ impl Node {
         action: &str,
         body: Value,
     ) -> Result<Value, String> {
-        let answer = self.peers.request(
-            member,
-            "POST",
-            &format!("/ferrox/migrate/{vmid}/{action}"),
-            body.to_string().as_bytes(),
-            PEER_TIMEOUT,
-        )?;
+        let answer = self
+            .peers
+            .request(
+                member,
+                "POST",
+                &format!("/ferrox/migrate/{vmid}/{action}"),
+                body.to_string().as_bytes(),
+                PEER_TIMEOUT,
+            )
+            .map_err(|e| e.to_string())?;
         let result: Result<Value, String> = serde_json::from_slice(&answer)
             .map_err(|e| format!("answer of {}: {e}", member.name))?;
         result

@@ -27,7 +27,9 @@ impl Mirror {
 
     pub fn put(&self, path: &str, data: &str) {
         let target = self.dir.join(path);
-        if let Err(e) = ferrox_types::fsutil::write_atomic(&target, data.as_bytes(), mode_for(path))
+        // No fsync: SQLite is the durable copy and `resync` repairs the files at start.
+        if let Err(e) =
+            ferrox_types::fsutil::replace(&target, data.as_bytes(), mode_for(path), false)
         {
             tracing::warn!("mirroring {}: {e}", target.display());
         }
