@@ -386,18 +386,25 @@ pub fn guest_pid(run_dir: &Path, vmid: u32) -> Option<u32> {
 
 /// Whether that QEMU runs the guest, as QEMU itself says (QMP `query-status`): a
 /// migration target waits `inmigrate`, a source that handed over sits in `postmigrate`.
-/// A QEMU whose QMP does not answer within 200 ms counts as running.
+/// A live QEMU whose QMP does not answer three times in a row counts as running.
 pub fn guest_running(run_dir: &Path, vmid: u32) -> bool {
-    if guest_pid(run_dir, vmid).is_none() {
-        return false;
-    }
     let socket = run_dir.join(format!("{vmid}.qmp"));
-    match ferrox_qemu::Qmp::connect(&socket, Duration::from_millis(200))
-        .and_then(|mut q| q.execute("query-status", None))
-    {
-        Ok(status) => status["status"] == "running",
-        Err(_) => true,
+    // QEMU serves one QMP client at a time: a daemon holding it (e.g. to `quit` a
+    // migration source that already handed over) makes us wait. Ask again a few times,
+    // checking that the process still lives; only a QEMU that stays silent counts as
+    // running.
+    for _ in 0..3 {
+        if guest_pid(run_dir, vmid).is_none() {
+            return false;
+        }
+        if let Ok(status) = ferrox_qemu::Qmp::connect(&socket, Duration::from_millis(200))
+            .and_then(|mut q| q.execute("query-status", None))
+        {
+            return status["status"] == "running";
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
+    guest_pid(run_dir, vmid).is_some()
 }
 
 /// Samples, every 20 ms, guest `vmid` on every node (`run_dirs`) and records the most
