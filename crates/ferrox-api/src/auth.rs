@@ -17,9 +17,10 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Ticket lifetime and allowed clock skew, as in Proxmox VE.
 pub const TICKET_LIFETIME: i64 = 2 * 3600;
@@ -63,92 +64,174 @@ pub enum AuthSetupError {
     Format(String),
 }
 
-/// Where configuration writes go: this node's `etc/` directory, or the cluster store
-/// (which mirrors the tree back into `etc/` before the write returns).
-pub trait ConfigWriter: Send + Sync {
-    /// Writes every file (paths relative to `etc/`) or none of them.
-    fn write_files(&self, files: &[(&str, &str)]) -> Result<(), String>;
+/// One file of a compare-and-set write: `data` replaces the file only if it still holds
+/// `expected` (`None`: the file must not exist).
+pub struct FileWrite<'a> {
+    pub path: &'a str,
+    pub expected: Option<&'a str>,
+    pub data: &'a str,
 }
 
-/// Writes straight into a local `etc/` directory (a node without the store: tests).
-pub struct LocalFiles(pub PathBuf);
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// Another writer changed a file since it was read: read again and retry.
+    #[error("{0} changed meanwhile")]
+    Conflict(String),
+    #[error("{0}")]
+    Failed(String),
+}
 
-impl ConfigWriter for LocalFiles {
-    fn write_files(&self, files: &[(&str, &str)]) -> Result<(), String> {
-        for (path, data) in files {
-            let mode = if path.starts_with("priv/") {
-                0o600
-            } else {
-                0o640
-            };
-            let target = self.0.join(path);
-            write_atomic(&target, data.as_bytes(), mode)
-                .map_err(|e| format!("writing {}: {e}", target.display()))?;
+/// Where the account files live (paths relative to `etc/`): this node's `etc/` directory,
+/// or the cluster store. Reads return the newest state this node knows; writes are
+/// compare-and-set and all-or-nothing, so concurrent changes are never lost.
+pub trait AccountFiles: Send + Sync {
+    fn read(&self, path: &str) -> Result<Option<String>, String>;
+    fn write(&self, files: &[FileWrite<'_>]) -> Result<(), WriteError>;
+}
+
+/// Files in a local `etc/` directory (a node without the store: unit tests). A mutex makes
+/// compare-and-write atomic within the process.
+pub struct LocalFiles {
+    dir: PathBuf,
+    writing: std::sync::Mutex<()>,
+}
+
+impl LocalFiles {
+    pub fn new(dir: &Path) -> LocalFiles {
+        LocalFiles {
+            dir: dir.to_path_buf(),
+            writing: std::sync::Mutex::new(()),
+        }
+    }
+}
+
+impl AccountFiles for LocalFiles {
+    fn read(&self, path: &str) -> Result<Option<String>, String> {
+        match std::fs::read_to_string(self.dir.join(path)) {
+            Ok(s) => Ok(Some(s)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{}: {e}", self.dir.join(path).display())),
+        }
+    }
+
+    fn write(&self, files: &[FileWrite<'_>]) -> Result<(), WriteError> {
+        let _held = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        for f in files {
+            if self.read(f.path).map_err(WriteError::Failed)?.as_deref() != f.expected {
+                return Err(WriteError::Conflict(f.path.to_string()));
+            }
+        }
+        for f in files {
+            let target = self.dir.join(f.path);
+            write_atomic(&target, f.data.as_bytes(), secret_mode(f.path))
+                .map_err(|e| WriteError::Failed(format!("writing {}: {e}", target.display())))?;
         }
         Ok(())
     }
 }
 
-pub struct Auth {
-    etc: PathBuf,
-    writer: Arc<dyn ConfigWriter>,
-    accounts: RwLock<Accounts>,
+/// Files under `priv/` and keys are for root alone.
+pub fn secret_mode(path: &str) -> u32 {
+    if path.starts_with("priv/") || path.ends_with(".key") {
+        0o600
+    } else {
+        0o640
+    }
 }
 
-/// What every request consults, kept in memory: the ticket key, user.cfg and the token
-/// secret hashes. Changes replace the snapshot after the files are written.
+pub struct Auth {
+    files: Arc<dyn AccountFiles>,
+    accounts: RwLock<Accounts>,
+    throttle: LoginThrottle,
+    /// A hash checked when a user has none, so that a login takes as long for a user who
+    /// does not exist as for one who does.
+    dummy_hash: String,
+}
+
+/// What every request consults, kept in memory: the ticket key, user.cfg, the token secret
+/// hashes and the password hashes. Replaced as a whole after each change or reload.
 struct Accounts {
     key: Arc<Vec<u8>>,
     users: Arc<UserConfig>,
     token_hashes: BTreeMap<String, String>,
+    shadow: BTreeMap<String, String>,
+}
+
+/// The account documents as a change sees them (parsed from what was just read).
+pub struct AccountDocs {
+    pub users: UserConfig,
+    /// full token id → SHA-256 of the secret.
+    pub token_hashes: BTreeMap<String, String>,
+    /// user id → Argon2 hash.
+    pub shadow: BTreeMap<String, String>,
 }
 
 const USER_CFG: &str = "user.cfg";
 const SHADOW: &str = "priv/shadow.cfg";
 const TOKENS: &str = "priv/token.cfg";
 const AUTHKEY: &str = "priv/authkey.key";
-
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> AuthSetupError + '_ {
-    move |source| AuthSetupError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-fn read_or_empty(path: &Path) -> Result<String, AuthSetupError> {
-    match std::fs::read_to_string(path) {
-        Ok(s) => Ok(s),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-        Err(e) => Err(io_err(path)(e)),
-    }
-}
+/// A change that keeps losing the compare-and-set to other writers gives up after this.
+const CHANGE_TRIES: usize = 20;
 
 /// `key:value:` lines (shadow.cfg) or `key value` lines (token.cfg).
-fn read_secret_lines(path: &Path, sep: char) -> Result<BTreeMap<String, String>, AuthSetupError> {
-    Ok(read_or_empty(path)?
-        .lines()
+fn parse_secret_lines(text: &str, sep: char) -> BTreeMap<String, String> {
+    text.lines()
         .filter_map(|l| {
             let (k, v) = l.split_once(sep)?;
             Some((k.to_string(), v.trim_end_matches(':').to_string()))
         })
-        .collect())
+        .collect()
 }
 
-fn parse_users(etc: &Path) -> Result<UserConfig, AuthSetupError> {
-    let path = etc.join(USER_CFG);
-    UserConfig::parse(&read_or_empty(&path)?)
-        .map_err(|e| AuthSetupError::Format(format!("{}: {e}", path.display())))
+fn shadow_text(shadow: &BTreeMap<String, String>) -> String {
+    shadow.iter().map(|(u, h)| format!("{u}:{h}:\n")).collect()
 }
 
-fn load_accounts(etc: &Path) -> Result<Accounts, AuthSetupError> {
-    let key_path = etc.join(AUTHKEY);
-    let key = decode_hex(read_or_empty(&key_path)?.trim())
+fn tokens_text(hashes: &BTreeMap<String, String>) -> String {
+    hashes.iter().map(|(k, v)| format!("{k} {v}\n")).collect()
+}
+
+/// The texts of the account files as read, `None` for a missing file.
+struct Texts {
+    users: Option<String>,
+    tokens: Option<String>,
+    shadow: Option<String>,
+    key: Option<String>,
+}
+
+fn read_texts(files: &dyn AccountFiles) -> Result<Texts, String> {
+    Ok(Texts {
+        users: files.read(USER_CFG)?,
+        tokens: files.read(TOKENS)?,
+        shadow: files.read(SHADOW)?,
+        key: files.read(AUTHKEY)?,
+    })
+}
+
+fn parse_docs(t: &Texts) -> Result<AccountDocs, String> {
+    let users = UserConfig::parse(t.users.as_deref().unwrap_or(""))
+        .map_err(|e| format!("{USER_CFG}: {e}"))?;
+    for w in &users.warnings {
+        tracing::warn!("{USER_CFG}: {w}");
+    }
+    Ok(AccountDocs {
+        users,
+        token_hashes: parse_secret_lines(t.tokens.as_deref().unwrap_or(""), ' '),
+        shadow: parse_secret_lines(t.shadow.as_deref().unwrap_or(""), ':'),
+    })
+}
+
+fn load_accounts(files: &dyn AccountFiles) -> Result<Accounts, AuthSetupError> {
+    let texts = read_texts(files).map_err(AuthSetupError::Format)?;
+    let key = decode_hex(texts.key.as_deref().unwrap_or("").trim())
         .filter(|k| !k.is_empty())
-        .ok_or_else(|| AuthSetupError::Format(format!("{}: not hex", key_path.display())))?;
+        .ok_or_else(|| AuthSetupError::Format(format!("{AUTHKEY}: not hex")))?;
+    let docs = parse_docs(&texts).map_err(AuthSetupError::Format)?;
     Ok(Accounts {
         key: Arc::new(key),
-        users: Arc::new(parse_users(etc)?),
-        token_hashes: read_secret_lines(&etc.join(TOKENS), ' ')?,
+        users: Arc::new(docs.users),
+        token_hashes: docs.token_hashes,
+        shadow: docs.shadow,
     })
 }
 
@@ -170,23 +253,33 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+fn hash_password(password: &str) -> Result<String, ApiError> {
+    let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+    Ok(Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(|e| ApiError::internal(format!("hashing the password failed: {e}")))?
+        .to_string())
+}
+
 impl Auth {
-    /// Opens (and on first start initialises) the auth files below `etc`.
+    /// Opens (and on first start initialises) the auth files below a local `etc`.
     pub fn open(etc: &Path) -> Result<Auth, AuthSetupError> {
-        Auth::open_with(etc, Arc::new(LocalFiles(etc.to_path_buf())))
+        Auth::open_with(Arc::new(LocalFiles::new(etc)))
     }
 
-    /// As `open`, with writes going through `writer`.
-    pub fn open_with(etc: &Path, writer: Arc<dyn ConfigWriter>) -> Result<Auth, AuthSetupError> {
-        let mut init: Vec<(&str, String)> = Vec::new();
-        if read_or_empty(&etc.join(AUTHKEY))?.trim().is_empty() {
+    /// As `open`, with the files read from and written to `files`.
+    pub fn open_with(files: Arc<dyn AccountFiles>) -> Result<Auth, AuthSetupError> {
+        let texts = read_texts(files.as_ref()).map_err(AuthSetupError::Format)?;
+        let mut writes: Vec<(&str, Option<String>, String)> = Vec::new();
+        if texts.key.as_deref().unwrap_or("").trim().is_empty() {
             let mut key = vec![0u8; 32];
             rand::thread_rng().fill_bytes(&mut key);
-            init.push((AUTHKEY, key.iter().map(|b| format!("{b:02x}")).collect()));
+            let hex = key.iter().map(|b| format!("{b:02x}")).collect();
+            writes.push((AUTHKEY, texts.key.clone(), hex));
         }
-        let mut users = parse_users(etc)?;
-        if !users.users.contains_key("root@pam") {
-            users.users.insert(
+        let mut docs = parse_docs(&texts).map_err(AuthSetupError::Format)?;
+        if !docs.users.users.contains_key("root@pam") {
+            docs.users.users.insert(
                 "root@pam".into(),
                 User {
                     userid: "root@pam".into(),
@@ -195,26 +288,42 @@ impl Auth {
                     ..User::default()
                 },
             );
-            init.push((USER_CFG, users.to_text()));
+            writes.push((USER_CFG, texts.users.clone(), docs.users.to_text()));
         }
-        if !init.is_empty() {
-            let files: Vec<(&str, &str)> = init.iter().map(|(p, d)| (*p, d.as_str())).collect();
-            writer.write_files(&files).map_err(AuthSetupError::Format)?;
+        if !writes.is_empty() {
+            let batch: Vec<FileWrite<'_>> = writes
+                .iter()
+                .map(|(path, expected, data)| FileWrite {
+                    path,
+                    expected: expected.as_deref(),
+                    data,
+                })
+                .collect();
+            match files.write(&batch) {
+                // Another node initialised them first: use theirs.
+                Ok(()) | Err(WriteError::Conflict(_)) => {}
+                Err(WriteError::Failed(e)) => return Err(AuthSetupError::Format(e)),
+            }
         }
-        let accounts = load_accounts(etc)?;
+        let accounts = load_accounts(files.as_ref())?;
         Ok(Auth {
-            etc: etc.to_path_buf(),
-            writer,
+            files,
             accounts: RwLock::new(accounts),
+            throttle: LoginThrottle::default(),
+            dummy_hash: hash_password(&uuid::Uuid::new_v4().to_string())
+                .map_err(|e| AuthSetupError::Format(e.message))?,
         })
     }
 
-    /// Re-reads the files after someone else changed them (another cluster node).
+    /// Re-reads the accounts after someone else changed them (another cluster node). It
+    /// reads under the accounts lock from the files' source, never from an older copy, so
+    /// a reload cannot undo a change made meanwhile.
     pub fn reload(&self) -> Result<(), AuthSetupError> {
-        let accounts = load_accounts(&self.etc)?;
-        if let Ok(mut a) = self.accounts.write() {
-            *a = accounts;
-        }
+        let mut current = self
+            .accounts
+            .write()
+            .map_err(|_| AuthSetupError::Format("accounts lock poisoned".into()))?;
+        *current = load_accounts(self.files.as_ref())?;
         Ok(())
     }
 
@@ -234,9 +343,65 @@ impl Auth {
     }
 
     pub fn has_password(&self, userid: &str) -> bool {
-        read_secret_lines(&self.etc.join(SHADOW), ':')
-            .map(|m| m.contains_key(userid))
+        self.accounts
+            .read()
+            .map(|a| a.shadow.contains_key(userid))
             .unwrap_or(false)
+    }
+
+    /// A read-modify-write of the account files: `change` works on freshly read and parsed
+    /// documents; what it changed is written with compare-and-set against what was read,
+    /// and the whole sequence is repeated when another writer came first. Nothing is
+    /// written when `change` fails or the result does not pass `UserConfig::check`.
+    pub fn modify<T>(
+        &self,
+        mut change: impl FnMut(&mut AccountDocs) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        for _ in 0..CHANGE_TRIES {
+            let texts = read_texts(self.files.as_ref()).map_err(ApiError::internal)?;
+            let mut docs = parse_docs(&texts).map_err(ApiError::internal)?;
+            let result = change(&mut docs)?;
+            docs.users.check().map_err(|e| {
+                let (field, msg) = e
+                    .message
+                    .split_once(": ")
+                    .map(|(f, m)| (f.to_string(), m.to_string()))
+                    .unwrap_or(("userid".into(), e.message.clone()));
+                ApiError::param(&field, msg)
+            })?;
+            let new_users = docs.users.to_text();
+            let new_tokens = tokens_text(&docs.token_hashes);
+            let new_shadow = shadow_text(&docs.shadow);
+            let mut batch = Vec::new();
+            for (path, old, new) in [
+                (USER_CFG, &texts.users, &new_users),
+                (TOKENS, &texts.tokens, &new_tokens),
+                (SHADOW, &texts.shadow, &new_shadow),
+            ] {
+                if old.as_deref().unwrap_or("") != new.as_str() {
+                    batch.push(FileWrite {
+                        path,
+                        expected: old.as_deref(),
+                        data: new,
+                    });
+                }
+            }
+            if batch.is_empty() {
+                return Ok(result);
+            }
+            match self.files.write(&batch) {
+                Ok(()) => {
+                    self.reload()
+                        .map_err(|e| ApiError::internal(e.to_string()))?;
+                    return Ok(result);
+                }
+                Err(WriteError::Conflict(_)) => continue,
+                Err(WriteError::Failed(e)) => return Err(ApiError::internal(e)),
+            }
+        }
+        Err(ApiError::internal(
+            "the account files kept changing meanwhile - try again",
+        ))
     }
 
     /// Sets (or replaces) a user's password hash.
@@ -247,17 +412,23 @@ impl Auth {
                 "value must be at least 5 characters long",
             ));
         }
-        let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
-        let hash = Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map_err(|e| ApiError::internal(format!("hashing the password failed: {e}")))?
-            .to_string();
-        let mut lines = read_secret_lines(&self.etc.join(SHADOW), ':').map_err(internal)?;
-        lines.insert(userid.to_string(), hash);
-        let text: String = lines.iter().map(|(u, h)| format!("{u}:{h}:\n")).collect();
-        self.writer
-            .write_files(&[(SHADOW, &text)])
-            .map_err(ApiError::internal)
+        if password.len() > 64 {
+            return Err(ApiError::param(
+                "password",
+                "value may only be 64 characters long",
+            ));
+        }
+        let hash = hash_password(password)?;
+        self.modify(|docs| {
+            if !docs.users.users.contains_key(userid) {
+                return Err(ApiError::param(
+                    "userid",
+                    format!("no such user ('{userid}')"),
+                ));
+            }
+            docs.shadow.insert(userid.to_string(), hash.clone());
+            Ok(())
+        })
     }
 
     fn user_usable(&self, userid: &str) -> bool {
@@ -267,19 +438,22 @@ impl Auth {
             .is_some_and(|u| u.enable && (u.expire == 0 || u.expire as i64 > now()))
     }
 
+    /// Verifies a password in the same time whether or not the user has one.
     fn check_password(&self, userid: &str, password: &str) -> bool {
-        let Ok(lines) = read_secret_lines(&self.etc.join(SHADOW), ':') else {
+        let stored = self
+            .accounts
+            .read()
+            .ok()
+            .and_then(|a| a.shadow.get(userid).cloned());
+        let known = stored.is_some();
+        let stored = stored.unwrap_or_else(|| self.dummy_hash.clone());
+        let Ok(hash) = PasswordHash::new(&stored) else {
             return false;
         };
-        let Some(stored) = lines.get(userid) else {
-            return false;
-        };
-        let Ok(hash) = PasswordHash::new(stored) else {
-            return false;
-        };
-        Argon2::default()
+        let matches = Argon2::default()
             .verify_password(password.as_bytes(), &hash)
-            .is_ok()
+            .is_ok();
+        known && matches
     }
 
     /// Normalises `user` + optional realm into `user@realm`, finding the user
@@ -301,16 +475,26 @@ impl Auth {
     }
 
     /// Password login; `password` may also be a still-valid ticket of the same user.
-    pub fn login(&self, userid: &str, password: &str) -> Result<String, ApiError> {
+    /// Failed attempts count against the user and the client address (`peer`); while
+    /// either is over its limit, logins are refused with 429 before any password check.
+    pub fn login(
+        &self,
+        userid: &str,
+        password: &str,
+        peer: Option<IpAddr>,
+    ) -> Result<String, ApiError> {
+        self.throttle.check(userid, peer)?;
         let fail = || ApiError::new(401, "authentication failure");
-        if !self.user_usable(userid) {
-            return Err(fail());
-        }
         let by_ticket =
             password.starts_with("PVE:") && self.verify_ticket(password).as_deref() == Some(userid);
-        if by_ticket || self.check_password(userid, password) {
+        // The password is checked even for an unknown or disabled user (against a dummy
+        // hash), so the answer takes as long whether the user exists or not.
+        let ok = (by_ticket || self.check_password(userid, password)) && self.user_usable(userid);
+        if ok {
+            self.throttle.succeeded(userid);
             Ok(self.ticket(userid))
         } else {
+            self.throttle.failed(userid, peer);
             Err(fail())
         }
     }
@@ -382,64 +566,146 @@ impl Auth {
         })
     }
 
-    /// Applies `change` to copies of user.cfg and the token hashes, writes both files and
-    /// only then makes the copies current: a failed write leaves everything as it was.
-    fn change_tokens(
-        &self,
-        change: impl FnOnce(&mut UserConfig, &mut BTreeMap<String, String>) -> Result<(), ApiError>,
-    ) -> Result<(), ApiError> {
-        let mut accounts = self
-            .accounts
-            .write()
-            .map_err(|_| ApiError::internal("user config lock poisoned"))?;
-        let mut users = (*accounts.users).clone();
-        let mut hashes = accounts.token_hashes.clone();
-        change(&mut users, &mut hashes)?;
-        let text: String = hashes.iter().map(|(k, v)| format!("{k} {v}\n")).collect();
-        self.writer
-            .write_files(&[(TOKENS, &text), (USER_CFG, &users.to_text())])
-            .map_err(ApiError::internal)?;
-        *accounts = Accounts {
-            key: Arc::clone(&accounts.key),
-            users: Arc::new(users),
-            token_hashes: hashes,
-        };
-        Ok(())
-    }
-
     /// Creates an API token; returns the secret, which is shown only this once.
     pub fn create_token(&self, userid: &str, token: Token) -> Result<String, ApiError> {
         let secret = uuid::Uuid::new_v4().to_string();
-        self.change_tokens(|users, hashes| {
-            if !users.users.contains_key(userid) {
+        let hash = sha256_hex(&secret);
+        self.modify(|docs| {
+            if !docs.users.users.contains_key(userid) {
                 return Err(ApiError::internal(format!("no such user ('{userid}')")));
             }
-            if users.tokens.contains_key(&token.full_id) {
+            if docs.users.tokens.contains_key(&token.full_id) {
                 return Err(ApiError::param(
                     "tokenid",
                     format!("Token '{}' already exists.", token.full_id),
                 ));
             }
-            hashes.insert(token.full_id.clone(), sha256_hex(&secret));
-            users.tokens.insert(token.full_id.clone(), token);
+            docs.token_hashes
+                .insert(token.full_id.clone(), hash.clone());
+            docs.users
+                .tokens
+                .insert(token.full_id.clone(), token.clone());
             Ok(())
         })?;
         Ok(secret)
     }
 
     pub fn delete_token(&self, full_id: &str) -> Result<(), ApiError> {
-        self.change_tokens(|users, hashes| {
-            if users.tokens.remove(full_id).is_none() {
+        self.modify(|docs| {
+            if docs.users.tokens.remove(full_id).is_none() {
                 return Err(ApiError::internal(format!("no such token '{full_id}'")));
             }
-            hashes.remove(full_id);
+            docs.token_hashes.remove(full_id);
+            // Its ACL entries go with it, as in Proxmox VE.
+            for acl in &mut docs.users.acls {
+                acl.ugids.retain(|u| u != full_id);
+            }
+            docs.users.acls.retain(|a| !a.ugids.is_empty());
             Ok(())
         })
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::internal(e.to_string())
+/// Failed logins in a sliding window, per user and per client address. Proxmox VE only
+/// delays each failure by 3 s; a guessing attack from many connections is refused here
+/// outright once it passes the limits, without spending a password check on it.
+#[derive(Default)]
+pub struct LoginThrottle {
+    failures: std::sync::Mutex<ThrottleState>,
+}
+
+#[derive(Default)]
+struct ThrottleState {
+    by_user: std::collections::HashMap<String, std::collections::VecDeque<Instant>>,
+    by_addr: std::collections::HashMap<IpAddr, std::collections::VecDeque<Instant>>,
+}
+
+/// Failed logins allowed per user, and per client address, within `THROTTLE_WINDOW`.
+pub const USER_FAILURE_LIMIT: usize = 5;
+pub const ADDR_FAILURE_LIMIT: usize = 20;
+pub const THROTTLE_WINDOW: Duration = Duration::from_secs(60);
+/// Keys tracked at most (memory bound under a flood of made-up user names).
+const THROTTLE_KEYS: usize = 100_000;
+
+fn prune(list: &mut std::collections::VecDeque<Instant>, now: Instant) {
+    while list
+        .front()
+        .is_some_and(|t| now.duration_since(*t) >= THROTTLE_WINDOW)
+    {
+        list.pop_front();
+    }
+}
+
+/// Seconds until the oldest failure leaves the window.
+fn wait_secs(list: &std::collections::VecDeque<Instant>, now: Instant) -> u64 {
+    list.front()
+        .map(|t| {
+            THROTTLE_WINDOW
+                .saturating_sub(now.duration_since(*t))
+                .as_secs()
+                + 1
+        })
+        .unwrap_or(1)
+}
+
+impl LoginThrottle {
+    pub fn check(&self, userid: &str, peer: Option<IpAddr>) -> Result<(), ApiError> {
+        let now = Instant::now();
+        let mut state = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(list) = state.by_user.get_mut(userid) {
+            prune(list, now);
+            if list.len() >= USER_FAILURE_LIMIT {
+                return Err(ApiError::new(
+                    429,
+                    format!(
+                        "too many failed logins for user '{userid}' - try again in {} s",
+                        wait_secs(list, now)
+                    ),
+                ));
+            }
+        }
+        if let Some(list) = peer.and_then(|p| state.by_addr.get_mut(&p)) {
+            prune(list, now);
+            if list.len() >= ADDR_FAILURE_LIMIT {
+                return Err(ApiError::new(
+                    429,
+                    format!(
+                        "too many failed logins from this address - try again in {} s",
+                        wait_secs(list, now)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn failed(&self, userid: &str, peer: Option<IpAddr>) {
+        let now = Instant::now();
+        let mut state = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if state.by_user.len() + state.by_addr.len() > THROTTLE_KEYS {
+            state.by_user.retain(|_, l| {
+                prune(l, now);
+                !l.is_empty()
+            });
+            state.by_addr.retain(|_, l| {
+                prune(l, now);
+                !l.is_empty()
+            });
+        }
+        state
+            .by_user
+            .entry(userid.to_string())
+            .or_default()
+            .push_back(now);
+        if let Some(p) = peer {
+            state.by_addr.entry(p).or_default().push_back(now);
+        }
+    }
+
+    fn succeeded(&self, userid: &str) {
+        let mut state = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        state.by_user.remove(userid);
+    }
 }
 
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
@@ -466,7 +732,7 @@ mod tests {
     #[test]
     fn tickets_have_the_pve_shape_and_verify() {
         let (_d, auth) = auth();
-        let ticket = auth.login("root@pam", "secret1").unwrap();
+        let ticket = auth.login("root@pam", "secret1", None).unwrap();
         let fields: Vec<&str> = ticket.splitn(3, ':').collect();
         assert_eq!(fields[0], "PVE");
         assert_eq!(fields[1], "root@pam");
@@ -475,18 +741,84 @@ mod tests {
         let forged = ticket.replace("root@pam", "admin@pve");
         assert_eq!(auth.verify_ticket(&forged), None);
         // renewal with the ticket as password
-        assert!(auth.login("root@pam", &ticket).is_ok());
+        assert!(auth.login("root@pam", &ticket, None).is_ok());
     }
 
     #[test]
     fn wrong_password_is_an_authentication_failure() {
         let (_d, auth) = auth();
-        let err = auth.login("root@pam", "wrong").unwrap_err();
+        let err = auth.login("root@pam", "wrong", None).unwrap_err();
         assert_eq!(
             (err.status, err.message.as_str()),
             (401, "authentication failure")
         );
-        assert!(auth.login("nobody@pve", "secret1").is_err());
+        assert!(auth.login("nobody@pve", "secret1", None).is_err());
+    }
+
+    #[test]
+    fn failed_logins_are_throttled_per_user_and_address() {
+        let (_d, auth) = auth();
+        let addr: IpAddr = "192.0.2.7".parse().unwrap();
+        for _ in 0..USER_FAILURE_LIMIT {
+            assert_eq!(
+                auth.login("root@pam", "wrong", Some(addr))
+                    .unwrap_err()
+                    .status,
+                401
+            );
+        }
+        let err = auth.login("root@pam", "secret1", Some(addr)).unwrap_err();
+        assert_eq!(err.status, 429, "{err:?}");
+        assert!(err.message.contains("root@pam"));
+        // other users from other addresses are not affected
+        let other: IpAddr = "192.0.2.8".parse().unwrap();
+        assert_eq!(
+            auth.login("nobody@pve", "x", Some(other))
+                .unwrap_err()
+                .status,
+            401
+        );
+        // many users from one address: the address limit
+        for i in 0..ADDR_FAILURE_LIMIT {
+            let _ = auth.login(&format!("u{i}@pve"), "x", Some(other));
+        }
+        let err = auth.login("fresh@pve", "x", Some(other)).unwrap_err();
+        assert_eq!(err.status, 429);
+        assert!(err.message.contains("address"));
+    }
+
+    #[test]
+    fn concurrent_changes_are_not_lost() {
+        let (dir, auth) = auth();
+        let auth = std::sync::Arc::new(auth);
+        let workers: Vec<_> = (0..4)
+            .map(|w| {
+                let auth = std::sync::Arc::clone(&auth);
+                std::thread::spawn(move || {
+                    for i in 0..15 {
+                        let full_id = format!("root@pam!w{w}t{i}");
+                        auth.create_token(
+                            "root@pam",
+                            Token {
+                                full_id: full_id.clone(),
+                                ..Token::default()
+                            },
+                        )
+                        .unwrap();
+                        if i % 3 == 0 {
+                            auth.delete_token(&full_id).unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        let expected = 4 * 15 - 4 * 5;
+        assert_eq!(auth.user_config().tokens.len(), expected);
+        let again = Auth::open(dir.path()).unwrap();
+        assert_eq!(again.user_config().tokens.len(), expected);
     }
 
     #[test]

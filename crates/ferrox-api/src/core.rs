@@ -5,7 +5,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::rbac;
 use crate::router::{ApiState, Ctx, Endpoint, Method, Permission, Reply, Returns};
-use crate::schema::{int, Param, ParamType, BOOL, STRING};
+use crate::schema::{int, Param, ParamType, BOOL, REALM, STRING, TEXT, TOKEN_NAME, USERID};
 use crate::tasks::TaskFilter;
 use ferrox_types::user_config::Token;
 use serde_json::{json, Value};
@@ -15,8 +15,6 @@ pub const PVE_VERSION: &str = "9.2.0";
 pub const PVE_RELEASE: &str = "9.2";
 /// An identifier of the build in the 8–64 hex digits clients expect.
 pub const REPOID: &str = "f3770c5e";
-
-const USERID: ParamType = ParamType::String { max_len: Some(64) };
 
 fn node_param() -> Param {
     Param::required("node", ParamType::Node, "The cluster node name.")
@@ -89,7 +87,7 @@ fn create_ticket<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
         }
         return Ok(json!({ "username": userid }).into());
     }
-    let ticket = auth.login(&userid, password)?;
+    let ticket = auth.login(&userid, password, ctx.peer)?;
     let caller = Caller {
         userid: userid.clone(),
         token: None,
@@ -168,20 +166,6 @@ fn list_tokens<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
 fn full_token_id<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<String, ApiError> {
     let userid = token_owner(ctx)?;
     let tokenid = ctx.params.need_str("tokenid")?;
-    let valid = tokenid
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic())
-        && tokenid.len() >= 2
-        && tokenid
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
-    if !valid {
-        return Err(ApiError::param(
-            "tokenid",
-            "value does not match the regex pattern",
-        ));
-    }
     Ok(format!("{userid}!{tokenid}"))
 }
 
@@ -320,9 +304,9 @@ pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
         Endpoint::new(Post, "/access/ticket", "Create an authentication ticket.", Permission::World, Returns::Object, create_ticket)
             .no_token()
             .params(vec![
-                Param::required("username", USERID, "User name (user@realm, or user with realm)."),
+                Param::required("username", ParamType::String { max_len: Some(64) }, "User name (user@realm, or user with realm)."),
                 Param::required("password", STRING, "The password, or a valid ticket to renew."),
-                Param::optional("realm", STRING, "Appended to the user name as @realm."),
+                Param::optional("realm", REALM, "Appended to the user name as @realm."),
                 Param::optional("otp", STRING, "One-time password (TFA is not enabled on Ferrox)."),
                 Param::optional("tfa-challenge", STRING, "Partial ticket of a TFA login."),
                 Param::optional("path", STRING, "Verify the ticket and check privileges on this path."),
@@ -340,20 +324,20 @@ pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
         Endpoint::new(Get, "/access/users/{userid}/token/{tokenid}", "One API token.", Permission::Authenticated, Returns::Object, read_token)
             .params(vec![
                 Param::required("userid", USERID, "User id."),
-                Param::required("tokenid", STRING, "Token name."),
+                Param::required("tokenid", TOKEN_NAME, "Token name."),
             ]),
         Endpoint::new(Post, "/access/users/{userid}/token/{tokenid}", "Create an API token; the secret is returned once.", Permission::Authenticated, Returns::Object, create_token)
             .params(vec![
                 Param::required("userid", USERID, "User id."),
-                Param::required("tokenid", STRING, "Token name."),
-                Param::optional("comment", STRING, "Free text."),
+                Param::required("tokenid", TOKEN_NAME, "Token name."),
+                Param::optional("comment", TEXT, "Free text."),
                 Param::optional("expire", int(Some(0), None), "Expiry (Unix seconds, 0 = never)."),
                 Param::optional("privsep", BOOL, "Separate privileges (default 1): the token's own ACLs, intersected with the user's."),
             ]),
         Endpoint::new(Delete, "/access/users/{userid}/token/{tokenid}", "Delete an API token.", Permission::Authenticated, Returns::Null, delete_token)
             .params(vec![
                 Param::required("userid", USERID, "User id."),
-                Param::required("tokenid", STRING, "Token name."),
+                Param::required("tokenid", TOKEN_NAME, "Token name."),
             ]),
         Endpoint::new(Get, "/version", "API version.", Permission::Authenticated, Returns::Object, version),
         Endpoint::new(Get, "/nodes/{node}/version", "Version of a node.", Permission::Authenticated, Returns::Object, node_version)

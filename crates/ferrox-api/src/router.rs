@@ -128,6 +128,8 @@ pub struct Ctx<'a, S> {
     /// `None` only for `Permission::World` endpoints.
     pub caller: Option<&'a Caller>,
     pub params: Params,
+    /// The client's address (login throttling), when the HTTP layer knows it.
+    pub peer: Option<std::net::IpAddr>,
 }
 
 impl<S: ApiState> Ctx<'_, S> {
@@ -233,6 +235,8 @@ pub struct RawRequest {
     /// Header names in lower case.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The client's address.
+    pub peer: Option<std::net::IpAddr>,
 }
 
 impl RawRequest {
@@ -247,6 +251,9 @@ impl RawRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawResponse {
     pub status: u16,
+    /// Wait this long before answering (Proxmox VE delays every 401); the HTTP layer
+    /// waits without holding a thread.
+    pub delay: Option<Duration>,
     /// The first line of the error message (Proxmox VE clients show only this).
     pub reason: Option<String>,
     pub content_type: &'static str,
@@ -320,6 +327,7 @@ impl RawResponse {
     pub fn json(status: u16, reason: Option<String>, body: String) -> RawResponse {
         RawResponse {
             status,
+            delay: None,
             reason,
             content_type: "application/json;charset=UTF-8",
             body: body.into_bytes(),
@@ -353,12 +361,13 @@ impl<S: ApiState> Api<S> {
                 RawResponse::json(200, None, format!("{{\"data\":{data}{total}{success}}}"))
             }
             Err(e) => {
-                if e.status == 401 {
-                    std::thread::sleep(self.state.unauthorized_delay());
-                }
+                let delay = (e.status == 401).then(|| self.state.unauthorized_delay());
                 let reason = e.message.lines().next().map(str::to_string);
                 if e.empty_body {
-                    return RawResponse::json(e.status, reason, String::new());
+                    return RawResponse {
+                        delay,
+                        ..RawResponse::json(e.status, reason, String::new())
+                    };
                 }
                 let mut body = json!({ "data": null, "message": e.body_message() });
                 if !e.errors.is_empty() {
@@ -370,7 +379,10 @@ impl<S: ApiState> Api<S> {
                     body["status"] = json!(e.status);
                     return RawResponse::json(200, None, body.to_string());
                 }
-                RawResponse::json(e.status, reason, body.to_string())
+                RawResponse {
+                    delay,
+                    ..RawResponse::json(e.status, reason, body.to_string())
+                }
             }
         }
     }
@@ -588,6 +600,7 @@ impl<S: ApiState> Api<S> {
             state: &self.state,
             caller: caller.as_ref(),
             params,
+            peer: req.peer,
         };
         (endpoint.handler)(&ctx)
     }

@@ -6,7 +6,7 @@ use crate::error::ApiError;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum ParamType {
     Integer {
         min: Option<i64>,
@@ -15,8 +15,20 @@ pub enum ParamType {
     Number,
     /// `0`/`1` in forms; `true`/`false` or `0`/`1` in JSON.
     Boolean,
+    /// One line of text: control characters (newline, NUL, ...) are refused, so the value
+    /// can never add a line to a config file.
     String {
         max_len: Option<usize>,
+    },
+    /// Free text that may span lines (descriptions, comments that the file format encodes).
+    Text {
+        max_len: Option<usize>,
+    },
+    /// A string in a named format (`pve-userid`, `pve-storage-id`, ...), checked by the
+    /// format's function from `ferrox_types::format`.
+    Format {
+        name: &'static str,
+        check: fn(&str) -> Result<(), String>,
     },
     Enum(&'static [&'static str]),
     /// A Proxmox VE guest id (100 ..= 999 999 999).
@@ -25,7 +37,7 @@ pub enum ParamType {
     Node,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Param {
     pub name: &'static str,
     pub ty: ParamType,
@@ -56,6 +68,32 @@ pub const fn int(min: Option<i64>, max: Option<i64>) -> ParamType {
     ParamType::Integer { min, max }
 }
 pub const STRING: ParamType = ParamType::String { max_len: None };
+pub const TEXT: ParamType = ParamType::Text {
+    max_len: Some(8192),
+};
+
+use ferrox_types::format as fmt;
+macro_rules! formats {
+    ($($(#[$doc:meta])* $const:ident = $name:literal, $check:path;)*) => {
+        $($(#[$doc])* pub const $const: ParamType = ParamType::Format { name: $name, check: $check };)*
+    };
+}
+formats! {
+    USERID = "pve-userid", fmt::userid;
+    REALM = "pve-realm", fmt::realm;
+    TOKEN_NAME = "pve-tokenid", fmt::token_name;
+    GROUP_ID = "pve-groupid", fmt::group_id;
+    ROLE_ID = "pve-roleid", fmt::role_id;
+    POOL_ID = "pve-poolid", fmt::pool_id;
+    STORAGE_ID = "pve-storage-id", fmt::storage_id;
+    NODE_LIST = "pve-node-list", fmt::node_list;
+    CONTENT_LIST = "pve-storage-content-list", fmt::content_list;
+    TAGS = "pve-tag-list", fmt::tag_list;
+    EMAIL = "email-opt", fmt::email;
+    ABSOLUTE_PATH = "pve-storage-path", fmt::absolute_path;
+    /// A field of `user.cfg` (first name, last name, keys): one line without `:`.
+    COLON_FIELD = "pve-user-field", fmt::colon_field;
+}
 pub const BOOL: ParamType = ParamType::Boolean;
 
 /// Keys accepted beyond the declared parameters.
@@ -167,6 +205,24 @@ pub fn check(ty: &ParamType, value: &Value) -> Result<Value, String> {
             if let Some(max) = max_len.filter(|m| s.len() > *m) {
                 return Err(format!("value may only be {max} characters long"));
             }
+            ferrox_types::text::check_single_line(&s)?;
+            Ok(Value::String(s))
+        }
+        ParamType::Text { max_len } => {
+            let s = as_text(value).ok_or_else(|| type_error("string", value))?;
+            if let Some(max) = max_len.filter(|m| s.len() > *m) {
+                return Err(format!("value may only be {max} characters long"));
+            }
+            if s.chars()
+                .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+            {
+                return Err("value must not contain control characters".into());
+            }
+            Ok(Value::String(s))
+        }
+        ParamType::Format { check, .. } => {
+            let s = as_text(value).ok_or_else(|| type_error("string", value))?;
+            check(&s)?;
             Ok(Value::String(s))
         }
         ParamType::Enum(values) => {
@@ -283,6 +339,14 @@ pub fn json_schema(ty: &ParamType) -> Value {
             }
             s
         }
+        ParamType::Text { max_len } => {
+            let mut s = serde_json::json!({"type": "string"});
+            if let Some(max) = max_len {
+                s["maxLength"] = Value::from(*max);
+            }
+            s
+        }
+        ParamType::Format { name, .. } => serde_json::json!({"type": "string", "format": name}),
         ParamType::Enum(values) => serde_json::json!({"type": "string", "enum": values}),
         ParamType::Node => {
             serde_json::json!({"type": "string", "pattern": "^[a-zA-Z0-9]([a-zA-Z0-9\\-]*[a-zA-Z0-9])?$"})
@@ -331,6 +395,16 @@ mod tests {
         );
         assert!(err.errors["timeout"].contains("minimum value of 0"));
         assert!(err.errors["bogus"].contains("not defined in schema"));
+    }
+
+    #[test]
+    fn strings_stay_on_one_line_and_formats_are_checked() {
+        assert!(check(&STRING, &json!("x\nonboot: 1")).is_err());
+        assert!(check(&TEXT, &json!("two\nlines")).is_ok());
+        assert!(check(&TEXT, &json!("nul\u{0}")).is_err());
+        assert!(check(&USERID, &json!("bob@pve")).is_ok());
+        assert!(check(&NODE_LIST, &json!("n1\n\tshared 1")).is_err());
+        assert_eq!(json_schema(&USERID)["format"], "pve-userid");
     }
 
     #[test]

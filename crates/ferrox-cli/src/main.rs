@@ -80,9 +80,16 @@ enum NodeCommand {
         /// Node name (default: the host name).
         #[arg(long)]
         name: Option<String>,
-        /// Password of root@pam, set on first start.
+        /// Password of root@pam, set on first start. Prefer FERROX_ROOT_PASSWORD or
+        /// --root-password-file: a command line is visible to every local user in `ps`.
         #[arg(long, env = "FERROX_ROOT_PASSWORD", hide_env_values = true)]
         root_password: Option<String>,
+        /// A file whose first line is root@pam's password (set on first start).
+        #[arg(long, conflicts_with = "root_password")]
+        root_password_file: Option<PathBuf>,
+        /// Open API connections at most; more are answered 503.
+        #[arg(long, default_value_t = 4096)]
+        max_connections: usize,
         /// Accelerator of the guests: kvm, tcg or auto.
         #[arg(long, default_value = "auto")]
         accel: ferrox_node::AccelSetting,
@@ -209,6 +216,8 @@ fn run(cli: Cli, out: &mut String) -> Result<()> {
                     listen,
                     name,
                     root_password,
+                    root_password_file,
+                    max_connections,
                     accel,
                     auth_failure_delay_ms,
                     metrics_interval,
@@ -230,7 +239,18 @@ fn run(cli: Cli, out: &mut String) -> Result<()> {
             let mut opts =
                 ferrox_node::NodeOptions::new(&data_dir, &name.unwrap_or_else(host_name));
             opts.listen = listen;
-            opts.root_password = root_password;
+            opts.root_password = match root_password_file {
+                Some(path) => Some(
+                    std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .to_string(),
+                ),
+                None => root_password,
+            };
+            opts.limits.max_connections = max_connections.max(1);
             opts.accel = accel;
             opts.unauthorized_delay = std::time::Duration::from_millis(auth_failure_delay_ms);
             opts.metrics_interval = std::time::Duration::from_secs(metrics_interval.max(1));

@@ -4,7 +4,7 @@
 use crate::{host, Node};
 use ferrox_api::core::{local_node, PVE_VERSION};
 use ferrox_api::rbac;
-use ferrox_api::schema::{int, BOOL, STRING};
+use ferrox_api::schema::{int, ABSOLUTE_PATH, BOOL, CONTENT_LIST, NODE_LIST, STORAGE_ID, STRING};
 use ferrox_api::{
     ApiError, Ctx, Endpoint, Extra, Method, Param, ParamType, Permission, Reply, Returns,
 };
@@ -247,6 +247,7 @@ fn create_guest(ctx: &C<'_>) -> Result<Reply, ApiError> {
         ));
     }
     let (sets, _) = config_changes(ctx);
+    crate::guest_perm::check_config_change(ctx, vmid, None, &sets, &[])?;
     let start = ctx.params.bool("start").unwrap_or(false);
     let upid = ctx.state.create_guest(vmid, sets, start, &auth_id(ctx)?)?;
     Ok(json!(upid).into())
@@ -345,6 +346,19 @@ fn update_config(
     Ok(())
 }
 
+/// The checks PUT and POST share before anything changes: root-only parameters and the
+/// privilege of every key.
+fn check_config_request(
+    ctx: &C<'_>,
+    vmid: u32,
+    sets: &BTreeMap<String, String>,
+    deletes: &[String],
+) -> Result<(), ApiError> {
+    crate::guest_perm::root_only_param(ctx, "skiplock")?;
+    let current = ctx.state.guest_config(vmid)?;
+    crate::guest_perm::check_config_change(ctx, vmid, Some(&current), sets, deletes)
+}
+
 fn put_config(ctx: &C<'_>) -> Result<Reply, ApiError> {
     local_node(ctx)?;
     let vmid = vmid(ctx)?;
@@ -352,6 +366,7 @@ fn put_config(ctx: &C<'_>) -> Result<Reply, ApiError> {
     if sets.is_empty() && deletes.is_empty() && ctx.params.str("revert").is_none() {
         return Err(ApiError::new(400, "no options specified"));
     }
+    check_config_request(ctx, vmid, &sets, &deletes)?;
     update_config(
         ctx.state,
         vmid,
@@ -370,7 +385,7 @@ fn post_config(ctx: &C<'_>) -> Result<Reply, ApiError> {
     let digest = ctx.params.str("digest").map(String::from);
     let skiplock = ctx.params.bool("skiplock").unwrap_or(false);
     // Checked before the task so that bad input is an API error, not a failed task.
-    ctx.state.guest_config(vmid)?;
+    check_config_request(ctx, vmid, &sets, &deletes)?;
     let node = Arc::clone(ctx.state);
     let upid =
         ctx.state
@@ -441,6 +456,7 @@ fn spawn_power(
     work: impl FnOnce(&Node, u32, &ferrox_api::TaskLog) -> Result<(), String> + Send + 'static,
 ) -> Result<Reply, ApiError> {
     local_node(ctx)?;
+    crate::guest_perm::root_only_param(ctx, "skiplock")?;
     let vmid = vmid(ctx)?;
     ctx.state.guest_config(vmid)?;
     let node = Arc::clone(ctx.state);
@@ -453,45 +469,55 @@ fn spawn_power(
     Ok(json!(upid).into())
 }
 
-/// `POST /storage`: a new `dir` storage. The section is appended to storage.cfg and the
-/// result parsed by the one storage.cfg parser, so every check lives there.
+/// `POST /storage`: a new `dir` storage, added to the tree's storage.cfg through its one
+/// serializer (compare-and-set against the version read).
 fn storage_create(ctx: &C<'_>) -> Result<Reply, ApiError> {
     let id = ctx.params.need_str("storage")?;
     let path = ctx.params.need_str("path")?;
-    let mut section = format!("dir: {id}\n\tpath {path}\n");
-    section.push_str(&format!(
-        "\tcontent {}\n",
-        ctx.params.str("content").unwrap_or("images,rootdir")
-    ));
-    if let Some(nodes) = ctx.params.str("nodes") {
-        section.push_str(&format!("\tnodes {nodes}\n"));
-    }
-    for flag in ["shared", "disable"] {
-        if let Some(v) = ctx.params.bool(flag) {
-            section.push_str(&format!("\t{flag} {}\n", u8::from(v)));
-        }
-    }
     let node = ctx.state;
-    let current = node
-        .tree
-        .get("storage.cfg")
-        .map(|e| e.data)
-        .unwrap_or_default();
-    let text = format!("{}\n{section}", current.trim_end());
-    ferrox_types::StorageConfig::parse(&text).map_err(|e| {
-        let msg = e.to_string();
-        if msg.contains("defined twice") {
-            return ApiError::param("storage", format!("storage ID '{id}' already defined"));
-        }
-        let field = ["path", "content", "nodes", "shared", "disable"]
-            .into_iter()
-            .find(|f| msg.contains(&format!("property '{f}'")))
-            .unwrap_or("storage");
-        ApiError::param(field, msg)
-    })?;
+    let current = node.tree.get("storage.cfg");
+    let mut cfg = match &current {
+        Some(e) => ferrox_types::StorageConfig::parse(&e.data)
+            .map_err(|e| ApiError::internal(format!("storage.cfg: {e}")))?,
+        None => ferrox_types::StorageConfig::default(),
+    };
+    if cfg.storages.contains_key(id) {
+        return Err(ApiError::param(
+            "storage",
+            format!("storage ID '{id}' already defined"),
+        ));
+    }
+    let list = |name: &str| {
+        ctx.params.str(name).map(|v| {
+            ferrox_types::format::split_list(v)
+                .map(String::from)
+                .collect::<std::collections::BTreeSet<_>>()
+        })
+    };
+    let storage = ferrox_types::Storage {
+        id: id.to_string(),
+        storage_type: "dir".into(),
+        path: Some(path.to_string()),
+        content: list("content").unwrap_or_else(|| {
+            ["images", "rootdir"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        }),
+        shared: ctx.params.bool("shared").unwrap_or(false),
+        disable: ctx.params.bool("disable").unwrap_or(false),
+        nodes: list("nodes"),
+        other: BTreeMap::new(),
+    };
+    cfg.storages.insert(id.to_string(), storage);
+    cfg.order.push(id.to_string());
+    let text = cfg.to_text();
+    // The serializer's output must read back as the same storages (the one parser).
+    ferrox_types::StorageConfig::parse(&text)
+        .map_err(|e| ApiError::param("storage", e.to_string()))?;
     std::fs::create_dir_all(path)
         .map_err(|e| ApiError::param("path", format!("cannot create {path}: {e}")))?;
-    let expect = match node.tree.get("storage.cfg") {
+    let expect = match &current {
         Some(e) => ferrox_store::Expect::Digest(ferrox_store::digest(&e.data)),
         None => ferrox_store::Expect::Absent,
     };
@@ -628,6 +654,7 @@ fn resume(ctx: &C<'_>) -> Result<Reply, ApiError> {
 
 fn destroy(ctx: &C<'_>) -> Result<Reply, ApiError> {
     local_node(ctx)?;
+    crate::guest_perm::root_only_param(ctx, "skiplock")?;
     let vmid = vmid(ctx)?;
     let cfg = ctx.state.guest_config(vmid)?;
     if ctx.state.guests.process(vmid).is_some() {
@@ -1429,11 +1456,11 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             storage_create,
         )
         .params(vec![
-            Param::required("storage", STRING, "The storage identifier."),
+            Param::required("storage", STORAGE_ID, "The storage identifier."),
             Param::required("type", ParamType::Enum(&["dir"]), "Storage type."),
-            Param::required("path", STRING, "File system path."),
-            Param::optional("content", STRING, "Allowed content types."),
-            Param::optional("nodes", STRING, "Nodes the storage is available on."),
+            Param::required("path", ABSOLUTE_PATH, "File system path."),
+            Param::optional("content", CONTENT_LIST, "Allowed content types."),
+            Param::optional("nodes", NODE_LIST, "Nodes the storage is available on."),
             Param::optional("shared", BOOL, "The same content on every node."),
             Param::optional("disable", BOOL, "Disable the storage."),
         ]),

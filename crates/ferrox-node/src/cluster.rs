@@ -76,17 +76,35 @@ impl ConfigTree {
     }
 }
 
-impl ferrox_api::auth::ConfigWriter for ConfigTree {
-    fn write_files(&self, files: &[(&str, &str)]) -> Result<(), String> {
+/// Accounts live in the store: reads come from this node's applied state (which a write
+/// from this node has reached before it returns), writes are one compare-and-set
+/// transaction.
+impl ferrox_api::auth::AccountFiles for ConfigTree {
+    fn read(&self, path: &str) -> Result<Option<String>, String> {
+        Ok(self.get(path).map(|e| e.data))
+    }
+
+    fn write(
+        &self,
+        files: &[ferrox_api::auth::FileWrite<'_>],
+    ) -> Result<(), ferrox_api::auth::WriteError> {
+        use ferrox_api::auth::WriteError;
         let ops = files
             .iter()
-            .map(|(path, data)| Op::Put {
-                path: path.to_string(),
-                data: data.to_string(),
-                expect: Expect::Any,
+            .map(|f| Op::Put {
+                path: f.path.to_string(),
+                data: f.data.to_string(),
+                expect: match f.expected {
+                    Some(old) => Expect::Digest(ferrox_store::digest(old)),
+                    None => Expect::Absent,
+                },
             })
             .collect();
-        self.txn(ops).map(drop).map_err(|e| e.to_string())
+        match self.txn(ops) {
+            Ok(_) => Ok(()),
+            Err(StoreError::Conflict { path, .. }) => Err(WriteError::Conflict(path)),
+            Err(e) => Err(WriteError::Failed(store_error(e).message)),
+        }
     }
 }
 
@@ -217,23 +235,15 @@ fn secret_ok(node: &Node, headers: &HeaderMap) -> bool {
 async fn store_rpc(
     State(node): State<Arc<Node>>,
     Path(rpc): Path<String>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, Vec<u8>) {
-    if !secret_ok(&node, &headers) {
-        return (StatusCode::UNAUTHORIZED, b"bad cluster secret".to_vec());
-    }
     (StatusCode::OK, node.store.serve_rpc(&rpc, &body).await)
 }
 
 async fn local_resources(
     State(node): State<Arc<Node>>,
     Path(kind): Path<String>,
-    headers: HeaderMap,
 ) -> (StatusCode, Vec<u8>) {
-    if !secret_ok(&node, &headers) {
-        return (StatusCode::UNAUTHORIZED, b"bad cluster secret".to_vec());
-    }
     let json = tokio::task::spawn_blocking(move || {
         let kind = (kind != "all").then_some(kind.as_str());
         crate::api::local_resources(&node, kind, &|_, _, _| true)
@@ -247,12 +257,8 @@ async fn local_resources(
 async fn migration_step(
     State(node): State<Arc<Node>>,
     Path((vmid, action)): Path<(u32, String)>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, Vec<u8>) {
-    if !secret_ok(&node, &headers) {
-        return (StatusCode::UNAUTHORIZED, b"bad cluster secret".to_vec());
-    }
     let result = tokio::task::spawn_blocking(move || {
         let args: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         match action.as_str() {
@@ -270,6 +276,20 @@ async fn migration_step(
     )
 }
 
+/// Checks the cluster secret from the headers before any handler reads a body: a
+/// stranger never gets a node to buffer a snapshot-sized request.
+async fn require_secret(
+    State(node): State<Arc<Node>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if !secret_ok(&node, req.headers()) {
+        return (StatusCode::UNAUTHORIZED, "bad cluster secret").into_response();
+    }
+    next.run(req).await
+}
+
 /// Routes outside `/api2`: the node-to-node protocol.
 pub fn peer_router(node: Arc<Node>) -> axum::Router {
     axum::Router::new()
@@ -277,6 +297,10 @@ pub fn peer_router(node: Arc<Node>) -> axum::Router {
         .route("/ferrox/local-resources/{kind}", get(local_resources))
         .route("/ferrox/migrate/{vmid}/{action}", post(migration_step))
         .layer(DefaultBodyLimit::max(512 << 20))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&node),
+            require_secret,
+        ))
         .with_state(node)
 }
 
@@ -345,6 +369,8 @@ pub fn proxy(node: &Node, target: &str, req: &RawRequest) -> Option<RawResponse>
     }
     Some(RawResponse {
         status: status_code,
+        // The node that answered has already waited for a failed authentication.
+        delay: None,
         reason,
         content_type,
         body,

@@ -364,7 +364,8 @@ fn rule_section(
         .map(String::from)
         .or_else(|| prior["comment"].as_str().map(String::from));
     if let Some(c) = comment.filter(|c| !c.is_empty()) {
-        text.push_str(&format!("\tcomment {c}\n"));
+        let encoded = ferrox_types::text::encode_text(&c);
+        text.push_str(&format!("\tcomment {encoded}\n"));
     }
     Ok(text)
 }

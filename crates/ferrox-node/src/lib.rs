@@ -10,6 +10,7 @@
 pub mod api;
 pub mod cluster;
 pub mod cluster_api;
+pub mod guest_perm;
 pub mod guests;
 pub mod ha;
 pub mod ha_api;
@@ -17,6 +18,7 @@ pub mod host;
 pub mod metrics;
 pub mod migrate;
 pub mod rrd;
+pub mod secrets;
 pub mod tls;
 pub mod watchdog;
 
@@ -88,6 +90,8 @@ pub struct NodeOptions {
     /// an unspecified IP replaced by 127.0.0.1).
     pub address: Option<String>,
     pub ha: ha::HaSettings,
+    /// Connection limit and timeouts of the API listener.
+    pub limits: ferrox_api::http::ServerLimits,
 }
 
 impl NodeOptions {
@@ -113,6 +117,7 @@ impl NodeOptions {
             metrics_interval: Duration::from_secs(10),
             address: None,
             ha: ha::HaSettings::default(),
+            limits: ferrox_api::http::ServerLimits::default(),
         }
     }
 }
@@ -185,6 +190,7 @@ impl Node {
     /// Opens the data directory, initialising it on first start, and starts the cluster
     /// store on `rt`. Call it outside the runtime (it blocks on the store).
     pub fn open(opts: NodeOptions, rt: tokio::runtime::Handle) -> anyhow::Result<Arc<Node>> {
+        secrets::prepare_data_dir(&opts.data_dir)?;
         let dirs = Dirs::new(&opts.data_dir, &opts.node_name);
         for dir in [&dirs.run, &dirs.tasks, &dirs.rrd, &dirs.local_storage] {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -217,10 +223,7 @@ impl Node {
             tree.put("storage.cfg", &text, ferrox_store::Expect::Absent)
                 .context("writing storage.cfg")?;
         }
-        let auth = Auth::open_with(
-            &dirs.etc,
-            Arc::clone(&tree) as Arc<dyn ferrox_api::auth::ConfigWriter>,
-        )?;
+        let auth = Auth::open_with(Arc::clone(&tree) as Arc<dyn ferrox_api::auth::AccountFiles>)?;
         if !auth.has_password("root@pam") {
             if let Some(pw) = &opts.root_password {
                 auth.set_password("root@pam", pw)
@@ -316,6 +319,16 @@ async fn stop_signal() {
 /// metrics collector.
 pub fn serve(opts: NodeOptions) -> anyhow::Result<()> {
     opts.ha.check().map_err(|e| anyhow::anyhow!(e))?;
+    // Everything the daemon creates (store, keys, sockets, disks) is for root alone unless
+    // a file is explicitly given another mode.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    let open_files = ferrox_api::http::raise_open_file_limit();
+    if (open_files as usize) < opts.limits.max_connections + 256 {
+        println!(
+            "WARNING: {open_files} open files allowed: the connection limit ({}) may not be reached",
+            opts.limits.max_connections
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -354,9 +367,10 @@ pub fn serve(opts: NodeOptions) -> anyhow::Result<()> {
         key_pem: node.tls.key_pem.clone().into_bytes(),
     };
     let peer_routes = cluster::peer_router(Arc::clone(&node));
+    let limits = node.opts.limits;
     let stopped = runtime.block_on(async {
         tokio::select! {
-            served = ferrox_api::http::serve(api, listener, identity, peer_routes) => served.map(|_| false),
+            served = ferrox_api::http::serve(api, listener, identity, peer_routes, limits) => served.map(|_| false),
             _ = stop_signal() => Ok(true),
         }
     })?;

@@ -20,12 +20,19 @@ fn image_dir(path: &str, vmid: u32) -> PathBuf {
     Path::new(path).join("images").join(vmid.to_string())
 }
 
-/// The file and format of a volume on a storage usable on `node`.
+/// The file and format of a volume on a storage usable on `node`, or of a host path
+/// (which only root@pam can put into a config: the API checks that).
 pub fn resolve(
     storages: &StorageConfig,
     node: &str,
     volid: &str,
 ) -> Result<(PathBuf, String), String> {
+    if volid.starts_with('/') {
+        ferrox_types::format::absolute_path(volid)?;
+        return Ok((PathBuf::from(volid), "raw".to_string()));
+    }
+    // The strict parse guarantees the name stays inside the storage (no absolute path,
+    // no `..`, a known shape).
     let vol = VolumeId::parse(volid)
         .ok_or_else(|| format!("'{volid}' is not a volume id (storage:name)"))?;
     let storage = storages
@@ -42,19 +49,17 @@ pub fn resolve(
         .path
         .as_deref()
         .ok_or_else(|| format!("storage '{}' has no path", vol.storage))?;
-    if vol.name.contains("..") {
-        return Err(format!("'{volid}': volume names may not contain '..'"));
-    }
-    let format = vol
-        .name
-        .rsplit_once('.')
-        .map(|(_, ext)| ext)
-        .unwrap_or("raw");
-    let format = match format {
-        "qcow2" | "raw" | "vmdk" => format.to_string(),
-        _ => "raw".to_string(),
+    use ferrox_types::VolumeKind;
+    let file_name = vol.name.rsplit('/').next().unwrap_or("");
+    // Proxmox VE's folders of a dir storage.
+    let path = match vol.kind() {
+        Some(VolumeKind::Image { .. }) => Path::new(base).join("images").join(&vol.name),
+        Some(VolumeKind::Iso) => Path::new(base).join("template").join(&vol.name),
+        Some(VolumeKind::Template) => Path::new(base).join("template/cache").join(file_name),
+        Some(_) => Path::new(base).join(&vol.name),
+        None => return Err(format!("'{volid}' is not a volume id")),
     };
-    Ok((Path::new(base).join("images").join(&vol.name), format))
+    Ok((path, vol.format().to_string()))
 }
 
 /// Creates a new qcow2 image of `size_gib` GiB for `vmid` on `storage_id`.
@@ -303,12 +308,11 @@ mod tests {
     #[test]
     fn resolve_refuses_bad_volumes() {
         let (dir, storages) = setup("resolve");
-        assert!(resolve(&storages, "n1", "nfs:100/x.qcow2")
+        assert!(resolve(&storages, "n1", "nfs:100/vm-100-disk-0.qcow2")
             .unwrap_err()
             .contains("does not exist"));
-        assert!(resolve(&storages, "n1", "local:../../etc/passwd")
-            .unwrap_err()
-            .contains(".."));
+        assert!(resolve(&storages, "n1", "local:../../etc/passwd").is_err());
+        assert!(resolve(&storages, "n1", "local:/etc/shadow").is_err());
         assert!(resolve(&storages, "n1", "plain").is_err());
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -5,6 +5,8 @@
 
 use crate::property_string::PropertyString;
 use crate::section_config::digest;
+use crate::storage::{DiskSource, VolumeId};
+use crate::text::{decode_text, encode_text};
 use std::collections::BTreeMap;
 
 /// Keys without an index, as Proxmox VE 9's schema names them.
@@ -108,6 +110,14 @@ const INDEXED_KEYS: &[(&str, u32)] = &[
 /// Disk buses a guest boots and runs from.
 pub const DISK_BUSES: &[&str] = &["ide", "sata", "scsi", "virtio"];
 
+/// `scsi0`, `virtio1`, `ide2`, ...: a disk (or CD drive) of the guest.
+pub fn is_disk_key(key: &str) -> bool {
+    DISK_BUSES.iter().any(|b| {
+        key.strip_prefix(b)
+            .is_some_and(|i| !i.is_empty() && i.chars().all(|c| c.is_ascii_digit()))
+    })
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{key}: {message}")]
 pub struct GuestConfigError {
@@ -158,7 +168,10 @@ pub fn check_value(key: &str, value: &str) -> Result<(), GuestConfigError> {
     if !is_known_key(key) {
         return Err(err(key, "unknown configuration key"));
     }
+    // A newline would end the `key: value` line and start another key.
+    crate::text::check_single_line(value).map_err(|e| err(key, e))?;
     match key {
+        "tags" => crate::format::tag_list(value).map_err(|e| err(key, e)),
         "cores" | "sockets" | "vcpus" => check_uint(key, value, 1).map(drop),
         "balloon" | "cpuunits" => check_uint(key, value, 0).map(drop),
         "memory" => {
@@ -190,14 +203,20 @@ pub fn check_value(key: &str, value: &str) -> Result<(), GuestConfigError> {
                 .map(drop)
                 .map_err(|e| err(key, e.to_string()))
         }
-        _ if DISK_BUSES.iter().any(|b| {
-            key.strip_prefix(b)
-                .is_some_and(|i| !i.is_empty() && i.chars().all(|c| c.is_ascii_digit()))
-        }) =>
-        {
-            PropertyString::parse(value)
-                .map(drop)
-                .map_err(|e| err(key, e.to_string()))
+        _ if is_disk_key(key) => {
+            let disk = PropertyString::parse(value).map_err(|e| err(key, e.to_string()))?;
+            let file = disk
+                .get("file", Some("file"))
+                .ok_or_else(|| err(key, "no volume given"))?;
+            DiskSource::parse(file).map(drop).map_err(|e| err(key, e))
+        }
+        _ if key.starts_with("unused") => {
+            let disk = PropertyString::parse(value).map_err(|e| err(key, e.to_string()))?;
+            let file = disk.get("file", Some("file")).unwrap_or("");
+            match VolumeId::parse(file) {
+                Some(_) => Ok(()),
+                None => Err(err(key, format!("'{file}' is not a volume id"))),
+            }
         }
         _ => Ok(()),
     }
@@ -229,7 +248,7 @@ impl GuestConfig {
             }
             if let Some(text) = line.strip_prefix('#') {
                 if section.is_none() {
-                    description.push(text.to_string());
+                    description.push(decode_text(text));
                 }
                 continue;
             }
@@ -270,14 +289,22 @@ impl GuestConfig {
     pub fn to_text(&self) -> String {
         let mut out = String::new();
         if let Some(d) = &self.description {
-            for line in d.lines() {
+            // Each line encoded as Proxmox VE does, so no text can leave the comment.
+            for line in d.split('\n') {
                 out.push('#');
-                out.push_str(line);
+                out.push_str(&encode_text(line));
                 out.push('\n');
             }
         }
         let section = |out: &mut String, map: &BTreeMap<String, String>| {
             for (k, v) in map {
+                // Values are checked when set; one with a control character that got
+                // into the map directly is encoded rather than allowed to add a key.
+                let v = if v.chars().any(char::is_control) {
+                    encode_text(v)
+                } else {
+                    v.clone()
+                };
                 out.push_str(&format!("{k}: {v}\n"));
             }
         };
@@ -334,12 +361,7 @@ impl GuestConfig {
     pub fn disks(&self) -> Vec<(&str, PropertyString)> {
         self.options
             .iter()
-            .filter(|(k, _)| {
-                DISK_BUSES.iter().any(|b| {
-                    k.strip_prefix(b)
-                        .is_some_and(|i| !i.is_empty() && i.chars().all(|c| c.is_ascii_digit()))
-                })
-            })
+            .filter(|(k, _)| is_disk_key(k))
             .filter_map(|(k, v)| PropertyString::parse(v).ok().map(|p| (k.as_str(), p)))
             .collect()
     }
@@ -393,6 +415,27 @@ mod tests {
             GuestConfig::parse("cores: 2\ncores: 3\n").unwrap_err().key,
             "cores"
         );
+    }
+
+    #[test]
+    fn values_cannot_add_lines_and_disks_are_typed() {
+        let mut cfg = GuestConfig::parse(SAMPLE).unwrap();
+        assert_eq!(cfg.set("tags", "x\nonboot: 1").unwrap_err().key, "tags");
+        assert_eq!(
+            cfg.set("scsi1", "local:/etc/shadow").unwrap_err().key,
+            "scsi1"
+        );
+        assert!(
+            cfg.set("scsi1", "/etc/shadow").is_ok(),
+            "a path parses (root only)"
+        );
+        assert!(cfg.set("scsi2", "local:../../..").is_err());
+        assert!(cfg.set("tags", "web;prod").is_ok());
+        cfg.description = Some("line one\nonboot: 1\n[PENDING]".into());
+        let again = GuestConfig::parse(&cfg.to_text()).unwrap();
+        assert_eq!(again.description, cfg.description);
+        assert!(!again.options.contains_key("onboot"));
+        assert_eq!(again.pending, cfg.pending);
     }
 
     #[test]

@@ -95,15 +95,15 @@ impl HaResources {
         let mut out = String::new();
         for r in self.resources.values() {
             let (kind, id) = r.sid.split_once(':').unwrap_or(("vm", &r.sid));
-            out.push_str(&format!("{kind}: {id}\n"));
+            out.push_str(&section_config::header_line(kind, id));
             if let Some(c) = &r.comment {
-                out.push_str(&format!("\tcomment {c}\n"));
+                out.push_str(&section_config::property_line("comment", c));
             }
             if !r.failback {
                 out.push_str("\tfailback 0\n");
             }
             if let Some(g) = &r.group {
-                out.push_str(&format!("\tgroup {g}\n"));
+                out.push_str(&section_config::property_line("group", g));
             }
             if r.max_relocate != 1 {
                 out.push_str(&format!("\tmax_relocate {}\n", r.max_relocate));

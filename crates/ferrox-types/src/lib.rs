@@ -6,6 +6,7 @@
 //! resource configuration, the HA manager and LRM status documents and the
 //! `datacenter.cfg` CRS settings. It holds data and validation only: no IO, no scheduling or HA decisions.
 
+pub mod format;
 pub mod fsutil;
 pub mod groups;
 pub mod guest_config;
@@ -16,6 +17,7 @@ pub mod property_string;
 pub mod rules;
 pub mod section_config;
 pub mod storage;
+pub mod text;
 pub mod upid;
 pub mod user_config;
 
@@ -26,7 +28,7 @@ pub use ha_config::{HaResource, HaResources};
 pub use property_string::{PropertyString, PropertyStringError};
 pub use rules::{Affinity, Rule, RuleKind, RulesConfig};
 pub use section_config::{digest, Section, SectionConfigError};
-pub use storage::{Storage, StorageConfig, VolumeId};
+pub use storage::{DiskSource, Storage, StorageConfig, VolumeId, VolumeKind};
 pub use upid::{Upid, UpidError};
 pub use user_config::{UserConfig, UserConfigError};
 

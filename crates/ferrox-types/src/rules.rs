@@ -229,7 +229,7 @@ impl RulesConfig {
                         })
                     }
                     "disable" => disable = Some(parse_bool(&id, key, value)?),
-                    "comment" => comment = Some(value.clone()),
+                    "comment" => comment = Some(crate::text::decode_text(value)),
                     other => return Err(invalid(&id, format!("unknown property '{other}'"))),
                 }
             }
@@ -307,12 +307,21 @@ impl RulesConfig {
             if !out.is_empty() {
                 out.push('\n');
             }
-            out.push_str(&format!("{}: {}\n", rule.type_name(), rule.id));
+            out.push_str(&crate::section_config::header_line(
+                rule.type_name(),
+                &rule.id,
+            ));
             let resources: Vec<&str> = rule.resources.iter().map(String::as_str).collect();
-            out.push_str(&format!("\tresources {}\n", resources.join(",")));
+            out.push_str(&crate::section_config::property_line(
+                "resources",
+                &resources.join(","),
+            ));
             match &rule.kind {
                 RuleKind::NodeAffinity { nodes, strict } => {
-                    out.push_str(&format!("\tnodes {}\n", node_list(nodes)));
+                    out.push_str(&crate::section_config::property_line(
+                        "nodes",
+                        &node_list(nodes),
+                    ));
                     if let Some(strict) = strict {
                         out.push_str(&format!("\tstrict {}\n", u8::from(*strict)));
                     }
@@ -325,7 +334,11 @@ impl RulesConfig {
                 out.push_str(&format!("\tdisable {}\n", u8::from(disable)));
             }
             if let Some(comment) = &rule.comment {
-                out.push_str(&format!("\tcomment {comment}\n"));
+                // Proxmox VE encodes rule comments (`encode_text`).
+                out.push_str(&crate::section_config::property_line(
+                    "comment",
+                    &crate::text::encode_text(comment),
+                ));
             }
         }
         out

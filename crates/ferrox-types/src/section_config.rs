@@ -96,6 +96,32 @@ pub fn parse(raw: &str) -> Result<Vec<Section>, SectionConfigError> {
     Ok(sections)
 }
 
+/// A `\tkey value` property line. Every value is checked before it gets here; a control
+/// character that slipped through is percent-encoded rather than allowed to end the line
+/// and add a property or a section.
+pub fn property_line(key: &str, value: &str) -> String {
+    let value = if value.chars().any(char::is_control) {
+        crate::text::encode_text(value)
+    } else {
+        value.to_string()
+    };
+    format!("\t{key} {value}\n")
+}
+
+/// A `type: id` header line, with the same guard as [`property_line`].
+pub fn header_line(section_type: &str, id: &str) -> String {
+    let clean = |t: &str| {
+        if t.chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == ':')
+        {
+            crate::text::encode_text(t).replace(' ', "%20")
+        } else {
+            t.to_string()
+        }
+    };
+    format!("{}: {}\n", clean(section_type), clean(id))
+}
+
 /// Parses a section-config boolean: a bare key means true, as in Proxmox VE.
 pub fn parse_bool(id: &str, key: &str, value: &str) -> Result<bool, SectionConfigError> {
     match value {
@@ -127,6 +153,14 @@ mod tests {
             parse("\tresources vm:1\n"),
             Err(SectionConfigError::PropertyOutsideSection { line: 1, .. })
         ));
+    }
+
+    #[test]
+    fn property_lines_cannot_add_lines() {
+        let line = property_line("nodes", "n1\n\tshared 1\ndir: inj2");
+        assert_eq!(line.matches('\n').count(), 1, "{line}");
+        assert_eq!(property_line("path", "/srv"), "\tpath /srv\n");
+        assert_eq!(header_line("dir", "x\ny").matches('\n').count(), 1);
     }
 
     #[test]

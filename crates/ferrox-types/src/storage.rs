@@ -55,17 +55,7 @@ impl StorageConfig {
         };
         for section in section_config::parse(raw)? {
             let id = section.id.clone();
-            if !id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-                || !id.starts_with(|c: char| c.is_ascii_alphabetic())
-            {
-                return Err(invalid(
-                    &id,
-                    "storage id must start with a letter and use letters, digits, '-', '_', '.'"
-                        .into(),
-                ));
-            }
+            crate::format::storage_id(&id).map_err(|e| invalid(&id, e))?;
             let mut storage = Storage {
                 id: id.clone(),
                 storage_type: section.section_type.clone(),
@@ -79,12 +69,8 @@ impl StorageConfig {
             for (key, value) in &section.properties {
                 match key.as_str() {
                     "path" => {
-                        if !value.starts_with('/') {
-                            return Err(invalid(
-                                &id,
-                                format!("property 'path': '{value}' is not an absolute path"),
-                            ));
-                        }
+                        crate::format::absolute_path(value)
+                            .map_err(|e| invalid(&id, format!("property 'path': {e}")))?;
                         storage.path = Some(value.clone());
                     }
                     "content" => {
@@ -101,6 +87,8 @@ impl StorageConfig {
                     "shared" => storage.shared = parse_bool(&id, key, value)?,
                     "disable" => storage.disable = parse_bool(&id, key, value)?,
                     "nodes" => {
+                        crate::format::node_list(value)
+                            .map_err(|e| invalid(&id, format!("property 'nodes': {e}")))?;
                         storage.nodes = Some(
                             value
                                 .split(',')
@@ -136,9 +124,9 @@ impl StorageConfig {
             if !out.is_empty() {
                 out.push('\n');
             }
-            out.push_str(&format!("{}: {}\n", s.storage_type, s.id));
+            out.push_str(&section_config::header_line(&s.storage_type, &s.id));
             if let Some(p) = &s.path {
-                out.push_str(&format!("\tpath {p}\n"));
+                out.push_str(&section_config::property_line("path", p));
             }
             if !s.content.is_empty() {
                 out.push_str(&format!(
@@ -153,38 +141,166 @@ impl StorageConfig {
                 out.push_str("\tdisable 1\n");
             }
             if let Some(n) = &s.nodes {
-                out.push_str(&format!(
-                    "\tnodes {}\n",
-                    n.iter().cloned().collect::<Vec<_>>().join(",")
+                out.push_str(&section_config::property_line(
+                    "nodes",
+                    &n.iter().cloned().collect::<Vec<_>>().join(","),
                 ));
             }
             for (k, v) in &s.other {
-                out.push_str(&format!("\t{k} {v}\n"));
+                out.push_str(&section_config::property_line(k, v));
             }
         }
         out
     }
 }
 
-/// A volume id `storage:name`, e.g. `local:100/vm-100-disk-0.qcow2`.
+/// A volume id `storage:name`, e.g. `local:100/vm-100-disk-0.qcow2`. Only names of a
+/// known shape parse: guest images `<vmid>/(vm|base)-<vmid>-<name>.<format>` and files in
+/// the content folders (`iso/x.iso`); never an absolute path, `..` or a control character,
+/// so that a volume always resolves inside its storage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumeId {
     pub storage: String,
     pub name: String,
 }
 
+/// What a volume holds, from the shape of its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VolumeKind {
+    /// A guest disk image; `owner` is the guest it belongs to.
+    Image {
+        owner: u32,
+    },
+    Iso,
+    Template,
+    Backup,
+    Snippet,
+    Import,
+}
+
+/// Image formats a `dir` storage holds.
+pub const IMAGE_FORMATS: &[&str] = &["qcow2", "raw", "vmdk"];
+
+fn file_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\\'])
+        && !name.chars().any(|c| c.is_control() || c.is_whitespace())
+}
+
 impl VolumeId {
+    /// Parses `storage:name`; `None` for anything that is not a volume id of a known shape.
     pub fn parse(text: &str) -> Option<VolumeId> {
         let (storage, name) = text.split_once(':')?;
-        (!storage.is_empty() && !name.is_empty()).then(|| VolumeId {
+        crate::format::storage_id(storage).ok()?;
+        let vol = VolumeId {
             storage: storage.to_string(),
             name: name.to_string(),
-        })
+        };
+        vol.kind().map(|_| vol)
+    }
+
+    /// The kind of volume, or `None` when the name has no shape Ferrox knows.
+    pub fn kind(&self) -> Option<VolumeKind> {
+        let (dir, file) = self.name.split_once('/')?;
+        if !file_name_ok(file) {
+            return None;
+        }
+        let ends = |exts: &[&str]| {
+            exts.iter()
+                .any(|e| file.ends_with(e) && file.len() > e.len())
+        };
+        match dir {
+            "iso" if ends(&[".iso", ".img"]) => Some(VolumeKind::Iso),
+            "vztmpl" if ends(&[".tar.gz", ".tar.xz", ".tar.zst"]) => Some(VolumeKind::Template),
+            "dump" => Some(VolumeKind::Backup),
+            "snippets" => Some(VolumeKind::Snippet),
+            "import" => Some(VolumeKind::Import),
+            _ => {
+                let owner: u32 = dir.parse().ok().filter(|v| *v >= 100)?;
+                let rest = file
+                    .strip_prefix("vm-")
+                    .or_else(|| file.strip_prefix("base-"))?;
+                let (vmid, tail) = rest.split_once('-')?;
+                let (_, format) = tail.rsplit_once('.')?;
+                (vmid.parse::<u32>().ok() == Some(owner) && IMAGE_FORMATS.contains(&format))
+                    .then_some(VolumeKind::Image { owner })
+            }
+        }
     }
 
     /// The owning vmid of an image volume (`100/vm-100-disk-0.qcow2` → 100).
     pub fn owner(&self) -> Option<u32> {
-        self.name.split_once('/')?.0.parse().ok()
+        match self.kind()? {
+            VolumeKind::Image { owner } => Some(owner),
+            _ => None,
+        }
+    }
+
+    /// The image format from the file name (`raw` for files without a known one).
+    pub fn format(&self) -> &str {
+        self.name
+            .rsplit_once('.')
+            .map(|(_, ext)| ext)
+            .filter(|ext| IMAGE_FORMATS.contains(ext))
+            .unwrap_or("raw")
+    }
+}
+
+/// Where a guest disk's data comes from: the `file` of a disk property string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiskSource {
+    /// `none`: an empty drive.
+    None,
+    /// `cdrom`: the host's physical CD drive.
+    PhysicalCdrom,
+    /// `storage:size`: a new image of `size_gib` GiB to allocate (creation syntax).
+    New {
+        storage: String,
+        size_gib: u64,
+    },
+    Volume(VolumeId),
+    /// An absolute path on the host (root only).
+    Path(String),
+}
+
+impl DiskSource {
+    /// Parses the `file` of a disk; the error says what is wrong with it.
+    pub fn parse(file: &str) -> Result<DiskSource, String> {
+        crate::text::check_single_line(file)?;
+        match file {
+            "none" => return Ok(DiskSource::None),
+            "cdrom" => return Ok(DiskSource::PhysicalCdrom),
+            _ => {}
+        }
+        if file.starts_with('/') {
+            crate::format::absolute_path(file)?;
+            return Ok(DiskSource::Path(file.to_string()));
+        }
+        let Some((storage, rest)) = file.split_once(':') else {
+            return Err(format!(
+                "'{file}' is not a volume id (storage:name), a new disk (storage:size) or a path"
+            ));
+        };
+        crate::format::storage_id(storage)?;
+        if !rest.is_empty() && rest.chars().all(|c| c.is_ascii_digit()) {
+            let size_gib = rest
+                .parse()
+                .map_err(|_| format!("disk size '{rest}' is too large"))?;
+            return Ok(DiskSource::New {
+                storage: storage.to_string(),
+                size_gib,
+            });
+        }
+        VolumeId::parse(file)
+            .map(DiskSource::Volume)
+            .ok_or_else(|| {
+                format!(
+                    "'{file}' is not a volume of a known shape \
+                 (<vmid>/vm-<vmid>-<name>.<qcow2|raw|vmdk>, iso/<name>.iso, ...)"
+                )
+            })
     }
 }
 
@@ -228,6 +344,45 @@ mod tests {
         let v = VolumeId::parse("local:100/vm-100-disk-0.qcow2").unwrap();
         assert_eq!(v.storage, "local");
         assert_eq!(v.owner(), Some(100));
+        assert_eq!(v.format(), "qcow2");
         assert!(VolumeId::parse("nocolon").is_none());
+        for escape in [
+            "local:/etc/shadow",
+            "local:../../..",
+            "local:100/../../x.qcow2",
+            "local:100/vm-101-disk-0.qcow2",
+            "local:100/vm-100-disk-0.sh",
+            "local:iso/../x.iso",
+            "local\n:iso/x.iso",
+        ] {
+            assert!(VolumeId::parse(escape).is_none(), "{escape}");
+        }
+        assert_eq!(
+            VolumeId::parse("local:iso/debian.iso").unwrap().kind(),
+            Some(VolumeKind::Iso)
+        );
+    }
+
+    #[test]
+    fn disk_sources() {
+        assert_eq!(
+            DiskSource::parse("local:4"),
+            Ok(DiskSource::New {
+                storage: "local".into(),
+                size_gib: 4
+            })
+        );
+        assert_eq!(DiskSource::parse("none"), Ok(DiskSource::None));
+        assert_eq!(
+            DiskSource::parse("/dev/sda"),
+            Ok(DiskSource::Path("/dev/sda".into()))
+        );
+        assert!(matches!(
+            DiskSource::parse("local:100/vm-100-disk-0.qcow2"),
+            Ok(DiskSource::Volume(_))
+        ));
+        assert!(DiskSource::parse("local:/abs").is_err());
+        assert!(DiskSource::parse("shadow").is_err());
+        assert!(DiskSource::parse("/x/../etc").is_err());
     }
 }

@@ -1,7 +1,12 @@
 //! `user.cfg`: users, API tokens, groups, pools, roles and ACLs in Proxmox VE's
 //! colon-separated format (one entry per line, fields may be empty). Secrets are not here:
 //! password hashes and token secrets live in separate files.
+//!
+//! Comments are written with Proxmox VE's `encode_text`; every other field is checked by
+//! [`UserConfig::check`] before it is written, so no value can add a line or a field.
 
+use crate::format;
+use crate::text::{decode_text, encode_text};
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -45,6 +50,8 @@ pub struct UserConfig {
     /// pool → (comment, vmids, storages)
     pub pools: BTreeMap<String, (String, BTreeSet<String>, BTreeSet<String>)>,
     pub acls: Vec<Acl>,
+    /// Entries the parser skipped (a token whose user is gone), for the log.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,17 +63,7 @@ pub struct UserConfigError {
 
 /// Checks a `user@realm` id.
 pub fn valid_userid(id: &str) -> bool {
-    match id.rsplit_once('@') {
-        Some((name, realm)) => {
-            !name.is_empty()
-                && !name.contains([':', ',', '!', '\n'])
-                && !realm.is_empty()
-                && realm
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-        }
-        None => false,
-    }
+    format::userid(id).is_ok()
 }
 
 fn list(field: &str) -> impl Iterator<Item = String> + '_ {
@@ -123,7 +120,7 @@ impl UserConfig {
                         firstname: field(4).to_string(),
                         lastname: field(5).to_string(),
                         email: field(6).to_string(),
-                        comment: field(7).to_string(),
+                        comment: decode_text(field(7)),
                         keys: field(8).to_string(),
                     };
                     cfg.users.insert(userid, user);
@@ -140,14 +137,14 @@ impl UserConfig {
                         full_id: full_id.clone(),
                         expire: number(field(2), line, "expire")?,
                         privsep: flag(field(3), line, "privsep")?,
-                        comment: field(4).to_string(),
+                        comment: decode_text(field(4)),
                     };
                     cfg.tokens.insert(full_id, token);
                 }
                 "group" => {
                     cfg.groups.insert(
                         field(1).to_string(),
-                        (list(field(2)).collect(), field(3).to_string()),
+                        (list(field(2)).collect(), decode_text(field(3))),
                     );
                 }
                 "role" => {
@@ -158,7 +155,7 @@ impl UserConfig {
                     cfg.pools.insert(
                         field(1).to_string(),
                         (
-                            field(2).to_string(),
+                            decode_text(field(2)),
                             list(field(3)).collect(),
                             list(field(4)).collect(),
                         ),
@@ -179,16 +176,88 @@ impl UserConfig {
                 other => return Err(bad(format!("unknown entry type '{other}'"))),
             }
         }
-        for token in cfg.tokens.keys() {
-            let user = token.split('!').next().unwrap_or("");
-            if !cfg.users.contains_key(user) && user != "root@pam" {
-                return Err(UserConfigError {
-                    line: 0,
-                    message: format!("token '{token}' belongs to unknown user '{user}'"),
-                });
-            }
+        // Proxmox VE skips a token whose user is gone instead of refusing the whole file
+        // (which would lock everybody out, root included).
+        let orphans: Vec<String> = cfg
+            .tokens
+            .keys()
+            .filter(|t| {
+                let user = t.split('!').next().unwrap_or("");
+                !cfg.users.contains_key(user) && user != "root@pam"
+            })
+            .cloned()
+            .collect();
+        for token in orphans {
+            cfg.tokens.remove(&token);
+            cfg.warnings
+                .push(format!("token '{token}' ignored: its user does not exist"));
         }
         Ok(cfg)
+    }
+
+    /// Checks every field that is written as it is (ids, names, lists): a value that would
+    /// add a field or a line is refused, naming the field. Comments need no check (encoded).
+    pub fn check(&self) -> Result<(), UserConfigError> {
+        let bad = |field: &str, e: String| UserConfigError {
+            line: 0,
+            message: format!("{field}: {e}"),
+        };
+        for u in self.users.values() {
+            format::userid(&u.userid).map_err(|e| bad("userid", e))?;
+            for (field, value) in [
+                ("firstname", &u.firstname),
+                ("lastname", &u.lastname),
+                ("keys", &u.keys),
+            ] {
+                format::colon_field(value).map_err(|e| bad(field, e))?;
+            }
+            if !u.email.is_empty() {
+                format::email(&u.email).map_err(|e| bad("email", e))?;
+            }
+        }
+        for t in self.tokens.values() {
+            format::token_id(&t.full_id).map_err(|e| bad("tokenid", e))?;
+        }
+        for (g, (members, _)) in &self.groups {
+            format::group_id(g).map_err(|e| bad("groupid", e))?;
+            for m in members {
+                format::userid(m).map_err(|e| bad("members", e))?;
+            }
+        }
+        for (p, (_, vmids, storages)) in &self.pools {
+            format::pool_id(p).map_err(|e| bad("poolid", e))?;
+            for v in vmids {
+                v.parse::<u32>()
+                    .map_err(|_| bad("vms", format!("'{v}' is not a VM id")))?;
+            }
+            for s in storages {
+                format::storage_id(s).map_err(|e| bad("storage", e))?;
+            }
+        }
+        for (r, privs) in &self.roles {
+            format::role_id(r).map_err(|e| bad("roleid", e))?;
+            for p in privs {
+                format::role_id(p).map_err(|e| bad("privs", e))?;
+            }
+        }
+        for a in &self.acls {
+            format::colon_field(&a.path)
+                .and_then(|()| {
+                    if a.path.starts_with('/') && !a.path.contains(',') {
+                        Ok(())
+                    } else {
+                        Err(format!("'{}' is not an ACL path", a.path))
+                    }
+                })
+                .map_err(|e| bad("path", e))?;
+            for u in &a.ugids {
+                format::acl_subject(u).map_err(|e| bad("ugid", e))?;
+            }
+            for r in &a.roles {
+                format::role_id(r).map_err(|e| bad("roles", e))?;
+            }
+        }
+        Ok(())
     }
 
     /// The file text, sections in Proxmox VE's order with blank lines between them.
@@ -205,7 +274,7 @@ impl UserConfig {
                 u.firstname,
                 u.lastname,
                 u.email,
-                u.comment,
+                encode_text(&u.comment),
                 u.keys
             ));
             for t in self
@@ -218,7 +287,7 @@ impl UserConfig {
                     t.full_id,
                     t.expire,
                     u8::from(t.privsep),
-                    t.comment
+                    encode_text(&t.comment)
                 ));
             }
         }
@@ -226,13 +295,15 @@ impl UserConfig {
         sections.push(
             self.groups
                 .iter()
-                .map(|(g, (m, c))| format!("group:{g}:{}:{c}:", join(m)))
+                .map(|(g, (m, c))| format!("group:{g}:{}:{}:", join(m), encode_text(c)))
                 .collect(),
         );
         sections.push(
             self.pools
                 .iter()
-                .map(|(p, (c, v, s))| format!("pool:{p}:{c}:{}:{}:", join(v), join(s)))
+                .map(|(p, (c, v, s))| {
+                    format!("pool:{p}:{}:{}:{}:", encode_text(c), join(v), join(s))
+                })
                 .collect(),
         );
         sections.push(
@@ -295,7 +366,28 @@ mod tests {
         assert!(e.message.contains("expire"));
         let e = UserConfig::parse("acl:1:vms:@ops:PVEVMUser:\n").unwrap_err();
         assert!(e.message.contains("path"));
-        let e = UserConfig::parse("token:bob@pve!x:0:1::\n").unwrap_err();
-        assert!(e.message.contains("unknown user"));
+    }
+
+    #[test]
+    fn a_token_without_its_user_is_skipped_not_fatal() {
+        let cfg = UserConfig::parse("user:root@pam:1:0::::::\ntoken:bob@pve!x:0:1::\n").unwrap();
+        assert!(cfg.tokens.is_empty());
+        assert!(cfg.warnings[0].contains("bob@pve!x"));
+    }
+
+    #[test]
+    fn comments_are_encoded_and_other_fields_checked() {
+        let mut cfg = UserConfig::parse(SAMPLE).unwrap();
+        let evil = "hi\nacl:1:/:alice@pve:Administrator:";
+        cfg.tokens.get_mut("root@pam!ci").unwrap().comment = evil.into();
+        cfg.users.get_mut("alice@pve").unwrap().comment = evil.into();
+        let text = cfg.to_text();
+        let again = UserConfig::parse(&text).unwrap();
+        assert_eq!(again.acls.len(), 2, "{text}");
+        assert_eq!(again.tokens["root@pam!ci"].comment, evil);
+        assert_eq!(again.users["alice@pve"].comment, evil);
+        cfg.check().unwrap();
+        cfg.users.get_mut("alice@pve").unwrap().firstname = "A:1".into();
+        assert!(cfg.check().unwrap_err().message.contains("firstname"));
     }
 }

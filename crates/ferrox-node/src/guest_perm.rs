@@ -1,0 +1,346 @@
+//! Which privileges a guest config change needs, key by key and value by value, as
+//! Proxmox VE's `check_vm_modify_config_perm` and `check_storage_access` decide: CPU,
+//! memory, hardware, options, network, cloud-init and disk keys each need their own
+//! `VM.Config.*` privilege; every key Proxmox VE does not list (`args`, `hookscript`,
+//! `lock`, ...) is for root@pam alone; a disk may only name a volume the caller may use
+//! (its own guest's, or one it holds `Datastore.*` privileges for), a new disk needs
+//! `Datastore.AllocateSpace` on its storage, and host paths are root@pam's.
+//!
+//! The endpoint's own declaration still requires one `VM.Config.*` privilege (as Proxmox
+//! VE declares it); this is the check behind it.
+
+use crate::Node;
+use ferrox_api::{ApiError, Ctx};
+use ferrox_types::{DiskSource, GuestConfig, PropertyString, StorageConfig, VolumeKind};
+use std::collections::BTreeMap;
+
+type C<'a> = Ctx<'a, Node>;
+
+const CPU: &[&str] = &[
+    "cores",
+    "cpu",
+    "runningcpu",
+    "cpulimit",
+    "cpuunits",
+    "numa",
+    "smp",
+    "sockets",
+    "vcpus",
+];
+const MEMORY: &[&str] = &["memory", "balloon", "shares", "allow-ksm"];
+const HWTYPE: &[&str] = &[
+    "acpi",
+    "hotplug",
+    "kvm",
+    "machine",
+    "runningmachine",
+    "scsihw",
+    "smbios1",
+    "tablet",
+    "vga",
+    "watchdog",
+    "audio0",
+    "rng0",
+];
+const GENERAL: &[&str] = &[
+    "agent",
+    "autostart",
+    "bios",
+    "description",
+    "keyboard",
+    "localtime",
+    "migrate_downtime",
+    "migrate_speed",
+    "name",
+    "onboot",
+    "ostype",
+    "protection",
+    "reboot",
+    "startdate",
+    "startup",
+    "tdf",
+    "template",
+];
+const POWER: &[&str] = &["freeze"];
+const DISK_OPTIONS: &[&str] = &["boot", "bootdisk", "vmstatestorage"];
+const CLOUDINIT: &[&str] = &[
+    "cicustom",
+    "cipassword",
+    "citype",
+    "ciuser",
+    "ciupgrade",
+    "nameserver",
+    "searchdomain",
+    "sshkeys",
+];
+
+fn indexed(key: &str, family: &str) -> bool {
+    key.strip_prefix(family)
+        .is_some_and(|i| !i.is_empty() && i.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// root@pam itself (not one of its tokens): Proxmox VE's `$authuser eq 'root@pam'`.
+pub fn is_root(ctx: &C<'_>) -> bool {
+    ctx.caller
+        .is_some_and(|c| c.userid == "root@pam" && c.token.is_none())
+}
+
+/// Refuses a parameter only root@pam may pass (`skiplock`, `nocheck`, ...), as Proxmox VE
+/// does: 400 naming the parameter.
+pub fn root_only_param(ctx: &C<'_>, name: &str) -> Result<(), ApiError> {
+    let given = ctx.params.bool(name).unwrap_or(false);
+    if given && !is_root(ctx) {
+        return Err(ApiError::param(name, "Only root may use this option."));
+    }
+    Ok(())
+}
+
+fn vm_perm(ctx: &C<'_>, vmid: u32, privs: &[&str], any: bool) -> Result<(), ApiError> {
+    ctx.require(&format!("/vms/{vmid}"), privs, any)
+}
+
+fn root_only(key: &str) -> ApiError {
+    ApiError::new(403, format!("only root can set '{key}' config"))
+}
+
+/// The privilege check of one key that is not a disk (disks depend on their value).
+fn check_key(ctx: &C<'_>, vmid: u32, key: &str) -> Result<(), ApiError> {
+    if CPU.contains(&key) || indexed(key, "numa") {
+        vm_perm(ctx, vmid, &["VM.Config.CPU"], false)
+    } else if MEMORY.contains(&key) {
+        vm_perm(ctx, vmid, &["VM.Config.Memory"], false)
+    } else if HWTYPE.contains(&key) {
+        vm_perm(ctx, vmid, &["VM.Config.HWType"], false)
+    } else if GENERAL.contains(&key) || key == "tags" {
+        vm_perm(ctx, vmid, &["VM.Config.Options"], false)?;
+        if key == "startup" {
+            // It changes how the host boots its guests.
+            ctx.require("/", &["Sys.Modify"], false)?;
+        }
+        Ok(())
+    } else if POWER.contains(&key) {
+        vm_perm(ctx, vmid, &["VM.PowerMgmt"], false)
+    } else if DISK_OPTIONS.contains(&key) {
+        vm_perm(ctx, vmid, &["VM.Config.Disk"], false)
+    } else if indexed(key, "net") || key == "running-nets-host-mtu" {
+        vm_perm(ctx, vmid, &["VM.Config.Network"], false)
+    } else if CLOUDINIT.contains(&key) || indexed(key, "ipconfig") {
+        vm_perm(
+            ctx,
+            vmid,
+            &["VM.Config.Cloudinit", "VM.Config.Network"],
+            true,
+        )
+    } else if key == "vmstate" {
+        vm_perm(ctx, vmid, &["VM.Config.Disk", "VM.PowerMgmt"], false)
+    } else {
+        // args, hookscript, lock, affinity, ... and every key added later.
+        Err(root_only(key))
+    }
+}
+
+fn disk_file(value: &str) -> Option<(String, bool)> {
+    let p = PropertyString::parse(value).ok()?;
+    let file = p.get("file", Some("file"))?.to_string();
+    let cdrom = p.get("media", None) == Some("cdrom") || file == "cdrom";
+    Some((file, cdrom))
+}
+
+/// Whether the caller may point a disk of `vmid` at `source` (Proxmox VE's
+/// `check_storage_access` and `PVE::Storage::check_volume_access`).
+fn check_disk_source(
+    ctx: &C<'_>,
+    vmid: u32,
+    key: &str,
+    source: &DiskSource,
+    storages: &StorageConfig,
+) -> Result<(), ApiError> {
+    let storage_exists = |sid: &str| {
+        if storages.storages.contains_key(sid) {
+            Ok(())
+        } else {
+            Err(ApiError::param(
+                key,
+                format!("storage '{sid}' does not exist"),
+            ))
+        }
+    };
+    match source {
+        DiskSource::None => Ok(()),
+        DiskSource::PhysicalCdrom => ctx.require("/", &["Sys.Console"], false),
+        DiskSource::New { storage, .. } => {
+            storage_exists(storage)?;
+            ctx.require(
+                &format!("/storage/{storage}"),
+                &["Datastore.AllocateSpace"],
+                false,
+            )
+        }
+        DiskSource::Path(_) => {
+            if is_root(ctx) {
+                Ok(())
+            } else {
+                Err(ApiError::new(
+                    403,
+                    "Only root can pass arbitrary filesystem paths.",
+                ))
+            }
+        }
+        DiskSource::Volume(volume) => {
+            storage_exists(&volume.storage)?;
+            let storage_path = format!("/storage/{}", volume.storage);
+            if ctx.has(&storage_path, &["Datastore.Allocate"], false) {
+                return Ok(());
+            }
+            match volume.kind() {
+                Some(VolumeKind::Iso) | Some(VolumeKind::Template) | Some(VolumeKind::Import) => {
+                    ctx.require(
+                        &storage_path,
+                        &["Datastore.AllocateSpace", "Datastore.Audit"],
+                        true,
+                    )
+                }
+                Some(VolumeKind::Image { owner }) if owner == vmid => Ok(()),
+                Some(VolumeKind::Image { owner }) => {
+                    ctx.require(&storage_path, &["Datastore.Audit"], false)?;
+                    ctx.require(&format!("/vms/{owner}"), &["VM.Config.Disk"], false)
+                }
+                _ => Err(ApiError::new(
+                    403,
+                    format!(
+                        "missing privileges to access {}:{}",
+                        volume.storage, volume.name
+                    ),
+                )),
+            }
+        }
+    }
+}
+
+/// Checks a config change (or, with `current` = `None`, a new guest's config) key by key.
+/// `sets` are the new values, `deletes` the keys to remove.
+pub fn check_config_change(
+    ctx: &C<'_>,
+    vmid: u32,
+    current: Option<&GuestConfig>,
+    sets: &BTreeMap<String, String>,
+    deletes: &[String],
+) -> Result<(), ApiError> {
+    let root = is_root(ctx);
+    let storages = ctx.state.storage_config()?;
+    let disk_privilege = |cdrom: bool| {
+        if cdrom {
+            "VM.Config.CDROM"
+        } else {
+            "VM.Config.Disk"
+        }
+    };
+    for (key, value) in sets {
+        if ferrox_types::guest_config::is_disk_key(key) {
+            let Some((file, cdrom)) = disk_file(value) else {
+                continue; // the config format reports the bad value
+            };
+            if !root {
+                vm_perm(ctx, vmid, &[disk_privilege(cdrom)], false)?;
+            }
+            let source = DiskSource::parse(&file).map_err(|e| ApiError::param(key, e))?;
+            check_disk_source(ctx, vmid, key, &source, &storages)?;
+        } else if indexed(key, "unused") {
+            if !root {
+                vm_perm(ctx, vmid, &["VM.Config.Disk"], false)?;
+            }
+            let source = DiskSource::parse(value).map_err(|e| ApiError::param(key, e))?;
+            check_disk_source(ctx, vmid, key, &source, &storages)?;
+        } else if root {
+            continue;
+        } else if indexed(key, "serial") {
+            // A socket is virtual hardware; a host device is root's.
+            if value == "socket" {
+                vm_perm(ctx, vmid, &["VM.Config.HWType"], false)?;
+            } else {
+                return Err(ApiError::new(
+                    403,
+                    format!("only root can set '{key}' config for real devices"),
+                ));
+            }
+        } else if ["usb", "hostpci", "virtiofs"]
+            .iter()
+            .any(|f| indexed(key, f))
+        {
+            // Host devices (and device mappings, which Ferrox does not have yet).
+            return Err(ApiError::new(
+                403,
+                format!("only root can set '{key}' config for real devices"),
+            ));
+        } else {
+            check_key(ctx, vmid, key)?;
+        }
+    }
+    if root {
+        return Ok(());
+    }
+    for key in deletes {
+        if ferrox_types::guest_config::is_disk_key(key) {
+            let cdrom = current
+                .and_then(|c| c.options.get(key))
+                .and_then(|v| disk_file(v))
+                .is_some_and(|(_, cdrom)| cdrom);
+            vm_perm(ctx, vmid, &[disk_privilege(cdrom)], false)?;
+        } else if indexed(key, "unused") {
+            vm_perm(ctx, vmid, &["VM.Config.Disk"], false)?;
+        } else if ["serial", "usb", "hostpci", "virtiofs"]
+            .iter()
+            .any(|f| indexed(key, f))
+        {
+            let socket = current
+                .and_then(|c| c.options.get(key))
+                .is_some_and(|v| v == "socket");
+            if socket {
+                vm_perm(ctx, vmid, &["VM.Config.HWType"], false)?;
+            } else {
+                return Err(ApiError::new(
+                    403,
+                    format!("only root can set '{key}' config for real devices"),
+                ));
+            }
+        } else {
+            check_key(ctx, vmid, key)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_known_key_has_a_rule_or_is_root_only() {
+        // The tables name only keys the config format knows.
+        for key in CPU
+            .iter()
+            .chain(MEMORY)
+            .chain(HWTYPE)
+            .chain(GENERAL)
+            .chain(POWER)
+            .chain(DISK_OPTIONS)
+            .chain(CLOUDINIT)
+        {
+            assert!(
+                ferrox_types::guest_config::is_known_key(key),
+                "{key} is not a guest config key"
+            );
+        }
+        for root_only in ["args", "hookscript", "lock", "affinity"] {
+            assert!(!CPU
+                .iter()
+                .chain(MEMORY)
+                .chain(HWTYPE)
+                .chain(GENERAL)
+                .chain(POWER)
+                .chain(DISK_OPTIONS)
+                .chain(CLOUDINIT)
+                .any(|k| k == &root_only));
+        }
+    }
+}
