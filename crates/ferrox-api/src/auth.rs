@@ -253,7 +253,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn hash_password(password: &str) -> Result<String, ApiError> {
+/// An Argon2id hash of `password` with a fresh salt.
+pub fn hash_password(password: &str) -> Result<String, ApiError> {
     let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
     Ok(Argon2::default()
         .hash_password(password.as_bytes(), &salt)

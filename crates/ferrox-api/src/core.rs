@@ -186,9 +186,22 @@ fn read_token<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
 fn create_token<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
     let full = full_token_id(ctx)?;
     let userid = ctx.params.need_str("userid")?;
+    // Proxmox VE: a token expires with its user unless told otherwise.
+    let user_expire = ctx
+        .state
+        .auth()
+        .user_config()
+        .users
+        .get(userid)
+        .map(|u| u.expire)
+        .unwrap_or(0);
     let token = Token {
         full_id: full.clone(),
-        expire: ctx.params.int("expire").unwrap_or(0).max(0) as u64,
+        expire: ctx
+            .params
+            .int("expire")
+            .map(|e| e.max(0) as u64)
+            .unwrap_or(user_expire),
         privsep: ctx.params.bool("privsep").unwrap_or(true),
         comment: ctx.params.str("comment").unwrap_or("").to_string(),
     };
@@ -299,7 +312,8 @@ fn ticket_dummy<S: ApiState>(_: &Ctx<'_, S>) -> Result<Reply, ApiError> {
 pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
     use Method::*;
     let upid = || Param::required("upid", STRING, "The task's unique id.");
-    vec![
+    let mut list = crate::access::endpoints();
+    list.extend(vec![
         Endpoint::new(Get, "/access/ticket", "Dummy, for formatters.", Permission::World, Returns::Null, ticket_dummy),
         Endpoint::new(Post, "/access/ticket", "Create an authentication ticket.", Permission::World, Returns::Object, create_ticket)
             .no_token()
@@ -366,5 +380,6 @@ pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
                 Param::optional("limit", int(Some(0), None), "At most this many lines (default 50)."),
                 Param::optional("download", BOOL, "Ignored."),
             ]),
-    ]
+    ]);
+    list
 }

@@ -5,6 +5,7 @@
 //! It knows nothing about guests, storage or the cluster: the node daemon declares those
 //! endpoints with this crate's types and implements them.
 
+pub mod access;
 pub mod auth;
 pub mod core;
 pub mod error;

@@ -4,11 +4,13 @@ use crate::router::{Endpoint, Method, Permission, Returns};
 use crate::schema::{json_schema, Extra};
 use serde_json::{json, Map, Value};
 
-fn permission_text(p: &Permission) -> String {
+/// The permission of an endpoint in words (the OpenAPI document and docs/security.md).
+pub fn permission_text(p: &Permission) -> String {
     match p {
         Permission::World => "none (no authentication)".into(),
         Permission::Authenticated => "any authenticated user (results filtered)".into(),
         Permission::Root => "root@pam only".into(),
+        Permission::Handler(text) => format!("checked by the handler: {text}"),
         Permission::Privs { path, privs, any } => format!(
             "{} {} on {path}",
             if *any { "any of" } else { "all of" },

@@ -84,6 +84,11 @@ pub fn tls_agent(fingerprint: Option<Vec<u8>>) -> Result<ureq::Agent> {
 /// (30 s by default) wins over a request's own timeout: set it for anything that must
 /// notice a dead peer quickly.
 pub fn tls_agent_builder(fingerprint: Option<Vec<u8>>) -> Result<ureq::AgentBuilder> {
+    Ok(ureq::AgentBuilder::new().tls_config(tls_client_config(fingerprint)?))
+}
+
+/// The TLS client configuration behind the agents (for raw TLS streams).
+pub fn tls_client_config(fingerprint: Option<Vec<u8>>) -> Result<Arc<rustls::ClientConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
@@ -94,7 +99,7 @@ pub fn tls_agent_builder(fingerprint: Option<Vec<u8>>) -> Result<ureq::AgentBuil
             provider,
         }))
         .with_no_client_auth();
-    Ok(ureq::AgentBuilder::new().tls_config(Arc::new(config)))
+    Ok(Arc::new(config))
 }
 
 pub fn parse_fingerprint(text: &str) -> Result<Vec<u8>> {

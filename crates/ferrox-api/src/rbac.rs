@@ -79,6 +79,27 @@ pub fn all_privileges() -> BTreeSet<&'static str> {
     PRIVILEGE_GROUPS.concat().into_iter().collect()
 }
 
+/// The built-in roles, in Proxmox VE's order.
+pub const BUILTIN_ROLES: &[&str] = &[
+    "Administrator",
+    "NoAccess",
+    "PVEAdmin",
+    "PVEAuditor",
+    "PVEDatastoreAdmin",
+    "PVEDatastoreUser",
+    "PVEMappingAdmin",
+    "PVEMappingUser",
+    "PVEPoolAdmin",
+    "PVEPoolUser",
+    "PVESDNAdmin",
+    "PVESDNUser",
+    "PVESysAdmin",
+    "PVETemplateUser",
+    "PVEUserAdmin",
+    "PVEVMAdmin",
+    "PVEVMUser",
+];
+
 /// The privileges of a built-in role, or `None` for a role that is not built in.
 pub fn builtin_role(role: &str) -> Option<BTreeSet<&'static str>> {
     let set = |groups: &[&[&'static str]]| groups.concat().into_iter().collect();

@@ -55,6 +55,9 @@ pub enum Permission {
     },
     /// `root@pam` only (Proxmox VE: no `permissions` declared).
     Root,
+    /// Any authenticated user reaches the handler, which checks what the text says (it
+    /// depends on the request's data: the user's groups, the ACL path's kind, ...).
+    Handler(&'static str),
 }
 
 /// What an endpoint returns, for the OpenAPI document.
@@ -574,7 +577,7 @@ impl<S: ApiState> Api<S> {
         }
         let params = validate(&endpoint.params, endpoint.extra, &raw)?;
         match &endpoint.permission {
-            Permission::World | Permission::Authenticated => {}
+            Permission::World | Permission::Authenticated | Permission::Handler(_) => {}
             Permission::Root => {
                 let is_root = caller
                     .as_ref()

@@ -168,7 +168,17 @@ pub fn check_value(key: &str, value: &str) -> Result<(), GuestConfigError> {
     if !is_known_key(key) {
         return Err(err(key, "unknown configuration key"));
     }
-    // A newline would end the `key: value` line and start another key.
+    // A newline would end the `key: value` line and start another key; the description
+    // is the exception, written as encoded `#` lines.
+    if key == "description" {
+        if value
+            .chars()
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+        {
+            return Err(err(key, "value must not contain control characters"));
+        }
+        return Ok(());
+    }
     crate::text::check_single_line(value).map_err(|e| err(key, e))?;
     match key {
         "tags" => crate::format::tag_list(value).map_err(|e| err(key, e)),

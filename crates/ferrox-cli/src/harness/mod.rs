@@ -240,11 +240,39 @@ impl Daemon {
     }
 
     pub fn login(&self) -> Auth {
+        self.login_as("root@pam", "secret1")
+    }
+
+    /// Creates `userid` (password `password`) through the API as `root`, and grants it
+    /// `role` on `path` for each `(path, role)`.
+    pub fn add_user(&self, root: &Auth, userid: &str, password: &str, grants: &[(&str, &str)]) {
+        let r = self.request(
+            "POST",
+            "/access/users",
+            root,
+            &[("userid", userid), ("password", password)],
+        );
+        assert_eq!(r.status, 200, "creating {userid}: {r:?}");
+        for (path, role) in grants {
+            let r = self.request(
+                "PUT",
+                "/access/acl",
+                root,
+                &[("path", path), ("roles", role), ("users", userid)],
+            );
+            assert_eq!(
+                r.status, 200,
+                "granting {role} on {path} to {userid}: {r:?}"
+            );
+        }
+    }
+
+    pub fn login_as(&self, userid: &str, password: &str) -> Auth {
         let r = self.request(
             "POST",
             "/access/ticket",
             &Auth::default(),
-            &[("username", "root@pam"), ("password", "secret1")],
+            &[("username", userid), ("password", password)],
         );
         assert_eq!(r.status, 200, "{r:?}");
         Auth {

@@ -1,0 +1,931 @@
+//! Access management as Proxmox VE's `/access` API: users, groups, custom roles, the ACL
+//! and password changes. Every change is one read-modify-write of the account files
+//! (`Auth::modify`), and every permission is Proxmox VE's: `User.Modify` on the user's
+//! groups, `Realm.AllocateUser` on the realm, `Group.Allocate`, `Sys.Modify` on `/access`
+//! for roles, `Permissions.Modify` (or the allocate privilege of the path) for the ACL.
+
+use crate::auth::{AccountDocs, Caller};
+use crate::error::ApiError;
+use crate::rbac;
+use crate::router::{ApiState, Ctx, Endpoint, Method, Permission, Reply, Returns};
+use crate::schema::{
+    int, Param, ParamType, BOOL, COLON_FIELD, EMAIL, GROUP_ID, ROLE_ID, STRING, TEXT, USERID,
+};
+use ferrox_types::format::split_list;
+use ferrox_types::user_config::{Acl, User, UserConfig};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The realms a user can belong to. `pam` stands for the host's users (passwords kept by
+/// Ferrox, see `auth`), `pve` is Ferrox's own.
+pub const REALMS: &[&str] = &["pam", "pve"];
+
+fn realm_of(userid: &str) -> &str {
+    userid.rsplit_once('@').map(|(_, r)| r).unwrap_or("")
+}
+
+fn caller<'a, S: ApiState>(ctx: &'a Ctx<'_, S>) -> Result<&'a Caller, ApiError> {
+    ctx.caller()
+}
+
+fn is_root<S: ApiState>(ctx: &Ctx<'_, S>) -> bool {
+    ctx.caller
+        .is_some_and(|c| c.userid == "root@pam" && c.token.is_none())
+}
+
+fn groups_of(cfg: &UserConfig, userid: &str) -> Vec<String> {
+    cfg.groups
+        .iter()
+        .filter(|(_, (members, _))| members.contains(userid))
+        .map(|(g, _)| g.clone())
+        .collect()
+}
+
+/// Proxmox VE's `userid-group` check: `privs` on `/access/groups`, or on every group named
+/// in `new_groups` and (for an existing user) on one of the user's groups.
+fn check_userid_group<S: ApiState>(
+    ctx: &Ctx<'_, S>,
+    userid: &str,
+    privs: &[&str],
+    new_groups: Option<&[String]>,
+    existing: bool,
+) -> Result<(), ApiError> {
+    if ctx.has("/access/groups", privs, true) {
+        return Ok(());
+    }
+    let cfg = ctx.state.auth().user_config();
+    let allowed = |g: &str| ctx.has(&format!("/access/groups/{g}"), privs, true);
+    if let Some(groups) = new_groups {
+        if groups.is_empty() {
+            return Err(ApiError::forbidden("/access/groups", privs));
+        }
+        if let Some(g) = groups.iter().find(|g| !allowed(g)) {
+            return Err(ApiError::forbidden(&format!("/access/groups/{g}"), privs));
+        }
+    }
+    if existing && !groups_of(&cfg, userid).iter().any(|g| allowed(g)) {
+        return Err(ApiError::forbidden("/access/groups", privs));
+    }
+    Ok(())
+}
+
+fn check_realm_allocate<S: ApiState>(ctx: &Ctx<'_, S>, userid: &str) -> Result<(), ApiError> {
+    ctx.require(
+        &format!("/access/realm/{}", realm_of(userid)),
+        &["Realm.AllocateUser"],
+        false,
+    )
+}
+
+fn user_exists(docs: &AccountDocs, userid: &str) -> Result<(), ApiError> {
+    if docs.users.users.contains_key(userid) {
+        Ok(())
+    } else {
+        Err(ApiError::internal(format!("no such user ('{userid}')")))
+    }
+}
+
+fn user_row(cfg: &UserConfig, u: &User, full: bool) -> Value {
+    let mut v = json!({
+        "userid": u.userid,
+        "enable": u8::from(u.enable),
+        "expire": u.expire,
+        "realm-type": realm_of(&u.userid),
+    });
+    for (k, val) in [
+        ("firstname", &u.firstname),
+        ("lastname", &u.lastname),
+        ("email", &u.email),
+        ("comment", &u.comment),
+        ("keys", &u.keys),
+    ] {
+        if !val.is_empty() {
+            v[k] = json!(val);
+        }
+    }
+    let groups = groups_of(cfg, &u.userid);
+    if full {
+        v["groups"] = json!(groups);
+        let prefix = format!("{}!", u.userid);
+        let tokens: Vec<Value> = cfg
+            .tokens
+            .values()
+            .filter(|t| t.full_id.starts_with(&prefix))
+            .map(|t| {
+                json!({
+                    "tokenid": &t.full_id[prefix.len()..],
+                    "expire": t.expire,
+                    "privsep": u8::from(t.privsep),
+                    "comment": t.comment,
+                })
+            })
+            .collect();
+        v["tokens"] = json!(tokens);
+    } else if !groups.is_empty() {
+        v["groups"] = json!(groups.join(","));
+    }
+    v
+}
+
+fn list_users<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    let me = caller(ctx)?.userid.clone();
+    let cfg = ctx.state.auth().user_config();
+    let all = ctx.has("/access/groups", &["User.Modify", "Sys.Audit"], true);
+    let enabled = ctx.params.bool("enabled");
+    let full = ctx.params.bool("full").unwrap_or(false);
+    let rows: Vec<Value> = cfg
+        .users
+        .values()
+        .filter(|u| enabled.is_none_or(|e| u.enable == e))
+        .filter(|u| {
+            all || u.userid == me
+                || groups_of(&cfg, &u.userid).iter().any(|g| {
+                    ctx.has(
+                        &format!("/access/groups/{g}"),
+                        &["User.Modify", "Sys.Audit"],
+                        true,
+                    )
+                })
+        })
+        .map(|u| user_row(&cfg, u, full))
+        .collect();
+    Ok(json!(rows).into())
+}
+
+fn read_user<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    let userid = ctx.params.need_str("userid")?;
+    let cfg = ctx.state.auth().user_config();
+    let user = cfg
+        .users
+        .get(userid)
+        .ok_or_else(|| ApiError::internal(format!("no such user ('{userid}')")))?;
+    if caller(ctx)?.userid != userid {
+        check_userid_group(ctx, userid, &["User.Modify", "Sys.Audit"], None, true)?;
+    }
+    Ok(user_row(&cfg, user, true).into())
+}
+
+fn group_list_param<S: ApiState>(ctx: &Ctx<'_, S>) -> Option<Vec<String>> {
+    ctx.params
+        .str("groups")
+        .map(|g| split_list(g).map(String::from).collect())
+}
+
+/// Sets the user's fields from the request (create and update share it).
+fn apply_user_fields<S: ApiState>(ctx: &Ctx<'_, S>, user: &mut User) {
+    let p = &ctx.params;
+    if let Some(e) = p.bool("enable") {
+        user.enable = e;
+    }
+    if let Some(e) = p.int("expire") {
+        user.expire = e.max(0) as u64;
+    }
+    for (name, field) in [
+        ("firstname", &mut user.firstname),
+        ("lastname", &mut user.lastname),
+        ("email", &mut user.email),
+        ("comment", &mut user.comment),
+        ("keys", &mut user.keys),
+    ] {
+        if let Some(v) = p.str(name) {
+            *field = v.to_string();
+        }
+    }
+}
+
+fn set_groups(
+    docs: &mut AccountDocs,
+    userid: &str,
+    groups: &[String],
+    append: bool,
+) -> Result<(), ApiError> {
+    for g in groups {
+        if !docs.users.groups.contains_key(g) {
+            return Err(ApiError::param("groups", format!("no such group '{g}'")));
+        }
+    }
+    if !append {
+        for (members, _) in docs.users.groups.values_mut() {
+            members.remove(userid);
+        }
+    }
+    for g in groups {
+        if let Some((members, _)) = docs.users.groups.get_mut(g) {
+            members.insert(userid.to_string());
+        }
+    }
+    Ok(())
+}
+
+fn create_user<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    let userid = ctx.params.need_str("userid")?.to_string();
+    check_realm_allocate(ctx, &userid)?;
+    let groups = group_list_param(ctx);
+    // As Proxmox VE: without User.Modify on all groups, the new user must go into groups
+    // the caller administers.
+    check_userid_group(
+        ctx,
+        &userid,
+        &["User.Modify"],
+        Some(groups.as_deref().unwrap_or(&[])),
+        false,
+    )?;
+    if !REALMS.contains(&realm_of(&userid)) {
+        return Err(ApiError::param(
+            "userid",
+            format!("domain '{}' does not exist", realm_of(&userid)),
+        ));
+    }
+    let password = ctx.params.str("password");
+    let mut user = User {
+        userid: userid.clone(),
+        enable: true,
+        ..User::default()
+    };
+    apply_user_fields(ctx, &mut user);
+    let auth = ctx.state.auth();
+    let hash = password.map(crate::auth::hash_password).transpose()?;
+    auth.modify(|docs| {
+        if docs.users.users.contains_key(&userid) {
+            return Err(ApiError::param(
+                "userid",
+                format!("user '{userid}' already exists"),
+            ));
+        }
+        docs.users.users.insert(userid.clone(), user.clone());
+        if let Some(groups) = &groups {
+            set_groups(docs, &userid, groups, false)?;
+        }
+        if let Some(h) = &hash {
+            docs.shadow.insert(userid.clone(), h.clone());
+        }
+        Ok(())
+    })?;
+    Ok(Value::Null.into())
+}
+
+fn update_user<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    let userid = ctx.params.need_str("userid")?.to_string();
+    let groups = group_list_param(ctx);
+    check_userid_group(
+        ctx,
+        &userid,
+        &["User.Modify"],
+        Some(groups.as_deref().unwrap_or(&[])),
+        true,
+    )?;
+    let append = ctx.params.bool("append").unwrap_or(false);
+    if append && groups.is_none() {
+        return Err(ApiError::param(
+            "append",
+            "parameter 'append' requires 'groups'",
+        ));
+    }
+    ctx.state.auth().modify(|docs| {
+        user_exists(docs, &userid)?;
+        if let Some(user) = docs.users.users.get_mut(&userid) {
+            apply_user_fields(ctx, user);
+        }
+        if let Some(groups) = &groups {
+            set_groups(docs, &userid, groups, append)?;
+        }
+        Ok(())
+    })?;
+    Ok(Value::Null.into())
+}
+
+/// Removes every trace of `subject` (a user or a token) from the ACL.
+fn drop_acl_subject(cfg: &mut UserConfig, subject: &dyn Fn(&str) -> bool) {
+    for acl in &mut cfg.acls {
+        acl.ugids.retain(|u| !subject(u));
+    }
+    cfg.acls.retain(|a| !a.ugids.is_empty());
+}
+
+fn delete_user<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    let userid = ctx.params.need_str("userid")?.to_string();
+    check_realm_allocate(ctx, &userid)?;
+    check_userid_group(ctx, &userid, &["User.Modify"], None, true)?;
+    if userid == "root@pam" {
+        return Err(ApiError::param("userid", "root@pam cannot be deleted"));
+    }
+    ctx.state.auth().modify(|docs| {
+        user_exists(docs, &userid)?;
+        docs.users.users.remove(&userid);
+        let token_prefix = format!("{userid}!");
+        docs.users
+            .tokens
+            .retain(|id, _| !id.starts_with(&token_prefix));
+        docs.token_hashes
+            .retain(|id, _| !id.starts_with(&token_prefix));
+        docs.shadow.remove(&userid);
+        for (members, _) in docs.users.groups.values_mut() {
+            members.remove(&userid);
+        }
+        drop_acl_subject(&mut docs.users, &|u| {
+            u == userid || u.starts_with(&token_prefix)
+        });
+        Ok(())
+    })?;
+    Ok(Value::Null.into())
+}
+
+/// `PUT /access/password`: your own password (with your current one as confirmation), or
+/// another user's with `Realm.AllocateUser` and `User.Modify`. Only root changes root's.
+fn change_password<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    let me = caller(ctx)?.clone();
+    let userid = ctx.params.need_str("userid")?.to_string();
+    let password = ctx.params.need_str("password")?;
+    if password.len() < 8 {
+        return Err(ApiError::param(
+            "password",
+            "value must be at least 8 characters long",
+        ));
+    }
+    let auth = ctx.state.auth();
+    if !is_root(ctx) {
+        let confirmation = ctx.params.str("confirmation-password").ok_or_else(|| {
+            ApiError::param(
+                "confirmation-password",
+                "confirm your identity with your current password",
+            )
+        })?;
+        if auth.login(&me.userid, confirmation, ctx.peer).is_err() {
+            return Err(ApiError::param(
+                "confirmation-password",
+                "confirmation password is wrong",
+            ));
+        }
+        if me.userid != userid {
+            if userid == "root@pam" {
+                return Err(ApiError::new(
+                    403,
+                    "Permission check failed (only root@pam may change its password)",
+                ));
+            }
+            check_realm_allocate(ctx, &userid)?;
+            check_userid_group(ctx, &userid, &["User.Modify"], None, true)?;
+        }
+    }
+    auth.set_password(&userid, password)?;
+    Ok(Value::Null.into())
+}
+
+fn list_groups<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    let cfg = ctx.state.auth().user_config();
+    let rows: Vec<Value> = cfg
+        .groups
+        .iter()
+        .filter(|(g, _)| {
+            ctx.has(
+                &format!("/access/groups/{g}"),
+                &["Sys.Audit", "Group.Allocate"],
+                true,
+            )
+        })
+        .map(|(g, (members, comment))| {
+            let mut v = json!({
+                "groupid": g,
+                "users": members.iter().cloned().collect::<Vec<_>>().join(","),
+            });
+            if !comment.is_empty() {
+                v["comment"] = json!(comment);
+            }
+            v
+        })
+        .collect();
+    Ok(json!(rows).into())
+}
+
+fn read_group<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    let g = ctx.params.need_str("groupid")?;
+    let cfg = ctx.state.auth().user_config();
+    let (members, comment) = cfg
+        .groups
+        .get(g)
+        .ok_or_else(|| ApiError::internal(format!("group '{g}' does not exist")))?;
+    let mut v = json!({ "members": members });
+    if !comment.is_empty() {
+        v["comment"] = json!(comment);
+    }
+    Ok(v.into())
+}
+
+fn create_group<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    let g = ctx.params.need_str("groupid")?.to_string();
+    let comment = ctx.params.str("comment").unwrap_or("").to_string();
+    ctx.state.auth().modify(|docs| {
+        if docs.users.groups.contains_key(&g) {
+            return Err(ApiError::param(
+                "groupid",
+                format!("group '{g}' already exists"),
+            ));
+        }
+        docs.users
+            .groups
+            .insert(g.clone(), (BTreeSet::new(), comment.clone()));
+        Ok(())
+    })?;
+    Ok(Value::Null.into())
+}
+
+fn update_group<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    let g = ctx.params.need_str("groupid")?.to_string();
+    let comment = ctx.params.str("comment").map(String::from);
+    ctx.state.auth().modify(|docs| {
+        let entry = docs
+            .users
+            .groups
+            .get_mut(&g)
+            .ok_or_else(|| ApiError::internal(format!("group '{g}' does not exist")))?;
+        if let Some(c) = &comment {
+            entry.1 = c.clone();
+        }
+        Ok(())
+    })?;
+    Ok(Value::Null.into())
+}
+
+fn delete_group<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    let g = ctx.params.need_str("groupid")?.to_string();
+    ctx.state.auth().modify(|docs| {
+        if docs.users.groups.remove(&g).is_none() {
+            return Err(ApiError::internal(format!("group '{g}' does not exist")));
+        }
+        let subject = format!("@{g}");
+        drop_acl_subject(&mut docs.users, &|u| u == subject);
+        Ok(())
+    })?;
+    Ok(Value::Null.into())
+}
+
+fn role_privileges_param<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<BTreeSet<String>, ApiError> {
+    let known = rbac::all_privileges();
+    let mut out = BTreeSet::new();
+    for p in split_list(ctx.params.str("privs").unwrap_or("")) {
+        if !known.contains(p) {
+            return Err(ApiError::param("privs", format!("invalid privilege '{p}'")));
+        }
+        out.insert(p.to_string());
+    }
+    Ok(out)
+}
+
+fn list_roles<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    let cfg = ctx.state.auth().user_config();
+    let mut rows: Vec<Value> = rbac::BUILTIN_ROLES
+        .iter()
+        .filter_map(|r| {
+            let privs = rbac::builtin_role(r)?;
+            Some(json!({
+                "roleid": r,
+                "privs": privs.into_iter().collect::<Vec<_>>().join(","),
+                "special": 1,
+            }))
+        })
+        .collect();
+    rows.extend(cfg.roles.iter().map(|(r, privs)| {
+        json!({
+            "roleid": r,
+            "privs": privs.iter().cloned().collect::<Vec<_>>().join(","),
+        })
+    }));
+    Ok(json!(rows).into())
+}
+
+fn read_role<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    let r = ctx.params.need_str("roleid")?;
+    let cfg = ctx.state.auth().user_config();
+    let privs: Vec<String> = match rbac::builtin_role(r) {
+        Some(p) => p.into_iter().map(String::from).collect(),
+        None => cfg
+            .roles
+            .get(r)
+            .ok_or_else(|| ApiError::internal(format!("role '{r}' does not exist")))?
+            .iter()
+            .cloned()
+            .collect(),
+    };
+    let map: serde_json::Map<String, Value> = privs.into_iter().map(|p| (p, json!(1))).collect();
+    Ok(Value::Object(map).into())
+}
+
+fn special_role(r: &str) -> Result<(), ApiError> {
+    if rbac::builtin_role(r).is_some() {
+        return Err(ApiError::param(
+            "roleid",
+            format!("cannot change built-in role '{r}'"),
+        ));
+    }
+    Ok(())
+}
+
+fn create_role<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    let r = ctx.params.need_str("roleid")?.to_string();
+    special_role(&r)?;
+    let privs = role_privileges_param(ctx)?;
+    ctx.state.auth().modify(|docs| {
+        if docs.users.roles.contains_key(&r) {
+            return Err(ApiError::param(
+                "roleid",
+                format!("role '{r}' already exists"),
+            ));
+        }
+        docs.users.roles.insert(r.clone(), privs.clone());
+        Ok(())
+    })?;
+    Ok(Value::Null.into())
+}
+
+fn update_role<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    let r = ctx.params.need_str("roleid")?.to_string();
+    special_role(&r)?;
+    let privs = role_privileges_param(ctx)?;
+    let append = ctx.params.bool("append").unwrap_or(false);
+    ctx.state.auth().modify(|docs| {
+        let current = docs
+            .users
+            .roles
+            .get_mut(&r)
+            .ok_or_else(|| ApiError::internal(format!("role '{r}' does not exist")))?;
+        if !append {
+            current.clear();
+        }
+        current.extend(privs.iter().cloned());
+        Ok(())
+    })?;
+    Ok(Value::Null.into())
+}
+
+fn delete_role<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    let r = ctx.params.need_str("roleid")?.to_string();
+    special_role(&r)?;
+    ctx.state.auth().modify(|docs| {
+        if docs.users.roles.remove(&r).is_none() {
+            return Err(ApiError::internal(format!("role '{r}' does not exist")));
+        }
+        for acl in &mut docs.users.acls {
+            acl.roles.retain(|x| *x != r);
+        }
+        docs.users.acls.retain(|a| !a.roles.is_empty());
+        Ok(())
+    })?;
+    Ok(Value::Null.into())
+}
+
+/// Proxmox VE's `check_path`: the ACL paths that mean something.
+pub fn valid_acl_path(path: &str) -> bool {
+    let parts: Vec<&str> = path.split('/').skip(1).collect();
+    let id = |s: &str| ferrox_types::format::group_id(s).is_ok();
+    match parts.as_slice() {
+        [""] => path == "/",
+        ["access"] | ["nodes"] | ["pool"] | ["sdn"] | ["storage"] | ["vms"] | ["mapping"] => true,
+        ["access", "groups"] | ["access", "realm"] => true,
+        ["access", "groups", g] | ["access", "realm", g] => id(g),
+        ["nodes", n] => ferrox_types::format::node_name(n).is_ok(),
+        ["storage", s] => ferrox_types::format::storage_id(s).is_ok(),
+        ["vms", v] => v.parse::<u32>().is_ok_and(|v| v >= 100),
+        ["pool", rest @ ..] => !rest.is_empty() && rest.len() <= 3 && rest.iter().all(|p| id(p)),
+        ["sdn", "zones" | "vnets" | "controllers" | "ipams" | "dns" | "fabrics", rest @ ..] => {
+            rest.len() <= 2 && rest.iter().all(|p| id(p))
+        }
+        ["mapping", kind, rest @ ..] => id(kind) && rest.len() <= 1 && rest.iter().all(|p| id(p)),
+        _ => false,
+    }
+}
+
+/// `perm-modify`: `Permissions.Modify` on the path, or the allocate privilege of what the
+/// path names.
+fn check_perm_modify<S: ApiState>(ctx: &Ctx<'_, S>, path: &str) -> Result<(), ApiError> {
+    let mut privs = vec!["Permissions.Modify"];
+    if path.starts_with("/storage/") {
+        privs.push("Datastore.Allocate");
+    } else if path.starts_with("/vms/") {
+        privs.push("VM.Allocate");
+    } else if path.starts_with("/pool/") {
+        privs.push("Pool.Allocate");
+    }
+    ctx.require(path, &privs, true)
+}
+
+fn acl_subject_kind(ugid: &str) -> (&'static str, &str) {
+    match ugid.strip_prefix('@') {
+        Some(g) => ("group", g),
+        None if ugid.contains('!') => ("token", ugid),
+        None => ("user", ugid),
+    }
+}
+
+fn list_acl<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    let cfg = ctx.state.auth().user_config();
+    let audit = ctx.has("/access", &["Sys.Audit"], false);
+    let mut rows = Vec::new();
+    for acl in &cfg.acls {
+        if !audit && check_perm_modify(ctx, &acl.path).is_err() {
+            continue;
+        }
+        for ugid in &acl.ugids {
+            let (kind, id) = acl_subject_kind(ugid);
+            for role in &acl.roles {
+                rows.push(json!({
+                    "path": acl.path,
+                    "type": kind,
+                    "ugid": id,
+                    "roleid": role,
+                    "propagate": u8::from(acl.propagate),
+                }));
+            }
+        }
+    }
+    Ok(json!(rows).into())
+}
+
+/// One ACL grant: path, subject, role → propagate.
+type Grants = BTreeMap<(String, String, String), bool>;
+
+fn explode(acls: &[Acl]) -> Grants {
+    let mut out = Grants::new();
+    for a in acls {
+        for u in &a.ugids {
+            for r in &a.roles {
+                out.insert((a.path.clone(), u.clone(), r.clone()), a.propagate);
+            }
+        }
+    }
+    out
+}
+
+fn implode(grants: &Grants) -> Vec<Acl> {
+    let mut lines: BTreeMap<(String, bool, String), Vec<String>> = BTreeMap::new();
+    for ((path, ugid, role), propagate) in grants {
+        lines
+            .entry((path.clone(), *propagate, ugid.clone()))
+            .or_default()
+            .push(role.clone());
+    }
+    lines
+        .into_iter()
+        .map(|((path, propagate, ugid), roles)| Acl {
+            propagate,
+            path,
+            ugids: vec![ugid],
+            roles,
+        })
+        .collect()
+}
+
+fn update_acl<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    let path = ctx.params.need_str("path")?.to_string();
+    let delete = ctx.params.bool("delete").unwrap_or(false);
+    if !delete && !valid_acl_path(&path) {
+        return Err(ApiError::param(
+            "path",
+            format!("invalid ACL path '{path}'"),
+        ));
+    }
+    check_perm_modify(ctx, &path)?;
+    let propagate = ctx.params.bool("propagate").unwrap_or(true);
+    let list = |name: &str| -> Vec<String> {
+        ctx.params
+            .str(name)
+            .map(|v| split_list(v).map(String::from).collect())
+            .unwrap_or_default()
+    };
+    let roles = list("roles");
+    let mut subjects: Vec<String> = list("users");
+    subjects.extend(list("groups").into_iter().map(|g| format!("@{g}")));
+    subjects.extend(list("tokens"));
+    if subjects.is_empty() {
+        return Err(ApiError::param(
+            "users",
+            "no users, groups or tokens specified",
+        ));
+    }
+    for (name, check) in [
+        (
+            "users",
+            ferrox_types::format::userid as fn(&str) -> Result<(), String>,
+        ),
+        ("groups", ferrox_types::format::group_id),
+        ("tokens", ferrox_types::format::token_id),
+    ] {
+        for v in list(name) {
+            check(&v).map_err(|e| ApiError::param(name, e))?;
+        }
+    }
+    for r in &roles {
+        ferrox_types::format::role_id(r).map_err(|e| ApiError::param("roles", e))?;
+    }
+    let me = caller(ctx)?.clone();
+    let auth = ctx.state.auth();
+    auth.modify(|docs| {
+        let mine = rbac::privileges(&docs.users, &me, &path);
+        for role in &roles {
+            let privs: BTreeSet<String> = match rbac::builtin_role(role) {
+                Some(p) => p.into_iter().map(String::from).collect(),
+                None => docs
+                    .users
+                    .roles
+                    .get(role)
+                    .cloned()
+                    .ok_or_else(|| ApiError::param("roles", format!("role '{role}' does not exist")))?,
+            };
+            // Without Permissions.Modify one may only hand out what one holds oneself.
+            if !mine.contains_key("Permissions.Modify") {
+                let verb = if delete { "remove" } else { "add" };
+                if role == "NoAccess" {
+                    return Err(ApiError::param(
+                        "roles",
+                        format!("Cannot {verb} role '{role}' - requires 'Permissions.Modify'"),
+                    ));
+                }
+                for p in &privs {
+                    match mine.get(p) {
+                        None => {
+                            return Err(ApiError::param("roles", format!("Cannot {verb} role '{role}' - requires 'Permissions.Modify' or superset of privileges.")))
+                        }
+                        Some(prop) if propagate && !prop && !delete => {
+                            return Err(ApiError::param("roles", format!("Cannot {verb} role '{role}' with propagation - requires 'Permissions.Modify' or propagated superset of privileges.")))
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        for s in &subjects {
+            let known = match acl_subject_kind(s) {
+                ("group", g) => docs.users.groups.contains_key(g),
+                ("token", t) => docs.users.tokens.contains_key(t),
+                _ => docs.users.users.contains_key(s.as_str()),
+            };
+            if !known && !delete {
+                let (kind, id) = acl_subject_kind(s);
+                return Err(ApiError::param(
+                    &format!("{kind}s"),
+                    format!("{kind} '{id}' does not exist"),
+                ));
+            }
+        }
+        let mut grants = explode(&docs.users.acls);
+        for s in &subjects {
+            for r in &roles {
+                let key = (path.clone(), s.clone(), r.clone());
+                if delete {
+                    grants.remove(&key);
+                } else {
+                    grants.insert(key, propagate);
+                }
+            }
+        }
+        docs.users.acls = implode(&grants);
+        Ok(())
+    })?;
+    Ok(Value::Null.into())
+}
+
+fn password_param() -> Param {
+    Param::required(
+        "password",
+        ParamType::String { max_len: Some(64) },
+        "The new password (8 to 64 characters).",
+    )
+}
+
+fn userid_param() -> Param {
+    Param::required("userid", USERID, "User id (name@realm).")
+}
+
+fn user_field_params() -> Vec<Param> {
+    vec![
+        Param::optional("enable", BOOL, "Enable the account (default 1)."),
+        Param::optional(
+            "expire",
+            int(Some(0), None),
+            "Account expiry (Unix seconds, 0 = never).",
+        ),
+        Param::optional("firstname", COLON_FIELD, "First name."),
+        Param::optional("lastname", COLON_FIELD, "Last name."),
+        Param::optional("email", EMAIL, "E-mail address."),
+        Param::optional("comment", TEXT, "Free text."),
+        Param::optional(
+            "keys",
+            COLON_FIELD,
+            "Keys for two-factor authentication (legacy).",
+        ),
+        Param::optional("groups", STRING, "Groups of the user (comma list)."),
+    ]
+}
+
+/// The endpoints above, declared with their parameters and permissions.
+pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
+    use Method::*;
+    let auth = Permission::Authenticated;
+    let groupid = || Param::required("groupid", GROUP_ID, "Group id.");
+    let roleid = || Param::required("roleid", ROLE_ID, "Role id.");
+    let group_allocate = Permission::Privs {
+        path: "/access/groups",
+        privs: &["Group.Allocate"],
+        any: false,
+    };
+    let role_modify = Permission::Privs {
+        path: "/access",
+        privs: &["Sys.Modify"],
+        any: false,
+    };
+    vec![
+        Endpoint::new(Get, "/access/users", "User index (users you may see).", Permission::Handler("users with User.Modify or Sys.Audit on /access/groups or on one of their groups, and yourself"), Returns::Array, list_users)
+            .params(vec![
+                Param::optional("enabled", BOOL, "Only enabled (1) or disabled (0) users."),
+                Param::optional("full", BOOL, "Include groups and tokens."),
+            ]),
+        Endpoint::new(Post, "/access/users", "Create a user.", Permission::Handler("Realm.AllocateUser on /access/realm/<realm> and User.Modify on /access/groups or on every group given"), Returns::Null, create_user)
+            .params([vec![userid_param(), Param::optional("password", ParamType::String { max_len: Some(64) }, "Initial password (pve and pam realms).")], user_field_params()].concat()),
+        Endpoint::new(Get, "/access/users/{userid}", "User configuration.", Permission::Handler("yourself, or User.Modify or Sys.Audit on /access/groups or on one of the user's groups"), Returns::Object, read_user)
+            .params(vec![userid_param()]),
+        Endpoint::new(Put, "/access/users/{userid}", "Update a user.", Permission::Handler("User.Modify on /access/groups or on one of the user's groups (and on every group given)"), Returns::Null, update_user)
+            .params([vec![userid_param(), Param::optional("append", BOOL, "Add the groups instead of replacing them.")], user_field_params()].concat()),
+        Endpoint::new(Delete, "/access/users/{userid}", "Delete a user with its tokens, ACL entries and password.", Permission::Handler("Realm.AllocateUser on /access/realm/<realm> and User.Modify on /access/groups or on one of the user's groups"), Returns::Null, delete_user)
+            .params(vec![userid_param()]),
+        Endpoint::new(Put, "/access/password", "Change a user's password.", Permission::Handler("your own password, or Realm.AllocateUser and User.Modify for another user's (root@pam's only by root@pam)"), Returns::Null, change_password)
+            .no_token()
+            .params(vec![
+                userid_param(),
+                password_param(),
+                Param::optional("confirmation-password", ParamType::String { max_len: Some(64) }, "Your current password (required unless you are root@pam)."),
+            ]),
+        Endpoint::new(Get, "/access/groups", "Group index (groups you may see).", Permission::Handler("groups with Sys.Audit or Group.Allocate on /access/groups/<group>"), Returns::Array, list_groups),
+        Endpoint::new(Post, "/access/groups", "Create a group.", group_allocate.clone(), Returns::Null, create_group)
+            .params(vec![groupid(), Param::optional("comment", TEXT, "Free text.")]),
+        Endpoint::new(Get, "/access/groups/{groupid}", "Group configuration.", Permission::Privs { path: "/access/groups/{groupid}", privs: &["Sys.Audit", "Group.Allocate"], any: true }, Returns::Object, read_group)
+            .params(vec![groupid()]),
+        Endpoint::new(Put, "/access/groups/{groupid}", "Update a group.", Permission::Privs { path: "/access/groups/{groupid}", privs: &["Group.Allocate"], any: false }, Returns::Null, update_group)
+            .params(vec![groupid(), Param::optional("comment", TEXT, "Free text.")]),
+        Endpoint::new(Delete, "/access/groups/{groupid}", "Delete a group and its ACL entries.", Permission::Privs { path: "/access/groups/{groupid}", privs: &["Group.Allocate"], any: false }, Returns::Null, delete_group)
+            .params(vec![groupid()]),
+        Endpoint::new(Get, "/access/roles", "Role index.", auth.clone(), Returns::Array, list_roles),
+        Endpoint::new(Post, "/access/roles", "Create a custom role.", role_modify.clone(), Returns::Null, create_role)
+            .params(vec![roleid(), Param::optional("privs", STRING, "Privileges (comma list).")]),
+        Endpoint::new(Get, "/access/roles/{roleid}", "Privileges of a role.", auth.clone(), Returns::Object, read_role)
+            .params(vec![roleid()]),
+        Endpoint::new(Put, "/access/roles/{roleid}", "Update a custom role.", role_modify.clone(), Returns::Null, update_role)
+            .params(vec![roleid(), Param::optional("privs", STRING, "Privileges (comma list)."), Param::optional("append", BOOL, "Add the privileges instead of replacing them.")]),
+        Endpoint::new(Delete, "/access/roles/{roleid}", "Delete a custom role (and its ACL entries).", role_modify, Returns::Null, delete_role)
+            .params(vec![roleid()]),
+        Endpoint::new(Get, "/access/acl", "Access control list (entries you may modify, or all with Sys.Audit on /access).", Permission::Handler("entries on paths where you hold Permissions.Modify; all with Sys.Audit on /access"), Returns::Array, list_acl),
+        Endpoint::new(Put, "/access/acl", "Add or remove ACL entries.", Permission::Handler("Permissions.Modify on the path (or VM.Allocate on /vms/<id>, Datastore.Allocate on /storage/<id>, Pool.Allocate on /pool/<id>, handing out only privileges you hold)"), Returns::Null, update_acl)
+            .params(vec![
+                Param::required("path", STRING, "ACL path (/, /vms/100, /storage/local, ...)."),
+                Param::required("roles", STRING, "Roles (comma list)."),
+                Param::optional("users", STRING, "Users (comma list)."),
+                Param::optional("groups", STRING, "Groups (comma list)."),
+                Param::optional("tokens", STRING, "API tokens (comma list of user@realm!name)."),
+                Param::optional("propagate", BOOL, "Inherit to paths below (default 1)."),
+                Param::optional("delete", BOOL, "Remove the entries instead of adding them."),
+            ]),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acl_paths_follow_proxmox_ve() {
+        for ok in [
+            "/",
+            "/vms",
+            "/vms/100",
+            "/storage/local",
+            "/access/groups/ops",
+            "/pool/a/b",
+            "/nodes/n1",
+            "/sdn/zones/z1/v1",
+        ] {
+            assert!(valid_acl_path(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "vms",
+            "/vms/99",
+            "/foo",
+            "/vms/100/x",
+            "/pool/a/b/c/d",
+            "/storage/x\ny",
+        ] {
+            assert!(!valid_acl_path(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn grants_round_trip_through_lines() {
+        let acls = vec![Acl {
+            propagate: true,
+            path: "/vms".into(),
+            ugids: vec!["a@pve".into(), "@ops".into()],
+            roles: vec!["PVEVMUser".into(), "PVEAuditor".into()],
+        }];
+        let grants = explode(&acls);
+        assert_eq!(grants.len(), 4);
+        assert_eq!(explode(&implode(&grants)), grants);
+    }
+}
