@@ -412,7 +412,7 @@ fn failed_logins_are_throttled_with_a_clear_error() {
         r.reason
     );
     // root is not locked out by eve's failures
-    assert_eq!(d.login().ticket.is_some(), true);
+    assert!(d.login().ticket.is_some());
 }
 
 #[test]
