@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 mod crs;
 
-use ferrox_cli::client;
+use ferrox_cli::{access, client};
 
 #[derive(Parser)]
 #[command(name = "ferrox", version, about = "Ferrox virtualization cluster")]
@@ -57,6 +57,41 @@ enum Top {
         remote: client::Remote,
         #[command(subcommand)]
         command: client::TaskCommand,
+    },
+    /// Users and their API tokens (like pveum user).
+    User {
+        #[command(flatten)]
+        remote: client::Remote,
+        #[command(subcommand)]
+        command: access::UserCommand,
+    },
+    /// Groups (like pveum group).
+    Group {
+        #[command(flatten)]
+        remote: client::Remote,
+        #[command(subcommand)]
+        command: access::GroupCommand,
+    },
+    /// Roles and their privileges (like pveum role).
+    Role {
+        #[command(flatten)]
+        remote: client::Remote,
+        #[command(subcommand)]
+        command: access::RoleCommand,
+    },
+    /// The access control list (like pveum acl).
+    Acl {
+        #[command(flatten)]
+        remote: client::Remote,
+        #[command(subcommand)]
+        command: access::AclCommand,
+    },
+    /// Authentication realms (like pveum realm).
+    Realm {
+        #[command(flatten)]
+        remote: client::Remote,
+        #[command(subcommand)]
+        command: access::RealmCommand,
     },
     /// Raw API calls, like pvesh: `ferrox api get /nodes`.
     Api {
@@ -278,6 +313,11 @@ fn run(cli: Cli, out: &mut String) -> Result<()> {
         Top::Task { remote, command } => client::task(&remote, command, out)?,
         Top::Cluster { command } => client::cluster(command, out)?,
         Top::Api { remote, command } => client::api(&remote, command, out)?,
+        Top::User { remote, command } => access::user(&remote, command, out)?,
+        Top::Group { remote, command } => access::group(&remote, command, out)?,
+        Top::Role { remote, command } => access::role(&remote, command, out)?,
+        Top::Acl { remote, command } => access::acl(&remote, command, out)?,
+        Top::Realm { remote, command } => access::realm(&remote, command, out)?,
         Top::Crs { command } => crs::run(command, out)?,
         Top::Sim {
             command: SimCommand::Run { dir },

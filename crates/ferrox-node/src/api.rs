@@ -1123,7 +1123,7 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             Get,
             "/nodes/{node}/qemu/{vmid}",
             "Directory index.",
-            VM_AUDIT,
+            auth.clone(),
             Returns::Array,
             guest_index,
         )
@@ -1207,7 +1207,7 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             Get,
             "/nodes/{node}/qemu/{vmid}/status",
             "Directory index.",
-            VM_AUDIT,
+            auth.clone(),
             Returns::Array,
             status_index,
         )

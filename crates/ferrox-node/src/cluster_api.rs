@@ -446,9 +446,17 @@ fn read_options(node: &Node) -> (String, Vec<(String, String)>) {
     (text, pairs)
 }
 
+/// What `GET /cluster/options` shows a user without `Sys.Audit` on `/` (Proxmox VE: what
+/// the UI needs to show tags).
+const PUBLIC_OPTIONS: &[&str] = &["tag-style", "user-tag-access", "registered-tags", "console"];
+
 fn get_options(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    let full = ctx.has("/", &["Sys.Audit"], false);
     let mut out = serde_json::Map::new();
     for (k, v) in read_options(ctx.state).1 {
+        if !full && !PUBLIC_OPTIONS.contains(&k.as_str()) {
+            continue;
+        }
         let value = if matches!(k.as_str(), "crs" | "ha") {
             match ferrox_types::PropertyString::parse(&v) {
                 Ok(p) => {
@@ -526,8 +534,8 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
         Endpoint::new(
             Get,
             "/cluster/options",
-            "Datacenter options (datacenter.cfg).",
-            AUDIT,
+            "Datacenter options (datacenter.cfg); all of them with Sys.Audit on /, else the tag settings only.",
+            Permission::Handler("any user; the full set with Sys.Audit on /"),
             Returns::Object,
             get_options,
         ),
@@ -597,7 +605,7 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             Post,
             "/cluster/config",
             "Create a cluster from this node.",
-            MODIFY,
+            Permission::Root,
             Returns::Task,
             cluster_create,
         )
@@ -666,7 +674,7 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             Delete,
             "/cluster/config/nodes/{node}",
             "Remove a node from the cluster.",
-            MODIFY,
+            Permission::Root,
             Returns::Null,
             remove_member,
         )
