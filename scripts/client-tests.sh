@@ -27,8 +27,8 @@ cargo build -q -p ferrox-cli
 data=$(mktemp -d)
 port=$(( 20000 + RANDOM % 20000 ))
 log="$data/daemon.log"
-target/debug/ferrox node serve --data-dir "$data/node" --listen "127.0.0.1:$port" --name pve1 \
-    --root-password secret1 --auth-failure-delay-ms 0 > "$log" 2>&1 &
+FERROX_ROOT_PASSWORD=secret1 target/debug/ferrox node serve --data-dir "$data/node" \
+    --listen "127.0.0.1:$port" --name pve1 --auth-failure-delay-ms 0 > "$log" 2>&1 &
 daemon=$!
 cleanup() {
     kill "$daemon" 2> /dev/null || true

@@ -18,18 +18,21 @@ ferrox=$PWD/target/release/ferrox
 data=${FERROX_DATA_DIR:-$PWD/ferrox-data}
 listen=${FERROX_LISTEN:-0.0.0.0:8006}
 port=${listen##*:}
-mkdir -p "$data"
+mkdir -p -m 700 "$data"
+# The password reaches the daemon in a file readable by root alone, never on a command
+# line (which every local user sees in ps).
 password_file="$data/root-password"
 if [ -n "${FERROX_ROOT_PASSWORD:-}" ]; then
     password=$FERROX_ROOT_PASSWORD
+    (umask 077; printf '%s\n' "$password" > "$password_file")
 elif [ -f "$password_file" ]; then
-    password=$(cat "$password_file")
+    password=$(head -n 1 "$password_file")
 else
     password=$(head -c 12 /dev/urandom | base64 | tr -d '/+=')
-    (umask 077; echo "$password" > "$password_file")
+    (umask 077; printf '%s\n' "$password" > "$password_file")
 fi
 log="$data/daemon.log"
-"$ferrox" node serve --data-dir "$data" --listen "$listen" --root-password "$password" > "$log" 2>&1 &
+"$ferrox" node serve --data-dir "$data" --listen "$listen" --root-password-file "$password_file" > "$log" 2>&1 &
 daemon=$!
 # The watchdog process outlives a crashed daemon on purpose; a clean exit stops it too.
 trap 'kill $daemon 2> /dev/null || true; pkill -f "node watchdog .*$data/run" 2> /dev/null || true' INT TERM EXIT

@@ -308,6 +308,10 @@ fn ticket_dummy<S: ApiState>(_: &Ctx<'_, S>) -> Result<Reply, ApiError> {
     Ok(Value::Null.into())
 }
 
+/// Proxmox VE: `['or', ['userid-param', 'self'], ['userid-group', ['User.Modify']]]`.
+const TOKEN_OWNER: Permission =
+    Permission::Handler("your own tokens (not with a token), or User.Modify on /access/groups");
+
 /// The endpoints above, declared with their parameters and permissions.
 pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
     use Method::*;
@@ -333,14 +337,14 @@ pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
                 Param::optional("path", STRING, "Only this ACL path."),
                 Param::optional("userid", STRING, "Another user or token (needs Sys.Audit on /access)."),
             ]),
-        Endpoint::new(Get, "/access/users/{userid}/token", "A user's API tokens.", Permission::Authenticated, Returns::Array, list_tokens)
+        Endpoint::new(Get, "/access/users/{userid}/token", "A user's API tokens.", TOKEN_OWNER, Returns::Array, list_tokens)
             .params(vec![Param::required("userid", USERID, "User id.")]),
-        Endpoint::new(Get, "/access/users/{userid}/token/{tokenid}", "One API token.", Permission::Authenticated, Returns::Object, read_token)
+        Endpoint::new(Get, "/access/users/{userid}/token/{tokenid}", "One API token.", TOKEN_OWNER, Returns::Object, read_token)
             .params(vec![
                 Param::required("userid", USERID, "User id."),
                 Param::required("tokenid", TOKEN_NAME, "Token name."),
             ]),
-        Endpoint::new(Post, "/access/users/{userid}/token/{tokenid}", "Create an API token; the secret is returned once.", Permission::Authenticated, Returns::Object, create_token)
+        Endpoint::new(Post, "/access/users/{userid}/token/{tokenid}", "Create an API token; the secret is returned once.", TOKEN_OWNER, Returns::Object, create_token)
             .params(vec![
                 Param::required("userid", USERID, "User id."),
                 Param::required("tokenid", TOKEN_NAME, "Token name."),
@@ -348,7 +352,7 @@ pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
                 Param::optional("expire", int(Some(0), None), "Expiry (Unix seconds, 0 = never)."),
                 Param::optional("privsep", BOOL, "Separate privileges (default 1): the token's own ACLs, intersected with the user's."),
             ]),
-        Endpoint::new(Delete, "/access/users/{userid}/token/{tokenid}", "Delete an API token.", Permission::Authenticated, Returns::Null, delete_token)
+        Endpoint::new(Delete, "/access/users/{userid}/token/{tokenid}", "Delete an API token.", TOKEN_OWNER, Returns::Null, delete_token)
             .params(vec![
                 Param::required("userid", USERID, "User id."),
                 Param::required("tokenid", TOKEN_NAME, "Token name."),

@@ -19,6 +19,32 @@ pub fn permission_text(p: &Permission) -> String {
     }
 }
 
+/// The privilege table of docs/security.md: one row per endpoint, from its declaration.
+pub fn permission_table<S>(endpoints: &[Endpoint<S>]) -> String {
+    let mut rows: Vec<(&str, &str, String, bool)> = endpoints
+        .iter()
+        .map(|e| {
+            (
+                e.path,
+                e.method.as_str(),
+                permission_text(&e.permission),
+                e.allow_token,
+            )
+        })
+        .collect();
+    rows.sort();
+    let mut out =
+        String::from("| endpoint | method | required | API tokens |\n|---|---|---|---|\n");
+    for (path, method, perm, token) in rows {
+        out.push_str(&format!(
+            "| `{path}` | {method} | {} | {} |\n",
+            perm.replace('|', "\\|"),
+            if token { "yes" } else { "no" }
+        ));
+    }
+    out
+}
+
 fn data_schema(r: Returns) -> Value {
     match r {
         Returns::Null => json!({"type": "null"}),

@@ -105,6 +105,7 @@ enum Top {
 #[derive(Subcommand)]
 enum NodeCommand {
     /// Run the node daemon (HTTPS API, guests, tasks, metrics).
+    #[command(args_override_self = true)]
     Serve {
         /// Where the node keeps its configuration, disks, tasks and metrics.
         #[arg(long)]

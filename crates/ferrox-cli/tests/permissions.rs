@@ -380,3 +380,27 @@ fn every_endpoint_refuses_exactly_the_roles_proxmox_ve_refuses() {
     assert!(checked > 200, "checked {checked} requests");
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+const TABLE_START: &str = "<!-- privilege table: generated from the endpoint declarations -->\n";
+const TABLE_END: &str = "<!-- end of privilege table -->";
+
+/// docs/security.md carries the privilege of every endpoint, generated from the
+/// declarations; `FERROX_UPDATE_DOCS=1 cargo test --test permissions` rewrites it.
+#[test]
+fn the_security_document_lists_every_endpoint_as_declared() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/security.md");
+    let doc = std::fs::read_to_string(&path).expect("docs/security.md");
+    let table = ferrox_api::openapi::permission_table(&ferrox_node::api::endpoints());
+    let start = doc.find(TABLE_START).expect("table start marker") + TABLE_START.len();
+    let end = doc.find(TABLE_END).expect("table end marker");
+    if std::env::var_os("FERROX_UPDATE_DOCS").is_some() {
+        let updated = format!("{}{table}{}", &doc[..start], &doc[end..]);
+        std::fs::write(&path, updated).unwrap();
+        return;
+    }
+    assert_eq!(
+        &doc[start..end],
+        table,
+        "docs/security.md is out of date: run FERROX_UPDATE_DOCS=1 cargo test -p ferrox-cli --test permissions"
+    );
+}

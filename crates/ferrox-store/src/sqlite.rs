@@ -329,7 +329,7 @@ impl StateMachine {
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or_default();
         if let (Some(m), true) = (&mirror, resync_mirror) {
-            m.resync(&tree);
+            m.resync_at_start(&tree);
         }
         Ok(StateMachine {
             conn: Arc::new(Mutex::new(conn)),
