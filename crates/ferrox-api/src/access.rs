@@ -28,7 +28,7 @@ fn caller<'a, S: ApiState>(ctx: &'a Ctx<'_, S>) -> Result<&'a Caller, ApiError> 
     ctx.caller()
 }
 
-fn is_root<S: ApiState>(ctx: &Ctx<'_, S>) -> bool {
+pub(crate) fn is_root<S: ApiState>(ctx: &Ctx<'_, S>) -> bool {
     ctx.caller
         .is_some_and(|c| c.userid == "root@pam" && c.token.is_none())
 }
@@ -43,7 +43,7 @@ fn groups_of(cfg: &UserConfig, userid: &str) -> Vec<String> {
 
 /// Proxmox VE's `userid-group` check: `privs` on `/access/groups`, or on every group named
 /// in `new_groups` and (for an existing user) on one of the user's groups.
-fn check_userid_group<S: ApiState>(
+pub(crate) fn check_userid_group<S: ApiState>(
     ctx: &Ctx<'_, S>,
     userid: &str,
     privs: &[&str],
@@ -350,7 +350,10 @@ fn change_password<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
                 "confirm your identity with your current password",
             )
         })?;
-        if auth.login(&me.userid, confirmation, ctx.peer).is_err() {
+        if auth
+            .confirm_password(&me.userid, confirmation, ctx.peer)
+            .is_err()
+        {
             return Err(ApiError::param(
                 "confirmation-password",
                 "confirmation password is wrong",

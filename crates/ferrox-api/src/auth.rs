@@ -12,6 +12,7 @@ use crate::fsutil::write_atomic;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use base64::Engine;
+use ferrox_types::tfa_config::TfaConfig;
 use ferrox_types::user_config::{Token, User, UserConfig};
 use hmac::{Hmac, Mac};
 use rand::RngCore;
@@ -28,6 +29,7 @@ const CLOCK_SKEW: i64 = 300;
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// Unix seconds.
 pub fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -139,10 +141,38 @@ pub fn secret_mode(path: &str) -> u32 {
     }
 }
 
+/// The result of the first login step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginOutcome {
+    Ticket(String),
+    /// The user has a second factor: a partial ticket to answer with it.
+    NeedTfa(String),
+}
+
+impl LoginOutcome {
+    /// The full ticket (tests and callers that know the user has no second factor).
+    pub fn ticket(self) -> Option<String> {
+        match self {
+            LoginOutcome::Ticket(t) => Some(t),
+            LoginOutcome::NeedTfa(_) => None,
+        }
+    }
+}
+
+/// The time step (`time / period`) at which `code` is valid for the TOTP of `url`,
+/// allowing one step of clock difference either way.
+pub fn totp_step_matching(url: &str, code: &str, time: u64) -> Option<u64> {
+    totp_rs::Totp::from_url_unchecked(url)
+        .ok()?
+        .check(code, time)
+}
+
 pub struct Auth {
     files: Arc<dyn AccountFiles>,
     accounts: RwLock<Accounts>,
     throttle: LoginThrottle,
+    /// The last TOTP step used per user and entry: a code is good once.
+    totp_used: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// A hash checked when a user has none, so that a login takes as long for a user who
     /// does not exist as for one who does.
     dummy_hash: String,
@@ -155,6 +185,7 @@ struct Accounts {
     users: Arc<UserConfig>,
     token_hashes: BTreeMap<String, String>,
     shadow: BTreeMap<String, String>,
+    tfa: Arc<TfaConfig>,
 }
 
 /// The account documents as a change sees them (parsed from what was just read).
@@ -164,12 +195,17 @@ pub struct AccountDocs {
     pub token_hashes: BTreeMap<String, String>,
     /// user id → Argon2 hash.
     pub shadow: BTreeMap<String, String>,
+    /// Second factors (TOTP, recovery keys).
+    pub tfa: TfaConfig,
 }
 
 const USER_CFG: &str = "user.cfg";
 const SHADOW: &str = "priv/shadow.cfg";
 const TOKENS: &str = "priv/token.cfg";
 const AUTHKEY: &str = "priv/authkey.key";
+const TFA: &str = "priv/tfa.cfg";
+/// How long the partial ticket of a TFA login is good for.
+const TFA_CHALLENGE_LIFETIME: i64 = 300;
 /// A change that keeps losing the compare-and-set to other writers gives up after this.
 const CHANGE_TRIES: usize = 20;
 
@@ -197,6 +233,7 @@ struct Texts {
     tokens: Option<String>,
     shadow: Option<String>,
     key: Option<String>,
+    tfa: Option<String>,
 }
 
 fn read_texts(files: &dyn AccountFiles) -> Result<Texts, String> {
@@ -205,6 +242,7 @@ fn read_texts(files: &dyn AccountFiles) -> Result<Texts, String> {
         tokens: files.read(TOKENS)?,
         shadow: files.read(SHADOW)?,
         key: files.read(AUTHKEY)?,
+        tfa: files.read(TFA)?,
     })
 }
 
@@ -218,6 +256,7 @@ fn parse_docs(t: &Texts) -> Result<AccountDocs, String> {
         users,
         token_hashes: parse_secret_lines(t.tokens.as_deref().unwrap_or(""), ' '),
         shadow: parse_secret_lines(t.shadow.as_deref().unwrap_or(""), ':'),
+        tfa: TfaConfig::parse(t.tfa.as_deref().unwrap_or("")).map_err(|e| e.to_string())?,
     })
 }
 
@@ -232,6 +271,7 @@ fn load_accounts(files: &dyn AccountFiles) -> Result<Accounts, AuthSetupError> {
         users: Arc::new(docs.users),
         token_hashes: docs.token_hashes,
         shadow: docs.shadow,
+        tfa: Arc::new(docs.tfa),
     })
 }
 
@@ -311,6 +351,7 @@ impl Auth {
             files,
             accounts: RwLock::new(accounts),
             throttle: LoginThrottle::default(),
+            totp_used: Default::default(),
             dummy_hash: hash_password(&uuid::Uuid::new_v4().to_string())
                 .map_err(|e| AuthSetupError::Format(e.message))?,
         })
@@ -373,11 +414,19 @@ impl Auth {
             let new_users = docs.users.to_text();
             let new_tokens = tokens_text(&docs.token_hashes);
             let new_shadow = shadow_text(&docs.shadow);
+            let old_tfa = TfaConfig::parse(texts.tfa.as_deref().unwrap_or(""))
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            let new_tfa = if docs.tfa == old_tfa {
+                texts.tfa.clone().unwrap_or_default()
+            } else {
+                docs.tfa.to_text()
+            };
             let mut batch = Vec::new();
             for (path, old, new) in [
                 (USER_CFG, &texts.users, &new_users),
                 (TOKENS, &texts.tokens, &new_tokens),
                 (SHADOW, &texts.shadow, &new_shadow),
+                (TFA, &texts.tfa, &new_tfa),
             ] {
                 if old.as_deref().unwrap_or("") != new.as_str() {
                     batch.push(FileWrite {
@@ -475,29 +524,184 @@ impl Auth {
         full
     }
 
-    /// Password login; `password` may also be a still-valid ticket of the same user.
-    /// Failed attempts count against the user and the client address (`peer`); while
-    /// either is over its limit, logins are refused with 429 before any password check.
+    /// First step of a login: the password (or a still-valid ticket of the same user, to
+    /// renew it). Failed attempts count against the user and the client address (`peer`);
+    /// while either is over its limit, logins are refused with 429 before any password
+    /// check. A user with a second factor gets a partial ticket for `login_second_factor`.
     pub fn login(
         &self,
         userid: &str,
         password: &str,
         peer: Option<IpAddr>,
-    ) -> Result<String, ApiError> {
+    ) -> Result<LoginOutcome, ApiError> {
         self.throttle.check(userid, peer)?;
-        let fail = || ApiError::new(401, "authentication failure");
         let by_ticket =
             password.starts_with("PVE:") && self.verify_ticket(password).as_deref() == Some(userid);
         // The password is checked even for an unknown or disabled user (against a dummy
         // hash), so the answer takes as long whether the user exists or not.
         let ok = (by_ticket || self.check_password(userid, password)) && self.user_usable(userid);
-        if ok {
+        if !ok {
+            self.throttle.failed(userid, peer);
+            return Err(ApiError::new(401, "authentication failure"));
+        }
+        let factors = self.tfa_types(userid);
+        // Renewing a full ticket needs no second factor (it was given at login).
+        if by_ticket || factors.is_empty() {
             self.throttle.succeeded(userid);
-            Ok(self.ticket(userid))
+            return Ok(LoginOutcome::Ticket(self.ticket(userid)));
+        }
+        Ok(LoginOutcome::NeedTfa(self.tfa_challenge(userid, &factors)))
+    }
+
+    /// Checks a user's password (throttled like a login) without issuing anything: the
+    /// confirmation of a sensitive change.
+    pub fn confirm_password(
+        &self,
+        userid: &str,
+        password: &str,
+        peer: Option<IpAddr>,
+    ) -> Result<(), ApiError> {
+        self.throttle.check(userid, peer)?;
+        if self.check_password(userid, password) && self.user_usable(userid) {
+            Ok(())
         } else {
             self.throttle.failed(userid, peer);
-            Err(fail())
+            Err(ApiError::new(401, "authentication failure"))
         }
+    }
+
+    fn tfa_types(&self, userid: &str) -> Vec<&'static str> {
+        self.accounts
+            .read()
+            .ok()
+            .and_then(|a| a.tfa.users.get(userid).map(|u| u.types()))
+            .unwrap_or_default()
+    }
+
+    /// The partial ticket of a TFA login: `PVE:!tfa!<data>:<time>::<signature>`, where
+    /// the data (base64url JSON) names the user and the factors it may answer with.
+    fn tfa_challenge(&self, userid: &str, types: &[&str]) -> String {
+        let data = serde_json::json!({ "user": userid, "types": types }).to_string();
+        let data = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data);
+        let plain = format!("PVE:!tfa!{data}:{:08X}", now());
+        let sig = sign(&self.key(), &plain);
+        format!("{plain}::{sig}")
+    }
+
+    fn verify_tfa_challenge(&self, challenge: &str, userid: &str) -> bool {
+        let Some((plain, sig)) = challenge.split_once("::") else {
+            return false;
+        };
+        let Some(rest) = plain.strip_prefix("PVE:!tfa!") else {
+            return false;
+        };
+        let Some((data, hex)) = rest.rsplit_once(':') else {
+            return false;
+        };
+        let Ok(issued) = i64::from_str_radix(hex, 16) else {
+            return false;
+        };
+        if !(-CLOCK_SKEW..TFA_CHALLENGE_LIFETIME).contains(&(now() - issued))
+            || !constant_time_eq(sign(&self.key(), plain).as_bytes(), sig.as_bytes())
+        {
+            return false;
+        }
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(data)
+            .ok()
+            .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok())
+            .is_some_and(|v| v["user"] == userid)
+    }
+
+    /// Second step of a TFA login: `response` is `totp:<code>` or `recovery:<key>`. A TOTP
+    /// code is good once (no replay within its window); a recovery key is used up.
+    pub fn login_second_factor(
+        &self,
+        userid: &str,
+        challenge: &str,
+        response: &str,
+        peer: Option<IpAddr>,
+    ) -> Result<String, ApiError> {
+        self.throttle.check(userid, peer)?;
+        let fail = |auth: &Auth| {
+            auth.throttle.failed(userid, peer);
+            ApiError::new(401, "authentication failure")
+        };
+        if !self.verify_tfa_challenge(challenge, userid) || !self.user_usable(userid) {
+            return Err(fail(self));
+        }
+        let ok = match response.split_once(':') {
+            Some(("totp", code)) => self.check_totp(userid, code.trim()),
+            Some(("recovery", key)) => self.use_recovery_key(userid, key.trim())?,
+            _ => false,
+        };
+        if !ok {
+            return Err(fail(self));
+        }
+        self.throttle.succeeded(userid);
+        Ok(self.ticket(userid))
+    }
+
+    fn check_totp(&self, userid: &str, code: &str) -> bool {
+        let entries: Vec<(String, String)> = self
+            .accounts
+            .read()
+            .ok()
+            .and_then(|a| {
+                a.tfa.users.get(userid).map(|u| {
+                    u.totp
+                        .iter()
+                        .filter(|t| t.enable)
+                        .map(|t| (t.id.clone(), t.url.clone()))
+                        .collect()
+                })
+            })
+            .unwrap_or_default();
+        let time = now().max(0) as u64;
+        for (id, url) in entries {
+            let Some(step) = totp_step_matching(&url, code, time) else {
+                continue;
+            };
+            let mut used = self.totp_used.lock().unwrap_or_else(|p| p.into_inner());
+            let last = used.entry(format!("{userid}/{id}")).or_insert(0);
+            if step > *last {
+                *last = step;
+                return true;
+            }
+        }
+        false
+    }
+
+    fn use_recovery_key(&self, userid: &str, key: &str) -> Result<bool, ApiError> {
+        let hash = sha256_hex(key);
+        self.modify(|docs| {
+            let Some(recovery) = docs
+                .tfa
+                .users
+                .get_mut(userid)
+                .and_then(|u| u.recovery.as_mut())
+            else {
+                return Ok(false);
+            };
+            for slot in recovery.keys.iter_mut() {
+                if slot
+                    .as_deref()
+                    .is_some_and(|h| constant_time_eq(h.as_bytes(), hash.as_bytes()))
+                {
+                    *slot = None;
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        })
+    }
+
+    /// The second factors of a user (a shared snapshot).
+    pub fn tfa_config(&self) -> Arc<TfaConfig> {
+        self.accounts
+            .read()
+            .map(|a| Arc::clone(&a.tfa))
+            .unwrap_or_default()
     }
 
     pub fn ticket(&self, userid: &str) -> String {
@@ -733,7 +937,11 @@ mod tests {
     #[test]
     fn tickets_have_the_pve_shape_and_verify() {
         let (_d, auth) = auth();
-        let ticket = auth.login("root@pam", "secret1", None).unwrap();
+        let ticket = auth
+            .login("root@pam", "secret1", None)
+            .unwrap()
+            .ticket()
+            .unwrap();
         let fields: Vec<&str> = ticket.splitn(3, ':').collect();
         assert_eq!(fields[0], "PVE");
         assert_eq!(fields[1], "root@pam");

@@ -1,7 +1,7 @@
 //! Endpoints every Ferrox API serves, whatever the node does: login, API tokens,
 //! permissions, version, tasks, and the OpenAPI document.
 
-use crate::auth::Caller;
+use crate::auth::{Caller, LoginOutcome};
 use crate::error::ApiError;
 use crate::rbac;
 use crate::router::{ApiState, Ctx, Endpoint, Method, Permission, Reply, Returns};
@@ -87,7 +87,29 @@ fn create_ticket<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
         }
         return Ok(json!({ "username": userid }).into());
     }
-    let ticket = auth.login(&userid, password, ctx.peer)?;
+    let ticket = if let Some(challenge) = ctx.params.str("tfa-challenge") {
+        // Second step: `password` is the answer (`totp:123456`, `recovery:KEY`).
+        auth.login_second_factor(&userid, challenge, password, ctx.peer)?
+    } else {
+        match auth.login(&userid, password, ctx.peer)? {
+            LoginOutcome::Ticket(t) => t,
+            LoginOutcome::NeedTfa(partial) => match ctx.params.str("otp") {
+                // The legacy one-step form: password and TOTP code together.
+                Some(otp) => {
+                    auth.login_second_factor(&userid, &partial, &format!("totp:{otp}"), ctx.peer)?
+                }
+                None => {
+                    return Ok(json!({
+                        "ticket": partial,
+                        "NeedTFA": 1,
+                        "username": userid,
+                        "CSRFPreventionToken": auth.csrf_token(&userid),
+                    })
+                    .into())
+                }
+            },
+        }
+    };
     let caller = Caller {
         userid: userid.clone(),
         token: None,
@@ -317,6 +339,7 @@ pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
     use Method::*;
     let upid = || Param::required("upid", STRING, "The task's unique id.");
     let mut list = crate::access::endpoints();
+    list.extend(crate::tfa::endpoints());
     list.extend(vec![
         Endpoint::new(Get, "/access/ticket", "Dummy, for formatters.", Permission::World, Returns::Null, ticket_dummy),
         Endpoint::new(Post, "/access/ticket", "Create an authentication ticket.", Permission::World, Returns::Object, create_ticket)
@@ -325,7 +348,7 @@ pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
                 Param::required("username", ParamType::String { max_len: Some(64) }, "User name (user@realm, or user with realm)."),
                 Param::required("password", STRING, "The password, or a valid ticket to renew."),
                 Param::optional("realm", REALM, "Appended to the user name as @realm."),
-                Param::optional("otp", STRING, "One-time password (TFA is not enabled on Ferrox)."),
+                Param::optional("otp", STRING, "One-time password (legacy one-step TFA login)."),
                 Param::optional("tfa-challenge", STRING, "Partial ticket of a TFA login."),
                 Param::optional("path", STRING, "Verify the ticket and check privileges on this path."),
                 Param::optional("privs", STRING, "Privileges to check with 'path'."),

@@ -17,6 +17,7 @@ pub mod rbac;
 pub mod router;
 pub mod schema;
 pub mod tasks;
+pub mod tfa;
 
 pub use auth::{Auth, Caller};
 pub use error::ApiError;

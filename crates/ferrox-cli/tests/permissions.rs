@@ -55,6 +55,11 @@ const TABLE: &[(&str, &str, Pve)] = &[
     ("POST", "/access/users/{userid}/token/{tokenid}", All),
     ("DELETE", "/access/users/{userid}/token/{tokenid}", All),
     ("PUT", "/access/password", All),
+    ("GET", "/access/tfa", All),
+    ("GET", "/access/tfa/{userid}", All),
+    ("POST", "/access/tfa/{userid}", All),
+    ("PUT", "/access/tfa/{userid}/{id}", All),
+    ("DELETE", "/access/tfa/{userid}/{id}", All),
     ("GET", "/access/groups", All),
     (
         "POST",

@@ -692,3 +692,194 @@ fn connections_are_limited_and_timed_out() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+fn login_step(d: &Daemon, form: &[(&str, &str)]) -> Resp {
+    d.request("POST", "/access/ticket", &Auth::default(), form)
+}
+
+#[test]
+fn second_factors_totp_and_recovery_keys() {
+    let d = start_daemon("tcg");
+    let root = d.login();
+    d.add_user(&root, "alice@pve", "alicesecret", &[]);
+    let alice = d.login_as("alice@pve", "alicesecret");
+    let url =
+        "otpauth://totp/Ferrox:alice@pve?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP&issuer=Ferrox";
+    let totp = totp_rs::Totp::from_url_unchecked(url).unwrap();
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    // Adding needs the current password and a current code.
+    let code = totp.generate(now()).to_string();
+    let r = d.request(
+        "POST",
+        "/access/tfa/alice@pve",
+        &alice,
+        &[("type", "totp"), ("totp", url), ("value", code.as_str())],
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.body["errors"]["password"].is_string());
+    let r = d.request(
+        "POST",
+        "/access/tfa/alice@pve",
+        &alice,
+        &[
+            ("type", "totp"),
+            ("totp", url),
+            ("value", "000000x"),
+            ("password", "alicesecret"),
+        ],
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    let r = d.request(
+        "POST",
+        "/access/tfa/alice@pve",
+        &alice,
+        &[
+            ("type", "totp"),
+            ("totp", url),
+            ("value", code.as_str()),
+            ("password", "alicesecret"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    // Another user cannot add factors to alice, nor read them.
+    d.add_user(&root, "mallory@pve", "mallorysecret", &[]);
+    let mallory = d.login_as("mallory@pve", "mallorysecret");
+    let r = d.request(
+        "POST",
+        "/access/tfa/alice@pve",
+        &mallory,
+        &[("type", "recovery"), ("password", "mallorysecret")],
+    );
+    assert_eq!(r.status, 403, "{r:?}");
+    assert_eq!(
+        d.request("GET", "/access/tfa/alice@pve", &mallory, &[])
+            .status,
+        403
+    );
+    // The password alone now gives a partial ticket that opens nothing.
+    let r = login_step(
+        &d,
+        &[("username", "alice@pve"), ("password", "alicesecret")],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body["data"]["NeedTFA"], 1);
+    let partial = r.body["data"]["ticket"].as_str().unwrap().to_string();
+    assert!(partial.starts_with("PVE:!tfa!"), "{partial}");
+    let half = Auth {
+        ticket: Some(partial.clone()),
+        ..Auth::default()
+    };
+    assert_eq!(d.request("GET", "/version", &half, &[]).status, 401);
+    // A wrong code is refused; the right one gives a ticket; the same code again does not.
+    let r = login_step(
+        &d,
+        &[
+            ("username", "alice@pve"),
+            ("tfa-challenge", partial.as_str()),
+            ("password", "totp:000000"),
+        ],
+    );
+    assert_eq!(r.status, 401, "{r:?}");
+    let code = totp.generate(now()).to_string();
+    let answer = format!("totp:{code}");
+    let r = login_step(
+        &d,
+        &[
+            ("username", "alice@pve"),
+            ("tfa-challenge", partial.as_str()),
+            ("password", answer.as_str()),
+        ],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let ticket = r.body["data"]["ticket"].as_str().unwrap().to_string();
+    assert!(ticket.starts_with("PVE:alice@pve:"), "{ticket}");
+    let r = login_step(
+        &d,
+        &[
+            ("username", "alice@pve"),
+            ("tfa-challenge", partial.as_str()),
+            ("password", answer.as_str()),
+        ],
+    );
+    assert_eq!(r.status, 401, "a code is good once: {r:?}");
+    // A partial ticket is bound to its user.
+    let r = login_step(
+        &d,
+        &[
+            ("username", "mallory@pve"),
+            ("tfa-challenge", partial.as_str()),
+            ("password", answer.as_str()),
+        ],
+    );
+    assert_eq!(r.status, 401, "{r:?}");
+    // Recovery keys: shown once, each good once.
+    let full = Auth {
+        ticket: Some(ticket),
+        csrf: r.body["data"]["CSRFPreventionToken"]
+            .as_str()
+            .map(String::from)
+            .or(alice.csrf.clone()),
+        token: None,
+    };
+    let r = d.request(
+        "POST",
+        "/access/tfa/alice@pve",
+        &full,
+        &[("type", "recovery"), ("password", "alicesecret")],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let keys: Vec<String> = r.body["data"]["recovery"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(keys.len(), 10);
+    let stored = std::fs::read_to_string(d.etc().join("priv/tfa.cfg")).unwrap();
+    assert!(
+        !stored.contains(&keys[0]),
+        "recovery keys are stored hashed"
+    );
+    let r = login_step(
+        &d,
+        &[("username", "alice@pve"), ("password", "alicesecret")],
+    );
+    let partial = r.body["data"]["ticket"].as_str().unwrap().to_string();
+    let answer = format!("recovery:{}", keys[3]);
+    let r = login_step(
+        &d,
+        &[
+            ("username", "alice@pve"),
+            ("tfa-challenge", partial.as_str()),
+            ("password", answer.as_str()),
+        ],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = login_step(
+        &d,
+        &[
+            ("username", "alice@pve"),
+            ("tfa-challenge", partial.as_str()),
+            ("password", answer.as_str()),
+        ],
+    );
+    assert_eq!(r.status, 401, "a recovery key is good once: {r:?}");
+    let list = d.request("GET", "/access/tfa/alice@pve", &root, &[]);
+    assert_eq!(list.body["data"].as_array().unwrap().len(), 2, "{list:?}");
+    // Root removes the TOTP and the keys: the password alone logs in again.
+    for id in list.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+    {
+        let r = d.request("DELETE", &format!("/access/tfa/alice@pve/{id}"), &root, &[]);
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    d.login_as("alice@pve", "alicesecret");
+}

@@ -18,6 +18,7 @@ pub mod rules;
 pub mod section_config;
 pub mod storage;
 pub mod text;
+pub mod tfa_config;
 pub mod upid;
 pub mod user_config;
 

@@ -1,0 +1,347 @@
+//! Second factors as Proxmox VE's `/access/tfa` API: TOTP (an `otpauth://` URI confirmed
+//! with a current code) and recovery keys (ten one-time keys, shown once). A user manages
+//! their own with their current password; `User.Modify` on the user's groups manages
+//! anyone's. The login side (partial ticket, `totp:`/`recovery:` answers) is in `auth`.
+
+use crate::access::{check_userid_group, is_root};
+use crate::error::ApiError;
+use crate::router::{ApiState, Ctx, Endpoint, Method, Permission, Reply, Returns};
+use crate::schema::{Param, ParamType, BOOL, STRING, TEXT, USERID};
+use ferrox_types::tfa_config::{RecoveryEntry, TotpEntry, UserTfa};
+use rand::RngCore;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+/// Recovery keys generated at once, as in Proxmox VE.
+const RECOVERY_KEYS: usize = 10;
+
+fn userid<'a, S: ApiState>(ctx: &'a Ctx<'_, S>) -> Result<&'a str, ApiError> {
+    ctx.params.need_str("userid")
+}
+
+/// Proxmox VE: `['or', ['userid-param', 'self'], ['userid-group', privs]]`.
+fn check_self_or<S: ApiState>(
+    ctx: &Ctx<'_, S>,
+    user: &str,
+    privs: &[&str],
+) -> Result<(), ApiError> {
+    let caller = ctx.caller()?;
+    if caller.userid == user && caller.token.is_none() {
+        return Ok(());
+    }
+    check_userid_group(ctx, user, privs, None, true)
+}
+
+/// A change of second factors needs the caller's current password (root@pam excepted).
+fn confirm<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
+    if is_root(ctx) {
+        return Ok(());
+    }
+    let caller = ctx.caller()?;
+    let password = ctx.params.str("password").ok_or_else(|| {
+        ApiError::param(
+            "password",
+            "confirm your identity with your current password",
+        )
+    })?;
+    ctx.state
+        .auth()
+        .confirm_password(&caller.userid, password, ctx.peer)
+        .map_err(|_| ApiError::param("password", "the password is wrong"))
+}
+
+fn entries(user: &UserTfa) -> Vec<Value> {
+    let mut out: Vec<Value> = user
+        .totp
+        .iter()
+        .map(|t| {
+            json!({
+                "type": "totp",
+                "id": t.id,
+                "description": t.description,
+                "created": t.created,
+                "enable": u8::from(t.enable),
+            })
+        })
+        .collect();
+    if let Some(r) = &user.recovery {
+        out.push(json!({
+            "type": "recovery",
+            "id": r.id,
+            "description": format!("{} of {} keys left", r.keys.iter().flatten().count(), r.keys.len()),
+            "created": r.created,
+            "enable": 1,
+        }));
+    }
+    out
+}
+
+fn list_all<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    let tfa = ctx.state.auth().tfa_config();
+    let rows: Vec<Value> = tfa
+        .users
+        .iter()
+        .filter(|(u, _)| check_self_or(ctx, u, &["User.Modify", "Sys.Audit"]).is_ok())
+        .map(|(u, t)| json!({ "userid": u, "entries": entries(t) }))
+        .collect();
+    Ok(json!(rows).into())
+}
+
+fn list_user<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    let user = userid(ctx)?;
+    check_self_or(ctx, user, &["User.Modify", "Sys.Audit"])?;
+    let tfa = ctx.state.auth().tfa_config();
+    let rows = tfa.users.get(user).map(entries).unwrap_or_default();
+    Ok(json!(rows).into())
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn add<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    let user = userid(ctx)?.to_string();
+    check_self_or(ctx, &user, &["User.Modify"])?;
+    confirm(ctx)?;
+    let auth = ctx.state.auth();
+    let created = crate::auth::now();
+    let description = ctx.params.str("description").unwrap_or("").to_string();
+    match ctx.params.need_str("type")? {
+        "totp" => {
+            let url = ctx
+                .params
+                .str("totp")
+                .ok_or_else(|| {
+                    ApiError::param("totp", "the otpauth:// URI of the new TOTP is missing")
+                })?
+                .to_string();
+            let totp = totp_rs::Totp::from_url_unchecked(&url)
+                .map_err(|e| ApiError::param("totp", format!("not a TOTP URI: {e}")))?;
+            let value = ctx
+                .params
+                .str("value")
+                .ok_or_else(|| ApiError::param("value", "confirm the TOTP with a current code"))?;
+            if totp.check(value, created.max(0) as u64).is_none() {
+                return Err(ApiError::param("value", "the code does not match the TOTP"));
+            }
+            let id = format!("totp-{}", random_hex(4));
+            let entry = TotpEntry {
+                id: id.clone(),
+                description,
+                created,
+                enable: true,
+                url,
+            };
+            auth.modify(|docs| {
+                if !docs.users.users.contains_key(&user) {
+                    return Err(ApiError::internal(format!("no such user ('{user}')")));
+                }
+                docs.tfa
+                    .users
+                    .entry(user.clone())
+                    .or_default()
+                    .totp
+                    .push(entry.clone());
+                Ok(())
+            })?;
+            Ok(json!({ "id": id }).into())
+        }
+        "recovery" => {
+            let keys: Vec<String> = (0..RECOVERY_KEYS)
+                .map(|_| {
+                    let hex = random_hex(8);
+                    format!(
+                        "{}-{}-{}-{}",
+                        &hex[0..4],
+                        &hex[4..8],
+                        &hex[8..12],
+                        &hex[12..16]
+                    )
+                })
+                .collect();
+            let hashes: Vec<Option<String>> = keys
+                .iter()
+                .map(|k| {
+                    Some(
+                        Sha256::digest(k.as_bytes())
+                            .iter()
+                            .map(|b| format!("{b:02x}"))
+                            .collect(),
+                    )
+                })
+                .collect();
+            auth.modify(|docs| {
+                if !docs.users.users.contains_key(&user) {
+                    return Err(ApiError::internal(format!("no such user ('{user}')")));
+                }
+                let entry = docs.tfa.users.entry(user.clone()).or_default();
+                if entry.recovery.is_some() {
+                    return Err(ApiError::param(
+                        "type",
+                        "the user already has recovery keys (delete them first)",
+                    ));
+                }
+                entry.recovery = Some(RecoveryEntry {
+                    id: "recovery".into(),
+                    created,
+                    keys: hashes.clone(),
+                });
+                Ok(())
+            })?;
+            Ok(json!({ "id": "recovery", "recovery": keys }).into())
+        }
+        other => Err(ApiError::param(
+            "type",
+            format!("'{other}' is not supported (totp, recovery)"),
+        )),
+    }
+}
+
+fn update<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    let user = userid(ctx)?.to_string();
+    let id = ctx.params.need_str("id")?.to_string();
+    check_self_or(ctx, &user, &["User.Modify"])?;
+    confirm(ctx)?;
+    let description = ctx.params.str("description").map(String::from);
+    let enable = ctx.params.bool("enable");
+    ctx.state.auth().modify(|docs| {
+        let entry = docs
+            .tfa
+            .users
+            .get_mut(&user)
+            .and_then(|u| u.totp.iter_mut().find(|t| t.id == id))
+            .ok_or_else(|| ApiError::param("id", format!("no such TFA entry '{id}'")))?;
+        if let Some(d) = &description {
+            entry.description = d.clone();
+        }
+        if let Some(e) = enable {
+            entry.enable = e;
+        }
+        Ok(())
+    })?;
+    Ok(Value::Null.into())
+}
+
+fn delete<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    let user = userid(ctx)?.to_string();
+    let id = ctx.params.need_str("id")?.to_string();
+    check_self_or(ctx, &user, &["User.Modify"])?;
+    confirm(ctx)?;
+    ctx.state.auth().modify(|docs| {
+        let entry = docs
+            .tfa
+            .users
+            .get_mut(&user)
+            .ok_or_else(|| ApiError::param("id", format!("no such TFA entry '{id}'")))?;
+        let before = entry.totp.len() + usize::from(entry.recovery.is_some());
+        entry.totp.retain(|t| t.id != id);
+        if entry.recovery.as_ref().is_some_and(|r| r.id == id) {
+            entry.recovery = None;
+        }
+        if entry.totp.len() + usize::from(entry.recovery.is_some()) == before {
+            return Err(ApiError::param("id", format!("no such TFA entry '{id}'")));
+        }
+        if entry.totp.is_empty() && entry.recovery.is_none() {
+            docs.tfa.users.remove(&user);
+        }
+        Ok(())
+    })?;
+    Ok(Value::Null.into())
+}
+
+pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
+    use Method::*;
+    let user = || Param::required("userid", USERID, "User id.");
+    let id = || {
+        Param::required(
+            "id",
+            ParamType::String { max_len: Some(64) },
+            "TFA entry id.",
+        )
+    };
+    let password = || {
+        Param::optional(
+            "password",
+            ParamType::String { max_len: Some(64) },
+            "Your current password (required unless you are root@pam).",
+        )
+    };
+    let manage = Permission::Handler(
+        "your own (with your password, not with a token), or User.Modify on the user's groups",
+    );
+    let read = Permission::Handler(
+        "your own, or User.Modify or Sys.Audit on /access/groups or on one of the user's groups",
+    );
+    vec![
+        Endpoint::new(
+            Get,
+            "/access/tfa",
+            "Second factors of the users you may see.",
+            read.clone(),
+            Returns::Array,
+            list_all,
+        ),
+        Endpoint::new(
+            Get,
+            "/access/tfa/{userid}",
+            "A user's second factors.",
+            read,
+            Returns::Array,
+            list_user,
+        )
+        .params(vec![user()]),
+        Endpoint::new(
+            Post,
+            "/access/tfa/{userid}",
+            "Add a TOTP (confirmed with a current code) or recovery keys (returned once).",
+            manage.clone(),
+            Returns::Object,
+            add,
+        )
+        .no_token()
+        .params(vec![
+            user(),
+            Param::required(
+                "type",
+                ParamType::Enum(&["totp", "recovery"]),
+                "Kind of factor.",
+            ),
+            Param::optional("description", TEXT, "Free text."),
+            Param::optional("totp", STRING, "otpauth://totp/... URI with the secret."),
+            Param::optional(
+                "value",
+                ParamType::String { max_len: Some(16) },
+                "A current TOTP code, to confirm the TOTP.",
+            ),
+            password(),
+        ]),
+        Endpoint::new(
+            Put,
+            "/access/tfa/{userid}/{id}",
+            "Change a TOTP entry's description or enable it.",
+            manage.clone(),
+            Returns::Null,
+            update,
+        )
+        .no_token()
+        .params(vec![
+            user(),
+            id(),
+            Param::optional("description", TEXT, "Free text."),
+            Param::optional("enable", BOOL, "Whether the entry can be used."),
+            password(),
+        ]),
+        Endpoint::new(
+            Delete,
+            "/access/tfa/{userid}/{id}",
+            "Delete a second factor.",
+            manage,
+            Returns::Null,
+            delete,
+        )
+        .no_token()
+        .params(vec![user(), id(), password()]),
+    ]
+}
