@@ -16,10 +16,6 @@ use ferrox_types::user_config::{Acl, User, UserConfig};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// The realms a user can belong to. `pam` stands for the host's users (passwords kept by
-/// Ferrox, see `auth`), `pve` is Ferrox's own.
-pub const REALMS: &[&str] = &["pam", "pve"];
-
 fn realm_of(userid: &str) -> &str {
     userid.rsplit_once('@').map(|(_, r)| r).unwrap_or("")
 }
@@ -230,13 +226,33 @@ fn create_user<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
         Some(groups.as_deref().unwrap_or(&[])),
         false,
     )?;
-    if !REALMS.contains(&realm_of(&userid)) {
+    if !ctx
+        .state
+        .auth()
+        .domains()
+        .realms
+        .contains_key(realm_of(&userid))
+    {
         return Err(ApiError::param(
             "userid",
             format!("domain '{}' does not exist", realm_of(&userid)),
         ));
     }
     let password = ctx.params.str("password");
+    let ldap_realm = matches!(
+        ctx.state
+            .auth()
+            .domains()
+            .realm_of(&userid)
+            .map(|r| &r.kind),
+        Some(ferrox_types::domains::RealmKind::Ldap(_))
+    );
+    if password.is_some() && ldap_realm {
+        return Err(ApiError::param(
+            "password",
+            "the password of an LDAP user is set in the directory",
+        ));
+    }
     let mut user = User {
         userid: userid.clone(),
         enable: true,

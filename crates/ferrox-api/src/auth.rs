@@ -12,6 +12,7 @@ use crate::fsutil::write_atomic;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use base64::Engine;
+use ferrox_types::domains::{DomainsConfig, RealmKind};
 use ferrox_types::tfa_config::TfaConfig;
 use ferrox_types::user_config::{Token, User, UserConfig};
 use hmac::{Hmac, Mac};
@@ -186,6 +187,8 @@ struct Accounts {
     token_hashes: BTreeMap<String, String>,
     shadow: BTreeMap<String, String>,
     tfa: Arc<TfaConfig>,
+    domains: Arc<DomainsConfig>,
+    realm_passwords: BTreeMap<String, String>,
 }
 
 /// The account documents as a change sees them (parsed from what was just read).
@@ -197,6 +200,10 @@ pub struct AccountDocs {
     pub shadow: BTreeMap<String, String>,
     /// Second factors (TOTP, recovery keys).
     pub tfa: TfaConfig,
+    /// Realms (`domains.cfg`).
+    pub domains: DomainsConfig,
+    /// realm → bind password of its LDAP service account.
+    pub realm_passwords: BTreeMap<String, String>,
 }
 
 const USER_CFG: &str = "user.cfg";
@@ -204,6 +211,11 @@ const SHADOW: &str = "priv/shadow.cfg";
 const TOKENS: &str = "priv/token.cfg";
 const AUTHKEY: &str = "priv/authkey.key";
 const TFA: &str = "priv/tfa.cfg";
+const DOMAINS: &str = "domains.cfg";
+/// `<realm> <password>` lines: bind passwords of LDAP realms (Proxmox VE keeps one file
+/// per realm under `priv/realm/`; one file keeps every account change a single
+/// compare-and-set).
+const REALM_PASSWORDS: &str = "priv/realm.pw";
 /// How long the partial ticket of a TFA login is good for.
 const TFA_CHALLENGE_LIFETIME: i64 = 300;
 /// A change that keeps losing the compare-and-set to other writers gives up after this.
@@ -234,6 +246,8 @@ struct Texts {
     shadow: Option<String>,
     key: Option<String>,
     tfa: Option<String>,
+    domains: Option<String>,
+    realm_passwords: Option<String>,
 }
 
 fn read_texts(files: &dyn AccountFiles) -> Result<Texts, String> {
@@ -243,6 +257,8 @@ fn read_texts(files: &dyn AccountFiles) -> Result<Texts, String> {
         shadow: files.read(SHADOW)?,
         key: files.read(AUTHKEY)?,
         tfa: files.read(TFA)?,
+        domains: files.read(DOMAINS)?,
+        realm_passwords: files.read(REALM_PASSWORDS)?,
     })
 }
 
@@ -257,6 +273,9 @@ fn parse_docs(t: &Texts) -> Result<AccountDocs, String> {
         token_hashes: parse_secret_lines(t.tokens.as_deref().unwrap_or(""), ' '),
         shadow: parse_secret_lines(t.shadow.as_deref().unwrap_or(""), ':'),
         tfa: TfaConfig::parse(t.tfa.as_deref().unwrap_or("")).map_err(|e| e.to_string())?,
+        domains: DomainsConfig::parse(t.domains.as_deref().unwrap_or(""))
+            .map_err(|e| format!("{DOMAINS}: {e}"))?,
+        realm_passwords: parse_secret_lines(t.realm_passwords.as_deref().unwrap_or(""), ' '),
     })
 }
 
@@ -272,6 +291,8 @@ fn load_accounts(files: &dyn AccountFiles) -> Result<Accounts, AuthSetupError> {
         token_hashes: docs.token_hashes,
         shadow: docs.shadow,
         tfa: Arc::new(docs.tfa),
+        domains: Arc::new(docs.domains),
+        realm_passwords: docs.realm_passwords,
     })
 }
 
@@ -421,12 +442,26 @@ impl Auth {
             } else {
                 docs.tfa.to_text()
             };
+            let old_domains = DomainsConfig::parse(texts.domains.as_deref().unwrap_or(""))
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            let new_domains = if docs.domains == old_domains {
+                texts.domains.clone().unwrap_or_default()
+            } else {
+                docs.domains.to_text()
+            };
+            let new_realm_passwords = tokens_text(&docs.realm_passwords);
             let mut batch = Vec::new();
             for (path, old, new) in [
                 (USER_CFG, &texts.users, &new_users),
                 (TOKENS, &texts.tokens, &new_tokens),
                 (SHADOW, &texts.shadow, &new_shadow),
                 (TFA, &texts.tfa, &new_tfa),
+                (DOMAINS, &texts.domains, &new_domains),
+                (
+                    REALM_PASSWORDS,
+                    &texts.realm_passwords,
+                    &new_realm_passwords,
+                ),
             ] {
                 if old.as_deref().unwrap_or("") != new.as_str() {
                     batch.push(FileWrite {
@@ -470,6 +505,12 @@ impl Auth {
         }
         let hash = hash_password(password)?;
         self.modify(|docs| {
+            if let Some(RealmKind::Ldap(_)) = docs.domains.realm_of(userid).map(|r| &r.kind) {
+                return Err(ApiError::param(
+                    "userid",
+                    "the password of an LDAP user is changed in the directory",
+                ));
+            }
             if !docs.users.users.contains_key(userid) {
                 return Err(ApiError::param(
                     "userid",
@@ -488,8 +529,41 @@ impl Auth {
             .is_some_and(|u| u.enable && (u.expire == 0 || u.expire as i64 > now()))
     }
 
-    /// Verifies a password in the same time whether or not the user has one.
+    /// The realms (a shared snapshot).
+    pub fn domains(&self) -> Arc<DomainsConfig> {
+        self.accounts
+            .read()
+            .map(|a| Arc::clone(&a.domains))
+            .unwrap_or_default()
+    }
+
+    /// Checks a password against the user's realm: the directory of an `ldap` realm, else
+    /// the password hashes kept by Ferrox (`pve`, and `pam` - see the crate doc).
     fn check_password(&self, userid: &str, password: &str) -> bool {
+        let (name, realm) = userid.rsplit_once('@').unwrap_or((userid, ""));
+        let ldap = self.accounts.read().ok().and_then(|a| {
+            match a.domains.realms.get(realm).map(|r| &r.kind) {
+                Some(RealmKind::Ldap(l)) => {
+                    Some((l.clone(), a.realm_passwords.get(realm).cloned()))
+                }
+                _ => None,
+            }
+        });
+        if let Some((ldap, bind_password)) = ldap {
+            return match crate::ldap::authenticate(&ldap, bind_password.as_deref(), name, password)
+            {
+                Ok(ok) => ok,
+                Err(e) => {
+                    tracing::warn!("realm {realm}: {e}");
+                    false
+                }
+            };
+        }
+        self.check_shadow(userid, password)
+    }
+
+    /// Verifies a password hash in the same time whether or not the user has one.
+    fn check_shadow(&self, userid: &str, password: &str) -> bool {
         let stored = self
             .accounts
             .read()

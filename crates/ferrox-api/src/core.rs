@@ -318,14 +318,6 @@ fn task_list<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
     Ok(Reply::paged(json!(rows), total))
 }
 
-fn domains<S: ApiState>(_: &Ctx<'_, S>) -> Result<Reply, ApiError> {
-    Ok(json!([
-        {"realm": "pam", "type": "pam", "comment": "Linux PAM standard authentication (Ferrox: passwords set through Ferrox)"},
-        {"realm": "pve", "type": "pve", "comment": "Proxmox VE authentication server", "default": 1},
-    ])
-    .into())
-}
-
 fn ticket_dummy<S: ApiState>(_: &Ctx<'_, S>) -> Result<Reply, ApiError> {
     Ok(Value::Null.into())
 }
@@ -340,6 +332,7 @@ pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
     let upid = || Param::required("upid", STRING, "The task's unique id.");
     let mut list = crate::access::endpoints();
     list.extend(crate::tfa::endpoints());
+    list.extend(crate::realms::endpoints());
     list.extend(vec![
         Endpoint::new(Get, "/access/ticket", "Dummy, for formatters.", Permission::World, Returns::Null, ticket_dummy),
         Endpoint::new(Post, "/access/ticket", "Create an authentication ticket.", Permission::World, Returns::Object, create_ticket)
@@ -354,7 +347,6 @@ pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
                 Param::optional("privs", STRING, "Privileges to check with 'path'."),
                 Param::optional("new-format", BOOL, "Ignored (always the new format)."),
             ]),
-        Endpoint::new(Get, "/access/domains", "Authentication realms.", Permission::World, Returns::Array, domains),
         Endpoint::new(Get, "/access/permissions", "Effective permissions of the caller (or of 'userid').", Permission::Authenticated, Returns::Object, permissions)
             .params(vec![
                 Param::optional("path", STRING, "Only this ACL path."),

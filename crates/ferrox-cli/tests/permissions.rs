@@ -44,6 +44,30 @@ const TABLE: &[(&str, &str, Pve)] = &[
     ("GET", "/access/ticket", World),
     ("POST", "/access/ticket", World),
     ("GET", "/access/domains", World),
+    (
+        "POST",
+        "/access/domains",
+        Priv("/access/realm", &["Realm.Allocate"], false),
+    ),
+    (
+        "GET",
+        "/access/domains/{realm}",
+        Priv(
+            "/access/realm/{realm}",
+            &["Realm.Allocate", "Sys.Audit"],
+            true,
+        ),
+    ),
+    (
+        "PUT",
+        "/access/domains/{realm}",
+        Priv("/access/realm", &["Realm.Allocate"], false),
+    ),
+    (
+        "DELETE",
+        "/access/domains/{realm}",
+        Priv("/access/realm", &["Realm.Allocate"], false),
+    ),
     ("GET", "/access/permissions", All),
     ("GET", "/access/users", All),
     ("POST", "/access/users", All),
@@ -304,6 +328,7 @@ fn sample(name: &str, method: Method, path: &str, role: &str) -> String {
         "resources" => "vm:999".into(),
         "nodes" => "pve1".into(),
         "username" => "root@pam".into(),
+        "realm" => "nosuch".into(),
         _ => "1".into(),
     }
 }
@@ -403,9 +428,14 @@ fn the_security_document_lists_every_endpoint_as_declared() {
         std::fs::write(&path, updated).unwrap();
         return;
     }
-    assert_eq!(
-        &doc[start..end],
-        table,
-        "docs/security.md is out of date: run FERROX_UPDATE_DOCS=1 cargo test -p ferrox-cli --test permissions"
+    let first_difference = doc[start..end]
+        .lines()
+        .zip(table.lines())
+        .find(|(a, b)| a != b)
+        .map(|(a, b)| format!("document: {a}\ndeclared: {b}"))
+        .unwrap_or_else(|| "the tables differ in length".into());
+    assert!(
+        doc[start..end] == table,
+        "docs/security.md is out of date (run FERROX_UPDATE_DOCS=1 cargo test -p ferrox-cli --test permissions):\n{first_difference}"
     );
 }

@@ -402,7 +402,7 @@ pub fn spawn_watch(node: &Arc<Node>) {
                     crate::guests::parse_config_path(p)
                         .filter(|(owner, _)| *owner == node.opts.node_name)
                         .map(|(_, vmid)| Some(vmid)),
-                    p == "user.cfg" || p.starts_with("priv/"),
+                    p == "user.cfg" || p == "domains.cfg" || p.starts_with("priv/"),
                 ),
                 // Reset, or we fell behind: re-read everything.
                 Ok(Change::Reset) | Err(_) => (Some(None), true),

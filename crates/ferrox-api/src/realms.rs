@@ -1,0 +1,337 @@
+//! Authentication realms as Proxmox VE's `/access/domains`: `pam` and `pve` always exist;
+//! `ldap` realms are added, changed and removed here (`Realm.Allocate`). A user of an LDAP
+//! realm still needs an entry in user.cfg (as in Proxmox VE without realm sync); the
+//! directory decides the password.
+
+use crate::error::ApiError;
+use crate::router::{ApiState, Ctx, Endpoint, Method, Permission, Reply, Returns};
+use crate::schema::{int, Param, ParamType, BOOL, REALM, STRING, TEXT};
+use ferrox_types::domains::{dn, server_name, LdapMode, LdapRealm, Realm, RealmKind};
+use serde_json::{json, Value};
+
+fn realm_row(r: &Realm, full: bool) -> Value {
+    let mut v = json!({ "realm": r.id, "type": r.kind.type_name() });
+    if !r.comment.is_empty() {
+        v["comment"] = json!(r.comment);
+    }
+    if r.default {
+        v["default"] = json!(1);
+    }
+    if let (true, RealmKind::Ldap(l)) = (full, &r.kind) {
+        v["server1"] = json!(l.server1);
+        if let Some(s) = &l.server2 {
+            v["server2"] = json!(s);
+        }
+        if let Some(p) = l.port {
+            v["port"] = json!(p);
+        }
+        v["base_dn"] = json!(l.base_dn);
+        v["user_attr"] = json!(l.user_attr);
+        if let Some(b) = &l.bind_dn {
+            v["bind_dn"] = json!(b);
+        }
+        v["mode"] = json!(l.mode.as_str());
+        v["verify"] = json!(u8::from(l.verify));
+    }
+    v
+}
+
+fn list<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    let domains = ctx.state.auth().domains();
+    let rows: Vec<Value> = domains
+        .realms
+        .values()
+        .map(|r| realm_row(r, false))
+        .collect();
+    Ok(json!(rows).into())
+}
+
+fn read<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    let id = ctx.params.need_str("realm")?;
+    let domains = ctx.state.auth().domains();
+    let r = domains
+        .realms
+        .get(id)
+        .ok_or_else(|| ApiError::internal(format!("domain '{id}' does not exist")))?;
+    Ok(realm_row(r, true).into())
+}
+
+/// The LDAP settings of a request, over `base` (the realm's current ones on update).
+fn ldap_settings<S: ApiState>(
+    ctx: &Ctx<'_, S>,
+    base: Option<&LdapRealm>,
+) -> Result<LdapRealm, ApiError> {
+    let p = &ctx.params;
+    let text = |name: &str, current: Option<&String>| -> Option<String> {
+        p.str(name).map(String::from).or_else(|| current.cloned())
+    };
+    let server1 = text("server1", base.map(|b| &b.server1))
+        .ok_or_else(|| ApiError::param("server1", "property is missing and it is not optional"))?;
+    let base_dn = text("base_dn", base.map(|b| &b.base_dn))
+        .ok_or_else(|| ApiError::param("base_dn", "property is missing and it is not optional"))?;
+    let mode = match p.str("mode") {
+        Some(m) => LdapMode::parse(m).ok_or_else(|| {
+            ApiError::param("mode", format!("'{m}' is not ldap, ldaps or ldap+starttls"))
+        })?,
+        None => base.map(|b| b.mode).unwrap_or(LdapMode::Ldap),
+    };
+    let deleted = |name: &str| {
+        p.str("delete")
+            .is_some_and(|d| ferrox_types::format::split_list(d).any(|x| x == name))
+    };
+    let optional = |name: &str, current: Option<&String>| {
+        if deleted(name) {
+            None
+        } else {
+            text(name, current)
+        }
+    };
+    Ok(LdapRealm {
+        server1,
+        server2: optional("server2", base.and_then(|b| b.server2.as_ref())),
+        port: match p.int("port") {
+            Some(port) => Some(port as u16),
+            None if deleted("port") => None,
+            None => base.and_then(|b| b.port),
+        },
+        base_dn,
+        user_attr: text("user_attr", base.map(|b| &b.user_attr)).unwrap_or_else(|| "uid".into()),
+        bind_dn: optional("bind_dn", base.and_then(|b| b.bind_dn.as_ref())),
+        mode,
+        verify: p.bool("verify").or(base.map(|b| b.verify)).unwrap_or(false),
+    })
+}
+
+fn create<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    let id = ctx.params.need_str("realm")?.to_string();
+    if ctx.params.need_str("type")? != "ldap" {
+        return Err(ApiError::param(
+            "type",
+            "only ldap realms can be added (pam and pve exist)",
+        ));
+    }
+    let ldap = ldap_settings(ctx, None)?;
+    let realm = Realm {
+        id: id.clone(),
+        kind: RealmKind::Ldap(ldap),
+        comment: ctx.params.str("comment").unwrap_or("").to_string(),
+        default: ctx.params.bool("default").unwrap_or(false),
+    };
+    let password = ctx.params.str("password").map(String::from);
+    ctx.state.auth().modify(|docs| {
+        if docs.domains.realms.contains_key(&id) {
+            return Err(ApiError::param(
+                "realm",
+                format!("domain '{id}' already exists"),
+            ));
+        }
+        if realm.default {
+            docs.domains
+                .realms
+                .values_mut()
+                .for_each(|r| r.default = false);
+        }
+        docs.domains.realms.insert(id.clone(), realm.clone());
+        if let Some(pw) = &password {
+            docs.realm_passwords.insert(id.clone(), pw.clone());
+        }
+        Ok(())
+    })?;
+    Ok(Value::Null.into())
+}
+
+fn update<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    let id = ctx.params.need_str("realm")?.to_string();
+    let password = ctx.params.str("password").map(String::from);
+    let comment = ctx.params.str("comment").map(String::from);
+    let default = ctx.params.bool("default");
+    ctx.state.auth().modify(|docs| {
+        let current = docs
+            .domains
+            .realms
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| ApiError::internal(format!("domain '{id}' does not exist")))?;
+        let mut realm = current.clone();
+        if let RealmKind::Ldap(l) = &current.kind {
+            realm.kind = RealmKind::Ldap(ldap_settings(ctx, Some(l))?);
+        }
+        if let Some(c) = &comment {
+            realm.comment = c.clone();
+        }
+        if let Some(d) = default {
+            if d {
+                docs.domains
+                    .realms
+                    .values_mut()
+                    .for_each(|r| r.default = false);
+            }
+            realm.default = d;
+        }
+        docs.domains.realms.insert(id.clone(), realm);
+        if let Some(pw) = &password {
+            docs.realm_passwords.insert(id.clone(), pw.clone());
+        }
+        Ok(())
+    })?;
+    Ok(Value::Null.into())
+}
+
+fn delete<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    let id = ctx.params.need_str("realm")?.to_string();
+    if id == "pam" || id == "pve" {
+        return Err(ApiError::param(
+            "realm",
+            format!("cannot delete the built-in realm '{id}'"),
+        ));
+    }
+    ctx.state.auth().modify(|docs| {
+        if docs.domains.realms.remove(&id).is_none() {
+            return Err(ApiError::internal(format!("domain '{id}' does not exist")));
+        }
+        docs.realm_passwords.remove(&id);
+        Ok(())
+    })?;
+    Ok(Value::Null.into())
+}
+
+fn server_param(name: &'static str, required: bool) -> Param {
+    let ty = ParamType::Format {
+        name: "address",
+        check: server_name,
+    };
+    if required {
+        Param::required(name, ty, "LDAP server (host name or address).")
+    } else {
+        Param::optional(name, ty, "LDAP server (host name or address).")
+    }
+}
+
+fn ldap_params(create: bool) -> Vec<Param> {
+    let dn_type = ParamType::Format {
+        name: "ldap-dn",
+        check: dn,
+    };
+    vec![
+        server_param("server1", false),
+        server_param("server2", false),
+        Param::optional(
+            "port",
+            int(Some(1), Some(65535)),
+            "Server port (default 389, ldaps 636).",
+        ),
+        Param::optional(
+            "base_dn",
+            dn_type.clone(),
+            "Where users are (e.g. ou=people,dc=example,dc=com).",
+        ),
+        Param::optional(
+            "user_attr",
+            ParamType::Format {
+                name: "ldap-attribute",
+                check: ferrox_types::format::group_id,
+            },
+            "Attribute of the user name (default uid).",
+        ),
+        Param::optional("bind_dn", dn_type, "Service account to search users with."),
+        Param::optional(
+            "password",
+            ParamType::String { max_len: Some(256) },
+            "Password of the service account (kept in priv/).",
+        ),
+        Param::optional(
+            "mode",
+            ParamType::Enum(&["ldap", "ldaps", "ldap+starttls"]),
+            "Transport (default ldap).",
+        ),
+        Param::optional(
+            "verify",
+            BOOL,
+            "Check the server certificate (ldaps, starttls).",
+        ),
+        Param::optional("comment", TEXT, "Free text."),
+        Param::optional("default", BOOL, "The realm the login form selects."),
+    ]
+    .into_iter()
+    .chain((!create).then(|| {
+        Param::optional(
+            "delete",
+            STRING,
+            "Settings to remove (server2, port, bind_dn).",
+        )
+    }))
+    .collect()
+}
+
+pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
+    use Method::*;
+    let realm = || Param::required("realm", REALM, "Realm id.");
+    let allocate = Permission::Privs {
+        path: "/access/realm",
+        privs: &["Realm.Allocate"],
+        any: false,
+    };
+    vec![
+        Endpoint::new(
+            Get,
+            "/access/domains",
+            "Authentication realms.",
+            Permission::World,
+            Returns::Array,
+            list,
+        ),
+        Endpoint::new(
+            Post,
+            "/access/domains",
+            "Add an LDAP realm.",
+            allocate.clone(),
+            Returns::Null,
+            create,
+        )
+        .params(
+            [
+                vec![
+                    realm(),
+                    Param::required(
+                        "type",
+                        ParamType::Enum(&["ldap", "pam", "pve"]),
+                        "Realm type.",
+                    ),
+                ],
+                ldap_params(true),
+            ]
+            .concat(),
+        ),
+        Endpoint::new(
+            Get,
+            "/access/domains/{realm}",
+            "A realm's settings (without passwords).",
+            Permission::Privs {
+                path: "/access/realm/{realm}",
+                privs: &["Realm.Allocate", "Sys.Audit"],
+                any: true,
+            },
+            Returns::Object,
+            read,
+        )
+        .params(vec![realm()]),
+        Endpoint::new(
+            Put,
+            "/access/domains/{realm}",
+            "Change a realm.",
+            allocate.clone(),
+            Returns::Null,
+            update,
+        )
+        .params([vec![realm()], ldap_params(false)].concat()),
+        Endpoint::new(
+            Delete,
+            "/access/domains/{realm}",
+            "Remove an LDAP realm.",
+            allocate,
+            Returns::Null,
+            delete,
+        )
+        .params(vec![realm()]),
+    ]
+}
