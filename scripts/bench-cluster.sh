@@ -4,6 +4,7 @@
 # Then the store's linearizability check (60 s, 6 clients, nemesis).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/install-build-deps.sh || true
 scripts/install-qemu.sh
 cargo build --release --quiet -p ferrox-cli --bins --examples
 cargo build --release --quiet -p ferrox-store --examples

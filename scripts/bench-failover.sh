@@ -3,6 +3,7 @@
 # N runs (default 10) with the default HA timings. Isolation needs root and ip netns.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/install-build-deps.sh || true
 scripts/install-qemu.sh
 cargo build --release --quiet -p ferrox-cli --bins --examples
 ./target/release/examples/bench_failover "${1:-10}"

@@ -4,5 +4,6 @@
 # during 200 wrong-password clients.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/install-build-deps.sh || true
 cargo build --release --quiet -p ferrox-cli --bins --examples
 ./target/release/examples/bench_security "$@"

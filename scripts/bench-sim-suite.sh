@@ -3,6 +3,7 @@
 # reports the wall time of the whole suite, best of N runs. A benchmark, not a test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/install-build-deps.sh || true
 runs="${1:-5}"
 scenarios=../shared/conformance/pve-ha/scenarios
 cargo build --release --quiet -p ferrox-cli

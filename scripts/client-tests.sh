@@ -4,6 +4,7 @@
 # Installs them into target/pyclients on first use. Needs QEMU (scripts/test.sh installs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/install-build-deps.sh || true
 if ! command -v qemu-system-x86_64 > /dev/null || ! command -v qemu-img > /dev/null; then
     echo "SKIPPED client tests: qemu-system-x86_64/qemu-img missing" >&2
     exit 0

@@ -13,6 +13,7 @@ if ! command -v cargo > /dev/null; then
     exit 1
 fi
 scripts/install-qemu.sh || { echo "QEMU is needed to run guests" >&2; exit 1; }
+scripts/install-build-deps.sh || { echo "libpam0g-dev is needed to build Ferrox" >&2; exit 1; }
 cargo build --release --quiet -p ferrox-cli
 ferrox=$PWD/target/release/ferrox
 data=${FERROX_DATA_DIR:-$PWD/ferrox-data}

@@ -18,6 +18,9 @@ if ! command -v ip > /dev/null && [ "$(id -u)" = 0 ] && command -v apt-get > /de
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 > /dev/null 2>&1 \
         || echo "WARNING: iproute2 missing: the partition test will be skipped" >&2
 fi
+# libpam0g-dev to build (the pam realm), slapd for the LDAP realm test (it skips loudly
+# without it).
+scripts/install-build-deps.sh --test || echo "WARNING: see above: the build or the LDAP test may fail" >&2
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace

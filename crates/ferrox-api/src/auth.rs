@@ -2,10 +2,10 @@
 //! `priv/shadow.cfg`, token secrets (SHA-256 of the UUID) in `priv/token.cfg`, tickets and
 //! CSRF tokens signed with an HMAC key kept in `priv/authkey.key`.
 //!
-//! `root@pam` is checked against the shadow file, not the host's PAM: these machines run
-//! the daemon in sandboxes whose `/etc/shadow` is not the operator's, and the first start
-//! sets the password (`--root-password` / `FERROX_ROOT_PASSWORD`). Other `@pam` users are
-//! handled the same way. This is the documented substitute for PAM.
+//! `@pam` users: a user whose password was set through Ferrox (root@pam at first start,
+//! with `FERROX_ROOT_PASSWORD`) logs in with that password, kept in the shadow file; any
+//! other `@pam` user who has an account on the host is checked by the host's PAM
+//! (`pam_realm`). Users of an `ldap` realm are checked by their directory (`ldap`).
 
 use crate::error::ApiError;
 use crate::fsutil::write_atomic;
@@ -537,10 +537,14 @@ impl Auth {
             .unwrap_or_default()
     }
 
-    /// Checks a password against the user's realm: the directory of an `ldap` realm, else
-    /// the password hashes kept by Ferrox (`pve`, and `pam` - see the crate doc).
+    /// Checks a password against the user's realm: the directory of an `ldap` realm; for
+    /// `pam`, the host's PAM when Ferrox keeps no password of its own for the user (see
+    /// the crate doc); else the password hashes kept by Ferrox.
     fn check_password(&self, userid: &str, password: &str) -> bool {
         let (name, realm) = userid.rsplit_once('@').unwrap_or((userid, ""));
+        if realm == "pam" && !self.has_password(userid) && crate::pam_realm::host_has_user(name) {
+            return crate::pam_realm::authenticate(name, password);
+        }
         let ldap = self.accounts.read().ok().and_then(|a| {
             match a.domains.realms.get(realm).map(|r| &r.kind) {
                 Some(RealmKind::Ldap(l)) => {

@@ -13,6 +13,7 @@ pub use ferrox_types::fsutil;
 pub mod http;
 pub mod ldap;
 pub mod openapi;
+pub mod pam_realm;
 pub mod pinned;
 pub mod rbac;
 pub mod realms;

@@ -241,3 +241,71 @@ fn an_ldap_realm_authenticates_against_openldap() {
     let r = d.request("DELETE", "/access/domains/corp", &root, &[]);
     assert_eq!(r.status, 200, "{r:?}");
 }
+
+struct HostUser(String);
+
+impl Drop for HostUser {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.0).output();
+    }
+}
+
+/// A throw-away account on this host with a password, or `None` (said loudly) without
+/// root or the shadow tools.
+fn host_user(password: &str) -> Option<HostUser> {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false);
+    if !root {
+        eprintln!("SKIPPED: the PAM test needs root (to add a host account)");
+        return None;
+    }
+    let name = format!("fxpam{}", std::process::id() % 100_000);
+    let added = Command::new("useradd")
+        .args(["-M", "-s", "/usr/sbin/nologin", &name])
+        .output();
+    if !added.as_ref().is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIPPED: useradd failed: {added:?}");
+        return None;
+    }
+    let user = HostUser(name);
+    let mut chpasswd = Command::new("chpasswd")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    chpasswd
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{}:{password}\n", user.0).as_bytes())
+        .unwrap();
+    assert!(chpasswd.wait().unwrap().success(), "chpasswd failed");
+    Some(user)
+}
+
+#[test]
+fn a_pam_user_of_the_host_logs_in_with_the_host_password() {
+    let Some(user) = host_user("hostsecret1") else {
+        return;
+    };
+    let d = start_daemon("tcg");
+    let root = d.login();
+    let userid = format!("{}@pam", user.0);
+    let r = d.request(
+        "POST",
+        "/access/users",
+        &root,
+        &[("userid", userid.as_str())],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(login(&d, &userid, "hostsecret1"), 200);
+    assert_eq!(login(&d, &userid, "wrongsecret"), 401);
+    // A host account Ferrox does not know is no user here.
+    assert_eq!(login(&d, "nobody@pam", "x"), 401);
+    // root@pam keeps the password Ferrox was started with.
+    assert!(d.login().ticket.is_some());
+}

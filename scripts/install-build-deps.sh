@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the system packages Ferrox builds against (libpam0g-dev: the pam realm links
+# libpam) and, with --test, those the tests start (slapd for the LDAP realm test).
+# Needs root on Debian; prints a warning and returns 1 when it cannot.
+set -uo pipefail
+packages=()
+[ -e /usr/include/security/pam_appl.h ] || packages+=(libpam0g-dev)
+if [ "${1:-}" = "--test" ]; then
+    [ -x /usr/sbin/slapd ] || packages+=(slapd)
+fi
+[ ${#packages[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ] || ! command -v apt-get > /dev/null; then
+    echo "WARNING: missing ${packages[*]} and cannot apt-get install them (need root on Debian)" >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+install="apt-get install -y -qq --no-install-recommends"
+if ! $install "${packages[@]}" > /dev/null 2>&1; then
+    apt-get update -qq > /dev/null 2>&1 || true
+    $install "${packages[@]}" > /dev/null 2>&1 || {
+        echo "WARNING: installing ${packages[*]} failed" >&2
+        exit 1
+    }
+fi
