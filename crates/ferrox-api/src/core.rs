@@ -235,6 +235,36 @@ fn create_token<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
     Ok(json!({ "full-tokenid": full, "info": info, "value": secret }).into())
 }
 
+/// `PUT /access/users/{userid}/token/{tokenid}`: comment, expiry, privilege separation.
+fn update_token<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+    let full = full_token_id(ctx)?;
+    let comment = ctx.params.str("comment").map(String::from);
+    let expire = ctx.params.int("expire").map(|e| e.max(0) as u64);
+    let privsep = ctx.params.bool("privsep");
+    let updated = ctx.state.auth().modify(|docs| {
+        let token = docs
+            .users
+            .tokens
+            .get_mut(&full)
+            .ok_or_else(|| ApiError::internal(format!("no such token '{full}'")))?;
+        if let Some(c) = &comment {
+            token.comment = c.clone();
+        }
+        if let Some(e) = expire {
+            token.expire = e;
+        }
+        if let Some(p) = privsep {
+            token.privsep = p;
+        }
+        Ok(token.clone())
+    })?;
+    let mut info = token_info(&updated);
+    if let Some(obj) = info.as_object_mut() {
+        obj.remove("tokenid");
+    }
+    Ok(info.into())
+}
+
 fn delete_token<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
     let full = full_token_id(ctx)?;
     ctx.state.auth().delete_token(&full)?;
@@ -366,6 +396,14 @@ pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
                 Param::optional("comment", TEXT, "Free text."),
                 Param::optional("expire", int(Some(0), None), "Expiry (Unix seconds, 0 = never)."),
                 Param::optional("privsep", BOOL, "Separate privileges (default 1): the token's own ACLs, intersected with the user's."),
+            ]),
+        Endpoint::new(Put, "/access/users/{userid}/token/{tokenid}", "Change an API token's comment, expiry or privilege separation.", TOKEN_OWNER, Returns::Object, update_token)
+            .params(vec![
+                Param::required("userid", USERID, "User id."),
+                Param::required("tokenid", TOKEN_NAME, "Token name."),
+                Param::optional("comment", TEXT, "Free text."),
+                Param::optional("expire", int(Some(0), None), "Expiry (Unix seconds, 0 = never)."),
+                Param::optional("privsep", BOOL, "Separate privileges."),
             ]),
         Endpoint::new(Delete, "/access/users/{userid}/token/{tokenid}", "Delete an API token.", TOKEN_OWNER, Returns::Null, delete_token)
             .params(vec![

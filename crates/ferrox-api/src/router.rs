@@ -648,3 +648,60 @@ pub fn compact(value: Value) -> Value {
         other => other,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct TestState {
+        auth: Auth,
+        tasks: Arc<TaskStore>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl ApiState for TestState {
+        fn auth(&self) -> &Auth {
+            &self.auth
+        }
+        fn tasks(&self) -> &Arc<TaskStore> {
+            &self.tasks
+        }
+        fn node_name(&self) -> &str {
+            "pve1"
+        }
+    }
+
+    fn api() -> Api<TestState> {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = Auth::open(dir.path()).unwrap();
+        let tasks = TaskStore::open(&dir.path().join("tasks"), "pve1").unwrap();
+        let state = TestState {
+            auth,
+            tasks,
+            _dir: dir,
+        };
+        Api::new(Arc::new(state), crate::core::endpoints())
+    }
+
+    #[test]
+    fn a_failed_authentication_is_delayed_by_the_caller_not_by_this_thread() {
+        let api = api();
+        let req = RawRequest {
+            method: "GET".into(),
+            path: "/api2/json/version".into(),
+            ..RawRequest::default()
+        };
+        // The 3 s are the HTTP layer's to wait, on a timer: the answer says so.
+        let resp = api.handle(&req);
+        assert_eq!(
+            (resp.status, resp.delay),
+            (401, Some(Duration::from_secs(3)))
+        );
+        let ok = api.handle(&RawRequest {
+            method: "GET".into(),
+            path: "/api2/json/access/domains".into(),
+            ..RawRequest::default()
+        });
+        assert_eq!((ok.status, ok.delay), (200, None));
+    }
+}

@@ -230,23 +230,70 @@ fn wrong_password_crowd(d: &Daemon, token: &Auth, clients: usize) {
 
 /// A fresh node for each phase: the login throttle keeps its counts in memory.
 fn fresh_node() -> (Daemon, Auth, Auth, String) {
+    // Proxmox VE's 3 s delay for failed logins, as deployed.
+    node_with_delay(3000)
+}
+
+fn node_with_delay(delay_ms: u32) -> (Daemon, Auth, Auth, String) {
     let port = free_port();
     let dir = tempfile::tempdir().expect("tempdir");
-    // Proxmox VE's 3 s delay for failed logins, as deployed.
+    let delay = delay_ms.to_string();
     let d = start_node_with(
         dir,
         "pve1",
         "127.0.0.1",
         port,
         "tcg",
-        &["--auth-failure-delay-ms", "3000"],
+        &["--auth-failure-delay-ms", &delay],
     );
     let root = d.login();
     let token = token_auth(&d, &root);
     (d, root, token, format!("127.0.0.1:{port}"))
 }
 
+/// A wrong password takes as long for a user who exists as for one who does not: 15
+/// failures each (under the throttle's limits), on nodes without the 401 delay.
+fn login_timing() {
+    let mut results = Vec::new();
+    for known in [true, false] {
+        let (d, root, _, _) = node_with_delay(0);
+        let users: Vec<String> = (0..5).map(|i| format!("t{i}@pve")).collect();
+        if known {
+            for u in &users {
+                d.add_user(&root, u, "rightsecret", &[]);
+            }
+        }
+        let mut ms = Vec::new();
+        for round in 0..3 {
+            for u in &users {
+                let t = Instant::now();
+                let r = d.request(
+                    "POST",
+                    "/access/ticket",
+                    &Auth::default(),
+                    &[
+                        ("username", u.as_str()),
+                        ("password", &format!("wrong{round}")),
+                    ],
+                );
+                assert_eq!(r.status, 401, "{r:?}");
+                ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        ms.sort_by(f64::total_cmp);
+        let mean = ms.iter().sum::<f64>() / ms.len() as f64;
+        results.push((known, mean, percentile(&ms, 0.5)));
+    }
+    for (known, mean, p50) in results {
+        println!(
+            "wrong password, {} user: mean {mean:.1} ms, p50 {p50:.1} ms (15 logins)",
+            if known { "existing" } else { "unknown" }
+        );
+    }
+}
+
 fn main() {
+    login_timing();
     let (d, _, token, addr) = fresh_node();
     let (sent, answered, p50, p99) = normal_requests(&d, &token, 5);
     println!("quiet node, 5 s: {answered}/{sent} answered, p50 {p50:.1} ms, p99 {p99:.1} ms");

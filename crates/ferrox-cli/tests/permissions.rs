@@ -77,6 +77,7 @@ const TABLE: &[(&str, &str, Pve)] = &[
     ("GET", "/access/users/{userid}/token", All),
     ("GET", "/access/users/{userid}/token/{tokenid}", All),
     ("POST", "/access/users/{userid}/token/{tokenid}", All),
+    ("PUT", "/access/users/{userid}/token/{tokenid}", All),
     ("DELETE", "/access/users/{userid}/token/{tokenid}", All),
     ("PUT", "/access/password", All),
     ("GET", "/access/tfa", All),

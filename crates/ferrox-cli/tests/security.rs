@@ -883,3 +883,42 @@ fn second_factors_totp_and_recovery_keys() {
     }
     d.login_as("alice@pve", "alicesecret");
 }
+
+#[test]
+fn tokens_expire() {
+    let d = start_daemon("tcg");
+    let root = d.login();
+    let r = d.request(
+        "POST",
+        "/access/users/root@pam/token/old",
+        &root,
+        &[("privsep", "0"), ("expire", "1")],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let token = Auth {
+        token: Some(format!(
+            "root@pam!old={}",
+            r.body["data"]["value"].as_str().unwrap()
+        )),
+        ..Auth::default()
+    };
+    assert_eq!(d.request("GET", "/version", &token, &[]).status, 401);
+    let r = d.request(
+        "PUT",
+        "/access/users/root@pam/token/old",
+        &root,
+        &[("expire", "0")],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(d.request("GET", "/version", &token, &[]).status, 200);
+    // A user's expiry is the default of its new tokens.
+    let r = d.request(
+        "POST",
+        "/access/users",
+        &root,
+        &[("userid", "temp@pve"), ("expire", "4102444800")],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = d.request("POST", "/access/users/temp@pve/token/t1", &root, &[]);
+    assert_eq!(r.body["data"]["info"]["expire"], 4102444800u64, "{r:?}");
+}
