@@ -89,6 +89,11 @@ pub enum WriteError {
 /// compare-and-set and all-or-nothing, so concurrent changes are never lost.
 pub trait AccountFiles: Send + Sync {
     fn read(&self, path: &str) -> Result<Option<String>, String>;
+    /// As `read`, but seeing every write acknowledged anywhere before it (a cluster node
+    /// may lag the others): what a read-modify-write starts from.
+    fn read_latest(&self, path: &str) -> Result<Option<String>, String> {
+        self.read(path)
+    }
     fn write(&self, files: &[FileWrite<'_>]) -> Result<(), WriteError>;
 }
 
@@ -219,7 +224,7 @@ const REALM_PASSWORDS: &str = "priv/realm.pw";
 /// How long the partial ticket of a TFA login is good for.
 const TFA_CHALLENGE_LIFETIME: i64 = 300;
 /// A change that keeps losing the compare-and-set to other writers gives up after this.
-const CHANGE_TRIES: usize = 20;
+const CHANGE_TRIES: usize = 50;
 
 /// `key:value:` lines (shadow.cfg) or `key value` lines (token.cfg).
 fn parse_secret_lines(text: &str, sep: char) -> BTreeMap<String, String> {
@@ -251,14 +256,22 @@ struct Texts {
 }
 
 fn read_texts(files: &dyn AccountFiles) -> Result<Texts, String> {
+    read_texts_with(&|p| files.read(p))
+}
+
+fn read_texts_latest(files: &dyn AccountFiles) -> Result<Texts, String> {
+    read_texts_with(&|p| files.read_latest(p))
+}
+
+fn read_texts_with(read: &dyn Fn(&str) -> Result<Option<String>, String>) -> Result<Texts, String> {
     Ok(Texts {
-        users: files.read(USER_CFG)?,
-        tokens: files.read(TOKENS)?,
-        shadow: files.read(SHADOW)?,
-        key: files.read(AUTHKEY)?,
-        tfa: files.read(TFA)?,
-        domains: files.read(DOMAINS)?,
-        realm_passwords: files.read(REALM_PASSWORDS)?,
+        users: read(USER_CFG)?,
+        tokens: read(TOKENS)?,
+        shadow: read(SHADOW)?,
+        key: read(AUTHKEY)?,
+        tfa: read(TFA)?,
+        domains: read(DOMAINS)?,
+        realm_passwords: read(REALM_PASSWORDS)?,
     })
 }
 
@@ -420,8 +433,15 @@ impl Auth {
         &self,
         mut change: impl FnMut(&mut AccountDocs) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
-        for _ in 0..CHANGE_TRIES {
-            let texts = read_texts(self.files.as_ref()).map_err(ApiError::internal)?;
+        for attempt in 0..CHANGE_TRIES {
+            if attempt > 0 {
+                // Another writer won the last round: back off a little, at random, so
+                // that competing writers do not keep colliding.
+                let ms =
+                    rand::Rng::gen_range(&mut rand::thread_rng(), 2..20 * attempt.min(10) as u64);
+                std::thread::sleep(Duration::from_millis(ms));
+            }
+            let texts = read_texts_latest(self.files.as_ref()).map_err(ApiError::internal)?;
             let mut docs = parse_docs(&texts).map_err(ApiError::internal)?;
             let result = change(&mut docs)?;
             docs.users.check().map_err(|e| {

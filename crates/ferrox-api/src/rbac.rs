@@ -2,7 +2,9 @@
 //! and the ACL walk (deeper entries override shallower ones, user entries beat group
 //! entries, `propagate`, `NoAccess`, privilege-separated tokens).
 //!
-//! Not yet: pool-derived permissions (roles on `/pool/<pool>` applied to its members).
+//! Pools: roles on `/pool/<pool>` apply (without propagation) to the pool's guests
+//! (`/vms/<vmid>`) and storages (`/storage/<id>`), unless the regular ACL gives
+//! `NoAccess` there; a `NoAccess` on the pool wins over the regular roles.
 
 use crate::auth::Caller;
 use ferrox_types::user_config::UserConfig;
@@ -196,6 +198,48 @@ fn roles_for(cfg: &UserConfig, subjects: &[String], path: &str) -> BTreeMap<Stri
     current
 }
 
+/// The pool a guest or storage path belongs to (`/vms/100` → its pool).
+fn pool_of(cfg: &UserConfig, path: &str) -> Option<String> {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    let find = |member: &str, vms: bool| {
+        cfg.pools
+            .iter()
+            .find(|(_, (_, v, s))| {
+                if vms {
+                    v.contains(member)
+                } else {
+                    s.contains(member)
+                }
+            })
+            .map(|(p, _)| p.clone())
+    };
+    match parts.as_slice() {
+        ["vms", vmid] => find(vmid, true),
+        ["storage", id] => find(id, false),
+        _ => None,
+    }
+}
+
+/// The roles of `subjects` on `path`, with those its pool adds (Proxmox VE's rules).
+fn effective_roles(cfg: &UserConfig, subjects: &[String], path: &str) -> BTreeMap<String, bool> {
+    let regular = roles_for(cfg, subjects, path);
+    let Some(pool) = pool_of(cfg, path) else {
+        return regular;
+    };
+    if regular.contains_key("NoAccess") {
+        return regular;
+    }
+    let from_pool = roles_for(cfg, subjects, &format!("/pool/{pool}"));
+    if from_pool.contains_key("NoAccess") {
+        return from_pool;
+    }
+    let mut out = regular;
+    for role in from_pool.into_keys() {
+        out.entry(role).or_insert(false);
+    }
+    out
+}
+
 fn privileges_of_roles(cfg: &UserConfig, roles: &BTreeMap<String, bool>) -> BTreeMap<String, bool> {
     let mut out = BTreeMap::new();
     for (role, propagate) in roles {
@@ -239,7 +283,7 @@ pub fn privileges(cfg: &UserConfig, caller: &Caller, path: &str) -> BTreeMap<Str
             .map(|(g, _)| format!("@{g}"))
             .collect();
         let subjects = vec![caller.userid.clone(), groups.join("|")];
-        privileges_of_roles(cfg, &roles_for(cfg, &subjects, path))
+        privileges_of_roles(cfg, &effective_roles(cfg, &subjects, path))
     };
     let Some(token) = &caller.token else {
         return user_privs;
@@ -249,7 +293,7 @@ pub fn privileges(cfg: &UserConfig, caller: &Caller, path: &str) -> BTreeMap<Str
         None => BTreeMap::new(),
         Some(t) if !t.privsep => user_privs,
         Some(_) => {
-            let token_privs = privileges_of_roles(cfg, &roles_for(cfg, &[full], path));
+            let token_privs = privileges_of_roles(cfg, &effective_roles(cfg, &[full], path));
             token_privs
                 .into_iter()
                 .filter_map(|(p, prop)| user_privs.get(&p).map(|up| (p, prop && *up)))
@@ -357,6 +401,29 @@ mod tests {
             false
         ));
         assert!(!check(&c, &user("bob@pve"), "/", &["Sys.Audit"], false));
+    }
+
+    #[test]
+    fn pool_roles_reach_the_pool_members() {
+        let c = cfg("user:alice@pve:1:0::::::\npool:web::100,101:local:\n\
+             acl:1:/pool/web:alice@pve:PVEVMUser:\nacl:0:/vms/101:alice@pve:NoAccess:\n");
+        let alice = user("alice@pve");
+        assert!(check(&c, &alice, "/vms/100", &["VM.PowerMgmt"], false));
+        assert!(
+            !check(&c, &alice, "/vms/102", &["VM.PowerMgmt"], false),
+            "not a member"
+        );
+        assert!(
+            privileges(&c, &alice, "/vms/101").is_empty(),
+            "regular NoAccess wins"
+        );
+        let c = cfg("user:alice@pve:1:0::::::\npool:web::100::\n\
+             acl:1:/:alice@pve:PVEVMAdmin:\nacl:1:/pool/web:alice@pve:NoAccess:\n");
+        assert!(
+            privileges(&c, &alice, "/vms/100").is_empty(),
+            "pool NoAccess wins"
+        );
+        assert!(check(&c, &alice, "/vms/200", &["VM.Allocate"], false));
     }
 
     #[test]

@@ -148,11 +148,7 @@ const TABLE: &[(&str, &str, Pve)] = &[
     ("GET", "/nodes/{node}/tasks/{upid}/status", All),
     ("GET", "/nodes/{node}/tasks/{upid}/log", All),
     ("GET", "/nodes/{node}/qemu", All),
-    (
-        "POST",
-        "/nodes/{node}/qemu",
-        Priv("/vms/{vmid}", &["VM.Allocate"], false),
-    ),
+    ("POST", "/nodes/{node}/qemu", All),
     ("GET", "/nodes/{node}/qemu/{vmid}", All),
     (
         "DELETE",
@@ -210,6 +206,37 @@ const TABLE: &[(&str, &str, Pve)] = &[
         "POST",
         "/storage",
         Priv("/storage", &["Datastore.Allocate"], false),
+    ),
+    ("GET", "/pools", All),
+    (
+        "POST",
+        "/pools",
+        Priv("/pool/{poolid}", &["Pool.Allocate"], false),
+    ),
+    (
+        "PUT",
+        "/pools",
+        Priv("/pool/{poolid}", &["Pool.Allocate"], false),
+    ),
+    (
+        "DELETE",
+        "/pools",
+        Priv("/pool/{poolid}", &["Pool.Allocate"], false),
+    ),
+    (
+        "GET",
+        "/pools/{poolid}",
+        Priv("/pool/{poolid}", &["Pool.Audit"], false),
+    ),
+    (
+        "PUT",
+        "/pools/{poolid}",
+        Priv("/pool/{poolid}", &["Pool.Allocate"], false),
+    ),
+    (
+        "DELETE",
+        "/pools/{poolid}",
+        Priv("/pool/{poolid}", &["Pool.Allocate"], false),
     ),
     ("GET", "/cluster/resources", All),
     ("GET", "/cluster/nextid", All),
@@ -330,6 +357,7 @@ fn sample(name: &str, method: Method, path: &str, role: &str) -> String {
         "nodes" => "pve1".into(),
         "username" => "root@pam".into(),
         "realm" => "nosuch".into(),
+        "poolid" => format!("p{suffix}"),
         _ => "1".into(),
     }
 }

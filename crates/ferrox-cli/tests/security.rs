@@ -922,3 +922,151 @@ fn tokens_expire() {
     let r = d.request("POST", "/access/users/temp@pve/token/t1", &root, &[]);
     assert_eq!(r.body["data"]["info"]["expire"], 4102444800u64, "{r:?}");
 }
+
+/// The lost-update finding on a cluster: clients change tokens through three different
+/// nodes at once; every node ends with exactly the acknowledged set.
+#[test]
+fn token_changes_through_every_node_of_a_cluster_are_all_kept() {
+    let nodes = local_cluster(3, "acct", "tcg", &[]);
+    let root = nodes[0].login();
+    let r = nodes[0].request(
+        "POST",
+        "/access/users/root@pam/token/hammer",
+        &root,
+        &[("privsep", "0")],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let token = Auth {
+        token: Some(format!(
+            "root@pam!hammer={}",
+            r.body["data"]["value"].as_str().unwrap()
+        )),
+        ..Auth::default()
+    };
+    // The token reaches the other nodes by replication.
+    for d in &nodes {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while d.request("GET", "/version", &token, &[]).status != 200 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "token unknown on {}",
+                d.name
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    let kept: Vec<String> = std::thread::scope(|s| {
+        let workers: Vec<_> = nodes
+            .iter()
+            .enumerate()
+            .map(|(n, d)| {
+                let token = token.clone();
+                s.spawn(move || {
+                    let mut kept = Vec::new();
+                    for i in 0..20 {
+                        let name = format!("n{n}t{i}");
+                        let path = format!("/access/users/root@pam/token/{name}");
+                        let r = d.request("POST", &path, &token, &[]);
+                        assert_eq!(r.status, 200, "{r:?}");
+                        if i % 4 == 0 {
+                            let r = d.request("DELETE", &path, &token, &[]);
+                            assert_eq!(r.status, 200, "{r:?}");
+                        } else {
+                            kept.push(name);
+                        }
+                    }
+                    kept
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    let mut expected: BTreeSet<String> = kept.into_iter().collect();
+    expected.insert("hammer".into());
+    for d in &nodes {
+        // Replication: every node reaches the same set.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let listed: BTreeSet<String> = d
+                .request("GET", "/access/users/root@pam/token", &token, &[])
+                .body["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["tokenid"].as_str().unwrap().to_string())
+                .collect();
+            if listed == expected {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}: {listed:?} != {expected:?}",
+                d.name
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+}
+
+#[test]
+fn pool_roles_reach_the_pool_members_and_only_them() {
+    let d = start_daemon("tcg");
+    let root = d.login();
+    create_guest(&d, &root, "102");
+    let r = d.request(
+        "POST",
+        "/pools",
+        &root,
+        &[("poolid", "web"), ("comment", "web servers")],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    d.add_user(&root, "pa@pve", "pasecret1", &[("/pool/web", "PVEVMAdmin")]);
+    let pa = d.login_as("pa@pve", "pasecret1");
+    // Creating into the pool is allowed by the pool's role; outside it is not.
+    let r = d.request(
+        "POST",
+        "/nodes/pve1/qemu",
+        &pa,
+        &[("vmid", "101"), ("memory", "128")],
+    );
+    assert_eq!(r.status, 403, "{r:?}");
+    let upid = d.task_ok(
+        &pa,
+        "POST",
+        "/nodes/pve1/qemu",
+        &[("vmid", "100"), ("memory", "128"), ("pool", "web")],
+    );
+    assert!(upid.contains("qmcreate"));
+    // Reading the pool needs Pool.Audit, which PVEVMAdmin does not have.
+    assert_eq!(d.request("GET", "/pools/web", &pa, &[]).status, 403);
+    let pool = d.request("GET", "/pools/web", &root, &[]);
+    assert_eq!(
+        pool.body["data"]["members"][0]["id"], "qemu/100",
+        "{pool:?}"
+    );
+    // The pool's role covers its guest, not others.
+    let r = d.request("PUT", "/nodes/pve1/qemu/100/config", &pa, &[("cores", "2")]);
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = d.request("PUT", "/nodes/pve1/qemu/102/config", &pa, &[("cores", "2")]);
+    assert_eq!(r.status, 403, "{r:?}");
+    // Adding another guest needs VM.Allocate on it.
+    let r = d.request("PUT", "/pools/web", &pa, &[("vms", "102")]);
+    assert_eq!(r.status, 403, "{r:?}");
+    let r = d.request("POST", "/pools", &pa, &[("poolid", "other")]);
+    assert_eq!(r.status, 403, "{r:?}");
+    // A pool with members is not deleted; destroying the guest empties it.
+    let r = d.request("DELETE", "/pools/web", &root, &[]);
+    assert_eq!(r.status, 400, "{r:?}");
+    d.task_ok(&pa, "DELETE", "/nodes/pve1/qemu/100", &[]);
+    let pool = d.request("GET", "/pools/web", &root, &[]);
+    assert_eq!(
+        pool.body["data"]["members"],
+        serde_json::json!([]),
+        "{pool:?}"
+    );
+    let r = d.request("DELETE", "/pools", &root, &[("poolid", "web")]);
+    assert_eq!(r.status, 200, "{r:?}");
+}

@@ -240,16 +240,32 @@ fn config_changes(ctx: &C<'_>) -> (BTreeMap<String, String>, Vec<String>) {
 fn create_guest(ctx: &C<'_>) -> Result<Reply, ApiError> {
     local_node(ctx)?;
     let vmid = vmid(ctx)?;
-    if let Some(pool) = ctx.params.str("pool") {
-        return Err(ApiError::param(
-            "pool",
-            format!("pool '{pool}' does not exist"),
-        ));
+    // Proxmox VE: VM.Allocate on /vms/{vmid}, or on the pool the guest goes into.
+    let pool = ctx.params.str("pool").map(String::from);
+    if let Some(pool) = &pool {
+        if !ctx.state.auth.user_config().pools.contains_key(pool) {
+            return Err(ApiError::param(
+                "pool",
+                format!("pool '{pool}' does not exist"),
+            ));
+        }
+    }
+    let on_pool = pool
+        .as_ref()
+        .is_some_and(|p| ctx.has(&format!("/pool/{p}"), &["VM.Allocate"], false));
+    if !on_pool {
+        ctx.require(&format!("/vms/{vmid}"), &["VM.Allocate"], false)?;
     }
     let (sets, _) = config_changes(ctx);
-    crate::guest_perm::check_config_change(ctx, vmid, None, &sets, &[])?;
+    let target = crate::guest_perm::Target {
+        vmid,
+        pool: pool.as_deref(),
+    };
+    crate::guest_perm::check_config_change(ctx, target, None, &sets, &[])?;
     let start = ctx.params.bool("start").unwrap_or(false);
-    let upid = ctx.state.create_guest(vmid, sets, start, &auth_id(ctx)?)?;
+    let upid = ctx
+        .state
+        .create_guest(vmid, sets, pool, start, &auth_id(ctx)?)?;
     Ok(json!(upid).into())
 }
 
@@ -356,7 +372,8 @@ fn check_config_request(
 ) -> Result<(), ApiError> {
     crate::guest_perm::root_only_param(ctx, "skiplock")?;
     let current = ctx.state.guest_config(vmid)?;
-    crate::guest_perm::check_config_change(ctx, vmid, Some(&current), sets, deletes)
+    let target = crate::guest_perm::Target { vmid, pool: None };
+    crate::guest_perm::check_config_change(ctx, target, Some(&current), sets, deletes)
 }
 
 fn put_config(ctx: &C<'_>) -> Result<Reply, ApiError> {
@@ -1101,7 +1118,9 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             Post,
             "/nodes/{node}/qemu",
             "Create a virtual machine.",
-            VM_ALLOCATE,
+            Permission::Handler(
+                "VM.Allocate on /vms/{vmid}, or on /pool/{pool} when 'pool' is given",
+            ),
             Returns::Task,
             create_guest,
         )
@@ -1110,7 +1129,11 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             node_param(),
             vmid_param(),
             Param::optional("start", BOOL, "Start the VM once created."),
-            Param::optional("pool", STRING, "Add the VM to this pool."),
+            Param::optional(
+                "pool",
+                ferrox_api::schema::POOL_ID,
+                "Add the VM to this pool.",
+            ),
             Param::optional("storage", STRING, "Default storage (ignored)."),
             Param::optional("unique", BOOL, "Ignored."),
             Param::optional(
@@ -1493,5 +1516,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
     ]);
     list.extend(crate::cluster_api::endpoints());
     list.extend(crate::ha_api::endpoints());
+    list.extend(crate::pools_api::endpoints());
     list
 }

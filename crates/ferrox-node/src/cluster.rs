@@ -84,6 +84,13 @@ impl ferrox_api::auth::AccountFiles for ConfigTree {
         Ok(self.get(path).map(|e| e.data))
     }
 
+    fn read_latest(&self, path: &str) -> Result<Option<String>, String> {
+        self.rt
+            .block_on(self.store.get_linearizable(path))
+            .map(|e| e.map(|e| e.data))
+            .map_err(|e| store_error(e).message)
+    }
+
     fn write(
         &self,
         files: &[ferrox_api::auth::FileWrite<'_>],

@@ -364,7 +364,7 @@ fn join(ctx: &C<'_>) -> Result<Reply, ApiError> {
             .map_err(|e| e.to_string())?;
         log.log("replicated the cluster configuration");
         if let Some(node) = weak.upgrade() {
-            node.after_join().map_err(|e| e.to_string())?;
+            node.after_join().map_err(|e| format!("{e:#}"))?;
         }
         log.log("joined");
         Ok(())

@@ -95,8 +95,21 @@ pub fn root_only_param(ctx: &C<'_>, name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn vm_perm(ctx: &C<'_>, vmid: u32, privs: &[&str], any: bool) -> Result<(), ApiError> {
-    ctx.require(&format!("/vms/{vmid}"), privs, any)
+/// The guest a change is for, and the pool it is being created into: at creation the
+/// pool's roles count as Proxmox VE's `check_vm_perm` lets them.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub vmid: u32,
+    pub pool: Option<&'a str>,
+}
+
+fn vm_perm(ctx: &C<'_>, target: Target<'_>, privs: &[&str], any: bool) -> Result<(), ApiError> {
+    if let Some(pool) = target.pool {
+        if ctx.has(&format!("/pool/{pool}"), privs, any) {
+            return Ok(());
+        }
+    }
+    ctx.require(&format!("/vms/{}", target.vmid), privs, any)
 }
 
 fn root_only(key: &str) -> ApiError {
@@ -104,35 +117,35 @@ fn root_only(key: &str) -> ApiError {
 }
 
 /// The privilege check of one key that is not a disk (disks depend on their value).
-fn check_key(ctx: &C<'_>, vmid: u32, key: &str) -> Result<(), ApiError> {
+fn check_key(ctx: &C<'_>, target: Target<'_>, key: &str) -> Result<(), ApiError> {
     if CPU.contains(&key) || indexed(key, "numa") {
-        vm_perm(ctx, vmid, &["VM.Config.CPU"], false)
+        vm_perm(ctx, target, &["VM.Config.CPU"], false)
     } else if MEMORY.contains(&key) {
-        vm_perm(ctx, vmid, &["VM.Config.Memory"], false)
+        vm_perm(ctx, target, &["VM.Config.Memory"], false)
     } else if HWTYPE.contains(&key) {
-        vm_perm(ctx, vmid, &["VM.Config.HWType"], false)
+        vm_perm(ctx, target, &["VM.Config.HWType"], false)
     } else if GENERAL.contains(&key) || key == "tags" {
-        vm_perm(ctx, vmid, &["VM.Config.Options"], false)?;
+        vm_perm(ctx, target, &["VM.Config.Options"], false)?;
         if key == "startup" {
             // It changes how the host boots its guests.
             ctx.require("/", &["Sys.Modify"], false)?;
         }
         Ok(())
     } else if POWER.contains(&key) {
-        vm_perm(ctx, vmid, &["VM.PowerMgmt"], false)
+        vm_perm(ctx, target, &["VM.PowerMgmt"], false)
     } else if DISK_OPTIONS.contains(&key) {
-        vm_perm(ctx, vmid, &["VM.Config.Disk"], false)
+        vm_perm(ctx, target, &["VM.Config.Disk"], false)
     } else if indexed(key, "net") || key == "running-nets-host-mtu" {
-        vm_perm(ctx, vmid, &["VM.Config.Network"], false)
+        vm_perm(ctx, target, &["VM.Config.Network"], false)
     } else if CLOUDINIT.contains(&key) || indexed(key, "ipconfig") {
         vm_perm(
             ctx,
-            vmid,
+            target,
             &["VM.Config.Cloudinit", "VM.Config.Network"],
             true,
         )
     } else if key == "vmstate" {
-        vm_perm(ctx, vmid, &["VM.Config.Disk", "VM.PowerMgmt"], false)
+        vm_perm(ctx, target, &["VM.Config.Disk", "VM.PowerMgmt"], false)
     } else {
         // args, hookscript, lock, affinity, ... and every key added later.
         Err(root_only(key))
@@ -221,7 +234,7 @@ fn check_disk_source(
 /// `sets` are the new values, `deletes` the keys to remove.
 pub fn check_config_change(
     ctx: &C<'_>,
-    vmid: u32,
+    target: Target<'_>,
     current: Option<&GuestConfig>,
     sets: &BTreeMap<String, String>,
     deletes: &[String],
@@ -241,22 +254,22 @@ pub fn check_config_change(
                 continue; // the config format reports the bad value
             };
             if !root {
-                vm_perm(ctx, vmid, &[disk_privilege(cdrom)], false)?;
+                vm_perm(ctx, target, &[disk_privilege(cdrom)], false)?;
             }
             let source = DiskSource::parse(&file).map_err(|e| ApiError::param(key, e))?;
-            check_disk_source(ctx, vmid, key, &source, &storages)?;
+            check_disk_source(ctx, target.vmid, key, &source, &storages)?;
         } else if indexed(key, "unused") {
             if !root {
-                vm_perm(ctx, vmid, &["VM.Config.Disk"], false)?;
+                vm_perm(ctx, target, &["VM.Config.Disk"], false)?;
             }
             let source = DiskSource::parse(value).map_err(|e| ApiError::param(key, e))?;
-            check_disk_source(ctx, vmid, key, &source, &storages)?;
+            check_disk_source(ctx, target.vmid, key, &source, &storages)?;
         } else if root {
             continue;
         } else if indexed(key, "serial") {
             // A socket is virtual hardware; a host device is root's.
             if value == "socket" {
-                vm_perm(ctx, vmid, &["VM.Config.HWType"], false)?;
+                vm_perm(ctx, target, &["VM.Config.HWType"], false)?;
             } else {
                 return Err(ApiError::new(
                     403,
@@ -273,7 +286,7 @@ pub fn check_config_change(
                 format!("only root can set '{key}' config for real devices"),
             ));
         } else {
-            check_key(ctx, vmid, key)?;
+            check_key(ctx, target, key)?;
         }
     }
     if root {
@@ -285,9 +298,9 @@ pub fn check_config_change(
                 .and_then(|c| c.options.get(key))
                 .and_then(|v| disk_file(v))
                 .is_some_and(|(_, cdrom)| cdrom);
-            vm_perm(ctx, vmid, &[disk_privilege(cdrom)], false)?;
+            vm_perm(ctx, target, &[disk_privilege(cdrom)], false)?;
         } else if indexed(key, "unused") {
-            vm_perm(ctx, vmid, &["VM.Config.Disk"], false)?;
+            vm_perm(ctx, target, &["VM.Config.Disk"], false)?;
         } else if ["serial", "usb", "hostpci", "virtiofs"]
             .iter()
             .any(|f| indexed(key, f))
@@ -296,7 +309,7 @@ pub fn check_config_change(
                 .and_then(|c| c.options.get(key))
                 .is_some_and(|v| v == "socket");
             if socket {
-                vm_perm(ctx, vmid, &["VM.Config.HWType"], false)?;
+                vm_perm(ctx, target, &["VM.Config.HWType"], false)?;
             } else {
                 return Err(ApiError::new(
                     403,
@@ -304,7 +317,7 @@ pub fn check_config_change(
                 ));
             }
         } else {
-            check_key(ctx, vmid, key)?;
+            check_key(ctx, target, key)?;
         }
     }
     Ok(())

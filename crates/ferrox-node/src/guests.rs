@@ -718,6 +718,12 @@ impl Node {
         }
         self.guests.remove_config(vmid).map_err(|e| e.message)?;
         self.metrics.forget(&format!("qemu/{vmid}"));
+        if let Err(e) = crate::pools_api::forget_guest(self, vmid) {
+            log.warn(format!(
+                "could not remove VM {vmid} from its pool and ACL: {}",
+                e.message
+            ));
+        }
         log.log(format!("VM {vmid} destroyed"));
         Ok(())
     }
@@ -728,6 +734,7 @@ impl Node {
         self: &Arc<Self>,
         vmid: u32,
         sets: BTreeMap<String, String>,
+        pool: Option<String>,
         start: bool,
         auth_id: &str,
     ) -> Result<String, ApiError> {
@@ -795,6 +802,11 @@ impl Node {
                     return Err(format!("unable to create VM {vmid} - {e}"));
                 }
                 log.log(format!("VM {vmid} created"));
+                if let Some(pool) = &pool {
+                    crate::pools_api::add_guest(&node, pool, vmid)
+                        .map_err(|e| format!("adding VM {vmid} to pool '{pool}': {}", e.message))?;
+                    log.log(format!("VM {vmid} added to pool '{pool}'"));
+                }
                 if start {
                     node.start_guest(vmid, log)?;
                 }

@@ -17,6 +17,7 @@ pub mod ha_api;
 pub mod host;
 pub mod metrics;
 pub mod migrate;
+pub mod pools_api;
 pub mod rrd;
 pub mod secrets;
 pub mod tls;
@@ -283,7 +284,17 @@ impl Node {
     /// After joining a cluster: this node's certificate goes into the cluster's tree,
     /// and the caches take the cluster's configuration.
     pub fn after_join(&self) -> anyhow::Result<()> {
-        Node::publish_identity(&self.tree, &self.opts.node_name, &self.tls)?;
+        // Right after the join this node may not know the leader yet: retry for a while
+        // (the write is idempotent).
+        let mut tries = 0;
+        while let Err(e) = Node::publish_identity(&self.tree, &self.opts.node_name, &self.tls) {
+            tries += 1;
+            if tries >= 20 {
+                return Err(e);
+            }
+            tracing::info!("after join: {e:#}; retrying");
+            std::thread::sleep(Duration::from_millis(500));
+        }
         self.auth.reload()?;
         self.guests.refresh_all();
         Ok(())

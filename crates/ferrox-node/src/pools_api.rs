@@ -1,0 +1,368 @@
+//! `/pools`: resource pools as in Proxmox VE 9 — a name, a comment, guests and storages.
+//! Roles given on `/pool/<id>` reach the members (`ferrox_api::rbac`). Membership lives in
+//! user.cfg and changes through `Auth::modify` like every account change. Adding a guest
+//! needs `VM.Allocate` on it, a storage `Datastore.Allocate` on it.
+
+use crate::Node;
+use ferrox_api::schema::{BOOL, POOL_ID, STRING, TEXT};
+use ferrox_api::{ApiError, Ctx, Endpoint, Method, Param, ParamType, Permission, Reply, Returns};
+use ferrox_types::format::split_list;
+use ferrox_types::user_config::UserConfig;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+
+type C<'a> = Ctx<'a, Node>;
+
+fn members(node: &Node, cfg: &UserConfig, pool: &str, kind: Option<&str>) -> Vec<Value> {
+    let Some((_, vms, storages)) = cfg.pools.get(pool) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    if kind.is_none_or(|k| k == "qemu") {
+        for vmid in vms {
+            let Ok(id) = vmid.parse::<u32>() else {
+                continue;
+            };
+            let owner = crate::cluster_api::vmid_owner(node, id);
+            let mut v = json!({ "id": format!("qemu/{id}"), "type": "qemu", "vmid": id });
+            if let Some(n) = owner {
+                v["node"] = json!(n);
+                if let Some(name) = node
+                    .tree
+                    .get(&crate::guests::config_path(&n, id))
+                    .and_then(|e| ferrox_types::GuestConfig::parse(&e.data).ok())
+                    .and_then(|c| c.name().map(String::from))
+                {
+                    v["name"] = json!(name);
+                }
+            }
+            out.push(v);
+        }
+    }
+    if kind.is_none_or(|k| k == "storage") {
+        for sid in storages {
+            out.push(json!({
+                "id": format!("storage/{}/{sid}", node.opts.node_name),
+                "type": "storage",
+                "storage": sid,
+                "node": node.opts.node_name,
+            }));
+        }
+    }
+    out
+}
+
+fn pool_row(
+    node: &Node,
+    cfg: &UserConfig,
+    pool: &str,
+    with_members: bool,
+    kind: Option<&str>,
+) -> Value {
+    let comment = cfg.pools.get(pool).map(|p| p.0.clone()).unwrap_or_default();
+    let mut v = json!({ "poolid": pool });
+    if !comment.is_empty() {
+        v["comment"] = json!(comment);
+    }
+    if with_members {
+        v["members"] = json!(members(node, cfg, pool, kind));
+    }
+    v
+}
+
+fn list(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    let cfg = ctx.state.auth.user_config();
+    let only = ctx.params.str("poolid");
+    let kind = ctx.params.str("type");
+    let rows: Vec<Value> = cfg
+        .pools
+        .keys()
+        .filter(|p| only.is_none_or(|o| o == p.as_str()))
+        .filter(|p| ctx.has(&format!("/pool/{p}"), &["Pool.Audit"], false))
+        .map(|p| pool_row(ctx.state, &cfg, p, only.is_some(), kind))
+        .collect();
+    Ok(json!(rows).into())
+}
+
+fn read(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    let pool = ctx.params.need_str("poolid")?;
+    let cfg = ctx.state.auth.user_config();
+    if !cfg.pools.contains_key(pool) {
+        return Err(ApiError::internal(format!("pool '{pool}' does not exist")));
+    }
+    let mut row = pool_row(ctx.state, &cfg, pool, true, ctx.params.str("type"));
+    if let Some(obj) = row.as_object_mut() {
+        obj.remove("poolid");
+    }
+    Ok(row.into())
+}
+
+fn create(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    let pool = ctx.params.need_str("poolid")?.to_string();
+    let comment = ctx.params.str("comment").unwrap_or("").to_string();
+    ctx.state.auth.modify(|docs| {
+        if docs.users.pools.contains_key(&pool) {
+            return Err(ApiError::param(
+                "poolid",
+                format!("pool '{pool}' already exists"),
+            ));
+        }
+        docs.users.pools.insert(
+            pool.clone(),
+            (comment.clone(), BTreeSet::new(), BTreeSet::new()),
+        );
+        Ok(())
+    })?;
+    Ok(Value::Null.into())
+}
+
+fn update(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    let pool = ctx.params.need_str("poolid")?.to_string();
+    let node = ctx.state;
+    let list = |name: &str| -> Vec<String> {
+        ctx.params
+            .str(name)
+            .map(|v| split_list(v).map(String::from).collect())
+            .unwrap_or_default()
+    };
+    let vms = list("vms");
+    let storages = list("storage");
+    let delete = ctx.params.bool("delete").unwrap_or(false);
+    let allow_move = ctx.params.bool("allow-move").unwrap_or(false);
+    for v in &vms {
+        let vmid: u32 = v
+            .parse()
+            .ok()
+            .filter(|v| *v >= 100)
+            .ok_or_else(|| ApiError::param("vms", format!("'{v}' is not a VM id")))?;
+        ctx.require(&format!("/vms/{vmid}"), &["VM.Allocate"], false)?;
+        if !delete && crate::cluster_api::vmid_owner(node, vmid).is_none() {
+            return Err(ApiError::param("vms", format!("VM {vmid} does not exist")));
+        }
+    }
+    let known_storages = node.storage_config()?;
+    for s in &storages {
+        ferrox_types::format::storage_id(s).map_err(|e| ApiError::param("storage", e))?;
+        ctx.require(&format!("/storage/{s}"), &["Datastore.Allocate"], false)?;
+        if !delete && !known_storages.storages.contains_key(s) {
+            return Err(ApiError::param(
+                "storage",
+                format!("storage '{s}' does not exist"),
+            ));
+        }
+    }
+    let comment = ctx.params.str("comment").map(String::from);
+    node.auth.modify(|docs| {
+        if !docs.users.pools.contains_key(&pool) {
+            return Err(ApiError::internal(format!("pool '{pool}' does not exist")));
+        }
+        for v in &vms {
+            if delete {
+                continue;
+            }
+            let elsewhere = docs
+                .users
+                .pools
+                .iter()
+                .find(|(p, (_, members, _))| *p != &pool && members.contains(v))
+                .map(|(p, _)| p.clone());
+            if let Some(other) = elsewhere {
+                if !allow_move {
+                    return Err(ApiError::param(
+                        "vms",
+                        format!(
+                            "VM {v} is already a member of pool '{other}' (allow-move moves it)"
+                        ),
+                    ));
+                }
+                if let Some(p) = docs.users.pools.get_mut(&other) {
+                    p.1.remove(v);
+                }
+            }
+        }
+        let Some((current_comment, members, pool_storages)) = docs.users.pools.get_mut(&pool)
+        else {
+            return Ok(());
+        };
+        if let Some(c) = &comment {
+            *current_comment = c.clone();
+        }
+        for v in &vms {
+            if delete {
+                members.remove(v);
+            } else {
+                members.insert(v.clone());
+            }
+        }
+        for s in &storages {
+            if delete {
+                pool_storages.remove(s);
+            } else {
+                pool_storages.insert(s.clone());
+            }
+        }
+        Ok(())
+    })?;
+    Ok(Value::Null.into())
+}
+
+fn remove(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    let pool = ctx.params.need_str("poolid")?.to_string();
+    ctx.state.auth.modify(|docs| {
+        let Some((_, vms, storages)) = docs.users.pools.get(&pool) else {
+            return Err(ApiError::internal(format!("pool '{pool}' does not exist")));
+        };
+        if !vms.is_empty() || !storages.is_empty() {
+            return Err(ApiError::param(
+                "poolid",
+                format!("pool '{pool}' is not empty"),
+            ));
+        }
+        docs.users.pools.remove(&pool);
+        let path = format!("/pool/{pool}");
+        docs.users.acls.retain(|a| a.path != path);
+        Ok(())
+    })?;
+    Ok(Value::Null.into())
+}
+
+/// Adds a new guest to its pool (creation with `pool`).
+pub fn add_guest(node: &Node, pool: &str, vmid: u32) -> Result<(), ApiError> {
+    node.auth.modify(|docs| {
+        let entry = docs
+            .users
+            .pools
+            .get_mut(pool)
+            .ok_or_else(|| ApiError::param("pool", format!("pool '{pool}' does not exist")))?;
+        entry.1.insert(vmid.to_string());
+        Ok(())
+    })
+}
+
+/// A destroyed guest leaves its pool and its ACL entries (Proxmox VE's `remove_vm_access`).
+pub fn forget_guest(node: &Node, vmid: u32) -> Result<(), ApiError> {
+    let id = vmid.to_string();
+    let path = format!("/vms/{vmid}");
+    node.auth.modify(|docs| {
+        for (_, members, _) in docs.users.pools.values_mut() {
+            members.remove(&id);
+        }
+        docs.users.acls.retain(|a| a.path != path);
+        Ok(())
+    })
+}
+
+fn update_params() -> Vec<Param> {
+    vec![
+        Param::required("poolid", POOL_ID, "Pool id."),
+        Param::optional("comment", TEXT, "Free text."),
+        Param::optional(
+            "vms",
+            STRING,
+            "Guests to add (or remove with delete=1), comma list.",
+        ),
+        Param::optional(
+            "storage",
+            STRING,
+            "Storages to add (or remove with delete=1), comma list.",
+        ),
+        Param::optional(
+            "delete",
+            BOOL,
+            "Remove the listed members instead of adding them.",
+        ),
+        Param::optional("allow-move", BOOL, "Move guests that are in another pool."),
+    ]
+}
+
+pub fn endpoints() -> Vec<Endpoint<Node>> {
+    use Method::*;
+    let audit = Permission::Privs {
+        path: "/pool/{poolid}",
+        privs: &["Pool.Audit"],
+        any: false,
+    };
+    let allocate = Permission::Privs {
+        path: "/pool/{poolid}",
+        privs: &["Pool.Allocate"],
+        any: false,
+    };
+    let kind = || {
+        Param::optional(
+            "type",
+            ParamType::Enum(&["qemu", "lxc", "storage"]),
+            "Only members of this type.",
+        )
+    };
+    vec![
+        Endpoint::new(
+            Get,
+            "/pools",
+            "Pools you may see (with members when 'poolid' is given).",
+            Permission::Handler("pools with Pool.Audit on /pool/<pool>"),
+            Returns::Array,
+            list,
+        )
+        .params(vec![
+            Param::optional("poolid", POOL_ID, "Only this pool."),
+            kind(),
+        ]),
+        Endpoint::new(
+            Post,
+            "/pools",
+            "Create a pool.",
+            allocate.clone(),
+            Returns::Null,
+            create,
+        )
+        .params(vec![
+            Param::required("poolid", POOL_ID, "Pool id."),
+            Param::optional("comment", TEXT, "Free text."),
+        ]),
+        Endpoint::new(
+            Put,
+            "/pools",
+            "Change a pool: comment, members.",
+            allocate.clone(),
+            Returns::Null,
+            update,
+        )
+        .params(update_params()),
+        Endpoint::new(
+            Delete,
+            "/pools",
+            "Delete an empty pool.",
+            allocate.clone(),
+            Returns::Null,
+            remove,
+        )
+        .params(vec![Param::required("poolid", POOL_ID, "Pool id.")]),
+        Endpoint::new(
+            Get,
+            "/pools/{poolid}",
+            "A pool and its members.",
+            audit,
+            Returns::Object,
+            read,
+        )
+        .params(vec![Param::required("poolid", POOL_ID, "Pool id."), kind()]),
+        Endpoint::new(
+            Put,
+            "/pools/{poolid}",
+            "Change a pool (older path).",
+            allocate.clone(),
+            Returns::Null,
+            update,
+        )
+        .params(update_params()),
+        Endpoint::new(
+            Delete,
+            "/pools/{poolid}",
+            "Delete an empty pool (older path).",
+            allocate,
+            Returns::Null,
+            remove,
+        )
+        .params(vec![Param::required("poolid", POOL_ID, "Pool id.")]),
+    ]
+}
