@@ -1,4 +1,4 @@
-//! `ferrox user|group|role|acl|realm`: access management like Proxmox VE's `pveum`, as thin
+//! `ferrox user|group|role|acl|realm|pool`: access management like Proxmox VE's `pveum`, as thin
 //! commands over the `/access` API (the node checks everything; options are passed on as
 //! `--key value` pairs under the API's parameter names).
 
@@ -117,6 +117,30 @@ pub enum AclCommand {
 #[derive(Subcommand, Debug)]
 pub enum RealmCommand {
     List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PoolCommand {
+    List,
+    /// `ferrox pool add web --comment ...`
+    Add {
+        poolid: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        options: Vec<String>,
+    },
+    /// `ferrox pool modify web --vms 100,101 [--storage local] [--delete 1]`
+    Modify {
+        poolid: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        options: Vec<String>,
+    },
+    /// A pool and its members.
+    Show {
+        poolid: String,
+    },
+    Delete {
+        poolid: String,
+    },
 }
 
 /// Which request a command is: method, path, parameters.
@@ -314,6 +338,29 @@ pub fn acl(remote: &Remote, command: AclCommand, out: &mut String) -> Result<()>
         &["path", "type", "ugid", "roleid", "propagate"],
         out,
     )
+}
+
+pub fn pool(remote: &Remote, command: PoolCommand, out: &mut String) -> Result<()> {
+    let call: Call = match command {
+        PoolCommand::List => ("GET", "/pools".into(), Vec::new()),
+        PoolCommand::Add { poolid, options } => (
+            "POST",
+            "/pools".into(),
+            with(&[("poolid", &poolid)], &options)?,
+        ),
+        PoolCommand::Modify { poolid, options } => (
+            "PUT",
+            "/pools".into(),
+            with(&[("poolid", &poolid)], &options)?,
+        ),
+        PoolCommand::Show { poolid } => ("GET", format!("/pools/{poolid}"), Vec::new()),
+        PoolCommand::Delete { poolid } => (
+            "DELETE",
+            "/pools".into(),
+            with(&[("poolid", &poolid)], &[])?,
+        ),
+    };
+    run(remote, call, &["poolid", "comment"], out)
 }
 
 pub fn realm(remote: &Remote, command: RealmCommand, out: &mut String) -> Result<()> {

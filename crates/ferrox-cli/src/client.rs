@@ -26,10 +26,13 @@ pub struct Remote {
     /// User for a password login.
     #[arg(long, env = "FERROX_USER", default_value = "root@pam", global = true)]
     user: String,
-    #[arg(long, env = "FERROX_PASSWORD", hide_env_values = true, global = true)]
+    /// The login password (prefer FERROX_PASSWORD: a command line is visible in `ps`).
+    /// Given before the subcommand only: after it, `--password` is the API's parameter
+    /// (`ferrox user add alice@pve --password ...`).
+    #[arg(long, env = "FERROX_PASSWORD", hide_env_values = true)]
     password: Option<String>,
-    /// API token `user@realm!name=secret` (instead of a password).
-    #[arg(long, env = "FERROX_TOKEN", hide_env_values = true, global = true)]
+    /// API token `user@realm!name=secret` (instead of a password; prefer FERROX_TOKEN).
+    #[arg(long, env = "FERROX_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Node to act on (default: the node answering).
     #[arg(long, global = true)]

@@ -93,6 +93,13 @@ enum Top {
         #[command(subcommand)]
         command: access::RealmCommand,
     },
+    /// Resource pools (like pveum pool).
+    Pool {
+        #[command(flatten)]
+        remote: client::Remote,
+        #[command(subcommand)]
+        command: access::PoolCommand,
+    },
     /// Raw API calls, like pvesh: `ferrox api get /nodes`.
     Api {
         #[command(flatten)]
@@ -319,6 +326,7 @@ fn run(cli: Cli, out: &mut String) -> Result<()> {
         Top::Role { remote, command } => access::role(&remote, command, out)?,
         Top::Acl { remote, command } => access::acl(&remote, command, out)?,
         Top::Realm { remote, command } => access::realm(&remote, command, out)?,
+        Top::Pool { remote, command } => access::pool(&remote, command, out)?,
         Top::Crs { command } => crs::run(command, out)?,
         Top::Sim {
             command: SimCommand::Run { dir },

@@ -1070,3 +1070,67 @@ fn pool_roles_reach_the_pool_members_and_only_them() {
     let r = d.request("DELETE", "/pools", &root, &[("poolid", "web")]);
     assert_eq!(r.status, 200, "{r:?}");
 }
+
+#[test]
+fn access_management_through_the_cli() {
+    let d = start_daemon("tcg");
+    let fingerprint = d.fingerprint().expect("fingerprint");
+    let ferrox = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ferrox"))
+            .args(args)
+            .env("FERROX_HOST", &d.addr)
+            .env("FERROX_FINGERPRINT", &fingerprint)
+            .env("FERROX_PASSWORD", "secret1")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    for args in [
+        vec!["group", "add", "ops", "--comment", "Operators"],
+        vec![
+            "user",
+            "add",
+            "zoe@pve",
+            "--password",
+            "zoesecret1",
+            "--groups",
+            "ops",
+        ],
+        vec!["role", "add", "Watcher", "--privs", "VM.Audit,Sys.Audit"],
+        vec![
+            "acl", "modify", "/vms", "--roles", "Watcher", "--groups", "ops",
+        ],
+        vec!["pool", "add", "web", "--comment", "web servers"],
+        vec!["user", "token", "add", "zoe@pve", "ci", "--privsep", "1"],
+    ] {
+        let (ok, out) = ferrox(&args);
+        assert!(ok, "{args:?}: {out}");
+    }
+    let (ok, out) = ferrox(&["user", "list"]);
+    assert!(
+        ok && out.contains("zoe@pve") && out.lines().next().unwrap().contains("userid"),
+        "{out}"
+    );
+    let (ok, out) = ferrox(&["acl", "list"]);
+    assert!(
+        ok && out.contains("/vms") && out.contains("Watcher") && out.contains("group"),
+        "{out}"
+    );
+    let (ok, out) = ferrox(&["pool", "list"]);
+    assert!(ok && out.contains("web"), "{out}");
+    // Bad input: the error names the field.
+    let (ok, out) = ferrox(&["role", "add", "Bad", "--privs", "Not.A.Privilege"]);
+    assert!(!ok && out.contains("privs"), "{out}");
+    let (ok, out) = ferrox(&["user", "add", "no-realm"]);
+    assert!(!ok && out.contains("userid"), "{out}");
+    let (ok, out) = ferrox(&[
+        "acl", "delete", "/vms", "--roles", "Watcher", "--groups", "ops",
+    ]);
+    assert!(ok, "{out}");
+    let (_, out) = ferrox(&["acl", "list"]);
+    assert!(!out.contains("Watcher"), "{out}");
+}
