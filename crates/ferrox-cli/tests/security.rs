@@ -697,6 +697,18 @@ fn login_step(d: &Daemon, form: &[(&str, &str)]) -> Resp {
     d.request("POST", "/access/ticket", &Auth::default(), form)
 }
 
+/// The second step of a TFA login.
+fn answer_challenge(d: &Daemon, user: &str, partial: &str, answer: &str) -> Resp {
+    login_step(
+        d,
+        &[
+            ("username", user),
+            ("tfa-challenge", partial),
+            ("password", answer),
+        ],
+    )
+}
+
 #[test]
 fn second_factors_totp_and_recovery_keys() {
     let d = start_daemon("tcg");
@@ -776,46 +788,18 @@ fn second_factors_totp_and_recovery_keys() {
     };
     assert_eq!(d.request("GET", "/version", &half, &[]).status, 401);
     // A wrong code is refused; the right one gives a ticket; the same code again does not.
-    let r = login_step(
-        &d,
-        &[
-            ("username", "alice@pve"),
-            ("tfa-challenge", partial.as_str()),
-            ("password", "totp:000000"),
-        ],
-    );
+    let r = answer_challenge(&d, "alice@pve", &partial, "totp:000000");
     assert_eq!(r.status, 401, "{r:?}");
     let code = totp.generate(now()).to_string();
     let answer = format!("totp:{code}");
-    let r = login_step(
-        &d,
-        &[
-            ("username", "alice@pve"),
-            ("tfa-challenge", partial.as_str()),
-            ("password", answer.as_str()),
-        ],
-    );
+    let r = answer_challenge(&d, "alice@pve", &partial, answer.as_str());
     assert_eq!(r.status, 200, "{r:?}");
     let ticket = r.body["data"]["ticket"].as_str().unwrap().to_string();
     assert!(ticket.starts_with("PVE:alice@pve:"), "{ticket}");
-    let r = login_step(
-        &d,
-        &[
-            ("username", "alice@pve"),
-            ("tfa-challenge", partial.as_str()),
-            ("password", answer.as_str()),
-        ],
-    );
+    let r = answer_challenge(&d, "alice@pve", &partial, answer.as_str());
     assert_eq!(r.status, 401, "a code is good once: {r:?}");
     // A partial ticket is bound to its user.
-    let r = login_step(
-        &d,
-        &[
-            ("username", "mallory@pve"),
-            ("tfa-challenge", partial.as_str()),
-            ("password", answer.as_str()),
-        ],
-    );
+    let r = answer_challenge(&d, "mallory@pve", &partial, answer.as_str());
     assert_eq!(r.status, 401, "{r:?}");
     // Recovery keys: shown once, each good once.
     let full = Auth {
@@ -851,23 +835,9 @@ fn second_factors_totp_and_recovery_keys() {
     );
     let partial = r.body["data"]["ticket"].as_str().unwrap().to_string();
     let answer = format!("recovery:{}", keys[3]);
-    let r = login_step(
-        &d,
-        &[
-            ("username", "alice@pve"),
-            ("tfa-challenge", partial.as_str()),
-            ("password", answer.as_str()),
-        ],
-    );
+    let r = answer_challenge(&d, "alice@pve", &partial, answer.as_str());
     assert_eq!(r.status, 200, "{r:?}");
-    let r = login_step(
-        &d,
-        &[
-            ("username", "alice@pve"),
-            ("tfa-challenge", partial.as_str()),
-            ("password", answer.as_str()),
-        ],
-    );
+    let r = answer_challenge(&d, "alice@pve", &partial, answer.as_str());
     assert_eq!(r.status, 401, "a recovery key is good once: {r:?}");
     let list = d.request("GET", "/access/tfa/alice@pve", &root, &[]);
     assert_eq!(list.body["data"].as_array().unwrap().len(), 2, "{list:?}");

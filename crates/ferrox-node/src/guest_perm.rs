@@ -74,6 +74,20 @@ const CLOUDINIT: &[&str] = &[
     "sshkeys",
 ];
 
+/// Host devices: root's unless they are virtual (a serial socket).
+fn real_device(key: &str) -> ApiError {
+    ApiError::new(
+        403,
+        format!("only root can set '{key}' config for real devices"),
+    )
+}
+
+fn is_device_key(key: &str) -> bool {
+    ["serial", "usb", "hostpci", "virtiofs"]
+        .iter()
+        .any(|f| indexed(key, f))
+}
+
 fn indexed(key: &str, family: &str) -> bool {
     key.strip_prefix(family)
         .is_some_and(|i| !i.is_empty() && i.chars().all(|c| c.is_ascii_digit()))
@@ -266,25 +280,14 @@ pub fn check_config_change(
             check_disk_source(ctx, target.vmid, key, &source, &storages)?;
         } else if root {
             continue;
-        } else if indexed(key, "serial") {
-            // A socket is virtual hardware; a host device is root's.
-            if value == "socket" {
+        } else if is_device_key(key) {
+            // A serial socket is virtual hardware; host devices (and device mappings,
+            // which Ferrox does not have yet) are root's.
+            if indexed(key, "serial") && value == "socket" {
                 vm_perm(ctx, target, &["VM.Config.HWType"], false)?;
             } else {
-                return Err(ApiError::new(
-                    403,
-                    format!("only root can set '{key}' config for real devices"),
-                ));
+                return Err(real_device(key));
             }
-        } else if ["usb", "hostpci", "virtiofs"]
-            .iter()
-            .any(|f| indexed(key, f))
-        {
-            // Host devices (and device mappings, which Ferrox does not have yet).
-            return Err(ApiError::new(
-                403,
-                format!("only root can set '{key}' config for real devices"),
-            ));
         } else {
             check_key(ctx, target, key)?;
         }
@@ -301,20 +304,14 @@ pub fn check_config_change(
             vm_perm(ctx, target, &[disk_privilege(cdrom)], false)?;
         } else if indexed(key, "unused") {
             vm_perm(ctx, target, &["VM.Config.Disk"], false)?;
-        } else if ["serial", "usb", "hostpci", "virtiofs"]
-            .iter()
-            .any(|f| indexed(key, f))
-        {
+        } else if is_device_key(key) {
             let socket = current
                 .and_then(|c| c.options.get(key))
                 .is_some_and(|v| v == "socket");
             if socket {
                 vm_perm(ctx, target, &["VM.Config.HWType"], false)?;
             } else {
-                return Err(ApiError::new(
-                    403,
-                    format!("only root can set '{key}' config for real devices"),
-                ));
+                return Err(real_device(key));
             }
         } else {
             check_key(ctx, target, key)?;
@@ -327,33 +324,28 @@ pub fn check_config_change(
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_known_key_has_a_rule_or_is_root_only() {
-        // The tables name only keys the config format knows.
-        for key in CPU
-            .iter()
+    /// Every key a table above gives to a privilege.
+    fn listed_keys() -> impl Iterator<Item = &'static &'static str> {
+        CPU.iter()
             .chain(MEMORY)
             .chain(HWTYPE)
             .chain(GENERAL)
             .chain(POWER)
             .chain(DISK_OPTIONS)
             .chain(CLOUDINIT)
-        {
+    }
+
+    #[test]
+    fn every_known_key_has_a_rule_or_is_root_only() {
+        // The tables name only keys the config format knows.
+        for key in listed_keys() {
             assert!(
                 ferrox_types::guest_config::is_known_key(key),
                 "{key} is not a guest config key"
             );
         }
         for root_only in ["args", "hookscript", "lock", "affinity"] {
-            assert!(!CPU
-                .iter()
-                .chain(MEMORY)
-                .chain(HWTYPE)
-                .chain(GENERAL)
-                .chain(POWER)
-                .chain(DISK_OPTIONS)
-                .chain(CLOUDINIT)
-                .any(|k| k == &root_only));
+            assert!(!listed_keys().any(|k| k == &root_only));
         }
     }
 }
