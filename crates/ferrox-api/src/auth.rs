@@ -632,22 +632,24 @@ impl Auth {
         password: &str,
         peer: Option<IpAddr>,
     ) -> Result<LoginOutcome, ApiError> {
-        self.throttle.check(userid, peer)?;
+        self.throttle.begin(userid, peer)?;
         let by_ticket =
             password.starts_with("PVE:") && self.verify_ticket(password).as_deref() == Some(userid);
         // The password is checked even for an unknown or disabled user (against a dummy
         // hash), so the answer takes as long whether the user exists or not.
         let ok = (by_ticket || self.check_password(userid, password)) && self.user_usable(userid);
         if !ok {
-            self.throttle.failed(userid, peer);
             return Err(ApiError::new(401, "authentication failure"));
         }
         let factors = self.tfa_types(userid);
         // Renewing a full ticket needs no second factor (it was given at login).
         if by_ticket || factors.is_empty() {
-            self.throttle.succeeded(userid);
+            self.throttle.succeeded(userid, peer);
             return Ok(LoginOutcome::Ticket(self.ticket(userid)));
         }
+        // The user's count stays until the second factor is given too: a known password
+        // must not reset the guesses of the second factor.
+        self.throttle.release_address(peer);
         Ok(LoginOutcome::NeedTfa(self.tfa_challenge(userid, &factors)))
     }
 
@@ -659,11 +661,11 @@ impl Auth {
         password: &str,
         peer: Option<IpAddr>,
     ) -> Result<(), ApiError> {
-        self.throttle.check(userid, peer)?;
+        self.throttle.begin(userid, peer)?;
         if self.check_password(userid, password) && self.user_usable(userid) {
+            self.throttle.succeeded(userid, peer);
             Ok(())
         } else {
-            self.throttle.failed(userid, peer);
             Err(ApiError::new(401, "authentication failure"))
         }
     }
@@ -720,13 +722,10 @@ impl Auth {
         response: &str,
         peer: Option<IpAddr>,
     ) -> Result<String, ApiError> {
-        self.throttle.check(userid, peer)?;
-        let fail = |auth: &Auth| {
-            auth.throttle.failed(userid, peer);
-            ApiError::new(401, "authentication failure")
-        };
+        self.throttle.begin(userid, peer)?;
+        let fail = || ApiError::new(401, "authentication failure");
         if !self.verify_tfa_challenge(challenge, userid) || !self.user_usable(userid) {
-            return Err(fail(self));
+            return Err(fail());
         }
         let ok = match response.split_once(':') {
             Some(("totp", code)) => self.check_totp(userid, code.trim()),
@@ -734,9 +733,9 @@ impl Auth {
             _ => false,
         };
         if !ok {
-            return Err(fail(self));
+            return Err(fail());
         }
-        self.throttle.succeeded(userid);
+        self.throttle.succeeded(userid, peer);
         Ok(self.ticket(userid))
     }
 
@@ -952,9 +951,22 @@ fn wait_secs(list: &std::collections::VecDeque<Instant>, now: Instant) -> u64 {
 }
 
 impl LoginThrottle {
-    pub fn check(&self, userid: &str, peer: Option<IpAddr>) -> Result<(), ApiError> {
+    /// Counts an attempt of `userid` from `peer` before its password is checked, or
+    /// refuses it when either is over its limit. Counting first means parallel attempts
+    /// cannot get more checks than the limit; a success takes its count back.
+    pub fn begin(&self, userid: &str, peer: Option<IpAddr>) -> Result<(), ApiError> {
         let now = Instant::now();
         let mut state = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if state.by_user.len() + state.by_addr.len() > THROTTLE_KEYS {
+            state.by_user.retain(|_, l| {
+                prune(l, now);
+                !l.is_empty()
+            });
+            state.by_addr.retain(|_, l| {
+                prune(l, now);
+                !l.is_empty()
+            });
+        }
         if let Some(list) = state.by_user.get_mut(userid) {
             prune(list, now);
             if list.len() >= USER_FAILURE_LIMIT {
@@ -979,22 +991,6 @@ impl LoginThrottle {
                 ));
             }
         }
-        Ok(())
-    }
-
-    fn failed(&self, userid: &str, peer: Option<IpAddr>) {
-        let now = Instant::now();
-        let mut state = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        if state.by_user.len() + state.by_addr.len() > THROTTLE_KEYS {
-            state.by_user.retain(|_, l| {
-                prune(l, now);
-                !l.is_empty()
-            });
-            state.by_addr.retain(|_, l| {
-                prune(l, now);
-                !l.is_empty()
-            });
-        }
         state
             .by_user
             .entry(userid.to_string())
@@ -1003,11 +999,25 @@ impl LoginThrottle {
         if let Some(p) = peer {
             state.by_addr.entry(p).or_default().push_back(now);
         }
+        Ok(())
     }
 
-    fn succeeded(&self, userid: &str) {
+    /// A successful login: the user's failures are forgiven, the address gets its
+    /// attempt back.
+    fn succeeded(&self, userid: &str, peer: Option<IpAddr>) {
         let mut state = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         state.by_user.remove(userid);
+        if let Some(list) = peer.and_then(|p| state.by_addr.get_mut(&p)) {
+            list.pop_back();
+        }
+    }
+
+    /// A correct password of a user who still has to give a second factor.
+    fn release_address(&self, peer: Option<IpAddr>) {
+        let mut state = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(list) = peer.and_then(|p| state.by_addr.get_mut(&p)) {
+            list.pop_back();
+        }
     }
 }
 
