@@ -28,4 +28,4 @@ pub use router::{
     Api, ApiState, Ctx, Endpoint, Method, Permission, RawRequest, RawResponse, Reply, Returns,
 };
 pub use schema::{Extra, Param, ParamType, Params};
-pub use tasks::{TaskLog, TaskStore};
+pub use tasks::{TaskError, TaskLog, TaskOutcome, TaskStore};

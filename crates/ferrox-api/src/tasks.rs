@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 /// What a worker writes to: its log, line by line.
 pub struct TaskLog {
@@ -54,6 +55,73 @@ pub struct TaskStore {
     pid: u32,
     pstart: u64,
     state: Mutex<TaskIndex>,
+    /// Signalled whenever a task ends (`wait`).
+    ended: Condvar,
+}
+
+/// How a task ended, as its exit status says (`OK`, `WARNINGS: n`, or the error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskOutcome {
+    Ok,
+    Warnings(u32),
+    Failed(String),
+}
+
+impl TaskOutcome {
+    fn from_status(status: &str) -> TaskOutcome {
+        match status {
+            "OK" => TaskOutcome::Ok,
+            s => match s.strip_prefix("WARNINGS: ").and_then(|n| n.parse().ok()) {
+                Some(n) => TaskOutcome::Warnings(n),
+                None => TaskOutcome::Failed(s.to_string()),
+            },
+        }
+    }
+
+    /// Ended without an error (warnings allowed).
+    pub fn succeeded(&self) -> bool {
+        !matches!(self, TaskOutcome::Failed(_))
+    }
+}
+
+/// What a task worker fails with: the text that becomes `TASK ERROR: ...` and the exit
+/// status. API errors keep their per-parameter details.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskError(pub String);
+
+impl std::fmt::Display for TaskError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<String> for TaskError {
+    fn from(message: String) -> TaskError {
+        TaskError(message)
+    }
+}
+
+impl From<&str> for TaskError {
+    fn from(message: &str) -> TaskError {
+        TaskError(message.to_string())
+    }
+}
+
+impl From<ApiError> for TaskError {
+    fn from(e: ApiError) -> TaskError {
+        let detail: Vec<String> = e.errors.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        TaskError(if detail.is_empty() {
+            e.message
+        } else {
+            detail.join("; ")
+        })
+    }
+}
+
+impl From<anyhow::Error> for TaskError {
+    fn from(e: anyhow::Error) -> TaskError {
+        TaskError(format!("{e:#}"))
+    }
 }
 
 #[derive(Default)]
@@ -139,6 +207,7 @@ impl TaskStore {
             pid: std::process::id(),
             pstart: process_start_ticks(),
             state: Mutex::new(index),
+            ended: Condvar::new(),
         };
         // Workers of an earlier daemon that never finished: their end is unknown.
         for entry in std::fs::read_dir(dir)?.flatten() {
@@ -185,6 +254,33 @@ impl TaskStore {
         state
             .tasks
             .insert(key, (upid.clone(), Some(Finished { endtime, status })));
+        self.ended.notify_all();
+    }
+
+    /// Waits until the task ends, for at most `timeout`: its outcome, or `None` while it
+    /// still runs.
+    pub fn wait(&self, upid: &str, timeout: Duration) -> Result<Option<TaskOutcome>, ApiError> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self
+            .state
+            .lock()
+            .map_err(|_| ApiError::internal("task index lock poisoned"))?;
+        loop {
+            match state.tasks.get(upid) {
+                None => return Err(ApiError::param("upid", "no such task")),
+                Some((_, Some(fin))) => return Ok(Some(TaskOutcome::from_status(&fin.status))),
+                Some((_, None)) => {}
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            state = self
+                .ended
+                .wait_timeout(state, left)
+                .map_err(|_| ApiError::internal("task index lock poisoned"))?
+                .0;
+        }
     }
 
     /// Starts a worker; returns its UPID at once. The worker's `Err` becomes `TASK ERROR`.
@@ -196,7 +292,7 @@ impl TaskStore {
         work: F,
     ) -> Result<String, ApiError>
     where
-        F: FnOnce(&TaskLog) -> Result<(), String> + Send + 'static,
+        F: FnOnce(&TaskLog) -> Result<(), TaskError> + Send + 'static,
     {
         let mut upid = Upid {
             node: self.node.clone(),
@@ -232,7 +328,7 @@ impl TaskStore {
             .name(format!("task-{task_type}-{id}"))
             .spawn(move || {
                 let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&log)))
-                    .unwrap_or_else(|_| Err("worker panicked".to_string()));
+                    .unwrap_or_else(|_| Err(TaskError::from("worker panicked")));
                 let warnings = log.warnings.lock().map(|w| *w).unwrap_or(0);
                 let status = match outcome {
                     Ok(()) if warnings == 0 => {
@@ -243,7 +339,7 @@ impl TaskStore {
                         log.log(format!("TASK WARNINGS: {warnings}"));
                         format!("WARNINGS: {warnings}")
                     }
-                    Err(msg) => {
+                    Err(TaskError(msg)) => {
                         let msg = msg.trim().replace('\n', " ");
                         log.log(format!("TASK ERROR: {msg}"));
                         msg
@@ -332,10 +428,6 @@ impl TaskStore {
     }
 
     /// Whether a worker is still running.
-    pub fn is_running(&self, upid: &str) -> bool {
-        matches!(self.lookup(upid), Ok((_, None)))
-    }
-
     /// `GET /nodes/{node}/tasks`, newest first; returns the page and the total.
     pub fn list(&self, filter: &TaskFilter, visible: &dyn Fn(&str) -> bool) -> (Vec<Value>, usize) {
         let Ok(state) = self.state.lock() else {
@@ -445,6 +537,40 @@ mod tests {
         );
         assert_eq!(total, 1);
         assert_eq!(rows[0]["upid"], bad);
+    }
+
+    #[test]
+    fn wait_returns_the_outcome_when_the_task_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TaskStore::open(dir.path(), "n1").unwrap();
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let held = store
+            .spawn("qmstart", "100", "root@pam", move |log| {
+                let _ = gate.recv();
+                log.warn("slow");
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(
+            store.wait(&held, Duration::ZERO).unwrap(),
+            None,
+            "still running"
+        );
+        release.send(()).unwrap();
+        assert_eq!(
+            store.wait(&held, Duration::from_secs(60)).unwrap(),
+            Some(TaskOutcome::Warnings(1))
+        );
+        let failed = store
+            .spawn("qmconfig", "100", "root@pam", |_| {
+                Err(ApiError::param("cores", "must be at least 1").into())
+            })
+            .unwrap();
+        assert_eq!(
+            store.wait(&failed, Duration::from_secs(60)).unwrap(),
+            Some(TaskOutcome::Failed("cores: must be at least 1".into()))
+        );
+        assert!(store.wait("UPID:bogus", Duration::ZERO).is_err());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use ferrox_api::core::{local_node, PVE_VERSION};
 use ferrox_api::rbac;
 use ferrox_api::schema::{int, ABSOLUTE_PATH, BOOL, CONTENT_LIST, NODE_LIST, STORAGE_ID, STRING};
 use ferrox_api::{
-    ApiError, Ctx, Endpoint, Extra, Method, Param, ParamType, Permission, Reply, Returns,
+    ApiError, Ctx, Endpoint, Extra, Method, Param, ParamType, Permission, Reply, Returns, TaskError,
 };
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -408,17 +408,7 @@ fn post_config(ctx: &C<'_>) -> Result<Reply, ApiError> {
         ctx.state
             .tasks
             .spawn("qmconfig", &vmid.to_string(), &auth_id(ctx)?, move |log| {
-                update_config(&node, vmid, &sets, &deletes, digest.as_deref(), skiplock).map_err(
-                    |e| {
-                        let detail: Vec<String> =
-                            e.errors.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-                        if detail.is_empty() {
-                            e.message
-                        } else {
-                            detail.join("; ")
-                        }
-                    },
-                )?;
+                update_config(&node, vmid, &sets, &deletes, digest.as_deref(), skiplock)?;
                 log.log(format!("updated the config of VM {vmid}"));
                 Ok(())
             })?;
@@ -470,7 +460,7 @@ fn power_params() -> Vec<Param> {
 fn spawn_power(
     ctx: &C<'_>,
     kind: &str,
-    work: impl FnOnce(&Node, u32, &ferrox_api::TaskLog) -> Result<(), String> + Send + 'static,
+    work: impl FnOnce(&Node, u32, &ferrox_api::TaskLog) -> Result<(), TaskError> + Send + 'static,
 ) -> Result<Reply, ApiError> {
     local_node(ctx)?;
     crate::guest_perm::root_only_param(ctx, "skiplock")?;
@@ -573,8 +563,10 @@ fn migrate(ctx: &C<'_>) -> Result<Reply, ApiError> {
                     log.log(format!(
                         "Requesting HA migration for VM {vmid} to node {target}"
                     ));
-                    crate::ha_api::queue_crm_command(&node, &format!("migrate vm:{vmid} {target}"))
-                        .map_err(|e| e.message)
+                    Ok(crate::ha_api::queue_crm_command(
+                        &node,
+                        &format!("migrate vm:{vmid} {target}"),
+                    )?)
                 })?;
         return Ok(json!(upid).into());
     }
@@ -590,7 +582,7 @@ fn migrate(ctx: &C<'_>) -> Result<Reply, ApiError> {
         ctx.state
             .tasks
             .spawn("qmigrate", &vmid.to_string(), &auth_id(ctx)?, move |log| {
-                node.migrate_guest(plan, log)
+                Ok(node.migrate_guest(plan, log)?)
             })?;
     Ok(json!(upid).into())
 }
@@ -613,7 +605,7 @@ fn ha_request(
         .tasks
         .spawn(kind, &vmid.to_string(), &auth_id(ctx)?, move |log| {
             log.log(format!("Requesting HA {} for VM {vmid}", state.as_str()));
-            crate::ha_api::request_state(&node, vmid, state).map_err(|e| e.message)
+            Ok(crate::ha_api::request_state(&node, vmid, state)?)
         })?;
     Ok(Some(json!(upid).into()))
 }

@@ -364,18 +364,18 @@ fn join(ctx: &C<'_>) -> Result<Reply, ApiError> {
             .map_err(|e| e.to_string())?;
         log.log("replicated the cluster configuration");
         if let Some(node) = weak.upgrade() {
-            node.after_join().map_err(|e| format!("{e:#}"))?;
+            node.after_join()?;
         }
         log.log("joined");
         Ok(())
     })?;
-    while node.tasks.is_running(&upid) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let status = node.tasks.status(&upid)?;
-    let exit = status["exitstatus"].as_str().unwrap_or("");
-    if exit != "OK" {
-        return Err(ApiError::internal(format!("join failed: {exit}")));
+    // The join answers when it is done (Proxmox VE's join also blocks).
+    match node.tasks.wait(&upid, Duration::from_secs(24 * 3600))? {
+        Some(ferrox_api::TaskOutcome::Ok) => {}
+        Some(other) => {
+            return Err(ApiError::internal(format!("join failed: {other:?}")));
+        }
+        None => return Err(ApiError::internal("join failed: still running")),
     }
     Ok(json!(upid).into())
 }

@@ -3,7 +3,7 @@
 
 use crate::cluster::{store_error, ConfigTree};
 use crate::Node;
-use ferrox_api::{ApiError, TaskLog};
+use ferrox_api::{ApiError, TaskError, TaskLog};
 use ferrox_qemu::metrics::GuestCounters;
 use ferrox_qemu::process::pid_alive;
 use ferrox_qemu::{Accelerator, GuestProcess, LaunchSpec};
@@ -570,17 +570,19 @@ impl Node {
     }
 
     /// Starts a guest's QEMU; the worker of `qmstart`.
-    pub fn start_guest(&self, vmid: u32, log: &TaskLog) -> Result<(), String> {
+    pub fn start_guest(&self, vmid: u32, log: &TaskLog) -> Result<(), TaskError> {
         let lock = self.guests.lock(vmid);
-        let _held = lock.lock().map_err(|_| "guest lock poisoned".to_string())?;
-        let cfg = self.guest_config(vmid).map_err(|e| e.message)?;
+        let _held = lock
+            .lock()
+            .map_err(|_| TaskError::from("guest lock poisoned"))?;
+        let cfg = self.guest_config(vmid)?;
         if let Some(lock) = cfg.options.get("lock") {
-            return Err(format!("VM is locked ({lock})"));
+            return Err(format!("VM is locked ({lock})").into());
         }
         if self.guests.process(vmid).is_some() {
-            return Err(format!("VM {vmid} already running"));
+            return Err(format!("VM {vmid} already running").into());
         }
-        let storages = self.storage_config().map_err(|e| e.message)?;
+        let storages = self.storage_config()?;
         let node = self.opts.node_name.clone();
         let resolve = move |volid: &str| ferrox_qemu::disk::resolve(&storages, &node, volid);
         let accel = self.guest_accel(&cfg);
@@ -610,7 +612,8 @@ impl Node {
                 "start failed: QEMU reports accelerator '{}' but '{}' was requested",
                 actual.as_str(),
                 accel.as_str()
-            ));
+            )
+            .into());
         }
         self.guests
             .mark_running(vmid, process.pid, actual, &state.status);
@@ -622,10 +625,12 @@ impl Node {
     }
 
     /// Hard stop; the worker of `qmstop`.
-    pub fn stop_guest(&self, vmid: u32, log: &TaskLog) -> Result<(), String> {
+    pub fn stop_guest(&self, vmid: u32, log: &TaskLog) -> Result<(), TaskError> {
         let lock = self.guests.lock(vmid);
-        let _held = lock.lock().map_err(|_| "guest lock poisoned".to_string())?;
-        self.guest_config(vmid).map_err(|e| e.message)?;
+        let _held = lock
+            .lock()
+            .map_err(|_| TaskError::from("guest lock poisoned"))?;
+        self.guest_config(vmid)?;
         match self.guests.process(vmid) {
             None => log.log(format!("VM {vmid} is not running")),
             Some(p) => {
@@ -644,10 +649,12 @@ impl Node {
         timeout: Duration,
         force: bool,
         log: &TaskLog,
-    ) -> Result<(), String> {
+    ) -> Result<(), TaskError> {
         let lock = self.guests.lock(vmid);
-        let _held = lock.lock().map_err(|_| "guest lock poisoned".to_string())?;
-        self.guest_config(vmid).map_err(|e| e.message)?;
+        let _held = lock
+            .lock()
+            .map_err(|_| TaskError::from("guest lock poisoned"))?;
+        self.guest_config(vmid)?;
         let Some(p) = self.guests.process(vmid) else {
             log.log(format!("VM {vmid} is not running"));
             self.guests.mark_stopped(vmid);
@@ -682,10 +689,12 @@ impl Node {
     }
 
     /// Pauses (`suspend`) or resumes a running guest.
-    pub fn pause_guest(&self, vmid: u32, pause: bool, log: &TaskLog) -> Result<(), String> {
+    pub fn pause_guest(&self, vmid: u32, pause: bool, log: &TaskLog) -> Result<(), TaskError> {
         let lock = self.guests.lock(vmid);
-        let _held = lock.lock().map_err(|_| "guest lock poisoned".to_string())?;
-        self.guest_config(vmid).map_err(|e| e.message)?;
+        let _held = lock
+            .lock()
+            .map_err(|_| TaskError::from("guest lock poisoned"))?;
+        self.guest_config(vmid)?;
         let p = self
             .guests
             .process(vmid)
@@ -702,21 +711,23 @@ impl Node {
     }
 
     /// Removes a stopped guest: its disks, its config, its metrics.
-    pub fn destroy_guest(&self, vmid: u32, log: &TaskLog) -> Result<(), String> {
+    pub fn destroy_guest(&self, vmid: u32, log: &TaskLog) -> Result<(), TaskError> {
         let lock = self.guests.lock(vmid);
-        let _held = lock.lock().map_err(|_| "guest lock poisoned".to_string())?;
-        let cfg = self.guest_config(vmid).map_err(|e| e.message)?;
+        let _held = lock
+            .lock()
+            .map_err(|_| TaskError::from("guest lock poisoned"))?;
+        let cfg = self.guest_config(vmid)?;
         if self.guests.process(vmid).is_some() {
-            return Err(format!("VM {vmid} is running - destroy failed"));
+            return Err(format!("VM {vmid} is running - destroy failed").into());
         }
-        let storages = self.storage_config().map_err(|e| e.message)?;
+        let storages = self.storage_config()?;
         for volid in volumes_of(&cfg, vmid) {
             match ferrox_qemu::disk::free(&storages, &self.opts.node_name, &volid) {
                 Ok(()) => log.log(format!("removed volume '{volid}'")),
                 Err(e) => log.warn(format!("could not remove '{volid}': {e}")),
             }
         }
-        self.guests.remove_config(vmid).map_err(|e| e.message)?;
+        self.guests.remove_config(vmid)?;
         self.metrics.forget(&format!("qemu/{vmid}"));
         if let Err(e) = crate::pools_api::forget_guest(self, vmid) {
             log.warn(format!(
@@ -768,38 +779,26 @@ impl Node {
             .tasks
             .spawn("qmcreate", &vmid.to_string(), auth_id, move |log| {
                 let lock = node.guests.lock(vmid);
-                let outcome = {
-                    let _held = lock.lock().map_err(|_| "guest lock poisoned".to_string())?;
+                let outcome = (|| -> Result<(), TaskError> {
+                    let _held = lock
+                        .lock()
+                        .map_err(|_| TaskError::from("guest lock poisoned"))?;
                     let mut base = GuestConfig::default();
                     if !sets.contains_key("memory") {
                         base.options.insert("memory".into(), "512".into());
                     }
-                    match node.apply_config_changes(vmid, &base, &sets, &[]) {
-                        Ok(cfg) => {
-                            for (key, value) in &cfg.options {
-                                if is_disk_key(key) {
-                                    log.log(format!("{key}: {value}"));
-                                }
-                            }
-                            node.guests
-                                .write_config(vmid, &cfg)
-                                .map(drop)
-                                .map_err(|e| e.message)
-                        }
-                        Err(e) => {
-                            let detail: Vec<String> =
-                                e.errors.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-                            Err(if detail.is_empty() {
-                                e.message
-                            } else {
-                                detail.join("; ")
-                            })
+                    let cfg = node.apply_config_changes(vmid, &base, &sets, &[])?;
+                    for (key, value) in &cfg.options {
+                        if is_disk_key(key) {
+                            log.log(format!("{key}: {value}"));
                         }
                     }
-                };
+                    node.guests.write_config(vmid, &cfg)?;
+                    Ok(())
+                })();
                 if let Err(e) = outcome {
                     let _ = node.guests.remove_config(vmid);
-                    return Err(format!("unable to create VM {vmid} - {e}"));
+                    return Err(format!("unable to create VM {vmid} - {e}").into());
                 }
                 log.log(format!("VM {vmid} created"));
                 if let Some(pool) = &pool {

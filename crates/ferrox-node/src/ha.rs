@@ -9,6 +9,7 @@
 use crate::guests::config_path;
 use crate::watchdog::WatchdogClient;
 use crate::Node;
+use ferrox_api::{TaskError, TaskOutcome};
 use ferrox_crs::{NodeStats, ResourceStats, UsageMode};
 use ferrox_ha::{
     Crm, EnvError, EnvResult, HaEnv, LogLevel, Lrm, NodeInfo, ResourceChange, WatchdogHandle,
@@ -210,12 +211,13 @@ impl NodeEnv {
         )
     }
 
-    /// Runs a guest operation as a task (visible in the task list) and waits for it.
+    /// Runs a guest operation as a task (visible in the task list) and waits for it,
+    /// keeping the node's lock, watchdog and status alive every round meanwhile.
     fn run_task(
         &mut self,
         kind: &str,
         vmid: u32,
-        work: impl FnOnce(&Arc<Node>, &ferrox_api::TaskLog) -> Result<(), String> + Send + 'static,
+        work: impl FnOnce(&Arc<Node>, &ferrox_api::TaskLog) -> Result<(), TaskError> + Send + 'static,
     ) -> bool {
         let node = Arc::clone(&self.node);
         let upid = match self
@@ -230,19 +232,13 @@ impl NodeEnv {
                 return false;
             }
         };
-        let mut last_keepalive = Instant::now();
-        while self.node.tasks.is_running(&upid) {
-            std::thread::sleep(Duration::from_millis(50));
-            if last_keepalive.elapsed() >= self.settings.round {
-                self.keepalive();
-                last_keepalive = Instant::now();
+        let ok = loop {
+            match self.node.tasks.wait(&upid, self.settings.round) {
+                Ok(Some(outcome)) => break outcome == TaskOutcome::Ok,
+                Ok(None) => self.keepalive(),
+                Err(_) => break false,
             }
-        }
-        let ok = self
-            .node
-            .tasks
-            .status(&upid)
-            .is_ok_and(|s| s["exitstatus"] == "OK");
+        };
         if !ok {
             self.log(LogLevel::Err, &format!("{kind} {vmid} failed ({upid})"));
         }
@@ -649,7 +645,9 @@ impl HaEnv for NodeEnv {
                 return false;
             }
         };
-        self.run_task("qmigrate", vmid, move |n, log| n.migrate_guest(plan, log))
+        self.run_task("qmigrate", vmid, move |n, log| {
+            Ok(n.migrate_guest(plan, log)?)
+        })
     }
 
     fn service_remove_locks(&mut self, sid: &str, locks: &[&str]) -> Option<String> {

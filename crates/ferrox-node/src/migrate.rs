@@ -8,7 +8,7 @@
 use crate::cluster::store_error;
 use crate::guests::{config_path, is_disk_key};
 use crate::Node;
-use ferrox_api::{ApiError, TaskLog};
+use ferrox_api::{ApiError, TaskError, TaskLog};
 use ferrox_qemu::migration::{self, MigrationStats, DEFAULT_MAX_BANDWIDTH};
 use ferrox_qemu::{GuestProcess, LaunchSpec};
 use ferrox_store::{Expect, Member, Op};
@@ -187,23 +187,22 @@ impl Node {
         self: &Arc<Self>,
         plan: MigrationPlan,
         log: &TaskLog,
-    ) -> Result<(), String> {
+    ) -> Result<(), TaskError> {
         let vmid = plan.vmid;
         let lock = self.guests.lock(vmid);
-        let _held = lock.lock().map_err(|_| "guest lock poisoned".to_string())?;
+        let _held = lock
+            .lock()
+            .map_err(|_| TaskError::from("guest lock poisoned"))?;
         let started = Instant::now();
         let target = plan.target.name.clone();
         log.log(format!(
             "starting migration of VM {vmid} to node '{target}' ({})",
             plan.target.address
         ));
-        let cfg = self.guest_config(vmid).map_err(|e| e.message)?;
+        let cfg = self.guest_config(vmid)?;
         let mut locked = (*cfg).clone();
         locked.options.insert("lock".into(), "migrate".into());
-        let locked = self
-            .guests
-            .write_config(vmid, &locked)
-            .map_err(|e| e.message)?;
+        let locked = self.guests.write_config(vmid, &locked)?;
         let result = if plan.online {
             self.migrate_online(&plan, &locked, log)
         } else {
@@ -217,7 +216,7 @@ impl Node {
                 unlocked.options.remove("lock");
                 let _ = self.guests.write_config(vmid, &unlocked);
             }
-            return Err(format!("migration aborted: {e}"));
+            return Err(format!("migration aborted: {e}").into());
         }
         let secs = started.elapsed().as_secs();
         log.log(format!(
