@@ -582,7 +582,7 @@ fn migrate(ctx: &C<'_>) -> Result<Reply, ApiError> {
         ctx.state
             .tasks
             .spawn("qmigrate", &vmid.to_string(), &auth_id(ctx)?, move |log| {
-                Ok(node.migrate_guest(plan, log)?)
+                node.migrate_guest(plan, log)
             })?;
     Ok(json!(upid).into())
 }

@@ -645,9 +645,7 @@ impl HaEnv for NodeEnv {
                 return false;
             }
         };
-        self.run_task("qmigrate", vmid, move |n, log| {
-            Ok(n.migrate_guest(plan, log)?)
-        })
+        self.run_task("qmigrate", vmid, move |n, log| n.migrate_guest(plan, log))
     }
 
     fn service_remove_locks(&mut self, sid: &str, locks: &[&str]) -> Option<String> {
