@@ -482,12 +482,9 @@ fn storage_create(ctx: &C<'_>) -> Result<Reply, ApiError> {
     let id = ctx.params.need_str("storage")?;
     let path = ctx.params.need_str("path")?;
     let node = ctx.state;
-    let current = node.tree.get("storage.cfg");
-    let mut cfg = match &current {
-        Some(e) => ferrox_types::StorageConfig::parse(&e.data)
-            .map_err(|e| ApiError::internal(format!("storage.cfg: {e}")))?,
-        None => ferrox_types::StorageConfig::default(),
-    };
+    let current = node.tree.load("storage.cfg");
+    let mut cfg = ferrox_types::StorageConfig::parse(&current.text)
+        .map_err(|e| ApiError::internal(format!("storage.cfg: {e}")))?;
     if cfg.storages.contains_key(id) {
         return Err(ApiError::param(
             "storage",
@@ -524,13 +521,7 @@ fn storage_create(ctx: &C<'_>) -> Result<Reply, ApiError> {
         .map_err(|e| ApiError::param("storage", e.to_string()))?;
     std::fs::create_dir_all(path)
         .map_err(|e| ApiError::param("path", format!("cannot create {path}: {e}")))?;
-    let expect = match &current {
-        Some(e) => ferrox_store::Expect::Digest(ferrox_store::digest(&e.data)),
-        None => ferrox_store::Expect::Absent,
-    };
-    node.tree
-        .put("storage.cfg", &text, expect)
-        .map_err(crate::cluster::store_error)?;
+    node.tree.save(&current, &text)?;
     Ok(json!({"storage": id, "type": "dir"}).into())
 }
 

@@ -49,7 +49,58 @@ pub struct ConfigTree {
     pub rt: Handle,
 }
 
+/// A config document as read from the tree, for a compare-and-set write back
+/// (`ConfigTree::load`, `ConfigTree::save`): its text (empty when the file does not exist)
+/// and whether it existed.
+#[derive(Debug, Clone)]
+pub struct Document {
+    pub path: &'static str,
+    pub text: String,
+    present: bool,
+}
+
+impl Document {
+    /// Proxmox VE's `digest` of the document (SHA-1 of its text).
+    pub fn digest(&self) -> String {
+        ferrox_store::digest(&self.text)
+    }
+
+    /// Refuses the change when the client's `digest` names another version.
+    pub fn check_digest(&self, client: Option<&str>) -> Result<(), ApiError> {
+        match client {
+            Some(d) if d != self.digest() => Err(ApiError::param(
+                "digest",
+                "detected modified configuration - file changed by other user? Try again.",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) fn expect(&self) -> Expect {
+        if self.present {
+            Expect::Digest(self.digest())
+        } else {
+            Expect::Absent
+        }
+    }
+}
+
 impl ConfigTree {
+    /// Reads a config document for a read-modify-write.
+    pub fn load(&self, path: &'static str) -> Document {
+        let entry = self.get(path);
+        Document {
+            path,
+            present: entry.is_some(),
+            text: entry.map(|e| e.data).unwrap_or_default(),
+        }
+    }
+
+    /// Writes `text` in place of `doc`, only if nobody changed it since it was loaded.
+    pub fn save(&self, doc: &Document, text: &str) -> Result<u64, ApiError> {
+        self.put(doc.path, text, doc.expect()).map_err(store_error)
+    }
+
     pub fn get(&self, path: &str) -> Option<Entry> {
         self.store.get(path)
     }

@@ -431,19 +431,16 @@ const OPTIONS: &[&str] = &[
     "description",
 ];
 
-fn read_options(node: &Node) -> (String, Vec<(String, String)>) {
-    let text = node
-        .tree
-        .get("datacenter.cfg")
-        .map(|e| e.data)
-        .unwrap_or_default();
-    let pairs = text
+fn read_options(node: &Node) -> (cluster::Document, Vec<(String, String)>) {
+    let doc = node.tree.load("datacenter.cfg");
+    let pairs = doc
+        .text
         .lines()
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .filter(|(k, _)| !k.is_empty() && !k.starts_with('#'))
         .collect();
-    (text, pairs)
+    (doc, pairs)
 }
 
 /// What `GET /cluster/options` shows a user without `Sys.Audit` on `/` (Proxmox VE: what
@@ -512,13 +509,7 @@ fn set_options(ctx: &C<'_>) -> Result<Reply, ApiError> {
         let key = e.field.split('.').next().unwrap_or("crs").to_string();
         ApiError::param(&key, e.to_string())
     })?;
-    let expect = match node.tree.get("datacenter.cfg") {
-        Some(_) => ferrox_store::Expect::Digest(ferrox_store::digest(&old)),
-        None => ferrox_store::Expect::Absent,
-    };
-    node.tree
-        .put("datacenter.cfg", &text, expect)
-        .map_err(cluster::store_error)?;
+    node.tree.save(&old, &text)?;
     Ok(Value::Null.into())
 }
 

@@ -1,12 +1,12 @@
 //! `cluster/ha/*`: HA resources (CRUD on `ha/resources.cfg`, compare-and-set through the
 //! store) and the HA status views, as Proxmox VE answers them.
 
-use crate::cluster::store_error;
+use crate::cluster::{store_error, Document};
 use crate::ha::{CRM_COMMANDS, MANAGER_STATUS, RESOURCES, RULES};
 use crate::Node;
 use ferrox_api::schema::{int, Param, ParamType, BOOL, STRING};
 use ferrox_api::{ApiError, Ctx, Endpoint, Method, Permission, Reply, Returns};
-use ferrox_store::Expect;
+
 use ferrox_types::{HaResource, HaResources, LrmStatus, ManagerStatus, RequestState, RulesConfig};
 use serde_json::{json, Value};
 
@@ -39,23 +39,15 @@ fn normalize_sid(raw: &str, field: &str) -> Result<String, ApiError> {
     Ok(format!("vm:{id}"))
 }
 
-fn load(node: &Node) -> Result<(String, HaResources), ApiError> {
-    let text = node.tree.get(RESOURCES).map(|e| e.data).unwrap_or_default();
-    let cfg = HaResources::parse(&text)
+fn load(node: &Node) -> Result<(Document, HaResources), ApiError> {
+    let doc = node.tree.load(RESOURCES);
+    let cfg = HaResources::parse(&doc.text)
         .map_err(|e| ApiError::internal(format!("ha/resources.cfg: {e}")))?;
-    Ok((text, cfg))
+    Ok((doc, cfg))
 }
 
-fn save(node: &Node, old: &str, cfg: &HaResources) -> Result<(), ApiError> {
-    let expect = if old.is_empty() && node.tree.get(RESOURCES).is_none() {
-        Expect::Absent
-    } else {
-        Expect::Digest(ferrox_store::digest(old))
-    };
-    node.tree
-        .put(RESOURCES, &cfg.to_text(), expect)
-        .map(drop)
-        .map_err(store_error)
+fn save(node: &Node, doc: &Document, cfg: &HaResources) -> Result<(), ApiError> {
+    node.tree.save(doc, &cfg.to_text()).map(drop)
 }
 
 fn entry(r: &HaResource, digest: &str) -> Value {
@@ -98,7 +90,7 @@ fn apply_params(ctx: &C<'_>, r: &mut HaResource) -> Result<(), ApiError> {
 
 fn list(ctx: &C<'_>) -> Result<Reply, ApiError> {
     let (text, cfg) = load(ctx.state)?;
-    let digest = ferrox_store::digest(&text);
+    let digest = text.digest();
     let out: Vec<Value> = cfg.resources.values().map(|r| entry(r, &digest)).collect();
     Ok(json!(out).into())
 }
@@ -110,7 +102,7 @@ fn read(ctx: &C<'_>) -> Result<Reply, ApiError> {
         .resources
         .get(&sid)
         .ok_or_else(|| ApiError::new(500, format!("no such resource '{sid}'")))?;
-    Ok(entry(r, &ferrox_store::digest(&text)).into())
+    Ok(entry(r, &text.digest()).into())
 }
 
 fn create(ctx: &C<'_>) -> Result<Reply, ApiError> {
@@ -136,14 +128,7 @@ fn create(ctx: &C<'_>) -> Result<Reply, ApiError> {
 fn update(ctx: &C<'_>) -> Result<Reply, ApiError> {
     let sid = sid(ctx)?;
     let (text, mut cfg) = load(ctx.state)?;
-    if let Some(d) = ctx.params.str("digest") {
-        if d != ferrox_store::digest(&text) {
-            return Err(ApiError::param(
-                "digest",
-                "detected modified configuration - file changed by other user? Try again.",
-            ));
-        }
-    }
+    text.check_digest(ctx.params.str("digest"))?;
     let r = cfg
         .resources
         .get_mut(&sid)
@@ -167,13 +152,9 @@ fn remove(ctx: &C<'_>) -> Result<Reply, ApiError> {
 /// retried when another command arrived meanwhile).
 pub fn queue_crm_command(node: &Node, command: &str) -> Result<(), ApiError> {
     for _ in 0..10 {
-        let current = node.tree.get(CRM_COMMANDS).map(|e| e.data);
-        let expect = match &current {
-            Some(t) => Expect::Digest(ferrox_store::digest(t)),
-            None => Expect::Absent,
-        };
-        let next = format!("{}{command}\n", current.unwrap_or_default());
-        match node.tree.put(CRM_COMMANDS, &next, expect) {
+        let doc = node.tree.load(CRM_COMMANDS);
+        let next = format!("{}{command}\n", doc.text);
+        match node.tree.put(CRM_COMMANDS, &next, doc.expect()) {
             Ok(_) => return Ok(()),
             Err(ferrox_store::StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(store_error(e)),
@@ -265,11 +246,11 @@ fn crm_command(ctx: &C<'_>) -> Result<Reply, ApiError> {
 
 // ---- rules ------------------------------------------------------------------------
 
-fn load_rules(node: &Node) -> Result<(String, RulesConfig), ApiError> {
-    let text = node.tree.get(RULES).map(|e| e.data).unwrap_or_default();
-    let cfg =
-        RulesConfig::parse(&text).map_err(|e| ApiError::internal(format!("ha/rules.cfg: {e}")))?;
-    Ok((text, cfg))
+fn load_rules(node: &Node) -> Result<(Document, RulesConfig), ApiError> {
+    let doc = node.tree.load(RULES);
+    let cfg = RulesConfig::parse(&doc.text)
+        .map_err(|e| ApiError::internal(format!("ha/rules.cfg: {e}")))?;
+    Ok((doc, cfg))
 }
 
 /// The section of one rule from the request parameters (`existing` for an update).
@@ -372,7 +353,7 @@ fn rule_section(
 
 /// Parses the whole new rules file with the one rules parser and checks it like the
 /// manager will: a rule the manager would drop is refused here, with its reason.
-fn store_rules(ctx: &C<'_>, old: &str, new_text: &str, id: &str) -> Result<(), ApiError> {
+fn store_rules(ctx: &C<'_>, old: &Document, new_text: &str, id: &str) -> Result<(), ApiError> {
     let cfg = RulesConfig::parse(new_text).map_err(|e| {
         let msg = e.to_string();
         let field = [
@@ -399,16 +380,7 @@ fn store_rules(ctx: &C<'_>, old: &str, new_text: &str, id: &str) -> Result<(), A
     if let Some(msgs) = ferrox_ha::rules::check(&cfg, &nodes).get(id) {
         return Err(ApiError::param("rule", msgs.join("; ")));
     }
-    let expect = if ctx.state.tree.get(RULES).is_none() {
-        Expect::Absent
-    } else {
-        Expect::Digest(ferrox_store::digest(old))
-    };
-    ctx.state
-        .tree
-        .put(RULES, &cfg.to_section_text(), expect)
-        .map(drop)
-        .map_err(store_error)
+    ctx.state.tree.save(old, &cfg.to_section_text()).map(drop)
 }
 
 fn rule_id(ctx: &C<'_>) -> Result<String, ApiError> {
@@ -443,7 +415,7 @@ fn rule_entry(rule: &ferrox_types::Rule, digest: &str) -> Value {
 
 fn rules_list(ctx: &C<'_>) -> Result<Reply, ApiError> {
     let (text, cfg) = load_rules(ctx.state)?;
-    let digest = ferrox_store::digest(&text);
+    let digest = text.digest();
     let kind = ctx.params.str("type");
     let out: Vec<Value> = cfg
         .ordered()
@@ -461,7 +433,7 @@ fn rules_read(ctx: &C<'_>) -> Result<Reply, ApiError> {
         .rules
         .get(&id)
         .ok_or_else(|| ApiError::new(500, format!("no such rule '{id}'")))?;
-    Ok(rule_entry(rule, &ferrox_store::digest(&text)).into())
+    Ok(rule_entry(rule, &text.digest()).into())
 }
 
 fn rules_create(ctx: &C<'_>) -> Result<Reply, ApiError> {
@@ -486,14 +458,7 @@ fn rules_update(ctx: &C<'_>) -> Result<Reply, ApiError> {
         .rules
         .remove(&id)
         .ok_or_else(|| ApiError::param("rule", format!("no such rule '{id}'")))?;
-    if let Some(d) = ctx.params.str("digest") {
-        if d != ferrox_store::digest(&text) {
-            return Err(ApiError::param(
-                "digest",
-                "detected modified configuration - file changed by other user? Try again.",
-            ));
-        }
-    }
+    text.check_digest(ctx.params.str("digest"))?;
     let section = rule_section(ctx, &id, Some(&existing))?;
     let new_text = format!("{}\n{section}", cfg.to_section_text());
     store_rules(ctx, &text, &new_text, &id)?;
@@ -506,15 +471,7 @@ fn rules_delete(ctx: &C<'_>) -> Result<Reply, ApiError> {
     if cfg.rules.remove(&id).is_none() {
         return Err(ApiError::param("rule", format!("no such rule '{id}'")));
     }
-    ctx.state
-        .tree
-        .put(
-            RULES,
-            &cfg.to_section_text(),
-            Expect::Digest(ferrox_store::digest(&text)),
-        )
-        .map(drop)
-        .map_err(store_error)?;
+    ctx.state.tree.save(&text, &cfg.to_section_text())?;
     Ok(Value::Null.into())
 }
 
