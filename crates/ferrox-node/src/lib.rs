@@ -300,9 +300,9 @@ impl Node {
         Ok(())
     }
 
+    /// storage.cfg from the store (the mirrored file is a copy for people, not a source).
     pub fn storage_config(&self) -> Result<StorageConfig, ferrox_api::ApiError> {
-        let path = self.dirs.etc.join("storage.cfg");
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let text = self.tree.load("storage.cfg").text;
         StorageConfig::parse(&text)
             .map_err(|e| ferrox_api::ApiError::internal(format!("storage.cfg: {e}")))
     }
