@@ -5,5 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-build-deps.sh || true
-cargo build --release --quiet -p ferrox-cli --bins --examples
+cargo build --release --quiet -p ferrox-cli --bins
+cargo build --release --quiet -p ferrox-e2e --examples
 ./target/release/examples/bench_security "$@"

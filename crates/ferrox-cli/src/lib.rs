@@ -3,4 +3,3 @@
 
 pub mod access;
 pub mod client;
-pub mod harness;

@@ -1,6 +1,10 @@
-//! Daemons started from the real `ferrox` binary, with a plain HTTPS client, logins and
-//! task waits: what the end-to-end tests and the cluster benchmarks share. Test support,
-//! not product code: it panics on anything unexpected.
+//! The end-to-end harness: daemons started from the real `ferrox` binary, with a plain
+//! HTTPS client, logins and task waits, network-namespace labs and the no-double-run
+//! monitor — what the daemon tests (`tests/`) and the cluster benchmarks (`examples/`)
+//! share. Test support, not product code: it panics on anything unexpected.
+//!
+//! The binary is the `ferrox` beside the test or example (`target/<profile>/`, built by
+//! `cargo test --workspace`), or `FERROX_BIN`.
 
 pub mod netns;
 
@@ -106,7 +110,7 @@ pub fn free_port() -> u16 {
 }
 
 pub fn insecure_agent() -> ureq::Agent {
-    crate::client::tls_agent(None).unwrap()
+    ferrox_cli::client::tls_agent(None).unwrap()
 }
 
 pub fn start_daemon(accel: &str) -> Daemon {
@@ -124,7 +128,13 @@ pub fn ferrox_binary() -> PathBuf {
     if dir.ends_with("deps") || dir.ends_with("examples") {
         dir.pop();
     }
-    dir.join("ferrox")
+    let binary = dir.join("ferrox");
+    assert!(
+        binary.exists(),
+        "{} not found: build it first (cargo build -p ferrox-cli), or set FERROX_BIN",
+        binary.display()
+    );
+    binary
 }
 
 pub fn start_daemon_in(dir: tempfile::TempDir, accel: &str) -> Daemon {

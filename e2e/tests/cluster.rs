@@ -1,7 +1,7 @@
 //! Three daemons on one machine form a cluster through the CLI and keep a consistent,
 //! replicated configuration through leader loss, minority loss and restarts.
 
-use ferrox_cli::harness::*;
+use ferrox_e2e::*;
 
 use serde_json::Value;
 use std::process::Command;
@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 fn cli(d: &Daemon, args: &[&str], extra_env: &[(&str, &str)]) -> (bool, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferrox"));
+    let mut cmd = Command::new(ferrox_binary());
     cmd.args(args)
         .env("FERROX_HOST", &d.addr)
         .env("FERROX_FINGERPRINT", d.fingerprint().unwrap())

@@ -6,8 +6,8 @@
 //!
 //! `scripts/bench-failover.sh [runs]`
 
-use ferrox_cli::harness::netns::Lab;
-use ferrox_cli::harness::*;
+use ferrox_e2e::netns::Lab;
+use ferrox_e2e::*;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 

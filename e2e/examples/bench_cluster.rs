@@ -5,7 +5,7 @@
 //!
 //! `scripts/bench-cluster.sh [runs]` (builds the release binary first).
 
-use ferrox_cli::harness::*;
+use ferrox_e2e::*;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -5,7 +5,7 @@
 
 use ferrox_api::rbac;
 use ferrox_api::router::{Method, Permission};
-use ferrox_cli::harness::*;
+use ferrox_e2e::*;
 use std::collections::BTreeSet;
 
 /// What Proxmox VE requires.
@@ -447,7 +447,7 @@ const TABLE_END: &str = "<!-- end of privilege table -->";
 /// declarations; `FERROX_UPDATE_DOCS=1 cargo test --test permissions` rewrites it.
 #[test]
 fn the_security_document_lists_every_endpoint_as_declared() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/security.md");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/security.md");
     let doc = std::fs::read_to_string(&path).expect("docs/security.md");
     let table = ferrox_api::openapi::permission_table(&ferrox_node::api::endpoints());
     let start = doc.find(TABLE_START).expect("table start marker") + TABLE_START.len();
@@ -465,6 +465,6 @@ fn the_security_document_lists_every_endpoint_as_declared() {
         .unwrap_or_else(|| "the tables differ in length".into());
     assert!(
         doc[start..end] == table,
-        "docs/security.md is out of date (run FERROX_UPDATE_DOCS=1 cargo test -p ferrox-cli --test permissions):\n{first_difference}"
+        "docs/security.md is out of date (run FERROX_UPDATE_DOCS=1 cargo test -p ferrox-e2e --test permissions):\n{first_difference}"
     );
 }

@@ -5,7 +5,7 @@ use serde_json::json;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ferrox_cli::harness::*;
+use ferrox_e2e::*;
 
 /// Whether a process runs (zombies of daemonized QEMUs, not yet reaped, do not count).
 fn alive(pid: u64) -> bool {
@@ -563,7 +563,7 @@ fn a_restarted_daemon_finds_its_guests_and_tasks() {
 fn bad_daemon_options_name_the_option() {
     let dir = tempfile::tempdir().unwrap();
     let run = |extra: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_ferrox"))
+        let out = Command::new(ferrox_binary())
             .args(["node", "serve", "--data-dir"])
             .arg(dir.path())
             .args(["--listen", "127.0.0.1:0"])
@@ -612,7 +612,7 @@ fn cli_drives_the_daemon() {
         .trim_end_matches("/api2")
         .to_string();
     let ferrox = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_ferrox"))
+        let out = Command::new(ferrox_binary())
             .args(args)
             .env("FERROX_HOST", &host)
             .env("FERROX_FINGERPRINT", &fingerprint)
@@ -657,7 +657,7 @@ fn cli_drives_the_daemon() {
     assert!(ok, "{out}");
     // a wrong fingerprint is refused before anything is sent
     let wrong = vec!["00"; 32].join(":");
-    let out = Command::new(env!("CARGO_BIN_EXE_ferrox"))
+    let out = Command::new(ferrox_binary())
         .args(["vm", "list"])
         .env("FERROX_HOST", &host)
         .env("FERROX_FINGERPRINT", &wrong)

@@ -2,7 +2,7 @@
 //! simulator, the watchdog process, and a monitor that fails the test if a guest ever
 //! runs on two nodes at once.
 
-use ferrox_cli::harness::*;
+use ferrox_e2e::*;
 use serde_json::Value;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -114,7 +114,7 @@ fn power_loss_recovers_the_guest_elsewhere_and_never_runs_it_twice() {
 #[test]
 fn an_isolated_node_fences_its_guest_before_the_majority_recovers_it() {
     let _serial = serial();
-    use ferrox_cli::harness::netns::Lab;
+    use ferrox_e2e::netns::Lab;
     if !qemu_available() {
         return;
     }
@@ -488,7 +488,7 @@ fn ha_rules_and_resources_refuse_bad_input() {
     );
     // The same through the CLI.
     let cli = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrox"))
+        let out = std::process::Command::new(ferrox_binary())
             .args(args)
             .env("FERROX_HOST", &d.addr)
             .env("FERROX_FINGERPRINT", d.fingerprint().unwrap())

@@ -1,7 +1,7 @@
 //! Regression tests of the security review: each finding as the named user would try it,
 //! through the API of a real daemon, with every refused request leaving `etc/` as it was.
 
-use ferrox_cli::harness::*;
+use ferrox_e2e::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -1046,7 +1046,7 @@ fn access_management_through_the_cli() {
     let d = start_daemon("tcg");
     let fingerprint = d.fingerprint().expect("fingerprint");
     let ferrox = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_ferrox"))
+        let out = Command::new(ferrox_binary())
             .args(args)
             .env("FERROX_HOST", &d.addr)
             .env("FERROX_FINGERPRINT", &fingerprint)

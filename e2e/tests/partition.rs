@@ -3,7 +3,7 @@
 //! cannot renew or take locks; the majority goes on and takes the lock once its lease
 //! ran out; after healing the cut-off node catches up. Needs root and `ip netns`.
 
-use ferrox_cli::harness::netns::Lab;
+use ferrox_e2e::netns::Lab;
 use std::time::{Duration, Instant};
 
 fn eventually(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {

@@ -1,7 +1,7 @@
 //! Realms end to end: an LDAP realm against a real OpenLDAP `slapd` (Debian's package,
 //! started here on 127.0.0.1 with its own database), configured through the API.
 
-use ferrox_cli::harness::*;
+use ferrox_e2e::*;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -5,7 +5,7 @@
 //! `scripts/bench-security.sh` (release build). All traffic goes to 127.0.0.1; every loop
 //! is bounded in count and time.
 
-use ferrox_cli::harness::{free_port, start_node_with, Auth, Daemon};
+use ferrox_e2e::{free_port, start_node_with, Auth, Daemon};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
