@@ -680,10 +680,8 @@ fn destroy(ctx: &C<'_>) -> Result<Reply, ApiError> {
 }
 
 fn storage_entry(node: &Node, s: &ferrox_types::Storage) -> Value {
-    let fs = s
-        .path
-        .as_deref()
-        .map(|p| host::filesystem(std::path::Path::new(p)))
+    let space = ferrox_storage::plugin(s, &node.opts.node_name)
+        .map(|p| p.space())
         .unwrap_or_default();
     json!({
         "storage": s.id,
@@ -692,10 +690,10 @@ fn storage_entry(node: &Node, s: &ferrox_types::Storage) -> Value {
         "shared": u8::from(s.shared),
         "active": u8::from(s.is_usable_on(&node.opts.node_name)),
         "enabled": u8::from(!s.disable),
-        "total": fs.total,
-        "used": fs.used(),
-        "avail": fs.avail,
-        "used_fraction": if fs.total > 0 { fs.used() as f64 / fs.total as f64 } else { 0.0 },
+        "total": space.total,
+        "used": space.used,
+        "avail": space.avail,
+        "used_fraction": if space.total > 0 { space.used as f64 / space.total as f64 } else { 0.0 },
     })
 }
 
@@ -749,8 +747,9 @@ fn storage_content(ctx: &C<'_>) -> Result<Reply, ApiError> {
         return Ok(json!([]).into());
     }
     let vmid = ctx.params.int("vmid").map(|v| v as u32);
-    let volumes = ferrox_qemu::disk::list(&cfg, &ctx.state.opts.node_name, &storage.id, vmid)
-        .map_err(ApiError::internal)?;
+    let volumes = ferrox_storage::open(&cfg, &ctx.state.opts.node_name, &storage.id)
+        .and_then(|s| s.list(vmid))
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     let caller = ctx.caller()?;
     let users = ctx.state.auth.user_config();
     let list: Vec<Value> = volumes

@@ -584,7 +584,9 @@ impl Node {
         }
         let storages = self.storage_config()?;
         let node = self.opts.node_name.clone();
-        let resolve = move |volid: &str| ferrox_qemu::disk::resolve(&storages, &node, volid);
+        let resolve = move |volid: &str| {
+            ferrox_storage::resolve(&storages, &node, volid).map_err(|e| e.to_string())
+        };
         let accel = self.guest_accel(&cfg);
         let spec = LaunchSpec {
             vmid,
@@ -722,7 +724,7 @@ impl Node {
         }
         let storages = self.storage_config()?;
         for volid in volumes_of(&cfg, vmid) {
-            match ferrox_qemu::disk::free(&storages, &self.opts.node_name, &volid) {
+            match ferrox_storage::free(&storages, &self.opts.node_name, &volid) {
                 Ok(()) => log.log(format!("removed volume '{volid}'")),
                 Err(e) => log.warn(format!("could not remove '{volid}': {e}")),
             }

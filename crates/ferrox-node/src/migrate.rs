@@ -396,7 +396,9 @@ impl Node {
         let uri = format!("tcp:{host}:{port}");
         let storages = self.storage_config().map_err(|e| e.message)?;
         let node = self.opts.node_name.clone();
-        let resolve = move |volid: &str| ferrox_qemu::disk::resolve(&storages, &node, volid);
+        let resolve = move |volid: &str| {
+            ferrox_storage::resolve(&storages, &node, volid).map_err(|e| e.to_string())
+        };
         let spec = LaunchSpec {
             vmid,
             accel: self.guest_accel(&cfg),

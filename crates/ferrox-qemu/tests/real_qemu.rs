@@ -90,7 +90,7 @@ fn guest_with_allocated_disks_starts_and_qemu_sees_them() {
     let mut cfg =
         GuestConfig::parse("memory: 128\nscsi0: local:1\nvirtio0: local:1\n").expect("config");
     ferrox_qemu::disk::allocate_new_disks(&mut cfg, &storages, "n1", 902).expect("allocate");
-    let resolve = |v: &str| ferrox_qemu::disk::resolve(&storages, "n1", v);
+    let resolve = |v: &str| ferrox_storage::resolve(&storages, "n1", v).map_err(|e| e.to_string());
     let run = base.join("run");
     let spec = LaunchSpec {
         vmid: 902,

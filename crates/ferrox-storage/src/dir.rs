@@ -1,0 +1,173 @@
+//! `dir` storages: a directory on a file system. Images live at
+//! `<path>/images/<vmid>/vm-<vmid>-disk-<n>.<format>` and are created with `qemu-img`,
+//! named `<storage>:<vmid>/vm-<vmid>-disk-<n>.<format>`; ISO images at
+//! `<path>/template/iso/`, container templates at `<path>/template/cache/`, as in Proxmox VE.
+
+use crate::{Space, Storage, StorageError, VolumeInfo};
+use ferrox_types::{Storage as StorageSection, VolumeId, VolumeKind};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct DirStorage {
+    id: String,
+    base: PathBuf,
+    shared: bool,
+    content: BTreeSet<String>,
+}
+
+impl DirStorage {
+    pub fn new(section: &StorageSection) -> Result<DirStorage, StorageError> {
+        let base = section.path.as_deref().ok_or_else(|| {
+            StorageError::Invalid(format!("storage '{}' has no path", section.id))
+        })?;
+        Ok(DirStorage {
+            id: section.id.clone(),
+            base: PathBuf::from(base),
+            shared: section.shared,
+            content: section.content.clone(),
+        })
+    }
+
+    fn image_dir(&self, vmid: u32) -> PathBuf {
+        self.base.join("images").join(vmid.to_string())
+    }
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StorageError {
+    let what = what.into();
+    move |source| StorageError::Io { what, source }
+}
+
+impl Storage for DirStorage {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn shared(&self) -> bool {
+        self.shared
+    }
+
+    fn content(&self) -> &BTreeSet<String> {
+        &self.content
+    }
+
+    fn path(&self, volume: &VolumeId) -> Result<(PathBuf, String), StorageError> {
+        let file_name = volume.name.rsplit('/').next().unwrap_or("");
+        let path = match volume.kind() {
+            Some(VolumeKind::Image { .. }) => self.base.join("images").join(&volume.name),
+            Some(VolumeKind::Iso) => self.base.join("template").join(&volume.name),
+            Some(VolumeKind::Template) => self.base.join("template/cache").join(file_name),
+            Some(_) => self.base.join(&volume.name),
+            None => {
+                return Err(StorageError::Invalid(format!(
+                    "'{}:{}' is not a volume id",
+                    volume.storage, volume.name
+                )))
+            }
+        };
+        Ok((path, volume.format().to_string()))
+    }
+
+    fn allocate(&self, vmid: u32, size_gib: u64) -> Result<String, StorageError> {
+        if !self.content.contains("images") {
+            return Err(StorageError::Content {
+                storage: self.id.clone(),
+                content: "images".into(),
+            });
+        }
+        if size_gib == 0 {
+            return Err(StorageError::Invalid(
+                "disk size must be at least 1 GiB".into(),
+            ));
+        }
+        let dir = self.image_dir(vmid);
+        std::fs::create_dir_all(&dir).map_err(io(dir.display().to_string()))?;
+        let n = (0..)
+            .find(|n| {
+                !dir.join(format!("vm-{vmid}-disk-{n}.qcow2")).exists()
+                    && !dir.join(format!("vm-{vmid}-disk-{n}.raw")).exists()
+            })
+            .unwrap_or(0);
+        let file = dir.join(format!("vm-{vmid}-disk-{n}.qcow2"));
+        let out = Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&file)
+            .arg(format!("{size_gib}G"))
+            .output()
+            .map_err(io("qemu-img"))?;
+        if !out.status.success() {
+            return Err(StorageError::Tool(format!(
+                "qemu-img create failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(format!("{}:{vmid}/vm-{vmid}-disk-{n}.qcow2", self.id))
+    }
+
+    fn free(&self, volume: &VolumeId) -> Result<(), StorageError> {
+        let (path, _) = self.path(volume)?;
+        std::fs::remove_file(&path).map_err(io(path.display().to_string()))
+    }
+
+    fn list(&self, vmid: Option<u32>) -> Result<Vec<VolumeInfo>, StorageError> {
+        let images = self.base.join("images");
+        let mut out = Vec::new();
+        let Ok(dirs) = std::fs::read_dir(&images) else {
+            return Ok(out);
+        };
+        let mut dirs: Vec<_> = dirs.filter_map(Result::ok).collect();
+        dirs.sort_by_key(|d| d.file_name());
+        for dir in dirs {
+            let Some(owner) = dir.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            if vmid.is_some_and(|v| v != owner) {
+                continue;
+            }
+            let mut files: Vec<_> = std::fs::read_dir(dir.path())
+                .map_err(io(dir.path().display().to_string()))?
+                .filter_map(Result::ok)
+                .collect();
+            files.sort_by_key(|f| f.file_name());
+            for file in files {
+                let name = file.file_name().to_string_lossy().to_string();
+                let info = Command::new("qemu-img")
+                    .args(["info", "--output=json", "-U"])
+                    .arg(file.path())
+                    .output()
+                    .map_err(io("qemu-img"))?;
+                let v: Value = serde_json::from_slice(&info.stdout).unwrap_or(Value::Null);
+                out.push(VolumeInfo {
+                    volid: format!("{}:{owner}/{name}", self.id),
+                    vmid: owner,
+                    format: v["format"].as_str().unwrap_or("raw").to_string(),
+                    size: v["virtual-size"].as_u64().unwrap_or(0),
+                    used: v["actual-size"].as_u64().unwrap_or(0),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn space(&self) -> Space {
+        filesystem_space(&self.base)
+    }
+}
+
+/// Total, used and available bytes of the file system holding `path`.
+pub fn filesystem_space(path: &Path) -> Space {
+    match rustix::fs::statvfs(path) {
+        Ok(s) => {
+            let total = s.f_blocks * s.f_frsize;
+            let free = s.f_bfree * s.f_frsize;
+            Space {
+                total,
+                used: total.saturating_sub(free),
+                avail: s.f_bavail * s.f_frsize,
+            }
+        }
+        Err(_) => Space::default(),
+    }
+}

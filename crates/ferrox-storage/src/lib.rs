@@ -1,0 +1,186 @@
+//! Storages behind one trait: a plugin per storage type (`dir` first) allocates, frees,
+//! lists and locates the volumes of guests and reports its space. `storage.cfg` is parsed
+//! by `ferrox-types`; this crate turns a section of it into a plugin.
+//!
+//! It works on the local file system and its tools (`qemu-img`) only: it knows nothing
+//! about guest configs, the cluster or the API. A new storage type is one file here plus
+//! its line in `plugin`.
+
+pub mod dir;
+
+use ferrox_types::{Storage as StorageSection, StorageConfig, VolumeId};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage '{0}' does not exist")]
+    NotFound(String),
+    #[error("storage '{storage}' is not available on node '{node}'")]
+    NotOnNode { storage: String, node: String },
+    #[error("storage '{storage}' does not allow content '{content}'")]
+    Content { storage: String, content: String },
+    #[error("storage type '{0}' is not supported yet")]
+    UnsupportedType(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Tool(String),
+}
+
+/// One image on a storage, as `GET /nodes/{node}/storage/{storage}/content` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeInfo {
+    pub volid: String,
+    pub vmid: u32,
+    pub format: String,
+    /// Virtual size in bytes.
+    pub size: u64,
+    /// Bytes used on disk.
+    pub used: u64,
+}
+
+/// Space of a storage, in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Space {
+    pub total: u64,
+    pub used: u64,
+    pub avail: u64,
+}
+
+/// What every storage type does.
+pub trait Storage: Send + Sync {
+    fn id(&self) -> &str;
+    /// The same content on every node (guests on it can migrate without copying).
+    fn shared(&self) -> bool;
+    /// Content types it may hold (`images`, `iso`, ...).
+    fn content(&self) -> &BTreeSet<String>;
+    /// The file (or device) behind a volume of this storage, and its image format.
+    fn path(&self, volume: &VolumeId) -> Result<(PathBuf, String), StorageError>;
+    /// Creates a new image of `size_gib` GiB for `vmid`; returns its volume id.
+    fn allocate(&self, vmid: u32, size_gib: u64) -> Result<String, StorageError>;
+    fn free(&self, volume: &VolumeId) -> Result<(), StorageError>;
+    /// Guest images, of one guest or all.
+    fn list(&self, vmid: Option<u32>) -> Result<Vec<VolumeInfo>, StorageError>;
+    fn space(&self) -> Space;
+    /// Called before a guest snapshot includes a volume of this storage; a storage that
+    /// cannot snapshot refuses here. (No snapshots yet: every type refuses.)
+    fn before_snapshot(&self, volume: &VolumeId) -> Result<(), StorageError> {
+        Err(StorageError::Invalid(format!(
+            "storage '{}' cannot snapshot {}:{} yet",
+            self.id(),
+            volume.storage,
+            volume.name
+        )))
+    }
+}
+
+/// The plugin of a `storage.cfg` section usable on `node`.
+pub fn plugin(section: &StorageSection, node: &str) -> Result<Box<dyn Storage>, StorageError> {
+    if !section.is_usable_on(node) {
+        return Err(StorageError::NotOnNode {
+            storage: section.id.clone(),
+            node: node.to_string(),
+        });
+    }
+    match section.storage_type.as_str() {
+        "dir" => Ok(Box::new(dir::DirStorage::new(section)?)),
+        other => Err(StorageError::UnsupportedType(other.to_string())),
+    }
+}
+
+/// The plugin of storage `id`.
+pub fn open(
+    storages: &StorageConfig,
+    node: &str,
+    id: &str,
+) -> Result<Box<dyn Storage>, StorageError> {
+    let section = storages
+        .storages
+        .get(id)
+        .ok_or_else(|| StorageError::NotFound(id.to_string()))?;
+    plugin(section, node)
+}
+
+/// The file and format of a volume id, or of a host path (which only root@pam can put into
+/// a config: the API checks that).
+pub fn resolve(
+    storages: &StorageConfig,
+    node: &str,
+    volid: &str,
+) -> Result<(PathBuf, String), StorageError> {
+    if volid.starts_with('/') {
+        ferrox_types::format::absolute_path(volid).map_err(StorageError::Invalid)?;
+        return Ok((PathBuf::from(volid), "raw".to_string()));
+    }
+    // The strict parse guarantees the name stays inside the storage (no absolute path,
+    // no `..`, a known shape).
+    let volume = VolumeId::parse(volid).ok_or_else(|| {
+        StorageError::Invalid(format!("'{volid}' is not a volume id (storage:name)"))
+    })?;
+    open(storages, node, &volume.storage)?.path(&volume)
+}
+
+/// Deletes a volume.
+pub fn free(storages: &StorageConfig, node: &str, volid: &str) -> Result<(), StorageError> {
+    let volume = VolumeId::parse(volid)
+        .ok_or_else(|| StorageError::Invalid(format!("'{volid}' is not a volume id")))?;
+    open(storages, node, &volume.storage)?.free(&volume)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (tempfile::TempDir, StorageConfig) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = StorageConfig::parse(&format!(
+            "dir: local\n\tpath {}\n\tcontent images,iso\n\ndir: isos\n\tpath {}/iso\n\tcontent iso\n\ndir: other\n\tpath /srv/other\n\tnodes n2\n",
+            dir.path().display(),
+            dir.path().display()
+        ))
+        .unwrap();
+        (dir, cfg)
+    }
+
+    #[test]
+    fn resolve_refuses_bad_volumes() {
+        let (_dir, storages) = setup();
+        assert!(resolve(&storages, "n1", "nfs:100/vm-100-disk-0.qcow2")
+            .unwrap_err()
+            .to_string()
+            .contains("does not exist"));
+        assert!(resolve(&storages, "n1", "local:../../etc/passwd").is_err());
+        assert!(resolve(&storages, "n1", "local:/etc/shadow").is_err());
+        assert!(resolve(&storages, "n1", "plain").is_err());
+    }
+
+    #[test]
+    fn volumes_map_to_proxmox_ve_folders() {
+        let (dir, storages) = setup();
+        let (path, format) = resolve(&storages, "n1", "local:100/vm-100-disk-0.qcow2").unwrap();
+        assert_eq!(path, dir.path().join("images/100/vm-100-disk-0.qcow2"));
+        assert_eq!(format, "qcow2");
+        let (path, _) = resolve(&storages, "n1", "local:iso/debian.iso").unwrap();
+        assert_eq!(path, dir.path().join("template/iso/debian.iso"));
+        assert_eq!(
+            resolve(&storages, "n1", "/dev/null").unwrap(),
+            (PathBuf::from("/dev/null"), "raw".to_string())
+        );
+        assert!(matches!(
+            open(&storages, "n1", "other"),
+            Err(StorageError::NotOnNode { .. })
+        ));
+        let isos = open(&storages, "n1", "isos").unwrap();
+        assert!(matches!(
+            isos.allocate(100, 1),
+            Err(StorageError::Content { .. })
+        ));
+        assert!(open(&storages, "n1", "local").unwrap().space().total > 0);
+    }
+}
