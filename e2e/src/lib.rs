@@ -110,7 +110,7 @@ pub fn free_port() -> u16 {
 }
 
 pub fn insecure_agent() -> ureq::Agent {
-    ferrox_cli::client::tls_agent(None).unwrap()
+    ferrox_client::pinned::tls_agent(None).unwrap()
 }
 
 pub fn start_daemon(accel: &str) -> Daemon {

@@ -629,7 +629,7 @@ fn user_group_role_and_acl_management() {
 /// Sends `head` over a raw TLS connection and returns what the server answers.
 fn raw_tls(addr: &str, head: &str) -> String {
     use std::io::{Read, Write};
-    let config = ferrox_api::pinned::tls_client_config(None).unwrap();
+    let config = ferrox_client::pinned::tls_client_config(None).unwrap();
     let tcp = std::net::TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(std::time::Duration::from_secs(30)))
         .unwrap();
@@ -666,11 +666,25 @@ fn connections_are_limited_and_timed_out() {
     let idle: Vec<std::net::TcpStream> = (0..20)
         .map(|_| std::net::TcpStream::connect(&addr).unwrap())
         .collect();
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    // ...so the next client is told so, clearly.
-    let r = d.request("GET", "/version", &Auth::default(), &[]);
-    assert_eq!(r.status, 503, "{r:?}");
-    assert!(r.raw.contains("too many open connections"), "{r:?}");
+    // ...so a new client is told so, clearly (once the server has taken them all in:
+    // they hold their slots for the 5 s handshake timeout).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(4);
+    let url = format!("https://{addr}/api2/json/version");
+    let (status, body) = loop {
+        // A new agent each time: a pooled connection would already hold a slot.
+        let agent = ferrox_client::pinned::tls_agent(None).unwrap();
+        let (status, body) = match agent.get(&url).call() {
+            Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+            Err(e) => (0, e.to_string()),
+        };
+        if status == 503 || std::time::Instant::now() > deadline {
+            break (status, body);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("too many open connections"), "{body}");
     // The handshake timeout closes them, and the node answers again.
     let mut first = idle.into_iter().next().unwrap();
     first

@@ -14,7 +14,6 @@ pub mod http;
 pub mod ldap;
 pub mod openapi;
 pub mod pam_realm;
-pub mod pinned;
 pub mod rbac;
 pub mod realms;
 pub mod router;

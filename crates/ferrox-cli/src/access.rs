@@ -2,7 +2,7 @@
 //! commands over the `/access` API (the node checks everything; options are passed on as
 //! `--key value` pairs under the API's parameter names).
 
-use crate::client::{key_values, Client, Remote};
+use crate::client::{connect, key_values, Remote};
 use anyhow::Result;
 use clap::Subcommand;
 use serde_json::Value;
@@ -288,7 +288,7 @@ fn table(rows: &[Value], columns: &[&str]) -> String {
 
 fn run(remote: &Remote, call: Call, columns: &[&str], out: &mut String) -> Result<()> {
     let (method, path, params) = call;
-    let data = Client::connect(remote)?.call(method, &path, &params)?;
+    let data = connect(remote)?.call(method, &path, &params)?;
     match &data {
         Value::Array(rows) if method == "GET" && !columns.is_empty() => {
             out.push_str(&table(rows, columns))

@@ -2,10 +2,9 @@
 //! fingerprint (or not checked with `--insecure`), ticket or API token login, and the
 //! commands that talk to a node: `vm`, `task`, `api`.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
 
 #[derive(Args, Debug, Clone)]
 pub struct Remote {
@@ -215,7 +214,7 @@ pub enum RulesRemote {
 pub fn ha_rules(command: RulesRemote, out: &mut String) -> Result<()> {
     match command {
         RulesRemote::List { remote } => {
-            let rules = Client::connect(&remote)?.call("GET", "/cluster/ha/rules", &[])?;
+            let rules = connect(&remote)?.call("GET", "/cluster/ha/rules", &[])?;
             out.push_str(&pretty(&rules));
         }
         RulesRemote::Add {
@@ -225,21 +224,21 @@ pub fn ha_rules(command: RulesRemote, out: &mut String) -> Result<()> {
         } => {
             let mut params = key_values(&options)?;
             params.push(("rule".into(), rule));
-            Client::connect(&remote)?.call("POST", "/cluster/ha/rules", &params)?;
+            connect(&remote)?.call("POST", "/cluster/ha/rules", &params)?;
         }
         RulesRemote::Set {
             rule,
             options,
             remote,
         } => {
-            Client::connect(&remote)?.call(
+            connect(&remote)?.call(
                 "PUT",
                 &format!("/cluster/ha/rules/{rule}"),
                 &key_values(&options)?,
             )?;
         }
         RulesRemote::Remove { rule, remote } => {
-            Client::connect(&remote)?.call("DELETE", &format!("/cluster/ha/rules/{rule}"), &[])?;
+            connect(&remote)?.call("DELETE", &format!("/cluster/ha/rules/{rule}"), &[])?;
         }
     }
     Ok(())
@@ -248,7 +247,7 @@ pub fn ha_rules(command: RulesRemote, out: &mut String) -> Result<()> {
 pub fn ha(command: HaRemote, out: &mut String) -> Result<()> {
     match command {
         HaRemote::Status { remote } => {
-            let client = Client::connect(&remote)?;
+            let client = connect(&remote)?;
             let status = client.call("GET", "/cluster/ha/status/current", &[])?;
             for e in status.as_array().cloned().unwrap_or_default() {
                 out.push_str(&format!(
@@ -265,36 +264,32 @@ pub fn ha(command: HaRemote, out: &mut String) -> Result<()> {
         } => {
             let mut params = key_values(&options)?;
             params.push(("sid".into(), sid));
-            Client::connect(&remote)?.call("POST", "/cluster/ha/resources", &params)?;
+            connect(&remote)?.call("POST", "/cluster/ha/resources", &params)?;
         }
         HaRemote::Set {
             sid,
             options,
             remote,
         } => {
-            Client::connect(&remote)?.call(
+            connect(&remote)?.call(
                 "PUT",
                 &format!("/cluster/ha/resources/{sid}"),
                 &key_values(&options)?,
             )?;
         }
         HaRemote::Remove { sid, remote } => {
-            Client::connect(&remote)?.call(
-                "DELETE",
-                &format!("/cluster/ha/resources/{sid}"),
-                &[],
-            )?;
+            connect(&remote)?.call("DELETE", &format!("/cluster/ha/resources/{sid}"), &[])?;
         }
         HaRemote::Migrate { sid, node, remote } => {
             let path = format!("/cluster/ha/resources/{sid}/migrate");
-            Client::connect(&remote)?.call("POST", &path, &[("node".into(), node)])?;
+            connect(&remote)?.call("POST", &path, &[("node".into(), node)])?;
         }
         HaRemote::Relocate { sid, node, remote } => {
             let path = format!("/cluster/ha/resources/{sid}/relocate");
-            Client::connect(&remote)?.call("POST", &path, &[("node".into(), node)])?;
+            connect(&remote)?.call("POST", &path, &[("node".into(), node)])?;
         }
         HaRemote::CrmCommand { words, remote } => {
-            Client::connect(&remote)?.call(
+            connect(&remote)?.call(
                 "POST",
                 "/cluster/ha/crm-command",
                 &[("command".into(), words.join(" "))],
@@ -343,17 +338,41 @@ pub enum ApiCommand {
     },
 }
 
-pub use ferrox_api::pinned::{parse_fingerprint, tls_agent};
+pub use ferrox_client::pinned::{parse_fingerprint, tls_agent};
+pub use ferrox_client::Client;
 
-enum Login {
-    Ticket { ticket: String, csrf: String },
-    Token(String),
+/// Connects with the command line's options (`--host`, `--fingerprint`/`--insecure`,
+/// password or token).
+pub fn connect(remote: &Remote) -> Result<Client> {
+    if remote.fingerprint.is_none() && !remote.insecure {
+        bail!(
+            "the node's certificate is self-signed: pass --fingerprint (printed by `ferrox node serve`, \
+             also in GET /nodes as ssl_fingerprint) or --insecure"
+        );
+    }
+    let credentials = match (&remote.token, &remote.password) {
+        (Some(token), _) => ferrox_client::Credentials::Token(token.clone()),
+        (None, Some(password)) => ferrox_client::Credentials::Password {
+            user: remote.user.clone(),
+            password: password.clone(),
+        },
+        (None, None) => {
+            bail!("no credentials: set FERROX_PASSWORD (or --password) or FERROX_TOKEN")
+        }
+    };
+    Ok(Client::connect(
+        &remote.host,
+        remote.fingerprint.as_deref(),
+        credentials,
+    )?)
 }
 
-pub struct Client {
-    agent: ureq::Agent,
-    base: String,
-    login: Login,
+/// The node to act on: `--node`, or the one answering.
+fn node_of(client: &Client, remote: &Remote) -> Result<String> {
+    match &remote.node {
+        Some(n) => Ok(n.clone()),
+        None => Ok(client.first_node()?),
+    }
 }
 
 /// Splits `--key value` / `--key=value` pairs.
@@ -373,126 +392,6 @@ pub fn key_values(args: &[String]) -> Result<Vec<(String, String)>> {
         }
     }
     Ok(out)
-}
-
-impl Client {
-    pub fn connect(remote: &Remote) -> Result<Client> {
-        let fingerprint = match (&remote.fingerprint, remote.insecure) {
-            (Some(fp), _) => Some(parse_fingerprint(fp)?),
-            (None, true) => None,
-            (None, false) => bail!(
-                "the node's certificate is self-signed: pass --fingerprint (printed by `ferrox node serve`, \
-                 also in GET /nodes as ssl_fingerprint) or --insecure"
-            ),
-        };
-        let agent = tls_agent(fingerprint)?;
-        let base = format!("https://{}/api2/json", remote.host);
-        let login = match (&remote.token, &remote.password) {
-            (Some(token), _) => Login::Token(token.clone()),
-            (None, Some(password)) => {
-                let resp = agent
-                    .post(&format!("{base}/access/ticket"))
-                    .send_form(&[("username", &remote.user), ("password", password)]);
-                let body: Value = match resp {
-                    Ok(r) => r.into_json().context("login response")?,
-                    Err(ureq::Error::Status(_, r)) => {
-                        bail!("login as {} failed: {}", remote.user, r.status_text())
-                    }
-                    Err(e) => bail!("cannot reach {}: {e}", remote.host),
-                };
-                Login::Ticket {
-                    ticket: body["data"]["ticket"].as_str().unwrap_or("").to_string(),
-                    csrf: body["data"]["CSRFPreventionToken"]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_string(),
-                }
-            }
-            (None, None) => {
-                bail!("no credentials: set FERROX_PASSWORD (or --password) or FERROX_TOKEN")
-            }
-        };
-        Ok(Client { agent, base, login })
-    }
-
-    /// Calls the API; returns `data`. Errors carry the status, message and `errors`.
-    pub fn call(&self, method: &str, path: &str, params: &[(String, String)]) -> Result<Value> {
-        let path = path.trim_start_matches("/api2/json");
-        let url = format!("{}/{}", self.base, path.trim_start_matches('/'));
-        let mut req = self.agent.request(method, &url);
-        req = match &self.login {
-            Login::Token(t) => req.set("Authorization", &format!("PVEAPIToken={t}")),
-            Login::Ticket { ticket, csrf } => req
-                .set("Cookie", &format!("PVEAuthCookie={ticket}"))
-                .set("CSRFPreventionToken", csrf),
-        };
-        let pairs: Vec<(&str, &str)> = params
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let resp = if matches!(method, "GET" | "DELETE") {
-            for (k, v) in &pairs {
-                req = req.query(k, v);
-            }
-            req.call()
-        } else {
-            req.send_form(&pairs)
-        };
-        match resp {
-            Ok(r) => {
-                let body: Value = r.into_json().context("response body")?;
-                Ok(body.get("data").cloned().unwrap_or(Value::Null))
-            }
-            Err(ureq::Error::Status(code, r)) => {
-                let reason = r.status_text().to_string();
-                let body: Value = r.into_json().unwrap_or(Value::Null);
-                let mut msg = format!("{code} {reason}");
-                if let Some(errors) = body.get("errors").and_then(Value::as_object) {
-                    for (k, v) in errors {
-                        msg.push_str(&format!("\n  {k}: {}", v.as_str().unwrap_or("")));
-                    }
-                }
-                Err(anyhow!(msg))
-            }
-            Err(e) => Err(anyhow!("{method} {path}: {e}")),
-        }
-    }
-
-    fn node(&self, remote: &Remote) -> Result<String> {
-        if let Some(n) = &remote.node {
-            return Ok(n.clone());
-        }
-        let nodes = self.call("GET", "/nodes", &[])?;
-        nodes[0]["node"]
-            .as_str()
-            .map(String::from)
-            .ok_or_else(|| anyhow!("GET /nodes returned no node"))
-    }
-
-    /// Polls a task until it ends; fails unless it ended `OK` (or with warnings).
-    pub fn wait_task(&self, upid: &str) -> Result<Value> {
-        let node = upid
-            .split(':')
-            .nth(1)
-            .ok_or_else(|| anyhow!("'{upid}' is not a UPID"))?;
-        let start = Instant::now();
-        loop {
-            let status = self.call("GET", &format!("/nodes/{node}/tasks/{upid}/status"), &[])?;
-            if status["status"] == "stopped" {
-                let exit = status["exitstatus"].as_str().unwrap_or("");
-                if exit == "OK" || exit.starts_with("WARNINGS") {
-                    return Ok(status);
-                }
-                bail!("task failed: {exit}");
-            }
-            let delay = if start.elapsed() < Duration::from_secs(2) {
-                100
-            } else {
-                500
-            };
-            std::thread::sleep(Duration::from_millis(delay));
-        }
-    }
 }
 
 fn pretty(v: &Value) -> String {
@@ -519,7 +418,7 @@ fn run_task(
 pub fn cluster(command: ClusterCommand, out: &mut String) -> Result<()> {
     match command {
         ClusterCommand::Create { name, remote } => {
-            let client = Client::connect(&remote)?;
+            let client = connect(&remote)?;
             run_task(
                 &client,
                 "POST",
@@ -538,7 +437,7 @@ pub fn cluster(command: ClusterCommand, out: &mut String) -> Result<()> {
             password,
             token,
         } => {
-            let client = Client::connect(&Remote {
+            let client = connect(&Remote {
                 host,
                 fingerprint: local_fingerprint,
                 insecure,
@@ -564,7 +463,7 @@ pub fn cluster(command: ClusterCommand, out: &mut String) -> Result<()> {
             ));
         }
         ClusterCommand::Status { remote } => {
-            let client = Client::connect(&remote)?;
+            let client = connect(&remote)?;
             let status = client.call("GET", "/cluster/status", &[])?;
             let entries = status.as_array().cloned().unwrap_or_default();
             for e in entries.iter().filter(|e| e["type"] == "cluster") {
@@ -593,7 +492,7 @@ pub fn cluster(command: ClusterCommand, out: &mut String) -> Result<()> {
             }
         }
         ClusterCommand::RemoveNode { name, remote } => {
-            let client = Client::connect(&remote)?;
+            let client = connect(&remote)?;
             client.call("DELETE", &format!("/cluster/config/nodes/{name}"), &[])?;
             out.push_str(&format!("removed node '{name}'\n"));
         }
@@ -602,8 +501,8 @@ pub fn cluster(command: ClusterCommand, out: &mut String) -> Result<()> {
 }
 
 pub fn vm(remote: &Remote, command: VmCommand, out: &mut String) -> Result<()> {
-    let client = Client::connect(remote)?;
-    let node = client.node(remote)?;
+    let client = connect(remote)?;
+    let node = node_of(&client, remote)?;
     let base = format!("/nodes/{node}/qemu");
     match command {
         VmCommand::List => {
@@ -692,10 +591,10 @@ pub fn vm(remote: &Remote, command: VmCommand, out: &mut String) -> Result<()> {
 }
 
 pub fn task(remote: &Remote, command: TaskCommand, out: &mut String) -> Result<()> {
-    let client = Client::connect(remote)?;
+    let client = connect(remote)?;
     match command {
         TaskCommand::List { limit } => {
-            let node = client.node(remote)?;
+            let node = node_of(&client, remote)?;
             let list = client.call(
                 "GET",
                 &format!("/nodes/{node}/tasks"),
@@ -732,7 +631,7 @@ pub fn task(remote: &Remote, command: TaskCommand, out: &mut String) -> Result<(
 }
 
 pub fn api(remote: &Remote, command: ApiCommand, out: &mut String) -> Result<()> {
-    let client = Client::connect(remote)?;
+    let client = connect(remote)?;
     let (method, path, params) = match command {
         ApiCommand::Get { path, params } => ("GET", path, params),
         ApiCommand::Create { path, params } => ("POST", path, params),

@@ -191,8 +191,9 @@ impl Peers {
         if let Some(a) = agents.get(fingerprint) {
             return Ok(a.clone());
         }
-        let pin = ferrox_api::pinned::parse_fingerprint(fingerprint).map_err(|e| e.to_string())?;
-        let agent = ferrox_api::pinned::tls_agent_builder(Some(pin))
+        let pin =
+            ferrox_client::pinned::parse_fingerprint(fingerprint).map_err(|e| e.to_string())?;
+        let agent = ferrox_client::pinned::tls_agent_builder(Some(pin))
             .map_err(|e| e.to_string())?
             .timeout_connect(PEER_CONNECT_TIMEOUT)
             .build();

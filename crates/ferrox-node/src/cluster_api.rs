@@ -227,7 +227,7 @@ fn add_member(ctx: &C<'_>) -> Result<Reply, ApiError> {
         address: ctx.params.need_str("address")?.to_string(),
         fingerprint: ctx.params.need_str("fingerprint")?.to_string(),
     };
-    ferrox_api::pinned::parse_fingerprint(&member.fingerprint)
+    ferrox_client::pinned::parse_fingerprint(&member.fingerprint)
         .map_err(|e| ApiError::param("fingerprint", e.to_string()))?;
     let grant = ctx
         .state
@@ -263,7 +263,7 @@ fn join(ctx: &C<'_>) -> Result<Reply, ApiError> {
     let hostname = ctx.params.need_str("hostname")?.to_string();
     let fingerprint = ctx.params.need_str("fingerprint")?.to_string();
     let password = ctx.params.need_str("password")?.to_string();
-    let pin = ferrox_api::pinned::parse_fingerprint(&fingerprint)
+    let pin = ferrox_client::pinned::parse_fingerprint(&fingerprint)
         .map_err(|e| ApiError::param("fingerprint", e.to_string()))?;
     let status = node.store.status();
     if status.members.len() > 1 || status.name.is_some() {
@@ -283,8 +283,8 @@ fn join(ctx: &C<'_>) -> Result<Reply, ApiError> {
     } else {
         format!("{hostname}:8006")
     };
-    let agent =
-        ferrox_api::pinned::tls_agent(Some(pin)).map_err(|e| ApiError::internal(e.to_string()))?;
+    let agent = ferrox_client::pinned::tls_agent(Some(pin))
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     let remote = |e: ureq::Error| -> ApiError {
         match e {
             ureq::Error::Status(code, r) => ApiError::new(
