@@ -6,7 +6,7 @@
 //! `ha/manager_status`, `ha/crm_commands`, `nodes/<node>/lrm_status`, `datacenter.cfg`;
 //! plus `nodes/<node>/ha_node_stats` (capacity and usage for the scheduler).
 
-use crate::guests::config_path;
+use crate::guest_kind::{kind_of, kinds};
 use crate::watchdog::WatchdogClient;
 use crate::Node;
 use ferrox_api::{TaskError, TaskOutcome};
@@ -118,10 +118,6 @@ pub struct NodeEnv {
 
 fn env_err(e: impl std::fmt::Display) -> EnvError {
     EnvError(e.to_string())
-}
-
-fn vmid_of(sid: &str) -> Option<u32> {
-    sid.strip_prefix("vm:")?.parse().ok()
 }
 
 fn now_secs() -> i64 {
@@ -406,28 +402,20 @@ impl HaEnv for NodeEnv {
     fn read_service_config(&self) -> EnvResult<ServiceConfig> {
         let resources =
             HaResources::parse(&self.read_text(RESOURCES).unwrap_or_default()).map_err(env_err)?;
-        let owners: BTreeMap<u32, String> = crate::cluster_api::cluster_vmids(&self.node)
-            .into_iter()
-            .collect();
         let mut out = ServiceConfig::new();
         for (sid, r) in resources.resources {
-            let Some(owner) = vmid_of(&sid).and_then(|v| owners.get(&v)) else {
+            let Some((kind, id)) = kind_of(&sid) else {
                 continue;
             };
-            let lock = vmid_of(&sid).and_then(|v| {
-                let text = self.read_text(&config_path(owner, v))?;
-                ferrox_types::GuestConfig::parse(&text)
-                    .ok()?
-                    .options
-                    .get("lock")
-                    .cloned()
-            });
-            let mut cfg = ResourceConfig::new(owner, r.state);
+            let Some(owner) = kind.owner(&self.node, id) else {
+                continue;
+            };
+            let mut cfg = ResourceConfig::new(&owner, r.state);
+            cfg.lock = kind.config_lock(&self.node, &owner, id);
             cfg.group = r.group;
             cfg.failback = r.failback;
             cfg.max_restart = r.max_restart;
             cfg.max_relocate = r.max_relocate;
-            cfg.lock = lock;
             out.insert(sid, cfg);
         }
         Ok(out)
@@ -574,15 +562,9 @@ impl HaEnv for NodeEnv {
     }
 
     fn service_usage_stats(&mut self, mode: UsageMode, sid: &str) -> Option<ResourceStats> {
-        let vmid = vmid_of(sid)?;
-        let owners: BTreeMap<u32, String> = crate::cluster_api::cluster_vmids(&self.node)
-            .into_iter()
-            .collect();
-        let owner = owners.get(&vmid)?;
-        let cfg =
-            ferrox_types::GuestConfig::parse(&self.read_text(&config_path(owner, vmid))?).ok()?;
-        let maxcpu = (cfg.sockets() * cfg.cores()) as f64;
-        let maxmem = (cfg.memory_mib() * 1024 * 1024) as f64;
+        let (kind, vmid) = kind_of(sid)?;
+        let owner = &kind.owner(&self.node, vmid)?;
+        let (maxcpu, maxmem) = kind.configured_size(&self.node, owner, vmid)?;
         Some(match mode {
             UsageMode::Dynamic => {
                 let (cpu, mem) = self
@@ -601,30 +583,32 @@ impl HaEnv for NodeEnv {
     }
 
     fn service_type_known(&self, kind: &str) -> bool {
-        kind == "vm"
+        kinds().iter().any(|k| k.prefix() == kind)
     }
 
     fn service_is_running(&mut self, sid: &str) -> bool {
-        vmid_of(sid).is_some_and(|v| self.node.guests.process(v).is_some())
+        kind_of(sid).is_some_and(|(kind, id)| kind.is_running(&self.node, id))
     }
 
     fn service_start(&mut self, sid: &str) {
-        if let Some(vmid) = vmid_of(sid) {
-            self.run_task("qmstart", vmid, move |n, log| n.start_guest(vmid, log));
+        if let Some((kind, id)) = kind_of(sid) {
+            self.run_task(kind.task_types().start, id, move |n, log| {
+                kind.start(n, id, log)
+            });
         }
     }
 
     fn service_shutdown(&mut self, sid: &str, timeout: Option<i64>) {
-        if let Some(vmid) = vmid_of(sid) {
+        if let Some((kind, id)) = kind_of(sid) {
             let timeout = Duration::from_secs(timeout.unwrap_or(60).max(0) as u64);
-            self.run_task("qmshutdown", vmid, move |n, log| {
-                n.shutdown_guest(vmid, timeout, true, log)
+            self.run_task(kind.task_types().shutdown, id, move |n, log| {
+                kind.shutdown(n, id, timeout, log)
             });
         }
     }
 
     fn service_migrate(&mut self, sid: &str, target: &str, online: bool) -> bool {
-        let Some(vmid) = vmid_of(sid) else {
+        let Some((kind, id)) = kind_of(sid) else {
             return false;
         };
         let running = self.service_is_running(sid);
@@ -635,36 +619,29 @@ impl HaEnv for NodeEnv {
             );
             self.service_shutdown(sid, None);
         }
-        let plan = match self
-            .node
-            .plan_migration(vmid, target, online && running, false, None)
-        {
+        let plan = match kind.plan_migration(&self.node, id, target, online && running) {
             Ok(p) => p,
             Err(e) => {
                 self.log(LogLevel::Err, &format!("service {sid}: {}", e.message));
                 return false;
             }
         };
-        self.run_task("qmigrate", vmid, move |n, log| n.migrate_guest(plan, log))
+        self.run_task(kind.task_types().migrate, id, move |n, log| {
+            kind.migrate(n, plan, log)
+        })
     }
 
     fn service_remove_locks(&mut self, sid: &str, locks: &[&str]) -> Option<String> {
-        let vmid = vmid_of(sid)?;
-        let cfg = self.node.guests.config(vmid)?;
-        let lock = cfg.options.get("lock")?.clone();
-        if !locks.contains(&lock.as_str()) {
-            return None;
-        }
-        let mut next = (*cfg).clone();
-        next.options.remove("lock");
-        self.node.guests.write_config(vmid, &next).ok()?;
-        Some(lock)
+        let (kind, id) = kind_of(sid)?;
+        kind.remove_lock(&self.node, id, locks)
     }
 
     /// Recovery of a fenced node's guest: its config moves to `to` in one transaction.
     fn steal_service(&mut self, sid: &str, from: &str, to: &str) {
-        let Some(vmid) = vmid_of(sid) else { return };
-        let src = config_path(from, vmid);
+        let Some((kind, id)) = kind_of(sid) else {
+            return;
+        };
+        let src = kind.config_path(from, id);
         let Some(text) = self.read_text(&src) else {
             return;
         };
@@ -674,7 +651,7 @@ impl HaEnv for NodeEnv {
                 expect: Expect::Digest(ferrox_store::digest(&text)),
             },
             ferrox_store::Op::Put {
-                path: config_path(to, vmid),
+                path: kind.config_path(to, id),
                 data: text,
                 expect: Expect::Absent,
             },

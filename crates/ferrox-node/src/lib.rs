@@ -10,6 +10,7 @@
 pub mod api;
 pub mod cluster;
 pub mod cluster_api;
+pub mod guest_kind;
 pub mod guest_perm;
 pub mod guests;
 pub mod ha;
