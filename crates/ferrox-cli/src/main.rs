@@ -312,7 +312,7 @@ fn run(cli: Cli, out: &mut String) -> Result<()> {
                     timeout_ms,
                     run_dir,
                 },
-        } => ferrox_node::watchdog::run(
+        } => ferrox_node::ha::watchdog::run(
             &socket,
             std::time::Duration::from_millis(timeout_ms),
             &run_dir,

@@ -6,28 +6,27 @@
 //! `etc/` (user.cfg, storage.cfg, priv/, nodes/<node>/qemu-server/<vmid>.conf,
 //! nodes/<node>/pve-ssl.{pem,key}), `run/` (QMP sockets, pid files), `tasks/`, `rrd/`,
 //! `storage/local/` (the default `local` dir storage).
+//!
+//! Rooms: `api/` (one file per area of the API), `guests/` (configs, QEMU lifecycle,
+//! migration, per-key privileges, the guest-type seam), `ha/` (the daemon's HA
+//! environment and watchdog), `cluster` (the store's transport, proxying, the watch,
+//! compare-and-set documents), `host/` (host readers, metrics, RRD), `secrets` (data-dir
+//! modes), `tls`.
 
 pub mod api;
 pub mod cluster;
-pub mod cluster_api;
-pub mod guest_kind;
-pub mod guest_perm;
 pub mod guests;
 pub mod ha;
-pub mod ha_api;
 pub mod host;
-pub mod metrics;
-pub mod migrate;
-pub mod pools_api;
-pub mod rrd;
 pub mod secrets;
 pub mod tls;
-pub mod watchdog;
 
 use anyhow::Context;
 use ferrox_api::{Auth, TaskStore};
 use ferrox_qemu::Accelerator;
 use ferrox_types::StorageConfig;
+use ha::watchdog;
+use host::metrics;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! that answers `rrddata`. The store is saved to `rrd/rrd.json` every minute.
 
 use crate::host;
-use crate::rrd::Rrd;
+use crate::host::rrd::Rrd;
 use crate::Node;
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -1,176 +1,25 @@
-//! The node's API endpoints (nodes, guests, storage, cluster views, metrics), each
-//! declared with its parameters and permission next to its handler.
+//! `/nodes/{node}/qemu`: guests — create, configure (per-key privileges in
+//! `guests::perm`), power, migrate, destroy.
 
-use crate::{host, Node};
-use ferrox_api::core::{local_node, PVE_VERSION};
+use super::nodes::{rrd_params, rrd_rows};
+use super::*;
+use crate::Node;
+use ferrox_api::core::local_node;
 use ferrox_api::rbac;
-use ferrox_api::schema::{int, ABSOLUTE_PATH, BOOL, CONTENT_LIST, NODE_LIST, STORAGE_ID, STRING};
+use ferrox_api::schema::{int, BOOL, STRING};
 use ferrox_api::{
-    ApiError, Ctx, Endpoint, Extra, Method, Param, ParamType, Permission, Reply, Returns, TaskError,
+    ApiError, Endpoint, Extra, Method, Param, ParamType, Permission, Reply, Returns, TaskError,
 };
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-type C<'a> = Ctx<'a, Node>;
-
-fn node_param() -> Param {
-    Param::required("node", ParamType::Node, "The cluster node name.")
-}
-fn vmid_param() -> Param {
-    Param::required("vmid", ParamType::VmId, "The (unique) ID of the VM.")
-}
-fn vmid(ctx: &C<'_>) -> Result<u32, ApiError> {
-    Ok(ctx.params.need_int("vmid")? as u32)
-}
-fn auth_id(ctx: &C<'_>) -> Result<String, ApiError> {
-    Ok(ctx.caller()?.auth_id())
-}
-
-fn node_entry(node: &Node, with_stats: bool) -> Value {
-    let name = &node.opts.node_name;
-    let mut v = json!({
-        "id": format!("node/{name}"),
-        "type": "node",
-        "node": name,
-        "status": "online",
-        "level": "",
-        "ssl_fingerprint": node.tls.fingerprint,
-    });
-    if with_stats {
-        let mem = host::memory();
-        let root = host::filesystem(&node.opts.data_dir);
-        v["uptime"] = json!(host::uptime());
-        v["cpu"] = json!(node.metrics.latest().cpu);
-        v["maxcpu"] = json!(host::cpu_count());
-        v["mem"] = json!(mem.used());
-        v["maxmem"] = json!(mem.total);
-        v["disk"] = json!(root.used());
-        v["maxdisk"] = json!(root.total);
-        v["cgroup-mode"] = json!(2);
-    }
-    v
-}
-
-fn list_nodes(ctx: &C<'_>) -> Result<Reply, ApiError> {
-    let name = ctx.state.opts.node_name.clone();
-    let stats = ctx.has(&format!("/nodes/{name}"), &["Sys.Audit"], false);
-    let mut out = vec![node_entry(ctx.state, stats)];
-    let others = crate::cluster_api::other_members(ctx.state);
-    let answers: Vec<_> = std::thread::scope(|scope| {
-        let handles: Vec<_> = others
-            .iter()
-            .map(|m| {
-                scope.spawn(move || crate::cluster::peer_resources(ctx.state, m, Some("node")))
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().ok()).collect()
-    });
-    for (m, answer) in others.iter().zip(answers) {
-        let mut entry = match answer
-            .and_then(Result::ok)
-            .and_then(|v| v.into_iter().next())
-        {
-            Some(e) => e,
-            None => json!({
-                "id": format!("node/{}", m.name), "type": "node", "node": m.name,
-                "status": "offline", "level": "",
-            }),
-        };
-        entry["ssl_fingerprint"] = json!(m.fingerprint);
-        if !ctx.has(&format!("/nodes/{}", m.name), &["Sys.Audit"], false) {
-            if let Some(o) = entry.as_object_mut() {
-                o.retain(|k, _| {
-                    matches!(
-                        k.as_str(),
-                        "id" | "type" | "node" | "status" | "level" | "ssl_fingerprint"
-                    )
-                });
-            }
-        }
-        out.push(entry);
-    }
-    Ok(json!(out).into())
-}
-
-fn node_index(ctx: &C<'_>) -> Result<Reply, ApiError> {
-    local_node(ctx)?;
-    let dirs = [
-        "qemu", "status", "storage", "tasks", "rrddata", "version", "network",
-    ];
-    Ok(json!(dirs.iter().map(|d| json!({"name": d})).collect::<Vec<_>>()).into())
-}
-
-fn node_status(ctx: &C<'_>) -> Result<Reply, ApiError> {
-    local_node(ctx)?;
-    let mem = host::memory();
-    let root = host::filesystem(&ctx.state.opts.data_dir);
-    let sample = ctx.state.metrics.latest();
-    let (sysname, release, version) = host::kernel();
-    let cpus = host::cpu_count();
-    Ok(json!({
-        "uptime": host::uptime(),
-        "idle": 0,
-        "loadavg": host::loadavg(),
-        "kversion": format!("{sysname} {release} {version}"),
-        "current-kernel": {"sysname": sysname, "release": release, "version": version, "machine": std::env::consts::ARCH},
-        "boot-info": {"mode": "legacy-bios"},
-        "cpuinfo": {"model": host::cpu_model(), "sockets": 1, "cores": cpus, "cpus": cpus, "hvm": "1", "user_hz": 100},
-        "cpu": sample.cpu,
-        "wait": sample.iowait,
-        "memory": {"total": mem.total, "used": mem.used(), "free": mem.free, "available": mem.available},
-        "swap": {"total": mem.swap_total, "free": mem.swap_free, "used": mem.swap_total.saturating_sub(mem.swap_free)},
-        "ksm": {"shared": 0},
-        "rootfs": {"total": root.total, "used": root.used(), "free": root.free, "avail": root.avail},
-        "pveversion": format!("pve-manager/{PVE_VERSION}/{}", ferrox_api::core::REPOID),
-        "accelerator": ctx.state.accel.as_str(),
-    })
-    .into())
-}
-
-fn rrd_params() -> Vec<Param> {
-    vec![
-        Param::required(
-            "timeframe",
-            ParamType::Enum(&["hour", "day", "week", "month", "year", "decade"]),
-            "Time frame (60 rows each).",
-        ),
-        Param::optional(
-            "cf",
-            ParamType::Enum(&["AVERAGE", "MAX"]),
-            "Consolidation function.",
-        ),
-    ]
-}
-
-fn rrd_rows(ctx: &C<'_>, key: &str) -> Result<Reply, ApiError> {
-    let timeframe = ctx.params.need_str("timeframe")?;
-    let max = ctx.params.str("cf") == Some("MAX");
-    let rows = ctx
-        .state
-        .metrics
-        .rows(key, timeframe, max)
-        .ok_or_else(|| ApiError::param("timeframe", "unknown timeframe"))?;
-    Ok(json!(rows).into())
-}
-
-fn node_rrddata(ctx: &C<'_>) -> Result<Reply, ApiError> {
-    local_node(ctx)?;
-    rrd_rows(ctx, "node")
-}
-
 fn guest_rrddata(ctx: &C<'_>) -> Result<Reply, ApiError> {
     local_node(ctx)?;
     let vmid = vmid(ctx)?;
     ctx.state.guest_config(vmid)?;
     rrd_rows(ctx, &format!("qemu/{vmid}"))
-}
-
-fn network(ctx: &C<'_>) -> Result<Reply, ApiError> {
-    local_node(ctx)?;
-    // Guests get user-mode networking; there are no host bridges to report yet.
-    Ok(json!([]).into())
 }
 
 fn list_guests(ctx: &C<'_>) -> Result<Reply, ApiError> {
@@ -257,11 +106,11 @@ fn create_guest(ctx: &C<'_>) -> Result<Reply, ApiError> {
         ctx.require(&format!("/vms/{vmid}"), &["VM.Allocate"], false)?;
     }
     let (sets, _) = config_changes(ctx);
-    let target = crate::guest_perm::Target {
+    let target = crate::guests::perm::Target {
         vmid,
         pool: pool.as_deref(),
     };
-    crate::guest_perm::check_config_change(ctx, target, None, &sets, &[])?;
+    crate::guests::perm::check_config_change(ctx, target, None, &sets, &[])?;
     let start = ctx.params.bool("start").unwrap_or(false);
     let upid = ctx
         .state
@@ -370,10 +219,10 @@ fn check_config_request(
     sets: &BTreeMap<String, String>,
     deletes: &[String],
 ) -> Result<(), ApiError> {
-    crate::guest_perm::root_only_param(ctx, "skiplock")?;
+    crate::guests::perm::root_only_param(ctx, "skiplock")?;
     let current = ctx.state.guest_config(vmid)?;
-    let target = crate::guest_perm::Target { vmid, pool: None };
-    crate::guest_perm::check_config_change(ctx, target, Some(&current), sets, deletes)
+    let target = crate::guests::perm::Target { vmid, pool: None };
+    crate::guests::perm::check_config_change(ctx, target, Some(&current), sets, deletes)
 }
 
 fn put_config(ctx: &C<'_>) -> Result<Reply, ApiError> {
@@ -463,7 +312,7 @@ fn spawn_power(
     work: impl FnOnce(&Node, u32, &ferrox_api::TaskLog) -> Result<(), TaskError> + Send + 'static,
 ) -> Result<Reply, ApiError> {
     local_node(ctx)?;
-    crate::guest_perm::root_only_param(ctx, "skiplock")?;
+    crate::guests::perm::root_only_param(ctx, "skiplock")?;
     let vmid = vmid(ctx)?;
     ctx.state.guest_config(vmid)?;
     let node = Arc::clone(ctx.state);
@@ -474,55 +323,6 @@ fn spawn_power(
             work(&node, vmid, log)
         })?;
     Ok(json!(upid).into())
-}
-
-/// `POST /storage`: a new `dir` storage, added to the tree's storage.cfg through its one
-/// serializer (compare-and-set against the version read).
-fn storage_create(ctx: &C<'_>) -> Result<Reply, ApiError> {
-    let id = ctx.params.need_str("storage")?;
-    let path = ctx.params.need_str("path")?;
-    let node = ctx.state;
-    let current = node.tree.load("storage.cfg");
-    let mut cfg = ferrox_types::StorageConfig::parse(&current.text)
-        .map_err(|e| ApiError::internal(format!("storage.cfg: {e}")))?;
-    if cfg.storages.contains_key(id) {
-        return Err(ApiError::param(
-            "storage",
-            format!("storage ID '{id}' already defined"),
-        ));
-    }
-    let list = |name: &str| {
-        ctx.params.str(name).map(|v| {
-            ferrox_types::format::split_list(v)
-                .map(String::from)
-                .collect::<std::collections::BTreeSet<_>>()
-        })
-    };
-    let storage = ferrox_types::Storage {
-        id: id.to_string(),
-        storage_type: "dir".into(),
-        path: Some(path.to_string()),
-        content: list("content").unwrap_or_else(|| {
-            ["images", "rootdir"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect()
-        }),
-        shared: ctx.params.bool("shared").unwrap_or(false),
-        disable: ctx.params.bool("disable").unwrap_or(false),
-        nodes: list("nodes"),
-        other: BTreeMap::new(),
-    };
-    cfg.storages.insert(id.to_string(), storage);
-    cfg.order.push(id.to_string());
-    let text = cfg.to_text();
-    // The serializer's output must read back as the same storages (the one parser).
-    ferrox_types::StorageConfig::parse(&text)
-        .map_err(|e| ApiError::param("storage", e.to_string()))?;
-    std::fs::create_dir_all(path)
-        .map_err(|e| ApiError::param("path", format!("cannot create {path}: {e}")))?;
-    node.tree.save(&current, &text)?;
-    Ok(json!({"storage": id, "type": "dir"}).into())
 }
 
 fn migrate_preconditions(ctx: &C<'_>) -> Result<Reply, ApiError> {
@@ -538,7 +338,7 @@ fn migrate(ctx: &C<'_>) -> Result<Reply, ApiError> {
     local_node(ctx)?;
     let vmid = vmid(ctx)?;
     let target = ctx.params.need_str("target")?.to_string();
-    if crate::ha_api::is_managed(ctx.state, vmid) {
+    if crate::api::ha::is_managed(ctx.state, vmid) {
         // Proxmox VE's `hamigrate`: the HA stack migrates it.
         if ctx.state.store.status().member_named(&target).is_none() {
             return Err(ApiError::param(
@@ -554,7 +354,7 @@ fn migrate(ctx: &C<'_>) -> Result<Reply, ApiError> {
                     log.log(format!(
                         "Requesting HA migration for VM {vmid} to node {target}"
                     ));
-                    Ok(crate::ha_api::queue_crm_command(
+                    Ok(crate::api::ha::queue_crm_command(
                         &node,
                         &format!("migrate vm:{vmid} {target}"),
                     )?)
@@ -587,7 +387,7 @@ fn ha_request(
 ) -> Result<Option<Reply>, ApiError> {
     local_node(ctx)?;
     let vmid = vmid(ctx)?;
-    if !crate::ha_api::is_managed(ctx.state, vmid) {
+    if !crate::api::ha::is_managed(ctx.state, vmid) {
         return Ok(None);
     }
     let node = Arc::clone(ctx.state);
@@ -596,7 +396,7 @@ fn ha_request(
         .tasks
         .spawn(kind, &vmid.to_string(), &auth_id(ctx)?, move |log| {
             log.log(format!("Requesting HA {} for VM {vmid}", state.as_str()));
-            Ok(crate::ha_api::request_state(&node, vmid, state)?)
+            Ok(crate::api::ha::request_state(&node, vmid, state)?)
         })?;
     Ok(Some(json!(upid).into()))
 }
@@ -654,7 +454,7 @@ fn resume(ctx: &C<'_>) -> Result<Reply, ApiError> {
 
 fn destroy(ctx: &C<'_>) -> Result<Reply, ApiError> {
     local_node(ctx)?;
-    crate::guest_perm::root_only_param(ctx, "skiplock")?;
+    crate::guests::perm::root_only_param(ctx, "skiplock")?;
     let vmid = vmid(ctx)?;
     let cfg = ctx.state.guest_config(vmid)?;
     if ctx.state.guests.process(vmid).is_some() {
@@ -677,301 +477,6 @@ fn destroy(ctx: &C<'_>) -> Result<Reply, ApiError> {
                 node.destroy_guest(vmid, log)
             })?;
     Ok(json!(upid).into())
-}
-
-fn storage_entry(node: &Node, s: &ferrox_types::Storage) -> Value {
-    let space = ferrox_storage::plugin(s, &node.opts.node_name)
-        .map(|p| p.space())
-        .unwrap_or_default();
-    json!({
-        "storage": s.id,
-        "type": s.storage_type,
-        "content": s.content.iter().cloned().collect::<Vec<_>>().join(","),
-        "shared": u8::from(s.shared),
-        "active": u8::from(s.is_usable_on(&node.opts.node_name)),
-        "enabled": u8::from(!s.disable),
-        "total": space.total,
-        "used": space.used,
-        "avail": space.avail,
-        "used_fraction": if space.total > 0 { space.used as f64 / space.total as f64 } else { 0.0 },
-    })
-}
-
-fn storage_visible(ctx: &C<'_>, id: &str) -> bool {
-    ctx.has(
-        &format!("/storage/{id}"),
-        &["Datastore.Audit", "Datastore.AllocateSpace"],
-        true,
-    )
-}
-
-fn node_storages(ctx: &C<'_>) -> Result<Reply, ApiError> {
-    local_node(ctx)?;
-    let cfg = ctx.state.storage_config()?;
-    let content = ctx.params.str("content");
-    let list: Vec<Value> = cfg
-        .storages
-        .values()
-        .filter(|s| s.is_usable_on(&ctx.state.opts.node_name))
-        .filter(|s| ctx.params.str("storage").is_none_or(|id| s.id == id))
-        .filter(|s| content.is_none_or(|c| c.split(',').all(|c| s.content.contains(c))))
-        .filter(|s| storage_visible(ctx, &s.id))
-        .map(|s| storage_entry(ctx.state, s))
-        .collect();
-    Ok(json!(list).into())
-}
-
-fn one_storage<'a>(
-    ctx: &C<'_>,
-    cfg: &'a ferrox_types::StorageConfig,
-) -> Result<&'a ferrox_types::Storage, ApiError> {
-    let id = ctx.params.need_str("storage")?;
-    cfg.storages
-        .get(id)
-        .filter(|s| s.is_usable_on(&ctx.state.opts.node_name))
-        .ok_or_else(|| ApiError::internal(format!("storage '{id}' does not exist")))
-}
-
-fn storage_status(ctx: &C<'_>) -> Result<Reply, ApiError> {
-    local_node(ctx)?;
-    let cfg = ctx.state.storage_config()?;
-    Ok(storage_entry(ctx.state, one_storage(ctx, &cfg)?).into())
-}
-
-fn storage_content(ctx: &C<'_>) -> Result<Reply, ApiError> {
-    local_node(ctx)?;
-    let cfg = ctx.state.storage_config()?;
-    let storage = one_storage(ctx, &cfg)?;
-    if ctx.params.str("content").is_some_and(|c| c != "images") {
-        // Only disk images are managed so far: ISO and template content is empty.
-        return Ok(json!([]).into());
-    }
-    let vmid = ctx.params.int("vmid").map(|v| v as u32);
-    let volumes = ferrox_storage::open(&cfg, &ctx.state.opts.node_name, &storage.id)
-        .and_then(|s| s.list(vmid))
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    let caller = ctx.caller()?;
-    let users = ctx.state.auth.user_config();
-    let list: Vec<Value> = volumes
-        .into_iter()
-        .filter(|v| rbac::check(&users, caller, &format!("/vms/{}", v.vmid), &["VM.Audit"], false) || storage_visible(ctx, &storage.id))
-        .map(|v| json!({"volid": v.volid, "vmid": v.vmid, "format": v.format, "size": v.size, "used": v.used, "content": "images", "ctime": 0}))
-        .collect();
-    Ok(json!(list).into())
-}
-
-fn storage_config_list(ctx: &C<'_>) -> Result<Reply, ApiError> {
-    let cfg = ctx.state.storage_config()?;
-    let list: Vec<Value> = cfg
-        .storages
-        .values()
-        .filter(|s| ctx.params.str("type").is_none_or(|t| s.storage_type == t))
-        .filter(|s| storage_visible(ctx, &s.id))
-        .map(|s| {
-            let mut v = json!({
-                "storage": s.id, "type": s.storage_type,
-                "content": s.content.iter().cloned().collect::<Vec<_>>().join(","),
-                "shared": u8::from(s.shared), "digest": cfg.digest,
-            });
-            if let Some(p) = &s.path {
-                v["path"] = json!(p);
-            }
-            v
-        })
-        .collect();
-    Ok(json!(list).into())
-}
-
-fn cluster_resources(ctx: &C<'_>) -> Result<Reply, ApiError> {
-    let kind = ctx.params.str("type");
-    let caller = ctx.caller()?;
-    let users = ctx.state.auth.user_config();
-    let may = |path: &str, privs: &[&str], any: bool| rbac::check(&users, caller, path, privs, any);
-    let mut json = local_resources(ctx.state, kind, &may);
-    let others = crate::cluster_api::other_members(ctx.state);
-    if others.is_empty() {
-        return Ok(Reply::raw_json(json));
-    }
-    // Other nodes answer for themselves; a node that does not answer is listed as
-    // offline, with its guests (from the store) in state "unknown".
-    let answers: Vec<_> = std::thread::scope(|scope| {
-        let handles: Vec<_> = others
-            .iter()
-            .map(|m| scope.spawn(move || crate::cluster::peer_resources(ctx.state, m, kind)))
-            .collect();
-        handles.into_iter().map(|h| h.join().ok()).collect()
-    });
-    json.pop();
-    for (member, answer) in others.iter().zip(answers) {
-        let entries = match answer {
-            Some(Ok(entries)) => entries,
-            _ => crate::cluster_api::offline_resources(ctx.state, &member.name),
-        };
-        for entry in entries {
-            if !resource_visible(&entry, kind, &may) {
-                continue;
-            }
-            if json.len() > 1 {
-                json.push(',');
-            }
-            json.push_str(&entry.to_string());
-        }
-    }
-    json.push(']');
-    Ok(Reply::raw_json(json))
-}
-
-/// Whether a resource from another node passes the `type` filter and the caller's
-/// permissions (the same rules as for this node's own resources).
-fn resource_visible(
-    entry: &Value,
-    kind: Option<&str>,
-    may: &dyn Fn(&str, &[&str], bool) -> bool,
-) -> bool {
-    let t = entry["type"].as_str().unwrap_or("");
-    let group = match t {
-        "qemu" | "lxc" => "vm",
-        other => other,
-    };
-    if kind.is_some_and(|k| k != group) {
-        return false;
-    }
-    match group {
-        "vm" => entry["vmid"]
-            .as_u64()
-            .is_some_and(|v| may(&format!("/vms/{v}"), &["VM.Audit"], false)),
-        "storage" => entry["storage"].as_str().is_some_and(|s| {
-            may(
-                &format!("/storage/{s}"),
-                &["Datastore.Audit", "Datastore.AllocateSpace"],
-                true,
-            )
-        }),
-        _ => true,
-    }
-}
-
-/// This node's own resources (guests, the node, its storages) as a JSON array.
-pub fn local_resources(
-    node: &Node,
-    kind: Option<&str>,
-    may: &dyn Fn(&str, &[&str], bool) -> bool,
-) -> String {
-    let name = &node.opts.node_name;
-    let mut json = String::from("[");
-    let mut push = |text: String| {
-        if json.len() > 1 {
-            json.push(',');
-        }
-        json.push_str(&text);
-    };
-    if kind.is_none_or(|k| k == "vm") {
-        let now = ferrox_api::auth::now();
-        for (vmid, st, info) in node.guests.listing() {
-            if !may(&format!("/vms/{vmid}"), &["VM.Audit"], false) {
-                continue;
-            }
-            let entry = VmResource {
-                id: format!("qemu/{vmid}"),
-                kind: "qemu",
-                vmid,
-                node: name,
-                status: if info.is_some() { "running" } else { "stopped" },
-                template: u8::from(st.template),
-                uptime: info.as_ref().map_or(0, |i| (now - i.started).max(0)),
-                maxcpu: st.cpus,
-                cpu: info.as_ref().map_or(0.0, |i| i.cpu),
-                mem: info.as_ref().map_or(0, |i| i.mem),
-                memhost: info.as_ref().map_or(0, |i| i.mem),
-                diskread: info.as_ref().map_or(0, |i| i.diskread),
-                diskwrite: info.as_ref().map_or(0, |i| i.diskwrite),
-                disk: 0,
-                netin: 0,
-                netout: 0,
-                name: &st.name,
-                maxmem: st.maxmem,
-                maxdisk: st.maxdisk,
-                tags: st.tags.as_deref(),
-                lock: st.lock.as_deref(),
-            };
-            push(serde_json::to_string(&entry).unwrap_or_default());
-        }
-    }
-    if kind.is_none_or(|k| k == "node") {
-        let stats = may(&format!("/nodes/{name}"), &["Sys.Audit"], false);
-        let mut entry = node_entry(node, stats);
-        if let Some(o) = entry.as_object_mut() {
-            o.remove("ssl_fingerprint");
-        }
-        push(entry.to_string());
-    }
-    if kind.is_none_or(|k| k == "storage") {
-        let cfg = node.storage_config().unwrap_or_default();
-        for s in cfg.storages.values().filter(|s| s.is_usable_on(name)) {
-            if !may(
-                &format!("/storage/{}", s.id),
-                &["Datastore.Audit", "Datastore.AllocateSpace"],
-                true,
-            ) {
-                continue;
-            }
-            let e = storage_entry(node, s);
-            push(json!({
-                "id": format!("storage/{name}/{}", s.id), "type": "storage", "storage": s.id,
-                "node": name, "status": "available", "plugintype": s.storage_type,
-                "content": e["content"], "shared": e["shared"], "disk": e["used"], "maxdisk": e["total"],
-            }).to_string());
-        }
-    }
-    json.push(']');
-    json
-}
-
-/// A guest in `/cluster/resources`, serialized without building a `Value` (10 000 guests
-/// must answer in milliseconds).
-#[derive(serde::Serialize)]
-struct VmResource<'a> {
-    id: String,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    vmid: u32,
-    node: &'a str,
-    status: &'static str,
-    template: u8,
-    uptime: i64,
-    maxcpu: u64,
-    cpu: f64,
-    mem: u64,
-    memhost: u64,
-    diskread: u64,
-    diskwrite: u64,
-    disk: u64,
-    netin: u64,
-    netout: u64,
-    name: &'a str,
-    maxmem: u64,
-    maxdisk: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tags: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    lock: Option<&'a str>,
-}
-
-fn next_id(ctx: &C<'_>) -> Result<Reply, ApiError> {
-    let used: std::collections::BTreeSet<u32> = crate::cluster_api::cluster_vmids(ctx.state)
-        .into_iter()
-        .map(|(v, _)| v)
-        .collect();
-    if let Some(v) = ctx.params.int("vmid") {
-        if used.contains(&(v as u32)) {
-            return Err(ApiError::param("vmid", format!("VM {v} already exists")));
-        }
-        return Ok(json!(v.to_string()).into());
-    }
-    let free = (100u32..1_000_000)
-        .find(|v| !used.contains(v))
-        .ok_or_else(|| ApiError::internal("unable to get any free VMID in range [100, 999999]"))?;
-    Ok(json!(free.to_string()).into())
 }
 
 const VM_AUDIT: Permission = Permission::Privs {
@@ -1003,17 +508,6 @@ const VM_CONFIG: Permission = Permission::Privs {
     ],
     any: true,
 };
-const NODE_AUDIT: Permission = Permission::Privs {
-    path: "/nodes/{node}",
-    privs: &["Sys.Audit"],
-    any: false,
-};
-const STORAGE_AUDIT: Permission = Permission::Privs {
-    path: "/storage/{storage}",
-    privs: &["Datastore.Audit", "Datastore.AllocateSpace"],
-    any: true,
-};
-
 fn config_update_params() -> Vec<Param> {
     vec![
         node_param(),
@@ -1031,59 +525,11 @@ fn config_update_params() -> Vec<Param> {
     ]
 }
 
-/// Every node endpoint plus the common ones.
+/// The endpoints of this file.
 pub fn endpoints() -> Vec<Endpoint<Node>> {
     use Method::*;
-    let mut list = ferrox_api::core::endpoints::<Node>();
     let auth = Permission::Authenticated;
-    list.extend([
-        Endpoint::new(
-            Get,
-            "/nodes",
-            "Cluster node index.",
-            auth.clone(),
-            Returns::Array,
-            list_nodes,
-        ),
-        Endpoint::new(
-            Get,
-            "/nodes/{node}",
-            "Node index.",
-            auth.clone(),
-            Returns::Array,
-            node_index,
-        )
-        .params(vec![node_param()]),
-        Endpoint::new(
-            Get,
-            "/nodes/{node}/status",
-            "Node status.",
-            NODE_AUDIT,
-            Returns::Object,
-            node_status,
-        )
-        .params(vec![node_param()]),
-        Endpoint::new(
-            Get,
-            "/nodes/{node}/rrddata",
-            "Node metrics (round-robin).",
-            NODE_AUDIT,
-            Returns::Array,
-            node_rrddata,
-        )
-        .params([vec![node_param()], rrd_params()].concat()),
-        Endpoint::new(
-            Get,
-            "/nodes/{node}/network",
-            "Network interfaces.",
-            auth.clone(),
-            Returns::Array,
-            network,
-        )
-        .params(vec![
-            node_param(),
-            Param::optional("type", STRING, "Only this interface type."),
-        ]),
+    vec![
         Endpoint::new(
             Get,
             "/nodes/{node}/qemu",
@@ -1390,114 +836,5 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             ]
             .concat(),
         ),
-        Endpoint::new(
-            Get,
-            "/nodes/{node}/storage",
-            "Storages usable on this node.",
-            auth.clone(),
-            Returns::Array,
-            node_storages,
-        )
-        .params(vec![
-            node_param(),
-            Param::optional(
-                "content",
-                STRING,
-                "Only storages allowing these content types.",
-            ),
-            Param::optional("storage", STRING, "Only this storage."),
-            Param::optional("enabled", BOOL, "Ignored."),
-            Param::optional("target", STRING, "Ignored."),
-        ]),
-        Endpoint::new(
-            Get,
-            "/nodes/{node}/storage/{storage}/status",
-            "Storage status.",
-            STORAGE_AUDIT,
-            Returns::Object,
-            storage_status,
-        )
-        .params(vec![
-            node_param(),
-            Param::required("storage", STRING, "Storage id."),
-        ]),
-        Endpoint::new(
-            Get,
-            "/nodes/{node}/storage/{storage}/content",
-            "Volumes on a storage.",
-            auth.clone(),
-            Returns::Array,
-            storage_content,
-        )
-        .params(vec![
-            node_param(),
-            Param::required("storage", STRING, "Storage id."),
-            Param::optional("content", STRING, "Only this content type."),
-            Param::optional("vmid", ParamType::VmId, "Only volumes of this VM."),
-        ]),
-        Endpoint::new(
-            Get,
-            "/storage",
-            "Storage configuration.",
-            auth.clone(),
-            Returns::Array,
-            storage_config_list,
-        )
-        .params(vec![Param::optional(
-            "type",
-            STRING,
-            "Only this storage type.",
-        )]),
-        Endpoint::new(
-            Post,
-            "/storage",
-            "Create a storage (type dir).",
-            Permission::Privs {
-                path: "/storage",
-                privs: &["Datastore.Allocate"],
-                any: false,
-            },
-            Returns::Object,
-            storage_create,
-        )
-        .params(vec![
-            Param::required("storage", STORAGE_ID, "The storage identifier."),
-            Param::required("type", ParamType::Enum(&["dir"]), "Storage type."),
-            Param::required("path", ABSOLUTE_PATH, "File system path."),
-            Param::optional("content", CONTENT_LIST, "Allowed content types."),
-            Param::optional("nodes", NODE_LIST, "Nodes the storage is available on."),
-            Param::optional("shared", BOOL, "The same content on every node."),
-            Param::optional("disable", BOOL, "Disable the storage."),
-        ]),
-        Endpoint::new(
-            Get,
-            "/cluster/resources",
-            "Resources of the cluster (VMs, nodes, storage).",
-            auth.clone(),
-            Returns::Array,
-            cluster_resources,
-        )
-        .params(vec![Param::optional(
-            "type",
-            ParamType::Enum(&["vm", "storage", "node", "sdn"]),
-            "Only this kind.",
-        )]),
-        Endpoint::new(
-            Get,
-            "/cluster/nextid",
-            "The next free VM id (as a string).",
-            auth,
-            Returns::String,
-            next_id,
-        )
-        .params(vec![Param::optional(
-            "vmid",
-            ParamType::VmId,
-            "Check that this id is free.",
-        )]),
-    ]);
-    list.extend(crate::cluster_api::endpoints());
-    list.extend(crate::ha_api::endpoints());
-    list.extend(crate::pools_api::endpoints());
-    list
+    ]
 }

@@ -1,6 +1,10 @@
 //! This node's QEMU guests: their configs (in the cluster store, cached here), their
 //! running processes, and the operations the API starts as tasks.
 
+pub mod kind;
+pub mod migrate;
+pub mod perm;
+
 use crate::cluster::{store_error, ConfigTree};
 use crate::Node;
 use ferrox_api::{ApiError, TaskError, TaskLog};
@@ -731,7 +735,7 @@ impl Node {
         }
         self.guests.remove_config(vmid)?;
         self.metrics.forget(&format!("qemu/{vmid}"));
-        if let Err(e) = crate::pools_api::forget_guest(self, vmid) {
+        if let Err(e) = crate::api::pools::forget_guest(self, vmid) {
             log.warn(format!(
                 "could not remove VM {vmid} from its pool and ACL: {}",
                 e.message
@@ -755,7 +759,7 @@ impl Node {
         let held = lock
             .lock()
             .map_err(|_| ApiError::internal("guest lock poisoned"))?;
-        if let Some(owner) = crate::cluster_api::vmid_owner(self, vmid) {
+        if let Some(owner) = crate::api::cluster::vmid_owner(self, vmid) {
             let on = if owner == self.opts.node_name {
                 String::new()
             } else {
@@ -804,7 +808,7 @@ impl Node {
                 }
                 log.log(format!("VM {vmid} created"));
                 if let Some(pool) = &pool {
-                    crate::pools_api::add_guest(&node, pool, vmid)
+                    crate::api::pools::add_guest(&node, pool, vmid)
                         .map_err(|e| format!("adding VM {vmid} to pool '{pool}': {}", e.message))?;
                     log.log(format!("VM {vmid} added to pool '{pool}'"));
                 }

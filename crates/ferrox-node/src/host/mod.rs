@@ -1,5 +1,8 @@
 //! Host figures from /proc and statvfs: CPU, memory, load, root filesystem, network.
 
+pub mod metrics;
+pub mod rrd;
+
 use std::path::Path;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

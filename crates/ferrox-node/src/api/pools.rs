@@ -23,7 +23,7 @@ fn members(node: &Node, cfg: &UserConfig, pool: &str, kind: Option<&str>) -> Vec
             let Ok(id) = vmid.parse::<u32>() else {
                 continue;
             };
-            let owner = crate::cluster_api::vmid_owner(node, id);
+            let owner = crate::api::cluster::vmid_owner(node, id);
             let mut v = json!({ "id": format!("qemu/{id}"), "type": "qemu", "vmid": id });
             if let Some(n) = owner {
                 v["node"] = json!(n);
@@ -136,7 +136,7 @@ fn update(ctx: &C<'_>) -> Result<Reply, ApiError> {
             .filter(|v| *v >= 100)
             .ok_or_else(|| ApiError::param("vms", format!("'{v}' is not a VM id")))?;
         ctx.require(&format!("/vms/{vmid}"), &["VM.Allocate"], false)?;
-        if !delete && crate::cluster_api::vmid_owner(node, vmid).is_none() {
+        if !delete && crate::api::cluster::vmid_owner(node, vmid).is_none() {
             return Err(ApiError::param("vms", format!("VM {vmid} does not exist")));
         }
     }

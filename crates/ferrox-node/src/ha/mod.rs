@@ -6,8 +6,10 @@
 //! `ha/manager_status`, `ha/crm_commands`, `nodes/<node>/lrm_status`, `datacenter.cfg`;
 //! plus `nodes/<node>/ha_node_stats` (capacity and usage for the scheduler).
 
-use crate::guest_kind::{kind_of, kinds};
-use crate::watchdog::WatchdogClient;
+pub mod watchdog;
+
+use crate::guests::kind::{kind_of, kinds};
+use crate::ha::watchdog::WatchdogClient;
 use crate::Node;
 use ferrox_api::{TaskError, TaskOutcome};
 use ferrox_crs::{NodeStats, ResourceStats, UsageMode};

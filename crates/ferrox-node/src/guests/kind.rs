@@ -4,7 +4,7 @@
 //! through that kind's implementation. QEMU guests are the one kind today; containers
 //! add an implementation (and its line in `kind_of`), not changes to the HA code.
 
-use crate::migrate::MigrationPlan;
+use crate::guests::migrate::MigrationPlan;
 use crate::Node;
 use ferrox_api::{ApiError, TaskError, TaskLog};
 use std::sync::Arc;
@@ -128,7 +128,7 @@ impl GuestKind for QemuGuests {
     }
 
     fn owner(&self, node: &Node, id: u32) -> Option<String> {
-        crate::cluster_api::vmid_owner(node, id)
+        crate::api::cluster::vmid_owner(node, id)
     }
 
     fn config_lock(&self, node: &Node, owner: &str, id: u32) -> Option<String> {

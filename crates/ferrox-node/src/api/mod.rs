@@ -1,0 +1,48 @@
+//! The node's API, one file per area of `/api2/json` (the file of an endpoint follows from
+//! its path): `nodes` (`/nodes`, `/nodes/{node}`), `qemu` (`/nodes/{node}/qemu`), `storage`
+//! (`/storage`, `/nodes/{node}/storage`), `resources` (`/cluster/resources`,
+//! `/cluster/nextid`), `cluster` (`/cluster/config`, status, options, locks), `ha`
+//! (`/cluster/ha`), `pools` (`/pools`); `/access`, `/version` and tasks come from
+//! `ferrox_api::core`. Each endpoint is declared with its parameters and permission next to
+//! its handler.
+
+pub mod cluster;
+pub mod ha;
+pub mod nodes;
+pub mod pools;
+pub mod qemu;
+pub mod resources;
+pub mod storage;
+
+pub use resources::local_resources;
+
+use crate::Node;
+use ferrox_api::{ApiError, Ctx, Endpoint, Param, ParamType};
+
+pub(crate) type C<'a> = Ctx<'a, Node>;
+
+pub(crate) fn node_param() -> Param {
+    Param::required("node", ParamType::Node, "The cluster node name.")
+}
+pub(crate) fn vmid_param() -> Param {
+    Param::required("vmid", ParamType::VmId, "The (unique) ID of the VM.")
+}
+pub(crate) fn vmid(ctx: &C<'_>) -> Result<u32, ApiError> {
+    Ok(ctx.params.need_int("vmid")? as u32)
+}
+pub(crate) fn auth_id(ctx: &C<'_>) -> Result<String, ApiError> {
+    Ok(ctx.caller()?.auth_id())
+}
+
+/// Every node endpoint plus the common ones.
+pub fn endpoints() -> Vec<Endpoint<Node>> {
+    let mut list = ferrox_api::core::endpoints::<Node>();
+    list.extend(nodes::endpoints());
+    list.extend(qemu::endpoints());
+    list.extend(storage::endpoints());
+    list.extend(resources::endpoints());
+    list.extend(cluster::endpoints());
+    list.extend(ha::endpoints());
+    list.extend(pools::endpoints());
+    list
+}

@@ -1,0 +1,256 @@
+//! `/storage` and `/nodes/{node}/storage`: the storage configuration, a node's storages,
+//! their status and content.
+
+use super::*;
+use crate::Node;
+use ferrox_api::core::local_node;
+use ferrox_api::rbac;
+use ferrox_api::schema::{ABSOLUTE_PATH, BOOL, CONTENT_LIST, NODE_LIST, STORAGE_ID, STRING};
+use ferrox_api::{ApiError, Endpoint, Method, Param, ParamType, Permission, Reply, Returns};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+/// `POST /storage`: a new `dir` storage, added to the tree's storage.cfg through its one
+/// serializer (compare-and-set against the version read).
+fn storage_create(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    let id = ctx.params.need_str("storage")?;
+    let path = ctx.params.need_str("path")?;
+    let node = ctx.state;
+    let current = node.tree.load("storage.cfg");
+    let mut cfg = ferrox_types::StorageConfig::parse(&current.text)
+        .map_err(|e| ApiError::internal(format!("storage.cfg: {e}")))?;
+    if cfg.storages.contains_key(id) {
+        return Err(ApiError::param(
+            "storage",
+            format!("storage ID '{id}' already defined"),
+        ));
+    }
+    let list = |name: &str| {
+        ctx.params.str(name).map(|v| {
+            ferrox_types::format::split_list(v)
+                .map(String::from)
+                .collect::<std::collections::BTreeSet<_>>()
+        })
+    };
+    let storage = ferrox_types::Storage {
+        id: id.to_string(),
+        storage_type: "dir".into(),
+        path: Some(path.to_string()),
+        content: list("content").unwrap_or_else(|| {
+            ["images", "rootdir"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        }),
+        shared: ctx.params.bool("shared").unwrap_or(false),
+        disable: ctx.params.bool("disable").unwrap_or(false),
+        nodes: list("nodes"),
+        other: BTreeMap::new(),
+    };
+    cfg.storages.insert(id.to_string(), storage);
+    cfg.order.push(id.to_string());
+    let text = cfg.to_text();
+    // The serializer's output must read back as the same storages (the one parser).
+    ferrox_types::StorageConfig::parse(&text)
+        .map_err(|e| ApiError::param("storage", e.to_string()))?;
+    std::fs::create_dir_all(path)
+        .map_err(|e| ApiError::param("path", format!("cannot create {path}: {e}")))?;
+    node.tree.save(&current, &text)?;
+    Ok(json!({"storage": id, "type": "dir"}).into())
+}
+
+pub(super) fn storage_entry(node: &Node, s: &ferrox_types::Storage) -> Value {
+    let space = ferrox_storage::plugin(s, &node.opts.node_name)
+        .map(|p| p.space())
+        .unwrap_or_default();
+    json!({
+        "storage": s.id,
+        "type": s.storage_type,
+        "content": s.content.iter().cloned().collect::<Vec<_>>().join(","),
+        "shared": u8::from(s.shared),
+        "active": u8::from(s.is_usable_on(&node.opts.node_name)),
+        "enabled": u8::from(!s.disable),
+        "total": space.total,
+        "used": space.used,
+        "avail": space.avail,
+        "used_fraction": if space.total > 0 { space.used as f64 / space.total as f64 } else { 0.0 },
+    })
+}
+
+pub(super) fn storage_visible(ctx: &C<'_>, id: &str) -> bool {
+    ctx.has(
+        &format!("/storage/{id}"),
+        &["Datastore.Audit", "Datastore.AllocateSpace"],
+        true,
+    )
+}
+
+fn node_storages(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    local_node(ctx)?;
+    let cfg = ctx.state.storage_config()?;
+    let content = ctx.params.str("content");
+    let list: Vec<Value> = cfg
+        .storages
+        .values()
+        .filter(|s| s.is_usable_on(&ctx.state.opts.node_name))
+        .filter(|s| ctx.params.str("storage").is_none_or(|id| s.id == id))
+        .filter(|s| content.is_none_or(|c| c.split(',').all(|c| s.content.contains(c))))
+        .filter(|s| storage_visible(ctx, &s.id))
+        .map(|s| storage_entry(ctx.state, s))
+        .collect();
+    Ok(json!(list).into())
+}
+
+fn one_storage<'a>(
+    ctx: &C<'_>,
+    cfg: &'a ferrox_types::StorageConfig,
+) -> Result<&'a ferrox_types::Storage, ApiError> {
+    let id = ctx.params.need_str("storage")?;
+    cfg.storages
+        .get(id)
+        .filter(|s| s.is_usable_on(&ctx.state.opts.node_name))
+        .ok_or_else(|| ApiError::internal(format!("storage '{id}' does not exist")))
+}
+
+fn storage_status(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    local_node(ctx)?;
+    let cfg = ctx.state.storage_config()?;
+    Ok(storage_entry(ctx.state, one_storage(ctx, &cfg)?).into())
+}
+
+fn storage_content(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    local_node(ctx)?;
+    let cfg = ctx.state.storage_config()?;
+    let storage = one_storage(ctx, &cfg)?;
+    if ctx.params.str("content").is_some_and(|c| c != "images") {
+        // Only disk images are managed so far: ISO and template content is empty.
+        return Ok(json!([]).into());
+    }
+    let vmid = ctx.params.int("vmid").map(|v| v as u32);
+    let volumes = ferrox_storage::open(&cfg, &ctx.state.opts.node_name, &storage.id)
+        .and_then(|s| s.list(vmid))
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let caller = ctx.caller()?;
+    let users = ctx.state.auth.user_config();
+    let list: Vec<Value> = volumes
+        .into_iter()
+        .filter(|v| rbac::check(&users, caller, &format!("/vms/{}", v.vmid), &["VM.Audit"], false) || storage_visible(ctx, &storage.id))
+        .map(|v| json!({"volid": v.volid, "vmid": v.vmid, "format": v.format, "size": v.size, "used": v.used, "content": "images", "ctime": 0}))
+        .collect();
+    Ok(json!(list).into())
+}
+
+fn storage_config_list(ctx: &C<'_>) -> Result<Reply, ApiError> {
+    let cfg = ctx.state.storage_config()?;
+    let list: Vec<Value> = cfg
+        .storages
+        .values()
+        .filter(|s| ctx.params.str("type").is_none_or(|t| s.storage_type == t))
+        .filter(|s| storage_visible(ctx, &s.id))
+        .map(|s| {
+            let mut v = json!({
+                "storage": s.id, "type": s.storage_type,
+                "content": s.content.iter().cloned().collect::<Vec<_>>().join(","),
+                "shared": u8::from(s.shared), "digest": cfg.digest,
+            });
+            if let Some(p) = &s.path {
+                v["path"] = json!(p);
+            }
+            v
+        })
+        .collect();
+    Ok(json!(list).into())
+}
+
+const STORAGE_AUDIT: Permission = Permission::Privs {
+    path: "/storage/{storage}",
+    privs: &["Datastore.Audit", "Datastore.AllocateSpace"],
+    any: true,
+};
+
+/// The endpoints of this file.
+pub fn endpoints() -> Vec<Endpoint<Node>> {
+    use Method::*;
+    let auth = Permission::Authenticated;
+    vec![
+        Endpoint::new(
+            Get,
+            "/nodes/{node}/storage",
+            "Storages usable on this node.",
+            auth.clone(),
+            Returns::Array,
+            node_storages,
+        )
+        .params(vec![
+            node_param(),
+            Param::optional(
+                "content",
+                STRING,
+                "Only storages allowing these content types.",
+            ),
+            Param::optional("storage", STRING, "Only this storage."),
+            Param::optional("enabled", BOOL, "Ignored."),
+            Param::optional("target", STRING, "Ignored."),
+        ]),
+        Endpoint::new(
+            Get,
+            "/nodes/{node}/storage/{storage}/status",
+            "Storage status.",
+            STORAGE_AUDIT,
+            Returns::Object,
+            storage_status,
+        )
+        .params(vec![
+            node_param(),
+            Param::required("storage", STRING, "Storage id."),
+        ]),
+        Endpoint::new(
+            Get,
+            "/nodes/{node}/storage/{storage}/content",
+            "Volumes on a storage.",
+            auth.clone(),
+            Returns::Array,
+            storage_content,
+        )
+        .params(vec![
+            node_param(),
+            Param::required("storage", STRING, "Storage id."),
+            Param::optional("content", STRING, "Only this content type."),
+            Param::optional("vmid", ParamType::VmId, "Only volumes of this VM."),
+        ]),
+        Endpoint::new(
+            Get,
+            "/storage",
+            "Storage configuration.",
+            auth.clone(),
+            Returns::Array,
+            storage_config_list,
+        )
+        .params(vec![Param::optional(
+            "type",
+            STRING,
+            "Only this storage type.",
+        )]),
+        Endpoint::new(
+            Post,
+            "/storage",
+            "Create a storage (type dir).",
+            Permission::Privs {
+                path: "/storage",
+                privs: &["Datastore.Allocate"],
+                any: false,
+            },
+            Returns::Object,
+            storage_create,
+        )
+        .params(vec![
+            Param::required("storage", STORAGE_ID, "The storage identifier."),
+            Param::required("type", ParamType::Enum(&["dir"]), "Storage type."),
+            Param::required("path", ABSOLUTE_PATH, "File system path."),
+            Param::optional("content", CONTENT_LIST, "Allowed content types."),
+            Param::optional("nodes", NODE_LIST, "Nodes the storage is available on."),
+            Param::optional("shared", BOOL, "The same content on every node."),
+            Param::optional("disable", BOOL, "Disable the storage."),
+        ]),
+    ]
+}
