@@ -485,3 +485,40 @@ pub fn spawn_watch(node: &Arc<Node>) {
         }
     });
 }
+
+// ---- membership and where guests are ------------------------------------------------
+
+/// Every member but this node.
+pub fn other_members(node: &Node) -> Vec<Member> {
+    node.store
+        .status()
+        .members
+        .into_iter()
+        .map(|m| m.member)
+        .filter(|m| m.name != node.opts.node_name)
+        .collect()
+}
+
+/// The vmids of every node's guests, from the store: `(vmid, node)`.
+pub fn cluster_vmids(node: &Node) -> Vec<(u32, String)> {
+    node.tree
+        .list("nodes")
+        .iter()
+        .filter_map(|(path, _)| {
+            crate::guests::parse_config_path(path).map(|(n, vmid)| (vmid, n.to_string()))
+        })
+        .collect()
+}
+
+/// The node that owns guest `vmid`, anywhere in the cluster.
+pub fn vmid_owner(node: &Node, vmid: u32) -> Option<String> {
+    other_members(node)
+        .into_iter()
+        .map(|m| m.name)
+        .chain([node.opts.node_name.clone()])
+        .find(|n| {
+            node.tree
+                .get(&crate::guests::config_path(n, vmid))
+                .is_some()
+        })
+}

@@ -2,7 +2,8 @@
 //! (information and joining), `cluster/config/nodes` (list, add, remove), and the
 //! cluster-wide views other endpoints need (members, guests of every node).
 
-use crate::guests::{config_dir, config_path, parse_config_path};
+use crate::cluster::other_members;
+use crate::guests::{config_dir, parse_config_path};
 use crate::{cluster, Node};
 use ferrox_api::schema::{Param, ParamType, STRING};
 use ferrox_api::{ApiError, Ctx, Endpoint, Method, Permission, Reply, Returns};
@@ -25,35 +26,6 @@ const MODIFY: Permission = Permission::Privs {
 
 /// How long a joining node waits to be replicated into the cluster.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Every member but this node.
-pub fn other_members(node: &Node) -> Vec<Member> {
-    node.store
-        .status()
-        .members
-        .into_iter()
-        .map(|m| m.member)
-        .filter(|m| m.name != node.opts.node_name)
-        .collect()
-}
-
-/// The vmids of every node's guests, from the store: `(vmid, node)`.
-pub fn cluster_vmids(node: &Node) -> Vec<(u32, String)> {
-    node.tree
-        .list("nodes")
-        .iter()
-        .filter_map(|(path, _)| parse_config_path(path).map(|(n, vmid)| (vmid, n.to_string())))
-        .collect()
-}
-
-/// The node that owns guest `vmid`, anywhere in the cluster.
-pub fn vmid_owner(node: &Node, vmid: u32) -> Option<String> {
-    other_members(node)
-        .into_iter()
-        .map(|m| m.name)
-        .chain([node.opts.node_name.clone()])
-        .find(|n| node.tree.get(&config_path(n, vmid)).is_some())
-}
 
 /// What `/cluster/resources` shows for a node that does not answer.
 pub fn offline_resources(node: &Node, name: &str) -> Vec<Value> {

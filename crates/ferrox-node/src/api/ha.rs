@@ -108,7 +108,7 @@ fn read(ctx: &C<'_>) -> Result<Reply, ApiError> {
 fn create(ctx: &C<'_>) -> Result<Reply, ApiError> {
     let sid = sid(ctx)?;
     let vmid: u32 = sid[3..].parse().unwrap_or(0);
-    if crate::api::cluster::vmid_owner(ctx.state, vmid).is_none() {
+    if crate::cluster::vmid_owner(ctx.state, vmid).is_none() {
         return Err(ApiError::param("sid", format!("VM {vmid} does not exist")));
     }
     let (text, mut cfg) = load(ctx.state)?;

@@ -36,7 +36,7 @@ fn list_nodes(ctx: &C<'_>) -> Result<Reply, ApiError> {
     let name = ctx.state.opts.node_name.clone();
     let stats = ctx.has(&format!("/nodes/{name}"), &["Sys.Audit"], false);
     let mut out = vec![node_entry(ctx.state, stats)];
-    let others = crate::api::cluster::other_members(ctx.state);
+    let others = crate::cluster::other_members(ctx.state);
     let answers: Vec<_> = std::thread::scope(|scope| {
         let handles: Vec<_> = others
             .iter()

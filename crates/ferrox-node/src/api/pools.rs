@@ -23,7 +23,7 @@ fn members(node: &Node, cfg: &UserConfig, pool: &str, kind: Option<&str>) -> Vec
             let Ok(id) = vmid.parse::<u32>() else {
                 continue;
             };
-            let owner = crate::api::cluster::vmid_owner(node, id);
+            let owner = crate::cluster::vmid_owner(node, id);
             let mut v = json!({ "id": format!("qemu/{id}"), "type": "qemu", "vmid": id });
             if let Some(n) = owner {
                 v["node"] = json!(n);
@@ -136,7 +136,7 @@ fn update(ctx: &C<'_>) -> Result<Reply, ApiError> {
             .filter(|v| *v >= 100)
             .ok_or_else(|| ApiError::param("vms", format!("'{v}' is not a VM id")))?;
         ctx.require(&format!("/vms/{vmid}"), &["VM.Allocate"], false)?;
-        if !delete && crate::api::cluster::vmid_owner(node, vmid).is_none() {
+        if !delete && crate::cluster::vmid_owner(node, vmid).is_none() {
             return Err(ApiError::param("vms", format!("VM {vmid} does not exist")));
         }
     }
@@ -224,32 +224,6 @@ fn remove(ctx: &C<'_>) -> Result<Reply, ApiError> {
         Ok(())
     })?;
     Ok(Value::Null.into())
-}
-
-/// Adds a new guest to its pool (creation with `pool`).
-pub fn add_guest(node: &Node, pool: &str, vmid: u32) -> Result<(), ApiError> {
-    node.auth.modify(|docs| {
-        let entry = docs
-            .users
-            .pools
-            .get_mut(pool)
-            .ok_or_else(|| ApiError::param("pool", format!("pool '{pool}' does not exist")))?;
-        entry.1.insert(vmid.to_string());
-        Ok(())
-    })
-}
-
-/// A destroyed guest leaves its pool and its ACL entries (Proxmox VE's `remove_vm_access`).
-pub fn forget_guest(node: &Node, vmid: u32) -> Result<(), ApiError> {
-    let id = vmid.to_string();
-    let path = format!("/vms/{vmid}");
-    node.auth.modify(|docs| {
-        for (_, members, _) in docs.users.pools.values_mut() {
-            members.remove(&id);
-        }
-        docs.users.acls.retain(|a| a.path != path);
-        Ok(())
-    })
 }
 
 fn update_params() -> Vec<Param> {

@@ -15,7 +15,7 @@ fn cluster_resources(ctx: &C<'_>) -> Result<Reply, ApiError> {
     let users = ctx.state.auth.user_config();
     let may = |path: &str, privs: &[&str], any: bool| rbac::check(&users, caller, path, privs, any);
     let mut json = local_resources(ctx.state, kind, &may);
-    let others = crate::api::cluster::other_members(ctx.state);
+    let others = crate::cluster::other_members(ctx.state);
     if others.is_empty() {
         return Ok(Reply::raw_json(json));
     }
@@ -185,7 +185,7 @@ struct VmResource<'a> {
 }
 
 fn next_id(ctx: &C<'_>) -> Result<Reply, ApiError> {
-    let used: std::collections::BTreeSet<u32> = crate::api::cluster::cluster_vmids(ctx.state)
+    let used: std::collections::BTreeSet<u32> = crate::cluster::cluster_vmids(ctx.state)
         .into_iter()
         .map(|(v, _)| v)
         .collect();

@@ -128,7 +128,7 @@ impl GuestKind for QemuGuests {
     }
 
     fn owner(&self, node: &Node, id: u32) -> Option<String> {
-        crate::api::cluster::vmid_owner(node, id)
+        crate::cluster::vmid_owner(node, id)
     }
 
     fn config_lock(&self, node: &Node, owner: &str, id: u32) -> Option<String> {

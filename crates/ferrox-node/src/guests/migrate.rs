@@ -160,7 +160,7 @@ impl Node {
             .collect();
         let mut allowed = Vec::new();
         let mut not_allowed = serde_json::Map::new();
-        for m in crate::api::cluster::other_members(self) {
+        for m in crate::cluster::other_members(self) {
             if target.is_some_and(|t| t != m.name) {
                 continue;
             }

@@ -1,6 +1,7 @@
 //! This node's QEMU guests: their configs (in the cluster store, cached here), their
 //! running processes, and the operations the API starts as tasks.
 
+pub mod access;
 pub mod kind;
 pub mod migrate;
 pub mod perm;
@@ -735,7 +736,7 @@ impl Node {
         }
         self.guests.remove_config(vmid)?;
         self.metrics.forget(&format!("qemu/{vmid}"));
-        if let Err(e) = crate::api::pools::forget_guest(self, vmid) {
+        if let Err(e) = crate::guests::access::forget_guest(self, vmid) {
             log.warn(format!(
                 "could not remove VM {vmid} from its pool and ACL: {}",
                 e.message
@@ -759,7 +760,7 @@ impl Node {
         let held = lock
             .lock()
             .map_err(|_| ApiError::internal("guest lock poisoned"))?;
-        if let Some(owner) = crate::api::cluster::vmid_owner(self, vmid) {
+        if let Some(owner) = crate::cluster::vmid_owner(self, vmid) {
             let on = if owner == self.opts.node_name {
                 String::new()
             } else {
@@ -808,7 +809,7 @@ impl Node {
                 }
                 log.log(format!("VM {vmid} created"));
                 if let Some(pool) = &pool {
-                    crate::api::pools::add_guest(&node, pool, vmid)
+                    crate::guests::access::add_guest(&node, pool, vmid)
                         .map_err(|e| format!("adding VM {vmid} to pool '{pool}': {}", e.message))?;
                     log.log(format!("VM {vmid} added to pool '{pool}'"));
                 }
