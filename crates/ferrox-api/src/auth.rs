@@ -131,19 +131,14 @@ impl AccountFiles for LocalFiles {
         }
         for f in files {
             let target = self.dir.join(f.path);
-            write_atomic(&target, f.data.as_bytes(), secret_mode(f.path))
-                .map_err(|e| WriteError::Failed(format!("writing {}: {e}", target.display())))?;
+            write_atomic(
+                &target,
+                f.data.as_bytes(),
+                crate::fsutil::config_file_mode(f.path),
+            )
+            .map_err(|e| WriteError::Failed(format!("writing {}: {e}", target.display())))?;
         }
         Ok(())
-    }
-}
-
-/// Files under `priv/` and keys are for root alone.
-pub fn secret_mode(path: &str) -> u32 {
-    if path.starts_with("priv/") || path.ends_with(".key") {
-        0o600
-    } else {
-        0o640
     }
 }
 

@@ -146,13 +146,13 @@ fn as_text(value: &Value) -> Option<String> {
     }
 }
 
-fn valid_node_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    !name.is_empty()
-        && name.len() <= 63
-        && bytes[0].is_ascii_alphanumeric()
-        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+/// A string value within `max_len` (the two string types share it).
+fn text_within(value: &Value, max_len: Option<usize>) -> Result<String, String> {
+    let s = as_text(value).ok_or_else(|| type_error("string", value))?;
+    match max_len {
+        Some(max) if s.len() > max => Err(format!("value may only be {max} characters long")),
+        _ => Ok(s),
+    }
 }
 
 /// Checks one value against its type; returns the normalised value.
@@ -201,18 +201,12 @@ pub fn check(ty: &ParamType, value: &Value) -> Result<Value, String> {
             _ => Err(type_error("boolean", value)),
         },
         ParamType::String { max_len } => {
-            let s = as_text(value).ok_or_else(|| type_error("string", value))?;
-            if let Some(max) = max_len.filter(|m| s.len() > *m) {
-                return Err(format!("value may only be {max} characters long"));
-            }
+            let s = text_within(value, *max_len)?;
             ferrox_types::text::check_single_line(&s)?;
             Ok(Value::String(s))
         }
         ParamType::Text { max_len } => {
-            let s = as_text(value).ok_or_else(|| type_error("string", value))?;
-            if let Some(max) = max_len.filter(|m| s.len() > *m) {
-                return Err(format!("value may only be {max} characters long"));
-            }
+            let s = text_within(value, *max_len)?;
             if s.chars()
                 .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
             {
@@ -238,7 +232,7 @@ pub fn check(ty: &ParamType, value: &Value) -> Result<Value, String> {
         }
         ParamType::Node => {
             let s = as_text(value).ok_or_else(|| type_error("string", value))?;
-            if valid_node_name(&s) {
+            if fmt::node_name(&s).is_ok() {
                 Ok(Value::String(s))
             } else {
                 Err(format!(

@@ -10,14 +10,6 @@ pub struct Mirror {
     dir: PathBuf,
 }
 
-fn mode_for(path: &str) -> u32 {
-    if path.starts_with("priv/") || path.ends_with(".key") {
-        0o600
-    } else {
-        0o640
-    }
-}
-
 impl Mirror {
     pub fn new(dir: &Path) -> Mirror {
         Mirror {
@@ -28,9 +20,12 @@ impl Mirror {
     pub fn put(&self, path: &str, data: &str) {
         let target = self.dir.join(path);
         // No fsync: SQLite is the durable copy and `resync` repairs the files at start.
-        if let Err(e) =
-            ferrox_types::fsutil::replace(&target, data.as_bytes(), mode_for(path), false)
-        {
+        if let Err(e) = ferrox_types::fsutil::replace(
+            &target,
+            data.as_bytes(),
+            ferrox_types::fsutil::config_file_mode(path),
+            false,
+        ) {
             tracing::warn!("mirroring {}: {e}", target.display());
         }
     }

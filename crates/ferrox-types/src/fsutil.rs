@@ -7,6 +7,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
+/// The mode of a file of the configuration tree (`etc/`): secrets (`priv/`, keys) for
+/// root alone, the rest readable by the group.
+pub fn config_file_mode(path: &str) -> u32 {
+    if path.starts_with("priv/") || path.ends_with(".key") {
+        0o600
+    } else {
+        0o640
+    }
+}
+
 /// Writes `bytes` to a temporary file beside `path`, syncs it and renames it over `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     replace(path, bytes, mode, true)

@@ -125,13 +125,11 @@ impl Filesystem {
 }
 
 pub fn filesystem(path: &Path) -> Filesystem {
-    match rustix::fs::statvfs(path) {
-        Ok(s) => Filesystem {
-            total: s.f_blocks * s.f_frsize,
-            free: s.f_bfree * s.f_frsize,
-            avail: s.f_bavail * s.f_frsize,
-        },
-        Err(_) => Filesystem::default(),
+    let space = ferrox_storage::dir::filesystem_space(path);
+    Filesystem {
+        total: space.total,
+        free: space.total - space.used,
+        avail: space.avail,
     }
 }
 
