@@ -760,6 +760,21 @@ fn second_factors_totp_and_recovery_keys() {
         ],
     );
     assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.body["errors"]["value"].is_string(), "{r:?}");
+    let r = d.request(
+        "POST",
+        "/access/tfa/alice@pve",
+        &alice,
+        &[
+            ("type", "totp"),
+            ("totp", "not-a-uri"),
+            ("value", "123456"),
+            ("password", "alicesecret"),
+        ],
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.body["errors"]["totp"].is_string(), "{r:?}");
+    assert!(!d.etc().join("priv/tfa.cfg").exists(), "nothing stored");
     let r = d.request(
         "POST",
         "/access/tfa/alice@pve",
@@ -1007,6 +1022,26 @@ fn pool_roles_reach_the_pool_members_and_only_them() {
         &[("poolid", "web"), ("comment", "web servers")],
     );
     assert_eq!(r.status, 200, "{r:?}");
+    // Bad input names the field and changes nothing.
+    let before = config_snapshot(&d.etc());
+    for (form, field) in [
+        (vec![("poolid", "bad pool")], "poolid"),
+        (vec![("poolid", "web")], "poolid"),
+    ] {
+        let r = d.request("POST", "/pools", &root, &form);
+        assert_eq!(r.status, 400, "{form:?}: {r:?}");
+        assert!(r.body["errors"][field].is_string(), "{form:?}: {r:?}");
+    }
+    for (form, field) in [
+        (vec![("vms", "999")], "vms"),
+        (vec![("vms", "abc")], "vms"),
+        (vec![("storage", "nosuch")], "storage"),
+    ] {
+        let r = d.request("PUT", "/pools/web", &root, &form);
+        assert_eq!(r.status, 400, "{form:?}: {r:?}");
+        assert!(r.body["errors"][field].is_string(), "{form:?}: {r:?}");
+    }
+    assert_eq!(config_snapshot(&d.etc()), before);
     d.add_user(&root, "pa@pve", "pasecret1", &[("/pool/web", "PVEVMAdmin")]);
     let pa = d.login_as("pa@pve", "pasecret1");
     // Creating into the pool is allowed by the pool's role; outside it is not.
