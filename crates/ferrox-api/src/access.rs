@@ -7,13 +7,14 @@
 use crate::auth::{AccountDocs, Caller};
 use crate::error::ApiError;
 use crate::rbac;
-use crate::router::{ApiState, Ctx, Endpoint, Method, Permission, Reply, Returns};
+use crate::router::{ApiState, Ctx, Endpoint, Method, Permission};
 use crate::schema::{
     int, Param, ParamType, BOOL, COLON_FIELD, EMAIL, GROUP_ID, ROLE_ID, STRING, TEXT, USERID,
 };
+use ferrox_api_types::access as types;
+use ferrox_api_types::PrivilegeSet;
 use ferrox_types::format::split_list;
 use ferrox_types::user_config::{Acl, User, UserConfig};
-use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
 fn realm_of(userid: &str) -> &str {
@@ -81,55 +82,52 @@ fn user_exists(docs: &AccountDocs, userid: &str) -> Result<(), ApiError> {
     }
 }
 
-fn user_row(cfg: &UserConfig, u: &User, full: bool) -> Value {
-    let mut v = json!({
-        "userid": u.userid,
-        "enable": u8::from(u.enable),
-        "expire": u.expire,
-        "realm-type": realm_of(&u.userid),
-    });
-    for (k, val) in [
-        ("firstname", &u.firstname),
-        ("lastname", &u.lastname),
-        ("email", &u.email),
-        ("comment", &u.comment),
-        ("keys", &u.keys),
-    ] {
-        if !val.is_empty() {
-            v[k] = json!(val);
-        }
-    }
-    let groups = groups_of(cfg, &u.userid);
-    if full {
-        v["groups"] = json!(groups);
-        let prefix = format!("{}!", u.userid);
-        let tokens: Vec<Value> = cfg
-            .tokens
-            .values()
-            .filter(|t| t.full_id.starts_with(&prefix))
-            .map(|t| {
-                json!({
-                    "tokenid": &t.full_id[prefix.len()..],
-                    "expire": t.expire,
-                    "privsep": u8::from(t.privsep),
-                    "comment": t.comment,
-                })
-            })
-            .collect();
-        v["tokens"] = json!(tokens);
-    } else if !groups.is_empty() {
-        v["groups"] = json!(groups.join(","));
-    }
-    v
+fn non_empty(text: &str) -> Option<String> {
+    (!text.is_empty()).then(|| text.to_string())
 }
 
-fn list_users<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+fn user_row(cfg: &UserConfig, u: &User, full: bool) -> types::User {
+    let groups = groups_of(cfg, &u.userid);
+    let prefix = format!("{}!", u.userid);
+    let tokens = full.then(|| {
+        cfg.tokens
+            .values()
+            .filter(|t| t.full_id.starts_with(&prefix))
+            .map(|t| types::Token {
+                tokenid: Some(t.full_id[prefix.len()..].to_string()),
+                expire: t.expire,
+                privsep: u8::from(t.privsep),
+                comment: Some(t.comment.clone()),
+            })
+            .collect()
+    });
+    let groups = if full {
+        Some(types::UserGroups::List(groups))
+    } else {
+        (!groups.is_empty()).then(|| types::UserGroups::Joined(groups.join(",")))
+    };
+    types::User {
+        userid: u.userid.clone(),
+        enable: u8::from(u.enable),
+        expire: u.expire,
+        realm_type: Some(realm_of(&u.userid).to_string()),
+        firstname: non_empty(&u.firstname),
+        lastname: non_empty(&u.lastname),
+        email: non_empty(&u.email),
+        comment: non_empty(&u.comment),
+        keys: non_empty(&u.keys),
+        groups,
+        tokens,
+    }
+}
+
+fn list_users<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Vec<types::User>, ApiError> {
     let me = caller(ctx)?.userid.clone();
     let cfg = ctx.state.auth().user_config();
     let all = ctx.has("/access/groups", &["User.Modify", "Sys.Audit"], true);
     let enabled = ctx.params.bool("enabled");
     let full = ctx.params.bool("full").unwrap_or(false);
-    let rows: Vec<Value> = cfg
+    let rows = cfg
         .users
         .values()
         .filter(|u| enabled.is_none_or(|e| u.enable == e))
@@ -145,10 +143,10 @@ fn list_users<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
         })
         .map(|u| user_row(&cfg, u, full))
         .collect();
-    Ok(json!(rows).into())
+    Ok(rows)
 }
 
-fn read_user<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+fn read_user<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<types::User, ApiError> {
     let userid = ctx.params.need_str("userid")?;
     let cfg = ctx.state.auth().user_config();
     let user = cfg
@@ -158,7 +156,7 @@ fn read_user<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
     if caller(ctx)?.userid != userid {
         check_userid_group(ctx, userid, &["User.Modify", "Sys.Audit"], None, true)?;
     }
-    Ok(user_row(&cfg, user, true).into())
+    Ok(user_row(&cfg, user, true))
 }
 
 fn group_list_param<S: ApiState>(ctx: &Ctx<'_, S>) -> Option<Vec<String>> {
@@ -213,7 +211,7 @@ fn set_groups(
     Ok(())
 }
 
-fn create_user<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+fn create_user<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
     let userid = ctx.params.need_str("userid")?.to_string();
     check_realm_allocate(ctx, &userid)?;
     let groups = group_list_param(ctx);
@@ -277,10 +275,10 @@ fn create_user<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
         }
         Ok(())
     })?;
-    Ok(Value::Null.into())
+    Ok(())
 }
 
-fn update_user<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+fn update_user<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
     let userid = ctx.params.need_str("userid")?.to_string();
     let groups = group_list_param(ctx);
     check_userid_group(
@@ -307,7 +305,7 @@ fn update_user<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
         }
         Ok(())
     })?;
-    Ok(Value::Null.into())
+    Ok(())
 }
 
 /// Removes every trace of `subject` (a user or a token) from the ACL.
@@ -318,7 +316,7 @@ fn drop_acl_subject(cfg: &mut UserConfig, subject: &dyn Fn(&str) -> bool) {
     cfg.acls.retain(|a| !a.ugids.is_empty());
 }
 
-fn delete_user<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+fn delete_user<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
     let userid = ctx.params.need_str("userid")?.to_string();
     check_realm_allocate(ctx, &userid)?;
     check_userid_group(ctx, &userid, &["User.Modify"], None, true)?;
@@ -343,12 +341,12 @@ fn delete_user<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
         });
         Ok(())
     })?;
-    Ok(Value::Null.into())
+    Ok(())
 }
 
 /// `PUT /access/password`: your own password (with your current one as confirmation), or
 /// another user's with `Realm.AllocateUser` and `User.Modify`. Only root changes root's.
-fn change_password<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+fn change_password<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
     let me = caller(ctx)?.clone();
     let userid = ctx.params.need_str("userid")?.to_string();
     let password = ctx.params.need_str("password")?;
@@ -387,12 +385,12 @@ fn change_password<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
         }
     }
     auth.set_password(&userid, password)?;
-    Ok(Value::Null.into())
+    Ok(())
 }
 
-fn list_groups<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+fn list_groups<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Vec<types::GroupEntry>, ApiError> {
     let cfg = ctx.state.auth().user_config();
-    let rows: Vec<Value> = cfg
+    let rows = cfg
         .groups
         .iter()
         .filter(|(g, _)| {
@@ -402,35 +400,29 @@ fn list_groups<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
                 true,
             )
         })
-        .map(|(g, (members, comment))| {
-            let mut v = json!({
-                "groupid": g,
-                "users": members.iter().cloned().collect::<Vec<_>>().join(","),
-            });
-            if !comment.is_empty() {
-                v["comment"] = json!(comment);
-            }
-            v
+        .map(|(g, (members, comment))| types::GroupEntry {
+            groupid: g.clone(),
+            users: members.iter().cloned().collect::<Vec<_>>().join(","),
+            comment: non_empty(comment),
         })
         .collect();
-    Ok(json!(rows).into())
+    Ok(rows)
 }
 
-fn read_group<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+fn read_group<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<types::Group, ApiError> {
     let g = ctx.params.need_str("groupid")?;
     let cfg = ctx.state.auth().user_config();
     let (members, comment) = cfg
         .groups
         .get(g)
         .ok_or_else(|| ApiError::internal(format!("group '{g}' does not exist")))?;
-    let mut v = json!({ "members": members });
-    if !comment.is_empty() {
-        v["comment"] = json!(comment);
-    }
-    Ok(v.into())
+    Ok(types::Group {
+        members: members.iter().cloned().collect(),
+        comment: non_empty(comment),
+    })
 }
 
-fn create_group<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+fn create_group<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
     let g = ctx.params.need_str("groupid")?.to_string();
     let comment = ctx.params.str("comment").unwrap_or("").to_string();
     ctx.state.auth().modify(|docs| {
@@ -445,10 +437,10 @@ fn create_group<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
             .insert(g.clone(), (BTreeSet::new(), comment.clone()));
         Ok(())
     })?;
-    Ok(Value::Null.into())
+    Ok(())
 }
 
-fn update_group<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+fn update_group<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
     let g = ctx.params.need_str("groupid")?.to_string();
     let comment = ctx.params.str("comment").map(String::from);
     ctx.state.auth().modify(|docs| {
@@ -462,10 +454,10 @@ fn update_group<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
         }
         Ok(())
     })?;
-    Ok(Value::Null.into())
+    Ok(())
 }
 
-fn delete_group<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+fn delete_group<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
     let g = ctx.params.need_str("groupid")?.to_string();
     ctx.state.auth().modify(|docs| {
         if docs.users.groups.remove(&g).is_none() {
@@ -475,7 +467,7 @@ fn delete_group<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
         drop_acl_subject(&mut docs.users, &|u| u == subject);
         Ok(())
     })?;
-    Ok(Value::Null.into())
+    Ok(())
 }
 
 fn role_privileges_param<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<BTreeSet<String>, ApiError> {
@@ -490,29 +482,28 @@ fn role_privileges_param<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<BTreeSet<Strin
     Ok(out)
 }
 
-fn list_roles<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+fn list_roles<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Vec<types::RoleEntry>, ApiError> {
     let cfg = ctx.state.auth().user_config();
-    let mut rows: Vec<Value> = rbac::BUILTIN_ROLES
+    let mut rows: Vec<types::RoleEntry> = rbac::BUILTIN_ROLES
         .iter()
         .filter_map(|r| {
             let privs = rbac::builtin_role(r)?;
-            Some(json!({
-                "roleid": r,
-                "privs": privs.into_iter().collect::<Vec<_>>().join(","),
-                "special": 1,
-            }))
+            Some(types::RoleEntry {
+                roleid: r.to_string(),
+                privs: privs.into_iter().collect::<Vec<_>>().join(","),
+                special: Some(1),
+            })
         })
         .collect();
-    rows.extend(cfg.roles.iter().map(|(r, privs)| {
-        json!({
-            "roleid": r,
-            "privs": privs.iter().cloned().collect::<Vec<_>>().join(","),
-        })
+    rows.extend(cfg.roles.iter().map(|(r, privs)| types::RoleEntry {
+        roleid: r.clone(),
+        privs: privs.iter().cloned().collect::<Vec<_>>().join(","),
+        special: None,
     }));
-    Ok(json!(rows).into())
+    Ok(rows)
 }
 
-fn read_role<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+fn read_role<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<PrivilegeSet, ApiError> {
     let r = ctx.params.need_str("roleid")?;
     let cfg = ctx.state.auth().user_config();
     let privs: Vec<String> = match rbac::builtin_role(r) {
@@ -525,8 +516,7 @@ fn read_role<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
             .cloned()
             .collect(),
     };
-    let map: serde_json::Map<String, Value> = privs.into_iter().map(|p| (p, json!(1))).collect();
-    Ok(Value::Object(map).into())
+    Ok(privs.into_iter().map(|p| (p, 1)).collect())
 }
 
 fn special_role(r: &str) -> Result<(), ApiError> {
@@ -539,7 +529,7 @@ fn special_role(r: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn create_role<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+fn create_role<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
     let r = ctx.params.need_str("roleid")?.to_string();
     special_role(&r)?;
     let privs = role_privileges_param(ctx)?;
@@ -553,10 +543,10 @@ fn create_role<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
         docs.users.roles.insert(r.clone(), privs.clone());
         Ok(())
     })?;
-    Ok(Value::Null.into())
+    Ok(())
 }
 
-fn update_role<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+fn update_role<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
     let r = ctx.params.need_str("roleid")?.to_string();
     special_role(&r)?;
     let privs = role_privileges_param(ctx)?;
@@ -573,10 +563,10 @@ fn update_role<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
         current.extend(privs.iter().cloned());
         Ok(())
     })?;
-    Ok(Value::Null.into())
+    Ok(())
 }
 
-fn delete_role<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+fn delete_role<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
     let r = ctx.params.need_str("roleid")?.to_string();
     special_role(&r)?;
     ctx.state.auth().modify(|docs| {
@@ -589,7 +579,7 @@ fn delete_role<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
         docs.users.acls.retain(|a| !a.roles.is_empty());
         Ok(())
     })?;
-    Ok(Value::Null.into())
+    Ok(())
 }
 
 /// Proxmox VE's `check_path`: the ACL paths that mean something.
@@ -635,7 +625,7 @@ fn acl_subject_kind(ugid: &str) -> (&'static str, &str) {
     }
 }
 
-fn list_acl<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+fn list_acl<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Vec<types::AclEntry>, ApiError> {
     let cfg = ctx.state.auth().user_config();
     let audit = ctx.has("/access", &["Sys.Audit"], false);
     let mut rows = Vec::new();
@@ -646,17 +636,17 @@ fn list_acl<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
         for ugid in &acl.ugids {
             let (kind, id) = acl_subject_kind(ugid);
             for role in &acl.roles {
-                rows.push(json!({
-                    "path": acl.path,
-                    "type": kind,
-                    "ugid": id,
-                    "roleid": role,
-                    "propagate": u8::from(acl.propagate),
-                }));
+                rows.push(types::AclEntry {
+                    path: acl.path.clone(),
+                    kind: kind.to_string(),
+                    ugid: id.to_string(),
+                    roleid: role.clone(),
+                    propagate: u8::from(acl.propagate),
+                });
             }
         }
     }
-    Ok(json!(rows).into())
+    Ok(rows)
 }
 
 /// One ACL grant: path, subject, role → propagate.
@@ -693,7 +683,7 @@ fn implode(grants: &Grants) -> Vec<Acl> {
         .collect()
 }
 
-fn update_acl<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+fn update_acl<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
     let path = ctx.params.need_str("path")?.to_string();
     let delete = ctx.params.bool("delete").unwrap_or(false);
     if !delete && !valid_acl_path(&path) {
@@ -799,7 +789,7 @@ fn update_acl<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
         docs.users.acls = implode(&grants);
         Ok(())
     })?;
-    Ok(Value::Null.into())
+    Ok(())
 }
 
 fn password_param() -> Param {
@@ -852,46 +842,46 @@ pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
         any: false,
     };
     vec![
-        Endpoint::new(Get, "/access/users", "User index (users you may see).", Permission::Handler("users with User.Modify or Sys.Audit on /access/groups or on one of their groups, and yourself"), Returns::Array, list_users)
+        Endpoint::new(Get, "/access/users", "User index (users you may see).", Permission::Handler("users with User.Modify or Sys.Audit on /access/groups or on one of their groups, and yourself"), list_users)
             .params(vec![
                 Param::optional("enabled", BOOL, "Only enabled (1) or disabled (0) users."),
                 Param::optional("full", BOOL, "Include groups and tokens."),
             ]),
-        Endpoint::new(Post, "/access/users", "Create a user.", Permission::Handler("Realm.AllocateUser on /access/realm/<realm> and User.Modify on /access/groups or on every group given"), Returns::Null, create_user)
+        Endpoint::new(Post, "/access/users", "Create a user.", Permission::Handler("Realm.AllocateUser on /access/realm/<realm> and User.Modify on /access/groups or on every group given"), create_user)
             .params([vec![userid_param(), Param::optional("password", ParamType::String { max_len: Some(64) }, "Initial password (pve and pam realms).")], user_field_params()].concat()),
-        Endpoint::new(Get, "/access/users/{userid}", "User configuration.", Permission::Handler("yourself, or User.Modify or Sys.Audit on /access/groups or on one of the user's groups"), Returns::Object, read_user)
+        Endpoint::new(Get, "/access/users/{userid}", "User configuration.", Permission::Handler("yourself, or User.Modify or Sys.Audit on /access/groups or on one of the user's groups"), read_user)
             .params(vec![userid_param()]),
-        Endpoint::new(Put, "/access/users/{userid}", "Update a user.", Permission::Handler("User.Modify on /access/groups or on one of the user's groups (and on every group given)"), Returns::Null, update_user)
+        Endpoint::new(Put, "/access/users/{userid}", "Update a user.", Permission::Handler("User.Modify on /access/groups or on one of the user's groups (and on every group given)"), update_user)
             .params([vec![userid_param(), Param::optional("append", BOOL, "Add the groups instead of replacing them.")], user_field_params()].concat()),
-        Endpoint::new(Delete, "/access/users/{userid}", "Delete a user with its tokens, ACL entries and password.", Permission::Handler("Realm.AllocateUser on /access/realm/<realm> and User.Modify on /access/groups or on one of the user's groups"), Returns::Null, delete_user)
+        Endpoint::new(Delete, "/access/users/{userid}", "Delete a user with its tokens, ACL entries and password.", Permission::Handler("Realm.AllocateUser on /access/realm/<realm> and User.Modify on /access/groups or on one of the user's groups"), delete_user)
             .params(vec![userid_param()]),
-        Endpoint::new(Put, "/access/password", "Change a user's password.", Permission::Handler("your own password, or Realm.AllocateUser and User.Modify for another user's (root@pam's only by root@pam)"), Returns::Null, change_password)
+        Endpoint::new(Put, "/access/password", "Change a user's password.", Permission::Handler("your own password, or Realm.AllocateUser and User.Modify for another user's (root@pam's only by root@pam)"), change_password)
             .no_token()
             .params(vec![
                 userid_param(),
                 password_param(),
                 Param::optional("confirmation-password", ParamType::String { max_len: Some(64) }, "Your current password (required unless you are root@pam)."),
             ]),
-        Endpoint::new(Get, "/access/groups", "Group index (groups you may see).", Permission::Handler("groups with Sys.Audit or Group.Allocate on /access/groups/<group>"), Returns::Array, list_groups),
-        Endpoint::new(Post, "/access/groups", "Create a group.", group_allocate.clone(), Returns::Null, create_group)
+        Endpoint::new(Get, "/access/groups", "Group index (groups you may see).", Permission::Handler("groups with Sys.Audit or Group.Allocate on /access/groups/<group>"), list_groups),
+        Endpoint::new(Post, "/access/groups", "Create a group.", group_allocate.clone(), create_group)
             .params(vec![groupid(), Param::optional("comment", TEXT, "Free text.")]),
-        Endpoint::new(Get, "/access/groups/{groupid}", "Group configuration.", Permission::Privs { path: "/access/groups/{groupid}", privs: &["Sys.Audit", "Group.Allocate"], any: true }, Returns::Object, read_group)
+        Endpoint::new(Get, "/access/groups/{groupid}", "Group configuration.", Permission::Privs { path: "/access/groups/{groupid}", privs: &["Sys.Audit", "Group.Allocate"], any: true }, read_group)
             .params(vec![groupid()]),
-        Endpoint::new(Put, "/access/groups/{groupid}", "Update a group.", Permission::Privs { path: "/access/groups/{groupid}", privs: &["Group.Allocate"], any: false }, Returns::Null, update_group)
+        Endpoint::new(Put, "/access/groups/{groupid}", "Update a group.", Permission::Privs { path: "/access/groups/{groupid}", privs: &["Group.Allocate"], any: false }, update_group)
             .params(vec![groupid(), Param::optional("comment", TEXT, "Free text.")]),
-        Endpoint::new(Delete, "/access/groups/{groupid}", "Delete a group and its ACL entries.", Permission::Privs { path: "/access/groups/{groupid}", privs: &["Group.Allocate"], any: false }, Returns::Null, delete_group)
+        Endpoint::new(Delete, "/access/groups/{groupid}", "Delete a group and its ACL entries.", Permission::Privs { path: "/access/groups/{groupid}", privs: &["Group.Allocate"], any: false }, delete_group)
             .params(vec![groupid()]),
-        Endpoint::new(Get, "/access/roles", "Role index.", auth.clone(), Returns::Array, list_roles),
-        Endpoint::new(Post, "/access/roles", "Create a custom role.", role_modify.clone(), Returns::Null, create_role)
+        Endpoint::new(Get, "/access/roles", "Role index.", auth.clone(), list_roles),
+        Endpoint::new(Post, "/access/roles", "Create a custom role.", role_modify.clone(), create_role)
             .params(vec![roleid(), Param::optional("privs", STRING, "Privileges (comma list).")]),
-        Endpoint::new(Get, "/access/roles/{roleid}", "Privileges of a role.", auth.clone(), Returns::Object, read_role)
+        Endpoint::new(Get, "/access/roles/{roleid}", "Privileges of a role.", auth.clone(), read_role)
             .params(vec![roleid()]),
-        Endpoint::new(Put, "/access/roles/{roleid}", "Update a custom role.", role_modify.clone(), Returns::Null, update_role)
+        Endpoint::new(Put, "/access/roles/{roleid}", "Update a custom role.", role_modify.clone(), update_role)
             .params(vec![roleid(), Param::optional("privs", STRING, "Privileges (comma list)."), Param::optional("append", BOOL, "Add the privileges instead of replacing them.")]),
-        Endpoint::new(Delete, "/access/roles/{roleid}", "Delete a custom role (and its ACL entries).", role_modify, Returns::Null, delete_role)
+        Endpoint::new(Delete, "/access/roles/{roleid}", "Delete a custom role (and its ACL entries).", role_modify, delete_role)
             .params(vec![roleid()]),
-        Endpoint::new(Get, "/access/acl", "Access control list (entries you may modify, or all with Sys.Audit on /access).", Permission::Handler("entries on paths where you hold Permissions.Modify; all with Sys.Audit on /access"), Returns::Array, list_acl),
-        Endpoint::new(Put, "/access/acl", "Add or remove ACL entries.", Permission::Handler("Permissions.Modify on the path (or VM.Allocate on /vms/<id>, Datastore.Allocate on /storage/<id>, Pool.Allocate on /pool/<id>, handing out only privileges you hold)"), Returns::Null, update_acl)
+        Endpoint::new(Get, "/access/acl", "Access control list (entries you may modify, or all with Sys.Audit on /access).", Permission::Handler("entries on paths where you hold Permissions.Modify; all with Sys.Audit on /access"), list_acl),
+        Endpoint::new(Put, "/access/acl", "Add or remove ACL entries.", Permission::Handler("Permissions.Modify on the path (or VM.Allocate on /vms/<id>, Datastore.Allocate on /storage/<id>, Pool.Allocate on /pool/<id>, handing out only privileges you hold)"), update_acl)
             .params(vec![
                 Param::required("path", STRING, "ACL path (/, /vms/100, /storage/local, ...)."),
                 Param::required("roles", STRING, "Roles (comma list)."),

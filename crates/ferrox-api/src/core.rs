@@ -4,11 +4,13 @@
 use crate::auth::{Caller, LoginOutcome};
 use crate::error::ApiError;
 use crate::rbac;
-use crate::router::{ApiState, Ctx, Endpoint, Method, Permission, Reply, Returns};
+use crate::router::{ApiState, Ctx, Endpoint, Method, Paged, Permission};
 use crate::schema::{int, Param, ParamType, BOOL, REALM, STRING, TEXT, TOKEN_NAME, USERID};
 use crate::tasks::TaskFilter;
+use ferrox_api_types::access::{PermissionMap, Ticket, Token as TokenInfo, TokenCreated};
+use ferrox_api_types::tasks::{TaskLogLine, TaskStatus};
+use ferrox_api_types::Version;
 use ferrox_types::user_config::Token;
-use serde_json::{json, Value};
 
 /// The Proxmox VE release whose API Ferrox speaks (clients gate features on it).
 pub const PVE_VERSION: &str = "9.2.0";
@@ -36,7 +38,7 @@ pub fn local_node<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
     }
 }
 
-fn cap<S: ApiState>(state: &S, caller: &Caller) -> Value {
+fn cap<S: ApiState>(state: &S, caller: &Caller) -> PermissionMap {
     let cfg = state.auth().user_config();
     let groups: [(&str, &str, &[&str]); 7] = [
         ("vms", "/vms", &["VM.", "Permissions.Modify"]),
@@ -51,19 +53,20 @@ fn cap<S: ApiState>(state: &S, caller: &Caller) -> Value {
         ("dc", "/", &["Sys.Audit", "Sys.Modify", "SDN."]),
         ("mapping", "/mapping", &["Mapping.", "Permissions.Modify"]),
     ];
-    let mut out = serde_json::Map::new();
-    for (key, path, prefixes) in groups {
-        let privs: serde_json::Map<String, Value> = rbac::privileges(&cfg, caller, path)
-            .into_keys()
-            .filter(|p| prefixes.iter().any(|pre| p.starts_with(pre)))
-            .map(|p| (p, json!(1)))
-            .collect();
-        out.insert(key.to_string(), Value::Object(privs));
-    }
-    Value::Object(out)
+    groups
+        .into_iter()
+        .map(|(key, path, prefixes)| {
+            let privs = rbac::privileges(&cfg, caller, path)
+                .into_keys()
+                .filter(|p| prefixes.iter().any(|pre| p.starts_with(pre)))
+                .map(|p| (p, 1))
+                .collect();
+            (key.to_string(), privs)
+        })
+        .collect()
 }
 
-fn create_ticket<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+fn create_ticket<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Ticket, ApiError> {
     let auth = ctx.state.auth();
     let username = ctx.params.need_str("username")?;
     let userid = auth.canonical_userid(username, ctx.params.str("realm"));
@@ -85,7 +88,13 @@ fn create_ticket<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
         if !rbac::check(&auth.user_config(), &caller, path, &wanted, false) {
             return Err(ApiError::new(401, "authentication failure"));
         }
-        return Ok(json!({ "username": userid }).into());
+        return Ok(Ticket {
+            username: userid,
+            ticket: None,
+            csrf_prevention_token: None,
+            cap: None,
+            need_tfa: None,
+        });
     }
     let ticket = if let Some(challenge) = ctx.params.str("tfa-challenge") {
         // Second step: `password` is the answer (`totp:123456`, `recovery:KEY`).
@@ -99,13 +108,13 @@ fn create_ticket<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
                     auth.login_second_factor(&userid, &partial, &format!("totp:{otp}"), ctx.peer)?
                 }
                 None => {
-                    return Ok(json!({
-                        "ticket": partial,
-                        "NeedTFA": 1,
-                        "username": userid,
-                        "CSRFPreventionToken": auth.csrf_token(&userid),
+                    return Ok(Ticket {
+                        ticket: Some(partial),
+                        need_tfa: Some(1),
+                        csrf_prevention_token: Some(auth.csrf_token(&userid)),
+                        username: userid,
+                        cap: None,
                     })
-                    .into())
                 }
             },
         }
@@ -114,16 +123,16 @@ fn create_ticket<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
         userid: userid.clone(),
         token: None,
     };
-    Ok(json!({
-        "ticket": ticket,
-        "CSRFPreventionToken": auth.csrf_token(&userid),
-        "username": userid,
-        "cap": cap(ctx.state.as_ref(), &caller),
+    Ok(Ticket {
+        ticket: Some(ticket),
+        csrf_prevention_token: Some(auth.csrf_token(&userid)),
+        cap: Some(cap(ctx.state.as_ref(), &caller)),
+        username: userid,
+        need_tfa: None,
     })
-    .into())
 }
 
-fn permissions<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+fn permissions<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<PermissionMap, ApiError> {
     let caller = ctx.caller()?.clone();
     let subject = match ctx.params.str("userid") {
         Some(other) if other != caller.auth_id() => {
@@ -141,12 +150,11 @@ fn permissions<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
         }
         _ => caller,
     };
-    let map = rbac::permission_map(
+    Ok(rbac::permission_map(
         &ctx.state.auth().user_config(),
         &subject,
         ctx.params.str("path"),
-    );
-    Ok(json!(map).into())
+    ))
 }
 
 /// Users manage their own tokens; `User.Modify` on `/access/groups` manages anyone's.
@@ -160,29 +168,30 @@ fn token_owner<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<String, ApiError> {
     Ok(userid)
 }
 
-fn token_info(t: &Token) -> Value {
-    let mut v = json!({
-        "tokenid": t.full_id.split_once('!').map(|(_, n)| n).unwrap_or(""),
-        "privsep": u8::from(t.privsep),
-        "expire": t.expire,
-    });
-    if !t.comment.is_empty() {
-        v["comment"] = json!(t.comment);
+/// A token as its listing shows it; the single-token replies leave out `tokenid`.
+fn token_info(t: &Token, with_id: bool) -> TokenInfo {
+    TokenInfo {
+        tokenid: with_id.then(|| {
+            let name = t.full_id.split_once('!').map(|(_, n)| n).unwrap_or("");
+            name.to_string()
+        }),
+        privsep: u8::from(t.privsep),
+        expire: t.expire,
+        comment: (!t.comment.is_empty()).then(|| t.comment.clone()),
     }
-    v
 }
 
-fn list_tokens<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+fn list_tokens<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Vec<TokenInfo>, ApiError> {
     let userid = token_owner(ctx)?;
     let prefix = format!("{userid}!");
     let cfg = ctx.state.auth().user_config();
-    let list: Vec<Value> = cfg
+    let list = cfg
         .tokens
         .values()
         .filter(|t| t.full_id.starts_with(&prefix))
-        .map(token_info)
+        .map(|t| token_info(t, true))
         .collect();
-    Ok(json!(list).into())
+    Ok(list)
 }
 
 fn full_token_id<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<String, ApiError> {
@@ -191,21 +200,17 @@ fn full_token_id<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<String, ApiError> {
     Ok(format!("{userid}!{tokenid}"))
 }
 
-fn read_token<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+fn read_token<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<TokenInfo, ApiError> {
     let full = full_token_id(ctx)?;
     let cfg = ctx.state.auth().user_config();
     let t = cfg
         .tokens
         .get(&full)
         .ok_or_else(|| ApiError::internal(format!("no such token '{full}'")))?;
-    let mut info = token_info(t);
-    if let Some(obj) = info.as_object_mut() {
-        obj.remove("tokenid");
-    }
-    Ok(info.into())
+    Ok(token_info(t, false))
 }
 
-fn create_token<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+fn create_token<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<TokenCreated, ApiError> {
     let full = full_token_id(ctx)?;
     let userid = ctx.params.need_str("userid")?;
     // Proxmox VE: a token expires with its user unless told otherwise.
@@ -228,15 +233,15 @@ fn create_token<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
         comment: ctx.params.str("comment").unwrap_or("").to_string(),
     };
     let secret = ctx.state.auth().create_token(userid, token.clone())?;
-    let mut info = token_info(&token);
-    if let Some(obj) = info.as_object_mut() {
-        obj.remove("tokenid");
-    }
-    Ok(json!({ "full-tokenid": full, "info": info, "value": secret }).into())
+    Ok(TokenCreated {
+        full_tokenid: full,
+        info: token_info(&token, false),
+        value: secret,
+    })
 }
 
 /// `PUT /access/users/{userid}/token/{tokenid}`: comment, expiry, privilege separation.
-fn update_token<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+fn update_token<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<TokenInfo, ApiError> {
     let full = full_token_id(ctx)?;
     let comment = ctx.params.str("comment").map(String::from);
     let expire = ctx.params.int("expire").map(|e| e.max(0) as u64);
@@ -258,33 +263,36 @@ fn update_token<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
         }
         Ok(token.clone())
     })?;
-    let mut info = token_info(&updated);
-    if let Some(obj) = info.as_object_mut() {
-        obj.remove("tokenid");
-    }
-    Ok(info.into())
+    Ok(token_info(&updated, false))
 }
 
-fn delete_token<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+fn delete_token<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
     let full = full_token_id(ctx)?;
     ctx.state.auth().delete_token(&full)?;
-    Ok(Value::Null.into())
+    Ok(())
 }
 
-fn version<S: ApiState>(_: &Ctx<'_, S>) -> Result<Reply, ApiError> {
-    Ok(json!({
-        "version": PVE_VERSION,
-        "release": PVE_RELEASE,
-        "repoid": REPOID,
-        "console": "html5",
-        "ferrox": env!("CARGO_PKG_VERSION"),
+fn pve_version() -> Version {
+    Version {
+        version: PVE_VERSION.into(),
+        release: PVE_RELEASE.into(),
+        repoid: REPOID.into(),
+        console: None,
+        ferrox: None,
+    }
+}
+
+fn version<S: ApiState>(_: &Ctx<'_, S>) -> Result<Version, ApiError> {
+    Ok(Version {
+        console: Some("html5".into()),
+        ferrox: Some(env!("CARGO_PKG_VERSION").into()),
+        ..pve_version()
     })
-    .into())
 }
 
-fn node_version<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+fn node_version<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Version, ApiError> {
     local_node(ctx)?;
-    Ok(json!({ "version": PVE_VERSION, "release": PVE_RELEASE, "repoid": REPOID }).into())
+    Ok(pve_version())
 }
 
 /// A user sees their own tasks and those of their tokens; `Sys.Audit` sees all.
@@ -313,20 +321,20 @@ fn task_checked<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<String, ApiError> {
     Ok(upid)
 }
 
-fn task_status<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+fn task_status<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<TaskStatus, ApiError> {
     let upid = task_checked(ctx)?;
-    Ok(ctx.state.tasks().status(&upid)?.into())
+    ctx.state.tasks().status(&upid)
 }
 
-fn task_log<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+fn task_log<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Paged<TaskLogLine>, ApiError> {
     let upid = task_checked(ctx)?;
     let start = ctx.params.int("start").unwrap_or(0).max(0) as usize;
     let limit = ctx.params.int("limit").unwrap_or(50).max(0) as usize;
     let (lines, total) = ctx.state.tasks().log(&upid, start, limit)?;
-    Ok(Reply::paged(json!(lines), total))
+    Ok(Paged { rows: lines, total })
 }
 
-fn task_list<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+fn task_list<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Paged<TaskStatus>, ApiError> {
     local_node(ctx)?;
     let p = &ctx.params;
     let filter = TaskFilter {
@@ -345,11 +353,11 @@ fn task_list<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
         .state
         .tasks()
         .list(&filter, &|owner| task_visible(ctx, owner));
-    Ok(Reply::paged(json!(rows), total))
+    Ok(Paged { rows, total })
 }
 
-fn ticket_dummy<S: ApiState>(_: &Ctx<'_, S>) -> Result<Reply, ApiError> {
-    Ok(Value::Null.into())
+fn ticket_dummy<S: ApiState>(_: &Ctx<'_, S>) -> Result<(), ApiError> {
+    Ok(())
 }
 
 /// Proxmox VE: `['or', ['userid-param', 'self'], ['userid-group', ['User.Modify']]]`.
@@ -364,8 +372,8 @@ pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
     list.extend(crate::tfa::endpoints());
     list.extend(crate::realms::endpoints());
     list.extend(vec![
-        Endpoint::new(Get, "/access/ticket", "Dummy, for formatters.", Permission::World, Returns::Null, ticket_dummy),
-        Endpoint::new(Post, "/access/ticket", "Create an authentication ticket.", Permission::World, Returns::Object, create_ticket)
+        Endpoint::new(Get, "/access/ticket", "Dummy, for formatters.", Permission::World, ticket_dummy),
+        Endpoint::new(Post, "/access/ticket", "Create an authentication ticket.", Permission::World, create_ticket)
             .no_token()
             .params(vec![
                 Param::required("username", ParamType::String { max_len: Some(64) }, "User name (user@realm, or user with realm)."),
@@ -377,19 +385,19 @@ pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
                 Param::optional("privs", STRING, "Privileges to check with 'path'."),
                 Param::optional("new-format", BOOL, "Ignored (always the new format)."),
             ]),
-        Endpoint::new(Get, "/access/permissions", "Effective permissions of the caller (or of 'userid').", Permission::Authenticated, Returns::Object, permissions)
+        Endpoint::new(Get, "/access/permissions", "Effective permissions of the caller (or of 'userid').", Permission::Authenticated, permissions)
             .params(vec![
                 Param::optional("path", STRING, "Only this ACL path."),
                 Param::optional("userid", STRING, "Another user or token (needs Sys.Audit on /access)."),
             ]),
-        Endpoint::new(Get, "/access/users/{userid}/token", "A user's API tokens.", TOKEN_OWNER, Returns::Array, list_tokens)
+        Endpoint::new(Get, "/access/users/{userid}/token", "A user's API tokens.", TOKEN_OWNER, list_tokens)
             .params(vec![Param::required("userid", USERID, "User id.")]),
-        Endpoint::new(Get, "/access/users/{userid}/token/{tokenid}", "One API token.", TOKEN_OWNER, Returns::Object, read_token)
+        Endpoint::new(Get, "/access/users/{userid}/token/{tokenid}", "One API token.", TOKEN_OWNER, read_token)
             .params(vec![
                 Param::required("userid", USERID, "User id."),
                 Param::required("tokenid", TOKEN_NAME, "Token name."),
             ]),
-        Endpoint::new(Post, "/access/users/{userid}/token/{tokenid}", "Create an API token; the secret is returned once.", TOKEN_OWNER, Returns::Object, create_token)
+        Endpoint::new(Post, "/access/users/{userid}/token/{tokenid}", "Create an API token; the secret is returned once.", TOKEN_OWNER, create_token)
             .params(vec![
                 Param::required("userid", USERID, "User id."),
                 Param::required("tokenid", TOKEN_NAME, "Token name."),
@@ -397,7 +405,7 @@ pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
                 Param::optional("expire", int(Some(0), None), "Expiry (Unix seconds, 0 = never)."),
                 Param::optional("privsep", BOOL, "Separate privileges (default 1): the token's own ACLs, intersected with the user's."),
             ]),
-        Endpoint::new(Put, "/access/users/{userid}/token/{tokenid}", "Change an API token's comment, expiry or privilege separation.", TOKEN_OWNER, Returns::Object, update_token)
+        Endpoint::new(Put, "/access/users/{userid}/token/{tokenid}", "Change an API token's comment, expiry or privilege separation.", TOKEN_OWNER, update_token)
             .params(vec![
                 Param::required("userid", USERID, "User id."),
                 Param::required("tokenid", TOKEN_NAME, "Token name."),
@@ -405,15 +413,15 @@ pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
                 Param::optional("expire", int(Some(0), None), "Expiry (Unix seconds, 0 = never)."),
                 Param::optional("privsep", BOOL, "Separate privileges."),
             ]),
-        Endpoint::new(Delete, "/access/users/{userid}/token/{tokenid}", "Delete an API token.", TOKEN_OWNER, Returns::Null, delete_token)
+        Endpoint::new(Delete, "/access/users/{userid}/token/{tokenid}", "Delete an API token.", TOKEN_OWNER, delete_token)
             .params(vec![
                 Param::required("userid", USERID, "User id."),
                 Param::required("tokenid", TOKEN_NAME, "Token name."),
             ]),
-        Endpoint::new(Get, "/version", "API version.", Permission::Authenticated, Returns::Object, version),
-        Endpoint::new(Get, "/nodes/{node}/version", "Version of a node.", Permission::Authenticated, Returns::Object, node_version)
+        Endpoint::new(Get, "/version", "API version.", Permission::Authenticated, version),
+        Endpoint::new(Get, "/nodes/{node}/version", "Version of a node.", Permission::Authenticated, node_version)
             .params(vec![node_param()]),
-        Endpoint::new(Get, "/nodes/{node}/tasks", "Tasks of a node, newest first.", Permission::Authenticated, Returns::Array, task_list)
+        Endpoint::new(Get, "/nodes/{node}/tasks", "Tasks of a node, newest first.", Permission::Authenticated, task_list)
             .params(vec![
                 node_param(),
                 Param::optional("start", int(Some(0), None), "Skip this many tasks."),
@@ -427,9 +435,9 @@ pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
                 Param::optional("until", int(Some(0), None), "Only tasks started at or before this time."),
                 Param::optional("statusfilter", STRING, "Comma list of ok, warning, error, unknown."),
             ]),
-        Endpoint::new(Get, "/nodes/{node}/tasks/{upid}/status", "Status of a task.", Permission::Authenticated, Returns::Object, task_status)
+        Endpoint::new(Get, "/nodes/{node}/tasks/{upid}/status", "Status of a task.", Permission::Authenticated, task_status)
             .params(vec![node_param(), upid()]),
-        Endpoint::new(Get, "/nodes/{node}/tasks/{upid}/log", "Log of a task.", Permission::Authenticated, Returns::Array, task_log)
+        Endpoint::new(Get, "/nodes/{node}/tasks/{upid}/log", "Log of a task.", Permission::Authenticated, task_log)
             .params(vec![
                 node_param(),
                 upid(),

@@ -24,7 +24,8 @@ pub mod tfa;
 pub use auth::{Auth, Caller};
 pub use error::ApiError;
 pub use router::{
-    Api, ApiState, Ctx, Endpoint, Method, Permission, RawRequest, RawResponse, Reply, Returns,
+    Api, ApiReply, ApiState, Ctx, Endpoint, Method, Paged, Permission, RawRequest, RawResponse,
+    Reply, Serialized,
 };
 pub use schema::{Extra, Param, ParamType, Params};
 pub use tasks::{TaskError, TaskLog, TaskOutcome, TaskStore};

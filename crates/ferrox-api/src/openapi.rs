@@ -1,7 +1,8 @@
 //! The OpenAPI 3 document, generated from the same declarations that validate requests.
 
-use crate::router::{Endpoint, Method, Permission, Returns};
+use crate::router::{Endpoint, Method, Permission};
 use crate::schema::{json_schema, Extra};
+use schemars::generate::SchemaSettings;
 use serde_json::{json, Map, Value};
 
 /// The permission of an endpoint in words (the OpenAPI document and docs/security.md).
@@ -45,17 +46,10 @@ pub fn permission_table<S>(endpoints: &[Endpoint<S>]) -> String {
     out
 }
 
-fn data_schema(r: Returns) -> Value {
-    match r {
-        Returns::Null => json!({"type": "null"}),
-        Returns::Object => json!({"type": "object"}),
-        Returns::Array => json!({"type": "array", "items": {"type": "object"}}),
-        Returns::String => json!({"type": "string"}),
-        Returns::Task => json!({"type": "string", "description": "UPID of the task"}),
-    }
-}
-
+/// The document: paths with parameters and reply schemas; the reply types are shared
+/// under `components/schemas`.
 pub fn document<S>(endpoints: &[Endpoint<S>]) -> Value {
+    let mut generator = SchemaSettings::openapi3().into_generator();
     let mut paths: Map<String, Value> = Map::new();
     for e in endpoints {
         let path_vars: Vec<&str> = e
@@ -85,13 +79,14 @@ pub fn document<S>(endpoints: &[Endpoint<S>]) -> Value {
                 }
             }
         }
+        let data_schema = (e.reply_schema)(&mut generator).to_value();
         let mut op = json!({
             "summary": e.description,
             "description": format!("Permission: {}.", permission_text(&e.permission)),
             "parameters": parameters,
             "responses": {
                 "200": {"description": "success", "content": {"application/json": {"schema":
-                    {"type": "object", "properties": {"data": data_schema(e.returns)}}}}},
+                    {"type": "object", "properties": {"data": data_schema}}}}},
                 "400": {"description": "Parameter verification failed (see `errors`)"},
                 "401": {"description": "Authentication failed"},
                 "403": {"description": "Permission check failed"},
@@ -118,7 +113,7 @@ pub fn document<S>(endpoints: &[Endpoint<S>]) -> Value {
         "openapi": "3.0.3",
         "info": {"title": "Ferrox API (Proxmox VE compatible)", "version": env!("CARGO_PKG_VERSION")},
         "servers": [{"url": "/api2/json"}],
-        "components": {"securitySchemes": {
+        "components": {"schemas": generator.take_definitions(true), "securitySchemes": {
             "ticket": {"type": "apiKey", "in": "cookie", "name": "PVEAuthCookie"},
             "token": {"type": "apiKey", "in": "header", "name": "Authorization",
                       "description": "PVEAPIToken=USER@REALM!TOKENID=SECRET"},

@@ -4,56 +4,56 @@
 //! directory decides the password.
 
 use crate::error::ApiError;
-use crate::router::{ApiState, Ctx, Endpoint, Method, Permission, Reply, Returns};
+use crate::router::{ApiState, Ctx, Endpoint, Method, Permission};
 use crate::schema::{int, Param, ParamType, BOOL, REALM, STRING, TEXT};
+use ferrox_api_types::access::Realm as RealmRow;
 use ferrox_types::domains::{dn, server_name, LdapMode, LdapRealm, Realm, RealmKind};
-use serde_json::{json, Value};
 
-fn realm_row(r: &Realm, full: bool) -> Value {
-    let mut v = json!({ "realm": r.id, "type": r.kind.type_name() });
-    if !r.comment.is_empty() {
-        v["comment"] = json!(r.comment);
-    }
-    if r.default {
-        v["default"] = json!(1);
-    }
+fn realm_row(r: &Realm, full: bool) -> RealmRow {
+    let mut row = RealmRow {
+        realm: r.id.clone(),
+        kind: r.kind.type_name().to_string(),
+        comment: (!r.comment.is_empty()).then(|| r.comment.clone()),
+        default: r.default.then_some(1),
+        server1: None,
+        server2: None,
+        port: None,
+        base_dn: None,
+        user_attr: None,
+        bind_dn: None,
+        mode: None,
+        verify: None,
+    };
     if let (true, RealmKind::Ldap(l)) = (full, &r.kind) {
-        v["server1"] = json!(l.server1);
-        if let Some(s) = &l.server2 {
-            v["server2"] = json!(s);
-        }
-        if let Some(p) = l.port {
-            v["port"] = json!(p);
-        }
-        v["base_dn"] = json!(l.base_dn);
-        v["user_attr"] = json!(l.user_attr);
-        if let Some(b) = &l.bind_dn {
-            v["bind_dn"] = json!(b);
-        }
-        v["mode"] = json!(l.mode.as_str());
-        v["verify"] = json!(u8::from(l.verify));
+        row.server1 = Some(l.server1.clone());
+        row.server2 = l.server2.clone();
+        row.port = l.port;
+        row.base_dn = Some(l.base_dn.clone());
+        row.user_attr = Some(l.user_attr.clone());
+        row.bind_dn = l.bind_dn.clone();
+        row.mode = Some(l.mode.as_str().to_string());
+        row.verify = Some(u8::from(l.verify));
     }
-    v
+    row
 }
 
-fn list<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+fn list<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Vec<RealmRow>, ApiError> {
     let domains = ctx.state.auth().domains();
-    let rows: Vec<Value> = domains
+    Ok(domains
         .realms
         .values()
         .map(|r| realm_row(r, false))
-        .collect();
-    Ok(json!(rows).into())
+        .collect())
 }
 
-fn read<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+fn read<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<RealmRow, ApiError> {
     let id = ctx.params.need_str("realm")?;
     let domains = ctx.state.auth().domains();
     let r = domains
         .realms
         .get(id)
         .ok_or_else(|| ApiError::internal(format!("domain '{id}' does not exist")))?;
-    Ok(realm_row(r, true).into())
+    Ok(realm_row(r, true))
 }
 
 /// The LDAP settings of a request, over `base` (the realm's current ones on update).
@@ -102,7 +102,7 @@ fn ldap_settings<S: ApiState>(
     })
 }
 
-fn create<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+fn create<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
     let id = ctx.params.need_str("realm")?.to_string();
     if ctx.params.need_str("type")? != "ldap" {
         return Err(ApiError::param(
@@ -137,10 +137,10 @@ fn create<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
         }
         Ok(())
     })?;
-    Ok(Value::Null.into())
+    Ok(())
 }
 
-fn update<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+fn update<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
     let id = ctx.params.need_str("realm")?.to_string();
     let password = ctx.params.str("password").map(String::from);
     let comment = ctx.params.str("comment").map(String::from);
@@ -174,10 +174,10 @@ fn update<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
         }
         Ok(())
     })?;
-    Ok(Value::Null.into())
+    Ok(())
 }
 
-fn delete<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+fn delete<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
     let id = ctx.params.need_str("realm")?.to_string();
     if id == "pam" || id == "pve" {
         return Err(ApiError::param(
@@ -192,7 +192,7 @@ fn delete<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
         docs.realm_passwords.remove(&id);
         Ok(())
     })?;
-    Ok(Value::Null.into())
+    Ok(())
 }
 
 fn server_param(name: &'static str, required: bool) -> Param {
@@ -277,7 +277,6 @@ pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
             "/access/domains",
             "Authentication realms.",
             Permission::World,
-            Returns::Array,
             list,
         ),
         Endpoint::new(
@@ -285,7 +284,6 @@ pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
             "/access/domains",
             "Add an LDAP realm.",
             allocate.clone(),
-            Returns::Null,
             create,
         )
         .params(
@@ -311,7 +309,6 @@ pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
                 privs: &["Realm.Allocate", "Sys.Audit"],
                 any: true,
             },
-            Returns::Object,
             read,
         )
         .params(vec![realm()]),
@@ -320,7 +317,6 @@ pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
             "/access/domains/{realm}",
             "Change a realm.",
             allocate.clone(),
-            Returns::Null,
             update,
         )
         .params([vec![realm()], ldap_params(false)].concat()),
@@ -329,7 +325,6 @@ pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
             "/access/domains/{realm}",
             "Remove an LDAP realm.",
             allocate,
-            Returns::Null,
             delete,
         )
         .params(vec![realm()]),

@@ -7,6 +7,8 @@ use crate::error::ApiError;
 use crate::rbac;
 use crate::schema::{validate, Extra, Param, Params};
 use crate::tasks::TaskStore;
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -60,17 +62,6 @@ pub enum Permission {
     Handler(&'static str),
 }
 
-/// What an endpoint returns, for the OpenAPI document.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Returns {
-    Null,
-    Object,
-    Array,
-    String,
-    /// A UPID string.
-    Task,
-}
-
 /// The state every API needs: authentication, tasks, the local node.
 pub trait ApiState: Send + Sync + 'static {
     fn auth(&self) -> &Auth;
@@ -88,41 +79,75 @@ pub trait ApiState: Send + Sync + 'static {
     }
 }
 
-/// A handler's result: the `data` and, for paged lists, the `total`.
+/// A handler's result as the response writer needs it: the `data` (already serialized)
+/// and, for paged lists, the `total`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reply {
-    pub data: Value,
+    pub data: String,
     pub total: Option<usize>,
-    /// `data` already serialized (large listings skip building a `Value`).
-    pub raw: Option<String>,
 }
 
-impl From<Value> for Reply {
-    fn from(data: Value) -> Reply {
-        Reply {
-            data,
-            total: None,
-            raw: None,
+/// What a handler returns: a typed reply (from `ferrox_api_types`), `()` for `null`,
+/// a `Upid`, a `String`. Its schema is the endpoint's reply schema in the OpenAPI
+/// document, so the document cannot differ from what the handler sends.
+pub trait ApiReply {
+    fn into_reply(self) -> Result<Reply, ApiError>;
+    fn reply_schema(generator: &mut SchemaGenerator) -> Schema;
+}
+
+impl<T: Serialize + JsonSchema> ApiReply for T {
+    fn into_reply(self) -> Result<Reply, ApiError> {
+        let data = serde_json::to_string(&self).map_err(|e| ApiError::internal(e.to_string()))?;
+        Ok(Reply { data, total: None })
+    }
+    fn reply_schema(generator: &mut SchemaGenerator) -> Schema {
+        generator.subschema_for::<T>()
+    }
+}
+
+/// A page of a longer list, with the list's full length as `total`.
+pub struct Paged<T> {
+    pub rows: Vec<T>,
+    pub total: usize,
+}
+
+impl<T: Serialize + JsonSchema> ApiReply for Paged<T> {
+    fn into_reply(self) -> Result<Reply, ApiError> {
+        let mut reply = self.rows.into_reply()?;
+        reply.total = Some(self.total);
+        Ok(reply)
+    }
+    fn reply_schema(generator: &mut SchemaGenerator) -> Schema {
+        generator.subschema_for::<Vec<T>>()
+    }
+}
+
+/// A reply of type `T` already serialized (a listing of 10 000 rows that is assembled
+/// from parts, some of them answered by other nodes, without parsing them again).
+pub struct Serialized<T> {
+    json: String,
+    shape: std::marker::PhantomData<T>,
+}
+
+impl<T: Serialize> Serialized<T> {
+    /// `json` must be `T` serialized; `Serialized::of` makes sure of it.
+    pub fn trusted(json: String) -> Serialized<T> {
+        Serialized {
+            json,
+            shape: std::marker::PhantomData,
         }
     }
 }
 
-impl Reply {
-    pub fn paged(data: Value, total: usize) -> Reply {
-        Reply {
-            data,
-            total: Some(total),
-            raw: None,
-        }
-    }
-
-    /// `json` must be a serialized JSON value.
-    pub fn raw_json(json: String) -> Reply {
-        Reply {
-            data: Value::Null,
+impl<T: JsonSchema> ApiReply for Serialized<T> {
+    fn into_reply(self) -> Result<Reply, ApiError> {
+        Ok(Reply {
+            data: self.json,
             total: None,
-            raw: Some(json),
-        }
+        })
+    }
+    fn reply_schema(generator: &mut SchemaGenerator) -> Schema {
+        generator.subschema_for::<T>()
     }
 }
 
@@ -155,7 +180,7 @@ impl<S: ApiState> Ctx<'_, S> {
     }
 }
 
-pub type Handler<S> = fn(&Ctx<'_, S>) -> Result<Reply, ApiError>;
+pub type Handler<S> = Box<dyn Fn(&Ctx<'_, S>) -> Result<Reply, ApiError> + Send + Sync>;
 
 pub struct Endpoint<S> {
     pub method: Method,
@@ -165,20 +190,20 @@ pub struct Endpoint<S> {
     pub params: Vec<Param>,
     pub extra: Extra,
     pub permission: Permission,
-    pub returns: Returns,
+    /// The schema of the reply's `data`, from the handler's return type.
+    pub reply_schema: fn(&mut SchemaGenerator) -> Schema,
     /// Proxmox VE refuses API tokens on a few endpoints (login, password change).
     pub allow_token: bool,
     pub handler: Handler<S>,
 }
 
-impl<S> Endpoint<S> {
-    pub fn new(
+impl<S: 'static> Endpoint<S> {
+    pub fn new<T: ApiReply + 'static>(
         method: Method,
         path: &'static str,
         description: &'static str,
         permission: Permission,
-        returns: Returns,
-        handler: Handler<S>,
+        handler: fn(&Ctx<'_, S>) -> Result<T, ApiError>,
     ) -> Endpoint<S> {
         Endpoint {
             method,
@@ -187,11 +212,14 @@ impl<S> Endpoint<S> {
             params: Vec::new(),
             extra: Extra::None,
             permission,
-            returns,
+            reply_schema: T::reply_schema,
             allow_token: true,
-            handler,
+            handler: Box::new(move |ctx| handler(ctx)?.into_reply()),
         }
     }
+}
+
+impl<S> Endpoint<S> {
     pub fn params(mut self, params: Vec<Param>) -> Self {
         self.params = params;
         self
@@ -267,7 +295,7 @@ pub struct Api<S> {
     pub state: Arc<S>,
     pub endpoints: Vec<Endpoint<S>>,
     /// Generated once from `endpoints`.
-    openapi: Value,
+    openapi: String,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -340,7 +368,7 @@ impl RawResponse {
 
 impl<S: ApiState> Api<S> {
     pub fn new(state: Arc<S>, endpoints: Vec<Endpoint<S>>) -> Api<S> {
-        let openapi = crate::openapi::document(&endpoints);
+        let openapi = crate::openapi::document(&endpoints).to_string();
         Api {
             state,
             endpoints,
@@ -352,10 +380,7 @@ impl<S: ApiState> Api<S> {
         let extjs = format == Format::Extjs;
         match result {
             Ok(reply) => {
-                let data = match reply.raw {
-                    Some(raw) => raw,
-                    None => reply.data.to_string(),
-                };
+                let data = reply.data;
                 let total = reply
                     .total
                     .map(|t| format!(",\"total\":{t}"))
@@ -403,7 +428,11 @@ impl<S: ApiState> Api<S> {
         }
         if sub.trim_end_matches('/') == "openapi" && req.method == "GET" {
             // The API's own description; public, like Proxmox VE's apidoc.
-            return self.respond(format, Ok(self.openapi.clone().into()));
+            let reply = Reply {
+                data: self.openapi.clone(),
+                total: None,
+            };
+            return self.respond(format, Ok(reply));
         }
         if let Some(rest) = sub.strip_prefix("nodes/") {
             let node = rest.split('/').next().unwrap_or("");

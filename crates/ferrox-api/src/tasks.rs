@@ -5,8 +5,8 @@
 
 use crate::auth::now;
 use crate::error::ApiError;
+use ferrox_api_types::tasks::{TaskLogLine, TaskStatus};
 use ferrox_types::Upid;
-use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -365,25 +365,26 @@ impl TaskStore {
         }
     }
 
-    fn describe(upid: &Upid) -> Value {
+    /// A task's row; `status` is filled in by the caller.
+    fn describe(upid: &Upid) -> TaskStatus {
         let (user, token) = match upid.user.split_once('!') {
             Some((u, t)) => (u.to_string(), Some(t.to_string())),
             None => (upid.user.clone(), None),
         };
-        let mut v = json!({
-            "upid": upid.to_string(),
-            "node": upid.node,
-            "pid": upid.pid,
-            "pstart": upid.pstart,
-            "starttime": upid.starttime,
-            "type": upid.task_type,
-            "id": upid.id,
-            "user": user,
-        });
-        if let Some(t) = token {
-            v["tokenid"] = Value::String(t);
+        TaskStatus {
+            upid: upid.to_string(),
+            node: upid.node.clone(),
+            pid: upid.pid,
+            pstart: upid.pstart,
+            starttime: i64::from(upid.starttime),
+            kind: upid.task_type.clone(),
+            id: upid.id.clone(),
+            user,
+            tokenid: token,
+            status: String::new(),
+            exitstatus: None,
+            endtime: None,
         }
-        v
     }
 
     /// The owner of a task, for the "own tasks or Sys.Audit" permission rule.
@@ -392,18 +393,18 @@ impl TaskStore {
     }
 
     /// `GET /nodes/{node}/tasks/{upid}/status`.
-    pub fn status(&self, upid: &str) -> Result<Value, ApiError> {
+    pub fn status(&self, upid: &str) -> Result<TaskStatus, ApiError> {
         let (parsed, fin) = self.lookup(upid)?;
-        let mut v = Self::describe(&parsed);
+        let mut row = Self::describe(&parsed);
         match fin {
-            None => v["status"] = json!("running"),
+            None => row.status = "running".into(),
             Some(f) => {
-                v["status"] = json!("stopped");
-                v["exitstatus"] = json!(f.status);
-                v["endtime"] = json!(f.endtime);
+                row.status = "stopped".into();
+                row.exitstatus = Some(f.status);
+                row.endtime = Some(f.endtime);
             }
         }
-        Ok(v)
+        Ok(row)
     }
 
     /// `GET /nodes/{node}/tasks/{upid}/log`: lines `[{n, t}]` and the total line count.
@@ -412,7 +413,7 @@ impl TaskStore {
         upid: &str,
         start: usize,
         limit: usize,
-    ) -> Result<(Vec<Value>, usize), ApiError> {
+    ) -> Result<(Vec<TaskLogLine>, usize), ApiError> {
         self.lookup(upid)?;
         let text = std::fs::read_to_string(self.log_path(upid)).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
@@ -422,18 +423,24 @@ impl TaskStore {
             .enumerate()
             .skip(start)
             .take(limit)
-            .map(|(i, t)| json!({"n": i + 1, "t": t}))
+            .map(|(i, t)| TaskLogLine {
+                n: i + 1,
+                t: t.to_string(),
+            })
             .collect();
         Ok((page, total))
     }
 
-    /// Whether a worker is still running.
     /// `GET /nodes/{node}/tasks`, newest first; returns the page and the total.
-    pub fn list(&self, filter: &TaskFilter, visible: &dyn Fn(&str) -> bool) -> (Vec<Value>, usize) {
+    pub fn list(
+        &self,
+        filter: &TaskFilter,
+        visible: &dyn Fn(&str) -> bool,
+    ) -> (Vec<TaskStatus>, usize) {
         let Ok(state) = self.state.lock() else {
             return (Vec::new(), 0);
         };
-        let mut rows: Vec<Value> = state
+        let mut rows: Vec<TaskStatus> = state
             .tasks
             .values()
             .filter(|(_, fin)| match filter.source.as_str() {
@@ -467,18 +474,18 @@ impl TaskStore {
                 })
             })
             .map(|(upid, fin)| {
-                let mut v = Self::describe(upid);
+                let mut row = Self::describe(upid);
                 match fin {
-                    None => v["status"] = json!("RUNNING"),
+                    None => row.status = "RUNNING".into(),
                     Some(f) => {
-                        v["status"] = json!(f.status);
-                        v["endtime"] = json!(f.endtime);
+                        row.status = f.status.clone();
+                        row.endtime = Some(f.endtime);
                     }
                 }
-                v
+                row
             })
             .collect();
-        rows.sort_by_key(|v| std::cmp::Reverse(v["starttime"].as_u64().unwrap_or(0)));
+        rows.sort_by_key(|row| std::cmp::Reverse(row.starttime));
         let total = rows.len();
         let limit = if filter.limit == 0 { 50 } else { filter.limit };
         let page = rows.into_iter().skip(filter.start).take(limit).collect();
@@ -489,12 +496,18 @@ impl TaskStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
     use std::time::{Duration, Instant};
+
+    /// The reply as the client reads it.
+    fn wire<T: serde::Serialize>(reply: T) -> Value {
+        serde_json::to_value(reply).unwrap()
+    }
 
     fn wait_done(store: &TaskStore, upid: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let s = store.status(upid).unwrap();
+            let s = wire(store.status(upid).unwrap());
             if s["status"] == "stopped" || Instant::now() > deadline {
                 return s;
             }
@@ -521,12 +534,13 @@ mod tests {
         assert_eq!(failed["exitstatus"], "boom");
         assert_eq!(failed["tokenid"], "ci");
         let (lines, total) = store.log(&ok, 0, 50).unwrap();
+        let lines = wire(lines);
         assert_eq!(total, 2);
         assert_eq!(lines[1]["t"], "TASK OK");
         assert_eq!(lines[0]["n"], 1);
 
         let again = TaskStore::open(dir.path(), "n1").unwrap();
-        assert_eq!(again.status(&bad).unwrap()["exitstatus"], "boom");
+        assert_eq!(wire(again.status(&bad).unwrap())["exitstatus"], "boom");
         let (rows, total) = again.list(
             &TaskFilter {
                 source: "all".into(),
@@ -535,6 +549,7 @@ mod tests {
             },
             &|_| true,
         );
+        let rows = wire(rows);
         assert_eq!(total, 1);
         assert_eq!(rows[0]["upid"], bad);
     }

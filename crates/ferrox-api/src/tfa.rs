@@ -5,11 +5,11 @@
 
 use crate::access::{check_userid_group, is_root};
 use crate::error::ApiError;
-use crate::router::{ApiState, Ctx, Endpoint, Method, Permission, Reply, Returns};
+use crate::router::{ApiState, Ctx, Endpoint, Method, Permission};
 use crate::schema::{Param, ParamType, BOOL, STRING, TEXT, USERID};
+use ferrox_api_types::access::{TfaAdded, TfaEntry, UserTfa as UserTfaRow};
 use ferrox_types::tfa_config::{RecoveryEntry, TotpEntry, UserTfa};
 use rand::RngCore;
-use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 /// Recovery keys generated at once, as in Proxmox VE.
@@ -50,49 +50,50 @@ fn confirm<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
         .map_err(|_| ApiError::param("password", "the password is wrong"))
 }
 
-fn entries(user: &UserTfa) -> Vec<Value> {
-    let mut out: Vec<Value> = user
+fn entries(user: &UserTfa) -> Vec<TfaEntry> {
+    let mut out: Vec<TfaEntry> = user
         .totp
         .iter()
-        .map(|t| {
-            json!({
-                "type": "totp",
-                "id": t.id,
-                "description": t.description,
-                "created": t.created,
-                "enable": u8::from(t.enable),
-            })
+        .map(|t| TfaEntry {
+            kind: "totp".into(),
+            id: t.id.clone(),
+            description: t.description.clone(),
+            created: t.created,
+            enable: u8::from(t.enable),
         })
         .collect();
     if let Some(r) = &user.recovery {
-        out.push(json!({
-            "type": "recovery",
-            "id": r.id,
-            "description": format!("{} of {} keys left", r.keys.iter().flatten().count(), r.keys.len()),
-            "created": r.created,
-            "enable": 1,
-        }));
+        let left = r.keys.iter().flatten().count();
+        out.push(TfaEntry {
+            kind: "recovery".into(),
+            id: r.id.clone(),
+            description: format!("{left} of {} keys left", r.keys.len()),
+            created: r.created,
+            enable: 1,
+        });
     }
     out
 }
 
-fn list_all<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+fn list_all<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Vec<UserTfaRow>, ApiError> {
     let tfa = ctx.state.auth().tfa_config();
-    let rows: Vec<Value> = tfa
+    let rows = tfa
         .users
         .iter()
         .filter(|(u, _)| check_self_or(ctx, u, &["User.Modify", "Sys.Audit"]).is_ok())
-        .map(|(u, t)| json!({ "userid": u, "entries": entries(t) }))
+        .map(|(u, t)| UserTfaRow {
+            userid: u.clone(),
+            entries: entries(t),
+        })
         .collect();
-    Ok(json!(rows).into())
+    Ok(rows)
 }
 
-fn list_user<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+fn list_user<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Vec<TfaEntry>, ApiError> {
     let user = userid(ctx)?;
     check_self_or(ctx, user, &["User.Modify", "Sys.Audit"])?;
     let tfa = ctx.state.auth().tfa_config();
-    let rows = tfa.users.get(user).map(entries).unwrap_or_default();
-    Ok(json!(rows).into())
+    Ok(tfa.users.get(user).map(entries).unwrap_or_default())
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -101,7 +102,7 @@ fn random_hex(bytes: usize) -> String {
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn add<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+fn add<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<TfaAdded, ApiError> {
     let user = userid(ctx)?.to_string();
     check_self_or(ctx, &user, &["User.Modify"])?;
     confirm(ctx)?;
@@ -146,7 +147,7 @@ fn add<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
                     .push(entry.clone());
                 Ok(())
             })?;
-            Ok(json!({ "id": id }).into())
+            Ok(TfaAdded { id, recovery: None })
         }
         "recovery" => {
             let keys: Vec<String> = (0..RECOVERY_KEYS)
@@ -190,7 +191,10 @@ fn add<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
                 });
                 Ok(())
             })?;
-            Ok(json!({ "id": "recovery", "recovery": keys }).into())
+            Ok(TfaAdded {
+                id: "recovery".into(),
+                recovery: Some(keys),
+            })
         }
         other => Err(ApiError::param(
             "type",
@@ -199,7 +203,7 @@ fn add<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
     }
 }
 
-fn update<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+fn update<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
     let user = userid(ctx)?.to_string();
     let id = ctx.params.need_str("id")?.to_string();
     check_self_or(ctx, &user, &["User.Modify"])?;
@@ -221,10 +225,10 @@ fn update<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
         }
         Ok(())
     })?;
-    Ok(Value::Null.into())
+    Ok(())
 }
 
-fn delete<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
+fn delete<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
     let user = userid(ctx)?.to_string();
     let id = ctx.params.need_str("id")?.to_string();
     check_self_or(ctx, &user, &["User.Modify"])?;
@@ -248,7 +252,7 @@ fn delete<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Reply, ApiError> {
         }
         Ok(())
     })?;
-    Ok(Value::Null.into())
+    Ok(())
 }
 
 pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
@@ -280,7 +284,6 @@ pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
             "/access/tfa",
             "Second factors of the users you may see.",
             read.clone(),
-            Returns::Array,
             list_all,
         ),
         Endpoint::new(
@@ -288,7 +291,6 @@ pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
             "/access/tfa/{userid}",
             "A user's second factors.",
             read,
-            Returns::Array,
             list_user,
         )
         .params(vec![user()]),
@@ -297,7 +299,6 @@ pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
             "/access/tfa/{userid}",
             "Add a TOTP (confirmed with a current code) or recovery keys (returned once).",
             manage.clone(),
-            Returns::Object,
             add,
         )
         .no_token()
@@ -322,7 +323,6 @@ pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
             "/access/tfa/{userid}/{id}",
             "Change a TOTP entry's description or enable it.",
             manage.clone(),
-            Returns::Null,
             update,
         )
         .no_token()
@@ -338,7 +338,6 @@ pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
             "/access/tfa/{userid}/{id}",
             "Delete a second factor.",
             manage,
-            Returns::Null,
             delete,
         )
         .no_token()

@@ -4,6 +4,7 @@
 
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, Subcommand};
+use ferrox_api_types::tasks::TaskStatus;
 use serde_json::{json, Value};
 
 #[derive(Args, Debug, Clone)]
@@ -247,14 +248,8 @@ pub fn ha_rules(command: RulesRemote, out: &mut String) -> Result<()> {
 pub fn ha(command: HaRemote, out: &mut String) -> Result<()> {
     match command {
         HaRemote::Status { remote } => {
-            let client = connect(&remote)?;
-            let status = client.call("GET", "/cluster/ha/status/current", &[])?;
-            for e in status.as_array().cloned().unwrap_or_default() {
-                out.push_str(&format!(
-                    "{} {}\n",
-                    e["type"].as_str().unwrap_or(""),
-                    e["status"].as_str().unwrap_or("")
-                ));
+            for e in connect(&remote)?.ha_status()? {
+                out.push_str(&format!("{} {}\n", e.kind, e.status));
             }
         }
         HaRemote::Add {
@@ -405,12 +400,9 @@ fn run_task(
     params: &[(String, String)],
     out: &mut String,
 ) -> Result<()> {
-    let upid = client.call(method, path, params)?;
-    let upid = upid
-        .as_str()
-        .ok_or_else(|| anyhow!("expected a task id, got {upid}"))?;
+    let upid = client.start_task(method, path, params)?;
     out.push_str(&format!("{upid}\n"));
-    client.wait_task(upid)?;
+    client.wait_task(&upid.0)?;
     out.push_str("TASK OK\n");
     Ok(())
 }
@@ -448,7 +440,7 @@ pub fn cluster(command: ClusterCommand, out: &mut String) -> Result<()> {
             })?;
             // The answer comes when the join is done; the task cannot be polled with
             // this node's old credentials afterwards.
-            let upid = client.call(
+            let upid = client.start_task(
                 "POST",
                 "/cluster/config/join",
                 &[
@@ -458,36 +450,35 @@ pub fn cluster(command: ClusterCommand, out: &mut String) -> Result<()> {
                 ],
             )?;
             out.push_str(&format!(
-                "{}\njoined: log in again with the cluster's credentials\n",
-                upid.as_str().unwrap_or("")
+                "{upid}\njoined: log in again with the cluster's credentials\n"
             ));
         }
         ClusterCommand::Status { remote } => {
             let client = connect(&remote)?;
-            let status = client.call("GET", "/cluster/status", &[])?;
-            let entries = status.as_array().cloned().unwrap_or_default();
-            for e in entries.iter().filter(|e| e["type"] == "cluster") {
+            let entries = client.cluster_status()?;
+            let yes = |flag: Option<u8>| flag == Some(1);
+            for e in entries.iter().filter(|e| e.kind == "cluster") {
                 out.push_str(&format!(
                     "cluster {}: {} nodes, quorate {}, leader {}\n",
-                    e["name"].as_str().unwrap_or(""),
-                    e["nodes"],
-                    if e["quorate"] == 1 { "yes" } else { "no" },
-                    e["leader"].as_str().unwrap_or("-"),
+                    e.name,
+                    e.nodes.unwrap_or(0),
+                    if yes(e.quorate) { "yes" } else { "no" },
+                    e.leader.as_deref().unwrap_or("-"),
                 ));
             }
-            if !entries.iter().any(|e| e["type"] == "cluster") {
+            if !entries.iter().any(|e| e.kind == "cluster") {
                 out.push_str("not in a cluster (standalone node)\n");
             }
             out.push_str("nodeid  name              votes  online  address\n");
-            for e in entries.iter().filter(|e| e["type"] == "node") {
+            for e in entries.iter().filter(|e| e.kind == "node") {
                 out.push_str(&format!(
                     "{:<7} {:<17} {:<6} {:<7} {}{}\n",
-                    e["nodeid"].to_string(),
-                    e["name"].as_str().unwrap_or(""),
-                    if e["voter"] == 1 { 1 } else { 0 },
-                    if e["online"] == 1 { "yes" } else { "no" },
-                    e["ip"].as_str().unwrap_or(""),
-                    if e["local"] == 1 { " (local)" } else { "" },
+                    e.nodeid.map(|n| n.to_string()).unwrap_or_default(),
+                    e.name,
+                    u8::from(yes(e.voter)),
+                    if yes(e.online) { "yes" } else { "no" },
+                    e.ip.as_deref().unwrap_or(""),
+                    if yes(e.local) { " (local)" } else { "" },
                 ));
             }
         }
@@ -506,24 +497,20 @@ pub fn vm(remote: &Remote, command: VmCommand, out: &mut String) -> Result<()> {
     let base = format!("/nodes/{node}/qemu");
     match command {
         VmCommand::List => {
-            let list = client.call("GET", &base, &[])?;
+            let mut rows = client.guests(&node)?;
             out.push_str(&format!(
                 "{:>6}  {:<20} {:<8} {:>8} {:>5}\n",
                 "VMID", "NAME", "STATUS", "MEM(MB)", "CPUS"
             ));
-            let mut rows: Vec<&Value> = list
-                .as_array()
-                .map(|a| a.iter().collect())
-                .unwrap_or_default();
-            rows.sort_by_key(|v| v["vmid"].as_u64());
+            rows.sort_by_key(|v| v.vmid);
             for v in rows {
                 out.push_str(&format!(
                     "{:>6}  {:<20} {:<8} {:>8} {:>5}\n",
-                    v["vmid"].as_u64().unwrap_or(0),
-                    v["name"].as_str().unwrap_or(""),
-                    v["status"].as_str().unwrap_or(""),
-                    v["maxmem"].as_u64().unwrap_or(0) >> 20,
-                    v["cpus"].as_u64().unwrap_or(0)
+                    v.vmid,
+                    v.name,
+                    v.status,
+                    v.maxmem >> 20,
+                    v.cpus
                 ));
             }
         }
@@ -595,7 +582,7 @@ pub fn task(remote: &Remote, command: TaskCommand, out: &mut String) -> Result<(
     match command {
         TaskCommand::List { limit } => {
             let node = node_of(&client, remote)?;
-            let list = client.call(
+            let list: Vec<TaskStatus> = client.call_as(
                 "GET",
                 &format!("/nodes/{node}/tasks"),
                 &[
@@ -603,26 +590,13 @@ pub fn task(remote: &Remote, command: TaskCommand, out: &mut String) -> Result<(
                     ("source".into(), "all".into()),
                 ],
             )?;
-            for t in list.as_array().into_iter().flatten() {
-                out.push_str(&format!(
-                    "{}  {}\n",
-                    t["upid"].as_str().unwrap_or(""),
-                    t["status"].as_str().unwrap_or("")
-                ));
+            for t in list {
+                out.push_str(&format!("{}  {}\n", t.upid, t.status));
             }
         }
         TaskCommand::Log { upid } => {
-            let node = upid
-                .split(':')
-                .nth(1)
-                .ok_or_else(|| anyhow!("'{upid}' is not a UPID"))?;
-            let lines = client.call(
-                "GET",
-                &format!("/nodes/{node}/tasks/{upid}/log"),
-                &[("limit".into(), "100000".into())],
-            )?;
-            for l in lines.as_array().into_iter().flatten() {
-                out.push_str(l["t"].as_str().unwrap_or(""));
+            for line in client.task_log(&upid)? {
+                out.push_str(&line.t);
                 out.push('\n');
             }
         }

@@ -7,6 +7,13 @@
 
 pub mod pinned;
 
+use ferrox_api_types::access::Ticket;
+use ferrox_api_types::cluster::{ClusterStatusEntry, Resource};
+use ferrox_api_types::ha::HaStatusEntry;
+use ferrox_api_types::qemu::GuestStatus;
+use ferrox_api_types::tasks::{TaskLogLine, TaskStatus};
+use ferrox_api_types::Upid;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -88,7 +95,7 @@ impl Client {
                 let resp = agent
                     .post(&format!("{base}/access/ticket"))
                     .send_form(&[("username", &user), ("password", &password)]);
-                let body: Value = match resp {
+                let body: Envelope<Ticket> = match resp {
                     Ok(r) => r
                         .into_json()
                         .map_err(|e| ClientError::Unexpected(format!("login response: {e}")))?,
@@ -105,13 +112,15 @@ impl Client {
                         })
                     }
                 };
-                Login::Ticket {
-                    ticket: body["data"]["ticket"].as_str().unwrap_or("").to_string(),
-                    csrf: body["data"]["CSRFPreventionToken"]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_string(),
-                }
+                let (Some(ticket), Some(csrf)) =
+                    (body.data.ticket, body.data.csrf_prevention_token)
+                else {
+                    return Err(ClientError::Login {
+                        user,
+                        reason: "the answer has no ticket (a second factor is required)".into(),
+                    });
+                };
+                Login::Ticket { ticket, csrf }
             }
         };
         Ok(Client { agent, base, login })
@@ -178,31 +187,92 @@ impl Client {
         }
     }
 
+    /// Calls the API; returns `data` as the reply type of the endpoint
+    /// (`ferrox_api_types`).
+    pub fn call_as<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        params: &[(String, String)],
+    ) -> Result<T, ClientError> {
+        let data = self.call(method, path, params)?;
+        serde_json::from_value(data)
+            .map_err(|e| ClientError::Unexpected(format!("{method} {path}: reply: {e}")))
+    }
+
+    /// `GET` with no parameters, typed.
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call_as("GET", path, &[])
+    }
+
+    /// The nodes of the cluster (`GET /nodes`).
+    pub fn nodes(&self) -> Result<Vec<Resource>, ClientError> {
+        self.get("/nodes")
+    }
+
     /// The name of the node answering (the first of `GET /nodes`).
     pub fn first_node(&self) -> Result<String, ClientError> {
-        let nodes = self.call("GET", "/nodes", &[])?;
-        nodes[0]["node"]
-            .as_str()
-            .map(String::from)
+        self.nodes()?
+            .into_iter()
+            .next()
+            .and_then(|n| n.node)
             .ok_or_else(|| ClientError::Unexpected("GET /nodes returned no node".into()))
+    }
+
+    /// `GET /cluster/resources`, optionally of one kind (`vm`, `node`, `storage`).
+    pub fn cluster_resources(&self, kind: Option<&str>) -> Result<Vec<Resource>, ClientError> {
+        let params: Vec<(String, String)> = kind
+            .map(|k| ("type".to_string(), k.to_string()))
+            .into_iter()
+            .collect();
+        self.call_as("GET", "/cluster/resources", &params)
+    }
+
+    pub fn cluster_status(&self) -> Result<Vec<ClusterStatusEntry>, ClientError> {
+        self.get("/cluster/status")
+    }
+
+    pub fn ha_status(&self) -> Result<Vec<HaStatusEntry>, ClientError> {
+        self.get("/cluster/ha/status/current")
+    }
+
+    /// The guests of `node` (`GET /nodes/{node}/qemu`).
+    pub fn guests(&self, node: &str) -> Result<Vec<GuestStatus>, ClientError> {
+        self.get(&format!("/nodes/{node}/qemu"))
+    }
+
+    /// Starts a task; returns its UPID.
+    pub fn start_task(
+        &self,
+        method: &str,
+        path: &str,
+        params: &[(String, String)],
+    ) -> Result<Upid, ClientError> {
+        self.call_as(method, path, params)
+    }
+
+    pub fn task_status(&self, upid: &str) -> Result<TaskStatus, ClientError> {
+        self.get(&format!("/nodes/{}/tasks/{upid}/status", upid_node(upid)?))
+    }
+
+    /// A task's whole log.
+    pub fn task_log(&self, upid: &str) -> Result<Vec<TaskLogLine>, ClientError> {
+        let path = format!("/nodes/{}/tasks/{upid}/log", upid_node(upid)?);
+        self.call_as("GET", &path, &[("limit".into(), "100000".into())])
     }
 
     /// Waits for a task to end (polling its status); fails unless it ended `OK` or with
     /// warnings.
-    pub fn wait_task(&self, upid: &str) -> Result<Value, ClientError> {
-        let node = upid
-            .split(':')
-            .nth(1)
-            .ok_or_else(|| ClientError::Unexpected(format!("'{upid}' is not a UPID")))?;
+    pub fn wait_task(&self, upid: &str) -> Result<TaskStatus, ClientError> {
         let start = Instant::now();
         loop {
-            let status = self.call("GET", &format!("/nodes/{node}/tasks/{upid}/status"), &[])?;
-            if status["status"] == "stopped" {
-                let exit = status["exitstatus"].as_str().unwrap_or("");
+            let status = self.task_status(upid)?;
+            if status.status == "stopped" {
+                let exit = status.exitstatus.clone().unwrap_or_default();
                 if exit == "OK" || exit.starts_with("WARNINGS") {
                     return Ok(status);
                 }
-                return Err(ClientError::TaskFailed(exit.to_string()));
+                return Err(ClientError::TaskFailed(exit));
             }
             let delay = if start.elapsed() < Duration::from_secs(2) {
                 100
@@ -212,4 +282,18 @@ impl Client {
             std::thread::sleep(Duration::from_millis(delay));
         }
     }
+}
+
+/// The API's reply envelope.
+#[derive(serde::Deserialize)]
+struct Envelope<T> {
+    data: T,
+}
+
+/// The node a task runs on, from its UPID.
+fn upid_node(upid: &str) -> Result<&str, ClientError> {
+    upid.split(':')
+        .nth(1)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ClientError::Unexpected(format!("'{upid}' is not a UPID")))
 }

@@ -368,7 +368,7 @@ pub fn peer_resources(
     node: &Node,
     member: &Member,
     kind: Option<&str>,
-) -> Result<Vec<serde_json::Value>, String> {
+) -> Result<Vec<ferrox_api_types::cluster::Resource>, String> {
     let body = node
         .peers
         .request(

@@ -80,9 +80,17 @@ pub trait Storage: Send + Sync {
     }
 }
 
+/// The storage types with a plugin: the one list a new type is added to.
+pub const TYPES: &[&str] = &["dir"];
+
+/// Whether `node` can use the storage: enabled there, and of a type with a plugin.
+pub fn is_usable_on(section: &StorageSection, node: &str) -> bool {
+    section.is_enabled_on(node) && TYPES.contains(&section.storage_type.as_str())
+}
+
 /// The plugin of a `storage.cfg` section usable on `node`.
 pub fn plugin(section: &StorageSection, node: &str) -> Result<Box<dyn Storage>, StorageError> {
-    if !section.is_usable_on(node) {
+    if !section.is_enabled_on(node) {
         return Err(StorageError::NotOnNode {
             storage: section.id.clone(),
             node: node.to_string(),
@@ -146,6 +154,17 @@ mod tests {
         ))
         .unwrap();
         (dir, cfg)
+    }
+
+    #[test]
+    fn a_storage_type_without_a_plugin_is_not_usable() {
+        let cfg = StorageConfig::parse(
+            "dir: local\n\tpath /var/lib/vz\n\nlvmthin: local-lvm\n\tthinpool data\n\tvgname pve\n",
+        )
+        .unwrap();
+        assert!(is_usable_on(&cfg.storages["local"], "pve1"));
+        assert!(!is_usable_on(&cfg.storages["local-lvm"], "pve1"));
+        assert!(cfg.storages["local-lvm"].is_enabled_on("pve1"));
     }
 
     #[test]

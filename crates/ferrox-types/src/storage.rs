@@ -25,10 +25,10 @@ pub struct Storage {
 }
 
 impl Storage {
-    pub fn is_usable_on(&self, node: &str) -> bool {
-        !self.disable
-            && self.storage_type == "dir"
-            && self.nodes.as_ref().is_none_or(|n| n.contains(node))
+    /// Enabled and (without a `nodes` list: everywhere) configured for `node`. Whether
+    /// its type has a plugin is `ferrox_storage::is_usable_on`'s question.
+    pub fn is_enabled_on(&self, node: &str) -> bool {
+        !self.disable && self.nodes.as_ref().is_none_or(|n| n.contains(node))
     }
 }
 
@@ -315,10 +315,9 @@ mod tests {
         let cfg = StorageConfig::parse(SAMPLE).unwrap();
         assert_eq!(cfg.order, ["local", "local-lvm", "shared-nfs"]);
         let local = &cfg.storages["local"];
-        assert!(local.content.contains("iso") && local.is_usable_on("anynode"));
-        assert!(!cfg.storages["local-lvm"].is_usable_on("pve1"));
+        assert!(local.content.contains("iso") && local.is_enabled_on("anynode"));
         let shared = &cfg.storages["shared-nfs"];
-        assert!(shared.shared && shared.is_usable_on("pve2") && !shared.is_usable_on("pve3"));
+        assert!(shared.shared && shared.is_enabled_on("pve2") && !shared.is_enabled_on("pve3"));
         assert_eq!(cfg.storages["local-lvm"].other["vgname"], "pve");
         assert_eq!(cfg.to_text(), SAMPLE);
     }

@@ -3,10 +3,14 @@
 //! cluster-wide views other endpoints need (members, guests of every node).
 
 use crate::cluster::other_members;
-use crate::guests::{config_dir, parse_config_path};
 use crate::{cluster, Node};
 use ferrox_api::schema::{Param, ParamType, STRING};
-use ferrox_api::{ApiError, Ctx, Endpoint, Method, Permission, Reply, Returns};
+use ferrox_api::{ApiError, Ctx, Endpoint, Method, Permission};
+use ferrox_api_types::cluster::{
+    ClusterLock, ClusterMember, ClusterStatusEntry, JoinGrant as Admission, JoinInfo, LockGrant,
+    LockRelease, MemberAddress, Totem,
+};
+use ferrox_api_types::{ConfigMap, Upid};
 use ferrox_store::{JoinGrant, Member};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -26,29 +30,6 @@ const MODIFY: Permission = Permission::Privs {
 
 /// How long a joining node waits to be replicated into the cluster.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// What `/cluster/resources` shows for a node that does not answer.
-pub fn offline_resources(node: &Node, name: &str) -> Vec<Value> {
-    let mut out = vec![json!({
-        "id": format!("node/{name}"), "type": "node", "node": name,
-        "status": "offline", "level": "",
-    })];
-    for (path, entry) in node.tree.list(&config_dir(name)) {
-        let Some((_, vmid)) = parse_config_path(&path) else {
-            continue;
-        };
-        let Ok(cfg) = ferrox_types::GuestConfig::parse(&entry.data) else {
-            continue;
-        };
-        let st = crate::guests::GuestStatic::of(vmid, &cfg);
-        out.push(json!({
-            "id": format!("qemu/{vmid}"), "type": "qemu", "vmid": vmid, "node": name,
-            "status": "unknown", "name": st.name, "maxcpu": st.cpus, "maxmem": st.maxmem,
-            "maxdisk": st.maxdisk, "template": u8::from(st.template),
-        }));
-    }
-    out
-}
 
 /// Members and whether they answer (in parallel, each with a short timeout).
 fn reachability(node: &Node) -> Vec<(Member, bool)> {
@@ -73,7 +54,7 @@ fn host_of(address: &str) -> String {
         .unwrap_or_else(|| address.to_string())
 }
 
-fn cluster_status(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn cluster_status(ctx: &C<'_>) -> Result<Vec<ClusterStatusEntry>, ApiError> {
     let node = ctx.state;
     let status = node.store.status();
     let reachable = reachability(node);
@@ -83,11 +64,21 @@ fn cluster_status(ctx: &C<'_>) -> Result<Reply, ApiError> {
         .map(|m| m.member.name.clone());
     let mut out = Vec::new();
     if let Some(name) = &status.name {
-        out.push(json!({
-            "type": "cluster", "id": "cluster", "name": name,
-            "nodes": status.members.len(), "quorate": u8::from(status.quorate),
-            "version": status.term, "leader": leader_name,
-        }));
+        out.push(ClusterStatusEntry {
+            kind: "cluster".into(),
+            id: "cluster".into(),
+            name: name.clone(),
+            nodes: Some(status.members.len()),
+            quorate: Some(u8::from(status.quorate)),
+            version: Some(status.term),
+            leader: leader_name,
+            ip: None,
+            online: None,
+            local: None,
+            nodeid: None,
+            level: None,
+            voter: None,
+        });
     }
     for m in &status.members {
         let local = m.member.name == node.opts.node_name;
@@ -95,16 +86,26 @@ fn cluster_status(ctx: &C<'_>) -> Result<Reply, ApiError> {
             || reachable
                 .iter()
                 .any(|(r, up)| r.name == m.member.name && *up);
-        out.push(json!({
-            "type": "node", "id": format!("node/{}", m.member.name), "name": m.member.name,
-            "ip": host_of(&m.member.address), "online": u8::from(online), "local": u8::from(local),
-            "nodeid": m.id, "level": "", "voter": u8::from(m.voter),
-        }));
+        out.push(ClusterStatusEntry {
+            kind: "node".into(),
+            id: format!("node/{}", m.member.name),
+            name: m.member.name.clone(),
+            nodes: None,
+            quorate: None,
+            version: None,
+            leader: None,
+            ip: Some(host_of(&m.member.address)),
+            online: Some(u8::from(online)),
+            local: Some(u8::from(local)),
+            nodeid: Some(m.id),
+            level: Some(String::new()),
+            voter: Some(u8::from(m.voter)),
+        });
     }
-    Ok(json!(out).into())
+    Ok(out)
 }
 
-fn cluster_create(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn cluster_create(ctx: &C<'_>) -> Result<Upid, ApiError> {
     let name = ctx.params.need_str("clustername")?.to_string();
     if name.is_empty()
         || name.len() > 15
@@ -136,52 +137,56 @@ fn cluster_create(ctx: &C<'_>) -> Result<Reply, ApiError> {
             log.log(format!("cluster '{name}' created"));
             Ok(())
         })?;
-    Ok(json!(upid).into())
+    Ok(Upid(upid))
 }
 
-fn join_info(ctx: &C<'_>) -> Result<Reply, ApiError> {
+/// A member as Proxmox VE's corosync node list shows it.
+fn cluster_member(m: &ferrox_store::MemberStatus, with_node: bool) -> ClusterMember {
+    ClusterMember {
+        node: with_node.then(|| m.member.name.clone()),
+        name: m.member.name.clone(),
+        nodeid: m.id.to_string(),
+        pve_addr: host_of(&m.member.address),
+        pve_fp: m.member.fingerprint.clone(),
+        ring0_addr: host_of(&m.member.address),
+        quorum_votes: "1".into(),
+        address: m.member.address.clone(),
+    }
+}
+
+fn join_info(ctx: &C<'_>) -> Result<JoinInfo, ApiError> {
     let node = ctx.state;
     let status = node.store.status();
     let name = status
         .name
         .clone()
         .ok_or_else(|| ApiError::new(400, "node is not in a cluster, no join info available!"))?;
-    let nodelist: Vec<Value> = status
-        .members
-        .iter()
-        .map(|m| {
-            json!({
-                "name": m.member.name, "nodeid": m.id.to_string(), "pve_addr": host_of(&m.member.address),
-                "pve_fp": m.member.fingerprint, "ring0_addr": host_of(&m.member.address),
-                "quorum_votes": "1", "address": m.member.address,
-            })
-        })
-        .collect();
-    Ok(json!({
-        "nodelist": nodelist,
-        "preferred_node": node.opts.node_name,
-        "totem": {"cluster_name": name, "version": "2"},
-        "config_digest": node.tree.get(ferrox_store::store::CLUSTER_FILE)
-            .map(|e| ferrox_store::digest(&e.data)).unwrap_or_default(),
+    Ok(JoinInfo {
+        nodelist: status
+            .members
+            .iter()
+            .map(|m| cluster_member(m, false))
+            .collect(),
+        preferred_node: node.opts.node_name.clone(),
+        totem: Totem {
+            cluster_name: name,
+            version: "2".into(),
+        },
+        config_digest: node
+            .tree
+            .get(ferrox_store::store::CLUSTER_FILE)
+            .map(|e| ferrox_store::digest(&e.data))
+            .unwrap_or_default(),
     })
-    .into())
 }
 
-fn list_members(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn list_members(ctx: &C<'_>) -> Result<Vec<ClusterMember>, ApiError> {
     let status = ctx.state.store.status();
-    let out: Vec<Value> = status
+    Ok(status
         .members
         .iter()
-        .map(|m| {
-            json!({
-                "node": m.member.name, "name": m.member.name, "nodeid": m.id.to_string(),
-                "pve_addr": host_of(&m.member.address), "pve_fp": m.member.fingerprint,
-                "ring0_addr": host_of(&m.member.address), "quorum_votes": "1",
-                "address": m.member.address,
-            })
-        })
-        .collect();
-    Ok(json!(out).into())
+        .map(|m| cluster_member(m, true))
+        .collect())
 }
 
 /// Membership refusals (unknown node, name taken, last member) are about the `node`.
@@ -192,8 +197,25 @@ fn member_error(e: ferrox_store::StoreError, field: &str) -> ApiError {
     }
 }
 
+fn admission(grant: JoinGrant) -> Admission {
+    Admission {
+        id: grant.id,
+        secret: grant.secret,
+        cluster_name: grant.cluster_name,
+        members: grant
+            .members
+            .into_iter()
+            .map(|m| MemberAddress {
+                name: m.name,
+                address: m.address,
+                fingerprint: m.fingerprint,
+            })
+            .collect(),
+    }
+}
+
 /// `POST /cluster/config/nodes/{node}`: a joining node asks to be admitted.
-fn add_member(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn add_member(ctx: &C<'_>) -> Result<Admission, ApiError> {
     let member = Member {
         name: ctx.params.need_str("node")?.to_string(),
         address: ctx.params.need_str("address")?.to_string(),
@@ -206,12 +228,10 @@ fn add_member(ctx: &C<'_>) -> Result<Reply, ApiError> {
         .rt
         .block_on(ctx.state.store.add_member(member))
         .map_err(|e| member_error(e, "node"))?;
-    Ok(serde_json::to_value(grant)
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .into())
+    Ok(admission(grant))
 }
 
-fn remove_member(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn remove_member(ctx: &C<'_>) -> Result<(), ApiError> {
     let name = ctx.params.need_str("node")?.to_string();
     if name == ctx.state.opts.node_name {
         return Err(ApiError::param(
@@ -223,14 +243,14 @@ fn remove_member(ctx: &C<'_>) -> Result<Reply, ApiError> {
         .rt
         .block_on(ctx.state.store.remove_member(&name))
         .map_err(|e| member_error(e, "node"))?;
-    Ok(Value::Null.into())
+    Ok(())
 }
 
 /// `POST /cluster/config/join`: this node joins the cluster that `hostname` belongs to.
 /// Everything that can be refused is checked before this node's store is replaced; the
 /// answer comes when the join is complete (the caller's ticket is this node's old one
 /// and stops working with it).
-fn join(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn join(ctx: &C<'_>) -> Result<Upid, ApiError> {
     let node = ctx.state;
     let hostname = ctx.params.need_str("hostname")?.to_string();
     let fingerprint = ctx.params.need_str("fingerprint")?.to_string();
@@ -349,23 +369,23 @@ fn join(ctx: &C<'_>) -> Result<Reply, ApiError> {
         }
         None => return Err(ApiError::internal("join failed: still running")),
     }
-    Ok(json!(upid).into())
+    Ok(Upid(upid))
 }
 
-fn list_locks(ctx: &C<'_>) -> Result<Reply, ApiError> {
-    let locks: Vec<Value> = ctx
-        .state
-        .store
-        .locks()
-        .into_iter()
-        .map(|(name, owner, expires)| json!({"name": name, "owner": owner, "expires": expires / 1000}))
-        .collect();
-    Ok(json!(locks).into())
+fn list_locks(ctx: &C<'_>) -> Result<Vec<ClusterLock>, ApiError> {
+    let locks = ctx.state.store.locks().into_iter();
+    Ok(locks
+        .map(|(name, owner, expires)| ClusterLock {
+            name,
+            owner,
+            expires: expires / 1000,
+        })
+        .collect())
 }
 
 /// Takes or renews a cluster lock (a Ferrox extension; HA uses the same locks). Needs
 /// quorum: a node cut off from the majority gets an error, never the lock.
-fn acquire_lock(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn acquire_lock(ctx: &C<'_>) -> Result<LockGrant, ApiError> {
     let node = ctx.state;
     let name = ctx.params.need_str("name")?;
     let owner = ctx.params.str("owner").unwrap_or(&node.opts.node_name);
@@ -375,13 +395,20 @@ fn acquire_lock(ctx: &C<'_>) -> Result<Reply, ApiError> {
         .block_on(node.store.lock(name, owner, lease))
         .map_err(cluster::store_error)?;
     Ok(match outcome {
-        Ok(expires) => json!({"granted": 1, "owner": owner, "expires": expires / 1000}),
-        Err((holder, expires)) => json!({"granted": 0, "owner": holder, "expires": expires / 1000}),
-    }
-    .into())
+        Ok(expires) => LockGrant {
+            granted: 1,
+            owner: owner.to_string(),
+            expires: expires / 1000,
+        },
+        Err((holder, expires)) => LockGrant {
+            granted: 0,
+            owner: holder,
+            expires: expires / 1000,
+        },
+    })
 }
 
-fn release_lock(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn release_lock(ctx: &C<'_>) -> Result<LockRelease, ApiError> {
     let node = ctx.state;
     let name = ctx.params.need_str("name")?;
     let owner = ctx.params.str("owner").unwrap_or(&node.opts.node_name);
@@ -389,7 +416,9 @@ fn release_lock(ctx: &C<'_>) -> Result<Reply, ApiError> {
         .rt
         .block_on(node.store.unlock(name, owner))
         .map_err(cluster::store_error)?;
-    Ok(json!({"released": u8::from(released)}).into())
+    Ok(LockRelease {
+        released: u8::from(released),
+    })
 }
 
 /// Keys of `datacenter.cfg` this API changes; `crs` and `ha` are property strings.
@@ -419,9 +448,9 @@ fn read_options(node: &Node) -> (cluster::Document, Vec<(String, String)>) {
 /// the UI needs to show tags).
 const PUBLIC_OPTIONS: &[&str] = &["tag-style", "user-tag-access", "registered-tags", "console"];
 
-fn get_options(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn get_options(ctx: &C<'_>) -> Result<ConfigMap, ApiError> {
     let full = ctx.has("/", &["Sys.Audit"], false);
-    let mut out = serde_json::Map::new();
+    let mut out = ConfigMap::new();
     for (k, v) in read_options(ctx.state).1 {
         if !full && !PUBLIC_OPTIONS.contains(&k.as_str()) {
             continue;
@@ -444,12 +473,12 @@ fn get_options(ctx: &C<'_>) -> Result<Reply, ApiError> {
         };
         out.insert(k, value);
     }
-    Ok(Value::Object(out).into())
+    Ok(out)
 }
 
 /// `PUT /cluster/options`: the new `datacenter.cfg` is checked by the one parser HA uses
 /// (a bad `crs` value names its key) and written with compare-and-set.
-fn set_options(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn set_options(ctx: &C<'_>) -> Result<(), ApiError> {
     let node = ctx.state;
     let (old, mut pairs) = read_options(node);
     let deletes: Vec<String> = ctx
@@ -482,7 +511,7 @@ fn set_options(ctx: &C<'_>) -> Result<Reply, ApiError> {
         ApiError::param(&key, e.to_string())
     })?;
     node.tree.save(&old, &text)?;
-    Ok(Value::Null.into())
+    Ok(())
 }
 
 pub fn endpoints() -> Vec<Endpoint<Node>> {
@@ -499,7 +528,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/cluster/options",
             "Datacenter options (datacenter.cfg); all of them with Sys.Audit on /, else the tag settings only.",
             Permission::Handler("any user; the full set with Sys.Audit on /"),
-            Returns::Object,
             get_options,
         ),
         Endpoint::new(
@@ -507,7 +535,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/cluster/options",
             "Change datacenter options, e.g. crs 'ha=dynamic,ha-auto-rebalance=1'.",
             MODIFY,
-            Returns::Null,
             set_options,
         )
         .params(vec![
@@ -525,7 +552,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/cluster/locks",
             "Cluster locks held now (Ferrox extension).",
             AUDIT,
-            Returns::Array,
             list_locks,
         ),
         Endpoint::new(
@@ -533,7 +559,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/cluster/locks/{name}",
             "Take or renew a cluster lock (Ferrox extension).",
             Permission::Root,
-            Returns::Object,
             acquire_lock,
         )
         .params(
@@ -552,7 +577,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/cluster/locks/{name}",
             "Release a cluster lock held by owner (Ferrox extension).",
             Permission::Root,
-            Returns::Object,
             release_lock,
         )
         .params(lock_params()),
@@ -561,7 +585,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/cluster/status",
             "Cluster and node status.",
             AUDIT,
-            Returns::Array,
             cluster_status,
         ),
         Endpoint::new(
@@ -569,7 +592,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/cluster/config",
             "Create a cluster from this node.",
             Permission::Root,
-            Returns::Task,
             cluster_create,
         )
         .params(vec![
@@ -581,7 +603,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/cluster/config/join",
             "Information another node needs to join this cluster.",
             AUDIT,
-            Returns::Object,
             join_info,
         )
         .params(vec![Param::optional(
@@ -594,7 +615,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/cluster/config/join",
             "Join this node to an existing cluster.",
             Permission::Root,
-            Returns::Task,
             join,
         )
         .params(vec![
@@ -617,7 +637,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/cluster/config/nodes",
             "Cluster members.",
             AUDIT,
-            Returns::Array,
             list_members,
         ),
         Endpoint::new(
@@ -625,7 +644,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/cluster/config/nodes/{node}",
             "Admit a node (called by the joining node).",
             Permission::Root,
-            Returns::Object,
             add_member,
         )
         .params(vec![
@@ -638,7 +656,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/cluster/config/nodes/{node}",
             "Remove a node from the cluster.",
             Permission::Root,
-            Returns::Null,
             remove_member,
         )
         .params(vec![Param::required(

@@ -5,8 +5,12 @@ use crate::cluster::{store_error, Document};
 use crate::ha::{CRM_COMMANDS, MANAGER_STATUS, RESOURCES, RULES};
 use crate::Node;
 use ferrox_api::schema::{int, Param, ParamType, BOOL, STRING};
-use ferrox_api::{ApiError, Ctx, Endpoint, Method, Permission, Reply, Returns};
+use ferrox_api::{ApiError, Ctx, Endpoint, Method, Permission};
 
+use ferrox_api_types::ha::{
+    HaManagerStatus, HaMoveRequested, HaQuorum, HaResource as HaResourceRow, HaRule, HaStatusEntry,
+};
+use ferrox_types::rules::RuleKind;
 use ferrox_types::{HaResource, HaResources, LrmStatus, ManagerStatus, RequestState, RulesConfig};
 use serde_json::{json, Value};
 
@@ -50,19 +54,18 @@ fn save(node: &Node, doc: &Document, cfg: &HaResources) -> Result<(), ApiError> 
     node.tree.save(doc, &cfg.to_text()).map(drop)
 }
 
-fn entry(r: &HaResource, digest: &str) -> Value {
-    let mut v = json!({
-        "sid": r.sid, "type": "vm", "state": r.state.as_str(),
-        "max_restart": r.max_restart, "max_relocate": r.max_relocate,
-        "failback": u8::from(r.failback), "digest": digest,
-    });
-    if let Some(c) = &r.comment {
-        v["comment"] = json!(c);
+fn entry(r: &HaResource, digest: &str) -> HaResourceRow {
+    HaResourceRow {
+        sid: r.sid.clone(),
+        kind: r.sid.split(':').next().unwrap_or("vm").to_string(),
+        state: r.state.as_str().to_string(),
+        max_restart: r.max_restart,
+        max_relocate: r.max_relocate,
+        failback: u8::from(r.failback),
+        digest: digest.to_string(),
+        comment: r.comment.clone(),
+        group: r.group.clone(),
     }
-    if let Some(g) = &r.group {
-        v["group"] = json!(g);
-    }
-    v
 }
 
 fn apply_params(ctx: &C<'_>, r: &mut HaResource) -> Result<(), ApiError> {
@@ -88,24 +91,23 @@ fn apply_params(ctx: &C<'_>, r: &mut HaResource) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn list(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn list(ctx: &C<'_>) -> Result<Vec<HaResourceRow>, ApiError> {
     let (text, cfg) = load(ctx.state)?;
     let digest = text.digest();
-    let out: Vec<Value> = cfg.resources.values().map(|r| entry(r, &digest)).collect();
-    Ok(json!(out).into())
+    Ok(cfg.resources.values().map(|r| entry(r, &digest)).collect())
 }
 
-fn read(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn read(ctx: &C<'_>) -> Result<HaResourceRow, ApiError> {
     let sid = sid(ctx)?;
     let (text, cfg) = load(ctx.state)?;
     let r = cfg
         .resources
         .get(&sid)
         .ok_or_else(|| ApiError::new(500, format!("no such resource '{sid}'")))?;
-    Ok(entry(r, &text.digest()).into())
+    Ok(entry(r, &text.digest()))
 }
 
-fn create(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn create(ctx: &C<'_>) -> Result<(), ApiError> {
     let sid = sid(ctx)?;
     let vmid: u32 = sid[3..].parse().unwrap_or(0);
     if crate::cluster::vmid_owner(ctx.state, vmid).is_none() {
@@ -122,10 +124,10 @@ fn create(ctx: &C<'_>) -> Result<Reply, ApiError> {
     apply_params(ctx, &mut r)?;
     cfg.resources.insert(sid, r);
     save(ctx.state, &text, &cfg)?;
-    Ok(Value::Null.into())
+    Ok(())
 }
 
-fn update(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn update(ctx: &C<'_>) -> Result<(), ApiError> {
     let sid = sid(ctx)?;
     let (text, mut cfg) = load(ctx.state)?;
     text.check_digest(ctx.params.str("digest"))?;
@@ -135,17 +137,17 @@ fn update(ctx: &C<'_>) -> Result<Reply, ApiError> {
         .ok_or_else(|| ApiError::param("sid", format!("no such resource '{sid}'")))?;
     apply_params(ctx, r)?;
     save(ctx.state, &text, &cfg)?;
-    Ok(Value::Null.into())
+    Ok(())
 }
 
-fn remove(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn remove(ctx: &C<'_>) -> Result<(), ApiError> {
     let sid = sid(ctx)?;
     let (text, mut cfg) = load(ctx.state)?;
     if cfg.resources.remove(&sid).is_none() {
         return Err(ApiError::param("sid", format!("no such resource '{sid}'")));
     }
     save(ctx.state, &text, &cfg)?;
-    Ok(Value::Null.into())
+    Ok(())
 }
 
 /// Appends a command to `ha/crm_commands` for the master's next round (compare-and-set,
@@ -192,7 +194,7 @@ fn member(ctx: &C<'_>, name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn move_resource(ctx: &C<'_>, task: &str) -> Result<Reply, ApiError> {
+fn move_resource(ctx: &C<'_>, task: &str) -> Result<HaMoveRequested, ApiError> {
     let sid = sid(ctx)?;
     let target = ctx.params.need_str("node")?;
     member(ctx, target)?;
@@ -201,20 +203,23 @@ fn move_resource(ctx: &C<'_>, task: &str) -> Result<Reply, ApiError> {
         return Err(ApiError::param("sid", format!("no such resource '{sid}'")));
     }
     queue_crm_command(ctx.state, &format!("{task} {sid} {target}"))?;
-    Ok(json!({"sid": sid, "requested-node": target}).into())
+    Ok(HaMoveRequested {
+        sid,
+        requested_node: target.to_string(),
+    })
 }
 
-fn migrate(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn migrate(ctx: &C<'_>) -> Result<HaMoveRequested, ApiError> {
     move_resource(ctx, "migrate")
 }
 
-fn relocate(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn relocate(ctx: &C<'_>) -> Result<HaMoveRequested, ApiError> {
     move_resource(ctx, "relocate")
 }
 
 /// `ha-manager crm-command ...` as an API call (a Ferrox extension): node maintenance,
 /// disarm/arm, stop with timeout; the words are those of the CLI.
-fn crm_command(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn crm_command(ctx: &C<'_>) -> Result<(), ApiError> {
     let text = ctx.params.need_str("command")?;
     let words: Vec<&str> = text.split_whitespace().collect();
     let queued = match words.as_slice() {
@@ -241,7 +246,7 @@ fn crm_command(ctx: &C<'_>) -> Result<Reply, ApiError> {
         }
     };
     queue_crm_command(ctx.state, &queued)?;
-    Ok(Value::Null.into())
+    Ok(())
 }
 
 // ---- rules ------------------------------------------------------------------------
@@ -395,48 +400,54 @@ fn rule_id(ctx: &C<'_>) -> Result<String, ApiError> {
     Ok(id.to_string())
 }
 
-fn rule_entry(rule: &ferrox_types::Rule, digest: &str) -> Value {
-    let mut v = rule.to_json();
-    let list = |v: &Value| {
-        v.as_object()
-            .map(|o| o.keys().cloned().collect::<Vec<_>>().join(","))
+fn rule_entry(rule: &ferrox_types::Rule, digest: &str) -> HaRule {
+    let (nodes, strict, affinity) = match &rule.kind {
+        RuleKind::NodeAffinity { nodes, strict } => (
+            Some(ferrox_types::rules::node_list(nodes)),
+            strict.map(u8::from),
+            None,
+        ),
+        RuleKind::ResourceAffinity { affinity } => {
+            (None, None, Some(affinity.as_str().to_string()))
+        }
     };
-    v["rule"] = json!(rule.id);
-    v["digest"] = json!(digest);
-    v["order"] = json!(rule.order);
-    if let Some(r) = list(&v["resources"]) {
-        v["resources"] = json!(r);
+    HaRule {
+        rule: rule.id.clone(),
+        kind: rule.type_name().to_string(),
+        digest: digest.to_string(),
+        order: rule.order as u64,
+        resources: rule.resources.iter().cloned().collect::<Vec<_>>().join(","),
+        nodes,
+        strict,
+        affinity,
+        disable: rule.disable.map(u8::from),
+        comment: rule.comment.clone(),
     }
-    if let Some(nodes) = rule.node_priorities() {
-        v["nodes"] = json!(ferrox_types::rules::node_list(nodes));
-    }
-    v
 }
 
-fn rules_list(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn rules_list(ctx: &C<'_>) -> Result<Vec<HaRule>, ApiError> {
     let (text, cfg) = load_rules(ctx.state)?;
     let digest = text.digest();
     let kind = ctx.params.str("type");
-    let out: Vec<Value> = cfg
+    Ok(cfg
         .ordered()
         .into_iter()
         .filter(|r| kind.is_none_or(|k| k == r.type_name()))
         .map(|r| rule_entry(r, &digest))
-        .collect();
-    Ok(json!(out).into())
+        .collect())
 }
 
-fn rules_read(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn rules_read(ctx: &C<'_>) -> Result<HaRule, ApiError> {
     let id = rule_id(ctx)?;
     let (text, cfg) = load_rules(ctx.state)?;
     let rule = cfg
         .rules
         .get(&id)
         .ok_or_else(|| ApiError::new(500, format!("no such rule '{id}'")))?;
-    Ok(rule_entry(rule, &text.digest()).into())
+    Ok(rule_entry(rule, &text.digest()))
 }
 
-fn rules_create(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn rules_create(ctx: &C<'_>) -> Result<(), ApiError> {
     let id = rule_id(ctx)?;
     let (text, cfg) = load_rules(ctx.state)?;
     if cfg.rules.contains_key(&id) {
@@ -448,10 +459,10 @@ fn rules_create(ctx: &C<'_>) -> Result<Reply, ApiError> {
     let section = rule_section(ctx, &id, None)?;
     let new_text = format!("{}\n{section}", cfg.to_section_text());
     store_rules(ctx, &text, &new_text, &id)?;
-    Ok(Value::Null.into())
+    Ok(())
 }
 
-fn rules_update(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn rules_update(ctx: &C<'_>) -> Result<(), ApiError> {
     let id = rule_id(ctx)?;
     let (text, mut cfg) = load_rules(ctx.state)?;
     let existing = cfg
@@ -462,17 +473,17 @@ fn rules_update(ctx: &C<'_>) -> Result<Reply, ApiError> {
     let section = rule_section(ctx, &id, Some(&existing))?;
     let new_text = format!("{}\n{section}", cfg.to_section_text());
     store_rules(ctx, &text, &new_text, &id)?;
-    Ok(Value::Null.into())
+    Ok(())
 }
 
-fn rules_delete(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn rules_delete(ctx: &C<'_>) -> Result<(), ApiError> {
     let id = rule_id(ctx)?;
     let (text, mut cfg) = load_rules(ctx.state)?;
     if cfg.rules.remove(&id).is_none() {
         return Err(ApiError::param("rule", format!("no such rule '{id}'")));
     }
     ctx.state.tree.save(&text, &cfg.to_section_text())?;
-    Ok(Value::Null.into())
+    Ok(())
 }
 
 fn manager_status(node: &Node) -> ManagerStatus {
@@ -482,9 +493,9 @@ fn manager_status(node: &Node) -> ManagerStatus {
         .unwrap_or_default()
 }
 
-fn status_manager(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn status_manager(ctx: &C<'_>) -> Result<HaManagerStatus, ApiError> {
     let ms = manager_status(ctx.state);
-    let mut lrm = serde_json::Map::new();
+    let mut lrm = std::collections::BTreeMap::new();
     for m in ctx.state.store.status().members {
         let status: Option<LrmStatus> = ctx
             .state
@@ -493,27 +504,54 @@ fn status_manager(ctx: &C<'_>) -> Result<Reply, ApiError> {
             .and_then(|e| serde_json::from_str(&e.data).ok());
         lrm.insert(m.member.name, json!(status));
     }
-    Ok(json!({"manager_status": ms, "lrm_status": lrm, "quorum": {
-        "node": ctx.state.opts.node_name, "quorate": u8::from(ctx.state.store.status().quorate),
-    }})
-    .into())
+    Ok(HaManagerStatus {
+        manager_status: json!(ms),
+        lrm_status: lrm,
+        quorum: HaQuorum {
+            node: ctx.state.opts.node_name.clone(),
+            quorate: u8::from(ctx.state.store.status().quorate),
+        },
+    })
 }
 
-fn status_current(ctx: &C<'_>) -> Result<Reply, ApiError> {
+/// A row of the HA status with only its identity and text filled in.
+fn status_row(id: String, kind: &str, status: String) -> HaStatusEntry {
+    HaStatusEntry {
+        id,
+        kind: kind.to_string(),
+        status,
+        node: None,
+        quorate: None,
+        timestamp: None,
+        state: None,
+        mode: None,
+        sid: None,
+        request_state: None,
+        crm_state: None,
+    }
+}
+
+fn status_current(ctx: &C<'_>) -> Result<Vec<HaStatusEntry>, ApiError> {
     let node = ctx.state;
     let cluster = node.store.status();
     let ms = manager_status(node);
-    let mut out = vec![json!({
-        "id": "quorum", "type": "quorum", "node": node.opts.node_name,
-        "status": if cluster.quorate { "OK" } else { "No quorum on node" },
-        "quorate": u8::from(cluster.quorate),
-    })];
+    let quorum_text = if cluster.quorate {
+        "OK"
+    } else {
+        "No quorum on node"
+    };
+    let mut out = vec![HaStatusEntry {
+        node: Some(node.opts.node_name.clone()),
+        quorate: Some(u8::from(cluster.quorate)),
+        ..status_row("quorum".into(), "quorum", quorum_text.into())
+    }];
     if let Some(master) = &ms.master_node {
-        out.push(json!({
-            "id": "master", "type": "master", "node": master,
-            "status": format!("{master} (active, {})", ms.timestamp.unwrap_or(0)),
-            "timestamp": ms.timestamp,
-        }));
+        let text = format!("{master} (active, {})", ms.timestamp.unwrap_or(0));
+        out.push(HaStatusEntry {
+            node: Some(master.clone()),
+            timestamp: ms.timestamp,
+            ..status_row("master".into(), "master", text)
+        });
     }
     for m in &cluster.members {
         let name = &m.member.name;
@@ -529,11 +567,14 @@ fn status_current(ctx: &C<'_>) -> Result<Reply, ApiError> {
             .as_ref()
             .and_then(|l| l.mode.map(|m| m.as_str().to_string()))
             .unwrap_or_default();
-        out.push(json!({
-            "id": format!("lrm:{name}"), "type": "lrm", "node": name,
-            "status": format!("{name} ({state}, {mode})"), "state": state, "mode": mode,
-            "timestamp": lrm.as_ref().and_then(|l| l.timestamp),
-        }));
+        let text = format!("{name} ({state}, {mode})");
+        out.push(HaStatusEntry {
+            node: Some(name.clone()),
+            state: Some(state),
+            mode: Some(mode),
+            timestamp: lrm.as_ref().and_then(|l| l.timestamp),
+            ..status_row(format!("lrm:{name}"), "lrm", text)
+        });
     }
     let (_, cfg) = load(node)?;
     for (sid, ss) in &ms.service_status {
@@ -542,14 +583,17 @@ fn status_current(ctx: &C<'_>) -> Result<Reply, ApiError> {
             .get(sid)
             .map(|r| r.state.as_str())
             .unwrap_or("");
-        out.push(json!({
-            "id": format!("service:{sid}"), "type": "service", "sid": sid,
-            "node": ss.node, "state": ss.state.as_str(), "request_state": request,
-            "crm_state": ss.state.as_str(),
-            "status": format!("{sid} ({}, {})", ss.node, ss.state.as_str()),
-        }));
+        let text = format!("{sid} ({}, {})", ss.node, ss.state.as_str());
+        out.push(HaStatusEntry {
+            sid: Some(sid.clone()),
+            node: Some(ss.node.clone()),
+            state: Some(ss.state.as_str().to_string()),
+            request_state: Some(request.to_string()),
+            crm_state: Some(ss.state.as_str().to_string()),
+            ..status_row(format!("service:{sid}"), "service", text)
+        });
     }
-    Ok(json!(out).into())
+    Ok(out)
 }
 
 fn rule_params(create: bool) -> Vec<Param> {
@@ -602,7 +646,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/cluster/ha/resources",
             "HA resources.",
             AUDIT,
-            Returns::Array,
             list,
         )
         .params(vec![Param::optional(
@@ -615,7 +658,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/cluster/ha/resources",
             "Put a guest under HA.",
             CONSOLE,
-            Returns::Null,
             create,
         )
         .params(
@@ -633,7 +675,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/cluster/ha/resources/{sid}",
             "One HA resource.",
             AUDIT,
-            Returns::Object,
             read,
         )
         .params(vec![sid_param()]),
@@ -642,7 +683,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/cluster/ha/resources/{sid}",
             "Change an HA resource.",
             CONSOLE,
-            Returns::Null,
             update,
         )
         .params(
@@ -664,7 +704,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/cluster/ha/resources/{sid}",
             "Take a guest out of HA.",
             CONSOLE,
-            Returns::Null,
             remove,
         )
         .params(vec![sid_param()]),
@@ -673,7 +712,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/cluster/ha/resources/{sid}/migrate",
             "Request live migration of an HA resource.",
             CONSOLE,
-            Returns::Object,
             migrate,
         )
         .params(vec![sid_param(), Param::required("node", ParamType::Node, "Target node.")]),
@@ -682,7 +720,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/cluster/ha/resources/{sid}/relocate",
             "Request relocation (stop, move, start) of an HA resource.",
             CONSOLE,
-            Returns::Object,
             relocate,
         )
         .params(vec![sid_param(), Param::required("node", ParamType::Node, "Target node.")]),
@@ -691,7 +728,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/cluster/ha/crm-command",
             "Queue a CRM command (Ferrox extension: ha-manager crm-command).",
             CONSOLE,
-            Returns::Null,
             crm_command,
         )
         .params(vec![Param::required(
@@ -699,22 +735,21 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             STRING,
             "'node-maintenance enable|disable NODE', 'disarm-ha freeze|ignore', 'arm-ha', 'migrate|relocate SID NODE', 'stop SID TIMEOUT'.",
         )]),
-        Endpoint::new(Get, "/cluster/ha/rules", "HA rules.", AUDIT, Returns::Array, rules_list)
+        Endpoint::new(Get, "/cluster/ha/rules", "HA rules.", AUDIT, rules_list)
             .params(vec![Param::optional("type", ParamType::Enum(&["node-affinity", "resource-affinity"]), "Only this type.")]),
-        Endpoint::new(Post, "/cluster/ha/rules", "Create an HA rule.", CONSOLE, Returns::Null, rules_create)
+        Endpoint::new(Post, "/cluster/ha/rules", "Create an HA rule.", CONSOLE, rules_create)
             .params(rule_params(true)),
-        Endpoint::new(Get, "/cluster/ha/rules/{rule}", "One HA rule.", AUDIT, Returns::Object, rules_read)
+        Endpoint::new(Get, "/cluster/ha/rules/{rule}", "One HA rule.", AUDIT, rules_read)
             .params(vec![Param::required("rule", STRING, "Rule id.")]),
-        Endpoint::new(Put, "/cluster/ha/rules/{rule}", "Change an HA rule.", CONSOLE, Returns::Null, rules_update)
+        Endpoint::new(Put, "/cluster/ha/rules/{rule}", "Change an HA rule.", CONSOLE, rules_update)
             .params([rule_params(false), vec![Param::optional("digest", STRING, "Prevent changes if the file changed meanwhile.")]].concat()),
-        Endpoint::new(Delete, "/cluster/ha/rules/{rule}", "Delete an HA rule.", CONSOLE, Returns::Null, rules_delete)
+        Endpoint::new(Delete, "/cluster/ha/rules/{rule}", "Delete an HA rule.", CONSOLE, rules_delete)
             .params(vec![Param::required("rule", STRING, "Rule id.")]),
         Endpoint::new(
             Get,
             "/cluster/ha/status/current",
             "HA status.",
             AUDIT,
-            Returns::Array,
             status_current,
         ),
         Endpoint::new(
@@ -722,7 +757,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/cluster/ha/status/manager_status",
             "The CRM's status document.",
             AUDIT,
-            Returns::Object,
             status_manager,
         ),
     ]

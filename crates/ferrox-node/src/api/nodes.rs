@@ -1,41 +1,23 @@
 //! `/nodes` and `/nodes/{node}`: the node index, a node's status, metrics and network.
 
+use super::resources::{node_resource, offline_node};
 use super::*;
 use crate::{host, Node};
 use ferrox_api::core::{local_node, PVE_VERSION};
 use ferrox_api::schema::STRING;
-use ferrox_api::{ApiError, Endpoint, Method, Param, ParamType, Permission, Reply, Returns};
-use serde_json::{json, Value};
+use ferrox_api::{ApiError, Endpoint, Method, Param, ParamType, Permission};
+use ferrox_api_types::cluster::Resource;
+use ferrox_api_types::nodes::{
+    BootInfo, CpuInfo, Kernel, Ksm, Memory, NetworkInterface, NodeStatus, RrdRow, Space,
+};
+use ferrox_api_types::Named;
 
-pub(super) fn node_entry(node: &Node, with_stats: bool) -> Value {
-    let name = &node.opts.node_name;
-    let mut v = json!({
-        "id": format!("node/{name}"),
-        "type": "node",
-        "node": name,
-        "status": "online",
-        "level": "",
-        "ssl_fingerprint": node.tls.fingerprint,
-    });
-    if with_stats {
-        let mem = host::memory();
-        let root = host::filesystem(&node.opts.data_dir);
-        v["uptime"] = json!(host::uptime());
-        v["cpu"] = json!(node.metrics.latest().cpu);
-        v["maxcpu"] = json!(host::cpu_count());
-        v["mem"] = json!(mem.used());
-        v["maxmem"] = json!(mem.total);
-        v["disk"] = json!(root.used());
-        v["maxdisk"] = json!(root.total);
-        v["cgroup-mode"] = json!(2);
-    }
-    v
-}
-
-fn list_nodes(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn list_nodes(ctx: &C<'_>) -> Result<Vec<Resource>, ApiError> {
     let name = ctx.state.opts.node_name.clone();
     let stats = ctx.has(&format!("/nodes/{name}"), &["Sys.Audit"], false);
-    let mut out = vec![node_entry(ctx.state, stats)];
+    let mut own = node_resource(ctx.state, stats);
+    own.ssl_fingerprint = Some(ctx.state.tls.fingerprint.clone());
+    let mut out = vec![own];
     let others = crate::cluster::other_members(ctx.state);
     let answers: Vec<_> = std::thread::scope(|scope| {
         let handles: Vec<_> = others
@@ -47,65 +29,91 @@ fn list_nodes(ctx: &C<'_>) -> Result<Reply, ApiError> {
         handles.into_iter().map(|h| h.join().ok()).collect()
     });
     for (m, answer) in others.iter().zip(answers) {
-        let mut entry = match answer
+        let answered = answer
             .and_then(Result::ok)
-            .and_then(|v| v.into_iter().next())
-        {
-            Some(e) => e,
-            None => json!({
-                "id": format!("node/{}", m.name), "type": "node", "node": m.name,
-                "status": "offline", "level": "",
-            }),
+            .and_then(|v| v.into_iter().next());
+        let mut entry = match answered {
+            Some(e) if ctx.has(&format!("/nodes/{}", m.name), &["Sys.Audit"], false) => e,
+            // Without Sys.Audit: that the node exists and whether it is up, no figures.
+            Some(e) => Resource {
+                status: e.status,
+                ..offline_node(&m.name)
+            },
+            None => offline_node(&m.name),
         };
-        entry["ssl_fingerprint"] = json!(m.fingerprint);
-        if !ctx.has(&format!("/nodes/{}", m.name), &["Sys.Audit"], false) {
-            if let Some(o) = entry.as_object_mut() {
-                o.retain(|k, _| {
-                    matches!(
-                        k.as_str(),
-                        "id" | "type" | "node" | "status" | "level" | "ssl_fingerprint"
-                    )
-                });
-            }
-        }
+        entry.ssl_fingerprint = Some(m.fingerprint.clone());
         out.push(entry);
     }
-    Ok(json!(out).into())
+    Ok(out)
 }
 
-fn node_index(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn node_index(ctx: &C<'_>) -> Result<Vec<Named>, ApiError> {
     local_node(ctx)?;
     let dirs = [
         "qemu", "status", "storage", "tasks", "rrddata", "version", "network",
     ];
-    Ok(json!(dirs.iter().map(|d| json!({"name": d})).collect::<Vec<_>>()).into())
+    Ok(dirs
+        .iter()
+        .map(|d| Named {
+            name: d.to_string(),
+        })
+        .collect())
 }
 
-fn node_status(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn node_status(ctx: &C<'_>) -> Result<NodeStatus, ApiError> {
     local_node(ctx)?;
     let mem = host::memory();
     let root = host::filesystem(&ctx.state.opts.data_dir);
     let sample = ctx.state.metrics.latest();
     let (sysname, release, version) = host::kernel();
     let cpus = host::cpu_count();
-    Ok(json!({
-        "uptime": host::uptime(),
-        "idle": 0,
-        "loadavg": host::loadavg(),
-        "kversion": format!("{sysname} {release} {version}"),
-        "current-kernel": {"sysname": sysname, "release": release, "version": version, "machine": std::env::consts::ARCH},
-        "boot-info": {"mode": "legacy-bios"},
-        "cpuinfo": {"model": host::cpu_model(), "sockets": 1, "cores": cpus, "cpus": cpus, "hvm": "1", "user_hz": 100},
-        "cpu": sample.cpu,
-        "wait": sample.iowait,
-        "memory": {"total": mem.total, "used": mem.used(), "free": mem.free, "available": mem.available},
-        "swap": {"total": mem.swap_total, "free": mem.swap_free, "used": mem.swap_total.saturating_sub(mem.swap_free)},
-        "ksm": {"shared": 0},
-        "rootfs": {"total": root.total, "used": root.used(), "free": root.free, "avail": root.avail},
-        "pveversion": format!("pve-manager/{PVE_VERSION}/{}", ferrox_api::core::REPOID),
-        "accelerator": ctx.state.accel.as_str(),
+    let cpus = cpus as u32;
+    Ok(NodeStatus {
+        uptime: host::uptime(),
+        idle: 0,
+        loadavg: host::loadavg().to_vec(),
+        kversion: format!("{sysname} {release} {version}"),
+        current_kernel: Kernel {
+            sysname,
+            release,
+            version,
+            machine: std::env::consts::ARCH.into(),
+        },
+        boot_info: BootInfo {
+            mode: "legacy-bios".into(),
+        },
+        cpuinfo: CpuInfo {
+            model: host::cpu_model(),
+            sockets: 1,
+            cores: cpus,
+            cpus,
+            hvm: "1".into(),
+            user_hz: 100,
+        },
+        cpu: sample.cpu,
+        wait: sample.iowait,
+        memory: Memory {
+            total: mem.total,
+            used: mem.used(),
+            free: mem.free,
+            available: mem.available,
+        },
+        swap: Space {
+            total: mem.swap_total,
+            used: mem.swap_total.saturating_sub(mem.swap_free),
+            free: mem.swap_free,
+            avail: None,
+        },
+        ksm: Ksm { shared: 0 },
+        rootfs: Space {
+            total: root.total,
+            used: root.used(),
+            free: root.free,
+            avail: Some(root.avail),
+        },
+        pveversion: format!("pve-manager/{PVE_VERSION}/{}", ferrox_api::core::REPOID),
+        accelerator: ctx.state.accel.as_str().into(),
     })
-    .into())
 }
 
 pub(super) fn rrd_params() -> Vec<Param> {
@@ -123,26 +131,24 @@ pub(super) fn rrd_params() -> Vec<Param> {
     ]
 }
 
-pub(super) fn rrd_rows(ctx: &C<'_>, key: &str) -> Result<Reply, ApiError> {
+pub(super) fn rrd_rows(ctx: &C<'_>, key: &str) -> Result<Vec<RrdRow>, ApiError> {
     let timeframe = ctx.params.need_str("timeframe")?;
     let max = ctx.params.str("cf") == Some("MAX");
-    let rows = ctx
-        .state
+    ctx.state
         .metrics
         .rows(key, timeframe, max)
-        .ok_or_else(|| ApiError::param("timeframe", "unknown timeframe"))?;
-    Ok(json!(rows).into())
+        .ok_or_else(|| ApiError::param("timeframe", "unknown timeframe"))
 }
 
-fn node_rrddata(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn node_rrddata(ctx: &C<'_>) -> Result<Vec<RrdRow>, ApiError> {
     local_node(ctx)?;
     rrd_rows(ctx, "node")
 }
 
-fn network(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn network(ctx: &C<'_>) -> Result<Vec<NetworkInterface>, ApiError> {
     local_node(ctx)?;
     // Guests get user-mode networking; there are no host bridges to report yet.
-    Ok(json!([]).into())
+    Ok(Vec::new())
 }
 
 const NODE_AUDIT: Permission = Permission::Privs {
@@ -161,7 +167,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/nodes",
             "Cluster node index.",
             auth.clone(),
-            Returns::Array,
             list_nodes,
         ),
         Endpoint::new(
@@ -169,7 +174,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/nodes/{node}",
             "Node index.",
             auth.clone(),
-            Returns::Array,
             node_index,
         )
         .params(vec![node_param()]),
@@ -178,7 +182,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/nodes/{node}/status",
             "Node status.",
             NODE_AUDIT,
-            Returns::Object,
             node_status,
         )
         .params(vec![node_param()]),
@@ -187,7 +190,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/nodes/{node}/rrddata",
             "Node metrics (round-robin).",
             NODE_AUDIT,
-            Returns::Array,
             node_rrddata,
         )
         .params([vec![node_param()], rrd_params()].concat()),
@@ -196,7 +198,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/nodes/{node}/network",
             "Network interfaces.",
             auth.clone(),
-            Returns::Array,
             network,
         )
         .params(vec![

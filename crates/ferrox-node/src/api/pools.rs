@@ -5,15 +5,17 @@
 
 use crate::Node;
 use ferrox_api::schema::{BOOL, POOL_ID, STRING, TEXT};
-use ferrox_api::{ApiError, Ctx, Endpoint, Method, Param, ParamType, Permission, Reply, Returns};
+use ferrox_api::{ApiError, Ctx, Endpoint, Method, Param, ParamType, Permission};
+use ferrox_api_types::cluster::Resource;
+use ferrox_api_types::pools::Pool;
 use ferrox_types::format::split_list;
 use ferrox_types::user_config::UserConfig;
-use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
 type C<'a> = Ctx<'a, Node>;
 
-fn members(node: &Node, cfg: &UserConfig, pool: &str, kind: Option<&str>) -> Vec<Value> {
+/// A pool's members as resource rows: where a guest is and its name (from the store).
+fn members(node: &Node, cfg: &UserConfig, pool: &str, kind: Option<&str>) -> Vec<Resource> {
     let Some((_, vms, storages)) = cfg.pools.get(pool) else {
         return Vec::new();
     };
@@ -24,29 +26,31 @@ fn members(node: &Node, cfg: &UserConfig, pool: &str, kind: Option<&str>) -> Vec
                 continue;
             };
             let owner = crate::cluster::vmid_owner(node, id);
-            let mut v = json!({ "id": format!("qemu/{id}"), "type": "qemu", "vmid": id });
-            if let Some(n) = owner {
-                v["node"] = json!(n);
-                if let Some(name) = node
-                    .tree
-                    .get(&crate::guests::config_path(&n, id))
+            let name = owner.as_ref().and_then(|n| {
+                node.tree
+                    .get(&crate::guests::config_path(n, id))
                     .and_then(|e| ferrox_types::GuestConfig::parse(&e.data).ok())
                     .and_then(|c| c.name().map(String::from))
-                {
-                    v["name"] = json!(name);
-                }
-            }
-            out.push(v);
+            });
+            out.push(Resource {
+                id: format!("qemu/{id}"),
+                kind: "qemu".into(),
+                vmid: Some(id),
+                node: owner,
+                name,
+                ..Resource::default()
+            });
         }
     }
     if kind.is_none_or(|k| k == "storage") {
         for sid in storages {
-            out.push(json!({
-                "id": format!("storage/{}/{sid}", node.opts.node_name),
-                "type": "storage",
-                "storage": sid,
-                "node": node.opts.node_name,
-            }));
+            out.push(Resource {
+                id: format!("storage/{}/{sid}", node.opts.node_name),
+                kind: "storage".into(),
+                storage: Some(sid.clone()),
+                node: Some(node.opts.node_name.clone()),
+                ..Resource::default()
+            });
         }
     }
     out
@@ -58,46 +62,43 @@ fn pool_row(
     pool: &str,
     with_members: bool,
     kind: Option<&str>,
-) -> Value {
+) -> Pool {
     let comment = cfg.pools.get(pool).map(|p| p.0.clone()).unwrap_or_default();
-    let mut v = json!({ "poolid": pool });
-    if !comment.is_empty() {
-        v["comment"] = json!(comment);
+    Pool {
+        poolid: Some(pool.to_string()),
+        comment: (!comment.is_empty()).then_some(comment),
+        members: with_members.then(|| members(node, cfg, pool, kind)),
     }
-    if with_members {
-        v["members"] = json!(members(node, cfg, pool, kind));
-    }
-    v
 }
 
-fn list(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn list(ctx: &C<'_>) -> Result<Vec<Pool>, ApiError> {
     let cfg = ctx.state.auth.user_config();
     let only = ctx.params.str("poolid");
     let kind = ctx.params.str("type");
-    let rows: Vec<Value> = cfg
+    let rows = cfg
         .pools
         .keys()
         .filter(|p| only.is_none_or(|o| o == p.as_str()))
         .filter(|p| ctx.has(&format!("/pool/{p}"), &["Pool.Audit"], false))
         .map(|p| pool_row(ctx.state, &cfg, p, only.is_some(), kind))
         .collect();
-    Ok(json!(rows).into())
+    Ok(rows)
 }
 
-fn read(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn read(ctx: &C<'_>) -> Result<Pool, ApiError> {
     let pool = ctx.params.need_str("poolid")?;
     let cfg = ctx.state.auth.user_config();
     if !cfg.pools.contains_key(pool) {
         return Err(ApiError::internal(format!("pool '{pool}' does not exist")));
     }
-    let mut row = pool_row(ctx.state, &cfg, pool, true, ctx.params.str("type"));
-    if let Some(obj) = row.as_object_mut() {
-        obj.remove("poolid");
-    }
-    Ok(row.into())
+    let row = pool_row(ctx.state, &cfg, pool, true, ctx.params.str("type"));
+    Ok(Pool {
+        poolid: None,
+        ..row
+    })
 }
 
-fn create(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn create(ctx: &C<'_>) -> Result<(), ApiError> {
     let pool = ctx.params.need_str("poolid")?.to_string();
     let comment = ctx.params.str("comment").unwrap_or("").to_string();
     ctx.state.auth.modify(|docs| {
@@ -113,10 +114,10 @@ fn create(ctx: &C<'_>) -> Result<Reply, ApiError> {
         );
         Ok(())
     })?;
-    Ok(Value::Null.into())
+    Ok(())
 }
 
-fn update(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn update(ctx: &C<'_>) -> Result<(), ApiError> {
     let pool = ctx.params.need_str("poolid")?.to_string();
     let node = ctx.state;
     let list = |name: &str| -> Vec<String> {
@@ -203,10 +204,10 @@ fn update(ctx: &C<'_>) -> Result<Reply, ApiError> {
         }
         Ok(())
     })?;
-    Ok(Value::Null.into())
+    Ok(())
 }
 
-fn remove(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn remove(ctx: &C<'_>) -> Result<(), ApiError> {
     let pool = ctx.params.need_str("poolid")?.to_string();
     ctx.state.auth.modify(|docs| {
         let Some((_, vms, storages)) = docs.users.pools.get(&pool) else {
@@ -223,7 +224,7 @@ fn remove(ctx: &C<'_>) -> Result<Reply, ApiError> {
         docs.users.acls.retain(|a| a.path != path);
         Ok(())
     })?;
-    Ok(Value::Null.into())
+    Ok(())
 }
 
 fn update_params() -> Vec<Param> {
@@ -274,22 +275,13 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/pools",
             "Pools you may see (with members when 'poolid' is given).",
             Permission::Handler("pools with Pool.Audit on /pool/<pool>"),
-            Returns::Array,
             list,
         )
         .params(vec![
             Param::optional("poolid", POOL_ID, "Only this pool."),
             kind(),
         ]),
-        Endpoint::new(
-            Post,
-            "/pools",
-            "Create a pool.",
-            allocate.clone(),
-            Returns::Null,
-            create,
-        )
-        .params(vec![
+        Endpoint::new(Post, "/pools", "Create a pool.", allocate.clone(), create).params(vec![
             Param::required("poolid", POOL_ID, "Pool id."),
             Param::optional("comment", TEXT, "Free text."),
         ]),
@@ -298,7 +290,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/pools",
             "Change a pool: comment, members.",
             allocate.clone(),
-            Returns::Null,
             update,
         )
         .params(update_params()),
@@ -307,7 +298,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/pools",
             "Delete an empty pool.",
             allocate.clone(),
-            Returns::Null,
             remove,
         )
         .params(vec![Param::required("poolid", POOL_ID, "Pool id.")]),
@@ -316,7 +306,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/pools/{poolid}",
             "A pool and its members.",
             audit,
-            Returns::Object,
             read,
         )
         .params(vec![Param::required("poolid", POOL_ID, "Pool id."), kind()]),
@@ -325,7 +314,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/pools/{poolid}",
             "Change a pool (older path).",
             allocate.clone(),
-            Returns::Null,
             update,
         )
         .params(update_params()),
@@ -334,7 +322,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/pools/{poolid}",
             "Delete an empty pool (older path).",
             allocate,
-            Returns::Null,
             remove,
         )
         .params(vec![Param::required("poolid", POOL_ID, "Pool id.")]),

@@ -7,26 +7,27 @@ use crate::Node;
 use ferrox_api::core::local_node;
 use ferrox_api::rbac;
 use ferrox_api::schema::{int, BOOL, STRING};
-use ferrox_api::{
-    ApiError, Endpoint, Extra, Method, Param, ParamType, Permission, Reply, Returns, TaskError,
-};
-use serde_json::{json, Value};
+use ferrox_api::{ApiError, Endpoint, Extra, Method, Param, ParamType, Permission, TaskError};
+use ferrox_api_types::nodes::RrdRow;
+use ferrox_api_types::qemu::{GuestStatus, HaManaged, MigratePreconditions, PendingEntry};
+use ferrox_api_types::{ConfigMap, Subdir, Upid};
+use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-fn guest_rrddata(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn guest_rrddata(ctx: &C<'_>) -> Result<Vec<RrdRow>, ApiError> {
     local_node(ctx)?;
     let vmid = vmid(ctx)?;
     ctx.state.guest_config(vmid)?;
     rrd_rows(ctx, &format!("qemu/{vmid}"))
 }
 
-fn list_guests(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn list_guests(ctx: &C<'_>) -> Result<Vec<GuestStatus>, ApiError> {
     local_node(ctx)?;
     let caller = ctx.caller()?;
     let users = ctx.state.auth.user_config();
-    let list: Vec<Value> = ctx
+    let list = ctx
         .state
         .guests
         .listing()
@@ -40,9 +41,9 @@ fn list_guests(ctx: &C<'_>) -> Result<Reply, ApiError> {
                 false,
             )
         })
-        .map(|(vmid, fixed, info)| Value::Object(Node::guest_summary(vmid, &fixed, info.as_ref())))
+        .map(|(vmid, fixed, info)| Node::guest_summary(vmid, &fixed, info.as_ref()))
         .collect();
-    Ok(json!(list).into())
+    Ok(list)
 }
 
 /// Splits a config request into keys to set and keys to delete.
@@ -86,7 +87,7 @@ fn config_changes(ctx: &C<'_>) -> (BTreeMap<String, String>, Vec<String>) {
     (sets, deletes)
 }
 
-fn create_guest(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn create_guest(ctx: &C<'_>) -> Result<Upid, ApiError> {
     local_node(ctx)?;
     let vmid = vmid(ctx)?;
     // Proxmox VE: VM.Allocate on /vms/{vmid}, or on the pool the guest goes into.
@@ -115,30 +116,25 @@ fn create_guest(ctx: &C<'_>) -> Result<Reply, ApiError> {
     let upid = ctx
         .state
         .create_guest(vmid, sets, pool, start, &auth_id(ctx)?)?;
-    Ok(json!(upid).into())
+    Ok(Upid(upid))
 }
 
-fn guest_index(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn guest_index(ctx: &C<'_>) -> Result<Vec<Subdir>, ApiError> {
     local_node(ctx)?;
     ctx.state.guest_config(vmid(ctx)?)?;
-    let dirs = ["config", "pending", "status", "rrddata"];
-    Ok(json!(dirs
-        .iter()
-        .map(|d| json!({"subdir": d}))
-        .collect::<Vec<_>>())
-    .into())
+    Ok(Subdir::list(&["config", "pending", "status", "rrddata"]))
 }
 
-fn get_config(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn get_config(ctx: &C<'_>) -> Result<ConfigMap, ApiError> {
     local_node(ctx)?;
     let cfg = ctx.state.guest_config(vmid(ctx)?)?;
     if let Some(snap) = ctx.params.str("snapshot") {
         let section = cfg.snapshots.get(snap).ok_or_else(|| {
             ApiError::param("snapshot", format!("snapshot '{snap}' does not exist"))
         })?;
-        return Ok(json!(section).into());
+        return Ok(section.iter().map(|(k, v)| (k.clone(), json!(v))).collect());
     }
-    let mut out = serde_json::Map::new();
+    let mut out = ConfigMap::new();
     for (k, v) in &cfg.options {
         out.insert(k.clone(), json!(v));
     }
@@ -154,21 +150,19 @@ fn get_config(ctx: &C<'_>) -> Result<Reply, ApiError> {
         out.insert("description".into(), json!(d));
     }
     out.insert("digest".into(), json!(cfg.digest));
-    Ok(Value::Object(out).into())
+    Ok(out)
 }
 
-fn pending(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn pending(ctx: &C<'_>) -> Result<Vec<PendingEntry>, ApiError> {
     local_node(ctx)?;
     let cfg = ctx.state.guest_config(vmid(ctx)?)?;
-    let mut rows: Vec<Value> = cfg
+    let mut rows: Vec<PendingEntry> = cfg
         .options
         .iter()
-        .map(|(k, v)| {
-            let mut row = json!({"key": k, "value": v});
-            if let Some(p) = cfg.pending.get(k) {
-                row["pending"] = json!(p);
-            }
-            row
+        .map(|(k, v)| PendingEntry {
+            key: k.clone(),
+            value: Some(v.clone()),
+            pending: cfg.pending.get(k).cloned(),
         })
         .collect();
     for (k, v) in cfg
@@ -176,9 +170,13 @@ fn pending(ctx: &C<'_>) -> Result<Reply, ApiError> {
         .iter()
         .filter(|(k, _)| !cfg.options.contains_key(*k) && *k != "delete")
     {
-        rows.push(json!({"key": k, "pending": v}));
+        rows.push(PendingEntry {
+            key: k.clone(),
+            value: None,
+            pending: Some(v.clone()),
+        });
     }
-    Ok(json!(rows).into())
+    Ok(rows)
 }
 
 /// Checks and applies a config change; the shared part of PUT and POST.
@@ -225,7 +223,7 @@ fn check_config_request(
     crate::guests::perm::check_config_change(ctx, target, Some(&current), sets, deletes)
 }
 
-fn put_config(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn put_config(ctx: &C<'_>) -> Result<(), ApiError> {
     local_node(ctx)?;
     let vmid = vmid(ctx)?;
     let (sets, deletes) = config_changes(ctx);
@@ -241,10 +239,10 @@ fn put_config(ctx: &C<'_>) -> Result<Reply, ApiError> {
         ctx.params.str("digest"),
         ctx.params.bool("skiplock").unwrap_or(false),
     )?;
-    Ok(Value::Null.into())
+    Ok(())
 }
 
-fn post_config(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn post_config(ctx: &C<'_>) -> Result<Upid, ApiError> {
     local_node(ctx)?;
     let vmid = vmid(ctx)?;
     let (sets, deletes) = config_changes(ctx);
@@ -261,23 +259,18 @@ fn post_config(ctx: &C<'_>) -> Result<Reply, ApiError> {
                 log.log(format!("updated the config of VM {vmid}"));
                 Ok(())
             })?;
-    Ok(json!(upid).into())
+    Ok(Upid(upid))
 }
 
-fn status_index(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn status_index(ctx: &C<'_>) -> Result<Vec<Subdir>, ApiError> {
     local_node(ctx)?;
     ctx.state.guest_config(vmid(ctx)?)?;
-    let dirs = [
+    Ok(Subdir::list(&[
         "current", "start", "stop", "shutdown", "reboot", "suspend", "resume",
-    ];
-    Ok(json!(dirs
-        .iter()
-        .map(|d| json!({"subdir": d}))
-        .collect::<Vec<_>>())
-    .into())
+    ]))
 }
 
-fn current_status(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn current_status(ctx: &C<'_>) -> Result<GuestStatus, ApiError> {
     local_node(ctx)?;
     let vmid = vmid(ctx)?;
     let fixed = ctx
@@ -285,17 +278,17 @@ fn current_status(ctx: &C<'_>) -> Result<Reply, ApiError> {
         .guests
         .fixed(vmid)
         .ok_or_else(|| ctx.state.no_such_guest(vmid))?;
-    let mut m = Node::guest_summary(vmid, &fixed, ctx.state.guests.run_info(vmid).as_ref());
+    let mut status = Node::guest_summary(vmid, &fixed, ctx.state.guests.run_info(vmid).as_ref());
     // A live answer for a single guest: ask QEMU rather than the collector's cache.
     if let Some(p) = ctx.state.guests.process(vmid) {
         if let Ok(state) = p.status() {
-            m.insert("qmpstatus".into(), json!(state.status));
-            m.insert("accel".into(), json!(if state.kvm { "kvm" } else { "tcg" }));
+            status.qmpstatus = state.status;
+            status.accel = Some(if state.kvm { "kvm" } else { "tcg" }.into());
         }
     }
-    m.insert("ha".into(), json!({"managed": 0}));
-    m.insert("agent".into(), json!(0));
-    Ok(Value::Object(m).into())
+    status.ha = Some(HaManaged { managed: 0 });
+    status.agent = Some(0);
+    Ok(status)
 }
 
 fn power_params() -> Vec<Param> {
@@ -310,7 +303,7 @@ fn spawn_power(
     ctx: &C<'_>,
     kind: &str,
     work: impl FnOnce(&Node, u32, &ferrox_api::TaskLog) -> Result<(), TaskError> + Send + 'static,
-) -> Result<Reply, ApiError> {
+) -> Result<Upid, ApiError> {
     local_node(ctx)?;
     crate::guests::perm::root_only_param(ctx, "skiplock")?;
     let vmid = vmid(ctx)?;
@@ -322,19 +315,17 @@ fn spawn_power(
         .spawn(kind, &vmid.to_string(), &auth_id(ctx)?, move |log| {
             work(&node, vmid, log)
         })?;
-    Ok(json!(upid).into())
+    Ok(Upid(upid))
 }
 
-fn migrate_preconditions(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn migrate_preconditions(ctx: &C<'_>) -> Result<MigratePreconditions, ApiError> {
     local_node(ctx)?;
     let vmid = vmid(ctx)?;
-    Ok(ctx
-        .state
-        .migration_preconditions(vmid, ctx.params.str("target"))?
-        .into())
+    ctx.state
+        .migration_preconditions(vmid, ctx.params.str("target"))
 }
 
-fn migrate(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn migrate(ctx: &C<'_>) -> Result<Upid, ApiError> {
     local_node(ctx)?;
     let vmid = vmid(ctx)?;
     let target = ctx.params.need_str("target")?.to_string();
@@ -359,7 +350,7 @@ fn migrate(ctx: &C<'_>) -> Result<Reply, ApiError> {
                         &format!("migrate vm:{vmid} {target}"),
                     )?)
                 })?;
-        return Ok(json!(upid).into());
+        return Ok(Upid(upid));
     }
     let plan = ctx.state.plan_migration(
         vmid,
@@ -375,7 +366,7 @@ fn migrate(ctx: &C<'_>) -> Result<Reply, ApiError> {
             .spawn("qmigrate", &vmid.to_string(), &auth_id(ctx)?, move |log| {
                 node.migrate_guest(plan, log)
             })?;
-    Ok(json!(upid).into())
+    Ok(Upid(upid))
 }
 
 /// Start and stop of an HA-managed guest change its requested state instead (Proxmox
@@ -384,7 +375,7 @@ fn ha_request(
     ctx: &C<'_>,
     kind: &str,
     state: ferrox_types::RequestState,
-) -> Result<Option<Reply>, ApiError> {
+) -> Result<Option<Upid>, ApiError> {
     local_node(ctx)?;
     let vmid = vmid(ctx)?;
     if !crate::api::ha::is_managed(ctx.state, vmid) {
@@ -398,24 +389,24 @@ fn ha_request(
             log.log(format!("Requesting HA {} for VM {vmid}", state.as_str()));
             Ok(crate::api::ha::request_state(&node, vmid, state)?)
         })?;
-    Ok(Some(json!(upid).into()))
+    Ok(Some(Upid(upid)))
 }
 
-fn start(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn start(ctx: &C<'_>) -> Result<Upid, ApiError> {
     if let Some(r) = ha_request(ctx, "hastart", ferrox_types::RequestState::Started)? {
         return Ok(r);
     }
     spawn_power(ctx, "qmstart", |n, v, log| n.start_guest(v, log))
 }
 
-fn stop(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn stop(ctx: &C<'_>) -> Result<Upid, ApiError> {
     if let Some(r) = ha_request(ctx, "hastop", ferrox_types::RequestState::Stopped)? {
         return Ok(r);
     }
     spawn_power(ctx, "qmstop", |n, v, log| n.stop_guest(v, log))
 }
 
-fn shutdown(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn shutdown(ctx: &C<'_>) -> Result<Upid, ApiError> {
     if let Some(r) = ha_request(ctx, "hastop", ferrox_types::RequestState::Stopped)? {
         return Ok(r);
     }
@@ -426,7 +417,7 @@ fn shutdown(ctx: &C<'_>) -> Result<Reply, ApiError> {
     })
 }
 
-fn reboot(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn reboot(ctx: &C<'_>) -> Result<Upid, ApiError> {
     let timeout = Duration::from_secs(ctx.params.int("timeout").unwrap_or(180).max(0) as u64);
     let vmid = vmid(ctx)?;
     if ctx.state.guests.process(vmid).is_none() {
@@ -438,7 +429,7 @@ fn reboot(ctx: &C<'_>) -> Result<Reply, ApiError> {
     })
 }
 
-fn suspend(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn suspend(ctx: &C<'_>) -> Result<Upid, ApiError> {
     if ctx.params.bool("todisk").unwrap_or(false) {
         return Err(ApiError::param(
             "todisk",
@@ -448,11 +439,11 @@ fn suspend(ctx: &C<'_>) -> Result<Reply, ApiError> {
     spawn_power(ctx, "qmsuspend", |n, v, log| n.pause_guest(v, true, log))
 }
 
-fn resume(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn resume(ctx: &C<'_>) -> Result<Upid, ApiError> {
     spawn_power(ctx, "qmresume", |n, v, log| n.pause_guest(v, false, log))
 }
 
-fn destroy(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn destroy(ctx: &C<'_>) -> Result<Upid, ApiError> {
     local_node(ctx)?;
     crate::guests::perm::root_only_param(ctx, "skiplock")?;
     let vmid = vmid(ctx)?;
@@ -476,7 +467,7 @@ fn destroy(ctx: &C<'_>) -> Result<Reply, ApiError> {
             .spawn("qmdestroy", &vmid.to_string(), &auth_id(ctx)?, move |log| {
                 node.destroy_guest(vmid, log)
             })?;
-    Ok(json!(upid).into())
+    Ok(Upid(upid))
 }
 
 const VM_AUDIT: Permission = Permission::Privs {
@@ -535,7 +526,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/nodes/{node}/qemu",
             "Virtual machine index.",
             auth.clone(),
-            Returns::Array,
             list_guests,
         )
         .params(vec![
@@ -549,7 +539,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             Permission::Handler(
                 "VM.Allocate on /vms/{vmid}, or on /pool/{pool} when 'pool' is given",
             ),
-            Returns::Task,
             create_guest,
         )
         .extra(Extra::GuestConfigKeys)
@@ -575,7 +564,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/nodes/{node}/qemu/{vmid}",
             "Directory index.",
             auth.clone(),
-            Returns::Array,
             guest_index,
         )
         .params(vec![node_param(), vmid_param()]),
@@ -584,7 +572,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/nodes/{node}/qemu/{vmid}/config",
             "VM configuration (with pending changes unless current=1).",
             VM_AUDIT,
-            Returns::Object,
             get_config,
         )
         .params(vec![
@@ -598,7 +585,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/nodes/{node}/qemu/{vmid}/config",
             "Set VM options (synchronous).",
             VM_CONFIG,
-            Returns::Null,
             put_config,
         )
         .extra(Extra::GuestConfigKeys)
@@ -608,7 +594,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/nodes/{node}/qemu/{vmid}/config",
             "Set VM options (as a task).",
             VM_CONFIG,
-            Returns::Task,
             post_config,
         )
         .extra(Extra::GuestConfigKeys)
@@ -618,7 +603,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/nodes/{node}/qemu/{vmid}/pending",
             "Config with pending changes.",
             VM_AUDIT,
-            Returns::Array,
             pending,
         )
         .params(vec![node_param(), vmid_param()]),
@@ -627,7 +611,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/nodes/{node}/qemu/{vmid}",
             "Destroy a stopped VM and its disks.",
             VM_ALLOCATE,
-            Returns::Task,
             destroy,
         )
         .params(vec![
@@ -650,7 +633,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/nodes/{node}/qemu/{vmid}/rrddata",
             "VM metrics (round-robin).",
             VM_AUDIT,
-            Returns::Array,
             guest_rrddata,
         )
         .params([vec![node_param(), vmid_param()], rrd_params()].concat()),
@@ -659,7 +641,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/nodes/{node}/qemu/{vmid}/status",
             "Directory index.",
             auth.clone(),
-            Returns::Array,
             status_index,
         )
         .params(vec![node_param(), vmid_param()]),
@@ -668,7 +649,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/nodes/{node}/qemu/{vmid}/status/current",
             "VM status.",
             VM_AUDIT,
-            Returns::Object,
             current_status,
         )
         .params(vec![node_param(), vmid_param()]),
@@ -681,7 +661,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
                 privs: &["VM.Migrate"],
                 any: false,
             },
-            Returns::Object,
             migrate_preconditions,
         )
         .params(vec![
@@ -698,7 +677,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
                 privs: &["VM.Migrate"],
                 any: false,
             },
-            Returns::Task,
             migrate,
         )
         .params(vec![
@@ -727,7 +705,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/nodes/{node}/qemu/{vmid}/status/start",
             "Start the VM.",
             VM_POWER,
-            Returns::Task,
             start,
         )
         .params(
@@ -745,7 +722,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/nodes/{node}/qemu/{vmid}/status/stop",
             "Stop the VM at once (like pulling the plug).",
             VM_POWER,
-            Returns::Task,
             stop,
         )
         .params(
@@ -764,7 +740,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/nodes/{node}/qemu/{vmid}/status/shutdown",
             "ACPI shutdown, with a timeout.",
             VM_POWER,
-            Returns::Task,
             shutdown,
         )
         .params(
@@ -791,7 +766,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/nodes/{node}/qemu/{vmid}/status/reboot",
             "Shut down and start again.",
             VM_POWER,
-            Returns::Task,
             reboot,
         )
         .params(vec![
@@ -808,7 +782,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/nodes/{node}/qemu/{vmid}/status/suspend",
             "Pause the VM.",
             VM_POWER,
-            Returns::Task,
             suspend,
         )
         .params(
@@ -826,7 +799,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/nodes/{node}/qemu/{vmid}/status/resume",
             "Resume a paused VM.",
             VM_POWER,
-            Returns::Task,
             resume,
         )
         .params(

@@ -6,13 +6,13 @@ use crate::Node;
 use ferrox_api::core::local_node;
 use ferrox_api::rbac;
 use ferrox_api::schema::{ABSOLUTE_PATH, BOOL, CONTENT_LIST, NODE_LIST, STORAGE_ID, STRING};
-use ferrox_api::{ApiError, Endpoint, Method, Param, ParamType, Permission, Reply, Returns};
-use serde_json::{json, Value};
+use ferrox_api::{ApiError, Endpoint, Method, Param, ParamType, Permission};
+use ferrox_api_types::storage::{StorageCreated, StorageDefinition, StorageStatus, Volume};
 use std::collections::BTreeMap;
 
 /// `POST /storage`: a new `dir` storage, added to the tree's storage.cfg through its one
 /// serializer (compare-and-set against the version read).
-fn storage_create(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn storage_create(ctx: &C<'_>) -> Result<StorageCreated, ApiError> {
     let id = ctx.params.need_str("storage")?;
     let path = ctx.params.need_str("path")?;
     let node = ctx.state;
@@ -56,25 +56,36 @@ fn storage_create(ctx: &C<'_>) -> Result<Reply, ApiError> {
     std::fs::create_dir_all(path)
         .map_err(|e| ApiError::param("path", format!("cannot create {path}: {e}")))?;
     node.tree.save(&current, &text)?;
-    Ok(json!({"storage": id, "type": "dir"}).into())
+    Ok(StorageCreated {
+        storage: id.to_string(),
+        kind: "dir".into(),
+    })
 }
 
-pub(super) fn storage_entry(node: &Node, s: &ferrox_types::Storage) -> Value {
+fn content_list(s: &ferrox_types::Storage) -> String {
+    s.content.iter().cloned().collect::<Vec<_>>().join(",")
+}
+
+pub(super) fn storage_status(node: &Node, s: &ferrox_types::Storage) -> StorageStatus {
     let space = ferrox_storage::plugin(s, &node.opts.node_name)
         .map(|p| p.space())
         .unwrap_or_default();
-    json!({
-        "storage": s.id,
-        "type": s.storage_type,
-        "content": s.content.iter().cloned().collect::<Vec<_>>().join(","),
-        "shared": u8::from(s.shared),
-        "active": u8::from(s.is_usable_on(&node.opts.node_name)),
-        "enabled": u8::from(!s.disable),
-        "total": space.total,
-        "used": space.used,
-        "avail": space.avail,
-        "used_fraction": if space.total > 0 { space.used as f64 / space.total as f64 } else { 0.0 },
-    })
+    StorageStatus {
+        storage: s.id.clone(),
+        kind: s.storage_type.clone(),
+        content: content_list(s),
+        shared: u8::from(s.shared),
+        active: u8::from(ferrox_storage::is_usable_on(s, &node.opts.node_name)),
+        enabled: u8::from(!s.disable),
+        total: space.total,
+        used: space.used,
+        avail: space.avail,
+        used_fraction: if space.total > 0 {
+            space.used as f64 / space.total as f64
+        } else {
+            0.0
+        },
+    }
 }
 
 pub(super) fn storage_visible(ctx: &C<'_>, id: &str) -> bool {
@@ -85,20 +96,20 @@ pub(super) fn storage_visible(ctx: &C<'_>, id: &str) -> bool {
     )
 }
 
-fn node_storages(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn node_storages(ctx: &C<'_>) -> Result<Vec<StorageStatus>, ApiError> {
     local_node(ctx)?;
     let cfg = ctx.state.storage_config()?;
     let content = ctx.params.str("content");
-    let list: Vec<Value> = cfg
+    let list = cfg
         .storages
         .values()
-        .filter(|s| s.is_usable_on(&ctx.state.opts.node_name))
+        .filter(|s| ferrox_storage::is_usable_on(s, &ctx.state.opts.node_name))
         .filter(|s| ctx.params.str("storage").is_none_or(|id| s.id == id))
         .filter(|s| content.is_none_or(|c| c.split(',').all(|c| s.content.contains(c))))
         .filter(|s| storage_visible(ctx, &s.id))
-        .map(|s| storage_entry(ctx.state, s))
+        .map(|s| storage_status(ctx.state, s))
         .collect();
-    Ok(json!(list).into())
+    Ok(list)
 }
 
 fn one_storage<'a>(
@@ -108,23 +119,23 @@ fn one_storage<'a>(
     let id = ctx.params.need_str("storage")?;
     cfg.storages
         .get(id)
-        .filter(|s| s.is_usable_on(&ctx.state.opts.node_name))
+        .filter(|s| ferrox_storage::is_usable_on(s, &ctx.state.opts.node_name))
         .ok_or_else(|| ApiError::internal(format!("storage '{id}' does not exist")))
 }
 
-fn storage_status(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn read_storage_status(ctx: &C<'_>) -> Result<StorageStatus, ApiError> {
     local_node(ctx)?;
     let cfg = ctx.state.storage_config()?;
-    Ok(storage_entry(ctx.state, one_storage(ctx, &cfg)?).into())
+    Ok(storage_status(ctx.state, one_storage(ctx, &cfg)?))
 }
 
-fn storage_content(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn storage_content(ctx: &C<'_>) -> Result<Vec<Volume>, ApiError> {
     local_node(ctx)?;
     let cfg = ctx.state.storage_config()?;
     let storage = one_storage(ctx, &cfg)?;
     if ctx.params.str("content").is_some_and(|c| c != "images") {
         // Only disk images are managed so far: ISO and template content is empty.
-        return Ok(json!([]).into());
+        return Ok(Vec::new());
     }
     let vmid = ctx.params.int("vmid").map(|v| v as u32);
     let volumes = ferrox_storage::open(&cfg, &ctx.state.opts.node_name, &storage.id)
@@ -132,34 +143,48 @@ fn storage_content(ctx: &C<'_>) -> Result<Reply, ApiError> {
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let caller = ctx.caller()?;
     let users = ctx.state.auth.user_config();
-    let list: Vec<Value> = volumes
+    let may_audit = |vmid: u32| {
+        rbac::check(
+            &users,
+            caller,
+            &format!("/vms/{vmid}"),
+            &["VM.Audit"],
+            false,
+        )
+    };
+    let list = volumes
         .into_iter()
-        .filter(|v| rbac::check(&users, caller, &format!("/vms/{}", v.vmid), &["VM.Audit"], false) || storage_visible(ctx, &storage.id))
-        .map(|v| json!({"volid": v.volid, "vmid": v.vmid, "format": v.format, "size": v.size, "used": v.used, "content": "images", "ctime": 0}))
+        .filter(|v| may_audit(v.vmid) || storage_visible(ctx, &storage.id))
+        .map(|v| Volume {
+            volid: v.volid,
+            vmid: Some(v.vmid),
+            format: v.format,
+            size: v.size,
+            used: v.used,
+            content: "images".into(),
+            ctime: 0,
+        })
         .collect();
-    Ok(json!(list).into())
+    Ok(list)
 }
 
-fn storage_config_list(ctx: &C<'_>) -> Result<Reply, ApiError> {
+fn storage_config_list(ctx: &C<'_>) -> Result<Vec<StorageDefinition>, ApiError> {
     let cfg = ctx.state.storage_config()?;
-    let list: Vec<Value> = cfg
+    let list = cfg
         .storages
         .values()
         .filter(|s| ctx.params.str("type").is_none_or(|t| s.storage_type == t))
         .filter(|s| storage_visible(ctx, &s.id))
-        .map(|s| {
-            let mut v = json!({
-                "storage": s.id, "type": s.storage_type,
-                "content": s.content.iter().cloned().collect::<Vec<_>>().join(","),
-                "shared": u8::from(s.shared), "digest": cfg.digest,
-            });
-            if let Some(p) = &s.path {
-                v["path"] = json!(p);
-            }
-            v
+        .map(|s| StorageDefinition {
+            storage: s.id.clone(),
+            kind: s.storage_type.clone(),
+            content: content_list(s),
+            shared: u8::from(s.shared),
+            digest: cfg.digest.clone(),
+            path: s.path.clone(),
         })
         .collect();
-    Ok(json!(list).into())
+    Ok(list)
 }
 
 const STORAGE_AUDIT: Permission = Permission::Privs {
@@ -178,7 +203,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/nodes/{node}/storage",
             "Storages usable on this node.",
             auth.clone(),
-            Returns::Array,
             node_storages,
         )
         .params(vec![
@@ -197,8 +221,7 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/nodes/{node}/storage/{storage}/status",
             "Storage status.",
             STORAGE_AUDIT,
-            Returns::Object,
-            storage_status,
+            read_storage_status,
         )
         .params(vec![
             node_param(),
@@ -209,7 +232,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/nodes/{node}/storage/{storage}/content",
             "Volumes on a storage.",
             auth.clone(),
-            Returns::Array,
             storage_content,
         )
         .params(vec![
@@ -223,7 +245,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "/storage",
             "Storage configuration.",
             auth.clone(),
-            Returns::Array,
             storage_config_list,
         )
         .params(vec![Param::optional(
@@ -240,7 +261,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
                 privs: &["Datastore.Allocate"],
                 any: false,
             },
-            Returns::Object,
             storage_create,
         )
         .params(vec![

@@ -9,11 +9,13 @@ use crate::cluster::store_error;
 use crate::guests::{config_path, is_disk_key};
 use crate::Node;
 use ferrox_api::{ApiError, TaskError, TaskLog};
+use ferrox_api_types::qemu::{LocalDisk, MigratePreconditions, NotAllowed};
 use ferrox_qemu::migration::{self, MigrationStats, DEFAULT_MAX_BANDWIDTH};
 use ferrox_qemu::{GuestProcess, LaunchSpec};
 use ferrox_store::{Expect, Member, Op};
 use ferrox_types::{GuestConfig, PropertyString, VolumeId};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -90,7 +92,7 @@ impl Node {
             let storage = storages.storages.get(&id).ok_or_else(|| {
                 ApiError::new(400, format!("{key}: storage '{id}' does not exist"))
             })?;
-            if !storage.is_usable_on(target) {
+            if !ferrox_storage::is_usable_on(storage, target) {
                 return Err(ApiError::param(
                     "target",
                     format!("{key}: storage '{id}' is not available on node '{target}'"),
@@ -113,11 +115,11 @@ impl Node {
                 crate::cluster::peer_resources(self, &member, Some("node")).map_err(|e| {
                     ApiError::param("target", format!("node '{target}' is not reachable: {e}"))
                 })?;
-            let node = answer.first().cloned().unwrap_or(Value::Null);
-            let free = node["maxmem"]
-                .as_u64()
+            let node = answer.first();
+            let free = node
+                .and_then(|n| n.maxmem)
                 .unwrap_or(0)
-                .saturating_sub(node["mem"].as_u64().unwrap_or(0));
+                .saturating_sub(node.and_then(|n| n.mem).unwrap_or(0));
             let needed = cfg.memory_mib() * 1024 * 1024;
             if needed > free {
                 return Err(ApiError::param(
@@ -145,41 +147,41 @@ impl Node {
         &self,
         vmid: u32,
         target: Option<&str>,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<MigratePreconditions, ApiError> {
         let cfg = self.guest_config(vmid)?;
         let running = self.guests.process(vmid).is_some();
         let storages = self.storage_config()?;
-        let local_disks: Vec<Value> = storage_volumes(&cfg)
+        let local_disks = storage_volumes(&cfg)
             .into_iter()
             .filter(|(_, volid)| {
                 VolumeId::parse(volid)
                     .and_then(|v| storages.storages.get(&v.storage).map(|s| !s.shared))
                     .unwrap_or(true)
             })
-            .map(|(key, volid)| json!({"drivename": key, "volid": volid}))
+            .map(|(drivename, volid)| LocalDisk { drivename, volid })
             .collect();
         let mut allowed = Vec::new();
-        let mut not_allowed = serde_json::Map::new();
+        let mut not_allowed = BTreeMap::new();
         for m in crate::cluster::other_members(self) {
             if target.is_some_and(|t| t != m.name) {
                 continue;
             }
             match self.plan_migration(vmid, &m.name, running, false, None) {
-                Ok(_) => allowed.push(json!(m.name)),
+                Ok(_) => allowed.push(m.name.clone()),
                 Err(e) => {
                     let reason = e.errors.values().next().cloned().unwrap_or(e.message);
-                    not_allowed.insert(m.name.clone(), json!({ "reason": reason }));
+                    not_allowed.insert(m.name.clone(), NotAllowed { reason });
                 }
             }
         }
-        Ok(json!({
-            "running": u8::from(running),
-            "allowed_nodes": allowed,
-            "not_allowed_nodes": not_allowed,
-            "local_disks": local_disks,
-            "local_resources": [],
-            "mapped-resources": [],
-        }))
+        Ok(MigratePreconditions {
+            running: u8::from(running),
+            allowed_nodes: allowed,
+            not_allowed_nodes: not_allowed,
+            local_disks,
+            local_resources: Vec::new(),
+            mapped_resources: Vec::new(),
+        })
     }
 
     /// The worker of `qmigrate`.

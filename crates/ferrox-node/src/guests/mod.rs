@@ -9,6 +9,7 @@ pub mod perm;
 use crate::cluster::{store_error, ConfigTree};
 use crate::Node;
 use ferrox_api::{ApiError, TaskError, TaskLog};
+use ferrox_api_types::qemu::GuestStatus;
 use ferrox_qemu::metrics::GuestCounters;
 use ferrox_qemu::process::pid_alive;
 use ferrox_qemu::{Accelerator, GuestProcess, LaunchSpec};
@@ -16,7 +17,6 @@ use ferrox_store::Expect;
 use ferrox_types::guest_config::DISK_BUSES;
 use ferrox_types::{GuestConfig, PropertyString, VolumeId};
 use rand::Rng;
-use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -460,57 +460,34 @@ impl Node {
             .ok_or_else(|| self.no_such_guest(vmid))
     }
 
-    /// The fields `GET /nodes/{node}/qemu` and `status/current` show, with Proxmox VE's
-    /// names and types (`/cluster/resources` renders the same inputs in its own shape).
-    pub fn guest_summary(
-        vmid: u32,
-        fixed: &GuestStatic,
-        info: Option<&RunInfo>,
-    ) -> Map<String, Value> {
-        let mut m = Map::new();
-        m.insert("vmid".into(), json!(vmid));
-        m.insert("name".into(), json!(fixed.name));
-        m.insert(
-            "status".into(),
-            json!(if info.is_some() { "running" } else { "stopped" }),
-        );
-        m.insert("cpus".into(), json!(fixed.cpus));
-        m.insert("maxmem".into(), json!(fixed.maxmem));
-        m.insert("maxdisk".into(), json!(fixed.maxdisk));
-        m.insert("disk".into(), json!(0));
-        m.insert("netin".into(), json!(0));
-        m.insert("netout".into(), json!(0));
-        match info {
-            Some(i) => {
-                m.insert("pid".into(), json!(i.pid));
-                m.insert("qmpstatus".into(), json!(i.qmpstatus));
-                m.insert("cpu".into(), json!(i.cpu));
-                m.insert("mem".into(), json!(i.mem));
-                m.insert("memhost".into(), json!(i.mem));
-                m.insert("diskread".into(), json!(i.diskread));
-                m.insert("diskwrite".into(), json!(i.diskwrite));
-                m.insert("uptime".into(), json!((now() - i.started).max(0)));
-                if let Some(a) = i.accel {
-                    m.insert("accel".into(), json!(a.as_str()));
-                }
-            }
-            None => {
-                m.insert("qmpstatus".into(), json!("stopped"));
-                for k in ["cpu", "mem", "memhost", "diskread", "diskwrite", "uptime"] {
-                    m.insert(k.into(), json!(0));
-                }
-            }
+    /// The row `GET /nodes/{node}/qemu` and `status/current` show, with Proxmox VE's
+    /// names and types.
+    pub fn guest_summary(vmid: u32, fixed: &GuestStatic, info: Option<&RunInfo>) -> GuestStatus {
+        let mut row = GuestStatus {
+            vmid,
+            name: fixed.name.clone(),
+            status: if info.is_some() { "running" } else { "stopped" }.into(),
+            qmpstatus: "stopped".into(),
+            cpus: fixed.cpus,
+            maxmem: fixed.maxmem,
+            maxdisk: fixed.maxdisk,
+            tags: fixed.tags.clone(),
+            lock: fixed.lock.clone(),
+            template: fixed.template.then_some(1),
+            ..GuestStatus::default()
+        };
+        if let Some(i) = info {
+            row.pid = Some(i.pid);
+            row.qmpstatus = i.qmpstatus.clone();
+            row.cpu = i.cpu;
+            row.mem = i.mem;
+            row.memhost = i.mem;
+            row.diskread = i.diskread;
+            row.diskwrite = i.diskwrite;
+            row.uptime = (now() - i.started).max(0);
+            row.accel = i.accel.map(|a| a.as_str().to_string());
         }
-        if let Some(tags) = &fixed.tags {
-            m.insert("tags".into(), json!(tags));
-        }
-        if let Some(lock) = &fixed.lock {
-            m.insert("lock".into(), json!(lock));
-        }
-        if fixed.template {
-            m.insert("template".into(), json!(1));
-        }
-        m
+        row
     }
 
     /// The accelerator a guest runs with: the node's, unless its config says `kvm: 0`.

@@ -5,7 +5,7 @@
 use crate::host;
 use crate::host::rrd::Rrd;
 use crate::Node;
-use serde_json::Value;
+use ferrox_api_types::nodes::RrdRow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -40,7 +40,7 @@ impl Metrics {
         self.latest.read().map(|s| *s).unwrap_or_default()
     }
 
-    pub fn rows(&self, key: &str, timeframe: &str, max: bool) -> Option<Vec<Value>> {
+    pub fn rows(&self, key: &str, timeframe: &str, max: bool) -> Option<Vec<RrdRow>> {
         let now = ferrox_api::auth::now().max(0) as u64;
         self.rrd.lock().ok()?.rows(key, timeframe, max, now)
     }

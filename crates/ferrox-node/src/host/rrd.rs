@@ -3,8 +3,8 @@
 //! and maximum of every field per bucket. Old buckets are overwritten in place, so the
 //! size of a series never grows.
 
+use ferrox_api_types::nodes::RrdRow;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
 pub const ROWS: u64 = 60;
@@ -83,7 +83,7 @@ impl Series {
 
     /// Rows of `timeframe` ending at `now`, oldest first: always `ROWS` rows (fields
     /// without data in a bucket are omitted from its row, as Proxmox VE does).
-    pub fn rows(&self, timeframe: &str, max: bool, now: u64) -> Option<Vec<Value>> {
+    pub fn rows(&self, timeframe: &str, max: bool, now: u64) -> Option<Vec<RrdRow>> {
         let index = TIMEFRAMES.iter().position(|(n, _)| *n == timeframe)?;
         let step = TIMEFRAMES[index].1;
         let archive = &self.archives[index];
@@ -91,8 +91,10 @@ impl Series {
         let rows = ((newest + 1).saturating_sub(ROWS)..=newest)
             .map(|b| {
                 let start = b * step;
-                let mut row = Map::new();
-                row.insert("time".into(), json!(start));
+                let mut row = RrdRow {
+                    time: start,
+                    values: BTreeMap::new(),
+                };
                 let slot = &archive[(b % ROWS) as usize];
                 if slot.time == start {
                     for (i, name) in self.fields.iter().enumerate() {
@@ -103,11 +105,11 @@ impl Series {
                             } else {
                                 slot.sum[i] / f64::from(n)
                             };
-                            row.insert(name.clone(), json!(v));
+                            row.values.insert(name.clone(), v);
                         }
                     }
                 }
-                Value::Object(row)
+                row
             })
             .collect();
         Some(rows)
@@ -134,7 +136,7 @@ impl Rrd {
     }
 
     /// Rows for `key`; a series never sampled still yields `ROWS` rows with only `time`.
-    pub fn rows(&self, key: &str, timeframe: &str, max: bool, now: u64) -> Option<Vec<Value>> {
+    pub fn rows(&self, key: &str, timeframe: &str, max: bool, now: u64) -> Option<Vec<RrdRow>> {
         match self.series.get(key) {
             Some(s) => s.rows(timeframe, max, now),
             None => Series::new(&[]).rows(timeframe, max, now),
@@ -155,12 +157,12 @@ mod tests {
         let rows = rrd.rows("node", "hour", false, t0 + 10).unwrap();
         assert_eq!(rows.len(), 60);
         let last = rows.last().unwrap();
-        assert_eq!(last["time"], json!(t0 - t0 % 60));
-        assert!((last["cpu"].as_f64().unwrap() - 0.3).abs() < 1e-9);
+        assert_eq!(last.time, t0 - t0 % 60);
+        assert!((last.values["cpu"] - 0.3).abs() < 1e-9);
         let max = rrd.rows("node", "hour", true, t0 + 10).unwrap();
-        assert_eq!(max.last().unwrap()["mem"], json!(300.0));
+        assert_eq!(max.last().unwrap().values["mem"], 300.0);
         // older buckets have no data: only their time
-        assert_eq!(rows[0].as_object().unwrap().len(), 1);
+        assert_eq!(rows[0].values.len(), 0);
     }
 
     #[test]
@@ -175,7 +177,7 @@ mod tests {
         // an hour later the slot is reused for a new bucket: the old value is gone
         let later = t + 3600;
         let rows = rrd.rows("qemu/100", "hour", false, later).unwrap();
-        assert!(rows.iter().all(|r| r.get("cpu").is_none()));
+        assert!(rows.iter().all(|r| !r.values.contains_key("cpu")));
         assert!(rrd.rows("node", "fortnight", false, later).is_none());
     }
 }

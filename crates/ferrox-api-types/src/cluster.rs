@@ -1,0 +1,190 @@
+//! `/cluster`: the resource view, status, membership, options, locks.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A row of `GET /cluster/resources`: a guest, a node or a storage. The same row is a
+/// node in `GET /nodes` and a member of a pool: one shape wherever a resource is listed.
+/// Which fields are present depends on `type` and on what the caller may see.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct Resource {
+    /// `qemu/100`, `node/n1`, `storage/n1/local`.
+    pub id: String,
+    /// `qemu`, `lxc`, `node`, `storage`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Guests: `running`, `stopped`, `unknown` (its node does not answer). Nodes:
+    /// `online`, `offline`. Storages: `available`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vmid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime: Option<i64>,
+    /// CPU use, 0..maxcpu.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maxcpu: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memhost: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maxmem: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maxdisk: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diskread: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diskwrite: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netin: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netout: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<String>,
+    /// Nodes: the support level (empty without a subscription).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    #[serde(
+        rename = "cgroup-mode",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cgroup_mode: Option<u8>,
+    /// Nodes in `GET /nodes`: the certificate's SHA-256 fingerprint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssl_fingerprint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugintype: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<u8>,
+}
+
+impl Resource {
+    /// The group a `type` filter of `/cluster/resources` names: guests are `vm`.
+    pub fn group(&self) -> &str {
+        match self.kind.as_str() {
+            "qemu" | "lxc" => "vm",
+            other => other,
+        }
+    }
+}
+
+/// A row of `GET /cluster/status`: the cluster itself or a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ClusterStatusEntry {
+    /// `cluster` or `node`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorate: Option<u8>,
+    /// The cluster: the store's term.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// The cluster: the node that leads the store (a Ferrox addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub online: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodeid: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    /// Whether the node votes in the store (a Ferrox addition: learners do not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voter: Option<u8>,
+}
+
+/// A member in `GET /cluster/config/nodes` and in the join information.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ClusterMember {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    pub name: String,
+    pub nodeid: String,
+    pub pve_addr: String,
+    pub pve_fp: String,
+    pub ring0_addr: String,
+    pub quorum_votes: String,
+    /// `host:port` of the node's API (a Ferrox addition).
+    pub address: String,
+}
+
+/// `GET /cluster/config/join`: what a joining node needs to know.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct JoinInfo {
+    pub nodelist: Vec<ClusterMember>,
+    pub preferred_node: String,
+    pub totem: Totem,
+    pub config_digest: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Totem {
+    pub cluster_name: String,
+    pub version: String,
+}
+
+/// A node of the cluster as the store knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct MemberAddress {
+    pub name: String,
+    pub address: String,
+    pub fingerprint: String,
+}
+
+/// `POST /cluster/config/nodes/{node}`: the admission of a joining node (node to node).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct JoinGrant {
+    pub id: u64,
+    pub secret: String,
+    pub cluster_name: String,
+    pub members: Vec<MemberAddress>,
+}
+
+/// A row of `GET /cluster/locks`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ClusterLock {
+    pub name: String,
+    pub owner: String,
+    /// Unix seconds.
+    pub expires: u64,
+}
+
+/// `POST /cluster/locks/{name}`: granted, or who holds the lock until when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct LockGrant {
+    pub granted: u8,
+    pub owner: String,
+    pub expires: u64,
+}
+
+/// `DELETE /cluster/locks/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct LockRelease {
+    pub released: u8,
+}
