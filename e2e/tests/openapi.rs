@@ -246,3 +246,32 @@ fn the_schema_check_refuses_a_wrong_reply() {
         .unwrap_err()
         .contains("'id'"));
 }
+
+#[test]
+fn each_parameter_is_declared_once_per_endpoint_and_path_variables_are_declared() {
+    for e in ferrox_node::api::endpoints() {
+        let mut seen = std::collections::BTreeSet::new();
+        for p in &e.params {
+            assert!(
+                seen.insert(p.name),
+                "{} {}: '{}' declared twice",
+                e.method.as_str(),
+                e.path,
+                p.name
+            );
+        }
+        for var in e
+            .path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        {
+            let declared = e.params.iter().find(|p| p.name == var);
+            assert!(
+                declared.is_some_and(|p| !p.optional),
+                "{} {}: path variable '{var}' is not a required parameter",
+                e.method.as_str(),
+                e.path
+            );
+        }
+    }
+}

@@ -125,8 +125,8 @@ fn list_users<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Vec<types::User>, ApiErro
     let me = caller(ctx)?.userid.clone();
     let cfg = ctx.state.auth().user_config();
     let all = ctx.has("/access/groups", &["User.Modify", "Sys.Audit"], true);
-    let enabled = ctx.params.bool("enabled");
-    let full = ctx.params.bool("full").unwrap_or(false);
+    let enabled = ctx.params.bool(&param::ENABLED);
+    let full = ctx.params.bool(&param::FULL).unwrap_or(false);
     let rows = cfg
         .users
         .values()
@@ -147,7 +147,7 @@ fn list_users<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Vec<types::User>, ApiErro
 }
 
 fn read_user<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<types::User, ApiError> {
-    let userid = ctx.params.need_str("userid")?;
+    let userid = ctx.params.need_str(&param::USERID)?;
     let cfg = ctx.state.auth().user_config();
     let user = cfg
         .users
@@ -161,27 +161,27 @@ fn read_user<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<types::User, ApiError> {
 
 fn group_list_param<S: ApiState>(ctx: &Ctx<'_, S>) -> Option<Vec<String>> {
     ctx.params
-        .str("groups")
+        .str(&param::GROUPS)
         .map(|g| split_list(g).map(String::from).collect())
 }
 
 /// Sets the user's fields from the request (create and update share it).
 fn apply_user_fields<S: ApiState>(ctx: &Ctx<'_, S>, user: &mut User) {
     let p = &ctx.params;
-    if let Some(e) = p.bool("enable") {
+    if let Some(e) = p.bool(&param::ENABLE) {
         user.enable = e;
     }
-    if let Some(e) = p.int("expire") {
+    if let Some(e) = p.int(&param::EXPIRE) {
         user.expire = e.max(0) as u64;
     }
-    for (name, field) in [
-        ("firstname", &mut user.firstname),
-        ("lastname", &mut user.lastname),
-        ("email", &mut user.email),
-        ("comment", &mut user.comment),
-        ("keys", &mut user.keys),
+    for (param, field) in [
+        (&param::FIRSTNAME, &mut user.firstname),
+        (&param::LASTNAME, &mut user.lastname),
+        (&param::EMAIL, &mut user.email),
+        (&param::COMMENT, &mut user.comment),
+        (&param::KEYS, &mut user.keys),
     ] {
-        if let Some(v) = p.str(name) {
+        if let Some(v) = p.str(param) {
             *field = v.to_string();
         }
     }
@@ -195,7 +195,7 @@ fn set_groups(
 ) -> Result<(), ApiError> {
     for g in groups {
         if !docs.users.groups.contains_key(g) {
-            return Err(ApiError::param("groups", format!("no such group '{g}'")));
+            return Err(param::GROUPS.error(format!("no such group '{g}'")));
         }
     }
     if !append {
@@ -212,7 +212,7 @@ fn set_groups(
 }
 
 fn create_user<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
-    let userid = ctx.params.need_str("userid")?.to_string();
+    let userid = ctx.params.need_str(&param::USERID)?.to_string();
     check_realm_allocate(ctx, &userid)?;
     let groups = group_list_param(ctx);
     // As Proxmox VE: without User.Modify on all groups, the new user must go into groups
@@ -231,12 +231,9 @@ fn create_user<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
         .realms
         .contains_key(realm_of(&userid))
     {
-        return Err(ApiError::param(
-            "userid",
-            format!("domain '{}' does not exist", realm_of(&userid)),
-        ));
+        return Err(param::USERID.error(format!("domain '{}' does not exist", realm_of(&userid))));
     }
-    let password = ctx.params.str("password");
+    let password = ctx.params.str(&param::INITIAL_PASSWORD);
     let ldap_realm = matches!(
         ctx.state
             .auth()
@@ -246,10 +243,9 @@ fn create_user<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
         Some(ferrox_types::domains::RealmKind::Ldap(_))
     );
     if password.is_some() && ldap_realm {
-        return Err(ApiError::param(
-            "password",
-            "the password of an LDAP user is set in the directory",
-        ));
+        return Err(
+            param::INITIAL_PASSWORD.error("the password of an LDAP user is set in the directory")
+        );
     }
     let mut user = User {
         userid: userid.clone(),
@@ -261,10 +257,7 @@ fn create_user<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
     let hash = password.map(crate::auth::hash_password).transpose()?;
     auth.modify(|docs| {
         if docs.users.users.contains_key(&userid) {
-            return Err(ApiError::param(
-                "userid",
-                format!("user '{userid}' already exists"),
-            ));
+            return Err(param::USERID.error(format!("user '{userid}' already exists")));
         }
         docs.users.users.insert(userid.clone(), user.clone());
         if let Some(groups) = &groups {
@@ -279,7 +272,7 @@ fn create_user<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
 }
 
 fn update_user<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
-    let userid = ctx.params.need_str("userid")?.to_string();
+    let userid = ctx.params.need_str(&param::USERID)?.to_string();
     let groups = group_list_param(ctx);
     check_userid_group(
         ctx,
@@ -288,12 +281,9 @@ fn update_user<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
         Some(groups.as_deref().unwrap_or(&[])),
         true,
     )?;
-    let append = ctx.params.bool("append").unwrap_or(false);
+    let append = ctx.params.bool(&param::APPEND).unwrap_or(false);
     if append && groups.is_none() {
-        return Err(ApiError::param(
-            "append",
-            "parameter 'append' requires 'groups'",
-        ));
+        return Err(param::APPEND.error("parameter 'append' requires 'groups'"));
     }
     ctx.state.auth().modify(|docs| {
         user_exists(docs, &userid)?;
@@ -317,11 +307,11 @@ fn drop_acl_subject(cfg: &mut UserConfig, subject: &dyn Fn(&str) -> bool) {
 }
 
 fn delete_user<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
-    let userid = ctx.params.need_str("userid")?.to_string();
+    let userid = ctx.params.need_str(&param::USERID)?.to_string();
     check_realm_allocate(ctx, &userid)?;
     check_userid_group(ctx, &userid, &["User.Modify"], None, true)?;
     if userid == "root@pam" {
-        return Err(ApiError::param("userid", "root@pam cannot be deleted"));
+        return Err(param::USERID.error("root@pam cannot be deleted"));
     }
     ctx.state.auth().modify(|docs| {
         user_exists(docs, &userid)?;
@@ -348,30 +338,25 @@ fn delete_user<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
 /// another user's with `Realm.AllocateUser` and `User.Modify`. Only root changes root's.
 fn change_password<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
     let me = caller(ctx)?.clone();
-    let userid = ctx.params.need_str("userid")?.to_string();
-    let password = ctx.params.need_str("password")?;
+    let userid = ctx.params.need_str(&param::USERID)?.to_string();
+    let password = ctx.params.need_str(&param::PASSWORD)?;
     if password.len() < 8 {
-        return Err(ApiError::param(
-            "password",
-            "value must be at least 8 characters long",
-        ));
+        return Err(param::PASSWORD.error("value must be at least 8 characters long"));
     }
     let auth = ctx.state.auth();
     if !is_root(ctx) {
-        let confirmation = ctx.params.str("confirmation-password").ok_or_else(|| {
-            ApiError::param(
-                "confirmation-password",
-                "confirm your identity with your current password",
-            )
-        })?;
+        let confirmation = ctx
+            .params
+            .str(&param::CONFIRMATION_PASSWORD)
+            .ok_or_else(|| {
+                param::CONFIRMATION_PASSWORD
+                    .error("confirm your identity with your current password")
+            })?;
         if auth
             .confirm_password(&me.userid, confirmation, ctx.peer)
             .is_err()
         {
-            return Err(ApiError::param(
-                "confirmation-password",
-                "confirmation password is wrong",
-            ));
+            return Err(param::CONFIRMATION_PASSWORD.error("confirmation password is wrong"));
         }
         if me.userid != userid {
             if userid == "root@pam" {
@@ -410,7 +395,7 @@ fn list_groups<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Vec<types::GroupEntry>, 
 }
 
 fn read_group<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<types::Group, ApiError> {
-    let g = ctx.params.need_str("groupid")?;
+    let g = ctx.params.need_str(&param::GROUPID)?;
     let cfg = ctx.state.auth().user_config();
     let (members, comment) = cfg
         .groups
@@ -423,14 +408,11 @@ fn read_group<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<types::Group, ApiError> {
 }
 
 fn create_group<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
-    let g = ctx.params.need_str("groupid")?.to_string();
-    let comment = ctx.params.str("comment").unwrap_or("").to_string();
+    let g = ctx.params.need_str(&param::GROUPID)?.to_string();
+    let comment = ctx.params.str(&param::COMMENT).unwrap_or("").to_string();
     ctx.state.auth().modify(|docs| {
         if docs.users.groups.contains_key(&g) {
-            return Err(ApiError::param(
-                "groupid",
-                format!("group '{g}' already exists"),
-            ));
+            return Err(param::GROUPID.error(format!("group '{g}' already exists")));
         }
         docs.users
             .groups
@@ -441,8 +423,8 @@ fn create_group<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
 }
 
 fn update_group<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
-    let g = ctx.params.need_str("groupid")?.to_string();
-    let comment = ctx.params.str("comment").map(String::from);
+    let g = ctx.params.need_str(&param::GROUPID)?.to_string();
+    let comment = ctx.params.str(&param::COMMENT).map(String::from);
     ctx.state.auth().modify(|docs| {
         let entry = docs
             .users
@@ -458,7 +440,7 @@ fn update_group<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
 }
 
 fn delete_group<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
-    let g = ctx.params.need_str("groupid")?.to_string();
+    let g = ctx.params.need_str(&param::GROUPID)?.to_string();
     ctx.state.auth().modify(|docs| {
         if docs.users.groups.remove(&g).is_none() {
             return Err(ApiError::internal(format!("group '{g}' does not exist")));
@@ -473,9 +455,9 @@ fn delete_group<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
 fn role_privileges_param<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<BTreeSet<String>, ApiError> {
     let known = rbac::all_privileges();
     let mut out = BTreeSet::new();
-    for p in split_list(ctx.params.str("privs").unwrap_or("")) {
+    for p in split_list(ctx.params.str(&param::PRIVS).unwrap_or("")) {
         if !known.contains(p) {
-            return Err(ApiError::param("privs", format!("invalid privilege '{p}'")));
+            return Err(param::PRIVS.error(format!("invalid privilege '{p}'")));
         }
         out.insert(p.to_string());
     }
@@ -504,7 +486,7 @@ fn list_roles<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Vec<types::RoleEntry>, Ap
 }
 
 fn read_role<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<PrivilegeSet, ApiError> {
-    let r = ctx.params.need_str("roleid")?;
+    let r = ctx.params.need_str(&param::ROLEID)?;
     let cfg = ctx.state.auth().user_config();
     let privs: Vec<String> = match rbac::builtin_role(r) {
         Some(p) => p.into_iter().map(String::from).collect(),
@@ -521,24 +503,18 @@ fn read_role<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<PrivilegeSet, ApiError> {
 
 fn special_role(r: &str) -> Result<(), ApiError> {
     if rbac::builtin_role(r).is_some() {
-        return Err(ApiError::param(
-            "roleid",
-            format!("cannot change built-in role '{r}'"),
-        ));
+        return Err(param::ROLEID.error(format!("cannot change built-in role '{r}'")));
     }
     Ok(())
 }
 
 fn create_role<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
-    let r = ctx.params.need_str("roleid")?.to_string();
+    let r = ctx.params.need_str(&param::ROLEID)?.to_string();
     special_role(&r)?;
     let privs = role_privileges_param(ctx)?;
     ctx.state.auth().modify(|docs| {
         if docs.users.roles.contains_key(&r) {
-            return Err(ApiError::param(
-                "roleid",
-                format!("role '{r}' already exists"),
-            ));
+            return Err(param::ROLEID.error(format!("role '{r}' already exists")));
         }
         docs.users.roles.insert(r.clone(), privs.clone());
         Ok(())
@@ -547,10 +523,10 @@ fn create_role<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
 }
 
 fn update_role<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
-    let r = ctx.params.need_str("roleid")?.to_string();
+    let r = ctx.params.need_str(&param::ROLEID)?.to_string();
     special_role(&r)?;
     let privs = role_privileges_param(ctx)?;
-    let append = ctx.params.bool("append").unwrap_or(false);
+    let append = ctx.params.bool(&param::APPEND_PRIVS).unwrap_or(false);
     ctx.state.auth().modify(|docs| {
         let current = docs
             .users
@@ -567,7 +543,7 @@ fn update_role<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
 }
 
 fn delete_role<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
-    let r = ctx.params.need_str("roleid")?.to_string();
+    let r = ctx.params.need_str(&param::ROLEID)?.to_string();
     special_role(&r)?;
     ctx.state.auth().modify(|docs| {
         if docs.users.roles.remove(&r).is_none() {
@@ -684,46 +660,44 @@ fn implode(grants: &Grants) -> Vec<Acl> {
 }
 
 fn update_acl<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
-    let path = ctx.params.need_str("path")?.to_string();
-    let delete = ctx.params.bool("delete").unwrap_or(false);
+    let path = ctx.params.need_str(&param::PATH)?.to_string();
+    let delete = ctx.params.bool(&param::DELETE).unwrap_or(false);
     if !delete && !valid_acl_path(&path) {
-        return Err(ApiError::param(
-            "path",
-            format!("invalid ACL path '{path}'"),
-        ));
+        return Err(param::PATH.error(format!("invalid ACL path '{path}'")));
     }
     check_perm_modify(ctx, &path)?;
-    let propagate = ctx.params.bool("propagate").unwrap_or(true);
-    let list = |name: &str| -> Vec<String> {
+    let propagate = ctx.params.bool(&param::PROPAGATE).unwrap_or(true);
+    let list = |param: &Param| -> Vec<String> {
         ctx.params
-            .str(name)
+            .str(param)
             .map(|v| split_list(v).map(String::from).collect())
             .unwrap_or_default()
     };
-    let roles = list("roles");
-    let mut subjects: Vec<String> = list("users");
-    subjects.extend(list("groups").into_iter().map(|g| format!("@{g}")));
-    subjects.extend(list("tokens"));
+    let roles = list(&param::ROLES);
+    let mut subjects: Vec<String> = list(&param::USERS);
+    subjects.extend(
+        list(&param::ACL_GROUPS)
+            .into_iter()
+            .map(|g| format!("@{g}")),
+    );
+    subjects.extend(list(&param::TOKENS));
     if subjects.is_empty() {
-        return Err(ApiError::param(
-            "users",
-            "no users, groups or tokens specified",
-        ));
+        return Err(param::USERS.error("no users, groups or tokens specified"));
     }
-    for (name, check) in [
+    for (param, check) in [
         (
-            "users",
+            &param::USERS,
             ferrox_types::format::userid as fn(&str) -> Result<(), String>,
         ),
-        ("groups", ferrox_types::format::group_id),
-        ("tokens", ferrox_types::format::token_id),
+        (&param::ACL_GROUPS, ferrox_types::format::group_id),
+        (&param::TOKENS, ferrox_types::format::token_id),
     ] {
-        for v in list(name) {
-            check(&v).map_err(|e| ApiError::param(name, e))?;
+        for v in list(param) {
+            check(&v).map_err(|e| param.error(e))?;
         }
     }
     for r in &roles {
-        ferrox_types::format::role_id(r).map_err(|e| ApiError::param("roles", e))?;
+        ferrox_types::format::role_id(r).map_err(|e| param::ROLES.error(e))?;
     }
     let me = caller(ctx)?.clone();
     let auth = ctx.state.auth();
@@ -737,24 +711,22 @@ fn update_acl<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
                     .roles
                     .get(role)
                     .cloned()
-                    .ok_or_else(|| ApiError::param("roles", format!("role '{role}' does not exist")))?,
+                    .ok_or_else(|| param::ROLES.error(format!("role '{role}' does not exist")))?,
             };
             // Without Permissions.Modify one may only hand out what one holds oneself.
             if !mine.contains_key("Permissions.Modify") {
                 let verb = if delete { "remove" } else { "add" };
                 if role == "NoAccess" {
-                    return Err(ApiError::param(
-                        "roles",
-                        format!("Cannot {verb} role '{role}' - requires 'Permissions.Modify'"),
+                    return Err(param::ROLES.error(format!("Cannot {verb} role '{role}' - requires 'Permissions.Modify'"),
                     ));
                 }
                 for p in &privs {
                     match mine.get(p) {
                         None => {
-                            return Err(ApiError::param("roles", format!("Cannot {verb} role '{role}' - requires 'Permissions.Modify' or superset of privileges.")))
+                            return Err(param::ROLES.error(format!("Cannot {verb} role '{role}' - requires 'Permissions.Modify' or superset of privileges.")))
                         }
                         Some(prop) if propagate && !prop && !delete => {
-                            return Err(ApiError::param("roles", format!("Cannot {verb} role '{role}' with propagation - requires 'Permissions.Modify' or propagated superset of privileges.")))
+                            return Err(param::ROLES.error(format!("Cannot {verb} role '{role}' with propagation - requires 'Permissions.Modify' or propagated superset of privileges.")))
                         }
                         _ => {}
                     }
@@ -792,45 +764,91 @@ fn update_acl<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn password_param() -> Param {
-    Param::required(
-        "password",
-        ParamType::String { max_len: Some(64) },
-        "The new password (8 to 64 characters).",
-    )
-}
-
-fn userid_param() -> Param {
-    Param::required("userid", USERID, "User id (name@realm).")
-}
-
 fn user_field_params() -> Vec<Param> {
     vec![
-        Param::optional("enable", BOOL, "Enable the account (default 1)."),
-        Param::optional(
-            "expire",
-            int(Some(0), None),
-            "Account expiry (Unix seconds, 0 = never).",
-        ),
-        Param::optional("firstname", COLON_FIELD, "First name."),
-        Param::optional("lastname", COLON_FIELD, "Last name."),
-        Param::optional("email", EMAIL, "E-mail address."),
-        Param::optional("comment", TEXT, "Free text."),
-        Param::optional(
-            "keys",
-            COLON_FIELD,
-            "Keys for two-factor authentication (legacy).",
-        ),
-        Param::optional("groups", STRING, "Groups of the user (comma list)."),
+        param::ENABLE,
+        param::EXPIRE,
+        param::FIRSTNAME,
+        param::LASTNAME,
+        param::EMAIL,
+        param::COMMENT,
+        param::KEYS,
+        param::GROUPS,
     ]
 }
 
 /// The endpoints above, declared with their parameters and permissions.
+/// The parameters of this file's endpoints, each declared once.
+pub(crate) mod param {
+    use super::*;
+
+    pub const PASSWORD: Param = Param::required(
+        "password",
+        ParamType::String { max_len: Some(64) },
+        "The new password (8 to 64 characters).",
+    );
+    pub const INITIAL_PASSWORD: Param = Param::optional(
+        "password",
+        ParamType::String { max_len: Some(64) },
+        "Initial password (pve and pam realms).",
+    );
+    pub const USERID: Param = Param::required("userid", super::USERID, "User id (name@realm).");
+    pub const ENABLE: Param = Param::optional("enable", BOOL, "Enable the account (default 1).");
+    pub const EXPIRE: Param = Param::optional(
+        "expire",
+        int(Some(0), None),
+        "Account expiry (Unix seconds, 0 = never).",
+    );
+    pub const FIRSTNAME: Param = Param::optional("firstname", COLON_FIELD, "First name.");
+    pub const LASTNAME: Param = Param::optional("lastname", COLON_FIELD, "Last name.");
+    pub const EMAIL: Param = Param::optional("email", super::EMAIL, "E-mail address.");
+    pub const COMMENT: Param = Param::optional("comment", TEXT, "Free text.");
+    pub const KEYS: Param = Param::optional(
+        "keys",
+        COLON_FIELD,
+        "Keys for two-factor authentication (legacy).",
+    );
+    pub const GROUPS: Param = Param::optional("groups", STRING, "Groups of the user (comma list).");
+    pub const ACL_GROUPS: Param = Param::optional("groups", STRING, "Groups (comma list).");
+    pub const GROUPID: Param = Param::required("groupid", GROUP_ID, "Group id.");
+    pub const ROLEID: Param = Param::required("roleid", ROLE_ID, "Role id.");
+    pub const ENABLED: Param =
+        Param::optional("enabled", BOOL, "Only enabled (1) or disabled (0) users.");
+    pub const FULL: Param = Param::optional("full", BOOL, "Include groups and tokens.");
+    pub const APPEND: Param =
+        Param::optional("append", BOOL, "Add the groups instead of replacing them.");
+    pub const APPEND_PRIVS: Param = Param::optional(
+        "append",
+        BOOL,
+        "Add the privileges instead of replacing them.",
+    );
+    pub const CONFIRMATION_PASSWORD: Param = Param::optional(
+        "confirmation-password",
+        ParamType::String { max_len: Some(64) },
+        "Your current password (required unless you are root@pam).",
+    );
+    pub const PRIVS: Param = Param::optional("privs", STRING, "Privileges (comma list).");
+    pub const PATH: Param = Param::required(
+        "path",
+        STRING,
+        "ACL path (/, /vms/100, /storage/local, ...).",
+    );
+    pub const ROLES: Param = Param::required("roles", STRING, "Roles (comma list).");
+    pub const USERS: Param = Param::optional("users", STRING, "Users (comma list).");
+    pub const TOKENS: Param = Param::optional(
+        "tokens",
+        STRING,
+        "API tokens (comma list of user@realm!name).",
+    );
+    pub const PROPAGATE: Param =
+        Param::optional("propagate", BOOL, "Inherit to paths below (default 1).");
+    pub const DELETE: Param =
+        Param::optional("delete", BOOL, "Remove the entries instead of adding them.");
+}
+
 pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
     use Method::*;
     let auth = Permission::Authenticated;
-    let groupid = || Param::required("groupid", GROUP_ID, "Group id.");
-    let roleid = || Param::required("roleid", ROLE_ID, "Role id.");
     let group_allocate = Permission::Privs {
         path: "/access/groups",
         privs: &["Group.Allocate"],
@@ -844,52 +862,52 @@ pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
     vec![
         Endpoint::new(Get, "/access/users", "User index (users you may see).", Permission::Handler("users with User.Modify or Sys.Audit on /access/groups or on one of their groups, and yourself"), list_users)
             .params(vec![
-                Param::optional("enabled", BOOL, "Only enabled (1) or disabled (0) users."),
-                Param::optional("full", BOOL, "Include groups and tokens."),
+                param::ENABLED,
+                param::FULL,
             ]),
         Endpoint::new(Post, "/access/users", "Create a user.", Permission::Handler("Realm.AllocateUser on /access/realm/<realm> and User.Modify on /access/groups or on every group given"), create_user)
-            .params([vec![userid_param(), Param::optional("password", ParamType::String { max_len: Some(64) }, "Initial password (pve and pam realms).")], user_field_params()].concat()),
+            .params([vec![param::USERID, param::INITIAL_PASSWORD], user_field_params()].concat()),
         Endpoint::new(Get, "/access/users/{userid}", "User configuration.", Permission::Handler("yourself, or User.Modify or Sys.Audit on /access/groups or on one of the user's groups"), read_user)
-            .params(vec![userid_param()]),
+            .params(vec![param::USERID]),
         Endpoint::new(Put, "/access/users/{userid}", "Update a user.", Permission::Handler("User.Modify on /access/groups or on one of the user's groups (and on every group given)"), update_user)
-            .params([vec![userid_param(), Param::optional("append", BOOL, "Add the groups instead of replacing them.")], user_field_params()].concat()),
+            .params([vec![param::USERID, param::APPEND], user_field_params()].concat()),
         Endpoint::new(Delete, "/access/users/{userid}", "Delete a user with its tokens, ACL entries and password.", Permission::Handler("Realm.AllocateUser on /access/realm/<realm> and User.Modify on /access/groups or on one of the user's groups"), delete_user)
-            .params(vec![userid_param()]),
+            .params(vec![param::USERID]),
         Endpoint::new(Put, "/access/password", "Change a user's password.", Permission::Handler("your own password, or Realm.AllocateUser and User.Modify for another user's (root@pam's only by root@pam)"), change_password)
             .no_token()
             .params(vec![
-                userid_param(),
-                password_param(),
-                Param::optional("confirmation-password", ParamType::String { max_len: Some(64) }, "Your current password (required unless you are root@pam)."),
+                param::USERID,
+                param::PASSWORD,
+                param::CONFIRMATION_PASSWORD,
             ]),
         Endpoint::new(Get, "/access/groups", "Group index (groups you may see).", Permission::Handler("groups with Sys.Audit or Group.Allocate on /access/groups/<group>"), list_groups),
         Endpoint::new(Post, "/access/groups", "Create a group.", group_allocate.clone(), create_group)
-            .params(vec![groupid(), Param::optional("comment", TEXT, "Free text.")]),
+            .params(vec![param::GROUPID, param::COMMENT]),
         Endpoint::new(Get, "/access/groups/{groupid}", "Group configuration.", Permission::Privs { path: "/access/groups/{groupid}", privs: &["Sys.Audit", "Group.Allocate"], any: true }, read_group)
-            .params(vec![groupid()]),
+            .params(vec![param::GROUPID]),
         Endpoint::new(Put, "/access/groups/{groupid}", "Update a group.", Permission::Privs { path: "/access/groups/{groupid}", privs: &["Group.Allocate"], any: false }, update_group)
-            .params(vec![groupid(), Param::optional("comment", TEXT, "Free text.")]),
+            .params(vec![param::GROUPID, param::COMMENT]),
         Endpoint::new(Delete, "/access/groups/{groupid}", "Delete a group and its ACL entries.", Permission::Privs { path: "/access/groups/{groupid}", privs: &["Group.Allocate"], any: false }, delete_group)
-            .params(vec![groupid()]),
+            .params(vec![param::GROUPID]),
         Endpoint::new(Get, "/access/roles", "Role index.", auth.clone(), list_roles),
         Endpoint::new(Post, "/access/roles", "Create a custom role.", role_modify.clone(), create_role)
-            .params(vec![roleid(), Param::optional("privs", STRING, "Privileges (comma list).")]),
+            .params(vec![param::ROLEID, param::PRIVS]),
         Endpoint::new(Get, "/access/roles/{roleid}", "Privileges of a role.", auth.clone(), read_role)
-            .params(vec![roleid()]),
+            .params(vec![param::ROLEID]),
         Endpoint::new(Put, "/access/roles/{roleid}", "Update a custom role.", role_modify.clone(), update_role)
-            .params(vec![roleid(), Param::optional("privs", STRING, "Privileges (comma list)."), Param::optional("append", BOOL, "Add the privileges instead of replacing them.")]),
+            .params(vec![param::ROLEID, param::PRIVS, param::APPEND_PRIVS]),
         Endpoint::new(Delete, "/access/roles/{roleid}", "Delete a custom role (and its ACL entries).", role_modify, delete_role)
-            .params(vec![roleid()]),
+            .params(vec![param::ROLEID]),
         Endpoint::new(Get, "/access/acl", "Access control list (entries you may modify, or all with Sys.Audit on /access).", Permission::Handler("entries on paths where you hold Permissions.Modify; all with Sys.Audit on /access"), list_acl),
         Endpoint::new(Put, "/access/acl", "Add or remove ACL entries.", Permission::Handler("Permissions.Modify on the path (or VM.Allocate on /vms/<id>, Datastore.Allocate on /storage/<id>, Pool.Allocate on /pool/<id>, handing out only privileges you hold)"), update_acl)
             .params(vec![
-                Param::required("path", STRING, "ACL path (/, /vms/100, /storage/local, ...)."),
-                Param::required("roles", STRING, "Roles (comma list)."),
-                Param::optional("users", STRING, "Users (comma list)."),
-                Param::optional("groups", STRING, "Groups (comma list)."),
-                Param::optional("tokens", STRING, "API tokens (comma list of user@realm!name)."),
-                Param::optional("propagate", BOOL, "Inherit to paths below (default 1)."),
-                Param::optional("delete", BOOL, "Remove the entries instead of adding them."),
+                param::PATH,
+                param::ROLES,
+                param::USERS,
+                param::ACL_GROUPS,
+                param::TOKENS,
+                param::PROPAGATE,
+                param::DELETE,
             ]),
     ]
 }

@@ -5,6 +5,7 @@ use crate::auth::{Caller, LoginOutcome};
 use crate::error::ApiError;
 use crate::rbac;
 use crate::router::{ApiState, Ctx, Endpoint, Method, Paged, Permission};
+use crate::schema::common::NODE;
 use crate::schema::{int, Param, ParamType, BOOL, REALM, STRING, TEXT, TOKEN_NAME, USERID};
 use crate::tasks::TaskFilter;
 use ferrox_api_types::access::{PermissionMap, Ticket, Token as TokenInfo, TokenCreated};
@@ -18,13 +19,9 @@ pub const PVE_RELEASE: &str = "9.2";
 /// An identifier of the build in the 8–64 hex digits clients expect.
 pub const REPOID: &str = "f3770c5e";
 
-fn node_param() -> Param {
-    Param::required("node", ParamType::Node, "The cluster node name.")
-}
-
 /// Fails unless `{node}` is this node (requests for other nodes need the cluster).
 pub fn local_node<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
-    let node = ctx.params.need_str("node")?;
+    let node = ctx.params.need_str(&NODE)?;
     if node == ctx.state.node_name() {
         Ok(())
     } else {
@@ -68,10 +65,11 @@ fn cap<S: ApiState>(state: &S, caller: &Caller) -> PermissionMap {
 
 fn create_ticket<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Ticket, ApiError> {
     let auth = ctx.state.auth();
-    let username = ctx.params.need_str("username")?;
-    let userid = auth.canonical_userid(username, ctx.params.str("realm"));
-    let password = ctx.params.need_str("password")?;
-    if let (Some(path), Some(privs)) = (ctx.params.str("path"), ctx.params.str("privs")) {
+    let username = ctx.params.need_str(&param::USERNAME)?;
+    let userid = auth.canonical_userid(username, ctx.params.str(&param::REALM));
+    let password = ctx.params.need_str(&param::PASSWORD)?;
+    if let (Some(path), Some(privs)) = (ctx.params.str(&param::PATH), ctx.params.str(&param::PRIVS))
+    {
         // "Verify ticket and check privileges" mode.
         let owner = auth
             .verify_ticket(password)
@@ -96,13 +94,13 @@ fn create_ticket<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Ticket, ApiError> {
             need_tfa: None,
         });
     }
-    let ticket = if let Some(challenge) = ctx.params.str("tfa-challenge") {
+    let ticket = if let Some(challenge) = ctx.params.str(&param::TFA_CHALLENGE) {
         // Second step: `password` is the answer (`totp:123456`, `recovery:KEY`).
         auth.login_second_factor(&userid, challenge, password, ctx.peer)?
     } else {
         match auth.login(&userid, password, ctx.peer)? {
             LoginOutcome::Ticket(t) => t,
-            LoginOutcome::NeedTfa(partial) => match ctx.params.str("otp") {
+            LoginOutcome::NeedTfa(partial) => match ctx.params.str(&param::OTP) {
                 // The legacy one-step form: password and TOTP code together.
                 Some(otp) => {
                     auth.login_second_factor(&userid, &partial, &format!("totp:{otp}"), ctx.peer)?
@@ -134,7 +132,7 @@ fn create_ticket<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Ticket, ApiError> {
 
 fn permissions<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<PermissionMap, ApiError> {
     let caller = ctx.caller()?.clone();
-    let subject = match ctx.params.str("userid") {
+    let subject = match ctx.params.str(&param::PERMISSIONS_OF) {
         Some(other) if other != caller.auth_id() => {
             ctx.require("/access", &["Sys.Audit"], false)?;
             match other.split_once('!') {
@@ -153,13 +151,13 @@ fn permissions<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<PermissionMap, ApiError>
     Ok(rbac::permission_map(
         &ctx.state.auth().user_config(),
         &subject,
-        ctx.params.str("path"),
+        ctx.params.str(&param::ACL_PATH),
     ))
 }
 
 /// Users manage their own tokens; `User.Modify` on `/access/groups` manages anyone's.
 fn token_owner<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<String, ApiError> {
-    let userid = ctx.params.need_str("userid")?.to_string();
+    let userid = ctx.params.need_str(&param::USERID)?.to_string();
     let caller = ctx.caller()?;
     if caller.userid == userid && caller.token.is_none() {
         return Ok(userid);
@@ -196,7 +194,7 @@ fn list_tokens<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Vec<TokenInfo>, ApiError
 
 fn full_token_id<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<String, ApiError> {
     let userid = token_owner(ctx)?;
-    let tokenid = ctx.params.need_str("tokenid")?;
+    let tokenid = ctx.params.need_str(&param::TOKENID)?;
     Ok(format!("{userid}!{tokenid}"))
 }
 
@@ -212,7 +210,7 @@ fn read_token<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<TokenInfo, ApiError> {
 
 fn create_token<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<TokenCreated, ApiError> {
     let full = full_token_id(ctx)?;
-    let userid = ctx.params.need_str("userid")?;
+    let userid = ctx.params.need_str(&param::USERID)?;
     // Proxmox VE: a token expires with its user unless told otherwise.
     let user_expire = ctx
         .state
@@ -226,11 +224,11 @@ fn create_token<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<TokenCreated, ApiError>
         full_id: full.clone(),
         expire: ctx
             .params
-            .int("expire")
+            .int(&param::EXPIRE)
             .map(|e| e.max(0) as u64)
             .unwrap_or(user_expire),
-        privsep: ctx.params.bool("privsep").unwrap_or(true),
-        comment: ctx.params.str("comment").unwrap_or("").to_string(),
+        privsep: ctx.params.bool(&param::PRIVSEP).unwrap_or(true),
+        comment: ctx.params.str(&param::COMMENT).unwrap_or("").to_string(),
     };
     let secret = ctx.state.auth().create_token(userid, token.clone())?;
     Ok(TokenCreated {
@@ -243,9 +241,9 @@ fn create_token<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<TokenCreated, ApiError>
 /// `PUT /access/users/{userid}/token/{tokenid}`: comment, expiry, privilege separation.
 fn update_token<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<TokenInfo, ApiError> {
     let full = full_token_id(ctx)?;
-    let comment = ctx.params.str("comment").map(String::from);
-    let expire = ctx.params.int("expire").map(|e| e.max(0) as u64);
-    let privsep = ctx.params.bool("privsep");
+    let comment = ctx.params.str(&param::COMMENT).map(String::from);
+    let expire = ctx.params.int(&param::EXPIRE).map(|e| e.max(0) as u64);
+    let privsep = ctx.params.bool(&param::PRIVSEP);
     let updated = ctx.state.auth().modify(|docs| {
         let token = docs
             .users
@@ -297,7 +295,7 @@ fn node_version<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Version, ApiError> {
 
 /// A user sees their own tasks and those of their tokens; `Sys.Audit` sees all.
 fn task_visible<S: ApiState>(ctx: &Ctx<'_, S>, owner: &str) -> bool {
-    let node = ctx.params.str("node").unwrap_or("");
+    let node = ctx.params.str(&NODE).unwrap_or("");
     if ctx.has(&format!("/nodes/{node}"), &["Sys.Audit"], false) {
         return true;
     }
@@ -309,10 +307,10 @@ fn task_visible<S: ApiState>(ctx: &Ctx<'_, S>, owner: &str) -> bool {
 
 fn task_checked<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<String, ApiError> {
     local_node(ctx)?;
-    let upid = ctx.params.need_str("upid")?.to_string();
+    let upid = ctx.params.need_str(&param::UPID)?.to_string();
     let owner = ctx.state.tasks().owner(&upid)?;
     if !task_visible(ctx, &owner) {
-        let node = ctx.params.str("node").unwrap_or("");
+        let node = ctx.params.str(&NODE).unwrap_or("");
         return Err(ApiError::forbidden(
             &format!("/nodes/{node}"),
             &["Sys.Audit"],
@@ -328,8 +326,8 @@ fn task_status<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<TaskStatus, ApiError> {
 
 fn task_log<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Paged<TaskLogLine>, ApiError> {
     let upid = task_checked(ctx)?;
-    let start = ctx.params.int("start").unwrap_or(0).max(0) as usize;
-    let limit = ctx.params.int("limit").unwrap_or(50).max(0) as usize;
+    let start = ctx.params.int(&param::LOG_START).unwrap_or(0).max(0) as usize;
+    let limit = ctx.params.int(&param::LOG_LIMIT).unwrap_or(50).max(0) as usize;
     let (lines, total) = ctx.state.tasks().log(&upid, start, limit)?;
     Ok(Paged { rows: lines, total })
 }
@@ -338,16 +336,16 @@ fn task_list<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Paged<TaskStatus>, ApiErro
     local_node(ctx)?;
     let p = &ctx.params;
     let filter = TaskFilter {
-        start: p.int("start").unwrap_or(0).max(0) as usize,
-        limit: p.int("limit").unwrap_or(50).max(0) as usize,
-        userfilter: p.str("userfilter").map(String::from),
-        typefilter: p.str("typefilter").map(String::from),
-        vmid: p.int("vmid"),
-        errors: p.bool("errors").unwrap_or(false),
-        source: p.str("source").unwrap_or("archive").to_string(),
-        since: p.int("since"),
-        until: p.int("until"),
-        statusfilter: p.str("statusfilter").map(String::from),
+        start: p.int(&param::START).unwrap_or(0).max(0) as usize,
+        limit: p.int(&param::LIMIT).unwrap_or(50).max(0) as usize,
+        userfilter: p.str(&param::USERFILTER).map(String::from),
+        typefilter: p.str(&param::TYPEFILTER).map(String::from),
+        vmid: p.int(&param::VMID),
+        errors: p.bool(&param::ERRORS).unwrap_or(false),
+        source: p.str(&param::SOURCE).unwrap_or("archive").to_string(),
+        since: p.int(&param::SINCE),
+        until: p.int(&param::UNTIL),
+        statusfilter: p.str(&param::STATUSFILTER).map(String::from),
     };
     let (rows, total) = ctx
         .state
@@ -365,86 +363,252 @@ const TOKEN_OWNER: Permission =
     Permission::Handler("your own tokens (not with a token), or User.Modify on /access/groups");
 
 /// The endpoints above, declared with their parameters and permissions.
+/// The parameters of this file's endpoints, each declared once.
+pub(crate) mod param {
+    use super::*;
+
+    pub const UPID: Param = Param::required("upid", STRING, "The task's unique id.");
+    pub const USERNAME: Param = Param::required(
+        "username",
+        ParamType::String { max_len: Some(64) },
+        "User name (user@realm, or user with realm).",
+    );
+    pub const PASSWORD: Param = Param::required(
+        "password",
+        STRING,
+        "The password, or a valid ticket to renew.",
+    );
+    pub const REALM: Param = Param::optional(
+        "realm",
+        super::REALM,
+        "Appended to the user name as @realm.",
+    );
+    pub const OTP: Param = Param::optional(
+        "otp",
+        STRING,
+        "One-time password (legacy one-step TFA login).",
+    );
+    pub const TFA_CHALLENGE: Param =
+        Param::optional("tfa-challenge", STRING, "Partial ticket of a TFA login.");
+    pub const PATH: Param = Param::optional(
+        "path",
+        STRING,
+        "Verify the ticket and check privileges on this path.",
+    );
+    pub const ACL_PATH: Param = Param::optional("path", STRING, "Only this ACL path.");
+    pub const PRIVS: Param = Param::optional("privs", STRING, "Privileges to check with 'path'.");
+    pub const NEW_FORMAT: Param =
+        Param::optional("new-format", BOOL, "Ignored (always the new format).");
+    pub const PERMISSIONS_OF: Param = Param::optional(
+        "userid",
+        STRING,
+        "Another user or token (needs Sys.Audit on /access).",
+    );
+    pub const USERID: Param = Param::required("userid", super::USERID, "User id.");
+    pub const TOKENID: Param = Param::required("tokenid", TOKEN_NAME, "Token name.");
+    pub const COMMENT: Param = Param::optional("comment", TEXT, "Free text.");
+    pub const EXPIRE: Param = Param::optional(
+        "expire",
+        int(Some(0), None),
+        "Expiry (Unix seconds, 0 = never).",
+    );
+    pub const PRIVSEP: Param = Param::optional(
+        "privsep",
+        BOOL,
+        "Separate privileges (default 1): the token's own ACLs, intersected with the user's.",
+    );
+    pub const START: Param = Param::optional("start", int(Some(0), None), "Skip this many tasks.");
+    pub const LOG_START: Param =
+        Param::optional("start", int(Some(0), None), "First line (0-based).");
+    pub const LIMIT: Param = Param::optional(
+        "limit",
+        int(Some(0), None),
+        "At most this many tasks (default 50).",
+    );
+    pub const LOG_LIMIT: Param = Param::optional(
+        "limit",
+        int(Some(0), None),
+        "At most this many lines (default 50).",
+    );
+    pub const USERFILTER: Param = Param::optional(
+        "userfilter",
+        STRING,
+        "Only tasks of users containing this text.",
+    );
+    pub const TYPEFILTER: Param = Param::optional("typefilter", STRING, "Only tasks of this type.");
+    pub const VMID: Param = Param::optional("vmid", ParamType::VmId, "Only tasks for this guest.");
+    pub const ERRORS: Param = Param::optional("errors", BOOL, "Only failed tasks.");
+    pub const SOURCE: Param = Param::optional(
+        "source",
+        ParamType::Enum(&["archive", "active", "all"]),
+        "Finished, running or all tasks (default archive).",
+    );
+    pub const SINCE: Param = Param::optional(
+        "since",
+        int(Some(0), None),
+        "Only tasks started at or after this time.",
+    );
+    pub const UNTIL: Param = Param::optional(
+        "until",
+        int(Some(0), None),
+        "Only tasks started at or before this time.",
+    );
+    pub const STATUSFILTER: Param = Param::optional(
+        "statusfilter",
+        STRING,
+        "Comma list of ok, warning, error, unknown.",
+    );
+    pub const DOWNLOAD: Param = Param::optional("download", BOOL, "Ignored.");
+}
+
 pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
     use Method::*;
-    let upid = || Param::required("upid", STRING, "The task's unique id.");
     let mut list = crate::access::endpoints();
     list.extend(crate::tfa::endpoints());
     list.extend(crate::realms::endpoints());
     list.extend(vec![
-        Endpoint::new(Get, "/access/ticket", "Dummy, for formatters.", Permission::World, ticket_dummy),
-        Endpoint::new(Post, "/access/ticket", "Create an authentication ticket.", Permission::World, create_ticket)
-            .no_token()
-            .params(vec![
-                Param::required("username", ParamType::String { max_len: Some(64) }, "User name (user@realm, or user with realm)."),
-                Param::required("password", STRING, "The password, or a valid ticket to renew."),
-                Param::optional("realm", REALM, "Appended to the user name as @realm."),
-                Param::optional("otp", STRING, "One-time password (legacy one-step TFA login)."),
-                Param::optional("tfa-challenge", STRING, "Partial ticket of a TFA login."),
-                Param::optional("path", STRING, "Verify the ticket and check privileges on this path."),
-                Param::optional("privs", STRING, "Privileges to check with 'path'."),
-                Param::optional("new-format", BOOL, "Ignored (always the new format)."),
-            ]),
-        Endpoint::new(Get, "/access/permissions", "Effective permissions of the caller (or of 'userid').", Permission::Authenticated, permissions)
-            .params(vec![
-                Param::optional("path", STRING, "Only this ACL path."),
-                Param::optional("userid", STRING, "Another user or token (needs Sys.Audit on /access)."),
-            ]),
-        Endpoint::new(Get, "/access/users/{userid}/token", "A user's API tokens.", TOKEN_OWNER, list_tokens)
-            .params(vec![Param::required("userid", USERID, "User id.")]),
-        Endpoint::new(Get, "/access/users/{userid}/token/{tokenid}", "One API token.", TOKEN_OWNER, read_token)
-            .params(vec![
-                Param::required("userid", USERID, "User id."),
-                Param::required("tokenid", TOKEN_NAME, "Token name."),
-            ]),
-        Endpoint::new(Post, "/access/users/{userid}/token/{tokenid}", "Create an API token; the secret is returned once.", TOKEN_OWNER, create_token)
-            .params(vec![
-                Param::required("userid", USERID, "User id."),
-                Param::required("tokenid", TOKEN_NAME, "Token name."),
-                Param::optional("comment", TEXT, "Free text."),
-                Param::optional("expire", int(Some(0), None), "Expiry (Unix seconds, 0 = never)."),
-                Param::optional("privsep", BOOL, "Separate privileges (default 1): the token's own ACLs, intersected with the user's."),
-            ]),
-        Endpoint::new(Put, "/access/users/{userid}/token/{tokenid}", "Change an API token's comment, expiry or privilege separation.", TOKEN_OWNER, update_token)
-            .params(vec![
-                Param::required("userid", USERID, "User id."),
-                Param::required("tokenid", TOKEN_NAME, "Token name."),
-                Param::optional("comment", TEXT, "Free text."),
-                Param::optional("expire", int(Some(0), None), "Expiry (Unix seconds, 0 = never)."),
-                Param::optional("privsep", BOOL, "Separate privileges."),
-            ]),
-        Endpoint::new(Delete, "/access/users/{userid}/token/{tokenid}", "Delete an API token.", TOKEN_OWNER, delete_token)
-            .params(vec![
-                Param::required("userid", USERID, "User id."),
-                Param::required("tokenid", TOKEN_NAME, "Token name."),
-            ]),
-        Endpoint::new(Get, "/version", "API version.", Permission::Authenticated, version),
-        Endpoint::new(Get, "/nodes/{node}/version", "Version of a node.", Permission::Authenticated, node_version)
-            .params(vec![node_param()]),
-        Endpoint::new(Get, "/nodes/{node}/tasks", "Tasks of a node, newest first.", Permission::Authenticated, task_list)
-            .params(vec![
-                node_param(),
-                Param::optional("start", int(Some(0), None), "Skip this many tasks."),
-                Param::optional("limit", int(Some(0), None), "At most this many tasks (default 50)."),
-                Param::optional("userfilter", STRING, "Only tasks of users containing this text."),
-                Param::optional("typefilter", STRING, "Only tasks of this type."),
-                Param::optional("vmid", ParamType::VmId, "Only tasks for this guest."),
-                Param::optional("errors", BOOL, "Only failed tasks."),
-                Param::optional("source", ParamType::Enum(&["archive", "active", "all"]), "Finished, running or all tasks (default archive)."),
-                Param::optional("since", int(Some(0), None), "Only tasks started at or after this time."),
-                Param::optional("until", int(Some(0), None), "Only tasks started at or before this time."),
-                Param::optional("statusfilter", STRING, "Comma list of ok, warning, error, unknown."),
-            ]),
-        Endpoint::new(Get, "/nodes/{node}/tasks/{upid}/status", "Status of a task.", Permission::Authenticated, task_status)
-            .params(vec![node_param(), upid()]),
-        Endpoint::new(Get, "/nodes/{node}/tasks/{upid}/log", "Log of a task.", Permission::Authenticated, task_log)
-            .params(vec![
-                node_param(),
-                upid(),
-                Param::optional("start", int(Some(0), None), "First line (0-based)."),
-                Param::optional("limit", int(Some(0), None), "At most this many lines (default 50)."),
-                Param::optional("download", BOOL, "Ignored."),
-            ]),
+        Endpoint::new(
+            Get,
+            "/access/ticket",
+            "Dummy, for formatters.",
+            Permission::World,
+            ticket_dummy,
+        ),
+        Endpoint::new(
+            Post,
+            "/access/ticket",
+            "Create an authentication ticket.",
+            Permission::World,
+            create_ticket,
+        )
+        .no_token()
+        .params(vec![
+            param::USERNAME,
+            param::PASSWORD,
+            param::REALM,
+            param::OTP,
+            param::TFA_CHALLENGE,
+            param::PATH,
+            param::PRIVS,
+            param::NEW_FORMAT,
+        ]),
+        Endpoint::new(
+            Get,
+            "/access/permissions",
+            "Effective permissions of the caller (or of 'userid').",
+            Permission::Authenticated,
+            permissions,
+        )
+        .params(vec![param::ACL_PATH, param::PERMISSIONS_OF]),
+        Endpoint::new(
+            Get,
+            "/access/users/{userid}/token",
+            "A user's API tokens.",
+            TOKEN_OWNER,
+            list_tokens,
+        )
+        .params(vec![param::USERID]),
+        Endpoint::new(
+            Get,
+            "/access/users/{userid}/token/{tokenid}",
+            "One API token.",
+            TOKEN_OWNER,
+            read_token,
+        )
+        .params(vec![param::USERID, param::TOKENID]),
+        Endpoint::new(
+            Post,
+            "/access/users/{userid}/token/{tokenid}",
+            "Create an API token; the secret is returned once.",
+            TOKEN_OWNER,
+            create_token,
+        )
+        .params(vec![
+            param::USERID,
+            param::TOKENID,
+            param::COMMENT,
+            param::EXPIRE,
+            param::PRIVSEP,
+        ]),
+        Endpoint::new(
+            Put,
+            "/access/users/{userid}/token/{tokenid}",
+            "Change an API token's comment, expiry or privilege separation.",
+            TOKEN_OWNER,
+            update_token,
+        )
+        .params(vec![
+            param::USERID,
+            param::TOKENID,
+            param::COMMENT,
+            param::EXPIRE,
+            param::PRIVSEP,
+        ]),
+        Endpoint::new(
+            Delete,
+            "/access/users/{userid}/token/{tokenid}",
+            "Delete an API token.",
+            TOKEN_OWNER,
+            delete_token,
+        )
+        .params(vec![param::USERID, param::TOKENID]),
+        Endpoint::new(
+            Get,
+            "/version",
+            "API version.",
+            Permission::Authenticated,
+            version,
+        ),
+        Endpoint::new(
+            Get,
+            "/nodes/{node}/version",
+            "Version of a node.",
+            Permission::Authenticated,
+            node_version,
+        )
+        .params(vec![NODE]),
+        Endpoint::new(
+            Get,
+            "/nodes/{node}/tasks",
+            "Tasks of a node, newest first.",
+            Permission::Authenticated,
+            task_list,
+        )
+        .params(vec![
+            NODE,
+            param::START,
+            param::LIMIT,
+            param::USERFILTER,
+            param::TYPEFILTER,
+            param::VMID,
+            param::ERRORS,
+            param::SOURCE,
+            param::SINCE,
+            param::UNTIL,
+            param::STATUSFILTER,
+        ]),
+        Endpoint::new(
+            Get,
+            "/nodes/{node}/tasks/{upid}/status",
+            "Status of a task.",
+            Permission::Authenticated,
+            task_status,
+        )
+        .params(vec![NODE, param::UPID]),
+        Endpoint::new(
+            Get,
+            "/nodes/{node}/tasks/{upid}/log",
+            "Log of a task.",
+            Permission::Authenticated,
+            task_log,
+        )
+        .params(vec![
+            NODE,
+            param::UPID,
+            param::LOG_START,
+            param::LOG_LIMIT,
+            param::DOWNLOAD,
+        ]),
     ]);
     list
 }

@@ -47,7 +47,7 @@ fn list<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<Vec<RealmRow>, ApiError> {
 }
 
 fn read<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<RealmRow, ApiError> {
-    let id = ctx.params.need_str("realm")?;
+    let id = ctx.params.need_str(&param::REALM)?;
     let domains = ctx.state.auth().domains();
     let r = domains
         .realms
@@ -62,68 +62,67 @@ fn ldap_settings<S: ApiState>(
     base: Option<&LdapRealm>,
 ) -> Result<LdapRealm, ApiError> {
     let p = &ctx.params;
-    let text = |name: &str, current: Option<&String>| -> Option<String> {
-        p.str(name).map(String::from).or_else(|| current.cloned())
+    let text = |param: &Param, current: Option<&String>| -> Option<String> {
+        p.str(param).map(String::from).or_else(|| current.cloned())
     };
-    let server1 = text("server1", base.map(|b| &b.server1))
-        .ok_or_else(|| ApiError::param("server1", "property is missing and it is not optional"))?;
-    let base_dn = text("base_dn", base.map(|b| &b.base_dn))
-        .ok_or_else(|| ApiError::param("base_dn", "property is missing and it is not optional"))?;
-    let mode = match p.str("mode") {
+    let missing = "property is missing and it is not optional";
+    let server1 = text(&param::SERVER1, base.map(|b| &b.server1))
+        .ok_or_else(|| param::SERVER1.error(missing))?;
+    let base_dn = text(&param::BASE_DN, base.map(|b| &b.base_dn))
+        .ok_or_else(|| param::BASE_DN.error(missing))?;
+    let mode = match p.str(&param::MODE) {
         Some(m) => LdapMode::parse(m).ok_or_else(|| {
-            ApiError::param("mode", format!("'{m}' is not ldap, ldaps or ldap+starttls"))
+            param::MODE.error(format!("'{m}' is not ldap, ldaps or ldap+starttls"))
         })?,
         None => base.map(|b| b.mode).unwrap_or(LdapMode::Ldap),
     };
-    let deleted = |name: &str| {
-        p.str("delete")
-            .is_some_and(|d| ferrox_types::format::split_list(d).any(|x| x == name))
+    let deleted = |param: &Param| {
+        p.str(&param::DELETE)
+            .is_some_and(|d| ferrox_types::format::split_list(d).any(|x| x == param.name))
     };
-    let optional = |name: &str, current: Option<&String>| {
-        if deleted(name) {
+    let optional = |param: &Param, current: Option<&String>| {
+        if deleted(param) {
             None
         } else {
-            text(name, current)
+            text(param, current)
         }
     };
     Ok(LdapRealm {
         server1,
-        server2: optional("server2", base.and_then(|b| b.server2.as_ref())),
-        port: match p.int("port") {
+        server2: optional(&param::SERVER2, base.and_then(|b| b.server2.as_ref())),
+        port: match p.int(&param::PORT) {
             Some(port) => Some(port as u16),
-            None if deleted("port") => None,
+            None if deleted(&param::PORT) => None,
             None => base.and_then(|b| b.port),
         },
         base_dn,
-        user_attr: text("user_attr", base.map(|b| &b.user_attr)).unwrap_or_else(|| "uid".into()),
-        bind_dn: optional("bind_dn", base.and_then(|b| b.bind_dn.as_ref())),
+        user_attr: text(&param::USER_ATTR, base.map(|b| &b.user_attr))
+            .unwrap_or_else(|| "uid".into()),
+        bind_dn: optional(&param::BIND_DN, base.and_then(|b| b.bind_dn.as_ref())),
         mode,
-        verify: p.bool("verify").or(base.map(|b| b.verify)).unwrap_or(false),
+        verify: p
+            .bool(&param::VERIFY)
+            .or(base.map(|b| b.verify))
+            .unwrap_or(false),
     })
 }
 
 fn create<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
-    let id = ctx.params.need_str("realm")?.to_string();
-    if ctx.params.need_str("type")? != "ldap" {
-        return Err(ApiError::param(
-            "type",
-            "only ldap realms can be added (pam and pve exist)",
-        ));
+    let id = ctx.params.need_str(&param::REALM)?.to_string();
+    if ctx.params.need_str(&param::TYPE)? != "ldap" {
+        return Err(param::TYPE.error("only ldap realms can be added (pam and pve exist)"));
     }
     let ldap = ldap_settings(ctx, None)?;
     let realm = Realm {
         id: id.clone(),
         kind: RealmKind::Ldap(ldap),
-        comment: ctx.params.str("comment").unwrap_or("").to_string(),
-        default: ctx.params.bool("default").unwrap_or(false),
+        comment: ctx.params.str(&param::COMMENT).unwrap_or("").to_string(),
+        default: ctx.params.bool(&param::DEFAULT).unwrap_or(false),
     };
-    let password = ctx.params.str("password").map(String::from);
+    let password = ctx.params.str(&param::PASSWORD).map(String::from);
     ctx.state.auth().modify(|docs| {
         if docs.domains.realms.contains_key(&id) {
-            return Err(ApiError::param(
-                "realm",
-                format!("domain '{id}' already exists"),
-            ));
+            return Err(param::REALM.error(format!("domain '{id}' already exists")));
         }
         if realm.default {
             docs.domains
@@ -141,10 +140,10 @@ fn create<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
 }
 
 fn update<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
-    let id = ctx.params.need_str("realm")?.to_string();
-    let password = ctx.params.str("password").map(String::from);
-    let comment = ctx.params.str("comment").map(String::from);
-    let default = ctx.params.bool("default");
+    let id = ctx.params.need_str(&param::REALM)?.to_string();
+    let password = ctx.params.str(&param::PASSWORD).map(String::from);
+    let comment = ctx.params.str(&param::COMMENT).map(String::from);
+    let default = ctx.params.bool(&param::DEFAULT);
     ctx.state.auth().modify(|docs| {
         let current = docs
             .domains
@@ -178,12 +177,9 @@ fn update<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
 }
 
 fn delete<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
-    let id = ctx.params.need_str("realm")?.to_string();
+    let id = ctx.params.need_str(&param::REALM)?.to_string();
     if id == "pam" || id == "pve" {
-        return Err(ApiError::param(
-            "realm",
-            format!("cannot delete the built-in realm '{id}'"),
-        ));
+        return Err(param::REALM.error(format!("cannot delete the built-in realm '{id}'")));
     }
     ctx.state.auth().modify(|docs| {
         if docs.domains.realms.remove(&id).is_none() {
@@ -195,77 +191,96 @@ fn delete<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn server_param(name: &'static str, required: bool) -> Param {
-    let ty = ParamType::Format {
-        name: "address",
-        check: server_name,
-    };
-    if required {
-        Param::required(name, ty, "LDAP server (host name or address).")
-    } else {
-        Param::optional(name, ty, "LDAP server (host name or address).")
-    }
-}
+const SERVER: ParamType = ParamType::Format {
+    name: "address",
+    check: server_name,
+};
+const DN: ParamType = ParamType::Format {
+    name: "ldap-dn",
+    check: dn,
+};
 
 fn ldap_params(create: bool) -> Vec<Param> {
-    let dn_type = ParamType::Format {
-        name: "ldap-dn",
-        check: dn,
-    };
     vec![
-        server_param("server1", false),
-        server_param("server2", false),
-        Param::optional(
-            "port",
-            int(Some(1), Some(65535)),
-            "Server port (default 389, ldaps 636).",
-        ),
-        Param::optional(
-            "base_dn",
-            dn_type.clone(),
-            "Where users are (e.g. ou=people,dc=example,dc=com).",
-        ),
-        Param::optional(
-            "user_attr",
-            ParamType::Format {
-                name: "ldap-attribute",
-                check: ferrox_types::format::group_id,
-            },
-            "Attribute of the user name (default uid).",
-        ),
-        Param::optional("bind_dn", dn_type, "Service account to search users with."),
-        Param::optional(
-            "password",
-            ParamType::String { max_len: Some(256) },
-            "Password of the service account (kept in priv/).",
-        ),
-        Param::optional(
-            "mode",
-            ParamType::Enum(&["ldap", "ldaps", "ldap+starttls"]),
-            "Transport (default ldap).",
-        ),
-        Param::optional(
-            "verify",
-            BOOL,
-            "Check the server certificate (ldaps, starttls).",
-        ),
-        Param::optional("comment", TEXT, "Free text."),
-        Param::optional("default", BOOL, "The realm the login form selects."),
+        param::SERVER1,
+        param::SERVER2,
+        param::PORT,
+        param::BASE_DN,
+        param::USER_ATTR,
+        param::BIND_DN,
+        param::PASSWORD,
+        param::MODE,
+        param::VERIFY,
+        param::COMMENT,
+        param::DEFAULT,
     ]
     .into_iter()
-    .chain((!create).then(|| {
-        Param::optional(
-            "delete",
-            STRING,
-            "Settings to remove (server2, port, bind_dn).",
-        )
-    }))
+    .chain((!create).then_some(param::DELETE))
     .collect()
+}
+
+/// The parameters of this file's endpoints, each declared once.
+pub(crate) mod param {
+    use super::*;
+
+    pub const SERVER1: Param =
+        Param::optional("server1", SERVER, "LDAP server (host name or address).");
+    pub const SERVER2: Param =
+        Param::optional("server2", SERVER, "LDAP server (host name or address).");
+    pub const PORT: Param = Param::optional(
+        "port",
+        int(Some(1), Some(65535)),
+        "Server port (default 389, ldaps 636).",
+    );
+    pub const BASE_DN: Param = Param::optional(
+        "base_dn",
+        DN,
+        "Where users are (e.g. ou=people,dc=example,dc=com).",
+    );
+    pub const USER_ATTR: Param = Param::optional(
+        "user_attr",
+        ParamType::Format {
+            name: "ldap-attribute",
+            check: ferrox_types::format::group_id,
+        },
+        "Attribute of the user name (default uid).",
+    );
+    pub const BIND_DN: Param =
+        Param::optional("bind_dn", DN, "Service account to search users with.");
+    pub const PASSWORD: Param = Param::optional(
+        "password",
+        ParamType::String { max_len: Some(256) },
+        "Password of the service account (kept in priv/).",
+    );
+    pub const MODE: Param = Param::optional(
+        "mode",
+        ParamType::Enum(&["ldap", "ldaps", "ldap+starttls"]),
+        "Transport (default ldap).",
+    );
+    pub const VERIFY: Param = Param::optional(
+        "verify",
+        BOOL,
+        "Check the server certificate (ldaps, starttls).",
+    );
+    pub const COMMENT: Param = Param::optional("comment", TEXT, "Free text.");
+    pub const DEFAULT: Param =
+        Param::optional("default", BOOL, "The realm the login form selects.");
+    pub const DELETE: Param = Param::optional(
+        "delete",
+        STRING,
+        "Settings to remove (server2, port, bind_dn).",
+    );
+    pub const REALM: Param = Param::required("realm", super::REALM, "Realm id.");
+    pub const TYPE: Param = Param::required(
+        "type",
+        ParamType::Enum(&["ldap", "pam", "pve"]),
+        "Realm type.",
+    );
 }
 
 pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
     use Method::*;
-    let realm = || Param::required("realm", REALM, "Realm id.");
+
     let allocate = Permission::Privs {
         path: "/access/realm",
         privs: &["Realm.Allocate"],
@@ -286,20 +301,7 @@ pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
             allocate.clone(),
             create,
         )
-        .params(
-            [
-                vec![
-                    realm(),
-                    Param::required(
-                        "type",
-                        ParamType::Enum(&["ldap", "pam", "pve"]),
-                        "Realm type.",
-                    ),
-                ],
-                ldap_params(true),
-            ]
-            .concat(),
-        ),
+        .params([vec![param::REALM, param::TYPE], ldap_params(true)].concat()),
         Endpoint::new(
             Get,
             "/access/domains/{realm}",
@@ -311,7 +313,7 @@ pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
             },
             read,
         )
-        .params(vec![realm()]),
+        .params(vec![param::REALM]),
         Endpoint::new(
             Put,
             "/access/domains/{realm}",
@@ -319,7 +321,7 @@ pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
             allocate.clone(),
             update,
         )
-        .params([vec![realm()], ldap_params(false)].concat()),
+        .params([vec![param::REALM], ldap_params(false)].concat()),
         Endpoint::new(
             Delete,
             "/access/domains/{realm}",
@@ -327,6 +329,6 @@ pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
             allocate,
             delete,
         )
-        .params(vec![realm()]),
+        .params(vec![param::REALM]),
     ]
 }

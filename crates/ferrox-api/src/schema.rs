@@ -46,7 +46,7 @@ pub struct Param {
 }
 
 impl Param {
-    pub fn required(name: &'static str, ty: ParamType, description: &'static str) -> Param {
+    pub const fn required(name: &'static str, ty: ParamType, description: &'static str) -> Param {
         Param {
             name,
             ty,
@@ -54,7 +54,7 @@ impl Param {
             description,
         }
     }
-    pub fn optional(name: &'static str, ty: ParamType, description: &'static str) -> Param {
+    pub const fn optional(name: &'static str, ty: ParamType, description: &'static str) -> Param {
         Param {
             name,
             ty,
@@ -96,6 +96,14 @@ formats! {
 }
 pub const BOOL: ParamType = ParamType::Boolean;
 
+/// Parameters that many endpoints share, declared once.
+pub mod common {
+    use super::{Param, ParamType};
+
+    pub const NODE: Param = Param::required("node", ParamType::Node, "The cluster node name.");
+    pub const VMID: Param = Param::required("vmid", ParamType::VmId, "The (unique) ID of the VM.");
+}
+
 /// Keys accepted beyond the declared parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Extra {
@@ -105,27 +113,42 @@ pub enum Extra {
 }
 
 /// Validated parameters: integers and booleans as JSON numbers/bools, the rest strings.
+/// A handler reads a parameter through its declaration (the `Param` it lists for the
+/// endpoint), so a parameter's name is written once.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Params(pub Map<String, Value>);
 
 impl Params {
-    pub fn str(&self, name: &str) -> Option<&str> {
-        self.0.get(name).and_then(Value::as_str)
+    pub fn str(&self, param: &Param) -> Option<&str> {
+        self.0.get(param.name).and_then(Value::as_str)
     }
-    pub fn int(&self, name: &str) -> Option<i64> {
-        self.0.get(name).and_then(Value::as_i64)
+    pub fn int(&self, param: &Param) -> Option<i64> {
+        self.0.get(param.name).and_then(Value::as_i64)
     }
-    pub fn bool(&self, name: &str) -> Option<bool> {
-        self.0.get(name).and_then(Value::as_bool)
+    pub fn bool(&self, param: &Param) -> Option<bool> {
+        self.0.get(param.name).and_then(Value::as_bool)
+    }
+    /// A key accepted beyond the declarations (`Extra`: a guest config key), as text.
+    pub fn extra(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(Value::as_str)
     }
     /// A path or required parameter; validation guarantees its presence.
-    pub fn need_str(&self, name: &str) -> Result<&str, ApiError> {
-        self.str(name)
-            .ok_or_else(|| ApiError::param(name, "property is missing and it is not optional"))
+    pub fn need_str(&self, param: &Param) -> Result<&str, ApiError> {
+        self.str(param).ok_or_else(|| param.missing())
     }
-    pub fn need_int(&self, name: &str) -> Result<i64, ApiError> {
-        self.int(name)
-            .ok_or_else(|| ApiError::param(name, "property is missing and it is not optional"))
+    pub fn need_int(&self, param: &Param) -> Result<i64, ApiError> {
+        self.int(param).ok_or_else(|| param.missing())
+    }
+}
+
+impl Param {
+    fn missing(&self) -> ApiError {
+        ApiError::param(self.name, "property is missing and it is not optional")
+    }
+
+    /// An error about this parameter's value.
+    pub fn error(&self, message: impl Into<String>) -> ApiError {
+        ApiError::param(self.name, message)
     }
 }
 
@@ -412,6 +435,6 @@ mod tests {
         assert!(err.errors.contains_key("memory"), "{err:?}");
         assert!(!err.errors.contains_key("cores"));
         let ok = validate(&[], Extra::GuestConfigKeys, &raw(&[("cores", json!(2))])).unwrap();
-        assert_eq!(ok.str("cores"), Some("2"));
+        assert_eq!(ok.extra("cores"), Some("2"));
     }
 }

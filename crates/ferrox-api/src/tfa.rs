@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 const RECOVERY_KEYS: usize = 10;
 
 fn userid<'a, S: ApiState>(ctx: &'a Ctx<'_, S>) -> Result<&'a str, ApiError> {
-    ctx.params.need_str("userid")
+    ctx.params.need_str(&param::USERID)
 }
 
 /// Proxmox VE: `['or', ['userid-param', 'self'], ['userid-group', privs]]`.
@@ -38,16 +38,14 @@ fn confirm<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
         return Ok(());
     }
     let caller = ctx.caller()?;
-    let password = ctx.params.str("password").ok_or_else(|| {
-        ApiError::param(
-            "password",
-            "confirm your identity with your current password",
-        )
-    })?;
+    let password = ctx
+        .params
+        .str(&param::PASSWORD)
+        .ok_or_else(|| param::PASSWORD.error("confirm your identity with your current password"))?;
     ctx.state
         .auth()
         .confirm_password(&caller.userid, password, ctx.peer)
-        .map_err(|_| ApiError::param("password", "the password is wrong"))
+        .map_err(|_| param::PASSWORD.error("the password is wrong"))
 }
 
 fn entries(user: &UserTfa) -> Vec<TfaEntry> {
@@ -108,24 +106,26 @@ fn add<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<TfaAdded, ApiError> {
     confirm(ctx)?;
     let auth = ctx.state.auth();
     let created = crate::auth::now();
-    let description = ctx.params.str("description").unwrap_or("").to_string();
-    match ctx.params.need_str("type")? {
+    let description = ctx
+        .params
+        .str(&param::DESCRIPTION)
+        .unwrap_or("")
+        .to_string();
+    match ctx.params.need_str(&param::TYPE)? {
         "totp" => {
             let url = ctx
                 .params
-                .str("totp")
-                .ok_or_else(|| {
-                    ApiError::param("totp", "the otpauth:// URI of the new TOTP is missing")
-                })?
+                .str(&param::TOTP)
+                .ok_or_else(|| param::TOTP.error("the otpauth:// URI of the new TOTP is missing"))?
                 .to_string();
             let totp = totp_rs::Totp::from_url_unchecked(&url)
-                .map_err(|e| ApiError::param("totp", format!("not a TOTP URI: {e}")))?;
+                .map_err(|e| param::TOTP.error(format!("not a TOTP URI: {e}")))?;
             let value = ctx
                 .params
-                .str("value")
-                .ok_or_else(|| ApiError::param("value", "confirm the TOTP with a current code"))?;
+                .str(&param::VALUE)
+                .ok_or_else(|| param::VALUE.error("confirm the TOTP with a current code"))?;
             if totp.check(value, created.max(0) as u64).is_none() {
-                return Err(ApiError::param("value", "the code does not match the TOTP"));
+                return Err(param::VALUE.error("the code does not match the TOTP"));
             }
             let id = format!("totp-{}", random_hex(4));
             let entry = TotpEntry {
@@ -179,10 +179,9 @@ fn add<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<TfaAdded, ApiError> {
                 }
                 let entry = docs.tfa.users.entry(user.clone()).or_default();
                 if entry.recovery.is_some() {
-                    return Err(ApiError::param(
-                        "type",
-                        "the user already has recovery keys (delete them first)",
-                    ));
+                    return Err(
+                        param::TYPE.error("the user already has recovery keys (delete them first)")
+                    );
                 }
                 entry.recovery = Some(RecoveryEntry {
                     id: "recovery".into(),
@@ -196,27 +195,24 @@ fn add<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<TfaAdded, ApiError> {
                 recovery: Some(keys),
             })
         }
-        other => Err(ApiError::param(
-            "type",
-            format!("'{other}' is not supported (totp, recovery)"),
-        )),
+        other => Err(param::TYPE.error(format!("'{other}' is not supported (totp, recovery)"))),
     }
 }
 
 fn update<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
     let user = userid(ctx)?.to_string();
-    let id = ctx.params.need_str("id")?.to_string();
+    let id = ctx.params.need_str(&param::ID)?.to_string();
     check_self_or(ctx, &user, &["User.Modify"])?;
     confirm(ctx)?;
-    let description = ctx.params.str("description").map(String::from);
-    let enable = ctx.params.bool("enable");
+    let description = ctx.params.str(&param::DESCRIPTION).map(String::from);
+    let enable = ctx.params.bool(&param::ENABLE);
     ctx.state.auth().modify(|docs| {
         let entry = docs
             .tfa
             .users
             .get_mut(&user)
             .and_then(|u| u.totp.iter_mut().find(|t| t.id == id))
-            .ok_or_else(|| ApiError::param("id", format!("no such TFA entry '{id}'")))?;
+            .ok_or_else(|| param::ID.error(format!("no such TFA entry '{id}'")))?;
         if let Some(d) = &description {
             entry.description = d.clone();
         }
@@ -230,7 +226,7 @@ fn update<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
 
 fn delete<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
     let user = userid(ctx)?.to_string();
-    let id = ctx.params.need_str("id")?.to_string();
+    let id = ctx.params.need_str(&param::ID)?.to_string();
     check_self_or(ctx, &user, &["User.Modify"])?;
     confirm(ctx)?;
     ctx.state.auth().modify(|docs| {
@@ -238,14 +234,14 @@ fn delete<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
             .tfa
             .users
             .get_mut(&user)
-            .ok_or_else(|| ApiError::param("id", format!("no such TFA entry '{id}'")))?;
+            .ok_or_else(|| param::ID.error(format!("no such TFA entry '{id}'")))?;
         let before = entry.totp.len() + usize::from(entry.recovery.is_some());
         entry.totp.retain(|t| t.id != id);
         if entry.recovery.as_ref().is_some_and(|r| r.id == id) {
             entry.recovery = None;
         }
         if entry.totp.len() + usize::from(entry.recovery.is_some()) == before {
-            return Err(ApiError::param("id", format!("no such TFA entry '{id}'")));
+            return Err(param::ID.error(format!("no such TFA entry '{id}'")));
         }
         if entry.totp.is_empty() && entry.recovery.is_none() {
             docs.tfa.users.remove(&user);
@@ -255,23 +251,39 @@ fn delete<S: ApiState>(ctx: &Ctx<'_, S>) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The parameters of this file's endpoints, each declared once.
+pub(crate) mod param {
+    use super::*;
+
+    pub const USERID: Param = Param::required("userid", super::USERID, "User id.");
+    pub const ID: Param = Param::required(
+        "id",
+        ParamType::String { max_len: Some(64) },
+        "TFA entry id.",
+    );
+    pub const PASSWORD: Param = Param::optional(
+        "password",
+        ParamType::String { max_len: Some(64) },
+        "Your current password (required unless you are root@pam).",
+    );
+    pub const TYPE: Param = Param::required(
+        "type",
+        ParamType::Enum(&["totp", "recovery"]),
+        "Kind of factor.",
+    );
+    pub const DESCRIPTION: Param = Param::optional("description", TEXT, "Free text.");
+    pub const TOTP: Param =
+        Param::optional("totp", STRING, "otpauth://totp/... URI with the secret.");
+    pub const VALUE: Param = Param::optional(
+        "value",
+        ParamType::String { max_len: Some(16) },
+        "A current TOTP code, to confirm the TOTP.",
+    );
+    pub const ENABLE: Param = Param::optional("enable", BOOL, "Whether the entry can be used.");
+}
+
 pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
     use Method::*;
-    let user = || Param::required("userid", USERID, "User id.");
-    let id = || {
-        Param::required(
-            "id",
-            ParamType::String { max_len: Some(64) },
-            "TFA entry id.",
-        )
-    };
-    let password = || {
-        Param::optional(
-            "password",
-            ParamType::String { max_len: Some(64) },
-            "Your current password (required unless you are root@pam).",
-        )
-    };
     let manage = Permission::Handler(
         "your own (with your password, not with a token), or User.Modify on the user's groups",
     );
@@ -293,7 +305,7 @@ pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
             read,
             list_user,
         )
-        .params(vec![user()]),
+        .params(vec![param::USERID]),
         Endpoint::new(
             Post,
             "/access/tfa/{userid}",
@@ -303,20 +315,12 @@ pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
         )
         .no_token()
         .params(vec![
-            user(),
-            Param::required(
-                "type",
-                ParamType::Enum(&["totp", "recovery"]),
-                "Kind of factor.",
-            ),
-            Param::optional("description", TEXT, "Free text."),
-            Param::optional("totp", STRING, "otpauth://totp/... URI with the secret."),
-            Param::optional(
-                "value",
-                ParamType::String { max_len: Some(16) },
-                "A current TOTP code, to confirm the TOTP.",
-            ),
-            password(),
+            param::USERID,
+            param::TYPE,
+            param::DESCRIPTION,
+            param::TOTP,
+            param::VALUE,
+            param::PASSWORD,
         ]),
         Endpoint::new(
             Put,
@@ -327,11 +331,11 @@ pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
         )
         .no_token()
         .params(vec![
-            user(),
-            id(),
-            Param::optional("description", TEXT, "Free text."),
-            Param::optional("enable", BOOL, "Whether the entry can be used."),
-            password(),
+            param::USERID,
+            param::ID,
+            param::DESCRIPTION,
+            param::ENABLE,
+            param::PASSWORD,
         ]),
         Endpoint::new(
             Delete,
@@ -341,6 +345,6 @@ pub fn endpoints<S: ApiState>() -> Vec<Endpoint<S>> {
             delete,
         )
         .no_token()
-        .params(vec![user(), id(), password()]),
+        .params(vec![param::USERID, param::ID, param::PASSWORD]),
     ]
 }

@@ -1,13 +1,9 @@
 //! This node as a cluster member: the store's transport over HTTPS (certificates pinned
 //! by the fingerprints in the membership, requests authenticated by the cluster secret),
-//! the peer endpoints, API proxying to other nodes, and the watch that keeps this node's
-//! caches in line with what other nodes write.
+//! API proxying to other nodes, and the watch that keeps this node's caches in line with
+//! what other nodes write. The routes other nodes call are in `peers`.
 
 use crate::Node;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
 use ferrox_api::router::{RawRequest, RawResponse};
 use ferrox_api::ApiError;
 use ferrox_store::{
@@ -275,92 +271,6 @@ impl Transport for PeerTransport {
             .map_err(|e| TransportError::Failed(e.to_string()))?
         })
     }
-}
-
-fn secret_ok(node: &Node, headers: &HeaderMap) -> bool {
-    let given = headers
-        .get(SECRET_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let expected = node.store.secret();
-    given.len() == expected.len()
-        && given
-            .bytes()
-            .zip(expected.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-}
-
-async fn store_rpc(
-    State(node): State<Arc<Node>>,
-    Path(rpc): Path<String>,
-    body: Bytes,
-) -> (StatusCode, Vec<u8>) {
-    (StatusCode::OK, node.store.serve_rpc(&rpc, &body).await)
-}
-
-async fn local_resources(
-    State(node): State<Arc<Node>>,
-    Path(kind): Path<String>,
-) -> (StatusCode, Vec<u8>) {
-    let json = tokio::task::spawn_blocking(move || {
-        let kind = (kind != "all").then_some(kind.as_str());
-        crate::api::local_resources(&node, kind, &|_, _, _| true)
-    })
-    .await
-    .unwrap_or_default();
-    (StatusCode::OK, json.into_bytes())
-}
-
-/// The target's side of a live migration (see `migrate`).
-async fn migration_step(
-    State(node): State<Arc<Node>>,
-    Path((vmid, action)): Path<(u32, String)>,
-    body: Bytes,
-) -> (StatusCode, Vec<u8>) {
-    let result = tokio::task::spawn_blocking(move || {
-        let args: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        match action.as_str() {
-            "incoming" => node.prepare_incoming(vmid, args["source"].as_str().unwrap_or("")),
-            "resume" => node.resume_incoming(vmid, args["index"].as_u64().unwrap_or(0)),
-            "abort" => node.abort_incoming(vmid),
-            other => Err(format!("unknown migration step '{other}'")),
-        }
-    })
-    .await
-    .unwrap_or_else(|e| Err(e.to_string()));
-    (
-        StatusCode::OK,
-        serde_json::to_vec(&result).unwrap_or_default(),
-    )
-}
-
-/// Checks the cluster secret from the headers before any handler reads a body: a
-/// stranger never gets a node to buffer a snapshot-sized request.
-async fn require_secret(
-    State(node): State<Arc<Node>>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    if !secret_ok(&node, req.headers()) {
-        return (StatusCode::UNAUTHORIZED, "bad cluster secret").into_response();
-    }
-    next.run(req).await
-}
-
-/// Routes outside `/api2`: the node-to-node protocol.
-pub fn peer_router(node: Arc<Node>) -> axum::Router {
-    axum::Router::new()
-        .route("/ferrox/store/{rpc}", post(store_rpc))
-        .route("/ferrox/local-resources/{kind}", get(local_resources))
-        .route("/ferrox/migrate/{vmid}/{action}", post(migration_step))
-        .layer(DefaultBodyLimit::max(512 << 20))
-        .route_layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&node),
-            require_secret,
-        ))
-        .with_state(node)
 }
 
 /// This node's view of another member's local resources, or why it has none.

@@ -18,6 +18,8 @@ pub mod cluster;
 pub mod guests;
 pub mod ha;
 pub mod host;
+pub mod peers;
+pub mod resources;
 pub mod secrets;
 pub mod tls;
 
@@ -377,7 +379,7 @@ pub fn serve(opts: NodeOptions) -> anyhow::Result<()> {
         cert_pem: node.tls.cert_pem.clone().into_bytes(),
         key_pem: node.tls.key_pem.clone().into_bytes(),
     };
-    let peer_routes = cluster::peer_router(Arc::clone(&node));
+    let peer_routes = peers::peer_router(Arc::clone(&node));
     let limits = node.opts.limits;
     let stopped = runtime.block_on(async {
         tokio::select! {

@@ -73,6 +73,21 @@ pub fn query(qmp: &mut Qmp) -> Result<MigrationStats, QmpError> {
     ))
 }
 
+/// Why a migration did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    #[error(transparent)]
+    Qmp(#[from] QmpError),
+    /// QEMU reports the migration `failed` or `cancelled`.
+    #[error("migration {status}: {reason}")]
+    Ended { status: String, reason: String },
+    #[error("migration did not converge within {seconds} s (expected downtime {expected_downtime_ms} ms); cancelled")]
+    NoConvergence {
+        seconds: u64,
+        expected_downtime_ms: u64,
+    },
+}
+
 /// Migrates the source guest behind `qmp` to `uri` (`tcp:host:port`), reporting
 /// progress about every `report_every`. Returns the final statistics when the migration
 /// completed; errors when it failed, was cancelled or did not finish within `timeout`
@@ -84,20 +99,17 @@ pub fn migrate(
     timeout: Duration,
     report_every: Duration,
     progress: &mut dyn FnMut(&MigrationStats),
-) -> Result<MigrationStats, String> {
-    let e = |e: QmpError| e.to_string();
-    set_capabilities(qmp).map_err(e)?;
+) -> Result<MigrationStats, MigrationError> {
+    set_capabilities(qmp)?;
     qmp.execute(
         "migrate-set-parameters",
         Some(json!({ "max-bandwidth": max_bandwidth })),
-    )
-    .map_err(e)?;
-    qmp.execute("migrate", Some(json!({ "uri": uri })))
-        .map_err(e)?;
+    )?;
+    qmp.execute("migrate", Some(json!({ "uri": uri })))?;
     let start = Instant::now();
     let mut last_report = Instant::now();
     loop {
-        let stats = query(qmp).map_err(e)?;
+        let stats = query(qmp)?;
         match stats.status.as_str() {
             "completed" => {
                 let mut stats = stats;
@@ -107,26 +119,24 @@ pub fn migrate(
                         break;
                     }
                     std::thread::sleep(Duration::from_millis(50));
-                    stats = query(qmp).map_err(e)?;
+                    stats = query(qmp)?;
                 }
                 return Ok(stats);
             }
             "failed" | "cancelled" => {
-                return Err(format!(
-                    "migration {}: {}",
-                    stats.status,
-                    stats.error.as_deref().unwrap_or("no reason given")
-                ))
+                return Err(MigrationError::Ended {
+                    reason: stats.error.unwrap_or_else(|| "no reason given".into()),
+                    status: stats.status,
+                })
             }
             _ => {}
         }
         if start.elapsed() > timeout {
             let _ = qmp.execute("migrate_cancel", None);
-            return Err(format!(
-                "migration did not converge within {} s (expected downtime {} ms); cancelled",
-                timeout.as_secs(),
-                stats.expected_downtime_ms
-            ));
+            return Err(MigrationError::NoConvergence {
+                seconds: timeout.as_secs(),
+                expected_downtime_ms: stats.expected_downtime_ms,
+            });
         }
         if last_report.elapsed() >= report_every {
             progress(&stats);

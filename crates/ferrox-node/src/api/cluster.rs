@@ -106,24 +106,21 @@ fn cluster_status(ctx: &C<'_>) -> Result<Vec<ClusterStatusEntry>, ApiError> {
 }
 
 fn cluster_create(ctx: &C<'_>) -> Result<Upid, ApiError> {
-    let name = ctx.params.need_str("clustername")?.to_string();
+    let name = ctx.params.need_str(&param::CLUSTERNAME)?.to_string();
     if name.is_empty()
         || name.len() > 15
         || !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
-        return Err(ApiError::param(
-            "clustername",
-            "value does not match the regex pattern (1-15 of A-Z a-z 0-9 - _)",
-        ));
+        return Err(param::CLUSTERNAME
+            .error("value does not match the regex pattern (1-15 of A-Z a-z 0-9 - _)"));
     }
     let node = ctx.state;
     if let Some(existing) = node.store.cluster_name() {
-        return Err(ApiError::param(
-            "clustername",
-            format!("this node is already in cluster '{existing}'"),
-        ));
+        return Err(
+            param::CLUSTERNAME.error(format!("this node is already in cluster '{existing}'"))
+        );
     }
     let caller = ctx.caller()?.auth_id();
     let store = std::sync::Arc::clone(&node.store);
@@ -217,12 +214,12 @@ fn admission(grant: JoinGrant) -> Admission {
 /// `POST /cluster/config/nodes/{node}`: a joining node asks to be admitted.
 fn add_member(ctx: &C<'_>) -> Result<Admission, ApiError> {
     let member = Member {
-        name: ctx.params.need_str("node")?.to_string(),
-        address: ctx.params.need_str("address")?.to_string(),
-        fingerprint: ctx.params.need_str("fingerprint")?.to_string(),
+        name: ctx.params.need_str(&param::MEMBER_NODE)?.to_string(),
+        address: ctx.params.need_str(&param::ADDRESS)?.to_string(),
+        fingerprint: ctx.params.need_str(&param::MEMBER_FINGERPRINT)?.to_string(),
     };
     ferrox_client::pinned::parse_fingerprint(&member.fingerprint)
-        .map_err(|e| ApiError::param("fingerprint", e.to_string()))?;
+        .map_err(|e| param::MEMBER_FINGERPRINT.error(e.to_string()))?;
     let grant = ctx
         .state
         .rt
@@ -232,12 +229,10 @@ fn add_member(ctx: &C<'_>) -> Result<Admission, ApiError> {
 }
 
 fn remove_member(ctx: &C<'_>) -> Result<(), ApiError> {
-    let name = ctx.params.need_str("node")?.to_string();
+    let name = ctx.params.need_str(&param::REMOVED_NODE)?.to_string();
     if name == ctx.state.opts.node_name {
-        return Err(ApiError::param(
-            "node",
-            "cannot remove the node answering this request; ask another member",
-        ));
+        return Err(param::REMOVED_NODE
+            .error("cannot remove the node answering this request; ask another member"));
     }
     ctx.state
         .rt
@@ -252,11 +247,11 @@ fn remove_member(ctx: &C<'_>) -> Result<(), ApiError> {
 /// and stops working with it).
 fn join(ctx: &C<'_>) -> Result<Upid, ApiError> {
     let node = ctx.state;
-    let hostname = ctx.params.need_str("hostname")?.to_string();
-    let fingerprint = ctx.params.need_str("fingerprint")?.to_string();
-    let password = ctx.params.need_str("password")?.to_string();
+    let hostname = ctx.params.need_str(&param::HOSTNAME)?.to_string();
+    let fingerprint = ctx.params.need_str(&param::FINGERPRINT)?.to_string();
+    let password = ctx.params.need_str(&param::PASSWORD)?.to_string();
     let pin = ferrox_client::pinned::parse_fingerprint(&fingerprint)
-        .map_err(|e| ApiError::param("fingerprint", e.to_string()))?;
+        .map_err(|e| param::FINGERPRINT.error(e.to_string()))?;
     let status = node.store.status();
     if status.members.len() > 1 || status.name.is_some() {
         return Err(ApiError::new(
@@ -286,14 +281,11 @@ fn join(ctx: &C<'_>) -> Result<Upid, ApiError> {
             ureq::Error::Transport(t) => {
                 let text = t.to_string();
                 if text.contains("fingerprint") {
-                    ApiError::param(
-                        "fingerprint",
-                        format!(
-                            "the certificate of {hostname} does not have fingerprint {fingerprint}"
-                        ),
-                    )
+                    param::FINGERPRINT.error(format!(
+                        "the certificate of {hostname} does not have fingerprint {fingerprint}"
+                    ))
                 } else {
-                    ApiError::param("hostname", format!("cannot reach {hostname}: {text}"))
+                    param::HOSTNAME.error(format!("cannot reach {hostname}: {text}"))
                 }
             }
         }
@@ -303,7 +295,7 @@ fn join(ctx: &C<'_>) -> Result<Upid, ApiError> {
         .send_form(&[("username", "root@pam"), ("password", &password)])
         .map_err(|e| match e {
             ureq::Error::Status(401, _) => {
-                ApiError::param("password", format!("authentication failure at {hostname}"))
+                param::PASSWORD.error(format!("authentication failure at {hostname}"))
             }
             other => remote(other),
         })?
@@ -387,9 +379,12 @@ fn list_locks(ctx: &C<'_>) -> Result<Vec<ClusterLock>, ApiError> {
 /// quorum: a node cut off from the majority gets an error, never the lock.
 fn acquire_lock(ctx: &C<'_>) -> Result<LockGrant, ApiError> {
     let node = ctx.state;
-    let name = ctx.params.need_str("name")?;
-    let owner = ctx.params.str("owner").unwrap_or(&node.opts.node_name);
-    let lease = Duration::from_secs(ctx.params.int("lease").unwrap_or(120) as u64);
+    let name = ctx.params.need_str(&param::NAME)?;
+    let owner = ctx
+        .params
+        .str(&param::OWNER)
+        .unwrap_or(&node.opts.node_name);
+    let lease = Duration::from_secs(ctx.params.int(&param::LEASE).unwrap_or(120) as u64);
     let outcome = node
         .rt
         .block_on(node.store.lock(name, owner, lease))
@@ -410,8 +405,11 @@ fn acquire_lock(ctx: &C<'_>) -> Result<LockGrant, ApiError> {
 
 fn release_lock(ctx: &C<'_>) -> Result<LockRelease, ApiError> {
     let node = ctx.state;
-    let name = ctx.params.need_str("name")?;
-    let owner = ctx.params.str("owner").unwrap_or(&node.opts.node_name);
+    let name = ctx.params.need_str(&param::NAME)?;
+    let owner = ctx
+        .params
+        .str(&param::OWNER)
+        .unwrap_or(&node.opts.node_name);
     let released = node
         .rt
         .block_on(node.store.unlock(name, owner))
@@ -422,14 +420,14 @@ fn release_lock(ctx: &C<'_>) -> Result<LockRelease, ApiError> {
 }
 
 /// Keys of `datacenter.cfg` this API changes; `crs` and `ha` are property strings.
-const OPTIONS: &[&str] = &[
-    "crs",
-    "ha",
-    "keyboard",
-    "language",
-    "migration",
-    "bwlimit",
-    "description",
+const OPTIONS: &[Param] = &[
+    param::CRS,
+    param::HA,
+    param::KEYBOARD,
+    param::LANGUAGE,
+    param::MIGRATION,
+    param::BWLIMIT,
+    param::DESCRIPTION,
 ];
 
 fn read_options(node: &Node) -> (cluster::Document, Vec<(String, String)>) {
@@ -483,7 +481,7 @@ fn set_options(ctx: &C<'_>) -> Result<(), ApiError> {
     let (old, mut pairs) = read_options(node);
     let deletes: Vec<String> = ctx
         .params
-        .str("delete")
+        .str(&param::DELETE)
         .map(|d| {
             d.split([',', ' ', ';'])
                 .filter(|s| !s.is_empty())
@@ -492,16 +490,16 @@ fn set_options(ctx: &C<'_>) -> Result<(), ApiError> {
         })
         .unwrap_or_default();
     for key in &deletes {
-        if !OPTIONS.contains(&key.as_str()) {
-            return Err(ApiError::param("delete", format!("unknown option '{key}'")));
+        if !OPTIONS.iter().any(|o| o.name == key) {
+            return Err(param::DELETE.error(format!("unknown option '{key}'")));
         }
         pairs.retain(|(k, _)| k != key);
     }
-    for key in OPTIONS {
-        if let Some(v) = ctx.params.str(key) {
-            match pairs.iter_mut().find(|(k, _)| k == key) {
+    for option in OPTIONS {
+        if let Some(v) = ctx.params.str(option) {
+            match pairs.iter_mut().find(|(k, _)| k == option.name) {
                 Some(p) => p.1 = v.to_string(),
-                None => pairs.push((key.to_string(), v.to_string())),
+                None => pairs.push((option.name.to_string(), v.to_string())),
             }
         }
     }
@@ -514,14 +512,64 @@ fn set_options(ctx: &C<'_>) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The parameters of this file's endpoints, each declared once.
+pub(crate) mod param {
+    use super::*;
+
+    pub const NAME: Param = Param::required("name", STRING, "Lock name.");
+    pub const OWNER: Param = Param::optional("owner", STRING, "Holder (default: this node).");
+    pub const CRS: Param = Param::optional(
+        "crs", STRING, "Cluster resource scheduling: ha=basic|static|dynamic, ha-rebalance-on-start, ha-auto-rebalance[-threshold|-method|-hold-duration|-margin].");
+    pub const HA: Param = Param::optional(
+        "ha",
+        STRING,
+        "shutdown_policy=conditional|freeze|failover|migrate.",
+    );
+    pub const KEYBOARD: Param = Param::optional("keyboard", STRING, "Default keyboard layout.");
+    pub const LANGUAGE: Param = Param::optional("language", STRING, "Default GUI language.");
+    pub const MIGRATION: Param = Param::optional("migration", STRING, "Migration settings.");
+    pub const BWLIMIT: Param = Param::optional("bwlimit", STRING, "Bandwidth limits.");
+    pub const DESCRIPTION: Param =
+        Param::optional("description", STRING, "Datacenter description.");
+    pub const DELETE: Param = Param::optional("delete", STRING, "Options to delete.");
+    pub const LEASE: Param = Param::optional(
+        "lease",
+        ferrox_api::schema::int(Some(1), Some(86400)),
+        "Lease in seconds (default 120).",
+    );
+    pub const CLUSTERNAME: Param =
+        Param::required("clustername", STRING, "The name of the cluster.");
+    pub const LINK0: Param =
+        Param::optional("link0", STRING, "Address for cluster traffic (ignored).");
+    pub const JOIN_NODE: Param = Param::optional(
+        "node",
+        ParamType::Node,
+        "Node to describe (default: this one).",
+    );
+    pub const MEMBER_NODE: Param =
+        Param::required("node", ParamType::Node, "The joining node's name.");
+    pub const REMOVED_NODE: Param = Param::required("node", ParamType::Node, "The node to remove.");
+    pub const HOSTNAME: Param = Param::required(
+        "hostname",
+        STRING,
+        "Address (host or host:port) of a cluster member.",
+    );
+    pub const FINGERPRINT: Param = Param::required(
+        "fingerprint",
+        STRING,
+        "SHA-256 fingerprint of that member's certificate.",
+    );
+    pub const MEMBER_FINGERPRINT: Param =
+        Param::required("fingerprint", STRING, "Its certificate's fingerprint.");
+    pub const PASSWORD: Param =
+        Param::required("password", STRING, "root@pam's password on that member.");
+    pub const FORCE: Param = Param::optional("force", ferrox_api::schema::BOOL, "Ignored.");
+    pub const ADDRESS: Param = Param::required("address", STRING, "host:port its API listens on.");
+}
+
 pub fn endpoints() -> Vec<Endpoint<Node>> {
     use Method::*;
-    let lock_params = || {
-        vec![
-            Param::required("name", STRING, "Lock name."),
-            Param::optional("owner", STRING, "Holder (default: this node)."),
-        ]
-    };
+    let lock_params = || vec![param::NAME, param::OWNER];
     vec![
         Endpoint::new(
             Get,
@@ -538,14 +586,14 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             set_options,
         )
         .params(vec![
-            Param::optional("crs", STRING, "Cluster resource scheduling: ha=basic|static|dynamic, ha-rebalance-on-start, ha-auto-rebalance[-threshold|-method|-hold-duration|-margin]."),
-            Param::optional("ha", STRING, "shutdown_policy=conditional|freeze|failover|migrate."),
-            Param::optional("keyboard", STRING, "Default keyboard layout."),
-            Param::optional("language", STRING, "Default GUI language."),
-            Param::optional("migration", STRING, "Migration settings."),
-            Param::optional("bwlimit", STRING, "Bandwidth limits."),
-            Param::optional("description", STRING, "Datacenter description."),
-            Param::optional("delete", STRING, "Options to delete."),
+            param::CRS,
+            param::HA,
+            param::KEYBOARD,
+            param::LANGUAGE,
+            param::MIGRATION,
+            param::BWLIMIT,
+            param::DESCRIPTION,
+            param::DELETE,
         ]),
         Endpoint::new(
             Get,
@@ -564,11 +612,7 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
         .params(
             [
                 lock_params(),
-                vec![Param::optional(
-                    "lease",
-                    ferrox_api::schema::int(Some(1), Some(86400)),
-                    "Lease in seconds (default 120).",
-                )],
+                vec![param::LEASE],
             ]
             .concat(),
         ),
@@ -595,8 +639,8 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             cluster_create,
         )
         .params(vec![
-            Param::required("clustername", STRING, "The name of the cluster."),
-            Param::optional("link0", STRING, "Address for cluster traffic (ignored)."),
+            param::CLUSTERNAME,
+            param::LINK0,
         ]),
         Endpoint::new(
             Get,
@@ -605,11 +649,7 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             AUDIT,
             join_info,
         )
-        .params(vec![Param::optional(
-            "node",
-            ParamType::Node,
-            "Node to describe (default: this one).",
-        )]),
+        .params(vec![param::JOIN_NODE]),
         Endpoint::new(
             Post,
             "/cluster/config/join",
@@ -618,19 +658,11 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             join,
         )
         .params(vec![
-            Param::required(
-                "hostname",
-                STRING,
-                "Address (host or host:port) of a cluster member.",
-            ),
-            Param::required(
-                "fingerprint",
-                STRING,
-                "SHA-256 fingerprint of that member's certificate.",
-            ),
-            Param::required("password", STRING, "root@pam's password on that member."),
-            Param::optional("link0", STRING, "Address for cluster traffic (ignored)."),
-            Param::optional("force", ferrox_api::schema::BOOL, "Ignored."),
+            param::HOSTNAME,
+            param::FINGERPRINT,
+            param::PASSWORD,
+            param::LINK0,
+            param::FORCE,
         ]),
         Endpoint::new(
             Get,
@@ -647,9 +679,9 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             add_member,
         )
         .params(vec![
-            Param::required("node", ParamType::Node, "The joining node's name."),
-            Param::required("address", STRING, "host:port its API listens on."),
-            Param::required("fingerprint", STRING, "Its certificate's fingerprint."),
+            param::MEMBER_NODE,
+            param::ADDRESS,
+            param::MEMBER_FINGERPRINT,
         ]),
         Endpoint::new(
             Delete,
@@ -658,10 +690,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             Permission::Root,
             remove_member,
         )
-        .params(vec![Param::required(
-            "node",
-            ParamType::Node,
-            "The node to remove.",
-        )]),
+        .params(vec![param::REMOVED_NODE]),
     ]
 }

@@ -29,7 +29,7 @@ const CONSOLE: Permission = Permission::Privs {
 
 /// `100` and `vm:100` name the same resource (Ansible sends the bare id).
 fn sid(ctx: &C<'_>) -> Result<String, ApiError> {
-    normalize_sid(ctx.params.need_str("sid")?, "sid")
+    normalize_sid(ctx.params.need_str(&param::SID)?, "sid")
 }
 
 fn normalize_sid(raw: &str, field: &str) -> Result<String, ApiError> {
@@ -69,23 +69,23 @@ fn entry(r: &HaResource, digest: &str) -> HaResourceRow {
 }
 
 fn apply_params(ctx: &C<'_>, r: &mut HaResource) -> Result<(), ApiError> {
-    if let Some(s) = ctx.params.str("state") {
+    if let Some(s) = ctx.params.str(&param::STATE) {
         r.state = RequestState::parse_with_alias(s)
-            .ok_or_else(|| ApiError::param("state", format!("unknown state '{s}'")))?;
+            .ok_or_else(|| param::STATE.error(format!("unknown state '{s}'")))?;
     }
-    if let Some(n) = ctx.params.int("max_restart") {
+    if let Some(n) = ctx.params.int(&param::MAX_RESTART) {
         r.max_restart = n as u32;
     }
-    if let Some(n) = ctx.params.int("max_relocate") {
+    if let Some(n) = ctx.params.int(&param::MAX_RELOCATE) {
         r.max_relocate = n as u32;
     }
-    if let Some(b) = ctx.params.bool("failback") {
+    if let Some(b) = ctx.params.bool(&param::FAILBACK) {
         r.failback = b;
     }
-    if let Some(c) = ctx.params.str("comment") {
+    if let Some(c) = ctx.params.str(&param::COMMENT) {
         r.comment = (!c.is_empty()).then(|| c.to_string());
     }
-    if let Some(g) = ctx.params.str("group") {
+    if let Some(g) = ctx.params.str(&param::GROUP) {
         r.group = (!g.is_empty()).then(|| g.to_string());
     }
     Ok(())
@@ -111,14 +111,11 @@ fn create(ctx: &C<'_>) -> Result<(), ApiError> {
     let sid = sid(ctx)?;
     let vmid: u32 = sid[3..].parse().unwrap_or(0);
     if crate::cluster::vmid_owner(ctx.state, vmid).is_none() {
-        return Err(ApiError::param("sid", format!("VM {vmid} does not exist")));
+        return Err(param::SID.error(format!("VM {vmid} does not exist")));
     }
     let (text, mut cfg) = load(ctx.state)?;
     if cfg.resources.contains_key(&sid) {
-        return Err(ApiError::param(
-            "sid",
-            format!("resource ID '{sid}' already defined"),
-        ));
+        return Err(param::SID.error(format!("resource ID '{sid}' already defined")));
     }
     let mut r = HaResource::new(&sid);
     apply_params(ctx, &mut r)?;
@@ -130,11 +127,11 @@ fn create(ctx: &C<'_>) -> Result<(), ApiError> {
 fn update(ctx: &C<'_>) -> Result<(), ApiError> {
     let sid = sid(ctx)?;
     let (text, mut cfg) = load(ctx.state)?;
-    text.check_digest(ctx.params.str("digest"))?;
+    text.check_digest(ctx.params.str(&param::DIGEST))?;
     let r = cfg
         .resources
         .get_mut(&sid)
-        .ok_or_else(|| ApiError::param("sid", format!("no such resource '{sid}'")))?;
+        .ok_or_else(|| param::SID.error(format!("no such resource '{sid}'")))?;
     apply_params(ctx, r)?;
     save(ctx.state, &text, &cfg)?;
     Ok(())
@@ -144,7 +141,7 @@ fn remove(ctx: &C<'_>) -> Result<(), ApiError> {
     let sid = sid(ctx)?;
     let (text, mut cfg) = load(ctx.state)?;
     if cfg.resources.remove(&sid).is_none() {
-        return Err(ApiError::param("sid", format!("no such resource '{sid}'")));
+        return Err(param::SID.error(format!("no such resource '{sid}'")));
     }
     save(ctx.state, &text, &cfg)?;
     Ok(())
@@ -186,21 +183,18 @@ pub fn request_state(node: &Node, vmid: u32, state: RequestState) -> Result<(), 
 
 fn member(ctx: &C<'_>, name: &str) -> Result<(), ApiError> {
     if ctx.state.store.status().member_named(name).is_none() {
-        return Err(ApiError::param(
-            "node",
-            format!("no such cluster node '{name}'"),
-        ));
+        return Err(param::TARGET_NODE.error(format!("no such cluster node '{name}'")));
     }
     Ok(())
 }
 
 fn move_resource(ctx: &C<'_>, task: &str) -> Result<HaMoveRequested, ApiError> {
     let sid = sid(ctx)?;
-    let target = ctx.params.need_str("node")?;
+    let target = ctx.params.need_str(&param::TARGET_NODE)?;
     member(ctx, target)?;
     let (_, cfg) = load(ctx.state)?;
     if !cfg.resources.contains_key(&sid) {
-        return Err(ApiError::param("sid", format!("no such resource '{sid}'")));
+        return Err(param::SID.error(format!("no such resource '{sid}'")));
     }
     queue_crm_command(ctx.state, &format!("{task} {sid} {target}"))?;
     Ok(HaMoveRequested {
@@ -220,7 +214,7 @@ fn relocate(ctx: &C<'_>) -> Result<HaMoveRequested, ApiError> {
 /// `ha-manager crm-command ...` as an API call (a Ferrox extension): node maintenance,
 /// disarm/arm, stop with timeout; the words are those of the CLI.
 fn crm_command(ctx: &C<'_>) -> Result<(), ApiError> {
-    let text = ctx.params.need_str("command")?;
+    let text = ctx.params.need_str(&param::COMMAND)?;
     let words: Vec<&str> = text.split_whitespace().collect();
     let queued = match words.as_slice() {
         ["node-maintenance", action @ ("enable" | "disable"), node] => {
@@ -237,9 +231,7 @@ fn crm_command(ctx: &C<'_>) -> Result<(), ApiError> {
             format!("stop {} {timeout}", normalize_sid(sid, "command")?)
         }
         _ => {
-            return Err(ApiError::param(
-                "command",
-                format!(
+            return Err(param::COMMAND.error(format!(
                     "'{text}' is not one of: node-maintenance enable|disable NODE, disarm-ha freeze|ignore, arm-ha, migrate|relocate SID NODE, stop SID TIMEOUT"
                 ),
             ))
@@ -264,14 +256,11 @@ fn rule_section(
     id: &str,
     existing: Option<&ferrox_types::Rule>,
 ) -> Result<String, ApiError> {
-    let kind = match (ctx.params.str("type"), existing) {
+    let kind = match (ctx.params.str(&param::RULE_TYPE), existing) {
         (Some(t), _) => t.to_string(),
         (None, Some(r)) => r.type_name().to_string(),
         (None, None) => {
-            return Err(ApiError::param(
-                "type",
-                "property is missing and it is not optional",
-            ))
+            return Err(param::RULE_TYPE.error("property is missing and it is not optional"))
         }
     };
     let prior = existing.map(|r| r.to_json()).unwrap_or(Value::Null);
@@ -279,22 +268,21 @@ fn rule_section(
         v.as_object()
             .map(|o| o.keys().cloned().collect::<Vec<_>>().join(","))
     };
-    let resources = match ctx.params.str("resources") {
+    let resources = match ctx.params.str(&param::RESOURCES) {
         Some(r) => r.to_string(),
-        None => list(&prior["resources"]).ok_or_else(|| {
-            ApiError::param("resources", "property is missing and it is not optional")
-        })?,
+        None => list(&prior["resources"])
+            .ok_or_else(|| param::RESOURCES.error("property is missing and it is not optional"))?,
     };
     let mut text = format!("{kind}: {id}\n\tresources {resources}\n");
     match kind.as_str() {
         "node-affinity" => {
-            let nodes = match ctx.params.str("nodes") {
+            let nodes = match ctx.params.str(&param::NODES) {
                 Some(n) => n.to_string(),
                 None => existing
                     .and_then(|r| r.node_priorities())
                     .map(ferrox_types::rules::node_list)
                     .ok_or_else(|| {
-                        ApiError::param("nodes", "property is missing and it is not optional")
+                        param::NODES.error("property is missing and it is not optional")
                     })?,
             };
             let members = ctx.state.store.status();
@@ -303,14 +291,11 @@ fn rule_section(
                 .map(|n| n.split(':').next().unwrap_or("").trim())
             {
                 if !n.is_empty() && members.member_named(n).is_none() {
-                    return Err(ApiError::param(
-                        "nodes",
-                        format!("no such cluster node '{n}'"),
-                    ));
+                    return Err(param::NODES.error(format!("no such cluster node '{n}'")));
                 }
             }
             text.push_str(&format!("\tnodes {nodes}\n"));
-            match ctx.params.bool("strict") {
+            match ctx.params.bool(&param::STRICT) {
                 Some(s) => text.push_str(&format!("\tstrict {}\n", u8::from(s))),
                 None => {
                     if let Some(s) = prior["strict"].as_u64() {
@@ -322,31 +307,26 @@ fn rule_section(
         "resource-affinity" => {
             let affinity = ctx
                 .params
-                .str("affinity")
+                .str(&param::AFFINITY)
                 .map(String::from)
                 .or_else(|| prior["affinity"].as_str().map(String::from))
                 .ok_or_else(|| {
-                    ApiError::param("affinity", "property is missing and it is not optional")
+                    param::AFFINITY.error("property is missing and it is not optional")
                 })?;
             text.push_str(&format!("\taffinity {affinity}\n"));
         }
-        other => {
-            return Err(ApiError::param(
-                "type",
-                format!("unknown rule type '{other}'"),
-            ))
-        }
+        other => return Err(param::RULE_TYPE.error(format!("unknown rule type '{other}'"))),
     }
     let disable = ctx
         .params
-        .bool("disable")
+        .bool(&param::DISABLE)
         .or_else(|| prior["disable"].as_u64().map(|d| d != 0));
     if disable == Some(true) {
         text.push_str("\tdisable 1\n");
     }
     let comment = ctx
         .params
-        .str("comment")
+        .str(&param::COMMENT)
         .map(String::from)
         .or_else(|| prior["comment"].as_str().map(String::from));
     if let Some(c) = comment.filter(|c| !c.is_empty()) {
@@ -383,19 +363,19 @@ fn store_rules(ctx: &C<'_>, old: &Document, new_text: &str, id: &str) -> Result<
         .map(|m| m.member.name)
         .collect();
     if let Some(msgs) = ferrox_ha::rules::check(&cfg, &nodes).get(id) {
-        return Err(ApiError::param("rule", msgs.join("; ")));
+        return Err(param::RULE.error(msgs.join("; ")));
     }
     ctx.state.tree.save(old, &cfg.to_section_text()).map(drop)
 }
 
 fn rule_id(ctx: &C<'_>) -> Result<String, ApiError> {
-    let id = ctx.params.need_str("rule")?;
+    let id = ctx.params.need_str(&param::RULE)?;
     if id.is_empty()
         || !id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
     {
-        return Err(ApiError::param("rule", format!("invalid rule id '{id}'")));
+        return Err(param::RULE.error(format!("invalid rule id '{id}'")));
     }
     Ok(id.to_string())
 }
@@ -428,7 +408,7 @@ fn rule_entry(rule: &ferrox_types::Rule, digest: &str) -> HaRule {
 fn rules_list(ctx: &C<'_>) -> Result<Vec<HaRule>, ApiError> {
     let (text, cfg) = load_rules(ctx.state)?;
     let digest = text.digest();
-    let kind = ctx.params.str("type");
+    let kind = ctx.params.str(&param::RULE_TYPE_FILTER);
     Ok(cfg
         .ordered()
         .into_iter()
@@ -451,10 +431,7 @@ fn rules_create(ctx: &C<'_>) -> Result<(), ApiError> {
     let id = rule_id(ctx)?;
     let (text, cfg) = load_rules(ctx.state)?;
     if cfg.rules.contains_key(&id) {
-        return Err(ApiError::param(
-            "rule",
-            format!("rule '{id}' already defined"),
-        ));
+        return Err(param::RULE.error(format!("rule '{id}' already defined")));
     }
     let section = rule_section(ctx, &id, None)?;
     let new_text = format!("{}\n{section}", cfg.to_section_text());
@@ -468,8 +445,8 @@ fn rules_update(ctx: &C<'_>) -> Result<(), ApiError> {
     let existing = cfg
         .rules
         .remove(&id)
-        .ok_or_else(|| ApiError::param("rule", format!("no such rule '{id}'")))?;
-    text.check_digest(ctx.params.str("digest"))?;
+        .ok_or_else(|| param::RULE.error(format!("no such rule '{id}'")))?;
+    text.check_digest(ctx.params.str(&param::DIGEST))?;
     let section = rule_section(ctx, &id, Some(&existing))?;
     let new_text = format!("{}\n{section}", cfg.to_section_text());
     store_rules(ctx, &text, &new_text, &id)?;
@@ -480,7 +457,7 @@ fn rules_delete(ctx: &C<'_>) -> Result<(), ApiError> {
     let id = rule_id(ctx)?;
     let (text, mut cfg) = load_rules(ctx.state)?;
     if cfg.rules.remove(&id).is_none() {
-        return Err(ApiError::param("rule", format!("no such rule '{id}'")));
+        return Err(param::RULE.error(format!("no such rule '{id}'")));
     }
     ctx.state.tree.save(&text, &cfg.to_section_text())?;
     Ok(())
@@ -597,62 +574,93 @@ fn status_current(ctx: &C<'_>) -> Result<Vec<HaStatusEntry>, ApiError> {
 }
 
 fn rule_params(create: bool) -> Vec<Param> {
-    let kinds = ParamType::Enum(&["node-affinity", "resource-affinity"]);
     vec![
-        Param::required("rule", STRING, "Rule id."),
+        param::RULE,
         if create {
-            Param::required("type", kinds, "Rule type.")
+            param::RULE_TYPE
         } else {
-            Param::optional("type", kinds, "Rule type.")
+            param::RULE_TYPE_UPDATE
         },
-        Param::optional("resources", STRING, "HA resources (comma separated)."),
-        Param::optional("nodes", STRING, "Nodes with optional priorities: n1:2,n2."),
-        Param::optional("strict", BOOL, "Only the listed nodes."),
-        Param::optional(
-            "affinity",
-            ParamType::Enum(&["positive", "negative"]),
-            "Keep together or apart.",
-        ),
-        Param::optional("disable", BOOL, "Disable the rule."),
-        Param::optional("comment", STRING, "Description."),
+        param::RESOURCES,
+        param::NODES,
+        param::STRICT,
+        param::AFFINITY,
+        param::DISABLE,
+        param::COMMENT,
     ]
 }
 
 fn resource_params() -> Vec<Param> {
     vec![
-        Param::optional(
-            "state",
-            ParamType::Enum(&["started", "stopped", "enabled", "disabled", "ignored"]),
-            "Requested state.",
-        ),
-        Param::optional(
-            "max_restart",
-            int(Some(0), Some(10)),
-            "Restart tries on the same node.",
-        ),
-        Param::optional("max_relocate", int(Some(0), Some(10)), "Relocation tries."),
-        Param::optional("failback", BOOL, "Move back to the preferred node."),
-        Param::optional("comment", STRING, "Description."),
-        Param::optional("group", STRING, "HA group (deprecated by rules)."),
+        param::STATE,
+        param::MAX_RESTART,
+        param::MAX_RELOCATE,
+        param::FAILBACK,
+        param::COMMENT,
+        param::GROUP,
     ]
+}
+
+/// The parameters of this file's endpoints, each declared once.
+pub(crate) mod param {
+    use super::*;
+
+    pub const RULE: Param = Param::required("rule", STRING, "Rule id.");
+    const KINDS: ParamType = ParamType::Enum(&["node-affinity", "resource-affinity"]);
+    pub const RULE_TYPE: Param = Param::required("type", KINDS, "Rule type.");
+    pub const RULE_TYPE_UPDATE: Param = Param::optional("type", KINDS, "Rule type.");
+    pub const RESOURCE_TYPE_FILTER: Param =
+        Param::optional("type", ParamType::Enum(&["vm", "ct"]), "Only this type.");
+    pub const RESOURCE_TYPE: Param =
+        Param::optional("type", ParamType::Enum(&["vm", "ct"]), "Resource type.");
+    pub const RULE_TYPE_FILTER: Param = Param::optional(
+        "type",
+        ParamType::Enum(&["node-affinity", "resource-affinity"]),
+        "Only this type.",
+    );
+    pub const RESOURCES: Param =
+        Param::optional("resources", STRING, "HA resources (comma separated).");
+    pub const NODES: Param =
+        Param::optional("nodes", STRING, "Nodes with optional priorities: n1:2,n2.");
+    pub const STRICT: Param = Param::optional("strict", BOOL, "Only the listed nodes.");
+    pub const AFFINITY: Param = Param::optional(
+        "affinity",
+        ParamType::Enum(&["positive", "negative"]),
+        "Keep together or apart.",
+    );
+    pub const DISABLE: Param = Param::optional("disable", BOOL, "Disable the rule.");
+    pub const COMMENT: Param = Param::optional("comment", STRING, "Description.");
+    pub const STATE: Param = Param::optional(
+        "state",
+        ParamType::Enum(&["started", "stopped", "enabled", "disabled", "ignored"]),
+        "Requested state.",
+    );
+    pub const MAX_RESTART: Param = Param::optional(
+        "max_restart",
+        int(Some(0), Some(10)),
+        "Restart tries on the same node.",
+    );
+    pub const MAX_RELOCATE: Param =
+        Param::optional("max_relocate", int(Some(0), Some(10)), "Relocation tries.");
+    pub const FAILBACK: Param =
+        Param::optional("failback", BOOL, "Move back to the preferred node.");
+    pub const GROUP: Param = Param::optional("group", STRING, "HA group (deprecated by rules).");
+    pub const SID: Param = Param::required("sid", STRING, "HA resource id (vm:<vmid> or <vmid>).");
+    pub const DIGEST: Param = Param::optional(
+        "digest",
+        STRING,
+        "Prevent changes if the file changed meanwhile.",
+    );
+    pub const TARGET_NODE: Param = Param::required("node", ParamType::Node, "Target node.");
+    pub const COMMAND: Param = Param::required(
+        "command", STRING, "'node-maintenance enable|disable NODE', 'disarm-ha freeze|ignore', 'arm-ha', 'migrate|relocate SID NODE', 'stop SID TIMEOUT'.");
 }
 
 pub fn endpoints() -> Vec<Endpoint<Node>> {
     use Method::*;
-    let sid_param = || Param::required("sid", STRING, "HA resource id (vm:<vmid> or <vmid>).");
     vec![
-        Endpoint::new(
-            Get,
-            "/cluster/ha/resources",
-            "HA resources.",
-            AUDIT,
-            list,
-        )
-        .params(vec![Param::optional(
-            "type",
-            ParamType::Enum(&["vm", "ct"]),
-            "Only this type.",
-        )]),
+        Endpoint::new(Get, "/cluster/ha/resources", "HA resources.", AUDIT, list)
+            .params(vec![param::RESOURCE_TYPE_FILTER]),
         Endpoint::new(
             Post,
             "/cluster/ha/resources",
@@ -660,16 +668,7 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             CONSOLE,
             create,
         )
-        .params(
-            [
-                vec![
-                    sid_param(),
-                    Param::optional("type", ParamType::Enum(&["vm", "ct"]), "Resource type."),
-                ],
-                resource_params(),
-            ]
-            .concat(),
-        ),
+        .params([vec![param::SID, param::RESOURCE_TYPE], resource_params()].concat()),
         Endpoint::new(
             Get,
             "/cluster/ha/resources/{sid}",
@@ -677,7 +676,7 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             AUDIT,
             read,
         )
-        .params(vec![sid_param()]),
+        .params(vec![param::SID]),
         Endpoint::new(
             Put,
             "/cluster/ha/resources/{sid}",
@@ -685,20 +684,7 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             CONSOLE,
             update,
         )
-        .params(
-            [
-                vec![
-                    sid_param(),
-                    Param::optional(
-                        "digest",
-                        STRING,
-                        "Prevent changes if the file changed meanwhile.",
-                    ),
-                ],
-                resource_params(),
-            ]
-            .concat(),
-        ),
+        .params([vec![param::SID, param::DIGEST], resource_params()].concat()),
         Endpoint::new(
             Delete,
             "/cluster/ha/resources/{sid}",
@@ -706,7 +692,7 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             CONSOLE,
             remove,
         )
-        .params(vec![sid_param()]),
+        .params(vec![param::SID]),
         Endpoint::new(
             Post,
             "/cluster/ha/resources/{sid}/migrate",
@@ -714,7 +700,7 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             CONSOLE,
             migrate,
         )
-        .params(vec![sid_param(), Param::required("node", ParamType::Node, "Target node.")]),
+        .params(vec![param::SID, param::TARGET_NODE]),
         Endpoint::new(
             Post,
             "/cluster/ha/resources/{sid}/relocate",
@@ -722,7 +708,7 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             CONSOLE,
             relocate,
         )
-        .params(vec![sid_param(), Param::required("node", ParamType::Node, "Target node.")]),
+        .params(vec![param::SID, param::TARGET_NODE]),
         Endpoint::new(
             Post,
             "/cluster/ha/crm-command",
@@ -730,21 +716,41 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             CONSOLE,
             crm_command,
         )
-        .params(vec![Param::required(
-            "command",
-            STRING,
-            "'node-maintenance enable|disable NODE', 'disarm-ha freeze|ignore', 'arm-ha', 'migrate|relocate SID NODE', 'stop SID TIMEOUT'.",
-        )]),
+        .params(vec![param::COMMAND]),
         Endpoint::new(Get, "/cluster/ha/rules", "HA rules.", AUDIT, rules_list)
-            .params(vec![Param::optional("type", ParamType::Enum(&["node-affinity", "resource-affinity"]), "Only this type.")]),
-        Endpoint::new(Post, "/cluster/ha/rules", "Create an HA rule.", CONSOLE, rules_create)
-            .params(rule_params(true)),
-        Endpoint::new(Get, "/cluster/ha/rules/{rule}", "One HA rule.", AUDIT, rules_read)
-            .params(vec![Param::required("rule", STRING, "Rule id.")]),
-        Endpoint::new(Put, "/cluster/ha/rules/{rule}", "Change an HA rule.", CONSOLE, rules_update)
-            .params([rule_params(false), vec![Param::optional("digest", STRING, "Prevent changes if the file changed meanwhile.")]].concat()),
-        Endpoint::new(Delete, "/cluster/ha/rules/{rule}", "Delete an HA rule.", CONSOLE, rules_delete)
-            .params(vec![Param::required("rule", STRING, "Rule id.")]),
+            .params(vec![param::RULE_TYPE_FILTER]),
+        Endpoint::new(
+            Post,
+            "/cluster/ha/rules",
+            "Create an HA rule.",
+            CONSOLE,
+            rules_create,
+        )
+        .params(rule_params(true)),
+        Endpoint::new(
+            Get,
+            "/cluster/ha/rules/{rule}",
+            "One HA rule.",
+            AUDIT,
+            rules_read,
+        )
+        .params(vec![param::RULE]),
+        Endpoint::new(
+            Put,
+            "/cluster/ha/rules/{rule}",
+            "Change an HA rule.",
+            CONSOLE,
+            rules_update,
+        )
+        .params([rule_params(false), vec![param::DIGEST]].concat()),
+        Endpoint::new(
+            Delete,
+            "/cluster/ha/rules/{rule}",
+            "Delete an HA rule.",
+            CONSOLE,
+            rules_delete,
+        )
+        .params(vec![param::RULE]),
         Endpoint::new(
             Get,
             "/cluster/ha/status/current",

@@ -14,21 +14,15 @@ pub mod qemu;
 pub mod resources;
 pub mod storage;
 
-pub use resources::local_resources;
-
 use crate::Node;
-use ferrox_api::{ApiError, Ctx, Endpoint, Param, ParamType};
+use ferrox_api::{ApiError, Ctx, Endpoint};
 
 pub(crate) type C<'a> = Ctx<'a, Node>;
 
-pub(crate) fn node_param() -> Param {
-    Param::required("node", ParamType::Node, "The cluster node name.")
-}
-pub(crate) fn vmid_param() -> Param {
-    Param::required("vmid", ParamType::VmId, "The (unique) ID of the VM.")
-}
+pub(crate) use ferrox_api::schema::common::{NODE, VMID};
+
 pub(crate) fn vmid(ctx: &C<'_>) -> Result<u32, ApiError> {
-    Ok(ctx.params.need_int("vmid")? as u32)
+    Ok(ctx.params.need_int(&VMID)? as u32)
 }
 pub(crate) fn auth_id(ctx: &C<'_>) -> Result<String, ApiError> {
     Ok(ctx.caller()?.auth_id())

@@ -1,7 +1,7 @@
 //! `/nodes` and `/nodes/{node}`: the node index, a node's status, metrics and network.
 
-use super::resources::{node_resource, offline_node};
 use super::*;
+use crate::resources::{node_resource, offline_node};
 use crate::{host, Node};
 use ferrox_api::core::{local_node, PVE_VERSION};
 use ferrox_api::schema::STRING;
@@ -117,27 +117,16 @@ fn node_status(ctx: &C<'_>) -> Result<NodeStatus, ApiError> {
 }
 
 pub(super) fn rrd_params() -> Vec<Param> {
-    vec![
-        Param::required(
-            "timeframe",
-            ParamType::Enum(&["hour", "day", "week", "month", "year", "decade"]),
-            "Time frame (60 rows each).",
-        ),
-        Param::optional(
-            "cf",
-            ParamType::Enum(&["AVERAGE", "MAX"]),
-            "Consolidation function.",
-        ),
-    ]
+    vec![param::TIMEFRAME, param::CF]
 }
 
 pub(super) fn rrd_rows(ctx: &C<'_>, key: &str) -> Result<Vec<RrdRow>, ApiError> {
-    let timeframe = ctx.params.need_str("timeframe")?;
-    let max = ctx.params.str("cf") == Some("MAX");
+    let timeframe = ctx.params.need_str(&param::TIMEFRAME)?;
+    let max = ctx.params.str(&param::CF) == Some("MAX");
     ctx.state
         .metrics
         .rows(key, timeframe, max)
-        .ok_or_else(|| ApiError::param("timeframe", "unknown timeframe"))
+        .ok_or_else(|| param::TIMEFRAME.error("unknown timeframe"))
 }
 
 fn node_rrddata(ctx: &C<'_>) -> Result<Vec<RrdRow>, ApiError> {
@@ -156,6 +145,23 @@ const NODE_AUDIT: Permission = Permission::Privs {
     privs: &["Sys.Audit"],
     any: false,
 };
+
+/// The parameters of this file's endpoints, each declared once.
+pub(crate) mod param {
+    use super::*;
+
+    pub const TIMEFRAME: Param = Param::required(
+        "timeframe",
+        ParamType::Enum(&["hour", "day", "week", "month", "year", "decade"]),
+        "Time frame (60 rows each).",
+    );
+    pub const CF: Param = Param::optional(
+        "cf",
+        ParamType::Enum(&["AVERAGE", "MAX"]),
+        "Consolidation function.",
+    );
+    pub const TYPE: Param = Param::optional("type", STRING, "Only this interface type.");
+}
 
 /// The endpoints of this file.
 pub fn endpoints() -> Vec<Endpoint<Node>> {
@@ -176,7 +182,7 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             auth.clone(),
             node_index,
         )
-        .params(vec![node_param()]),
+        .params(vec![NODE]),
         Endpoint::new(
             Get,
             "/nodes/{node}/status",
@@ -184,7 +190,7 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             NODE_AUDIT,
             node_status,
         )
-        .params(vec![node_param()]),
+        .params(vec![NODE]),
         Endpoint::new(
             Get,
             "/nodes/{node}/rrddata",
@@ -192,7 +198,7 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             NODE_AUDIT,
             node_rrddata,
         )
-        .params([vec![node_param()], rrd_params()].concat()),
+        .params([vec![NODE], rrd_params()].concat()),
         Endpoint::new(
             Get,
             "/nodes/{node}/network",
@@ -200,9 +206,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             auth.clone(),
             network,
         )
-        .params(vec![
-            node_param(),
-            Param::optional("type", STRING, "Only this interface type."),
-        ]),
+        .params(vec![NODE, param::TYPE]),
     ]
 }

@@ -73,8 +73,8 @@ fn pool_row(
 
 fn list(ctx: &C<'_>) -> Result<Vec<Pool>, ApiError> {
     let cfg = ctx.state.auth.user_config();
-    let only = ctx.params.str("poolid");
-    let kind = ctx.params.str("type");
+    let only = ctx.params.str(&param::POOLID_FILTER);
+    let kind = ctx.params.str(&param::TYPE);
     let rows = cfg
         .pools
         .keys()
@@ -86,12 +86,12 @@ fn list(ctx: &C<'_>) -> Result<Vec<Pool>, ApiError> {
 }
 
 fn read(ctx: &C<'_>) -> Result<Pool, ApiError> {
-    let pool = ctx.params.need_str("poolid")?;
+    let pool = ctx.params.need_str(&param::POOLID)?;
     let cfg = ctx.state.auth.user_config();
     if !cfg.pools.contains_key(pool) {
         return Err(ApiError::internal(format!("pool '{pool}' does not exist")));
     }
-    let row = pool_row(ctx.state, &cfg, pool, true, ctx.params.str("type"));
+    let row = pool_row(ctx.state, &cfg, pool, true, ctx.params.str(&param::TYPE));
     Ok(Pool {
         poolid: None,
         ..row
@@ -99,14 +99,11 @@ fn read(ctx: &C<'_>) -> Result<Pool, ApiError> {
 }
 
 fn create(ctx: &C<'_>) -> Result<(), ApiError> {
-    let pool = ctx.params.need_str("poolid")?.to_string();
-    let comment = ctx.params.str("comment").unwrap_or("").to_string();
+    let pool = ctx.params.need_str(&param::POOLID)?.to_string();
+    let comment = ctx.params.str(&param::COMMENT).unwrap_or("").to_string();
     ctx.state.auth.modify(|docs| {
         if docs.users.pools.contains_key(&pool) {
-            return Err(ApiError::param(
-                "poolid",
-                format!("pool '{pool}' already exists"),
-            ));
+            return Err(param::POOLID.error(format!("pool '{pool}' already exists")));
         }
         docs.users.pools.insert(
             pool.clone(),
@@ -118,41 +115,38 @@ fn create(ctx: &C<'_>) -> Result<(), ApiError> {
 }
 
 fn update(ctx: &C<'_>) -> Result<(), ApiError> {
-    let pool = ctx.params.need_str("poolid")?.to_string();
+    let pool = ctx.params.need_str(&param::POOLID)?.to_string();
     let node = ctx.state;
-    let list = |name: &str| -> Vec<String> {
+    let list = |param: &Param| -> Vec<String> {
         ctx.params
-            .str(name)
+            .str(param)
             .map(|v| split_list(v).map(String::from).collect())
             .unwrap_or_default()
     };
-    let vms = list("vms");
-    let storages = list("storage");
-    let delete = ctx.params.bool("delete").unwrap_or(false);
-    let allow_move = ctx.params.bool("allow-move").unwrap_or(false);
+    let vms = list(&param::VMS);
+    let storages = list(&param::STORAGE);
+    let delete = ctx.params.bool(&param::DELETE).unwrap_or(false);
+    let allow_move = ctx.params.bool(&param::ALLOW_MOVE).unwrap_or(false);
     for v in &vms {
         let vmid: u32 = v
             .parse()
             .ok()
             .filter(|v| *v >= 100)
-            .ok_or_else(|| ApiError::param("vms", format!("'{v}' is not a VM id")))?;
+            .ok_or_else(|| param::VMS.error(format!("'{v}' is not a VM id")))?;
         ctx.require(&format!("/vms/{vmid}"), &["VM.Allocate"], false)?;
         if !delete && crate::cluster::vmid_owner(node, vmid).is_none() {
-            return Err(ApiError::param("vms", format!("VM {vmid} does not exist")));
+            return Err(param::VMS.error(format!("VM {vmid} does not exist")));
         }
     }
     let known_storages = node.storage_config()?;
     for s in &storages {
-        ferrox_types::format::storage_id(s).map_err(|e| ApiError::param("storage", e))?;
+        ferrox_types::format::storage_id(s).map_err(|e| param::STORAGE.error(e))?;
         ctx.require(&format!("/storage/{s}"), &["Datastore.Allocate"], false)?;
         if !delete && !known_storages.storages.contains_key(s) {
-            return Err(ApiError::param(
-                "storage",
-                format!("storage '{s}' does not exist"),
-            ));
+            return Err(param::STORAGE.error(format!("storage '{s}' does not exist")));
         }
     }
-    let comment = ctx.params.str("comment").map(String::from);
+    let comment = ctx.params.str(&param::COMMENT).map(String::from);
     node.auth.modify(|docs| {
         if !docs.users.pools.contains_key(&pool) {
             return Err(ApiError::internal(format!("pool '{pool}' does not exist")));
@@ -169,12 +163,9 @@ fn update(ctx: &C<'_>) -> Result<(), ApiError> {
                 .map(|(p, _)| p.clone());
             if let Some(other) = elsewhere {
                 if !allow_move {
-                    return Err(ApiError::param(
-                        "vms",
-                        format!(
-                            "VM {v} is already a member of pool '{other}' (allow-move moves it)"
-                        ),
-                    ));
+                    return Err(param::VMS.error(format!(
+                        "VM {v} is already a member of pool '{other}' (allow-move moves it)"
+                    )));
                 }
                 if let Some(p) = docs.users.pools.get_mut(&other) {
                     p.1.remove(v);
@@ -208,16 +199,13 @@ fn update(ctx: &C<'_>) -> Result<(), ApiError> {
 }
 
 fn remove(ctx: &C<'_>) -> Result<(), ApiError> {
-    let pool = ctx.params.need_str("poolid")?.to_string();
+    let pool = ctx.params.need_str(&param::POOLID)?.to_string();
     ctx.state.auth.modify(|docs| {
         let Some((_, vms, storages)) = docs.users.pools.get(&pool) else {
             return Err(ApiError::internal(format!("pool '{pool}' does not exist")));
         };
         if !vms.is_empty() || !storages.is_empty() {
-            return Err(ApiError::param(
-                "poolid",
-                format!("pool '{pool}' is not empty"),
-            ));
+            return Err(param::POOLID.error(format!("pool '{pool}' is not empty")));
         }
         docs.users.pools.remove(&pool);
         let path = format!("/pool/{pool}");
@@ -229,25 +217,44 @@ fn remove(ctx: &C<'_>) -> Result<(), ApiError> {
 
 fn update_params() -> Vec<Param> {
     vec![
-        Param::required("poolid", POOL_ID, "Pool id."),
-        Param::optional("comment", TEXT, "Free text."),
-        Param::optional(
-            "vms",
-            STRING,
-            "Guests to add (or remove with delete=1), comma list.",
-        ),
-        Param::optional(
-            "storage",
-            STRING,
-            "Storages to add (or remove with delete=1), comma list.",
-        ),
-        Param::optional(
-            "delete",
-            BOOL,
-            "Remove the listed members instead of adding them.",
-        ),
-        Param::optional("allow-move", BOOL, "Move guests that are in another pool."),
+        param::POOLID,
+        param::COMMENT,
+        param::VMS,
+        param::STORAGE,
+        param::DELETE,
+        param::ALLOW_MOVE,
     ]
+}
+
+/// The parameters of this file's endpoints, each declared once.
+pub(crate) mod param {
+    use super::*;
+
+    pub const POOLID: Param = Param::required("poolid", POOL_ID, "Pool id.");
+    pub const POOLID_FILTER: Param = Param::optional("poolid", POOL_ID, "Only this pool.");
+    pub const COMMENT: Param = Param::optional("comment", TEXT, "Free text.");
+    pub const VMS: Param = Param::optional(
+        "vms",
+        STRING,
+        "Guests to add (or remove with delete=1), comma list.",
+    );
+    pub const STORAGE: Param = Param::optional(
+        "storage",
+        STRING,
+        "Storages to add (or remove with delete=1), comma list.",
+    );
+    pub const DELETE: Param = Param::optional(
+        "delete",
+        BOOL,
+        "Remove the listed members instead of adding them.",
+    );
+    pub const ALLOW_MOVE: Param =
+        Param::optional("allow-move", BOOL, "Move guests that are in another pool.");
+    pub const TYPE: Param = Param::optional(
+        "type",
+        ParamType::Enum(&["qemu", "lxc", "storage"]),
+        "Only members of this type.",
+    );
 }
 
 pub fn endpoints() -> Vec<Endpoint<Node>> {
@@ -262,13 +269,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
         privs: &["Pool.Allocate"],
         any: false,
     };
-    let kind = || {
-        Param::optional(
-            "type",
-            ParamType::Enum(&["qemu", "lxc", "storage"]),
-            "Only members of this type.",
-        )
-    };
     vec![
         Endpoint::new(
             Get,
@@ -277,14 +277,9 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             Permission::Handler("pools with Pool.Audit on /pool/<pool>"),
             list,
         )
-        .params(vec![
-            Param::optional("poolid", POOL_ID, "Only this pool."),
-            kind(),
-        ]),
-        Endpoint::new(Post, "/pools", "Create a pool.", allocate.clone(), create).params(vec![
-            Param::required("poolid", POOL_ID, "Pool id."),
-            Param::optional("comment", TEXT, "Free text."),
-        ]),
+        .params(vec![param::POOLID_FILTER, param::TYPE]),
+        Endpoint::new(Post, "/pools", "Create a pool.", allocate.clone(), create)
+            .params(vec![param::POOLID, param::COMMENT]),
         Endpoint::new(
             Put,
             "/pools",
@@ -300,7 +295,7 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             allocate.clone(),
             remove,
         )
-        .params(vec![Param::required("poolid", POOL_ID, "Pool id.")]),
+        .params(vec![param::POOLID]),
         Endpoint::new(
             Get,
             "/pools/{poolid}",
@@ -308,7 +303,7 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             audit,
             read,
         )
-        .params(vec![Param::required("poolid", POOL_ID, "Pool id."), kind()]),
+        .params(vec![param::POOLID, param::TYPE]),
         Endpoint::new(
             Put,
             "/pools/{poolid}",
@@ -324,6 +319,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             allocate,
             remove,
         )
-        .params(vec![Param::required("poolid", POOL_ID, "Pool id.")]),
+        .params(vec![param::POOLID]),
     ]
 }

@@ -76,7 +76,7 @@ fn config_changes(ctx: &C<'_>) -> (BTreeMap<String, String>, Vec<String>) {
         .collect();
     let deletes = ctx
         .params
-        .str("delete")
+        .str(&param::DELETE)
         .map(|d| {
             d.split([',', ';', ' ', '\0'])
                 .filter(|s| !s.is_empty())
@@ -91,13 +91,10 @@ fn create_guest(ctx: &C<'_>) -> Result<Upid, ApiError> {
     local_node(ctx)?;
     let vmid = vmid(ctx)?;
     // Proxmox VE: VM.Allocate on /vms/{vmid}, or on the pool the guest goes into.
-    let pool = ctx.params.str("pool").map(String::from);
+    let pool = ctx.params.str(&param::POOL).map(String::from);
     if let Some(pool) = &pool {
         if !ctx.state.auth.user_config().pools.contains_key(pool) {
-            return Err(ApiError::param(
-                "pool",
-                format!("pool '{pool}' does not exist"),
-            ));
+            return Err(param::POOL.error(format!("pool '{pool}' does not exist")));
         }
     }
     let on_pool = pool
@@ -112,7 +109,7 @@ fn create_guest(ctx: &C<'_>) -> Result<Upid, ApiError> {
         pool: pool.as_deref(),
     };
     crate::guests::perm::check_config_change(ctx, target, None, &sets, &[])?;
-    let start = ctx.params.bool("start").unwrap_or(false);
+    let start = ctx.params.bool(&param::START).unwrap_or(false);
     let upid = ctx
         .state
         .create_guest(vmid, sets, pool, start, &auth_id(ctx)?)?;
@@ -128,10 +125,11 @@ fn guest_index(ctx: &C<'_>) -> Result<Vec<Subdir>, ApiError> {
 fn get_config(ctx: &C<'_>) -> Result<ConfigMap, ApiError> {
     local_node(ctx)?;
     let cfg = ctx.state.guest_config(vmid(ctx)?)?;
-    if let Some(snap) = ctx.params.str("snapshot") {
-        let section = cfg.snapshots.get(snap).ok_or_else(|| {
-            ApiError::param("snapshot", format!("snapshot '{snap}' does not exist"))
-        })?;
+    if let Some(snap) = ctx.params.str(&param::SNAPSHOT) {
+        let section = cfg
+            .snapshots
+            .get(snap)
+            .ok_or_else(|| param::SNAPSHOT.error(format!("snapshot '{snap}' does not exist")))?;
         return Ok(section.iter().map(|(k, v)| (k.clone(), json!(v))).collect());
     }
     let mut out = ConfigMap::new();
@@ -139,7 +137,7 @@ fn get_config(ctx: &C<'_>) -> Result<ConfigMap, ApiError> {
         out.insert(k.clone(), json!(v));
     }
     // Without current=1 pending changes are shown as if applied, as in Proxmox VE.
-    if !ctx.params.bool("current").unwrap_or(false) {
+    if !ctx.params.bool(&param::CURRENT).unwrap_or(false) {
         for (k, v) in &cfg.pending {
             if k != "delete" {
                 out.insert(k.clone(), json!(v));
@@ -195,8 +193,7 @@ fn update_config(
     let cfg = node.guest_config(vmid)?;
     if let Some(d) = digest {
         if d != cfg.digest {
-            return Err(ApiError::param(
-                "digest",
+            return Err(param::DIGEST.error(
                 "detected modified configuration - file changed by other user? Try again.",
             ));
         }
@@ -217,7 +214,7 @@ fn check_config_request(
     sets: &BTreeMap<String, String>,
     deletes: &[String],
 ) -> Result<(), ApiError> {
-    crate::guests::perm::root_only_param(ctx, "skiplock")?;
+    crate::guests::perm::root_only_param(ctx, &param::SKIPLOCK)?;
     let current = ctx.state.guest_config(vmid)?;
     let target = crate::guests::perm::Target { vmid, pool: None };
     crate::guests::perm::check_config_change(ctx, target, Some(&current), sets, deletes)
@@ -227,7 +224,7 @@ fn put_config(ctx: &C<'_>) -> Result<(), ApiError> {
     local_node(ctx)?;
     let vmid = vmid(ctx)?;
     let (sets, deletes) = config_changes(ctx);
-    if sets.is_empty() && deletes.is_empty() && ctx.params.str("revert").is_none() {
+    if sets.is_empty() && deletes.is_empty() && ctx.params.str(&param::REVERT).is_none() {
         return Err(ApiError::new(400, "no options specified"));
     }
     check_config_request(ctx, vmid, &sets, &deletes)?;
@@ -236,8 +233,8 @@ fn put_config(ctx: &C<'_>) -> Result<(), ApiError> {
         vmid,
         &sets,
         &deletes,
-        ctx.params.str("digest"),
-        ctx.params.bool("skiplock").unwrap_or(false),
+        ctx.params.str(&param::DIGEST),
+        ctx.params.bool(&param::SKIPLOCK).unwrap_or(false),
     )?;
     Ok(())
 }
@@ -246,8 +243,8 @@ fn post_config(ctx: &C<'_>) -> Result<Upid, ApiError> {
     local_node(ctx)?;
     let vmid = vmid(ctx)?;
     let (sets, deletes) = config_changes(ctx);
-    let digest = ctx.params.str("digest").map(String::from);
-    let skiplock = ctx.params.bool("skiplock").unwrap_or(false);
+    let digest = ctx.params.str(&param::DIGEST).map(String::from);
+    let skiplock = ctx.params.bool(&param::SKIPLOCK).unwrap_or(false);
     // Checked before the task so that bad input is an API error, not a failed task.
     check_config_request(ctx, vmid, &sets, &deletes)?;
     let node = Arc::clone(ctx.state);
@@ -292,11 +289,7 @@ fn current_status(ctx: &C<'_>) -> Result<GuestStatus, ApiError> {
 }
 
 fn power_params() -> Vec<Param> {
-    vec![
-        node_param(),
-        vmid_param(),
-        Param::optional("skiplock", BOOL, "Ignore locks (root only)."),
-    ]
+    vec![NODE, VMID, param::SKIPLOCK]
 }
 
 fn spawn_power(
@@ -305,7 +298,7 @@ fn spawn_power(
     work: impl FnOnce(&Node, u32, &ferrox_api::TaskLog) -> Result<(), TaskError> + Send + 'static,
 ) -> Result<Upid, ApiError> {
     local_node(ctx)?;
-    crate::guests::perm::root_only_param(ctx, "skiplock")?;
+    crate::guests::perm::root_only_param(ctx, &param::SKIPLOCK)?;
     let vmid = vmid(ctx)?;
     ctx.state.guest_config(vmid)?;
     let node = Arc::clone(ctx.state);
@@ -322,20 +315,17 @@ fn migrate_preconditions(ctx: &C<'_>) -> Result<MigratePreconditions, ApiError> 
     local_node(ctx)?;
     let vmid = vmid(ctx)?;
     ctx.state
-        .migration_preconditions(vmid, ctx.params.str("target"))
+        .migration_preconditions(vmid, ctx.params.str(&param::TARGET_FILTER))
 }
 
 fn migrate(ctx: &C<'_>) -> Result<Upid, ApiError> {
     local_node(ctx)?;
     let vmid = vmid(ctx)?;
-    let target = ctx.params.need_str("target")?.to_string();
+    let target = ctx.params.need_str(&param::TARGET)?.to_string();
     if crate::api::ha::is_managed(ctx.state, vmid) {
         // Proxmox VE's `hamigrate`: the HA stack migrates it.
         if ctx.state.store.status().member_named(&target).is_none() {
-            return Err(ApiError::param(
-                "target",
-                format!("no such cluster node '{target}'"),
-            ));
+            return Err(param::TARGET.error(format!("no such cluster node '{target}'")));
         }
         let node = Arc::clone(ctx.state);
         let upid =
@@ -355,9 +345,9 @@ fn migrate(ctx: &C<'_>) -> Result<Upid, ApiError> {
     let plan = ctx.state.plan_migration(
         vmid,
         &target,
-        ctx.params.bool("online").unwrap_or(false),
-        ctx.params.bool("with-local-disks").unwrap_or(false),
-        ctx.params.int("bwlimit").map(|k| k.max(1) as u64),
+        ctx.params.bool(&param::ONLINE).unwrap_or(false),
+        ctx.params.bool(&param::WITH_LOCAL_DISKS).unwrap_or(false),
+        ctx.params.int(&param::BWLIMIT).map(|k| k.max(1) as u64),
     )?;
     let node = Arc::clone(ctx.state);
     let upid =
@@ -410,15 +400,21 @@ fn shutdown(ctx: &C<'_>) -> Result<Upid, ApiError> {
     if let Some(r) = ha_request(ctx, "hastop", ferrox_types::RequestState::Stopped)? {
         return Ok(r);
     }
-    let timeout = Duration::from_secs(ctx.params.int("timeout").unwrap_or(180).max(0) as u64);
-    let force = ctx.params.bool("forceStop").unwrap_or(false);
+    let timeout = Duration::from_secs(
+        ctx.params
+            .int(&param::SHUTDOWN_TIMEOUT)
+            .unwrap_or(180)
+            .max(0) as u64,
+    );
+    let force = ctx.params.bool(&param::FORCESTOP).unwrap_or(false);
     spawn_power(ctx, "qmshutdown", move |n, v, log| {
         n.shutdown_guest(v, timeout, force, log)
     })
 }
 
 fn reboot(ctx: &C<'_>) -> Result<Upid, ApiError> {
-    let timeout = Duration::from_secs(ctx.params.int("timeout").unwrap_or(180).max(0) as u64);
+    let timeout =
+        Duration::from_secs(ctx.params.int(&param::REBOOT_TIMEOUT).unwrap_or(180).max(0) as u64);
     let vmid = vmid(ctx)?;
     if ctx.state.guests.process(vmid).is_none() {
         return Err(ApiError::internal(format!("VM {vmid} not running")));
@@ -430,11 +426,8 @@ fn reboot(ctx: &C<'_>) -> Result<Upid, ApiError> {
 }
 
 fn suspend(ctx: &C<'_>) -> Result<Upid, ApiError> {
-    if ctx.params.bool("todisk").unwrap_or(false) {
-        return Err(ApiError::param(
-            "todisk",
-            "suspend to disk is not supported yet",
-        ));
+    if ctx.params.bool(&param::TODISK).unwrap_or(false) {
+        return Err(param::TODISK.error("suspend to disk is not supported yet"));
     }
     spawn_power(ctx, "qmsuspend", |n, v, log| n.pause_guest(v, true, log))
 }
@@ -445,20 +438,14 @@ fn resume(ctx: &C<'_>) -> Result<Upid, ApiError> {
 
 fn destroy(ctx: &C<'_>) -> Result<Upid, ApiError> {
     local_node(ctx)?;
-    crate::guests::perm::root_only_param(ctx, "skiplock")?;
+    crate::guests::perm::root_only_param(ctx, &param::SKIPLOCK)?;
     let vmid = vmid(ctx)?;
     let cfg = ctx.state.guest_config(vmid)?;
     if ctx.state.guests.process(vmid).is_some() {
-        return Err(ApiError::param(
-            "vmid",
-            format!("VM {vmid} is running - destroy failed"),
-        ));
+        return Err(VMID.error(format!("VM {vmid} is running - destroy failed")));
     }
     if cfg.options.get("protection").map(String::as_str) == Some("1") {
-        return Err(ApiError::param(
-            "vmid",
-            format!("VM {vmid} is protected - destroy failed"),
-        ));
+        return Err(VMID.error(format!("VM {vmid} is protected - destroy failed")));
     }
     let node = Arc::clone(ctx.state);
     let upid =
@@ -501,19 +488,103 @@ const VM_CONFIG: Permission = Permission::Privs {
 };
 fn config_update_params() -> Vec<Param> {
     vec![
-        node_param(),
-        vmid_param(),
-        Param::optional("delete", STRING, "Settings to delete (comma list)."),
-        Param::optional("revert", STRING, "Pending changes to revert (comma list)."),
-        Param::optional(
-            "digest",
-            ParamType::String { max_len: Some(40) },
-            "Refuse the change if the config's SHA-1 digest differs (concurrent edit).",
-        ),
-        Param::optional("skiplock", BOOL, "Ignore locks."),
-        Param::optional("force", BOOL, "Force physical removal (ignored)."),
-        Param::optional("background_delay", int(Some(1), Some(30)), "Ignored."),
+        NODE,
+        VMID,
+        param::DELETE,
+        param::REVERT,
+        param::DIGEST,
+        param::SKIPLOCK,
+        param::FORCE,
+        param::BACKGROUND_DELAY,
     ]
+}
+
+/// The parameters of this file's endpoints, each declared once.
+pub(crate) mod param {
+    use super::*;
+
+    pub const SKIPLOCK: Param = Param::optional("skiplock", BOOL, "Ignore locks (root only).");
+    pub const DELETE: Param = Param::optional("delete", STRING, "Settings to delete (comma list).");
+    pub const REVERT: Param =
+        Param::optional("revert", STRING, "Pending changes to revert (comma list).");
+    pub const DIGEST: Param = Param::optional(
+        "digest",
+        ParamType::String { max_len: Some(40) },
+        "Refuse the change if the config's SHA-1 digest differs (concurrent edit).",
+    );
+    pub const FORCE: Param = Param::optional("force", BOOL, "Force physical removal (ignored).");
+    pub const IGNORED_FORCE: Param = Param::optional("force", BOOL, "Ignored.");
+    pub const BACKGROUND_DELAY: Param =
+        Param::optional("background_delay", int(Some(1), Some(30)), "Ignored.");
+    pub const FULL: Param = Param::optional("full", BOOL, "More details.");
+    pub const START: Param = Param::optional("start", BOOL, "Start the VM once created.");
+    pub const POOL: Param = Param::optional(
+        "pool",
+        ferrox_api::schema::POOL_ID,
+        "Add the VM to this pool.",
+    );
+    pub const STORAGE: Param = Param::optional("storage", STRING, "Default storage (ignored).");
+    pub const UNIQUE: Param = Param::optional("unique", BOOL, "Ignored.");
+    pub const HA_MANAGED: Param = Param::optional(
+        "ha-managed",
+        BOOL,
+        "Not supported on a single node yet (ignored).",
+    );
+    pub const CURRENT: Param = Param::optional("current", BOOL, "Without pending changes.");
+    pub const SNAPSHOT: Param = Param::optional("snapshot", STRING, "The config of this snapshot.");
+    pub const PURGE: Param = Param::optional(
+        "purge",
+        BOOL,
+        "Remove from jobs and HA (nothing to do yet).",
+    );
+    pub const DESTROY_UNREFERENCED_DISKS: Param = Param::optional(
+        "destroy-unreferenced-disks",
+        BOOL,
+        "Also remove disks not referenced by the config (they always are).",
+    );
+    pub const TARGET_FILTER: Param =
+        Param::optional("target", ParamType::Node, "Only this target.");
+    pub const TARGET: Param = Param::required("target", ParamType::Node, "Target node.");
+    pub const ONLINE: Param = Param::optional("online", BOOL, "Live migration of a running VM.");
+    pub const WITH_LOCAL_DISKS: Param = Param::optional(
+        "with-local-disks",
+        BOOL,
+        "Also move disks on local storage (not supported yet).",
+    );
+    pub const BWLIMIT: Param =
+        Param::optional("bwlimit", int(Some(0), None), "Bandwidth limit in KiB/s.");
+    pub const MIGRATION_TYPE: Param = Param::optional(
+        "migration_type",
+        ParamType::Enum(&["secure", "insecure"]),
+        "Ignored.",
+    );
+    pub const MIGRATION_NETWORK: Param = Param::optional("migration_network", STRING, "Ignored.");
+    pub const TARGETSTORAGE: Param = Param::optional("targetstorage", STRING, "Not supported yet.");
+    pub const WITH_CONNTRACK_STATE: Param =
+        Param::optional("with-conntrack-state", BOOL, "Ignored.");
+    pub const TIMEOUT: Param = Param::optional("timeout", int(Some(0), None), "Ignored.");
+    pub const SHUTDOWN_TIMEOUT: Param = Param::optional(
+        "timeout",
+        int(Some(0), None),
+        "Seconds to wait (default 180).",
+    );
+    pub const REBOOT_TIMEOUT: Param = Param::optional(
+        "timeout",
+        int(Some(0), None),
+        "Shutdown timeout (default 180).",
+    );
+    pub const MACHINE: Param = Param::optional("machine", STRING, "Ignored.");
+    pub const OVERRULE_SHUTDOWN: Param = Param::optional("overrule-shutdown", BOOL, "Ignored.");
+    pub const KEEPACTIVE: Param = Param::optional("keepActive", BOOL, "Ignored.");
+    pub const FORCESTOP: Param = Param::optional(
+        "forceStop",
+        BOOL,
+        "Stop the VM if it has not shut down by the timeout.",
+    );
+    pub const TODISK: Param =
+        Param::optional("todisk", BOOL, "Suspend to disk (not supported yet).");
+    pub const STATESTORAGE: Param = Param::optional("statestorage", STRING, "Ignored.");
+    pub const NOCHECK: Param = Param::optional("nocheck", BOOL, "Ignored.");
 }
 
 /// The endpoints of this file.
@@ -528,10 +599,7 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             auth.clone(),
             list_guests,
         )
-        .params(vec![
-            node_param(),
-            Param::optional("full", BOOL, "More details."),
-        ]),
+        .params(vec![NODE, param::FULL]),
         Endpoint::new(
             Post,
             "/nodes/{node}/qemu",
@@ -543,21 +611,13 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
         )
         .extra(Extra::GuestConfigKeys)
         .params(vec![
-            node_param(),
-            vmid_param(),
-            Param::optional("start", BOOL, "Start the VM once created."),
-            Param::optional(
-                "pool",
-                ferrox_api::schema::POOL_ID,
-                "Add the VM to this pool.",
-            ),
-            Param::optional("storage", STRING, "Default storage (ignored)."),
-            Param::optional("unique", BOOL, "Ignored."),
-            Param::optional(
-                "ha-managed",
-                BOOL,
-                "Not supported on a single node yet (ignored).",
-            ),
+            NODE,
+            VMID,
+            param::START,
+            param::POOL,
+            param::STORAGE,
+            param::UNIQUE,
+            param::HA_MANAGED,
         ]),
         Endpoint::new(
             Get,
@@ -566,7 +626,7 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             auth.clone(),
             guest_index,
         )
-        .params(vec![node_param(), vmid_param()]),
+        .params(vec![NODE, VMID]),
         Endpoint::new(
             Get,
             "/nodes/{node}/qemu/{vmid}/config",
@@ -574,12 +634,7 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             VM_AUDIT,
             get_config,
         )
-        .params(vec![
-            node_param(),
-            vmid_param(),
-            Param::optional("current", BOOL, "Without pending changes."),
-            Param::optional("snapshot", STRING, "The config of this snapshot."),
-        ]),
+        .params(vec![NODE, VMID, param::CURRENT, param::SNAPSHOT]),
         Endpoint::new(
             Put,
             "/nodes/{node}/qemu/{vmid}/config",
@@ -605,7 +660,7 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             VM_AUDIT,
             pending,
         )
-        .params(vec![node_param(), vmid_param()]),
+        .params(vec![NODE, VMID]),
         Endpoint::new(
             Delete,
             "/nodes/{node}/qemu/{vmid}",
@@ -614,19 +669,11 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             destroy,
         )
         .params(vec![
-            node_param(),
-            vmid_param(),
-            Param::optional(
-                "purge",
-                BOOL,
-                "Remove from jobs and HA (nothing to do yet).",
-            ),
-            Param::optional(
-                "destroy-unreferenced-disks",
-                BOOL,
-                "Also remove disks not referenced by the config (they always are).",
-            ),
-            Param::optional("skiplock", BOOL, "Ignore locks."),
+            NODE,
+            VMID,
+            param::PURGE,
+            param::DESTROY_UNREFERENCED_DISKS,
+            param::SKIPLOCK,
         ]),
         Endpoint::new(
             Get,
@@ -635,7 +682,7 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             VM_AUDIT,
             guest_rrddata,
         )
-        .params([vec![node_param(), vmid_param()], rrd_params()].concat()),
+        .params([vec![NODE, VMID], rrd_params()].concat()),
         Endpoint::new(
             Get,
             "/nodes/{node}/qemu/{vmid}/status",
@@ -643,7 +690,7 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             auth.clone(),
             status_index,
         )
-        .params(vec![node_param(), vmid_param()]),
+        .params(vec![NODE, VMID]),
         Endpoint::new(
             Get,
             "/nodes/{node}/qemu/{vmid}/status/current",
@@ -651,7 +698,7 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             VM_AUDIT,
             current_status,
         )
-        .params(vec![node_param(), vmid_param()]),
+        .params(vec![NODE, VMID]),
         Endpoint::new(
             Get,
             "/nodes/{node}/qemu/{vmid}/migrate",
@@ -663,11 +710,7 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             },
             migrate_preconditions,
         )
-        .params(vec![
-            node_param(),
-            vmid_param(),
-            Param::optional("target", ParamType::Node, "Only this target."),
-        ]),
+        .params(vec![NODE, VMID, param::TARGET_FILTER]),
         Endpoint::new(
             Post,
             "/nodes/{node}/qemu/{vmid}/migrate",
@@ -680,25 +723,17 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             migrate,
         )
         .params(vec![
-            node_param(),
-            vmid_param(),
-            Param::required("target", ParamType::Node, "Target node."),
-            Param::optional("online", BOOL, "Live migration of a running VM."),
-            Param::optional(
-                "with-local-disks",
-                BOOL,
-                "Also move disks on local storage (not supported yet).",
-            ),
-            Param::optional("bwlimit", int(Some(0), None), "Bandwidth limit in KiB/s."),
-            Param::optional("force", BOOL, "Ignored."),
-            Param::optional(
-                "migration_type",
-                ParamType::Enum(&["secure", "insecure"]),
-                "Ignored.",
-            ),
-            Param::optional("migration_network", STRING, "Ignored."),
-            Param::optional("targetstorage", STRING, "Not supported yet."),
-            Param::optional("with-conntrack-state", BOOL, "Ignored."),
+            NODE,
+            VMID,
+            param::TARGET,
+            param::ONLINE,
+            param::WITH_LOCAL_DISKS,
+            param::BWLIMIT,
+            param::IGNORED_FORCE,
+            param::MIGRATION_TYPE,
+            param::MIGRATION_NETWORK,
+            param::TARGETSTORAGE,
+            param::WITH_CONNTRACK_STATE,
         ]),
         Endpoint::new(
             Post,
@@ -707,16 +742,7 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             VM_POWER,
             start,
         )
-        .params(
-            [
-                power_params(),
-                vec![
-                    Param::optional("timeout", int(Some(0), None), "Ignored."),
-                    Param::optional("machine", STRING, "Ignored."),
-                ],
-            ]
-            .concat(),
-        ),
+        .params([power_params(), vec![param::TIMEOUT, param::MACHINE]].concat()),
         Endpoint::new(
             Post,
             "/nodes/{node}/qemu/{vmid}/status/stop",
@@ -727,11 +753,7 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
         .params(
             [
                 power_params(),
-                vec![
-                    Param::optional("timeout", int(Some(0), None), "Ignored."),
-                    Param::optional("overrule-shutdown", BOOL, "Ignored."),
-                    Param::optional("keepActive", BOOL, "Ignored."),
-                ],
+                vec![param::TIMEOUT, param::OVERRULE_SHUTDOWN, param::KEEPACTIVE],
             ]
             .concat(),
         ),
@@ -745,19 +767,7 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
         .params(
             [
                 power_params(),
-                vec![
-                    Param::optional(
-                        "timeout",
-                        int(Some(0), None),
-                        "Seconds to wait (default 180).",
-                    ),
-                    Param::optional(
-                        "forceStop",
-                        BOOL,
-                        "Stop the VM if it has not shut down by the timeout.",
-                    ),
-                    Param::optional("keepActive", BOOL, "Ignored."),
-                ],
+                vec![param::SHUTDOWN_TIMEOUT, param::FORCESTOP, param::KEEPACTIVE],
             ]
             .concat(),
         ),
@@ -768,15 +778,7 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             VM_POWER,
             reboot,
         )
-        .params(vec![
-            node_param(),
-            vmid_param(),
-            Param::optional(
-                "timeout",
-                int(Some(0), None),
-                "Shutdown timeout (default 180).",
-            ),
-        ]),
+        .params(vec![NODE, VMID, param::REBOOT_TIMEOUT]),
         Endpoint::new(
             Post,
             "/nodes/{node}/qemu/{vmid}/status/suspend",
@@ -784,16 +786,7 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             VM_POWER,
             suspend,
         )
-        .params(
-            [
-                power_params(),
-                vec![
-                    Param::optional("todisk", BOOL, "Suspend to disk (not supported yet)."),
-                    Param::optional("statestorage", STRING, "Ignored."),
-                ],
-            ]
-            .concat(),
-        ),
+        .params([power_params(), vec![param::TODISK, param::STATESTORAGE]].concat()),
         Endpoint::new(
             Post,
             "/nodes/{node}/qemu/{vmid}/status/resume",
@@ -801,12 +794,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             VM_POWER,
             resume,
         )
-        .params(
-            [
-                power_params(),
-                vec![Param::optional("nocheck", BOOL, "Ignored.")],
-            ]
-            .concat(),
-        ),
+        .params([power_params(), vec![param::NOCHECK]].concat()),
     ]
 }

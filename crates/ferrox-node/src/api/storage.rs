@@ -2,6 +2,7 @@
 //! their status and content.
 
 use super::*;
+use crate::resources::{content_list, storage_status};
 use crate::Node;
 use ferrox_api::core::local_node;
 use ferrox_api::rbac;
@@ -13,20 +14,17 @@ use std::collections::BTreeMap;
 /// `POST /storage`: a new `dir` storage, added to the tree's storage.cfg through its one
 /// serializer (compare-and-set against the version read).
 fn storage_create(ctx: &C<'_>) -> Result<StorageCreated, ApiError> {
-    let id = ctx.params.need_str("storage")?;
-    let path = ctx.params.need_str("path")?;
+    let id = ctx.params.need_str(&param::NEW_STORAGE)?;
+    let path = ctx.params.need_str(&param::PATH)?;
     let node = ctx.state;
     let current = node.tree.load("storage.cfg");
     let mut cfg = ferrox_types::StorageConfig::parse(&current.text)
         .map_err(|e| ApiError::internal(format!("storage.cfg: {e}")))?;
     if cfg.storages.contains_key(id) {
-        return Err(ApiError::param(
-            "storage",
-            format!("storage ID '{id}' already defined"),
-        ));
+        return Err(param::NEW_STORAGE.error(format!("storage ID '{id}' already defined")));
     }
-    let list = |name: &str| {
-        ctx.params.str(name).map(|v| {
+    let list = |param: &Param| {
+        ctx.params.str(param).map(|v| {
             ferrox_types::format::split_list(v)
                 .map(String::from)
                 .collect::<std::collections::BTreeSet<_>>()
@@ -36,15 +34,15 @@ fn storage_create(ctx: &C<'_>) -> Result<StorageCreated, ApiError> {
         id: id.to_string(),
         storage_type: "dir".into(),
         path: Some(path.to_string()),
-        content: list("content").unwrap_or_else(|| {
+        content: list(&param::CONTENT).unwrap_or_else(|| {
             ["images", "rootdir"]
                 .iter()
                 .map(|s| s.to_string())
                 .collect()
         }),
-        shared: ctx.params.bool("shared").unwrap_or(false),
-        disable: ctx.params.bool("disable").unwrap_or(false),
-        nodes: list("nodes"),
+        shared: ctx.params.bool(&param::SHARED).unwrap_or(false),
+        disable: ctx.params.bool(&param::DISABLE).unwrap_or(false),
+        nodes: list(&param::NODES),
         other: BTreeMap::new(),
     };
     cfg.storages.insert(id.to_string(), storage);
@@ -52,40 +50,14 @@ fn storage_create(ctx: &C<'_>) -> Result<StorageCreated, ApiError> {
     let text = cfg.to_text();
     // The serializer's output must read back as the same storages (the one parser).
     ferrox_types::StorageConfig::parse(&text)
-        .map_err(|e| ApiError::param("storage", e.to_string()))?;
+        .map_err(|e| param::NEW_STORAGE.error(e.to_string()))?;
     std::fs::create_dir_all(path)
-        .map_err(|e| ApiError::param("path", format!("cannot create {path}: {e}")))?;
+        .map_err(|e| param::PATH.error(format!("cannot create {path}: {e}")))?;
     node.tree.save(&current, &text)?;
     Ok(StorageCreated {
         storage: id.to_string(),
         kind: "dir".into(),
     })
-}
-
-fn content_list(s: &ferrox_types::Storage) -> String {
-    s.content.iter().cloned().collect::<Vec<_>>().join(",")
-}
-
-pub(super) fn storage_status(node: &Node, s: &ferrox_types::Storage) -> StorageStatus {
-    let space = ferrox_storage::plugin(s, &node.opts.node_name)
-        .map(|p| p.space())
-        .unwrap_or_default();
-    StorageStatus {
-        storage: s.id.clone(),
-        kind: s.storage_type.clone(),
-        content: content_list(s),
-        shared: u8::from(s.shared),
-        active: u8::from(ferrox_storage::is_usable_on(s, &node.opts.node_name)),
-        enabled: u8::from(!s.disable),
-        total: space.total,
-        used: space.used,
-        avail: space.avail,
-        used_fraction: if space.total > 0 {
-            space.used as f64 / space.total as f64
-        } else {
-            0.0
-        },
-    }
 }
 
 pub(super) fn storage_visible(ctx: &C<'_>, id: &str) -> bool {
@@ -99,12 +71,16 @@ pub(super) fn storage_visible(ctx: &C<'_>, id: &str) -> bool {
 fn node_storages(ctx: &C<'_>) -> Result<Vec<StorageStatus>, ApiError> {
     local_node(ctx)?;
     let cfg = ctx.state.storage_config()?;
-    let content = ctx.params.str("content");
+    let content = ctx.params.str(&param::CONTENT_FILTER);
     let list = cfg
         .storages
         .values()
         .filter(|s| ferrox_storage::is_usable_on(s, &ctx.state.opts.node_name))
-        .filter(|s| ctx.params.str("storage").is_none_or(|id| s.id == id))
+        .filter(|s| {
+            ctx.params
+                .str(&param::STORAGE_FILTER)
+                .is_none_or(|id| s.id == id)
+        })
         .filter(|s| content.is_none_or(|c| c.split(',').all(|c| s.content.contains(c))))
         .filter(|s| storage_visible(ctx, &s.id))
         .map(|s| storage_status(ctx.state, s))
@@ -116,7 +92,7 @@ fn one_storage<'a>(
     ctx: &C<'_>,
     cfg: &'a ferrox_types::StorageConfig,
 ) -> Result<&'a ferrox_types::Storage, ApiError> {
-    let id = ctx.params.need_str("storage")?;
+    let id = ctx.params.need_str(&param::STORAGE)?;
     cfg.storages
         .get(id)
         .filter(|s| ferrox_storage::is_usable_on(s, &ctx.state.opts.node_name))
@@ -133,11 +109,15 @@ fn storage_content(ctx: &C<'_>) -> Result<Vec<Volume>, ApiError> {
     local_node(ctx)?;
     let cfg = ctx.state.storage_config()?;
     let storage = one_storage(ctx, &cfg)?;
-    if ctx.params.str("content").is_some_and(|c| c != "images") {
+    if ctx
+        .params
+        .str(&param::CONTENT_TYPE)
+        .is_some_and(|c| c != "images")
+    {
         // Only disk images are managed so far: ISO and template content is empty.
         return Ok(Vec::new());
     }
-    let vmid = ctx.params.int("vmid").map(|v| v as u32);
+    let vmid = ctx.params.int(&param::VMID).map(|v| v as u32);
     let volumes = ferrox_storage::open(&cfg, &ctx.state.opts.node_name, &storage.id)
         .and_then(|s| s.list(vmid))
         .map_err(|e| ApiError::internal(e.to_string()))?;
@@ -173,7 +153,11 @@ fn storage_config_list(ctx: &C<'_>) -> Result<Vec<StorageDefinition>, ApiError> 
     let list = cfg
         .storages
         .values()
-        .filter(|s| ctx.params.str("type").is_none_or(|t| s.storage_type == t))
+        .filter(|s| {
+            ctx.params
+                .str(&param::TYPE_FILTER)
+                .is_none_or(|t| s.storage_type == t)
+        })
         .filter(|s| storage_visible(ctx, &s.id))
         .map(|s| StorageDefinition {
             storage: s.id.clone(),
@@ -193,6 +177,33 @@ const STORAGE_AUDIT: Permission = Permission::Privs {
     any: true,
 };
 
+/// The parameters of this file's endpoints, each declared once.
+pub(crate) mod param {
+    use super::*;
+
+    pub const CONTENT_FILTER: Param = Param::optional(
+        "content",
+        STRING,
+        "Only storages allowing these content types.",
+    );
+    pub const CONTENT_TYPE: Param = Param::optional("content", STRING, "Only this content type.");
+    pub const CONTENT: Param = Param::optional("content", CONTENT_LIST, "Allowed content types.");
+    pub const STORAGE_FILTER: Param = Param::optional("storage", STRING, "Only this storage.");
+    pub const STORAGE: Param = Param::required("storage", STRING, "Storage id.");
+    pub const NEW_STORAGE: Param =
+        Param::required("storage", STORAGE_ID, "The storage identifier.");
+    pub const ENABLED: Param = Param::optional("enabled", BOOL, "Ignored.");
+    pub const TARGET: Param = Param::optional("target", STRING, "Ignored.");
+    pub const VMID: Param = Param::optional("vmid", ParamType::VmId, "Only volumes of this VM.");
+    pub const TYPE_FILTER: Param = Param::optional("type", STRING, "Only this storage type.");
+    pub const TYPE: Param = Param::required("type", ParamType::Enum(&["dir"]), "Storage type.");
+    pub const PATH: Param = Param::required("path", ABSOLUTE_PATH, "File system path.");
+    pub const NODES: Param =
+        Param::optional("nodes", NODE_LIST, "Nodes the storage is available on.");
+    pub const SHARED: Param = Param::optional("shared", BOOL, "The same content on every node.");
+    pub const DISABLE: Param = Param::optional("disable", BOOL, "Disable the storage.");
+}
+
 /// The endpoints of this file.
 pub fn endpoints() -> Vec<Endpoint<Node>> {
     use Method::*;
@@ -206,15 +217,11 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             node_storages,
         )
         .params(vec![
-            node_param(),
-            Param::optional(
-                "content",
-                STRING,
-                "Only storages allowing these content types.",
-            ),
-            Param::optional("storage", STRING, "Only this storage."),
-            Param::optional("enabled", BOOL, "Ignored."),
-            Param::optional("target", STRING, "Ignored."),
+            NODE,
+            param::CONTENT_FILTER,
+            param::STORAGE_FILTER,
+            param::ENABLED,
+            param::TARGET,
         ]),
         Endpoint::new(
             Get,
@@ -223,10 +230,7 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             STORAGE_AUDIT,
             read_storage_status,
         )
-        .params(vec![
-            node_param(),
-            Param::required("storage", STRING, "Storage id."),
-        ]),
+        .params(vec![NODE, param::STORAGE]),
         Endpoint::new(
             Get,
             "/nodes/{node}/storage/{storage}/content",
@@ -234,12 +238,7 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             auth.clone(),
             storage_content,
         )
-        .params(vec![
-            node_param(),
-            Param::required("storage", STRING, "Storage id."),
-            Param::optional("content", STRING, "Only this content type."),
-            Param::optional("vmid", ParamType::VmId, "Only volumes of this VM."),
-        ]),
+        .params(vec![NODE, param::STORAGE, param::CONTENT_TYPE, param::VMID]),
         Endpoint::new(
             Get,
             "/storage",
@@ -247,11 +246,7 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             auth.clone(),
             storage_config_list,
         )
-        .params(vec![Param::optional(
-            "type",
-            STRING,
-            "Only this storage type.",
-        )]),
+        .params(vec![param::TYPE_FILTER]),
         Endpoint::new(
             Post,
             "/storage",
@@ -264,13 +259,13 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             storage_create,
         )
         .params(vec![
-            Param::required("storage", STORAGE_ID, "The storage identifier."),
-            Param::required("type", ParamType::Enum(&["dir"]), "Storage type."),
-            Param::required("path", ABSOLUTE_PATH, "File system path."),
-            Param::optional("content", CONTENT_LIST, "Allowed content types."),
-            Param::optional("nodes", NODE_LIST, "Nodes the storage is available on."),
-            Param::optional("shared", BOOL, "The same content on every node."),
-            Param::optional("disable", BOOL, "Disable the storage."),
+            param::NEW_STORAGE,
+            param::TYPE,
+            param::PATH,
+            param::CONTENT,
+            param::NODES,
+            param::SHARED,
+            param::DISABLE,
         ]),
     ]
 }

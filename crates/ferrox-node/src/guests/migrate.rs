@@ -325,7 +325,7 @@ impl Node {
                 ))
             },
         )
-        .map_err(abort)?;
+        .map_err(|e| abort(e.to_string()))?;
         let completed_at = Instant::now();
         // QEMU allows one QMP client per socket: let go, so others can see `postmigrate`.
         drop(qmp);

@@ -10,7 +10,7 @@
 //! VE declares it); this is the check behind it.
 
 use crate::Node;
-use ferrox_api::{ApiError, Ctx};
+use ferrox_api::{ApiError, Ctx, Param};
 use ferrox_types::{DiskSource, GuestConfig, PropertyString, StorageConfig, VolumeKind};
 use std::collections::BTreeMap;
 
@@ -101,10 +101,10 @@ pub fn is_root(ctx: &C<'_>) -> bool {
 
 /// Refuses a parameter only root@pam may pass (`skiplock`, `nocheck`, ...), as Proxmox VE
 /// does: 400 naming the parameter.
-pub fn root_only_param(ctx: &C<'_>, name: &str) -> Result<(), ApiError> {
-    let given = ctx.params.bool(name).unwrap_or(false);
+pub fn root_only_param(ctx: &C<'_>, param: &Param) -> Result<(), ApiError> {
+    let given = ctx.params.bool(param).unwrap_or(false);
     if given && !is_root(ctx) {
-        return Err(ApiError::param(name, "Only root may use this option."));
+        return Err(param.error("Only root may use this option."));
     }
     Ok(())
 }

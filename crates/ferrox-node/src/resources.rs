@@ -1,0 +1,197 @@
+//! The rows this node reports about itself: its guests, itself and its storages, in the
+//! one `Resource` shape of `/cluster/resources` (also `/nodes` and pool members), and a
+//! storage's status. The API's listings and the node-to-node route both use them.
+
+use crate::guests::{config_dir, parse_config_path, GuestStatic, RunInfo};
+use crate::{host, Node};
+use ferrox_api_types::cluster::Resource;
+use ferrox_api_types::storage::StorageStatus;
+
+/// Appends one row to a JSON array being written (`json` starts with `[`).
+pub(crate) fn push_row(json: &mut String, row: &Resource) {
+    if json.len() > 1 {
+        json.push(',');
+    }
+    // A `Resource` has string keys only: serializing it cannot fail.
+    json.push_str(&serde_json::to_string(row).unwrap_or_default());
+}
+
+/// A guest's row: what its config says, and how it runs when `info` is known.
+pub(crate) fn guest_resource(
+    vmid: u32,
+    node: &str,
+    fixed: &GuestStatic,
+    status: &str,
+    info: Option<&RunInfo>,
+) -> Resource {
+    let now = ferrox_api::auth::now();
+    let live = status != "unknown";
+    let counter = |f: fn(&RunInfo) -> u64| live.then(|| info.map_or(0, f));
+    Resource {
+        id: format!("qemu/{vmid}"),
+        kind: "qemu".into(),
+        node: Some(node.to_string()),
+        status: Some(status.to_string()),
+        vmid: Some(vmid),
+        name: Some(fixed.name.clone()),
+        template: Some(u8::from(fixed.template)),
+        uptime: live.then(|| info.map_or(0, |i| (now - i.started).max(0))),
+        cpu: live.then(|| info.map_or(0.0, |i| i.cpu)),
+        maxcpu: Some(fixed.cpus),
+        mem: counter(|i| i.mem),
+        memhost: counter(|i| i.mem),
+        maxmem: Some(fixed.maxmem),
+        disk: live.then_some(0),
+        maxdisk: Some(fixed.maxdisk),
+        diskread: counter(|i| i.diskread),
+        diskwrite: counter(|i| i.diskwrite),
+        netin: live.then_some(0),
+        netout: live.then_some(0),
+        tags: live.then(|| fixed.tags.clone()).flatten(),
+        lock: live.then(|| fixed.lock.clone()).flatten(),
+        ..Resource::default()
+    }
+}
+
+/// A node's row; the usage figures only for callers with `Sys.Audit` on the node.
+pub(crate) fn node_resource(node: &Node, with_stats: bool) -> Resource {
+    let name = &node.opts.node_name;
+    let mut row = Resource {
+        id: format!("node/{name}"),
+        kind: "node".into(),
+        node: Some(name.clone()),
+        status: Some("online".into()),
+        level: Some(String::new()),
+        ..Resource::default()
+    };
+    if with_stats {
+        let mem = host::memory();
+        let root = host::filesystem(&node.opts.data_dir);
+        row.uptime = Some(host::uptime() as i64);
+        row.cpu = Some(node.metrics.latest().cpu);
+        row.maxcpu = Some(host::cpu_count() as u64);
+        row.mem = Some(mem.used());
+        row.maxmem = Some(mem.total);
+        row.disk = Some(root.used());
+        row.maxdisk = Some(root.total);
+        row.cgroup_mode = Some(2);
+    }
+    row
+}
+
+/// The row of a member that does not answer.
+pub(crate) fn offline_node(name: &str) -> Resource {
+    Resource {
+        id: format!("node/{name}"),
+        kind: "node".into(),
+        node: Some(name.to_string()),
+        status: Some("offline".into()),
+        level: Some(String::new()),
+        ..Resource::default()
+    }
+}
+
+/// A storage's row on this node.
+pub(crate) fn storage_resource(node: &Node, s: &ferrox_types::Storage) -> Resource {
+    let name = &node.opts.node_name;
+    let status = storage_status(node, s);
+    Resource {
+        id: format!("storage/{name}/{}", s.id),
+        kind: "storage".into(),
+        node: Some(name.clone()),
+        status: Some("available".into()),
+        storage: Some(s.id.clone()),
+        plugintype: Some(s.storage_type.clone()),
+        content: Some(status.content),
+        shared: Some(status.shared),
+        disk: Some(status.used),
+        maxdisk: Some(status.total),
+        ..Resource::default()
+    }
+}
+
+/// What `/cluster/resources` shows for a node that does not answer: the node offline,
+/// its guests (from the store) in state `unknown`.
+pub fn offline_resources(node: &Node, name: &str) -> Vec<Resource> {
+    let mut out = vec![offline_node(name)];
+    for (path, entry) in node.tree.list(&config_dir(name)) {
+        let Some((_, vmid)) = parse_config_path(&path) else {
+            continue;
+        };
+        let Ok(cfg) = ferrox_types::GuestConfig::parse(&entry.data) else {
+            continue;
+        };
+        let fixed = GuestStatic::of(vmid, &cfg);
+        out.push(guest_resource(vmid, name, &fixed, "unknown", None));
+    }
+    out
+}
+
+/// This node's own resources (guests, the node, its storages) as a JSON array.
+pub fn local_resources(
+    node: &Node,
+    kind: Option<&str>,
+    may: &dyn Fn(&str, &[&str], bool) -> bool,
+) -> String {
+    let name = &node.opts.node_name;
+    let mut json = String::from("[");
+    if kind.is_none_or(|k| k == "vm") {
+        for (vmid, fixed, info) in node.guests.listing() {
+            if !may(&format!("/vms/{vmid}"), &["VM.Audit"], false) {
+                continue;
+            }
+            let status = if info.is_some() { "running" } else { "stopped" };
+            let row = guest_resource(vmid, name, &fixed, status, info.as_ref());
+            push_row(&mut json, &row);
+        }
+    }
+    if kind.is_none_or(|k| k == "node") {
+        let stats = may(&format!("/nodes/{name}"), &["Sys.Audit"], false);
+        push_row(&mut json, &node_resource(node, stats));
+    }
+    if kind.is_none_or(|k| k == "storage") {
+        let cfg = node.storage_config().unwrap_or_default();
+        for s in cfg
+            .storages
+            .values()
+            .filter(|s| ferrox_storage::is_usable_on(s, name))
+        {
+            if may(
+                &format!("/storage/{}", s.id),
+                &["Datastore.Audit", "Datastore.AllocateSpace"],
+                true,
+            ) {
+                push_row(&mut json, &storage_resource(node, s));
+            }
+        }
+    }
+    json.push(']');
+    json
+}
+
+pub(crate) fn content_list(s: &ferrox_types::Storage) -> String {
+    s.content.iter().cloned().collect::<Vec<_>>().join(",")
+}
+
+/// A storage's status on this node: its row in `GET /nodes/{node}/storage`.
+pub(crate) fn storage_status(node: &Node, s: &ferrox_types::Storage) -> StorageStatus {
+    let space = ferrox_storage::plugin(s, &node.opts.node_name)
+        .map(|p| p.space())
+        .unwrap_or_default();
+    StorageStatus {
+        storage: s.id.clone(),
+        kind: s.storage_type.clone(),
+        content: content_list(s),
+        shared: u8::from(s.shared),
+        active: u8::from(ferrox_storage::is_usable_on(s, &node.opts.node_name)),
+        enabled: u8::from(!s.disable),
+        total: space.total,
+        used: space.used,
+        avail: space.avail,
+        used_fraction: if space.total > 0 {
+            space.used as f64 / space.total as f64
+        } else {
+            0.0
+        },
+    }
+}
