@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Third-party clients, unmodified, against a real Ferrox node: proxmoxer 2.3 and Ansible
-# (community.proxmox bundled with `ansible`, which needs Python >= 3.12: taken from pyenv).
+# Third-party clients, unmodified, against real Ferrox nodes: proxmoxer 2.3 and Ansible
+# (community.proxmox bundled with `ansible`, which needs Python >= 3.12: taken from pyenv)
+# against one node, prometheus-pve-exporter against a cluster of three.
 # Installs them into target/pyclients on first use. Needs QEMU (scripts/test.sh installs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,9 +21,11 @@ if [ -z "$python" ]; then
     exit 1
 fi
 venv="$PWD/target/pyclients"
-if [ ! -x "$venv/bin/ansible-playbook" ] || ! "$venv/bin/python" -c "import proxmoxer" 2> /dev/null; then
+if [ ! -x "$venv/bin/ansible-playbook" ] || ! "$venv/bin/python" -c "import proxmoxer" 2> /dev/null \
+        || [ ! -x "$venv/bin/pve_exporter" ]; then
     "$python" -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check proxmoxer==2.3.0 requests ansible==14.5.0
+    "$venv/bin/pip" install -q --disable-pip-version-check proxmoxer==2.3.0 requests ansible==14.5.0 \
+        prometheus-pve-exporter==3.10.2
 fi
 cargo build -q -p ferrox-cli
 data=$(mktemp -d)
@@ -31,13 +34,14 @@ log="$data/daemon.log"
 FERROX_ROOT_PASSWORD=secret1 target/debug/ferrox node serve --data-dir "$data/node" \
     --listen "127.0.0.1:$port" --name pve1 --auth-failure-delay-ms 0 > "$log" 2>&1 &
 daemon=$!
+daemons=("$daemon")
 cleanup() {
-    kill "$daemon" 2> /dev/null || true
-    for pidfile in "$data"/node/run/*.pid; do
+    for pid in "${daemons[@]}"; do kill "$pid" 2> /dev/null || true; done
+    for pidfile in "$data"/*/run/*.pid; do
         [ -e "$pidfile" ] && kill -9 "$(cat "$pidfile")" 2> /dev/null || true
     done
     # The node's watchdog process outlives the daemon on purpose (docs/fencing.md).
-    pkill -f "node watchdog .*$data/node/run" 2> /dev/null || true
+    pkill -f "node watchdog .*$data/" 2> /dev/null || true
     rm -rf "$data"
 }
 trap cleanup EXIT
@@ -53,4 +57,19 @@ export PROXMOX_HOST=127.0.0.1 PROXMOX_PORT=$port PROXMOX_USER=root@pam PROXMOX_P
        PROXMOX_VALIDATE_CERTS=false ANSIBLE_PYTHON_INTERPRETER="$venv/bin/python" \
        ANSIBLE_LOCALHOST_WARNING=false ANSIBLE_INVENTORY_UNPARSED_WARNING=false
 "$venv/bin/ansible-playbook" -i localhost, tests/clients/ansible_test.yml
+echo "== prometheus-pve-exporter (three nodes)"
+hosts=""
+for i in 1 2 3; do
+    p=$(( 20000 + RANDOM % 20000 ))
+    FERROX_ROOT_PASSWORD=secret1 target/debug/ferrox node serve --data-dir "$data/n$i" \
+        --listen "127.0.0.1:$p" --name "pve$i" --auth-failure-delay-ms 0 > "$data/n$i.log" 2>&1 &
+    daemons+=("$!")
+    for _ in $(seq 100); do
+        grep -q ssl_fingerprint "$data/n$i.log" && break
+        sleep 0.1
+    done
+    hosts="${hosts:+$hosts,}127.0.0.1:$p"
+done
+FERROX_HOSTS="$hosts" FERROX_PASSWORD=secret1 PVE_EXPORTER="$venv/bin/pve_exporter" \
+    "$venv/bin/python" tests/clients/pve_exporter_test.py
 echo "client tests passed"

@@ -97,6 +97,7 @@ impl Drop for Daemon {
 pub struct Resp {
     pub status: u16,
     pub reason: String,
+    pub content_type: String,
     pub body: Value,
     pub raw: String,
 }
@@ -239,11 +240,13 @@ impl Daemon {
         };
         let status = resp.status();
         let reason = resp.status_text().to_string();
+        let content_type = resp.header("content-type").unwrap_or("").to_string();
         let raw = resp.into_string().unwrap();
         let body = serde_json::from_str(&raw).unwrap_or(Value::Null);
         Resp {
             status,
             reason,
+            content_type,
             body,
             raw,
         }
@@ -575,4 +578,27 @@ pub fn config_snapshot(etc: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     }
     out.sort();
     out
+}
+
+/// Whether QEMU is installed; says loudly when a test skips for its absence.
+pub fn qemu_available() -> bool {
+    let ok = std::process::Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !ok {
+        eprintln!("SKIPPED: qemu-system-x86_64 is not installed (scripts/test.sh installs it)");
+    }
+    ok
+}
+
+/// Polls `f` every 100 ms until it holds; fails the test after `limit`. Returns how long
+/// it took.
+pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out after {limit:?}: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    start.elapsed()
 }

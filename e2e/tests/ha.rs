@@ -5,7 +5,7 @@
 use ferrox_e2e::*;
 use serde_json::Value;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// One HA cluster at a time: six daemons and their guests on two cores would starve
 /// each other's 1 s HA rounds.
@@ -13,17 +13,6 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn qemu_available() -> bool {
-    let ok = std::process::Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output()
-        .is_ok();
-    if !ok {
-        eprintln!("SKIPPED: qemu-system-x86_64 is not installed (scripts/test.sh installs it)");
-    }
-    ok
 }
 
 fn ha_cluster() -> Vec<Daemon> {
@@ -36,15 +25,6 @@ fn running_on(nodes: &[Option<Daemon>], vmid: u32) -> Option<String> {
         .flatten()
         .find(|d| guest_pid(&d.path().join("run"), vmid).is_some())
         .map(|d| d.name.clone())
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "timed out after {limit:?}: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    start.elapsed()
 }
 
 #[test]

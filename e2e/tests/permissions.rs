@@ -277,6 +277,42 @@ const TABLE: &[(&str, &str, Pve)] = &[
     ("DELETE", "/cluster/ha/rules/{rule}", SYS_CONSOLE_ROOT),
     ("GET", "/cluster/ha/status/current", SYS_AUDIT_ROOT),
     ("GET", "/cluster/ha/status/manager_status", SYS_AUDIT_ROOT),
+    ("GET", "/cluster/ha", All),
+    ("GET", "/cluster/ha/status", All),
+    // Issue 13: what common clients read on a fresh cluster.
+    ("GET", "/cluster", All),
+    ("GET", "/cluster/tasks", All),
+    ("GET", "/cluster/log", All),
+    ("GET", "/cluster/config/qdevice", SYS_AUDIT_ROOT),
+    ("GET", "/cluster/replication", All),
+    ("GET", "/cluster/backup", SYS_AUDIT_ROOT),
+    ("GET", "/cluster/backup-info/not-backed-up", SYS_AUDIT_ROOT),
+    ("GET", "/cluster/metrics", All),
+    ("GET", "/cluster/metrics/export", SYS_AUDIT_ROOT),
+    ("GET", "/cluster/metrics/server", SYS_AUDIT_ROOT),
+    ("GET", "/cluster/sdn", All),
+    ("GET", "/cluster/sdn/vnets", All),
+    ("GET", "/cluster/sdn/zones", All),
+    ("GET", "/nodes/{node}/lxc", All),
+    ("GET", "/nodes/{node}/subscription", All),
+    (
+        "GET",
+        "/nodes/{node}/apt/update",
+        Priv("/nodes/{node}", &["Sys.Modify"], false),
+    ),
+    ("GET", "/nodes/{node}/capabilities/qemu/cpu", All),
+    ("GET", "/nodes/{node}/capabilities/qemu/machines", All),
+    ("GET", "/nodes/{node}/replication", All),
+    (
+        "GET",
+        "/nodes/{node}/time",
+        Priv("/nodes/{node}", &["Sys.Audit"], false),
+    ),
+    (
+        "GET",
+        "/nodes/{node}/dns",
+        Priv("/nodes/{node}", &["Sys.Audit"], false),
+    ),
 ];
 
 fn lookup(method: Method, path: &str) -> Option<Pve> {

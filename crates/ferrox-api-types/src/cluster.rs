@@ -2,6 +2,7 @@
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 
 /// A row of `GET /cluster/resources`: a guest, a node or a storage. The same row is a
 /// node in `GET /nodes` and a member of a pool: one shape wherever a resource is listed.
@@ -12,13 +13,13 @@ pub struct Resource {
     pub id: String,
     /// `qemu`, `lxc`, `node`, `storage`.
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: Cow<'static, str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
     /// Guests: `running`, `stopped`, `unknown` (its node does not answer). Nodes:
     /// `online`, `offline`. Storages: `available`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<String>,
+    pub status: Option<Cow<'static, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vmid: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -54,6 +55,13 @@ pub struct Resource {
     pub tags: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock: Option<String>,
+    /// Guests: the HA service state (`started`, `fence`, ...); nodes: the HA node state
+    /// (`online`, `maintenance`, ...). Only where HA knows the resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hastate: Option<String>,
+    /// Guests: the pool the guest belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
     /// Nodes: the support level (empty without a subscription).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub level: Option<String>,
@@ -79,7 +87,7 @@ pub struct Resource {
 impl Resource {
     /// The group a `type` filter of `/cluster/resources` names: guests are `vm`.
     pub fn group(&self) -> &str {
-        match self.kind.as_str() {
+        match &*self.kind {
             "qemu" | "lxc" => "vm",
             other => other,
         }
@@ -187,4 +195,63 @@ pub struct LockGrant {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct LockRelease {
     pub released: u8,
+}
+
+/// A row of `GET /cluster/log`: the cluster log (task starts and ends, as Proxmox VE
+/// writes them), newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ClusterLogEntry {
+    /// Unique within the answer.
+    pub uid: u64,
+    /// Unix seconds.
+    pub time: i64,
+    /// Syslog priority (6 info, 3 error).
+    pub pri: u8,
+    pub tag: String,
+    pub pid: u32,
+    pub node: String,
+    pub user: String,
+    pub msg: String,
+}
+
+/// A row of `GET /cluster/backup-info/not-backed-up`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NotBackedUp {
+    pub vmid: u32,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// One value of `GET /cluster/metrics/export`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Metric {
+    /// `node/<name>`, `qemu/<vmid>`, `storage/<node>/<id>`.
+    pub id: String,
+    pub metric: String,
+    /// Unix seconds.
+    pub timestamp: i64,
+    /// `gauge`, `counter` or `derive`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub value: f64,
+}
+
+/// `GET /cluster/metrics/export` (Proxmox VE nests the list in a `data` field).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct MetricsExport {
+    pub data: Vec<Metric>,
+}
+
+/// A row of `GET /cluster/metrics/server`: an external metric server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct MetricServer {
+    pub id: String,
+    /// `influxdb` or `graphite`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub server: String,
+    pub port: u16,
+    pub disable: u8,
 }

@@ -48,9 +48,9 @@ pub struct HaRule {
     pub comment: Option<String>,
 }
 
-/// A row of `GET /cluster/ha/status/current`: the quorum, the master, an LRM or a
-/// service.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+/// A row of `GET /cluster/ha/status/current`: the quorum, the master, the fencing (arm)
+/// state, an LRM or a service.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct HaStatusEntry {
     pub id: String,
     /// `quorum`, `master`, `lrm`, `service`.
@@ -73,6 +73,26 @@ pub struct HaStatusEntry {
     pub request_state: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crm_state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_restart: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_relocate: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failback: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// Fencing: `armed`, `standby`, `disarming`, `disarmed`.
+    #[serde(
+        rename = "armed-state",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub armed_state: Option<String>,
+    /// Fencing while disarmed: `freeze` or `ignore`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_mode: Option<String>,
 }
 
 /// `GET /cluster/ha/status/manager_status`: the CRM's and the LRMs' own status files.

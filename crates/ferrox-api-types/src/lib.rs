@@ -8,6 +8,7 @@
 pub mod access;
 pub mod cluster;
 pub mod ha;
+pub mod lxc;
 pub mod nodes;
 pub mod pools;
 pub mod qemu;

@@ -88,18 +88,125 @@ pub struct RrdRow {
 }
 
 /// A row of `GET /nodes/{node}/network`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct NetworkInterface {
     pub iface: String,
-    /// `bridge`, `eth`, `vlan`, ...
+    /// `bridge`, `eth`, `vlan`, `bond`, `loopback`, `unknown`.
     #[serde(rename = "type")]
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autostart: Option<u8>,
+    /// `inet` and/or `inet6`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub families: Vec<String>,
+    /// `static`, `manual`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netmask: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cidr: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address6: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cidr6: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bridge_ports: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+}
+
+/// `GET /nodes/{node}/subscription`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct Subscription {
+    /// `new`, `notfound`, `active`, `invalid`, `expired`, `suspended`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Shown to users with `Sys.Audit` on the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serverid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nextduedate: Option<String>,
+}
+
+/// A row of `GET /nodes/{node}/apt/update`: an update that is available.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct AptUpdate {
+    pub package: String,
+    pub title: String,
+    pub version: String,
+    pub old_version: String,
+    pub origin: String,
+    pub priority: String,
+    pub section: String,
+}
+
+/// A row of `GET /nodes/{node}/capabilities/qemu/cpu`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CpuModel {
+    pub name: String,
+    pub vendor: String,
+    /// 1 for a custom model (`cpu-models.conf`).
+    pub custom: u8,
+}
+
+/// A row of `GET /nodes/{node}/capabilities/qemu/machines`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct MachineType {
+    /// `pc-i440fx-7.2`, `pc-q35-7.2`, ...
+    pub id: String,
+    /// `i440fx` or `q35`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// QEMU's version of the machine type, `7.2`.
+    pub version: String,
+}
+
+/// A row of `GET /nodes/{node}/replication` and `GET /cluster/replication`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ReplicationJob {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub guest: u32,
+    pub target: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vmtype: Option<String>,
+}
+
+/// `GET /nodes/{node}/time`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NodeTime {
+    pub timezone: String,
+    /// Unix seconds.
+    pub time: i64,
+    /// Seconds since the epoch in the node's time zone (Proxmox VE's `localtime`).
+    pub localtime: i64,
+}
+
+/// `GET /nodes/{node}/dns`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct Dns {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns1: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns2: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns3: Option<String>,
 }

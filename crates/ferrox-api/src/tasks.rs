@@ -431,6 +431,16 @@ impl TaskStore {
         Ok((page, total))
     }
 
+    /// The newest `limit` tasks, running or finished (the cluster-wide task list).
+    pub fn recent(&self, limit: usize) -> Vec<TaskStatus> {
+        let filter = TaskFilter {
+            limit,
+            source: "all".into(),
+            ..TaskFilter::default()
+        };
+        self.list(&filter, &|_| true).0
+    }
+
     /// `GET /nodes/{node}/tasks`, newest first; returns the page and the total.
     pub fn list(
         &self,

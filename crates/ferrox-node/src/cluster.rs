@@ -273,23 +273,53 @@ impl Transport for PeerTransport {
     }
 }
 
+/// A node-to-node `GET` of `path` on `member`, its answer read as `T`.
+pub fn peer_get<T: serde::de::DeserializeOwned>(
+    node: &Node,
+    member: &Member,
+    path: &str,
+) -> Result<T, String> {
+    let body = node
+        .peers
+        .request(member, "GET", path, &[], PEER_READ_TIMEOUT)
+        .map_err(|e| e.to_string())?;
+    serde_json::from_slice(&body).map_err(|e| format!("answer of {}: {e}", member.name))
+}
+
 /// This node's view of another member's local resources, or why it has none.
 pub fn peer_resources(
     node: &Node,
     member: &Member,
     kind: Option<&str>,
 ) -> Result<Vec<ferrox_api_types::cluster::Resource>, String> {
-    let body = node
-        .peers
-        .request(
-            member,
-            "GET",
-            &format!("/ferrox/local-resources/{}", kind.unwrap_or("all")),
-            &[],
-            PEER_READ_TIMEOUT,
-        )
-        .map_err(|e| e.to_string())?;
-    serde_json::from_slice(&body).map_err(|e| e.to_string())
+    peer_get(
+        node,
+        member,
+        &format!("/ferrox/local-resources/{}", kind.unwrap_or("all")),
+    )
+}
+
+/// Asks every other member in parallel (each with a short timeout); `None` for those
+/// that do not answer.
+pub fn ask_members<T: Send>(
+    node: &Node,
+    ask: impl Fn(&Member) -> Result<T, String> + Sync,
+) -> Vec<(Member, Option<T>)> {
+    let others = other_members(node);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = others
+            .iter()
+            .map(|m| {
+                let ask = &ask;
+                scope.spawn(move || ask(m).ok())
+            })
+            .collect();
+        others
+            .iter()
+            .cloned()
+            .zip(handles.into_iter().map(|h| h.join().ok().flatten()))
+            .collect()
+    })
 }
 
 /// Forwards an API request to the member `target` (see `ApiState::proxy`).

@@ -45,6 +45,30 @@ async fn local_resources(
     (StatusCode::OK, json.into_bytes())
 }
 
+/// How many of its tasks a node contributes to the cluster's task list (Proxmox VE keeps
+/// a similar window per node).
+pub const RECENT_TASKS: usize = 50;
+
+/// This node's recent tasks (for `/cluster/tasks` and `/cluster/log` on any member).
+async fn local_tasks(State(node): State<Arc<Node>>) -> (StatusCode, Vec<u8>) {
+    let json = tokio::task::spawn_blocking(move || {
+        serde_json::to_vec(&node.tasks.recent(RECENT_TASKS)).unwrap_or_default()
+    })
+    .await
+    .unwrap_or_default();
+    (StatusCode::OK, json)
+}
+
+/// This node's current metrics (for `/cluster/metrics/export` on any member).
+async fn local_metrics(State(node): State<Arc<Node>>) -> (StatusCode, Vec<u8>) {
+    let json = tokio::task::spawn_blocking(move || {
+        serde_json::to_vec(&crate::host::metrics::export(&node)).unwrap_or_default()
+    })
+    .await
+    .unwrap_or_default();
+    (StatusCode::OK, json)
+}
+
 /// The target's side of a live migration (see `migrate`).
 async fn migration_step(
     State(node): State<Arc<Node>>,
@@ -87,6 +111,8 @@ pub fn peer_router(node: Arc<Node>) -> axum::Router {
     axum::Router::new()
         .route("/ferrox/store/{rpc}", post(store_rpc))
         .route("/ferrox/local-resources/{kind}", get(local_resources))
+        .route("/ferrox/local-tasks", get(local_tasks))
+        .route("/ferrox/local-metrics", get(local_metrics))
         .route("/ferrox/migrate/{vmid}/{action}", post(migration_step))
         .layer(DefaultBodyLimit::max(512 << 20))
         .route_layer(axum::middleware::from_fn_with_state(

@@ -6,14 +6,88 @@ use crate::guests::{config_dir, parse_config_path, GuestStatic, RunInfo};
 use crate::{host, Node};
 use ferrox_api_types::cluster::Resource;
 use ferrox_api_types::storage::StorageStatus;
+use ferrox_types::{HaResources, ManagerStatus};
+use std::collections::BTreeMap;
 
-/// Appends one row to a JSON array being written (`json` starts with `[`).
-pub(crate) fn push_row(json: &mut String, row: &Resource) {
-    if json.len() > 1 {
-        json.push(',');
+/// A JSON array of rows written as they come (10 000 guests must answer in milliseconds:
+/// no `Value`, no string per row).
+pub(crate) struct JsonArray(Vec<u8>);
+
+impl JsonArray {
+    pub(crate) fn new() -> JsonArray {
+        JsonArray(vec![b'['])
     }
-    // A `Resource` has string keys only: serializing it cannot fail.
-    json.push_str(&serde_json::to_string(row).unwrap_or_default());
+
+    pub(crate) fn push(&mut self, row: &Resource) {
+        if self.0.len() > 1 {
+            self.0.push(b',');
+        }
+        // A `Resource` has string keys only: writing it into memory cannot fail.
+        let _ = serde_json::to_writer(&mut self.0, row);
+    }
+
+    pub(crate) fn finish(mut self) -> String {
+        self.0.push(b']');
+        // serde_json writes UTF-8.
+        String::from_utf8(self.0).unwrap_or_default()
+    }
+}
+
+/// What the rows take from cluster documents: HA states and pool membership, read once
+/// per listing.
+#[derive(Default)]
+pub(crate) struct Facts {
+    /// vmid of `vm:<vmid>` → the CRM's state, or the requested state before the CRM saw it.
+    services: BTreeMap<u32, String>,
+    /// node → the CRM's node state.
+    nodes: BTreeMap<String, String>,
+    pools: BTreeMap<u32, String>,
+}
+
+impl Facts {
+    pub(crate) fn load(node: &Node) -> Facts {
+        let manager: ManagerStatus = node
+            .tree
+            .get(crate::ha::MANAGER_STATUS)
+            .and_then(|e| serde_json::from_str(&e.data).ok())
+            .unwrap_or_default();
+        let configured = node
+            .tree
+            .get(crate::ha::RESOURCES)
+            .and_then(|e| HaResources::parse(&e.data).ok())
+            .unwrap_or_default();
+        let vmid = |sid: &str| sid.strip_prefix("vm:").and_then(|v| v.parse::<u32>().ok());
+        let mut services: BTreeMap<u32, String> = configured
+            .resources
+            .values()
+            .filter_map(|r| Some((vmid(&r.sid)?, r.state.as_str().to_string())))
+            .collect();
+        for (sid, s) in &manager.service_status {
+            if let Some(v) = vmid(sid) {
+                services.insert(v, s.state.as_str().to_string());
+            }
+        }
+        let nodes = manager
+            .node_status
+            .iter()
+            .map(|(n, s)| (n.clone(), s.as_str().to_string()))
+            .collect();
+        let users = node.auth.user_config();
+        let pools = users
+            .pools
+            .iter()
+            .flat_map(|(pool, (_, vms, _))| {
+                vms.iter()
+                    .filter_map(|v| v.parse().ok())
+                    .map(move |vmid: u32| (vmid, pool.clone()))
+            })
+            .collect();
+        Facts {
+            services,
+            nodes,
+            pools,
+        }
+    }
 }
 
 /// A guest's row: what its config says, and how it runs when `info` is known.
@@ -21,8 +95,9 @@ pub(crate) fn guest_resource(
     vmid: u32,
     node: &str,
     fixed: &GuestStatic,
-    status: &str,
+    status: &'static str,
     info: Option<&RunInfo>,
+    facts: &Facts,
 ) -> Resource {
     let now = ferrox_api::auth::now();
     let live = status != "unknown";
@@ -31,7 +106,7 @@ pub(crate) fn guest_resource(
         id: format!("qemu/{vmid}"),
         kind: "qemu".into(),
         node: Some(node.to_string()),
-        status: Some(status.to_string()),
+        status: Some(status.into()),
         vmid: Some(vmid),
         name: Some(fixed.name.clone()),
         template: Some(u8::from(fixed.template)),
@@ -49,12 +124,14 @@ pub(crate) fn guest_resource(
         netout: live.then_some(0),
         tags: live.then(|| fixed.tags.clone()).flatten(),
         lock: live.then(|| fixed.lock.clone()).flatten(),
+        hastate: facts.services.get(&vmid).cloned(),
+        pool: facts.pools.get(&vmid).cloned(),
         ..Resource::default()
     }
 }
 
 /// A node's row; the usage figures only for callers with `Sys.Audit` on the node.
-pub(crate) fn node_resource(node: &Node, with_stats: bool) -> Resource {
+pub(crate) fn node_resource(node: &Node, with_stats: bool, facts: &Facts) -> Resource {
     let name = &node.opts.node_name;
     let mut row = Resource {
         id: format!("node/{name}"),
@@ -62,6 +139,7 @@ pub(crate) fn node_resource(node: &Node, with_stats: bool) -> Resource {
         node: Some(name.clone()),
         status: Some("online".into()),
         level: Some(String::new()),
+        hastate: facts.nodes.get(name).cloned(),
         ..Resource::default()
     };
     if with_stats {
@@ -80,13 +158,14 @@ pub(crate) fn node_resource(node: &Node, with_stats: bool) -> Resource {
 }
 
 /// The row of a member that does not answer.
-pub(crate) fn offline_node(name: &str) -> Resource {
+pub(crate) fn offline_node(name: &str, facts: &Facts) -> Resource {
     Resource {
         id: format!("node/{name}"),
         kind: "node".into(),
         node: Some(name.to_string()),
         status: Some("offline".into()),
         level: Some(String::new()),
+        hastate: facts.nodes.get(name).cloned(),
         ..Resource::default()
     }
 }
@@ -113,7 +192,8 @@ pub(crate) fn storage_resource(node: &Node, s: &ferrox_types::Storage) -> Resour
 /// What `/cluster/resources` shows for a node that does not answer: the node offline,
 /// its guests (from the store) in state `unknown`.
 pub fn offline_resources(node: &Node, name: &str) -> Vec<Resource> {
-    let mut out = vec![offline_node(name)];
+    let facts = Facts::load(node);
+    let mut out = vec![offline_node(name, &facts)];
     for (path, entry) in node.tree.list(&config_dir(name)) {
         let Some((_, vmid)) = parse_config_path(&path) else {
             continue;
@@ -122,9 +202,20 @@ pub fn offline_resources(node: &Node, name: &str) -> Vec<Resource> {
             continue;
         };
         let fixed = GuestStatic::of(vmid, &cfg);
-        out.push(guest_resource(vmid, name, &fixed, "unknown", None));
+        out.push(guest_resource(vmid, name, &fixed, "unknown", None, &facts));
     }
     out
+}
+
+/// Proxmox VE shows a guest's pool only to those with `Pool.Audit` on it.
+pub(crate) fn hide_pool(row: &mut Resource, may: &dyn Fn(&str, &[&str], bool) -> bool) {
+    if row
+        .pool
+        .as_ref()
+        .is_some_and(|p| !may(&format!("/pool/{p}"), &["Pool.Audit"], false))
+    {
+        row.pool = None;
+    }
 }
 
 /// This node's own resources (guests, the node, its storages) as a JSON array.
@@ -133,21 +224,34 @@ pub fn local_resources(
     kind: Option<&str>,
     may: &dyn Fn(&str, &[&str], bool) -> bool,
 ) -> String {
+    let mut json = JsonArray::new();
+    local_rows(node, kind, may, &mut json);
+    json.finish()
+}
+
+/// Appends this node's own resources to `json`.
+pub(crate) fn local_rows(
+    node: &Node,
+    kind: Option<&str>,
+    may: &dyn Fn(&str, &[&str], bool) -> bool,
+    json: &mut JsonArray,
+) {
     let name = &node.opts.node_name;
-    let mut json = String::from("[");
+    let facts = Facts::load(node);
     if kind.is_none_or(|k| k == "vm") {
         for (vmid, fixed, info) in node.guests.listing() {
             if !may(&format!("/vms/{vmid}"), &["VM.Audit"], false) {
                 continue;
             }
             let status = if info.is_some() { "running" } else { "stopped" };
-            let row = guest_resource(vmid, name, &fixed, status, info.as_ref());
-            push_row(&mut json, &row);
+            let mut row = guest_resource(vmid, name, &fixed, status, info.as_ref(), &facts);
+            hide_pool(&mut row, may);
+            json.push(&row);
         }
     }
     if kind.is_none_or(|k| k == "node") {
         let stats = may(&format!("/nodes/{name}"), &["Sys.Audit"], false);
-        push_row(&mut json, &node_resource(node, stats));
+        json.push(&node_resource(node, stats, &facts));
     }
     if kind.is_none_or(|k| k == "storage") {
         let cfg = node.storage_config().unwrap_or_default();
@@ -161,12 +265,10 @@ pub fn local_resources(
                 &["Datastore.Audit", "Datastore.AllocateSpace"],
                 true,
             ) {
-                push_row(&mut json, &storage_resource(node, s));
+                json.push(&storage_resource(node, s));
             }
         }
     }
-    json.push(']');
-    json
 }
 
 pub(crate) fn content_list(s: &ferrox_types::Storage) -> String {

@@ -67,6 +67,9 @@ impl GuestProcess {
             .trim()
             .parse()
             .map_err(|_| QemuError::Start(format!("bad pid file content '{}'", pid_text.trim())))?;
+        // Accounting only (pressure stalls): a host without a writable cgroup2 runs the
+        // guest all the same, without guest pressure figures.
+        let _ = crate::cgroup::place(spec.vmid, pid);
         let guest = GuestProcess {
             vmid: spec.vmid,
             pid,

@@ -10,7 +10,7 @@ use ferrox_api_types::cluster::{
     ClusterLock, ClusterMember, ClusterStatusEntry, JoinGrant as Admission, JoinInfo, LockGrant,
     LockRelease, MemberAddress, Totem,
 };
-use ferrox_api_types::{ConfigMap, Upid};
+use ferrox_api_types::{ConfigMap, Named, Upid};
 use ferrox_store::{JoinGrant, Member};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -512,6 +512,40 @@ fn set_options(ctx: &C<'_>) -> Result<(), ApiError> {
     Ok(())
 }
 
+fn cluster_index(_: &C<'_>) -> Result<Vec<Named>, ApiError> {
+    let dirs = [
+        "log",
+        "options",
+        "resources",
+        "status",
+        "tasks",
+        "nextid",
+        "ha",
+        "config",
+        "backup",
+        "backup-info",
+        "replication",
+        "metrics",
+        "sdn",
+    ];
+    Ok(dirs
+        .iter()
+        .map(|d| Named {
+            name: d.to_string(),
+        })
+        .collect())
+}
+
+/// No QDevice can be configured: Proxmox VE answers an empty object then.
+fn qdevice(_: &C<'_>) -> Result<ConfigMap, ApiError> {
+    Ok(ConfigMap::new())
+}
+
+/// Storage replication needs ZFS; no job can exist.
+fn replication(_: &C<'_>) -> Result<Vec<ferrox_api_types::nodes::ReplicationJob>, ApiError> {
+    Ok(Vec::new())
+}
+
 /// The parameters of this file's endpoints, each declared once.
 pub(crate) mod param {
     use super::*;
@@ -571,6 +605,27 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
     use Method::*;
     let lock_params = || vec![param::NAME, param::OWNER];
     vec![
+        Endpoint::new(
+            Get,
+            "/cluster",
+            "Cluster index.",
+            Permission::Authenticated,
+            cluster_index,
+        ),
+        Endpoint::new(
+            Get,
+            "/cluster/config/qdevice",
+            "QDevice status (none configured).",
+            AUDIT,
+            qdevice,
+        ),
+        Endpoint::new(
+            Get,
+            "/cluster/replication",
+            "Storage replication jobs.",
+            Permission::Handler("any user; only jobs of guests with VM.Audit"),
+            replication,
+        ),
         Endpoint::new(
             Get,
             "/cluster/options",

@@ -473,13 +473,13 @@ fn manager_status(node: &Node) -> ManagerStatus {
 fn status_manager(ctx: &C<'_>) -> Result<HaManagerStatus, ApiError> {
     let ms = manager_status(ctx.state);
     let mut lrm = std::collections::BTreeMap::new();
-    for m in ctx.state.store.status().members {
+    for name in ms.node_status.keys() {
         let status: Option<LrmStatus> = ctx
             .state
             .tree
-            .get(&format!("nodes/{}/lrm_status", m.member.name))
+            .get(&format!("nodes/{name}/lrm_status"))
             .and_then(|e| serde_json::from_str(&e.data).ok());
-        lrm.insert(m.member.name, json!(status));
+        lrm.insert(name.clone(), json!(status.unwrap_or_default()));
     }
     Ok(HaManagerStatus {
         manager_status: json!(ms),
@@ -491,86 +491,38 @@ fn status_manager(ctx: &C<'_>) -> Result<HaManagerStatus, ApiError> {
     })
 }
 
-/// A row of the HA status with only its identity and text filled in.
-fn status_row(id: String, kind: &str, status: String) -> HaStatusEntry {
-    HaStatusEntry {
-        id,
-        kind: kind.to_string(),
-        status,
-        node: None,
-        quorate: None,
-        timestamp: None,
-        state: None,
-        mode: None,
-        sid: None,
-        request_state: None,
-        crm_state: None,
-    }
-}
-
 fn status_current(ctx: &C<'_>) -> Result<Vec<HaStatusEntry>, ApiError> {
     let node = ctx.state;
-    let cluster = node.store.status();
-    let ms = manager_status(node);
-    let quorum_text = if cluster.quorate {
-        "OK"
-    } else {
-        "No quorum on node"
+    let manager = manager_status(node);
+    let (_, resources) = load(node)?;
+    let lrm = manager
+        .node_status
+        .keys()
+        .filter_map(|name| {
+            let entry = node.tree.get(&format!("nodes/{name}/lrm_status"))?;
+            let status: LrmStatus = serde_json::from_str(&entry.data).ok()?;
+            Some((name.clone(), status))
+        })
+        .collect();
+    let datacenter = node
+        .tree
+        .get("datacenter.cfg")
+        .and_then(|e| ferrox_types::DatacenterConfig::parse_cfg(&e.data).ok())
+        .unwrap_or_default();
+    let guest_node = |sid: &str| {
+        let vmid = sid.split_once(':')?.1.parse().ok()?;
+        crate::cluster::vmid_owner(node, vmid)
     };
-    let mut out = vec![HaStatusEntry {
-        node: Some(node.opts.node_name.clone()),
-        quorate: Some(u8::from(cluster.quorate)),
-        ..status_row("quorum".into(), "quorum", quorum_text.into())
-    }];
-    if let Some(master) = &ms.master_node {
-        let text = format!("{master} (active, {})", ms.timestamp.unwrap_or(0));
-        out.push(HaStatusEntry {
-            node: Some(master.clone()),
-            timestamp: ms.timestamp,
-            ..status_row("master".into(), "master", text)
-        });
-    }
-    for m in &cluster.members {
-        let name = &m.member.name;
-        let lrm: Option<LrmStatus> = node
-            .tree
-            .get(&format!("nodes/{name}/lrm_status"))
-            .and_then(|e| serde_json::from_str(&e.data).ok());
-        let state = lrm
-            .as_ref()
-            .and_then(|l| l.state.clone())
-            .unwrap_or_default();
-        let mode = lrm
-            .as_ref()
-            .and_then(|l| l.mode.map(|m| m.as_str().to_string()))
-            .unwrap_or_default();
-        let text = format!("{name} ({state}, {mode})");
-        out.push(HaStatusEntry {
-            node: Some(name.clone()),
-            state: Some(state),
-            mode: Some(mode),
-            timestamp: lrm.as_ref().and_then(|l| l.timestamp),
-            ..status_row(format!("lrm:{name}"), "lrm", text)
-        });
-    }
-    let (_, cfg) = load(node)?;
-    for (sid, ss) in &ms.service_status {
-        let request = cfg
-            .resources
-            .get(sid)
-            .map(|r| r.state.as_str())
-            .unwrap_or("");
-        let text = format!("{sid} ({}, {})", ss.node, ss.state.as_str());
-        out.push(HaStatusEntry {
-            sid: Some(sid.clone()),
-            node: Some(ss.node.clone()),
-            state: Some(ss.state.as_str().to_string()),
-            request_state: Some(request.to_string()),
-            crm_state: Some(ss.state.as_str().to_string()),
-            ..status_row(format!("service:{sid}"), "service", text)
-        });
-    }
-    Ok(out)
+    Ok(crate::ha::status::current(&crate::ha::status::Inputs {
+        now: ferrox_api::auth::now(),
+        local_node: &node.opts.node_name,
+        quorate: node.store.status().quorate,
+        manager: &manager,
+        resources: &resources,
+        lrm: &lrm,
+        crs_mode: Some(datacenter.crs.ha.as_str()),
+        guest_node: &guest_node,
+    }))
 }
 
 fn rule_params(create: bool) -> Vec<Param> {
@@ -599,6 +551,23 @@ fn resource_params() -> Vec<Param> {
         param::COMMENT,
         param::GROUP,
     ]
+}
+
+fn ha_index(_: &C<'_>) -> Result<Vec<ferrox_api_types::Named>, ApiError> {
+    Ok(named(&["status", "resources", "rules"]))
+}
+
+fn status_index(_: &C<'_>) -> Result<Vec<ferrox_api_types::Named>, ApiError> {
+    Ok(named(&["current", "manager_status"]))
+}
+
+fn named(names: &[&str]) -> Vec<ferrox_api_types::Named> {
+    names
+        .iter()
+        .map(|n| ferrox_api_types::Named {
+            name: n.to_string(),
+        })
+        .collect()
 }
 
 /// The parameters of this file's endpoints, each declared once.
@@ -659,6 +628,20 @@ pub(crate) mod param {
 pub fn endpoints() -> Vec<Endpoint<Node>> {
     use Method::*;
     vec![
+        Endpoint::new(
+            Get,
+            "/cluster/ha",
+            "HA index.",
+            Permission::Authenticated,
+            ha_index,
+        ),
+        Endpoint::new(
+            Get,
+            "/cluster/ha/status",
+            "HA status index.",
+            Permission::Authenticated,
+            status_index,
+        ),
         Endpoint::new(Get, "/cluster/ha/resources", "HA resources.", AUDIT, list)
             .params(vec![param::RESOURCE_TYPE_FILTER]),
         Endpoint::new(

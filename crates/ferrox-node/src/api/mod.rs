@@ -6,13 +6,18 @@
 //! `ferrox_api::core`. Each endpoint is declared with its parameters and permission next to
 //! its handler.
 
+pub mod backup;
 pub mod cluster;
 pub mod ha;
+pub mod lxc;
+pub mod metrics;
 pub mod nodes;
 pub mod pools;
 pub mod qemu;
 pub mod resources;
+pub mod sdn;
 pub mod storage;
+pub mod tasks;
 
 use crate::Node;
 use ferrox_api::{ApiError, Ctx, Endpoint};
@@ -38,5 +43,10 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
     list.extend(cluster::endpoints());
     list.extend(ha::endpoints());
     list.extend(pools::endpoints());
+    list.extend(lxc::endpoints());
+    list.extend(tasks::endpoints());
+    list.extend(metrics::endpoints());
+    list.extend(backup::endpoints());
+    list.extend(sdn::endpoints());
     list
 }

@@ -1,21 +1,22 @@
 //! `/nodes` and `/nodes/{node}`: the node index, a node's status, metrics and network.
 
 use super::*;
-use crate::resources::{node_resource, offline_node};
+use crate::resources::{node_resource, offline_node, Facts};
 use crate::{host, Node};
 use ferrox_api::core::{local_node, PVE_VERSION};
-use ferrox_api::schema::STRING;
 use ferrox_api::{ApiError, Endpoint, Method, Param, ParamType, Permission};
 use ferrox_api_types::cluster::Resource;
 use ferrox_api_types::nodes::{
-    BootInfo, CpuInfo, Kernel, Ksm, Memory, NetworkInterface, NodeStatus, RrdRow, Space,
+    AptUpdate, BootInfo, CpuInfo, CpuModel, Dns, Kernel, Ksm, MachineType, Memory,
+    NetworkInterface, NodeStatus, NodeTime, ReplicationJob, RrdRow, Space, Subscription,
 };
 use ferrox_api_types::Named;
 
 fn list_nodes(ctx: &C<'_>) -> Result<Vec<Resource>, ApiError> {
     let name = ctx.state.opts.node_name.clone();
     let stats = ctx.has(&format!("/nodes/{name}"), &["Sys.Audit"], false);
-    let mut own = node_resource(ctx.state, stats);
+    let facts = Facts::load(ctx.state);
+    let mut own = node_resource(ctx.state, stats, &facts);
     own.ssl_fingerprint = Some(ctx.state.tls.fingerprint.clone());
     let mut out = vec![own];
     let others = crate::cluster::other_members(ctx.state);
@@ -37,9 +38,9 @@ fn list_nodes(ctx: &C<'_>) -> Result<Vec<Resource>, ApiError> {
             // Without Sys.Audit: that the node exists and whether it is up, no figures.
             Some(e) => Resource {
                 status: e.status,
-                ..offline_node(&m.name)
+                ..offline_node(&m.name, &facts)
             },
-            None => offline_node(&m.name),
+            None => offline_node(&m.name, &facts),
         };
         entry.ssl_fingerprint = Some(m.fingerprint.clone());
         out.push(entry);
@@ -50,7 +51,20 @@ fn list_nodes(ctx: &C<'_>) -> Result<Vec<Resource>, ApiError> {
 fn node_index(ctx: &C<'_>) -> Result<Vec<Named>, ApiError> {
     local_node(ctx)?;
     let dirs = [
-        "qemu", "status", "storage", "tasks", "rrddata", "version", "network",
+        "qemu",
+        "lxc",
+        "status",
+        "storage",
+        "tasks",
+        "rrddata",
+        "version",
+        "network",
+        "subscription",
+        "apt",
+        "capabilities",
+        "replication",
+        "time",
+        "dns",
     ];
     Ok(dirs
         .iter()
@@ -136,13 +150,118 @@ fn node_rrddata(ctx: &C<'_>) -> Result<Vec<RrdRow>, ApiError> {
 
 fn network(ctx: &C<'_>) -> Result<Vec<NetworkInterface>, ApiError> {
     local_node(ctx)?;
-    // Guests get user-mode networking; there are no host bridges to report yet.
+    let wanted = ctx.params.str(&param::TYPE);
+    Ok(host::interfaces()
+        .into_iter()
+        .filter(|i| match wanted {
+            None => true,
+            Some("any_bridge") => i.kind == "bridge",
+            Some(kind) => i.kind == kind,
+        })
+        .collect())
+}
+
+/// No subscription: Ferrox is not licensed per socket. `serverid` (a stable id of this
+/// host) only for those with `Sys.Audit` on the node, as Proxmox VE does.
+fn subscription(ctx: &C<'_>) -> Result<Subscription, ApiError> {
+    local_node(ctx)?;
+    let audit = ctx.has(
+        &format!("/nodes/{}", ctx.state.opts.node_name),
+        &["Sys.Audit"],
+        false,
+    );
+    let serverid = audit.then(|| {
+        use sha2::Digest;
+        let id = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
+        let hash = sha2::Sha256::digest(id.trim().as_bytes());
+        hash[..16].iter().map(|b| format!("{b:02X}")).collect()
+    });
+    Ok(Subscription {
+        status: "notfound".into(),
+        message: Some("There is no subscription key".into()),
+        url: Some("https://www.proxmox.com/en/proxmox-virtual-environment/pricing".into()),
+        serverid,
+        ..Subscription::default()
+    })
+}
+
+/// Ferrox is not installed from Proxmox VE's package repositories: there are no package
+/// updates to list.
+fn apt_updates(ctx: &C<'_>) -> Result<Vec<AptUpdate>, ApiError> {
+    local_node(ctx)?;
     Ok(Vec::new())
+}
+
+/// What QEMU offers, read once per daemon (the binary does not change under it).
+fn qemu_capabilities(node: &Node) -> Result<&'static (Vec<CpuModel>, Vec<MachineType>), ApiError> {
+    static CAPABILITIES: std::sync::OnceLock<(Vec<CpuModel>, Vec<MachineType>)> =
+        std::sync::OnceLock::new();
+    if let Some(c) = CAPABILITIES.get() {
+        return Ok(c);
+    }
+    let binary = &node.opts.qemu_binary;
+    let cpus = ferrox_qemu::capabilities::cpu_models(binary).map_err(ApiError::internal)?;
+    let machines = ferrox_qemu::capabilities::machine_types(binary).map_err(ApiError::internal)?;
+    let cpus = cpus
+        .into_iter()
+        .map(|c| CpuModel {
+            name: c.name,
+            vendor: c.vendor,
+            custom: 0,
+        })
+        .collect();
+    let machines = machines
+        .into_iter()
+        .map(|m| MachineType {
+            id: m.id,
+            kind: m.kind,
+            version: m.version,
+        })
+        .collect();
+    Ok(CAPABILITIES.get_or_init(|| (cpus, machines)))
+}
+
+fn cpu_models(ctx: &C<'_>) -> Result<Vec<CpuModel>, ApiError> {
+    local_node(ctx)?;
+    Ok(qemu_capabilities(ctx.state)?.0.clone())
+}
+
+fn machine_types(ctx: &C<'_>) -> Result<Vec<MachineType>, ApiError> {
+    local_node(ctx)?;
+    Ok(qemu_capabilities(ctx.state)?.1.clone())
+}
+
+/// Storage replication needs ZFS; no job can exist.
+fn replication_jobs(ctx: &C<'_>) -> Result<Vec<ReplicationJob>, ApiError> {
+    local_node(ctx)?;
+    Ok(Vec::new())
+}
+
+fn node_time(ctx: &C<'_>) -> Result<NodeTime, ApiError> {
+    local_node(ctx)?;
+    use chrono::Offset;
+    let time = ferrox_api::auth::now();
+    let offset = chrono::Local::now().offset().fix().local_minus_utc();
+    Ok(NodeTime {
+        timezone: host::timezone(),
+        time,
+        localtime: time + i64::from(offset),
+    })
+}
+
+fn node_dns(ctx: &C<'_>) -> Result<Dns, ApiError> {
+    local_node(ctx)?;
+    Ok(host::dns())
 }
 
 const NODE_AUDIT: Permission = Permission::Privs {
     path: "/nodes/{node}",
     privs: &["Sys.Audit"],
+    any: false,
+};
+const NODE_MODIFY: Permission = Permission::Privs {
+    path: "/nodes/{node}",
+    privs: &["Sys.Modify"],
     any: false,
 };
 
@@ -160,7 +279,26 @@ pub(crate) mod param {
         ParamType::Enum(&["AVERAGE", "MAX"]),
         "Consolidation function.",
     );
-    pub const TYPE: Param = Param::optional("type", STRING, "Only this interface type.");
+    pub const TYPE: Param = Param::optional(
+        "type",
+        ParamType::Enum(&[
+            "bridge",
+            "bond",
+            "eth",
+            "alias",
+            "vlan",
+            "fabric",
+            "OVSBridge",
+            "OVSBond",
+            "OVSPort",
+            "OVSIntPort",
+            "vnet",
+            "any_bridge",
+            "any_local_bridge",
+            "include_sdn",
+        ]),
+        "Only this interface type.",
+    );
 }
 
 /// The endpoints of this file.
@@ -207,5 +345,61 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             network,
         )
         .params(vec![NODE, param::TYPE]),
+        Endpoint::new(
+            Get,
+            "/nodes/{node}/subscription",
+            "Subscription status (Ferrox has none).",
+            auth.clone(),
+            subscription,
+        )
+        .params(vec![NODE]),
+        Endpoint::new(
+            Get,
+            "/nodes/{node}/apt/update",
+            "Available package updates.",
+            NODE_MODIFY,
+            apt_updates,
+        )
+        .params(vec![NODE]),
+        Endpoint::new(
+            Get,
+            "/nodes/{node}/capabilities/qemu/cpu",
+            "CPU models the node's QEMU offers.",
+            auth.clone(),
+            cpu_models,
+        )
+        .params(vec![NODE]),
+        Endpoint::new(
+            Get,
+            "/nodes/{node}/capabilities/qemu/machines",
+            "Machine types the node's QEMU offers.",
+            auth.clone(),
+            machine_types,
+        )
+        .params(vec![NODE]),
+        Endpoint::new(
+            Get,
+            "/nodes/{node}/replication",
+            "Storage replication jobs of this node's guests.",
+            auth,
+            replication_jobs,
+        )
+        .params(vec![NODE]),
+        Endpoint::new(
+            Get,
+            "/nodes/{node}/time",
+            "The node's time and time zone.",
+            NODE_AUDIT,
+            node_time,
+        )
+        .params(vec![NODE]),
+        Endpoint::new(
+            Get,
+            "/nodes/{node}/dns",
+            "The node's DNS settings.",
+            NODE_AUDIT,
+            node_dns,
+        )
+        .params(vec![NODE]),
     ]
 }

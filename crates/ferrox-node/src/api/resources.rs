@@ -2,7 +2,7 @@
 //! storages, and free guest ids.
 
 use super::*;
-use crate::resources::{local_resources, offline_resources, push_row};
+use crate::resources::{hide_pool, local_rows, offline_resources, JsonArray};
 use crate::Node;
 use ferrox_api::rbac;
 use ferrox_api::{ApiError, Endpoint, Method, Param, ParamType, Permission, Serialized};
@@ -13,32 +13,24 @@ fn cluster_resources(ctx: &C<'_>) -> Result<Serialized<Vec<Resource>>, ApiError>
     let caller = ctx.caller()?;
     let users = ctx.state.auth.user_config();
     let may = |path: &str, privs: &[&str], any: bool| rbac::check(&users, caller, path, privs, any);
-    let mut json = local_resources(ctx.state, kind, &may);
-    let others = crate::cluster::other_members(ctx.state);
-    if others.is_empty() {
-        return Ok(Serialized::trusted(json));
-    }
+    let mut json = JsonArray::new();
+    local_rows(ctx.state, kind, &may, &mut json);
     // Other nodes answer for themselves; a node that does not answer is listed as
     // offline, with its guests (from the store) in state "unknown".
-    let answers: Vec<_> = std::thread::scope(|scope| {
-        let handles: Vec<_> = others
-            .iter()
-            .map(|m| scope.spawn(move || crate::cluster::peer_resources(ctx.state, m, kind)))
-            .collect();
-        handles.into_iter().map(|h| h.join().ok()).collect()
+    let answers = crate::cluster::ask_members(ctx.state, |m| {
+        crate::cluster::peer_resources(ctx.state, m, kind)
     });
-    json.pop();
-    for (member, answer) in others.iter().zip(answers) {
-        let entries = match answer {
-            Some(Ok(entries)) => entries,
-            _ => offline_resources(ctx.state, &member.name),
-        };
-        for entry in entries.iter().filter(|e| resource_visible(e, kind, &may)) {
-            push_row(&mut json, entry);
+    for (member, answer) in answers {
+        let entries = answer.unwrap_or_else(|| offline_resources(ctx.state, &member.name));
+        for mut entry in entries
+            .into_iter()
+            .filter(|e| resource_visible(e, kind, &may))
+        {
+            hide_pool(&mut entry, &may);
+            json.push(&entry);
         }
     }
-    json.push(']');
-    Ok(Serialized::trusted(json))
+    Ok(Serialized::trusted(json.finish()))
 }
 
 /// Whether a resource from another node passes the `type` filter and the caller's

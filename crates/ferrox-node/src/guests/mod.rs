@@ -293,6 +293,7 @@ impl Guests {
         if let Ok(mut r) = self.running.write() {
             r.remove(&vmid);
         }
+        ferrox_qemu::cgroup::remove(vmid);
     }
 
     fn set_qmpstatus(&self, vmid: u32, status: &str) {

@@ -6,6 +6,7 @@
 //! `ha/manager_status`, `ha/crm_commands`, `nodes/<node>/lrm_status`, `datacenter.cfg`;
 //! plus `nodes/<node>/ha_node_stats` (capacity and usage for the scheduler).
 
+pub mod status;
 pub mod watchdog;
 
 use crate::guests::kind::{kind_of, kinds};

@@ -5,6 +5,7 @@
 use crate::host;
 use crate::host::rrd::Rrd;
 use crate::Node;
+use ferrox_api_types::cluster::Metric;
 use ferrox_api_types::nodes::RrdRow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -81,50 +82,126 @@ fn collect(node: &Node, cpu_before: &mut host::CpuTimes, ticks: f64) {
     let root = host::filesystem(&node.opts.data_dir);
     let (netin, netout) = host::network_bytes();
     let load: f64 = host::loadavg()[0].parse().unwrap_or(0.0);
-    node.metrics.update(
-        "node",
-        &[
-            ("cpu", cpu),
-            ("iowait", iowait),
-            ("loadavg", load),
-            ("maxcpu", host::cpu_count() as f64),
-            ("memtotal", mem.total as f64),
-            ("memused", mem.used() as f64),
-            ("memavailable", mem.available as f64),
-            ("swaptotal", mem.swap_total as f64),
-            (
-                "swapused",
-                mem.swap_total.saturating_sub(mem.swap_free) as f64,
-            ),
-            ("roottotal", root.total as f64),
-            ("rootused", root.used() as f64),
-            ("netin", netin as f64),
-            ("netout", netout as f64),
-        ],
-    );
+    let pressure = ferrox_qemu::cgroup::host_pressure().unwrap_or_default();
+    let mut values = vec![
+        ("cpu", cpu),
+        ("iowait", iowait),
+        ("loadavg", load),
+        ("maxcpu", host::cpu_count() as f64),
+        ("memtotal", mem.total as f64),
+        ("memused", mem.used() as f64),
+        ("memavailable", mem.available as f64),
+        ("swaptotal", mem.swap_total as f64),
+        (
+            "swapused",
+            mem.swap_total.saturating_sub(mem.swap_free) as f64,
+        ),
+        ("roottotal", root.total as f64),
+        ("rootused", root.used() as f64),
+        ("netin", netin as f64),
+        ("netout", netout as f64),
+    ];
+    values.extend(pressure.fields());
+    node.metrics.update("node", &values);
     node.guests.sample(ticks);
     for vmid in node.guests.running_vmids() {
         let (Some(fixed), Some(info)) = (node.guests.fixed(vmid), node.guests.run_info(vmid))
         else {
             continue;
         };
-        node.metrics.update(
-            &format!("qemu/{vmid}"),
-            &[
-                ("cpu", info.cpu),
-                ("maxcpu", fixed.cpus as f64),
-                ("mem", info.mem as f64),
-                ("memhost", info.mem as f64),
-                ("maxmem", fixed.maxmem as f64),
-                ("disk", 0.0),
-                ("maxdisk", fixed.maxdisk as f64),
-                ("diskread", info.diskread as f64),
-                ("diskwrite", info.diskwrite as f64),
-                ("netin", 0.0),
-                ("netout", 0.0),
-            ],
-        );
+        let pressure = ferrox_qemu::cgroup::guest_pressure(vmid).unwrap_or_default();
+        let mut values = vec![
+            ("cpu", info.cpu),
+            ("maxcpu", fixed.cpus as f64),
+            ("mem", info.mem as f64),
+            ("memhost", info.mem as f64),
+            ("maxmem", fixed.maxmem as f64),
+            ("disk", 0.0),
+            ("maxdisk", fixed.maxdisk as f64),
+            ("diskread", info.diskread as f64),
+            ("diskwrite", info.diskwrite as f64),
+            ("netin", 0.0),
+            ("netout", 0.0),
+        ];
+        values.extend(pressure.fields());
+        node.metrics.update(&format!("qemu/{vmid}"), &values);
     }
+}
+
+/// This node's current values for `GET /cluster/metrics/export`, with Proxmox VE's
+/// metric names (`PVE::PullMetric`): the node, its guests and its storages.
+pub fn export(node: &Node) -> Vec<Metric> {
+    let now = ferrox_api::auth::now();
+    let metric = |id: &str, name: &str, kind: &str, value: f64| Metric {
+        id: id.to_string(),
+        metric: name.to_string(),
+        timestamp: now,
+        kind: kind.to_string(),
+        value,
+    };
+    let gauge = |id: &str, name: &str, value: f64| metric(id, name, "gauge", value);
+    let derive = |id: &str, name: &str, value: f64| metric(id, name, "derive", value);
+    let id = format!("node/{}", node.opts.node_name);
+    let mem = host::memory();
+    let root = host::filesystem(&node.opts.data_dir);
+    let (netin, netout) = host::network_bytes();
+    let load = host::loadavg().map(|l| l.parse::<f64>().unwrap_or(0.0));
+    let sample = node.metrics.latest();
+    let mut out = vec![
+        gauge(&id, "uptime", host::uptime() as f64),
+        derive(&id, "net_in", netin as f64),
+        derive(&id, "net_out", netout as f64),
+        gauge(&id, "cpu_avg1", load[0]),
+        gauge(&id, "cpu_avg5", load[1]),
+        gauge(&id, "cpu_avg15", load[2]),
+        gauge(&id, "cpu_max", host::cpu_count() as f64),
+        gauge(&id, "cpu_current", sample.cpu),
+        gauge(&id, "cpu_iowait", sample.iowait),
+        gauge(&id, "mem_total", mem.total as f64),
+        gauge(&id, "mem_used", mem.used() as f64),
+        gauge(&id, "swap_total", mem.swap_total as f64),
+        gauge(
+            &id,
+            "swap_used",
+            mem.swap_total.saturating_sub(mem.swap_free) as f64,
+        ),
+        gauge(&id, "disk_total", root.total as f64),
+        gauge(&id, "disk_used", root.used() as f64),
+    ];
+    for (vmid, fixed, info) in node.guests.listing() {
+        let id = format!("qemu/{vmid}");
+        if let Some(i) = &info {
+            out.extend([
+                gauge(&id, "cpu_current", i.cpu),
+                gauge(&id, "mem_used", i.mem as f64),
+                derive(&id, "disk_read", i.diskread as f64),
+                derive(&id, "disk_write", i.diskwrite as f64),
+                derive(&id, "net_in", 0.0),
+                derive(&id, "net_out", 0.0),
+            ]);
+        }
+        let uptime = info.as_ref().map_or(0, |i| (now - i.started).max(0));
+        out.extend([
+            gauge(&id, "uptime", uptime as f64),
+            gauge(&id, "cpu_max", fixed.cpus as f64),
+            gauge(&id, "mem_total", fixed.maxmem as f64),
+            gauge(&id, "disk_total", fixed.maxdisk as f64),
+        ]);
+    }
+    let storages = node.storage_config().unwrap_or_default();
+    for s in storages
+        .storages
+        .values()
+        .filter(|s| ferrox_storage::is_usable_on(s, &node.opts.node_name))
+    {
+        let space = ferrox_storage::plugin(s, &node.opts.node_name)
+            .map(|p| p.space())
+            .unwrap_or_default();
+        let id = format!("storage/{}/{}", node.opts.node_name, s.id);
+        out.push(gauge(&id, "disk_total", space.total as f64));
+        out.push(gauge(&id, "disk_used", space.used as f64));
+    }
+    out
 }
 
 /// Starts the collector thread.

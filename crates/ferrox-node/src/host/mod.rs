@@ -185,3 +185,166 @@ mod tests {
         assert!((busy - 0.3).abs() < 1e-9 && (wait - 0.1).abs() < 1e-9);
     }
 }
+
+/// The host's network interfaces as `GET /nodes/{node}/network` lists them: from
+/// `/sys/class/net` (kind, state, MTU, bridge ports) and `ip -json addr` (addresses).
+/// Without iproute2 the addresses are left out.
+pub fn interfaces() -> Vec<ferrox_api_types::nodes::NetworkInterface> {
+    use ferrox_api_types::nodes::NetworkInterface;
+    let addresses = ip_addresses();
+    let Ok(entries) = std::fs::read_dir("/sys/class/net") else {
+        return Vec::new();
+    };
+    let mut out: Vec<NetworkInterface> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let dir = e.path();
+            let read = |f: &str| {
+                std::fs::read_to_string(dir.join(f))
+                    .map(|t| t.trim().to_string())
+                    .ok()
+            };
+            let kind = if read("type").as_deref() == Some("772") {
+                return None; // loopback: Proxmox VE does not list it
+            } else if dir.join("bridge").is_dir() {
+                "bridge"
+            } else if dir.join("bonding").is_dir() {
+                "bond"
+            } else if name.contains('.') {
+                "vlan"
+            } else if dir.join("device").exists() {
+                "eth"
+            } else {
+                "unknown"
+            };
+            let bridge_ports = std::fs::read_dir(dir.join("brif")).ok().map(|ports| {
+                let mut names: Vec<String> = ports
+                    .flatten()
+                    .map(|p| p.file_name().to_string_lossy().into_owned())
+                    .collect();
+                names.sort();
+                names.join(" ")
+            });
+            let mut row = NetworkInterface {
+                kind: kind.into(),
+                active: Some(u8::from(read("operstate").as_deref() == Some("up"))),
+                autostart: Some(1),
+                method: Some("manual".into()),
+                mtu: read("mtu").and_then(|m| m.parse().ok()),
+                bridge_ports,
+                iface: name.clone(),
+                ..NetworkInterface::default()
+            };
+            for (family, address, prefix) in addresses
+                .iter()
+                .filter(|a| a.0 == name)
+                .map(|a| (&a.1, &a.2, a.3))
+            {
+                if !row.families.contains(family) {
+                    row.families.push(family.clone());
+                }
+                if family == "inet" && row.address.is_none() {
+                    row.address = Some(address.clone());
+                    row.cidr = Some(format!("{address}/{prefix}"));
+                    row.netmask = Some(prefix.to_string());
+                    row.method = Some("static".into());
+                } else if family == "inet6" && row.address6.is_none() {
+                    row.address6 = Some(address.clone());
+                    row.cidr6 = Some(format!("{address}/{prefix}"));
+                }
+            }
+            Some(row)
+        })
+        .collect();
+    out.sort_by(|a, b| a.iface.cmp(&b.iface));
+    out
+}
+
+/// (interface, family, address, prefix length) of every global address.
+fn ip_addresses() -> Vec<(String, String, String, u8)> {
+    #[derive(serde::Deserialize)]
+    struct Link {
+        ifname: String,
+        #[serde(default)]
+        addr_info: Vec<Addr>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Addr {
+        family: String,
+        local: String,
+        prefixlen: u8,
+        #[serde(default)]
+        scope: String,
+    }
+    let Ok(out) = std::process::Command::new("ip")
+        .args(["-json", "addr"])
+        .output()
+    else {
+        return Vec::new();
+    };
+    let links: Vec<Link> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    links
+        .into_iter()
+        .flat_map(|l| {
+            let name = l.ifname;
+            l.addr_info
+                .into_iter()
+                .filter(|a| a.scope != "link" && a.scope != "host")
+                .map(move |a| (name.clone(), a.family, a.local, a.prefixlen))
+        })
+        .collect()
+}
+
+/// `/etc/resolv.conf` as `GET /nodes/{node}/dns` shows it.
+pub fn dns() -> ferrox_api_types::nodes::Dns {
+    let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    parse_resolv_conf(&text)
+}
+
+fn parse_resolv_conf(text: &str) -> ferrox_api_types::nodes::Dns {
+    let mut dns = ferrox_api_types::nodes::Dns::default();
+    let mut servers = Vec::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("search"), Some(domain)) => dns.search = Some(domain.to_string()),
+            (Some("nameserver"), Some(server)) => servers.push(server.to_string()),
+            _ => {}
+        }
+    }
+    let mut servers = servers.into_iter();
+    dns.dns1 = servers.next();
+    dns.dns2 = servers.next();
+    dns.dns3 = servers.next();
+    dns
+}
+
+/// The host's time zone name (`/etc/timezone`, else the `/etc/localtime` link, else UTC).
+pub fn timezone() -> String {
+    if let Ok(name) = std::fs::read_to_string("/etc/timezone") {
+        if !name.trim().is_empty() {
+            return name.trim().to_string();
+        }
+    }
+    std::fs::read_link("/etc/localtime")
+        .ok()
+        .and_then(|p| {
+            let p = p.to_string_lossy().into_owned();
+            p.split_once("zoneinfo/").map(|(_, z)| z.to_string())
+        })
+        .unwrap_or_else(|| "UTC".into())
+}
+
+#[cfg(test)]
+mod system_tests {
+    #[test]
+    fn resolv_conf_gives_search_and_up_to_three_servers() {
+        let dns = super::parse_resolv_conf(
+            "# generated\nsearch example.com\nnameserver 10.0.0.1\nnameserver 10.0.0.2\nnameserver 10.0.0.3\nnameserver 10.0.0.4\n",
+        );
+        assert_eq!(dns.search.as_deref(), Some("example.com"));
+        assert_eq!(dns.dns1.as_deref(), Some("10.0.0.1"));
+        assert_eq!(dns.dns3.as_deref(), Some("10.0.0.3"));
+    }
+}
