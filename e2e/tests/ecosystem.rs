@@ -98,14 +98,56 @@ fn no_read_only_endpoint_answers_501_or_5xx_on_a_three_node_cluster() {
             extjs.content_type
         );
         assert_eq!(extjs.body["success"], 1, "extjs GET {path}: {}", extjs.raw);
+        // Live figures (disk space, CPU) move between two calls: the shapes must agree.
         assert_eq!(
-            extjs.body["data"],
-            json.body["data"].clone(),
+            shape(&extjs.body["data"]),
+            shape(&json.body["data"]),
             "extjs GET {path}"
         );
         walked += 1;
     }
     assert!(walked > 60, "walked only {walked} GET endpoints");
+    // GET /metrics with an API token the way Prometheus sends it (`authorization:
+    // {type: PVEAPIToken, credentials: ...}` → "PVEAPIToken <id>=<secret>").
+    let token = d.request(
+        "POST",
+        "/access/users/root@pam/token/prom",
+        &auth,
+        &[("privsep", "0")],
+    );
+    let secret = token.body["data"]["value"].as_str().unwrap().to_string();
+    let url = format!("https://{}/metrics", d.addr);
+    let scrape = insecure_agent()
+        .get(&url)
+        .set(
+            "Authorization",
+            &format!("PVEAPIToken root@pam!prom={secret}"),
+        )
+        .call()
+        .expect("scrape");
+    assert!(scrape
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("text/plain")));
+    let text = scrape.into_string().unwrap();
+    for line in [
+        "pve_up{id=\"node/n1\"} 1.0",
+        "pve_up{id=\"node/n3\"} 1.0",
+        "pve_up{id=\"cluster/walk\"} 1.0",
+        "pve_memory_size_bytes{id=\"qemu/100\"} 67108864.0",
+        "pve_ha_state{id=\"qemu/100\",state=\"stopped\"} 1.0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
+    }
+    assert!(
+        text.contains("pve_storage_info{id=\"storage/n2/local\""),
+        "{text}"
+    );
+    let anonymous = insecure_agent().get(&url).call();
+    assert!(
+        matches!(anonymous, Err(ureq::Error::Status(401, _))),
+        "{anonymous:?}"
+    );
+
     // The extjs envelope of an error: HTTP 200, the status and message inside.
     let err = d.request("GET", "/api2/extjs/nodes/n1/qemu/999/config", &auth, &[]);
     assert_eq!(
@@ -265,6 +307,19 @@ fn ha_texts_hastate_pressure_and_metrics_read_as_proxmox_ve_writes_them() {
     assert!(bad.body["errors"]["node-list"]
         .as_str()
         .is_some_and(|m| m.contains("nosuch")));
+}
+
+/// The JSON types and object keys of a value, without the values.
+fn shape(v: &Value) -> Value {
+    match v {
+        Value::Array(items) => Value::Array(items.iter().map(shape).collect()),
+        Value::Object(fields) => {
+            Value::Object(fields.iter().map(|(k, v)| (k.clone(), shape(v))).collect())
+        }
+        Value::Number(_) => Value::from("number"),
+        Value::String(_) => Value::from("string"),
+        other => other.clone(),
+    }
 }
 
 /// `Thu Dec  3 08:22:37 2026` somewhere in the text (Perl's `localtime`).

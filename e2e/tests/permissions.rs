@@ -290,6 +290,8 @@ const TABLE: &[(&str, &str, Pve)] = &[
     ("GET", "/cluster/metrics", All),
     ("GET", "/cluster/metrics/export", SYS_AUDIT_ROOT),
     ("GET", "/cluster/metrics/server", SYS_AUDIT_ROOT),
+    // Ferrox extension: the cluster for Prometheus (also GET /metrics).
+    ("GET", "/cluster/metrics/prometheus", SYS_AUDIT_ROOT),
     ("GET", "/cluster/sdn", All),
     ("GET", "/cluster/sdn/vnets", All),
     ("GET", "/cluster/sdn/zones", All),

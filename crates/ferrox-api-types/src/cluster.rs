@@ -95,7 +95,7 @@ impl Resource {
 }
 
 /// A row of `GET /cluster/status`: the cluster itself or a node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct ClusterStatusEntry {
     /// `cluster` or `node`.
     #[serde(rename = "type")]

@@ -296,6 +296,17 @@ pub struct Api<S> {
     pub endpoints: Vec<Endpoint<S>>,
     /// Generated once from `endpoints`.
     openapi: String,
+    /// Paths outside `/api2` that answer an endpoint's text reply as a plain body.
+    text_routes: Vec<TextRoute>,
+}
+
+/// `GET <path>` answers the `String` reply of the endpoint at `endpoint` (below
+/// `/api2/json`) as a plain body of `content_type` (Prometheus scrapes `/metrics`).
+/// Authentication and permissions are the endpoint's.
+struct TextRoute {
+    path: &'static str,
+    endpoint: &'static str,
+    content_type: &'static str,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -373,7 +384,23 @@ impl<S: ApiState> Api<S> {
             state,
             endpoints,
             openapi,
+            text_routes: Vec::new(),
         }
+    }
+
+    /// Serves the text reply of `endpoint` at `path` (see `TextRoute`).
+    pub fn text_route(
+        mut self,
+        path: &'static str,
+        endpoint: &'static str,
+        content_type: &'static str,
+    ) -> Self {
+        self.text_routes.push(TextRoute {
+            path,
+            endpoint,
+            content_type,
+        });
+        self
     }
 
     fn respond(&self, format: Format, result: Result<Reply, ApiError>) -> RawResponse {
@@ -417,6 +444,22 @@ impl<S: ApiState> Api<S> {
 
     /// Handles one request end to end. Blocking: call it off the async executor.
     pub fn handle(&self, req: &RawRequest) -> RawResponse {
+        if let Some(route) = self
+            .text_routes
+            .iter()
+            .find(|r| r.path == req.path && req.method == "GET")
+        {
+            return match self.dispatch(req, route.endpoint) {
+                Ok(reply) => RawResponse {
+                    content_type: route.content_type,
+                    body: serde_json::from_str::<String>(&reply.data)
+                        .unwrap_or_default()
+                        .into_bytes(),
+                    ..RawResponse::json(200, None, String::new())
+                },
+                Err(e) => self.respond(Format::Json, Err(e)),
+            };
+        }
         let rest = req.path.strip_prefix("/api2/").unwrap_or("");
         let (format, sub) = match rest.split_once('/') {
             Some(("json", sub)) => (Format::Json, sub),

@@ -19,6 +19,7 @@ pub mod guests;
 pub mod ha;
 pub mod host;
 pub mod peers;
+pub mod prometheus;
 pub mod resources;
 pub mod secrets;
 pub mod tls;
@@ -374,7 +375,13 @@ pub fn serve(opts: NodeOptions) -> anyhow::Result<()> {
         Arc::new(watchdog::WatchdogClient::new(&watchdog_socket)),
         Arc::clone(&stop),
     );
-    let api = Arc::new(ferrox_api::Api::new(Arc::clone(&node), api::endpoints()));
+    let api = Arc::new(
+        ferrox_api::Api::new(Arc::clone(&node), api::endpoints()).text_route(
+            "/metrics",
+            "cluster/metrics/prometheus",
+            "text/plain; version=0.0.4; charset=utf-8",
+        ),
+    );
     let identity = ferrox_api::http::TlsIdentity {
         cert_pem: node.tls.cert_pem.clone().into_bytes(),
         key_pem: node.tls.key_pem.clone().into_bytes(),

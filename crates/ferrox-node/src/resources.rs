@@ -13,6 +13,23 @@ use std::collections::BTreeMap;
 /// no `Value`, no string per row).
 pub(crate) struct JsonArray(Vec<u8>);
 
+/// Where rows go: a reply being written, or a list for use in the process.
+pub(crate) trait RowSink {
+    fn push(&mut self, row: &Resource);
+}
+
+impl RowSink for Vec<Resource> {
+    fn push(&mut self, row: &Resource) {
+        Vec::push(self, row.clone());
+    }
+}
+
+impl RowSink for JsonArray {
+    fn push(&mut self, row: &Resource) {
+        JsonArray::push(self, row);
+    }
+}
+
 impl JsonArray {
     pub(crate) fn new() -> JsonArray {
         JsonArray(vec![b'['])
@@ -229,12 +246,57 @@ pub fn local_resources(
     json.finish()
 }
 
+/// Every member's rows the caller may see: this node's, and each other member's (one that
+/// does not answer as offline, with its guests from the store in state `unknown`).
+pub(crate) fn cluster_rows(
+    node: &Node,
+    kind: Option<&str>,
+    may: &dyn Fn(&str, &[&str], bool) -> bool,
+    json: &mut dyn RowSink,
+) {
+    local_rows(node, kind, may, json);
+    let answers =
+        crate::cluster::ask_members(node, |m| crate::cluster::peer_resources(node, m, kind));
+    for (member, answer) in answers {
+        let entries = answer.unwrap_or_else(|| offline_resources(node, &member.name));
+        for mut entry in entries.into_iter().filter(|e| visible(e, kind, may)) {
+            hide_pool(&mut entry, may);
+            json.push(&entry);
+        }
+    }
+}
+
+/// Whether a resource from another node passes the `type` filter and the caller's
+/// permissions (the same rules as for this node's own resources).
+fn visible(
+    entry: &Resource,
+    kind: Option<&str>,
+    may: &dyn Fn(&str, &[&str], bool) -> bool,
+) -> bool {
+    if kind.is_some_and(|k| k != entry.group()) {
+        return false;
+    }
+    match entry.group() {
+        "vm" => entry
+            .vmid
+            .is_some_and(|v| may(&format!("/vms/{v}"), &["VM.Audit"], false)),
+        "storage" => entry.storage.as_ref().is_some_and(|s| {
+            may(
+                &format!("/storage/{s}"),
+                &["Datastore.Audit", "Datastore.AllocateSpace"],
+                true,
+            )
+        }),
+        _ => true,
+    }
+}
+
 /// Appends this node's own resources to `json`.
 pub(crate) fn local_rows(
     node: &Node,
     kind: Option<&str>,
     may: &dyn Fn(&str, &[&str], bool) -> bool,
-    json: &mut JsonArray,
+    json: &mut dyn RowSink,
 ) {
     let name = &node.opts.node_name;
     let facts = Facts::load(node);

@@ -55,7 +55,11 @@ fn host_of(address: &str) -> String {
 }
 
 fn cluster_status(ctx: &C<'_>) -> Result<Vec<ClusterStatusEntry>, ApiError> {
-    let node = ctx.state;
+    Ok(status_entries(ctx.state))
+}
+
+/// The cluster (when there is one) and each member, with whether it answers.
+pub(super) fn status_entries(node: &Node) -> Vec<ClusterStatusEntry> {
     let status = node.store.status();
     let reachable = reachability(node);
     let leader_name = status
@@ -102,7 +106,7 @@ fn cluster_status(ctx: &C<'_>) -> Result<Vec<ClusterStatusEntry>, ApiError> {
             voter: Some(u8::from(m.voter)),
         });
     }
-    Ok(out)
+    out
 }
 
 fn cluster_create(ctx: &C<'_>) -> Result<Upid, ApiError> {

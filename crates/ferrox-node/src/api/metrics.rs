@@ -15,7 +15,7 @@ const AUDIT: Permission = Permission::Privs {
 };
 
 fn index(_: &C<'_>) -> Result<Vec<Named>, ApiError> {
-    Ok(["server", "export"]
+    Ok(["server", "export", "prometheus"]
         .iter()
         .map(|n| Named {
             name: n.to_string(),
@@ -73,6 +73,40 @@ fn export(ctx: &C<'_>) -> Result<MetricsExport, ApiError> {
     Ok(MetricsExport { data })
 }
 
+/// The cluster in Prometheus' text format (prometheus-pve-exporter's names); also served
+/// as `GET /metrics` for Prometheus, authenticated like any API call (an API token in
+/// `Authorization: PVEAPIToken ...`).
+fn prometheus(ctx: &C<'_>) -> Result<String, ApiError> {
+    let node = ctx.state;
+    let caller = ctx.caller()?;
+    let users = node.auth.user_config();
+    let may = |path: &str, privs: &[&str], any: bool| {
+        ferrox_api::rbac::check(&users, caller, path, privs, any)
+    };
+    let mut rows: Vec<ferrox_api_types::cluster::Resource> = Vec::new();
+    crate::resources::cluster_rows(node, None, &may, &mut rows);
+    let status = super::cluster::status_entries(node);
+    let onboot: Vec<(String, String, bool)> = crate::cluster::cluster_vmids(node)
+        .into_iter()
+        .filter(|(vmid, _)| may(&format!("/vms/{vmid}"), &["VM.Audit"], false))
+        .map(|(vmid, owner)| {
+            let on = node
+                .tree
+                .get(&crate::guests::config_path(&owner, vmid))
+                .and_then(|e| ferrox_types::GuestConfig::parse(&e.data).ok())
+                .is_some_and(|c| c.options.get("onboot").map(String::as_str) == Some("1"));
+            (format!("qemu/{vmid}"), owner, on)
+        })
+        .collect();
+    use ferrox_api::core::{PVE_RELEASE, PVE_VERSION, REPOID};
+    Ok(crate::prometheus::render(&crate::prometheus::Scrape {
+        resources: &rows,
+        status: &status,
+        version: (PVE_VERSION, PVE_RELEASE, REPOID),
+        onboot: &onboot,
+    }))
+}
+
 /// No metric server can be configured yet (issue 13, left): the list is empty.
 fn servers(_: &C<'_>) -> Result<Vec<MetricServer>, ApiError> {
     Ok(Vec::new())
@@ -128,6 +162,13 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             param::START_TIME,
             param::HISTORY,
         ]),
+        Endpoint::new(
+            Get,
+            "/cluster/metrics/prometheus",
+            "The cluster in Prometheus' text format (a Ferrox extension; also GET /metrics).",
+            AUDIT,
+            prometheus,
+        ),
         Endpoint::new(
             Get,
             "/cluster/metrics/server",

@@ -2,7 +2,7 @@
 //! storages, and free guest ids.
 
 use super::*;
-use crate::resources::{hide_pool, local_rows, offline_resources, JsonArray};
+use crate::resources::{cluster_rows, JsonArray};
 use crate::Node;
 use ferrox_api::rbac;
 use ferrox_api::{ApiError, Endpoint, Method, Param, ParamType, Permission, Serialized};
@@ -14,48 +14,8 @@ fn cluster_resources(ctx: &C<'_>) -> Result<Serialized<Vec<Resource>>, ApiError>
     let users = ctx.state.auth.user_config();
     let may = |path: &str, privs: &[&str], any: bool| rbac::check(&users, caller, path, privs, any);
     let mut json = JsonArray::new();
-    local_rows(ctx.state, kind, &may, &mut json);
-    // Other nodes answer for themselves; a node that does not answer is listed as
-    // offline, with its guests (from the store) in state "unknown".
-    let answers = crate::cluster::ask_members(ctx.state, |m| {
-        crate::cluster::peer_resources(ctx.state, m, kind)
-    });
-    for (member, answer) in answers {
-        let entries = answer.unwrap_or_else(|| offline_resources(ctx.state, &member.name));
-        for mut entry in entries
-            .into_iter()
-            .filter(|e| resource_visible(e, kind, &may))
-        {
-            hide_pool(&mut entry, &may);
-            json.push(&entry);
-        }
-    }
+    cluster_rows(ctx.state, kind, &may, &mut json);
     Ok(Serialized::trusted(json.finish()))
-}
-
-/// Whether a resource from another node passes the `type` filter and the caller's
-/// permissions (the same rules as for this node's own resources).
-fn resource_visible(
-    entry: &Resource,
-    kind: Option<&str>,
-    may: &dyn Fn(&str, &[&str], bool) -> bool,
-) -> bool {
-    if kind.is_some_and(|k| k != entry.group()) {
-        return false;
-    }
-    match entry.group() {
-        "vm" => entry
-            .vmid
-            .is_some_and(|v| may(&format!("/vms/{v}"), &["VM.Audit"], false)),
-        "storage" => entry.storage.as_ref().is_some_and(|s| {
-            may(
-                &format!("/storage/{s}"),
-                &["Datastore.Audit", "Datastore.AllocateSpace"],
-                true,
-            )
-        }),
-        _ => true,
-    }
 }
 
 fn next_id(ctx: &C<'_>) -> Result<String, ApiError> {
