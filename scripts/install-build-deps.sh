@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the system packages Ferrox builds against (libpam0g-dev: the pam realm links
-# libpam) and, with --test, those the tests start (slapd for the LDAP realm test).
+# libpam) and, with --test, those the tests start (slapd for the LDAP realm test,
+# influxdb for the metric server test).
 # Needs root on Debian; prints a warning and returns 1 when it cannot.
 set -uo pipefail
 packages=()
 [ -e /usr/include/security/pam_appl.h ] || packages+=(libpam0g-dev)
 if [ "${1:-}" = "--test" ]; then
     [ -x /usr/sbin/slapd ] || packages+=(slapd)
+    [ -x /usr/bin/influxd ] || packages+=(influxdb)
 fi
 [ ${#packages[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get > /dev/null; then

@@ -22,6 +22,7 @@ fn path_value(var: &str, upid: &str) -> String {
         "poolid" => "walkpool".into(),
         "sid" => "vm:100".into(),
         "rule" => "walk-rule".into(),
+        "id" => "walk".into(),
         "upid" => upid.replace(':', "%3A"),
         other => panic!("no value for the path variable {{{other}}}: add one"),
     }
@@ -42,6 +43,15 @@ fn no_read_only_endpoint_answers_501_or_5xx_on_a_three_node_cluster() {
         ("POST", "/access/users/root@pam/token/walk", vec![]),
         ("POST", "/access/groups", vec![("groupid", "walkers")]),
         ("POST", "/pools", vec![("poolid", "walkpool")]),
+        (
+            "POST",
+            "/cluster/metrics/server/walk",
+            vec![
+                ("type", "graphite"),
+                ("server", "127.0.0.1"),
+                ("port", "2003"),
+            ],
+        ),
         (
             "POST",
             "/cluster/ha/resources",

@@ -290,6 +290,22 @@ const TABLE: &[(&str, &str, Pve)] = &[
     ("GET", "/cluster/metrics", All),
     ("GET", "/cluster/metrics/export", SYS_AUDIT_ROOT),
     ("GET", "/cluster/metrics/server", SYS_AUDIT_ROOT),
+    ("GET", "/cluster/metrics/server/{id}", SYS_AUDIT_ROOT),
+    (
+        "POST",
+        "/cluster/metrics/server/{id}",
+        Priv("/", &["Sys.Modify"], false),
+    ),
+    (
+        "PUT",
+        "/cluster/metrics/server/{id}",
+        Priv("/", &["Sys.Modify"], false),
+    ),
+    (
+        "DELETE",
+        "/cluster/metrics/server/{id}",
+        Priv("/", &["Sys.Modify"], false),
+    ),
     // Ferrox extension: the cluster for Prometheus (also GET /metrics).
     ("GET", "/cluster/metrics/prometheus", SYS_AUDIT_ROOT),
     ("GET", "/cluster/sdn", All),
@@ -396,6 +412,9 @@ fn sample(name: &str, method: Method, path: &str, role: &str) -> String {
         "username" => "root@pam".into(),
         "realm" => "nosuch".into(),
         "poolid" => format!("p{suffix}"),
+        "id" => format!("m{suffix}"),
+        "server" => "127.0.0.1".into(),
+        "port" => "2003".into(),
         _ => "1".into(),
     }
 }

@@ -244,8 +244,9 @@ pub struct MetricsExport {
     pub data: Vec<Metric>,
 }
 
-/// A row of `GET /cluster/metrics/server`: an external metric server.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+/// A row of `GET /cluster/metrics/server` and the reply of `GET .../server/{id}`: an
+/// external metric server (the InfluxDB token is never shown).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct MetricServer {
     pub id: String,
     /// `influxdb` or `graphite`.
@@ -254,4 +255,38 @@ pub struct MetricServer {
     pub server: String,
     pub port: u16,
     pub disable: u8,
+    /// `udp`, `tcp` (graphite), `http`, `https` (influxdb).
+    pub proto: String,
+    /// Graphite: the first element of every path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    #[serde(
+        rename = "api-path-prefix",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub api_path_prefix: Option<String>,
+    #[serde(
+        rename = "max-body-size",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_body_size: Option<u64>,
+    #[serde(
+        rename = "verify-certificate",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub verify_certificate: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u32>,
+    /// Rounds not sent because the server fell behind (counted by the node answering).
+    #[serde(default)]
+    pub dropped: u64,
 }

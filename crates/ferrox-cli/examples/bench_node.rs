@@ -2,7 +2,8 @@
 //! memory, and the time from the start call to QMP `running`.
 //!
 //! `cargo build --release -p ferrox-cli && cargo run --release -p ferrox-cli --example bench_node`
-//! (arguments: guest counts, default `1000 10000`). Uses the `ferrox` binary next to it.
+//! (arguments: guest counts, default `1000 10000`); `push [guests]`: the cost of pushing to
+//! external metric servers. Uses the `ferrox` binary next to it.
 
 use serde_json::Value;
 use std::process::{Command, Stdio};
@@ -165,7 +166,92 @@ impl Node {
     }
 }
 
+/// CPU seconds (user + system) the process has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // Fields 14 and 15 of stat (utime, stime) are at 11 and 12 after the command name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The cost of pushing to external metric servers at `guests` guests: the daemon's CPU
+/// over `seconds` without servers, then with an InfluxDB (UDP) and a Graphite (TCP)
+/// server (local sockets counting the bytes), at the default 10 s interval.
+fn push_cost(guests: u32, seconds: u64) {
+    let node = start(guests, "kvm");
+    std::thread::sleep(Duration::from_secs(12));
+    let pid = node.child.id();
+    let before = cpu_seconds(pid);
+    std::thread::sleep(Duration::from_secs(seconds));
+    let idle_cpu = cpu_seconds(pid) - before;
+
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    let udp_port = udp.local_addr().expect("addr").port();
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("tcp");
+    let tcp_port = tcp.local_addr().expect("addr").port();
+    let bytes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (b1, b2) = (bytes.clone(), bytes.clone());
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = udp.recv(&mut buf) {
+            b1.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    std::thread::spawn(move || {
+        for mut stream in tcp.incoming().flatten() {
+            let mut sink = Vec::new();
+            if let Ok(n) = std::io::Read::read_to_end(&mut stream, &mut sink) {
+                b2.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    });
+    node.post(
+        "/cluster/metrics/server/influx",
+        &[
+            ("type", "influxdb"),
+            ("server", "127.0.0.1"),
+            ("port", &udp_port.to_string()),
+        ],
+    );
+    node.post(
+        "/cluster/metrics/server/carbon",
+        &[
+            ("type", "graphite"),
+            ("server", "127.0.0.1"),
+            ("port", &tcp_port.to_string()),
+            ("proto", "tcp"),
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(12));
+    let start_bytes = bytes.load(std::sync::atomic::Ordering::Relaxed);
+    let before = cpu_seconds(pid);
+    std::thread::sleep(Duration::from_secs(seconds));
+    let push_cpu = cpu_seconds(pid) - before;
+    let sent = bytes.load(std::sync::atomic::Ordering::Relaxed) - start_bytes;
+    println!(
+        "metrics push, {guests} guests, {seconds} s at the 10 s interval: daemon CPU {:.2} % without servers, {:.2} % with InfluxDB (UDP) + Graphite (TCP); {:.0} bytes/s to both",
+        idle_cpu / seconds as f64 * 100.0,
+        push_cpu / seconds as f64 * 100.0,
+        sent as f64 / seconds as f64
+    );
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("push") {
+        let guests = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1000);
+        push_cost(guests, 60);
+        return;
+    }
     let counts: Vec<u32> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())

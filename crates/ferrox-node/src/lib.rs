@@ -18,6 +18,7 @@ pub mod cluster;
 pub mod guests;
 pub mod ha;
 pub mod host;
+pub mod metric_push;
 pub mod peers;
 pub mod prometheus;
 pub mod resources;

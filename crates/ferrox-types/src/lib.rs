@@ -17,6 +17,7 @@ pub mod perl_json;
 pub mod property_string;
 pub mod rules;
 pub mod section_config;
+pub mod status_config;
 pub mod storage;
 pub mod text;
 pub mod tfa_config;

@@ -4,9 +4,11 @@
 
 use crate::host;
 use crate::host::rrd::Rrd;
+use crate::metric_push::{Field, ObjectStats, Pusher};
 use crate::Node;
 use ferrox_api_types::cluster::Metric;
 use ferrox_api_types::nodes::RrdRow;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -21,6 +23,8 @@ pub struct Metrics {
     path: PathBuf,
     rrd: Mutex<Rrd>,
     latest: RwLock<HostSample>,
+    /// The external metric servers each round is pushed to.
+    pub pusher: Pusher,
 }
 
 impl Metrics {
@@ -34,6 +38,7 @@ impl Metrics {
             path,
             rrd: Mutex::new(rrd),
             latest: RwLock::new(HostSample::default()),
+            pusher: Pusher::default(),
         }
     }
 
@@ -126,6 +131,7 @@ fn collect(node: &Node, cpu_before: &mut host::CpuTimes, ticks: f64) {
         values.extend(pressure.fields());
         node.metrics.update(&format!("qemu/{vmid}"), &values);
     }
+    node.metrics.pusher.push(node, || push_objects(node));
 }
 
 /// This node's current values for `GET /cluster/metrics/export`, with Proxmox VE's
@@ -200,6 +206,139 @@ pub fn export(node: &Node) -> Vec<Metric> {
         let id = format!("storage/{}/{}", node.opts.node_name, s.id);
         out.push(gauge(&id, "disk_total", space.total as f64));
         out.push(gauge(&id, "disk_used", space.used as f64));
+    }
+    out
+}
+
+/// One round for the external metric servers, in Proxmox VE's shape (`pvestatd`): the
+/// node (`system`, `cpustat`, `memory` measurements), each guest, each storage.
+fn push_objects(node: &Node) -> Vec<ObjectStats> {
+    let name = &node.opts.node_name;
+    let n = |v: f64| Field::Number(v);
+    let mem = host::memory();
+    let root = host::filesystem(&node.opts.data_dir);
+    let load = host::loadavg().map(|l| l.parse::<f64>().unwrap_or(0.0));
+    let sample = node.metrics.latest();
+    let mut out = vec![ObjectStats {
+        tags: vec![
+            ("object".into(), "nodes".into()),
+            ("host".into(), name.clone()),
+        ],
+        graphite: format!("nodes.{name}"),
+        measurements: BTreeMap::from([
+            (
+                "system".to_string(),
+                BTreeMap::from([("uptime".to_string(), n(host::uptime() as f64))]),
+            ),
+            (
+                "cpustat".to_string(),
+                BTreeMap::from([
+                    ("cpu".to_string(), n(sample.cpu)),
+                    ("iowait".to_string(), n(sample.iowait)),
+                    ("avg1".to_string(), n(load[0])),
+                    ("avg5".to_string(), n(load[1])),
+                    ("avg15".to_string(), n(load[2])),
+                    ("cpus".to_string(), n(host::cpu_count() as f64)),
+                ]),
+            ),
+            (
+                "memory".to_string(),
+                BTreeMap::from([
+                    ("memtotal".to_string(), n(mem.total as f64)),
+                    ("memused".to_string(), n(mem.used() as f64)),
+                    ("memfree".to_string(), n(mem.free as f64)),
+                    ("swaptotal".to_string(), n(mem.swap_total as f64)),
+                    (
+                        "swapused".to_string(),
+                        n(mem.swap_total.saturating_sub(mem.swap_free) as f64),
+                    ),
+                ]),
+            ),
+            (
+                "blockstat".to_string(),
+                BTreeMap::from([
+                    ("total".to_string(), n(root.total as f64)),
+                    ("used".to_string(), n(root.used() as f64)),
+                    ("avail".to_string(), n(root.avail as f64)),
+                ]),
+            ),
+        ]),
+    }];
+    let now = ferrox_api::auth::now();
+    for (vmid, fixed, info) in node.guests.listing() {
+        let mut tags = vec![
+            ("object".into(), "qemu".into()),
+            ("vmid".into(), vmid.to_string()),
+            ("nodename".into(), name.clone()),
+        ];
+        if !fixed.name.is_empty() {
+            tags.push(("host".into(), fixed.name.clone()));
+        }
+        let running = info.is_some();
+        let i = info.as_ref();
+        let system = BTreeMap::from([
+            ("name".to_string(), Field::Text(fixed.name.clone())),
+            (
+                "status".to_string(),
+                Field::Text(if running { "running" } else { "stopped" }.into()),
+            ),
+            (
+                "uptime".to_string(),
+                n(i.map_or(0, |i| (now - i.started).max(0)) as f64),
+            ),
+            ("cpu".to_string(), n(i.map_or(0.0, |i| i.cpu))),
+            ("cpus".to_string(), n(fixed.cpus as f64)),
+            ("mem".to_string(), n(i.map_or(0, |i| i.mem) as f64)),
+            ("maxmem".to_string(), n(fixed.maxmem as f64)),
+            ("maxdisk".to_string(), n(fixed.maxdisk as f64)),
+            (
+                "diskread".to_string(),
+                n(i.map_or(0, |i| i.diskread) as f64),
+            ),
+            (
+                "diskwrite".to_string(),
+                n(i.map_or(0, |i| i.diskwrite) as f64),
+            ),
+            (
+                "template".to_string(),
+                n(f64::from(u8::from(fixed.template))),
+            ),
+        ]);
+        out.push(ObjectStats {
+            tags,
+            graphite: format!("qemu.{vmid}"),
+            measurements: BTreeMap::from([("system".to_string(), system)]),
+        });
+    }
+    let storages = node.storage_config().unwrap_or_default();
+    for s in storages
+        .storages
+        .values()
+        .filter(|s| ferrox_storage::is_usable_on(s, name))
+    {
+        let space = ferrox_storage::plugin(s, name)
+            .map(|p| p.space())
+            .unwrap_or_default();
+        out.push(ObjectStats {
+            tags: vec![
+                ("object".into(), "storages".into()),
+                ("nodename".into(), name.clone()),
+                ("host".into(), s.id.clone()),
+                ("type".into(), s.storage_type.clone()),
+            ],
+            graphite: format!("storages.{name}.{}", s.id),
+            measurements: BTreeMap::from([(
+                "system".to_string(),
+                BTreeMap::from([
+                    ("total".to_string(), n(space.total as f64)),
+                    ("used".to_string(), n(space.used as f64)),
+                    ("avail".to_string(), n(space.avail as f64)),
+                    ("active".to_string(), n(1.0)),
+                    ("enabled".to_string(), n(f64::from(u8::from(!s.disable)))),
+                    ("shared".to_string(), n(f64::from(u8::from(s.shared)))),
+                ]),
+            )]),
+        });
     }
     out
 }
