@@ -3,6 +3,7 @@
 //! The bind password of an LDAP realm is not here: it lives in `priv/realm/<realm>.pw`.
 
 use crate::format;
+use crate::section_config::invalid;
 use crate::section_config::{self, header_line, parse_bool, property_line, SectionConfigError};
 use std::collections::BTreeMap;
 
@@ -75,13 +76,6 @@ pub struct Realm {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DomainsConfig {
     pub realms: BTreeMap<String, Realm>,
-}
-
-fn invalid(id: &str, message: String) -> SectionConfigError {
-    SectionConfigError::Invalid {
-        id: id.to_string(),
-        message,
-    }
 }
 
 /// A host name or address of an LDAP server (no scheme, no spaces).

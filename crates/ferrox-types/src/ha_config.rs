@@ -3,6 +3,7 @@
 
 use crate::ha::{DatacenterConfig, FieldError, RequestState};
 use crate::property_string::PropertyString;
+use crate::section_config::invalid;
 use crate::section_config::{self, SectionConfigError};
 use std::collections::BTreeMap;
 
@@ -36,13 +37,6 @@ impl HaResource {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HaResources {
     pub resources: BTreeMap<String, HaResource>,
-}
-
-fn invalid(id: &str, message: String) -> SectionConfigError {
-    SectionConfigError::Invalid {
-        id: id.to_string(),
-        message,
-    }
 }
 
 impl HaResources {

@@ -1,5 +1,6 @@
 //! `ha/rules.cfg`: node affinity and resource affinity rules (spec §8.2, §8.3).
 
+use crate::section_config::invalid;
 use crate::section_config::{self, parse_bool, SectionConfigError};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -144,13 +145,6 @@ fn is_service_id(text: &str) -> bool {
                 && !name.contains(char::is_whitespace)
         }
         None => false,
-    }
-}
-
-fn invalid(id: &str, message: String) -> SectionConfigError {
-    SectionConfigError::Invalid {
-        id: id.to_string(),
-        message,
     }
 }
 

@@ -123,6 +123,14 @@ pub fn header_line(section_type: &str, id: &str) -> String {
 }
 
 /// Parses a section-config boolean: a bare key means true, as in Proxmox VE.
+/// The error of section `id` with `message` (the parsers of every section-config file).
+pub fn invalid(id: &str, message: String) -> SectionConfigError {
+    SectionConfigError::Invalid {
+        id: id.to_string(),
+        message,
+    }
+}
+
 pub fn parse_bool(id: &str, key: &str, value: &str) -> Result<bool, SectionConfigError> {
     match value {
         "" | "1" | "yes" | "on" | "true" => Ok(true),

@@ -2,6 +2,7 @@
 //! Proxmox VE writes them (`influxdb: <id>` / `graphite: <id>` sections). An InfluxDB
 //! token is not kept here but in `priv/metricserver/<id>.pw`.
 
+use crate::section_config::invalid;
 use crate::section_config::{self, header_line, parse_bool, property_line, SectionConfigError};
 use std::collections::BTreeMap;
 
@@ -59,13 +60,6 @@ pub struct StatusConfig {
     /// Ids in file order.
     pub order: Vec<String>,
     pub digest: String,
-}
-
-fn invalid(id: &str, message: String) -> SectionConfigError {
-    SectionConfigError::Invalid {
-        id: id.to_string(),
-        message,
-    }
 }
 
 /// A metric server id (Proxmox VE's `pve-configid`).

@@ -1,6 +1,7 @@
 //! `storage.cfg`: storages in Proxmox VE's section-config format. Ferrox runs `dir`
 //! storages; other types are read and kept (so a copied file reads) but not usable yet.
 
+use crate::section_config::invalid;
 use crate::section_config::{self, parse_bool, SectionConfigError};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -38,13 +39,6 @@ pub struct StorageConfig {
     /// Ids in file order, for writing back in the same order.
     pub order: Vec<String>,
     pub digest: String,
-}
-
-fn invalid(id: &str, message: String) -> SectionConfigError {
-    SectionConfigError::Invalid {
-        id: id.to_string(),
-        message,
-    }
 }
 
 impl StorageConfig {

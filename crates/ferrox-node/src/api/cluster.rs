@@ -644,16 +644,7 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             MODIFY,
             set_options,
         )
-        .params(vec![
-            param::CRS,
-            param::HA,
-            param::KEYBOARD,
-            param::LANGUAGE,
-            param::MIGRATION,
-            param::BWLIMIT,
-            param::DESCRIPTION,
-            param::DELETE,
-        ]),
+        .params([OPTIONS, &[param::DELETE]].concat()),
         Endpoint::new(
             Get,
             "/cluster/locks",
