@@ -9,8 +9,11 @@ use serde_json::Value;
 use std::time::Duration;
 
 /// A value for each path variable the GET endpoints use.
-fn path_value(var: &str, upid: &str) -> String {
+fn path_value(var: &str, upid: &str, path: &str) -> String {
     match var {
+        "name" if path.contains("/sendmail/") => "walk-mail".into(),
+        "name" if path.contains("/matchers/") => "walk-matcher".into(),
+        "name" => "walk-hook".into(),
         "node" => "n1".into(),
         "vmid" => "100".into(),
         "storage" => "local".into(),
@@ -43,6 +46,21 @@ fn no_read_only_endpoint_answers_501_or_5xx_on_a_three_node_cluster() {
         ("POST", "/access/users/root@pam/token/walk", vec![]),
         ("POST", "/access/groups", vec![("groupid", "walkers")]),
         ("POST", "/pools", vec![("poolid", "walkpool")]),
+        (
+            "POST",
+            "/cluster/notifications/endpoints/webhook",
+            vec![("name", "walk-hook"), ("url", "http://127.0.0.1:9/hook")],
+        ),
+        (
+            "POST",
+            "/cluster/notifications/endpoints/sendmail",
+            vec![("name", "walk-mail"), ("mailto", "root@example.com")],
+        ),
+        (
+            "POST",
+            "/cluster/notifications/matchers",
+            vec![("name", "walk-matcher"), ("target", "walk-hook")],
+        ),
         (
             "POST",
             "/cluster/metrics/server/walk",
@@ -82,7 +100,7 @@ fn no_read_only_endpoint_answers_501_or_5xx_on_a_three_node_cluster() {
             .split('/')
             .map(
                 |s| match s.strip_prefix('{').and_then(|v| v.strip_suffix('}')) {
-                    Some(var) => path_value(var, &upid),
+                    Some(var) => path_value(var, &upid, e.path),
                     None => s.to_string(),
                 },
             )

@@ -52,6 +52,26 @@ fn power_loss_recovers_the_guest_elsewhere_and_never_runs_it_twice() {
         before
     );
     let monitor = DoubleRunMonitor::start(100, run_dirs(&nodes));
+    // Fencing and the recovery are notified (to a webhook, through a matcher on `type`).
+    let (hook, notifications) = http_receiver();
+    let auth = d1.login();
+    for (path, form) in [
+        (
+            "/cluster/notifications/endpoints/webhook",
+            vec![
+                ("name", "ops"),
+                ("url", hook.as_str()),
+                ("body", "eyJ0eXBlIjoie3sgZmllbGRzLnR5cGUgfX0iLCJzZXZlcml0eSI6Int7IHNldmVyaXR5IH19IiwidGl0bGUiOiJ7eyBlc2NhcGUgdGl0bGUgfX0ifQ=="),
+            ],
+        ),
+        (
+            "/cluster/notifications/matchers",
+            vec![("name", "ha"), ("target", "ops"), ("match-field", "exact:type=fencing,ha-recovery")],
+        ),
+    ] {
+        let r = d1.request("POST", path, &auth, &form);
+        assert_eq!(r.status, 200, "{path}: {r:?}");
+    }
 
     // Power loss of n1: its daemon, its watchdog and its guest die at once.
     let n1 = nodes[0].take().unwrap();
@@ -85,6 +105,27 @@ fn power_loss_recovers_the_guest_elsewhere_and_never_runs_it_twice() {
         .join(format!("nodes/{target}/qemu-server/100.conf"))
         .exists());
     assert_eq!(monitor.finish().0, 1, "vm:100 ran on two nodes at once");
+    let mut received: Vec<Value> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !(received.iter().any(|n| n["type"] == "fencing")
+        && received.iter().any(|n| n["type"] == "ha-recovery"))
+    {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match notifications.recv_timeout(left) {
+            Ok(body) => received.extend(serde_json::from_str::<Value>(&body).ok()),
+            Err(_) => break,
+        }
+    }
+    assert!(
+        received.iter().any(|n| n["type"] == "fencing"
+            && n["severity"] == "error"
+            && n["title"].as_str().is_some_and(|t| t.contains("n1"))),
+        "no fencing notification: {received:?}"
+    );
+    assert!(
+        received.iter().any(|n| n["type"] == "ha-recovery"),
+        "no recovery notification: {received:?}"
+    );
     drop(dir);
 }
 

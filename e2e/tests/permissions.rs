@@ -306,6 +306,117 @@ const TABLE: &[(&str, &str, Pve)] = &[
         "/cluster/metrics/server/{id}",
         Priv("/", &["Sys.Modify"], false),
     ),
+    ("GET", "/cluster/notifications", All),
+    ("GET", "/cluster/notifications/endpoints", All),
+    (
+        "GET",
+        "/cluster/notifications/targets",
+        Priv(
+            "/mapping/notifications",
+            &["Mapping.Modify", "Mapping.Audit"],
+            true,
+        ),
+    ),
+    (
+        "POST",
+        "/cluster/notifications/targets/{name}/test",
+        Priv(
+            "/mapping/notifications",
+            &["Mapping.Modify", "Mapping.Audit", "Mapping.Use"],
+            true,
+        ),
+    ),
+    (
+        "GET",
+        "/cluster/notifications/endpoints/webhook",
+        Priv(
+            "/mapping/notifications",
+            &["Mapping.Modify", "Mapping.Audit"],
+            true,
+        ),
+    ),
+    ("POST", "/cluster/notifications/endpoints/webhook", All),
+    (
+        "GET",
+        "/cluster/notifications/endpoints/webhook/{name}",
+        Priv(
+            "/mapping/notifications",
+            &["Mapping.Modify", "Mapping.Audit"],
+            true,
+        ),
+    ),
+    (
+        "PUT",
+        "/cluster/notifications/endpoints/webhook/{name}",
+        All,
+    ),
+    (
+        "DELETE",
+        "/cluster/notifications/endpoints/webhook/{name}",
+        Priv("/mapping/notifications", &["Mapping.Modify"], false),
+    ),
+    (
+        "GET",
+        "/cluster/notifications/endpoints/sendmail",
+        Priv(
+            "/mapping/notifications",
+            &["Mapping.Modify", "Mapping.Audit"],
+            true,
+        ),
+    ),
+    ("POST", "/cluster/notifications/endpoints/sendmail", All),
+    (
+        "GET",
+        "/cluster/notifications/endpoints/sendmail/{name}",
+        Priv(
+            "/mapping/notifications",
+            &["Mapping.Modify", "Mapping.Audit"],
+            true,
+        ),
+    ),
+    (
+        "PUT",
+        "/cluster/notifications/endpoints/sendmail/{name}",
+        All,
+    ),
+    (
+        "DELETE",
+        "/cluster/notifications/endpoints/sendmail/{name}",
+        Priv("/mapping/notifications", &["Mapping.Modify"], false),
+    ),
+    (
+        "GET",
+        "/cluster/notifications/matchers",
+        Priv(
+            "/mapping/notifications",
+            &["Mapping.Modify", "Mapping.Audit"],
+            true,
+        ),
+    ),
+    (
+        "POST",
+        "/cluster/notifications/matchers",
+        Priv("/mapping/notifications", &["Mapping.Modify"], false),
+    ),
+    (
+        "GET",
+        "/cluster/notifications/matchers/{name}",
+        Priv(
+            "/mapping/notifications",
+            &["Mapping.Modify", "Mapping.Audit"],
+            true,
+        ),
+    ),
+    (
+        "PUT",
+        "/cluster/notifications/matchers/{name}",
+        Priv("/mapping/notifications", &["Mapping.Modify"], false),
+    ),
+    (
+        "DELETE",
+        "/cluster/notifications/matchers/{name}",
+        Priv("/mapping/notifications", &["Mapping.Modify"], false),
+    ),
     // Ferrox extension: the cluster for Prometheus (also GET /metrics).
     ("GET", "/cluster/metrics/prometheus", SYS_AUDIT_ROOT),
     ("GET", "/cluster/sdn", All),

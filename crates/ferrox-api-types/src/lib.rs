@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod ha;
 pub mod lxc;
 pub mod nodes;
+pub mod notifications;
 pub mod pools;
 pub mod qemu;
 pub mod storage;

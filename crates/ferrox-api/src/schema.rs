@@ -35,6 +35,9 @@ pub enum ParamType {
     VmId,
     /// A node name (`pve-node` format).
     Node,
+    /// An array of values of the inner type (Proxmox VE's `type => 'array'`): repeated
+    /// form keys or a JSON array; one value alone is a list of one.
+    List(&'static ParamType),
 }
 
 #[derive(Debug, Clone)]
@@ -127,6 +130,17 @@ impl Params {
     }
     pub fn bool(&self, param: &Param) -> Option<bool> {
         self.0.get(param.name).and_then(Value::as_bool)
+    }
+    /// A list parameter's values (empty when not given).
+    pub fn list(&self, param: &Param) -> Vec<String> {
+        match self.0.get(param.name) {
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect(),
+            Some(Value::String(s)) => vec![s.clone()],
+            _ => Vec::new(),
+        }
     }
     /// A key accepted beyond the declarations (`Extra`: a guest config key), as text.
     pub fn extra(&self, key: &str) -> Option<&str> {
@@ -253,6 +267,17 @@ pub fn check(ty: &ParamType, value: &Value) -> Result<Value, String> {
                 ))
             }
         }
+        ParamType::List(inner) => {
+            let items: Vec<&Value> = match value {
+                Value::Array(items) => items.iter().collect(),
+                one => vec![one],
+            };
+            items
+                .into_iter()
+                .map(|v| check(inner, v))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Value::Array)
+        }
         ParamType::Node => {
             let s = as_text(value).ok_or_else(|| type_error("string", value))?;
             if fmt::node_name(&s).is_ok() {
@@ -368,6 +393,7 @@ pub fn json_schema(ty: &ParamType) -> Value {
         ParamType::Node => {
             serde_json::json!({"type": "string", "pattern": "^[a-zA-Z0-9]([a-zA-Z0-9\\-]*[a-zA-Z0-9])?$"})
         }
+        ParamType::List(inner) => serde_json::json!({"type": "array", "items": json_schema(inner)}),
     }
 }
 

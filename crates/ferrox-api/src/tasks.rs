@@ -49,6 +49,9 @@ struct Finished {
     status: String,
 }
 
+/// What `TaskStore::on_end` calls.
+pub type EndHook = Box<dyn Fn(&TaskStatus) + Send + Sync>;
+
 pub struct TaskStore {
     dir: PathBuf,
     node: String,
@@ -57,6 +60,8 @@ pub struct TaskStore {
     state: Mutex<TaskIndex>,
     /// Signalled whenever a task ends (`wait`).
     ended: Condvar,
+    /// Told about every task that ended (notifications of failed tasks).
+    on_end: std::sync::OnceLock<EndHook>,
 }
 
 /// How a task ended, as its exit status says (`OK`, `WARNINGS: n`, or the error).
@@ -208,6 +213,7 @@ impl TaskStore {
             pstart: process_start_ticks(),
             state: Mutex::new(index),
             ended: Condvar::new(),
+            on_end: std::sync::OnceLock::new(),
         };
         // Workers of an earlier daemon that never finished: their end is unknown.
         for entry in std::fs::read_dir(dir)?.flatten() {
@@ -251,10 +257,30 @@ impl TaskStore {
         {
             let _ = f.write_all(line.as_bytes());
         }
-        state
-            .tasks
-            .insert(key, (upid.clone(), Some(Finished { endtime, status })));
+        state.tasks.insert(
+            key,
+            (
+                upid.clone(),
+                Some(Finished {
+                    endtime,
+                    status: status.clone(),
+                }),
+            ),
+        );
         self.ended.notify_all();
+        drop(state);
+        if let Some(hook) = self.on_end.get() {
+            let mut row = Self::describe(upid);
+            row.status = "stopped".into();
+            row.exitstatus = Some(status);
+            row.endtime = Some(endtime);
+            hook(&row);
+        }
+    }
+
+    /// Calls `hook` with the status of every task that ends from now on (set once).
+    pub fn on_end(&self, hook: EndHook) {
+        let _ = self.on_end.set(hook);
     }
 
     /// Waits until the task ends, for at most `timeout`: its outcome, or `None` while it

@@ -19,6 +19,7 @@ pub mod guests;
 pub mod ha;
 pub mod host;
 pub mod metric_push;
+pub mod notify;
 pub mod peers;
 pub mod prometheus;
 pub mod resources;
@@ -165,6 +166,8 @@ pub struct Node {
     pub tasks: Arc<TaskStore>,
     pub guests: guests::Guests,
     pub metrics: metrics::Metrics,
+    /// Where notifications are delivered from (`notify`).
+    pub notifier: notify::Notifier,
     pub accel: Accelerator,
     pub tls: tls::Identity,
 }
@@ -251,10 +254,12 @@ impl Node {
             tasks,
             guests,
             metrics,
+            notifier: notify::Notifier::default(),
             accel,
             tls,
         });
         cluster::spawn_watch(&node);
+        notify_failed_tasks(&node);
         Ok(node)
     }
 
@@ -405,4 +410,39 @@ pub fn serve(opts: NodeOptions) -> anyhow::Result<()> {
         println!("stopped");
     }
     Ok(())
+}
+
+/// Failed tasks become notifications (`type=migrate` for a failed migration, else
+/// `type=task`), as Proxmox VE notifies failed jobs.
+fn notify_failed_tasks(node: &Arc<Node>) {
+    let weak = Arc::downgrade(node);
+    node.tasks.on_end(Box::new(move |task| {
+        let exit = task.exitstatus.as_deref().unwrap_or("");
+        if exit == "OK" || exit.starts_with("WARNINGS") {
+            return;
+        }
+        let Some(node) = weak.upgrade() else {
+            return;
+        };
+        let (kind, title) = if task.kind == "qmigrate" {
+            (
+                "migrate",
+                format!("Migration of VM {} from '{}' failed", task.id, task.node),
+            )
+        } else {
+            (
+                "task",
+                format!(
+                    "Task {} of '{}' failed on node '{}'",
+                    task.kind, task.id, task.node
+                ),
+            )
+        };
+        node.notify(
+            notify::Notification::new("error", kind, title, format!("{}: {exit}", task.upid))
+                .field("task-type", task.kind.clone())
+                .field("upid", task.upid.clone())
+                .field("id", task.id.clone()),
+        );
+    }));
 }

@@ -13,6 +13,7 @@ pub mod groups;
 pub mod guest_config;
 pub mod ha;
 pub mod ha_config;
+pub mod notifications;
 pub mod perl_json;
 pub mod property_string;
 pub mod rules;

@@ -39,6 +39,12 @@ pub fn digest(raw: &str) -> String {
 /// Splits section-config text into sections. Values are kept as text; each file type
 /// interprets its own keys.
 pub fn parse(raw: &str) -> Result<Vec<Section>, SectionConfigError> {
+    parse_with_lists(raw, &[])
+}
+
+/// As `parse`, where the keys in `lists` are array properties that may repeat (one line
+/// per value, as Proxmox VE writes `target` in `notifications.cfg`).
+pub fn parse_with_lists(raw: &str, lists: &[&str]) -> Result<Vec<Section>, SectionConfigError> {
     let mut sections: Vec<Section> = Vec::new();
     let mut in_section = false;
     for (index, line) in raw.lines().enumerate() {
@@ -63,7 +69,7 @@ pub fn parse(raw: &str) -> Result<Vec<Section>, SectionConfigError> {
                 Some((k, v)) => (k.to_string(), v.trim().to_string()),
                 None => (trimmed.to_string(), String::new()),
             };
-            if section.properties.iter().any(|(k, _)| *k == key) {
+            if !lists.contains(&key.as_str()) && section.properties.iter().any(|(k, _)| *k == key) {
                 return Err(SectionConfigError::DuplicateProperty {
                     id: section.id.clone(),
                     key,

@@ -12,6 +12,7 @@ pub mod ha;
 pub mod lxc;
 pub mod metrics;
 pub mod nodes;
+pub mod notifications;
 pub mod pools;
 pub mod qemu;
 pub mod resources;
@@ -48,5 +49,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
     list.extend(metrics::endpoints());
     list.extend(backup::endpoints());
     list.extend(sdn::endpoints());
+    list.extend(notifications::endpoints());
     list
 }

@@ -315,6 +315,19 @@ impl HaEnv for NodeEnv {
         println!("{} {} {who}: {msg}", now_secs(), level.short());
     }
 
+    /// Fencing as Proxmox VE notifies it: `type=fencing`, an error when a node is to be
+    /// fenced, informational once the fence is acknowledged.
+    fn send_notification(&mut self, subject: &str, text: &str) {
+        self.log(LogLevel::Email, &format!("{subject}: {text}"));
+        let severity = if subject == "FENCE" { "error" } else { "info" };
+        self.node.notify(crate::notify::Notification::new(
+            severity,
+            "fencing",
+            format!("{subject}: {text}"),
+            text.to_string(),
+        ));
+    }
+
     fn fence_delay(&self) -> i64 {
         self.settings.fence_delay.as_secs() as i64
     }
@@ -659,8 +672,17 @@ impl HaEnv for NodeEnv {
                 expect: Expect::Absent,
             },
         ];
-        if let Err(e) = self.node.tree.txn(ops) {
-            self.log(LogLevel::Err, &format!("moving {sid} to '{to}': {e}"));
+        match self.node.tree.txn(ops) {
+            Err(e) => self.log(LogLevel::Err, &format!("moving {sid} to '{to}': {e}")),
+            Ok(_) => self.node.notify(
+                crate::notify::Notification::new(
+                    "warning",
+                    "ha-recovery",
+                    format!("HA recovery of {sid}: from fenced node '{from}' to '{to}'"),
+                    format!("The HA service {sid} was recovered from the fenced node '{from}' to node '{to}'."),
+                )
+                .field("sid", sid),
+            ),
         }
     }
 }
