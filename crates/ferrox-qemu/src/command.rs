@@ -82,15 +82,25 @@ pub fn command_line(cfg: &GuestConfig, spec: &LaunchSpec<'_>) -> Result<Vec<Stri
         ),
     ]);
     if let Some(cpu) = cfg.options.get("cpu") {
-        let p = PropertyString::parse(cpu).map_err(|e| config_err("cpu", e.to_string()))?;
-        let model = p.get("cputype", Some("cputype")).unwrap_or("qemu64");
-        if model == "host" && spec.accel == Accelerator::Tcg {
+        let conf = ferrox_types::cpu::CpuConf::parse(cpu).map_err(|e| config_err("cpu", e))?;
+        if conf.cputype == "host" && spec.accel == Accelerator::Tcg {
             return Err(config_err(
                 "cpu",
                 "cpu type 'host' needs the kvm accelerator",
             ));
         }
-        push(&["-cpu", model]);
+        let host_flags = std::fs::read_to_string("/proc/cpuinfo")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("flags")
+                    .map(|f| f.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+            .unwrap_or_default();
+        let arg = conf
+            .qemu_arg(spec.accel == Accelerator::Kvm, &host_flags)
+            .map_err(|e| config_err("cpu", e))?;
+        push(&["-cpu", &arg]);
     }
     push(&[
         "-qmp",

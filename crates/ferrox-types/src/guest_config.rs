@@ -182,6 +182,9 @@ pub fn check_value(key: &str, value: &str) -> Result<(), GuestConfigError> {
     crate::text::check_single_line(value).map_err(|e| err(key, e))?;
     match key {
         "tags" => crate::format::tag_list(value).map_err(|e| err(key, e)),
+        "cpu" => crate::cpu::CpuConf::parse(value)
+            .map(drop)
+            .map_err(|e| err(key, e)),
         "cores" | "sockets" | "vcpus" => check_uint(key, value, 1).map(drop),
         "balloon" | "cpuunits" => check_uint(key, value, 0).map(drop),
         "memory" => {
