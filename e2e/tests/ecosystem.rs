@@ -176,6 +176,29 @@ fn no_read_only_endpoint_answers_501_or_5xx_on_a_three_node_cluster() {
         "{anonymous:?}"
     );
 
+    // Without Sys.Audit (tasks) or Sys.Syslog (log) on /, only one's own entries.
+    d.add_user(
+        &auth,
+        "vmuser@pve",
+        "vmusersecret1",
+        &[("/vms", "PVEVMUser")],
+    );
+    let user = d.login_as("vmuser@pve", "vmusersecret1");
+    let all = d.request("GET", "/cluster/tasks", &auth, &[]).body["data"].clone();
+    assert!(all.as_array().is_some_and(|t| !t.is_empty()), "{all}");
+    for path in ["/cluster/tasks", "/cluster/log"] {
+        let own = d.request("GET", path, &user, &[]);
+        assert_eq!(own.status, 200, "{own:?}");
+        assert_eq!(
+            own.body["data"],
+            serde_json::json!([]),
+            "{path}: {}",
+            own.raw
+        );
+    }
+    let r = d.request("GET", "/cluster/metrics/export", &user, &[]);
+    assert_eq!(r.status, 403, "{r:?}");
+
     // The extjs envelope of an error: HTTP 200, the status and message inside.
     let err = d.request("GET", "/api2/extjs/nodes/n1/qemu/999/config", &auth, &[]);
     assert_eq!(

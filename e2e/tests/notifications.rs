@@ -157,3 +157,83 @@ fn bad_targets_and_matchers_are_refused_naming_the_parameter() {
     let after = std::fs::read_to_string(d.etc().join("notifications.cfg")).unwrap_or_default();
     assert_eq!(before, after);
 }
+
+#[test]
+fn creating_a_webhook_needs_mapping_modify_and_network_rights_and_secrets_go_with_it() {
+    let d = start_daemon("tcg");
+    let root = d.login();
+    // Mapping.Modify alone is not enough: a webhook reaches the network.
+    d.add_user(
+        &root,
+        "mapper@pve",
+        "mappersecret1",
+        &[("/mapping/notifications", "PVEMappingAdmin")],
+    );
+    d.add_user(
+        &root,
+        "auditor@pve",
+        "auditorsecret1",
+        &[("/", "PVEAuditor")],
+    );
+    let form = [("name", "hook"), ("url", "http://127.0.0.1:9/h")];
+    for (user, password) in [
+        ("mapper@pve", "mappersecret1"),
+        ("auditor@pve", "auditorsecret1"),
+    ] {
+        let auth = d.login_as(user, password);
+        let r = d.request(
+            "POST",
+            "/cluster/notifications/endpoints/webhook",
+            &auth,
+            &form,
+        );
+        assert_eq!(r.status, 403, "{user}: {r:?}");
+    }
+    assert!(
+        !d.etc().join("notifications.cfg").exists()
+            || !std::fs::read_to_string(d.etc().join("notifications.cfg"))
+                .unwrap()
+                .contains("hook")
+    );
+
+    // A secret that is not name=...,value=<base64> is refused naming `secret`.
+    let r = d.request(
+        "POST",
+        "/cluster/notifications/endpoints/webhook",
+        &root,
+        &[
+            ("name", "hook"),
+            ("url", "http://127.0.0.1:9/h"),
+            ("secret", "name=t,value=%%%"),
+        ],
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.body["errors"]["secret"].is_string(), "{}", r.raw);
+
+    let r = d.request(
+        "POST",
+        "/cluster/notifications/endpoints/webhook",
+        &root,
+        &[
+            ("name", "hook"),
+            ("url", "http://127.0.0.1:9/h"),
+            ("secret", &format!("name=t,value={}", b64("x"))),
+        ],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let secrets =
+        || std::fs::read_to_string(d.etc().join("priv/notifications.cfg")).unwrap_or_default();
+    assert!(secrets().contains("webhook: hook"));
+    let r = d.request(
+        "DELETE",
+        "/cluster/notifications/endpoints/webhook/hook",
+        &root,
+        &[],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        !secrets().contains("hook"),
+        "secrets left behind: {}",
+        secrets()
+    );
+}

@@ -260,35 +260,12 @@ fn config(node: &Node) -> NotificationConfig {
 
 /// A webhook's secrets from `priv/notifications.cfg`.
 pub fn secrets(node: &Node, target: &str) -> BTreeMap<String, String> {
-    let Some(entry) = node.tree.get(PRIV_CONFIG) else {
-        return BTreeMap::new();
-    };
-    let Ok(sections) = ferrox_types::section_config::parse_with_lists(&entry.data, &["secret"])
-    else {
-        return BTreeMap::new();
-    };
-    sections
-        .iter()
-        .filter(|s| s.id == target)
-        .flat_map(|s| s.properties.iter().filter(|(k, _)| k == "secret"))
-        .filter_map(|(_, v)| {
-            let mut name = None;
-            let mut value = None;
-            for part in v.split(',') {
-                match part.split_once('=') {
-                    Some(("name", n)) => name = Some(n.to_string()),
-                    Some(("value", b)) => {
-                        use base64::Engine;
-                        value = base64::engine::general_purpose::STANDARD
-                            .decode(b)
-                            .ok()
-                            .and_then(|b| String::from_utf8(b).ok());
-                    }
-                    _ => {}
-                }
-            }
-            Some((name?, value?))
-        })
+    node.tree
+        .get(PRIV_CONFIG)
+        .and_then(|e| ferrox_types::notifications::Secrets::parse(&e.data).ok())
+        .and_then(|mut s| s.by_target.remove(target))
+        .unwrap_or_default()
+        .into_iter()
         .collect()
 }
 

@@ -339,9 +339,7 @@ pub(crate) fn content_list(s: &ferrox_types::Storage) -> String {
 
 /// A storage's status on this node: its row in `GET /nodes/{node}/storage`.
 pub(crate) fn storage_status(node: &Node, s: &ferrox_types::Storage) -> StorageStatus {
-    let space = ferrox_storage::plugin(s, &node.opts.node_name)
-        .map(|p| p.space())
-        .unwrap_or_default();
+    let space = ferrox_storage::space(s, &node.opts.node_name);
     StorageStatus {
         storage: s.id.clone(),
         kind: s.storage_type.clone(),

@@ -97,8 +97,7 @@ pub fn command_line(cfg: &GuestConfig, spec: &LaunchSpec<'_>) -> Result<Vec<Stri
                     .map(|f| f.trim_start_matches([' ', '\t', ':']).to_string())
             })
             .unwrap_or_default();
-        let arg = conf
-            .qemu_arg(spec.accel == Accelerator::Kvm, &host_flags)
+        let arg = crate::cpu::cpu_arg(&conf, spec.accel == Accelerator::Kvm, &host_flags)
             .map_err(|e| config_err("cpu", e))?;
         push(&["-cpu", &arg]);
     }

@@ -7,6 +7,7 @@
 pub mod capabilities;
 pub mod cgroup;
 pub mod command;
+pub mod cpu;
 pub mod disk;
 pub mod metrics;
 pub mod migration;

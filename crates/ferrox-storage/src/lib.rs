@@ -102,6 +102,11 @@ pub fn plugin(section: &StorageSection, node: &str) -> Result<Box<dyn Storage>, 
     }
 }
 
+/// The space of a storage on `node` (zero when it has no plugin or is not there).
+pub fn space(section: &StorageSection, node: &str) -> Space {
+    plugin(section, node).map(|p| p.space()).unwrap_or_default()
+}
+
 /// The plugin of storage `id`.
 pub fn open(
     storages: &StorageConfig,

@@ -158,6 +158,54 @@ fn parse_pair(id: &str, key: &str, text: &str) -> Result<(String, String), Secti
     }
 }
 
+/// `priv/notifications.cfg`: the secrets of each webhook (`webhook: <name>` sections with
+/// `secret name=<name>,value=<base64>` lines).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Secrets {
+    pub by_target: BTreeMap<String, Vec<(String, String)>>,
+}
+
+impl Secrets {
+    pub fn parse(raw: &str) -> Result<Secrets, SectionConfigError> {
+        let mut out = Secrets::default();
+        for section in section_config::parse_with_lists(raw, &["secret"])? {
+            let pairs = section
+                .properties
+                .iter()
+                .filter(|(k, _)| k == "secret")
+                .map(|(k, v)| parse_pair(&section.id, k, v))
+                .collect::<Result<Vec<_>, _>>()?;
+            out.by_target.insert(section.id, pairs);
+        }
+        Ok(out)
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        for (target, pairs) in self.by_target.iter().filter(|(_, p)| !p.is_empty()) {
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str(&header_line("webhook", target));
+            for (name, value) in pairs {
+                out.push_str(&property_line(
+                    "secret",
+                    &format!("name={name},value={}", b64_encode(value)),
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// A request's `name=<name>,value=<base64>` (a webhook header or secret).
+pub fn name_value(text: &str) -> Result<(String, String), String> {
+    parse_pair("", "value", text).map_err(|e| match e {
+        SectionConfigError::Invalid { message, .. } => message,
+        other => other.to_string(),
+    })
+}
+
 /// The checks a request's values share with the parser.
 pub fn check_url(url: &str) -> Result<(), String> {
     let ok = (url.starts_with("http://") || url.starts_with("https://"))

@@ -307,33 +307,46 @@ fn remove(ctx: &C<'_>, kind: &Kind) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Webhook secrets go to `priv/notifications.cfg`, never into the public file.
-fn store_secrets(ctx: &C<'_>, name: &str) -> Result<(), ApiError> {
-    let secrets = ctx.params.list(&param::SECRET);
-    if secrets.is_empty() {
-        return Ok(());
-    }
-    for s in &secrets {
-        let ok = s.split(',').count() == 2
-            && s.split(',')
-                .all(|p| p.starts_with("name=") || p.starts_with("value="));
-        if !ok {
-            return Err(param::SECRET.error(format!("'{s}' is not name=...,value=<base64>")));
-        }
-    }
-    let doc = ctx.state.tree.load(PRIV_CONFIG);
-    let mut text: String = doc
-        .text
-        .split("\n\n")
-        .filter(|s| !s.trim().is_empty() && !s.starts_with(&format!("webhook: {name}\n")))
-        .map(|s| format!("{}\n\n", s.trim_end()))
-        .collect();
-    text.push_str(&header_line("webhook", name));
-    for s in &secrets {
-        text.push_str(&property_line("secret", s));
-    }
-    ctx.state.tree.save(&doc, &text)?;
+/// Webhook secrets go to `priv/notifications.cfg`, never into the public file; `None`
+/// removes the target's secrets.
+fn write_secrets(
+    node: &Node,
+    name: &str,
+    pairs: Option<Vec<(String, String)>>,
+) -> Result<(), ApiError> {
+    let doc = node.tree.load(PRIV_CONFIG);
+    let mut secrets = cfg::Secrets::parse(&doc.text)
+        .map_err(|e| ApiError::internal(format!("{PRIV_CONFIG}: {e}")))?;
+    match pairs {
+        Some(p) => secrets.by_target.insert(name.to_string(), p),
+        None => secrets.by_target.remove(name),
+    };
+    node.tree.save(&doc, &secrets.to_text())?;
     Ok(())
+}
+
+/// The request's secrets, checked before anything is written.
+fn requested_secrets(ctx: &C<'_>) -> Result<Option<Vec<(String, String)>>, ApiError> {
+    let given = ctx.params.list(&param::SECRET);
+    if given.is_empty() {
+        return Ok(None);
+    }
+    given
+        .iter()
+        .map(|s| cfg::name_value(s).map_err(|e| param::SECRET.error(e)))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// Creates or changes a webhook, its secrets with it.
+fn store_webhook(ctx: &C<'_>, create: bool) -> Result<(), ApiError> {
+    check_target_modify(ctx)?;
+    let secrets = requested_secrets(ctx)?;
+    store(ctx, &WEBHOOK, create)?;
+    match secrets {
+        Some(pairs) => write_secrets(ctx.state, ctx.params.need_str(&param::NAME)?, Some(pairs)),
+        None => Ok(()),
+    }
 }
 
 fn webhooks(ctx: &C<'_>) -> Result<Vec<NotificationEntry>, ApiError> {
@@ -354,17 +367,14 @@ fn webhook(ctx: &C<'_>) -> Result<NotificationEntry, ApiError> {
     find(ctx, &WEBHOOK)
 }
 fn create_webhook(ctx: &C<'_>) -> Result<(), ApiError> {
-    check_target_modify(ctx)?;
-    store(ctx, &WEBHOOK, true)?;
-    store_secrets(ctx, ctx.params.need_str(&param::NAME)?)
+    store_webhook(ctx, true)
 }
 fn update_webhook(ctx: &C<'_>) -> Result<(), ApiError> {
-    check_target_modify(ctx)?;
-    store(ctx, &WEBHOOK, false)?;
-    store_secrets(ctx, ctx.params.need_str(&param::NAME)?)
+    store_webhook(ctx, false)
 }
 fn delete_webhook(ctx: &C<'_>) -> Result<(), ApiError> {
-    remove(ctx, &WEBHOOK)
+    remove(ctx, &WEBHOOK)?;
+    write_secrets(ctx.state, ctx.params.need_str(&param::NAME)?, None)
 }
 fn sendmails(ctx: &C<'_>) -> Result<Vec<NotificationEntry>, ApiError> {
     list(ctx, &SENDMAIL)

@@ -200,9 +200,7 @@ pub fn export(node: &Node) -> Vec<Metric> {
         .values()
         .filter(|s| ferrox_storage::is_usable_on(s, &node.opts.node_name))
     {
-        let space = ferrox_storage::plugin(s, &node.opts.node_name)
-            .map(|p| p.space())
-            .unwrap_or_default();
+        let space = ferrox_storage::space(s, &node.opts.node_name);
         let id = format!("storage/{}/{}", node.opts.node_name, s.id);
         out.push(gauge(&id, "disk_total", space.total as f64));
         out.push(gauge(&id, "disk_used", space.used as f64));
@@ -316,9 +314,7 @@ fn push_objects(node: &Node) -> Vec<ObjectStats> {
         .values()
         .filter(|s| ferrox_storage::is_usable_on(s, name))
     {
-        let space = ferrox_storage::plugin(s, name)
-            .map(|p| p.space())
-            .unwrap_or_default();
+        let space = ferrox_storage::space(s, name);
         out.push(ObjectStats {
             tags: vec![
                 ("object".into(), "storages".into()),
