@@ -287,6 +287,36 @@ const TABLE: &[(&str, &str, Pve)] = &[
     ("GET", "/cluster/replication", All),
     ("GET", "/cluster/backup", SYS_AUDIT_ROOT),
     ("GET", "/cluster/backup-info/not-backed-up", SYS_AUDIT_ROOT),
+    ("GET", "/cluster/qemu", All),
+    // PVE: Sys.Audit on /nodes, or any Mapping privilege on /mapping/cpu (two paths).
+    ("GET", "/cluster/qemu/cpu-flags", All),
+    // Ferrox extension: what every node runs is no secret to a logged-in user.
+    ("GET", "/cluster/qemu/cpu-baseline", All),
+    ("GET", "/cluster/qemu/custom-cpu-models", All),
+    (
+        "POST",
+        "/cluster/qemu/custom-cpu-models",
+        Priv("/mapping/cpu", &["Mapping.Modify"], false),
+    ),
+    (
+        "GET",
+        "/cluster/qemu/custom-cpu-models/{cputype}",
+        Priv(
+            "/mapping/cpu/{cputype}",
+            &["Mapping.Audit", "Mapping.Use", "Mapping.Modify"],
+            true,
+        ),
+    ),
+    (
+        "PUT",
+        "/cluster/qemu/custom-cpu-models/{cputype}",
+        Priv("/mapping/cpu/{cputype}", &["Mapping.Modify"], false),
+    ),
+    (
+        "DELETE",
+        "/cluster/qemu/custom-cpu-models/{cputype}",
+        Priv("/mapping/cpu/{cputype}", &["Mapping.Modify"], false),
+    ),
     ("GET", "/cluster/metrics", All),
     ("GET", "/cluster/metrics/export", SYS_AUDIT_ROOT),
     ("GET", "/cluster/metrics/server", SYS_AUDIT_ROOT),
@@ -430,6 +460,7 @@ const TABLE: &[(&str, &str, Pve)] = &[
         Priv("/nodes/{node}", &["Sys.Modify"], false),
     ),
     ("GET", "/nodes/{node}/capabilities/qemu/cpu", All),
+    ("GET", "/nodes/{node}/capabilities/qemu/cpu-flags", All),
     ("GET", "/nodes/{node}/capabilities/qemu/machines", All),
     ("GET", "/nodes/{node}/replication", All),
     (

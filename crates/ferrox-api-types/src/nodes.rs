@@ -160,6 +160,9 @@ pub struct CpuModel {
     pub vendor: String,
     /// 1 for a custom model (`cpu-models.conf`).
     pub custom: u8,
+    /// 1 for Proxmox VE's built-in models (`x86-64-vN`): a QEMU model plus flags.
+    #[serde(rename = "abstract", default, skip_serializing_if = "Option::is_none")]
+    pub is_abstract: Option<u8>,
 }
 
 /// A row of `GET /nodes/{node}/capabilities/qemu/machines`.

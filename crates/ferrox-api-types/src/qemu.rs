@@ -75,10 +75,101 @@ pub struct MigratePreconditions {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct NotAllowed {
     pub reason: String,
+    /// The CPU flags (or model) the node lacks for the guest's CPU (a Ferrox extension).
+    #[serde(
+        rename = "missing-cpu-flags",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub missing_cpu_flags: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct LocalDisk {
     pub drivename: String,
     pub volid: String,
+}
+
+/// A row of `GET /cluster/qemu/cpu-flags` and `GET /nodes/{node}/capabilities/qemu/cpu-flags`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CpuFlag {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The nodes whose CPU offers the flag with the asked accelerator.
+    #[serde(rename = "supported-on")]
+    pub supported_on: Vec<String>,
+}
+
+/// A custom CPU model (`GET /cluster/qemu/custom-cpu-models[/{cputype}]`), as
+/// `cpu-models.conf` holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct CustomCpuModel {
+    /// `custom-NAME`.
+    pub cputype: String,
+    #[serde(rename = "reported-model")]
+    pub reported_model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flags: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden: Option<u8>,
+    #[serde(
+        rename = "hv-vendor-id",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub hv_vendor_id: Option<String>,
+    #[serde(rename = "phys-bits", default, skip_serializing_if = "Option::is_none")]
+    pub phys_bits: Option<String>,
+    #[serde(
+        rename = "guest-phys-bits",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub guest_phys_bits: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<u32>,
+    /// The digest of `cpu-models.conf`.
+    pub digest: String,
+}
+
+/// One node in `GET /cluster/qemu/cpu-baseline`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NodeCpuBaseline {
+    pub node: String,
+    /// `GenuineIntel`, `AuthenticAMD`; empty while the node has not told its CPU.
+    pub vendor: String,
+    /// The host CPU's model name.
+    pub cpu: String,
+    /// The accelerator the baseline was asked for on this node.
+    pub accel: String,
+    /// The highest built-in model the node runs (`qemu64`, `x86-64-v2`, ... `x86-64-v4`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The x86-64 level of that model (`x86-64-v1` ... `x86-64-v4`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    /// The next model up, and the flags the node lacks for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lacks: Vec<String>,
+    /// Why nothing is known (no record yet, accelerator not available).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unknown: Option<String>,
+    /// Flags hidden by the test-only `--cpu-flag-mask`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub masked: Vec<String>,
+}
+
+/// `GET /cluster/qemu/cpu-baseline` (a Ferrox extension): the highest built-in CPU model
+/// every node runs, so that guests with it can live-migrate anywhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CpuBaseline {
+    /// The highest model every node that told its CPU runs; absent when one runs none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    pub nodes: Vec<NodeCpuBaseline>,
 }

@@ -119,6 +119,15 @@ pub enum ClusterCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    /// The highest built-in CPU model every node runs (x86-64-v1 .. v4), and per node
+    /// what it lacks for the next one: guests with that model can live-migrate anywhere.
+    CpuBaseline {
+        /// Check the nodes for this accelerator (default: each node's own).
+        #[arg(long, value_parser = ["kvm", "tcg"])]
+        accel: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Remove a member (ask any other member).
     RemoveNode {
         name: String,
@@ -479,6 +488,40 @@ pub fn cluster(command: ClusterCommand, out: &mut String) -> Result<()> {
                     if yes(e.online) { "yes" } else { "no" },
                     e.ip.as_deref().unwrap_or(""),
                     if yes(e.local) { " (local)" } else { "" },
+                ));
+            }
+        }
+        ClusterCommand::CpuBaseline { accel, remote } => {
+            let client = connect(&remote)?;
+            let baseline = client.cpu_baseline(accel.as_deref())?;
+            match (&baseline.model, &baseline.level) {
+                (Some(model), Some(level)) => out.push_str(&format!(
+                    "cluster baseline: {model} ({level}): guests with it can run on every node\n"
+                )),
+                _ => out.push_str(
+                    "cluster baseline: none: some node runs no built-in model (see below)\n",
+                ),
+            }
+            out.push_str(
+                "node              accel  highest         level      lacks for the next\n",
+            );
+            for n in &baseline.nodes {
+                let lacks = match (&n.unknown, &n.next) {
+                    (Some(why), _) => why.clone(),
+                    (None, Some(next)) => format!("{next}: {}", n.lacks.join(" ")),
+                    (None, None) => "-".into(),
+                };
+                let masked = if n.masked.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [test mask: {}]", n.masked.join(","))
+                };
+                out.push_str(&format!(
+                    "{:<17} {:<6} {:<15} {:<10} {lacks}{masked}\n",
+                    n.node,
+                    n.accel,
+                    n.model.as_deref().unwrap_or("none"),
+                    n.level.as_deref().unwrap_or("-"),
                 ));
             }
         }

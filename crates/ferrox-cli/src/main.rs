@@ -158,6 +158,11 @@ enum NodeCommand {
         /// Seconds a node must be offline before its services are fenced.
         #[arg(long, default_value_t = 5)]
         ha_fence_delay: u64,
+        /// TEST ONLY: CPU flags this node hides from the cluster (comma-separated QEMU
+        /// names, e.g. avx2,aes), so that refusals can be tested on identical hosts
+        /// (docs/cpu-models.md). Never set it in production.
+        #[arg(long, value_delimiter = ',', value_parser = cpu_flag)]
+        cpu_flag_mask: Vec<String>,
         /// Largest clock difference between nodes the fencing timing allows for, in ms.
         #[arg(long, default_value_t = 1000)]
         ha_max_clock_skew_ms: u64,
@@ -270,6 +275,7 @@ fn run(cli: Cli, out: &mut String) -> Result<()> {
                     ha_watchdog_timeout_ms,
                     ha_fence_delay,
                     ha_max_clock_skew_ms,
+                    cpu_flag_mask,
                 },
         } => {
             // Library warnings (store, proxy, mirror) to stderr; FERROX_LOG=info for more.
@@ -303,6 +309,10 @@ fn run(cli: Cli, out: &mut String) -> Result<()> {
             opts.ha.watchdog_timeout = std::time::Duration::from_millis(ha_watchdog_timeout_ms);
             opts.ha.fence_delay = std::time::Duration::from_secs(ha_fence_delay);
             opts.ha.max_clock_skew = std::time::Duration::from_millis(ha_max_clock_skew_ms);
+            opts.cpu_flag_mask = cpu_flag_mask
+                .iter()
+                .map(|f| ferrox_types::cpu::normalize_flag(f).to_string())
+                .collect();
             ferrox_node::serve(opts)?;
         }
         Top::Node {
@@ -356,4 +366,17 @@ fn run(cli: Cli, out: &mut String) -> Result<()> {
         } => client::ha_rules(command, out)?,
     }
     Ok(())
+}
+
+/// A CPU flag name as QEMU spells them (`--cpu-flag-mask`).
+fn cpu_flag(value: &str) -> Result<String, String> {
+    let ok = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok {
+        Ok(value.to_string())
+    } else {
+        Err(format!("'{value}' is not a CPU flag name"))
+    }
 }

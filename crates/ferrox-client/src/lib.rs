@@ -232,6 +232,17 @@ impl Client {
         self.get("/cluster/status")
     }
 
+    /// The highest built-in CPU model every node runs (`GET /cluster/qemu/cpu-baseline`).
+    pub fn cpu_baseline(
+        &self,
+        accel: Option<&str>,
+    ) -> Result<ferrox_api_types::qemu::CpuBaseline, ClientError> {
+        let params: Vec<(String, String)> = accel
+            .map(|a| vec![("accel".to_string(), a.to_string())])
+            .unwrap_or_default();
+        self.call_as("GET", "/cluster/qemu/cpu-baseline", &params)
+    }
+
     pub fn ha_status(&self) -> Result<Vec<HaStatusEntry>, ClientError> {
         self.get("/cluster/ha/status/current")
     }

@@ -32,6 +32,7 @@ pub fn generate(seed: u64, shape: &Shape) -> Snapshot {
                 cpu_usage: 0.0,
                 memory_usage: 0,
                 maintenance: false,
+                cpu_capability: None,
             }
         })
         .collect();
@@ -86,6 +87,7 @@ pub fn generate(seed: u64, shape: &Shape) -> Snapshot {
                 0
             },
             no_balance: rng.gen_bool(0.02),
+            cpu_requirement: None,
         });
     }
     let mut nodes = nodes;

@@ -58,6 +58,8 @@ struct Unit {
     priority: Option<Vec<i64>>,
     preference_rule: Option<String>,
     negative: Vec<Negative>,
+    /// Nodes that cannot run a member's CPU model, with the flags they lack (sparse).
+    cpu_lacks: Vec<(usize, Vec<String>)>,
     sid: String,
 }
 
@@ -104,6 +106,10 @@ pub enum Blocker {
     SameNode {
         node: String,
     },
+    CpuModel {
+        node: String,
+        missing: Vec<String>,
+    },
 }
 
 fn gib(bytes: u64) -> String {
@@ -142,6 +148,11 @@ impl fmt::Display for Blocker {
                 "{node}: must join '{with}', kept together by positive resource affinity"
             ),
             Blocker::SameNode { node } => write!(f, "{node}: the guest is already there"),
+            Blocker::CpuModel { node, missing } => write!(
+                f,
+                "{node}: its CPU lacks {} for the guest's CPU model",
+                missing.join(", ")
+            ),
         }
     }
 }
@@ -354,6 +365,7 @@ impl Cluster {
                 priority: None,
                 preference_rule: None,
                 negative: Vec::new(),
+                cpu_lacks: Vec::new(),
                 sid: guests[members[0]].sid(),
             };
             let first_node = node_index[guests[members[0]].node.as_str()];
@@ -383,6 +395,21 @@ impl Cluster {
             }
             if unit.node.is_none() {
                 unit.balance_movable = false;
+            }
+            for (i, node) in snapshot.nodes.iter().enumerate() {
+                let Some(offer) = &node.cpu_capability else {
+                    continue;
+                };
+                let mut lacks: Vec<String> = members
+                    .iter()
+                    .filter_map(|m| guests[*m].cpu_requirement.as_ref())
+                    .flat_map(|need| offer.missing(need))
+                    .collect();
+                lacks.sort();
+                lacks.dedup();
+                if !lacks.is_empty() {
+                    unit.cpu_lacks.push((i, lacks));
+                }
             }
             units.push(unit);
         }
@@ -603,6 +630,12 @@ impl Cluster {
         }
         if self.unit_node[u] == Some(t) {
             return Some(Blocker::SameNode { node: name() });
+        }
+        if let Some((_, missing)) = unit.cpu_lacks.iter().find(|(n, _)| *n == t) {
+            return Some(Blocker::CpuModel {
+                node: name(),
+                missing: missing.clone(),
+            });
         }
         if !unit.allows(t) {
             return Some(Blocker::StrictNodeAffinity {
@@ -1598,6 +1631,7 @@ impl Cluster {
                     priority: None,
                     preference_rule: None,
                     negative: Vec::new(),
+                    cpu_lacks: Vec::new(),
                     sid: "new guest".into(),
                 });
                 model.unit_node.push(None);

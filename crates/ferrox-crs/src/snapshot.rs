@@ -38,6 +38,10 @@ pub struct Node {
     pub memory_usage: u64,
     #[serde(default)]
     pub maintenance: bool,
+    /// What the node's CPU offers guests (its flags, and every QEMU model with the flags
+    /// it lacks); absent: unknown, no guest is refused for its CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_capability: Option<ferrox_types::cpu::AccelCpu>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -93,6 +97,9 @@ pub struct Guest {
     /// The guest opted out of balancing; only an evacuation moves it.
     #[serde(default)]
     pub no_balance: bool,
+    /// What the guest's CPU model needs (QEMU model, flags); absent: runs anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_requirement: Option<ferrox_types::cpu::CpuRequirement>,
 }
 
 fn default_kind() -> GuestKind {

@@ -381,3 +381,52 @@ fn best_node_ranks_feasible_nodes_first() {
     let none = Cluster::new(&s).best_node(2.0, 100 * GIB, None);
     assert!(none.iter().all(|c| c.imbalance_after.is_none()));
 }
+
+/// Three nodes; `b`'s CPU lacks avx2, so the x86-64-v3 guests may only go to `c`.
+const CPU_NODES: &str = r#"{
+  "nodes": [
+    {"name": "a", "cores": 16, "memory": 68719476736,
+     "cpu_capability": {"flags": ["aes", "avx", "avx2", "pni"], "unavailable": {"qemu64": []}}},
+    {"name": "b", "cores": 16, "memory": 68719476736,
+     "cpu_capability": {"flags": ["aes", "avx", "pni"], "unavailable": {"qemu64": []}}},
+    {"name": "c", "cores": 16, "memory": 68719476736}
+  ],
+  "guests": [
+    {"vmid": 100, "node": "a", "cores": 4, "memory": 17179869184,
+     "cpu_requirement": {"cputype": "x86-64-v3", "qemu_model": "qemu64", "flags": ["avx2"]}},
+    {"vmid": 101, "node": "a", "cores": 4, "memory": 17179869184,
+     "cpu_requirement": {"cputype": "x86-64-v3", "qemu_model": "qemu64", "flags": ["avx2"]}},
+    {"vmid": 102, "node": "a", "cores": 4, "memory": 17179869184,
+     "cpu_requirement": {"cputype": "x86-64-v3", "qemu_model": "qemu64", "flags": ["avx2"]}}
+  ]
+}"#;
+
+#[test]
+fn guests_never_go_to_a_node_whose_cpu_lacks_their_flags() {
+    let s = snapshot(CPU_NODES);
+    let plan = Cluster::new(&s).plan(&Settings {
+        max_moves: 5,
+        ..s.settings.clone()
+    });
+    assert!(plan.moves().count() > 0, "{plan:#?}");
+    assert!(plan.moves().all(|m| m.to == "c"), "{plan:#?}");
+    let evacuation = Cluster::new(&s)
+        .evacuate("a", &s.settings)
+        .expect("evacuation");
+    assert!(evacuation.moves().all(|m| m.to == "c"));
+    assert_eq!(evacuation.moves().count(), 3);
+    let ranking = Cluster::new(&s).best_node(2.0, 8 * GIB, Some("vm:100"));
+    let b = ranking.iter().find(|r| r.node == "b").expect("b ranked");
+    let why = b.blocker.as_ref().expect("b refused").to_string();
+    assert!(why.contains("lacks avx2"), "{why}");
+    // Without the requirement, b takes guests again.
+    let mut free = s.clone();
+    for g in &mut free.guests {
+        g.cpu_requirement = None;
+    }
+    let plan = Cluster::new(&free).plan(&Settings {
+        max_moves: 5,
+        ..free.settings.clone()
+    });
+    assert!(plan.moves().any(|m| m.to == "b"), "{plan:#?}");
+}

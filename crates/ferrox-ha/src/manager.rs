@@ -247,6 +247,9 @@ impl Manager {
         preference: NodePreference,
     ) -> Option<String> {
         let sd = self.ss.get(sid)?;
+        // A running service moves live; a recovered one starts anew.
+        let live_from = (sd.state == ServiceState::Started).then_some(sd.node.as_str());
+        let cpu_refused = env.cpu_refused_nodes(sid, live_from);
         let empty = CompiledRules::default();
         let rules = self.compiled.as_ref().unwrap_or(&empty);
         let usage = &self.usage;
@@ -269,7 +272,17 @@ impl Manager {
                 }
             }
         };
-        select_service_node(rules, usage, &mut scores, sid, cd, sd, &self.ss, preference)
+        select_service_node(
+            rules,
+            usage,
+            &mut scores,
+            sid,
+            cd,
+            sd,
+            &self.ss,
+            preference,
+            &cpu_refused,
+        )
     }
 
     fn read_lrm_status(
@@ -1014,6 +1027,14 @@ impl Manager {
                             LogLevel::Info,
                             &format!("ignore crm command - service already on target node: {cmd}"),
                         );
+                    } else if let Some(reason) = env
+                        .cpu_refused_nodes(sid, Some(sd.node.as_str()))
+                        .remove(*node)
+                    {
+                        env.log(
+                            LogLevel::Err,
+                            &format!("crm command error - {reason}: {cmd}"),
+                        );
                     } else {
                         self.queue_resource_motion(env, sc, &cmd, task, sid, node);
                     }
@@ -1295,7 +1316,15 @@ impl Manager {
 
         let rules = self.compiled.clone().unwrap_or_default();
         let online: BTreeSet<String> = self.usage.list_nodes().map(String::from).collect();
-        let candidates = placement::rebalance_candidates(&rules, &self.ss, &online);
+        let mut candidates = placement::rebalance_candidates(&rules, &self.ss, &online);
+        for candidate in &mut candidates {
+            for sid in &candidate.resources {
+                let from = self.ss.get(sid).map(|sd| sd.node.clone());
+                let refused = env.cpu_refused_nodes(sid, from.as_deref());
+                candidate.nodes.retain(|n| !refused.contains_key(n));
+            }
+        }
+        candidates.retain(|c| !c.nodes.is_empty());
         let (imbalance, choice) = match self.usage.auto_rebalance_choice(
             &candidates,
             self.crs.auto_rebalance_method,

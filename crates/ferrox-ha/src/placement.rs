@@ -84,7 +84,8 @@ pub fn resource_affinity(
 }
 
 /// Chooses the node a service should run on, or `None` when no node is possible.
-/// `scores` is asked only when a choice among several nodes is needed.
+/// `scores` is asked only when a choice among several nodes is needed. Nodes in
+/// `cpu_refused` (they cannot run the service's CPU model) count as offline.
 #[allow(clippy::too_many_arguments)]
 pub fn select_service_node(
     rules: &CompiledRules,
@@ -95,8 +96,13 @@ pub fn select_service_node(
     sd: &ServiceStatus,
     ss: &BTreeMap<String, ServiceStatus>,
     preference: NodePreference,
+    cpu_refused: &BTreeMap<String, String>,
 ) -> Option<String> {
-    let online: BTreeSet<String> = usage.list_nodes().map(String::from).collect();
+    let online: BTreeSet<String> = usage
+        .list_nodes()
+        .filter(|n| !cpu_refused.contains_key(*n))
+        .map(String::from)
+        .collect();
     let current = sd.node.as_str();
     let (allowed, mut pri) = node_affinity(rules, sid, &online);
     if pri.is_empty() {

@@ -20,6 +20,8 @@ struct Case {
     preference: u8,
     failed: Vec<usize>,
     static_mode: bool,
+    /// Nodes whose CPU cannot run vm:100's model.
+    cpu_refused: Vec<bool>,
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -32,9 +34,20 @@ fn case() -> impl Strategy<Value = Case> {
         0u8..3,
         prop::collection::vec(0usize..5, 0..3),
         any::<bool>(),
+        prop::collection::vec(prop::bool::weighted(0.3), 5),
     )
         .prop_map(
-            |(online, rule_nodes, current, others, failback, preference, failed, static_mode)| {
+            |(
+                online,
+                rule_nodes,
+                current,
+                others,
+                failback,
+                preference,
+                failed,
+                static_mode,
+                cpu_refused,
+            )| {
                 Case {
                     online,
                     rule_nodes,
@@ -44,13 +57,15 @@ fn case() -> impl Strategy<Value = Case> {
                     preference,
                     failed,
                     static_mode,
+                    cpu_refused,
                 }
             },
         )
 }
 
 proptest! {
-    /// A placement never puts a service outside its strict node affinity rule.
+    /// A placement never puts a service outside its strict node affinity rule, nor on a
+    /// node that cannot run its CPU model.
     #[test]
     fn strict_node_affinity_is_never_violated(c in case()) {
         let nodes: String = c
@@ -91,13 +106,23 @@ proptest! {
         let preference = [NodePreference::None, NodePreference::BestScore, NodePreference::TryNext][c.preference as usize];
         let usage_ref = &usage;
         let mut scores = |sid: &str| usage_ref.score_nodes_to_start(sid, Some(ResourceStats::from_static(2.0, 4e9))).unwrap();
-        let chosen = select_service_node(&compiled, &usage, &mut scores, "vm:100", &cd, &sd, &ss, preference);
+        let refused: BTreeMap<String, String> = NODES
+            .iter()
+            .zip(&c.cpu_refused)
+            .filter(|(_, r)| **r)
+            .map(|(n, _)| (n.to_string(), "lacks avx2".to_string()))
+            .collect();
+        let chosen = select_service_node(&compiled, &usage, &mut scores, "vm:100", &cd, &sd, &ss, preference, &refused);
         if let Some(node) = chosen {
             prop_assert!(allowed.contains(&node.as_str()), "chose {} outside {:?}", node, allowed);
             prop_assert!(usage.contains_node(&node), "chose offline node {}", node);
+            prop_assert!(!refused.contains_key(&node), "chose {} whose CPU cannot run the model", node);
         } else {
-            // Nothing chosen only when no allowed node is online.
-            prop_assert!(!allowed.iter().any(|n| usage.contains_node(n)) || preference == NodePreference::TryNext);
+            // Nothing chosen only when no allowed node is online and can run the CPU.
+            prop_assert!(
+                !allowed.iter().any(|n| usage.contains_node(n) && !refused.contains_key(*n))
+                    || preference == NodePreference::TryNext
+            );
         }
     }
 }

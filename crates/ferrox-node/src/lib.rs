@@ -98,6 +98,9 @@ pub struct NodeOptions {
     pub ha: ha::HaSettings,
     /// Connection limit and timeouts of the API listener.
     pub limits: ferrox_api::http::ServerLimits,
+    /// CPU flags this node hides from the cluster, for tests on identical hosts
+    /// (`--cpu-flag-mask`, docs/cpu-models.md); empty in production.
+    pub cpu_flag_mask: std::collections::BTreeSet<String>,
 }
 
 impl NodeOptions {
@@ -124,6 +127,7 @@ impl NodeOptions {
             address: None,
             ha: ha::HaSettings::default(),
             limits: ferrox_api::http::ServerLimits::default(),
+            cpu_flag_mask: Default::default(),
         }
     }
 }
@@ -170,6 +174,9 @@ pub struct Node {
     pub notifier: notify::Notifier,
     pub accel: Accelerator,
     pub tls: tls::Identity,
+    /// What this host's CPU offers guests, once probed (`host::cpu`).
+    pub cpu: std::sync::OnceLock<ferrox_types::cpu::NodeCpu>,
+    pub cpu_records: host::cpu::RecordCache,
 }
 
 impl ferrox_api::ApiState for Node {
@@ -257,6 +264,8 @@ impl Node {
             notifier: notify::Notifier::default(),
             accel,
             tls,
+            cpu: std::sync::OnceLock::new(),
+            cpu_records: Default::default(),
         });
         cluster::spawn_watch(&node);
         notify_failed_tasks(&node);
@@ -306,6 +315,7 @@ impl Node {
         }
         self.auth.reload()?;
         self.guests.refresh_all();
+        host::cpu::publish(self)?;
         Ok(())
     }
 
@@ -367,6 +377,7 @@ pub fn serve(opts: NodeOptions) -> anyhow::Result<()> {
         println!("WARNING: root@pam has no password yet: start once with --root-password or FERROX_ROOT_PASSWORD");
     }
     metrics::spawn_collector(Arc::clone(&node)).context("starting the metrics collector")?;
+    host::cpu::spawn_publisher(Arc::clone(&node), node.opts.cpu_flag_mask.clone());
     let watchdog_socket = node.dirs.run.join("watchdog.sock");
     watchdog::ensure_running(
         &watchdog_socket,

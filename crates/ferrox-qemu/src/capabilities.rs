@@ -1,15 +1,17 @@
-//! What the installed QEMU offers: its CPU models (with the vendor whose CPUs they model)
-//! and its machine types, read from `-cpu help` and `-machine help`.
+//! What the installed QEMU offers: the CPUID flags it understands and its machine types,
+//! read from `-cpu help` and `-machine help`; and what it offers guests on this host with one accelerator, asked
+//! over QMP from a paused QEMU without a machine (`query-cpu-model-expansion` of `host` or
+//! `max`, `query-cpu-definitions` with their unavailable features).
 
+use crate::command::Accelerator;
+use crate::qmp::Qmp;
+use crate::QemuError;
+use ferrox_types::cpu::{normalize_flag, AccelCpu};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Command;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CpuModel {
-    pub name: String,
-    /// `GenuineIntel`, `AuthenticAMD`, `HygonGenuine`, or `default` for generic models.
-    pub vendor: String,
-}
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MachineType {
@@ -18,66 +20,6 @@ pub struct MachineType {
     /// `i440fx` or `q35`.
     pub kind: String,
     pub version: String,
-}
-
-fn vendor_of(description: &str) -> Option<&'static str> {
-    let d = description.to_ascii_lowercase();
-    if d.contains("intel") {
-        Some("GenuineIntel")
-    } else if ["amd", "epyc", "opteron", "phenom", "athlon"]
-        .iter()
-        .any(|k| d.contains(k))
-    {
-        Some("AuthenticAMD")
-    } else if d.contains("hygon") {
-        Some("HygonGenuine")
-    } else {
-        None
-    }
-}
-
-/// Parses `qemu-system-x86_64 -cpu help`. An alias takes the vendor of the model it
-/// names; models of no particular vendor (`qemu64`, `max`, `x86-64-v2`) are `default`.
-pub fn parse_cpu_help(text: &str) -> Vec<CpuModel> {
-    let rows: Vec<(&str, &str)> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("x86 "))
-        .filter_map(|l| {
-            let l = l.trim();
-            let (name, rest) = l.split_once(char::is_whitespace).unwrap_or((l, ""));
-            (!name.is_empty()).then_some((name, rest.trim()))
-        })
-        .collect();
-    let own_vendor = |name: &str| {
-        rows.iter()
-            .find(|(n, _)| *n == name)
-            .and_then(|(_, d)| vendor_of(d))
-    };
-    let mut models: Vec<CpuModel> = rows
-        .iter()
-        .map(|(name, description)| {
-            let target = description
-                .strip_prefix("(alias of ")
-                .and_then(|t| t.strip_suffix(')'));
-            // An alias "configured by machine type" names the model's `-v1`.
-            let versioned = format!("{name}-v1");
-            let vendor = vendor_of(description)
-                .or_else(|| target.and_then(own_vendor))
-                .or_else(|| own_vendor(&versioned))
-                .unwrap_or("default");
-            CpuModel {
-                name: name.to_string(),
-                vendor: vendor.to_string(),
-            }
-        })
-        .collect();
-    if !models.iter().any(|m| m.name == "host") {
-        models.push(CpuModel {
-            name: "host".into(),
-            vendor: "default".into(),
-        });
-    }
-    models
 }
 
 /// Parses `qemu-system-x86_64 -machine help`: the versioned i440fx and q35 types.
@@ -112,32 +54,140 @@ fn help(binary: &Path, what: &str) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The CPU models of the QEMU at `binary`.
-pub fn cpu_models(binary: &Path) -> Result<Vec<CpuModel>, String> {
-    help(binary, "-cpu").map(|t| parse_cpu_help(&t))
-}
-
 /// The machine types of the QEMU at `binary`.
 pub fn machine_types(binary: &Path) -> Result<Vec<MachineType>, String> {
     help(binary, "-machine").map(|t| parse_machine_help(&t))
 }
 
+/// The CPUID flags QEMU understands, from the end of `-cpu help` (QEMU's names).
+pub fn parse_recognized_flags(text: &str) -> Vec<String> {
+    let Some((_, rest)) = text.split_once("Recognized CPUID flags:") else {
+        return Vec::new();
+    };
+    let flags: BTreeSet<String> = rest
+        .split_whitespace()
+        .map(|f| normalize_flag(f).to_string())
+        .collect();
+    flags.into_iter().collect()
+}
+
+/// The CPUID flags the QEMU at `binary` understands.
+pub fn recognized_flags(binary: &Path) -> Result<Vec<String>, String> {
+    help(binary, "-cpu").map(|t| parse_recognized_flags(&t))
+}
+
+/// The flags set in a `query-cpu-model-expansion` answer, in QEMU's own names.
+fn expanded_flags(answer: &Value) -> BTreeSet<String> {
+    answer["model"]["props"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, v)| v.as_bool() == Some(true))
+        .map(|(k, _)| normalize_flag(k).to_string())
+        .collect()
+}
+
+/// A paused QEMU without a machine, killed when dropped.
+struct ProbeProcess(std::process::Child);
+
+impl Drop for ProbeProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// What guests get on this host from the QEMU at `binary` with `accel`: the flags of
+/// the `host` (KVM) or `max` (TCG) model, and every QEMU model with what it lacks.
+/// With `masked` flags (the test-only mask), each model's own flags are expanded too, so
+/// that a model using a masked flag becomes unavailable.
+pub fn probe_cpu(
+    binary: &Path,
+    accel: Accelerator,
+    run_dir: &Path,
+    masked: &BTreeSet<String>,
+) -> Result<(AccelCpu, String), QemuError> {
+    let socket = run_dir.join(format!("cpu-probe-{}.qmp", accel.as_str()));
+    let _ = std::fs::remove_file(&socket);
+    let child = Command::new(binary)
+        .args(["-machine", &format!("none,accel={}", accel.as_str())])
+        .args(["-display", "none", "-nodefaults", "-S"])
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", socket.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| QemuError::Io {
+            what: binary.display().to_string(),
+            source,
+        })?;
+    let mut process = ProbeProcess(child);
+    let connected = Qmp::connect(&socket, Duration::from_secs(10));
+    let _ = std::fs::remove_file(&socket);
+    let mut qmp = match connected {
+        Ok(q) => q,
+        Err(e) => {
+            let _ = process.0.kill();
+            let mut stderr = String::new();
+            if let Some(mut err) = process.0.stderr.take() {
+                use std::io::Read;
+                let _ = err.read_to_string(&mut stderr);
+            }
+            return Err(QemuError::Start(format!("{e}: {}", stderr.trim())));
+        }
+    };
+    let version = qmp.execute("query-version", None)?;
+    let version = format!(
+        "{}.{}.{}",
+        version["qemu"]["major"], version["qemu"]["minor"], version["qemu"]["micro"]
+    );
+    let model = match accel {
+        Accelerator::Kvm => json!({"name": "host", "props": {"hv-passthrough": true}}),
+        Accelerator::Tcg => json!({"name": "max"}),
+    };
+    let expansion = qmp.execute(
+        "query-cpu-model-expansion",
+        Some(json!({"type": "full", "model": model})),
+    )?;
+    let mut cpu = AccelCpu {
+        flags: expanded_flags(&expansion),
+        unavailable: BTreeMap::new(),
+    };
+    let definitions = qmp.execute("query-cpu-definitions", None)?;
+    for def in definitions.as_array().into_iter().flatten() {
+        let Some(name) = def["name"].as_str() else {
+            continue;
+        };
+        let mut lacking: Vec<String> = def["unavailable-features"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(|f| normalize_flag(f).to_string())
+            .collect();
+        lacking.sort();
+        lacking.dedup();
+        cpu.unavailable.insert(name.to_string(), lacking);
+    }
+    if !masked.is_empty() {
+        let mut model_flags = BTreeMap::new();
+        for name in cpu.unavailable.keys() {
+            let answer = qmp.execute(
+                "query-cpu-model-expansion",
+                Some(json!({"type": "full", "model": {"name": name}})),
+            )?;
+            model_flags.insert(name.clone(), expanded_flags(&answer));
+        }
+        cpu.mask(masked, &model_flags);
+    }
+    drop(process);
+    Ok((cpu, version))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cpu_models_get_their_vendor_and_aliases_the_vendor_of_their_target() {
-        let text = "Available CPUs:\nx86 Broadwell             (alias configured by machine type)\nx86 Broadwell-IBRS        (alias of Broadwell-v3)\nx86 Broadwell-v1          Intel Core Processor (Broadwell)\nx86 Broadwell-v3          Intel Core Processor (Broadwell, IBRS)\nx86 EPYC-v1               AMD EPYC Processor\nx86 qemu64                QEMU Virtual CPU version 2.5+\n\nRecognized CPUID flags:\n  3dnow\n";
-        let models = parse_cpu_help(text);
-        let vendor = |n: &str| models.iter().find(|m| m.name == n).unwrap().vendor.clone();
-        assert_eq!(vendor("Broadwell"), "GenuineIntel");
-        assert_eq!(vendor("Broadwell-IBRS"), "GenuineIntel");
-        assert_eq!(vendor("EPYC-v1"), "AuthenticAMD");
-        assert_eq!(vendor("qemu64"), "default");
-        assert_eq!(vendor("host"), "default");
-        assert!(!models.iter().any(|m| m.name == "3dnow"));
-    }
 
     #[test]
     fn machine_types_are_the_versioned_pc_and_q35_ones() {
@@ -152,6 +202,15 @@ mod tests {
                 ("pc-i440fx-7.2", "i440fx", "7.2"),
                 ("pc-q35-7.2", "q35", "7.2")
             ]
+        );
+    }
+
+    #[test]
+    fn recognized_flags_are_the_words_after_the_models() {
+        let text = "Available CPUs:\nx86 qemu64                QEMU Virtual CPU version 2.5+\n\nRecognized CPUID flags:\n  3dnow 3dnowext sse4_1 sse4.1\n  pni avx2\n";
+        assert_eq!(
+            parse_recognized_flags(text),
+            ["3dnow", "3dnowext", "avx2", "pni", "sse4.1"]
         );
     }
 }

@@ -33,6 +33,8 @@ pub struct LaunchSpec<'a> {
     /// For a migration target: wait for the incoming stream at this URI, paused (`-S`)
     /// until the source hands the guest over.
     pub incoming: Option<&'a str>,
+    /// The cluster's custom CPU models (`cpu: custom-NAME`).
+    pub cpu_models: &'a ferrox_types::cpu::CustomCpuModels,
 }
 
 impl LaunchSpec<'_> {
@@ -97,7 +99,11 @@ pub fn command_line(cfg: &GuestConfig, spec: &LaunchSpec<'_>) -> Result<Vec<Stri
                     .map(|f| f.trim_start_matches([' ', '\t', ':']).to_string())
             })
             .unwrap_or_default();
-        let arg = crate::cpu::cpu_arg(&conf, spec.accel == Accelerator::Kvm, &host_flags)
+        let custom = spec
+            .cpu_models
+            .resolve(&conf)
+            .map_err(|e| config_err("cpu", e))?;
+        let arg = crate::cpu::cpu_arg(&conf, custom, spec.accel == Accelerator::Kvm, &host_flags)
             .map_err(|e| config_err("cpu", e))?;
         push(&["-cpu", &arg]);
     }
@@ -215,6 +221,7 @@ mod tests {
         .unwrap();
         let run = PathBuf::from("/run/ferrox");
         let spec = LaunchSpec {
+            cpu_models: &Default::default(),
             vmid: 100,
             accel: Accelerator::Tcg,
             run_dir: &run,
@@ -239,6 +246,7 @@ mod tests {
         let cfg = GuestConfig::parse("scsi0: nfs:100/vm-100-disk-0.raw\n").unwrap();
         let run = PathBuf::from("/run");
         let spec = LaunchSpec {
+            cpu_models: &Default::default(),
             vmid: 100,
             accel: Accelerator::Kvm,
             run_dir: &run,

@@ -34,6 +34,7 @@ fn starts_reports_status_and_stops_a_guest() {
     let cfg = GuestConfig::parse("name: firmware-only\nmemory: 128\ncores: 1\n").expect("config");
     for accel in [accel, Accelerator::Tcg] {
         let spec = LaunchSpec {
+            cpu_models: &Default::default(),
             vmid: 900,
             accel,
             run_dir: &run,
@@ -62,6 +63,7 @@ fn starts_reports_status_and_stops_a_guest() {
     }
     // A firmware-only guest ignores ACPI power-down: shutdown falls back to a hard stop.
     let spec = LaunchSpec {
+        cpu_models: &Default::default(),
         vmid: 901,
         accel: Accelerator::Tcg,
         run_dir: &run,
@@ -93,6 +95,7 @@ fn guest_with_allocated_disks_starts_and_qemu_sees_them() {
     let resolve = |v: &str| ferrox_storage::resolve(&storages, "n1", v).map_err(|e| e.to_string());
     let run = base.join("run");
     let spec = LaunchSpec {
+        cpu_models: &Default::default(),
         vmid: 902,
         accel: Accelerator::Tcg,
         run_dir: &run,

@@ -16,6 +16,21 @@ fn id_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
 }
 
+/// A configuration id (Proxmox VE's `pve-configid`: metric servers, custom CPU models).
+pub fn config_id(id: &str) -> Result<(), String> {
+    let ok = id.len() <= 64
+        && chars_ok(
+            id,
+            |c| c.is_ascii_alphabetic(),
+            |c| c.is_ascii_alphanumeric() || c == '-' || c == '_',
+        );
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("invalid configuration ID '{id}'"))
+    }
+}
+
 /// A realm: `pam`, `pve`, `ldap1` (`[A-Za-z][A-Za-z0-9.\-_]+`).
 pub fn realm(value: &str) -> Result<(), String> {
     if value.len() >= 2

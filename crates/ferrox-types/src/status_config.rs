@@ -64,16 +64,7 @@ pub struct StatusConfig {
 
 /// A metric server id (Proxmox VE's `pve-configid`).
 pub fn server_id(id: &str) -> Result<(), String> {
-    let ok = id.len() <= 64
-        && id.starts_with(|c: char| c.is_ascii_alphabetic())
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("invalid configuration ID '{id}'"))
-    }
+    crate::format::config_id(id)
 }
 
 /// A Graphite path prefix: dot-separated words.

@@ -7,8 +7,8 @@ use ferrox_api::core::{local_node, PVE_VERSION};
 use ferrox_api::{ApiError, Endpoint, Method, Param, ParamType, Permission};
 use ferrox_api_types::cluster::Resource;
 use ferrox_api_types::nodes::{
-    AptUpdate, BootInfo, CpuInfo, CpuModel, Dns, Kernel, Ksm, MachineType, Memory,
-    NetworkInterface, NodeStatus, NodeTime, ReplicationJob, RrdRow, Space, Subscription,
+    AptUpdate, BootInfo, CpuInfo, Dns, Kernel, Ksm, MachineType, Memory, NetworkInterface,
+    NodeStatus, NodeTime, ReplicationJob, RrdRow, Space, Subscription,
 };
 use ferrox_api_types::Named;
 
@@ -192,25 +192,14 @@ fn apt_updates(ctx: &C<'_>) -> Result<Vec<AptUpdate>, ApiError> {
     Ok(Vec::new())
 }
 
-/// What QEMU offers, read once per daemon (the binary does not change under it).
-fn qemu_capabilities(node: &Node) -> Result<&'static (Vec<CpuModel>, Vec<MachineType>), ApiError> {
-    static CAPABILITIES: std::sync::OnceLock<(Vec<CpuModel>, Vec<MachineType>)> =
-        std::sync::OnceLock::new();
-    if let Some(c) = CAPABILITIES.get() {
-        return Ok(c);
+/// The machine types of QEMU, read once per daemon (the binary does not change under it).
+fn qemu_machines(node: &Node) -> Result<&'static Vec<MachineType>, ApiError> {
+    static MACHINES: std::sync::OnceLock<Vec<MachineType>> = std::sync::OnceLock::new();
+    if let Some(m) = MACHINES.get() {
+        return Ok(m);
     }
-    let binary = &node.opts.qemu_binary;
-    let cpus = ferrox_qemu::capabilities::cpu_models(binary).map_err(ApiError::internal)?;
-    let machines = ferrox_qemu::capabilities::machine_types(binary).map_err(ApiError::internal)?;
-    let cpus = cpus
-        .into_iter()
-        .map(|c| CpuModel {
-            name: c.name,
-            vendor: c.vendor,
-            custom: 0,
-        })
-        .collect();
-    let machines = machines
+    let machines = ferrox_qemu::capabilities::machine_types(&node.opts.qemu_binary)
+        .map_err(ApiError::internal)?
         .into_iter()
         .map(|m| MachineType {
             id: m.id,
@@ -218,17 +207,12 @@ fn qemu_capabilities(node: &Node) -> Result<&'static (Vec<CpuModel>, Vec<Machine
             version: m.version,
         })
         .collect();
-    Ok(CAPABILITIES.get_or_init(|| (cpus, machines)))
-}
-
-fn cpu_models(ctx: &C<'_>) -> Result<Vec<CpuModel>, ApiError> {
-    local_node(ctx)?;
-    Ok(qemu_capabilities(ctx.state)?.0.clone())
+    Ok(MACHINES.get_or_init(|| machines))
 }
 
 fn machine_types(ctx: &C<'_>) -> Result<Vec<MachineType>, ApiError> {
     local_node(ctx)?;
-    Ok(qemu_capabilities(ctx.state)?.1.clone())
+    Ok(qemu_machines(ctx.state)?.clone())
 }
 
 /// Storage replication needs ZFS; no job can exist.
@@ -359,14 +343,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "Available package updates.",
             NODE_MODIFY,
             apt_updates,
-        )
-        .params(vec![NODE]),
-        Endpoint::new(
-            Get,
-            "/nodes/{node}/capabilities/qemu/cpu",
-            "CPU models the node's QEMU offers.",
-            auth.clone(),
-            cpu_models,
         )
         .params(vec![NODE]),
         Endpoint::new(

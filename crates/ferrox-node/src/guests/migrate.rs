@@ -78,6 +78,9 @@ impl Node {
             return Err(ApiError::new(400, format!("VM is locked ({lock})")));
         }
         let running = self.guests.process(vmid).is_some();
+        if let Some(missing) = self.cpu_lacking(&cfg, target, running)? {
+            return Err(ApiError::param("target", missing.0));
+        }
         if running && !online {
             return Err(ApiError::param(
                 "online",
@@ -142,6 +145,26 @@ impl Node {
         })
     }
 
+    /// What `target` lacks for the guest's CPU (refusal text and flags); a running guest
+    /// migrates live from this node.
+    fn cpu_lacking(
+        &self,
+        cfg: &GuestConfig,
+        target: &str,
+        running: bool,
+    ) -> Result<Option<(String, Vec<String>)>, ApiError> {
+        let Some(cpu) = self.guest_cpu(cfg)? else {
+            return Ok(None);
+        };
+        let cpus = self.node_cpus();
+        let Some(target_cpu) = cpus.get(target) else {
+            return Ok(None);
+        };
+        let source = cpus.get(&self.opts.node_name).filter(|_| running);
+        let missing = cpu.missing_on(target_cpu, source.map(|s| &**s));
+        Ok((!missing.is_empty()).then(|| (cpu.refusal(target, &missing), missing)))
+    }
+
     /// `GET .../migrate`: where the guest could go now, and why not elsewhere.
     pub fn migration_preconditions(
         &self,
@@ -166,11 +189,27 @@ impl Node {
             if target.is_some_and(|t| t != m.name) {
                 continue;
             }
+            if let Some((reason, missing_cpu_flags)) = self.cpu_lacking(&cfg, &m.name, running)? {
+                not_allowed.insert(
+                    m.name.clone(),
+                    NotAllowed {
+                        reason,
+                        missing_cpu_flags,
+                    },
+                );
+                continue;
+            }
             match self.plan_migration(vmid, &m.name, running, false, None) {
                 Ok(_) => allowed.push(m.name.clone()),
                 Err(e) => {
                     let reason = e.errors.values().next().cloned().unwrap_or(e.message);
-                    not_allowed.insert(m.name.clone(), NotAllowed { reason });
+                    not_allowed.insert(
+                        m.name.clone(),
+                        NotAllowed {
+                            reason,
+                            missing_cpu_flags: Vec::new(),
+                        },
+                    );
                 }
             }
         }
@@ -401,12 +440,14 @@ impl Node {
         let resolve = move |volid: &str| {
             ferrox_storage::resolve(&storages, &node, volid).map_err(|e| e.to_string())
         };
+        let cpu_models = self.custom_cpu_models().map_err(|e| e.message)?;
         let spec = LaunchSpec {
             vmid,
             accel: self.guest_accel(&cfg),
             run_dir: &self.guests.run_dir,
             resolve: &resolve,
             incoming: Some(&uri),
+            cpu_models: &cpu_models,
         };
         let args = ferrox_qemu::command_line(&cfg, &spec).map_err(|e| e.to_string())?;
         let process = GuestProcess::start(&self.opts.qemu_binary, &args, &spec)

@@ -2,6 +2,7 @@
 //! running processes, and the operations the API starts as tasks.
 
 pub mod access;
+pub mod cpu;
 pub mod kind;
 pub mod migrate;
 pub mod perm;
@@ -540,6 +541,7 @@ impl Node {
             }
         }
         set_options(&mut next, sets, &mut errors);
+        self.check_custom_cpu(sets, &mut errors);
         if !errors.is_empty() {
             return Err(ApiError::params(errors));
         }
@@ -550,6 +552,19 @@ impl Node {
                 other => ApiError::internal(other.to_string()),
             })?;
         Ok(next)
+    }
+
+    /// A `cpu:` naming a custom model that does not exist is refused under `cpu`.
+    fn check_custom_cpu(
+        &self,
+        sets: &BTreeMap<String, String>,
+        errors: &mut BTreeMap<String, String>,
+    ) {
+        if let Some(value) = sets.get("cpu").filter(|_| !errors.contains_key("cpu")) {
+            if let Err(e) = self.check_cpu_value(value) {
+                errors.insert("cpu".into(), e);
+            }
+        }
     }
 
     /// Starts a guest's QEMU; the worker of `qmstart`.
@@ -571,12 +586,14 @@ impl Node {
             ferrox_storage::resolve(&storages, &node, volid).map_err(|e| e.to_string())
         };
         let accel = self.guest_accel(&cfg);
+        let cpu_models = self.custom_cpu_models()?;
         let spec = LaunchSpec {
             vmid,
             accel,
             run_dir: &self.guests.run_dir,
             resolve: &resolve,
             incoming: None,
+            cpu_models: &cpu_models,
         };
         let args = ferrox_qemu::command_line(&cfg, &spec).map_err(|e| e.to_string())?;
         log.log(format!(
@@ -752,6 +769,7 @@ impl Node {
         // Validate everything but disk allocation before anything is written.
         let mut errors = BTreeMap::new();
         set_options(&mut GuestConfig::default(), &sets, &mut errors);
+        self.check_custom_cpu(&sets, &mut errors);
         if !errors.is_empty() {
             return Err(ApiError::params(errors));
         }
@@ -771,6 +789,14 @@ impl Node {
                     let mut base = GuestConfig::default();
                     if !sets.contains_key("memory") {
                         base.options.insert("memory".into(), "512".into());
+                    }
+                    let kvm_off = sets.get("kvm").is_some_and(|v| v == "0");
+                    if let Some(model) = node
+                        .default_cpu_model(kvm_off)
+                        .filter(|_| !sets.contains_key("cpu"))
+                    {
+                        log.log(format!("cpu: {model} (the default every node can run)"));
+                        base.options.insert("cpu".into(), model.into());
                     }
                     let cfg = node.apply_config_changes(vmid, &base, &sets, &[])?;
                     for (key, value) in &cfg.options {

@@ -244,6 +244,32 @@ fn check_disk_source(
     }
 }
 
+/// Choosing a custom CPU model needs Mapping.Use on `/mapping/cpu/<name>`; changing other
+/// settings of the same model does not (Proxmox VE's `check_cpu_model_access`).
+fn check_custom_cpu_use(
+    ctx: &C<'_>,
+    current: Option<&GuestConfig>,
+    value: &str,
+) -> Result<(), ApiError> {
+    let cputype = |text: &str| {
+        ferrox_types::cpu::CpuConf::parse(text)
+            .ok()
+            .map(|c| c.cputype)
+    };
+    let Some(new) = cputype(value).filter(|t| t.starts_with("custom-")) else {
+        return Ok(());
+    };
+    if current
+        .and_then(|c| c.options.get("cpu"))
+        .and_then(|v| cputype(v))
+        == Some(new.clone())
+    {
+        return Ok(());
+    }
+    let name = ferrox_types::cpu::custom_name(&new);
+    ctx.require(&format!("/mapping/cpu/{name}"), &["Mapping.Use"], false)
+}
+
 /// Checks a config change (or, with `current` = `None`, a new guest's config) key by key.
 /// `sets` are the new values, `deletes` the keys to remove.
 pub fn check_config_change(
@@ -290,6 +316,9 @@ pub fn check_config_change(
             }
         } else {
             check_key(ctx, target, key)?;
+            if key == "cpu" {
+                check_custom_cpu_use(ctx, current, value)?;
+            }
         }
     }
     if root {

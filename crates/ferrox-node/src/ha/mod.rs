@@ -117,6 +117,8 @@ pub struct NodeEnv {
     /// while a long service action blocks the loop).
     watchdog_armed: bool,
     last_lrm_status: Option<LrmStatus>,
+    /// The CPU refusals last logged per service (each change is logged once).
+    cpu_refusals_logged: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 fn env_err(e: impl std::fmt::Display) -> EnvError {
@@ -142,6 +144,7 @@ impl NodeEnv {
             renewal_sent: None,
             watchdog_armed: false,
             last_lrm_status: None,
+            cpu_refusals_logged: BTreeMap::new(),
         }
     }
 
@@ -596,6 +599,49 @@ impl HaEnv for NodeEnv {
             }
             _ => ResourceStats::from_static(maxcpu, maxmem),
         })
+    }
+
+    fn cpu_refused_nodes(
+        &mut self,
+        sid: &str,
+        live_from: Option<&str>,
+    ) -> BTreeMap<String, String> {
+        let Some((kind, vmid)) = kind_of(sid) else {
+            return BTreeMap::new();
+        };
+        let Some(owner) = kind.owner(&self.node, vmid) else {
+            return BTreeMap::new();
+        };
+        let config = self
+            .node
+            .tree
+            .get(&kind.config_path(&owner, vmid))
+            .and_then(|e| ferrox_types::GuestConfig::parse(&e.data).ok());
+        let cpu = match config.map(|c| self.node.guest_cpu(&c)) {
+            Some(Ok(Some(cpu))) => cpu,
+            _ => return BTreeMap::new(),
+        };
+        let cpus = self.node.node_cpus();
+        let source = live_from.and_then(|n| cpus.get(n)).map(|s| &**s);
+        let refused: BTreeMap<String, String> = cpus
+            .iter()
+            .filter(|(name, _)| Some(name.as_str()) != live_from)
+            .filter_map(|(name, record)| {
+                let missing = cpu.missing_on(record, source);
+                (!missing.is_empty()).then(|| (name.clone(), cpu.refusal(name, &missing)))
+            })
+            .collect();
+        if self.cpu_refusals_logged.get(sid) != Some(&refused) {
+            for reason in refused.values() {
+                self.log(
+                    LogLevel::Info,
+                    &format!("service '{sid}': node skipped - {reason}"),
+                );
+            }
+            self.cpu_refusals_logged
+                .insert(sid.to_string(), refused.clone());
+        }
+        refused
     }
 
     fn service_type_known(&self, kind: &str) -> bool {

@@ -1,5 +1,6 @@
 //! Host figures from /proc and statvfs: CPU, memory, load, root filesystem, network.
 
+pub mod cpu;
 pub mod metrics;
 pub mod rrd;
 
