@@ -233,7 +233,12 @@ fn an_older_node_lowers_the_baseline_and_refuses_guests_it_cannot_run() {
         ],
     );
     assert_eq!(r.status, 200, "{r:?}");
-    let model = n2.request("GET", "/cluster/qemu/custom-cpu-models/web", &root, &[]);
+    // Every node reads it (once the write has reached it).
+    let mut model = n2.request("GET", "/cluster/qemu/custom-cpu-models/web", &root, &[]);
+    wait_for("n2 has the model", Duration::from_secs(10), || {
+        model = n2.request("GET", "/cluster/qemu/custom-cpu-models/web", &root, &[]);
+        model.status == 200
+    });
     assert_eq!(model.body["data"]["cputype"], "custom-web", "{}", model.raw);
     assert_eq!(model.body["data"]["flags"], "+avx2;+sse4_1");
     let r = n1.request(
@@ -344,6 +349,22 @@ fn an_older_node_lowers_the_baseline_and_refuses_guests_it_cannot_run() {
         r.raw
     );
     assert!(n1.etc().join("nodes/n1/qemu-server/100.conf").exists());
+    // A node does not start a guest whose CPU model it cannot run (TCG would silently
+    // drop the flags).
+    n2.task_ok(
+        &root,
+        "POST",
+        "/nodes/n2/qemu",
+        &[("vmid", "105"), ("memory", "64"), ("cpu", "x86-64-v3")],
+    );
+    let r = n2.request("POST", "/nodes/n2/qemu/105/status/start", &root, &[]);
+    let status = n2.wait_task(&root, r.body["data"].as_str().expect("upid"));
+    let exit = status["exitstatus"].as_str().unwrap_or_default();
+    assert!(
+        exit.contains("node 'n2' cannot run CPU model 'x86-64-v3': it lacks aes, avx2"),
+        "{status}"
+    );
+    assert!(!guest_running(&n2.path().join("run"), 105));
     let pre = n1.request("GET", "/nodes/n1/qemu/101/migrate", &root, &[]);
     assert_eq!(
         pre.body["data"]["allowed_nodes"],

@@ -26,6 +26,7 @@ fn path_value(var: &str, upid: &str, path: &str) -> String {
         "sid" => "vm:100".into(),
         "rule" => "walk-rule".into(),
         "id" => "walk".into(),
+        "cputype" => "custom-walk-cpu".into(),
         "upid" => upid.replace(':', "%3A"),
         other => panic!("no value for the path variable {{{other}}}: add one"),
     }
@@ -46,6 +47,11 @@ fn no_read_only_endpoint_answers_501_or_5xx_on_a_three_node_cluster() {
         ("POST", "/access/users/root@pam/token/walk", vec![]),
         ("POST", "/access/groups", vec![("groupid", "walkers")]),
         ("POST", "/pools", vec![("poolid", "walkpool")]),
+        (
+            "POST",
+            "/cluster/qemu/custom-cpu-models",
+            vec![("cputype", "walk-cpu"), ("reported-model", "qemu64")],
+        ),
         (
             "POST",
             "/cluster/notifications/endpoints/webhook",

@@ -580,6 +580,17 @@ impl Node {
         if self.guests.process(vmid).is_some() {
             return Err(format!("VM {vmid} already running").into());
         }
+        // Without `enforce` (TCG) QEMU would drop what the host lacks and the guest would
+        // see another CPU than its model; with it, QEMU's error is less clear than this.
+        if let Some(cpu) = self.guest_cpu(&cfg)? {
+            let me = &self.opts.node_name;
+            if let Some(record) = self.node_cpus().get(me) {
+                let missing = cpu.missing_on(record, None);
+                if !missing.is_empty() {
+                    return Err(cpu.refusal(me, &missing).into());
+                }
+            }
+        }
         let storages = self.storage_config()?;
         let node = self.opts.node_name.clone();
         let resolve = move |volid: &str| {
