@@ -554,8 +554,9 @@ pub fn build_payload(dir: &Path, name: &str, asm: &str) -> Option<PathBuf> {
 }
 
 /// Every file below a node's `etc/` with its content, sorted: to check that a refused
-/// request changed nothing. The HA status files the LRM and CRM rewrite every round
-/// (`lrm_status`, `ha_node_stats`, `manager_status`) are left out.
+/// request changed nothing. The status files the daemons rewrite on their own (`lrm_status`,
+/// `ha_node_stats`, `manager_status`, and `cpu_capability`, published once the host's CPU
+/// is probed) are left out.
 pub fn config_snapshot(etc: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
     let mut stack = vec![etc.to_path_buf()];
@@ -570,7 +571,7 @@ pub fn config_snapshot(etc: &Path) -> Vec<(PathBuf, Vec<u8>)> {
                 stack.push(p);
             } else if !matches!(
                 name.as_str(),
-                "lrm_status" | "ha_node_stats" | "manager_status"
+                "lrm_status" | "ha_node_stats" | "manager_status" | "cpu_capability"
             ) {
                 out.push((p.clone(), std::fs::read(&p).unwrap_or_default()));
             }
