@@ -145,13 +145,29 @@ fn truncate15(x: f64) -> f64 {
 
 /// Coefficient of variation of the given loads (0 when they sum to 0).
 pub fn imbalance_of_loads(loads: &[f64]) -> f64 {
-    let n = loads.len() as f64;
-    let sum: f64 = loads.iter().sum();
-    if loads.is_empty() || sum == 0.0 {
+    imbalance_of_iter(loads.iter().copied())
+}
+
+/// [`imbalance_of_loads`] over loads produced twice by `loads` (no allocation): the one
+/// arithmetic both the straightforward and the fast rebalancing search use, so that they
+/// agree to the last bit.
+fn imbalance_of_iter(loads: impl Iterator<Item = f64> + Clone) -> f64 {
+    let mut n = 0usize;
+    let mut sum = 0.0;
+    for l in loads.clone() {
+        n += 1;
+        sum += l;
+    }
+    if n == 0 || sum == 0.0 {
         return 0.0;
     }
+    let n = n as f64;
     let mean = sum / n;
-    let variance = loads.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / n;
+    let mut squares = 0.0;
+    for l in loads {
+        squares += (l - mean).powi(2);
+    }
+    let variance = squares / n;
     variance.sqrt() / mean
 }
 
@@ -369,8 +385,33 @@ impl Usage {
     }
 
     /// The single migration that best lowers the imbalance, by brute force over every
-    /// candidate move or by TOPSIS ranking.
+    /// candidate move or by TOPSIS ranking, with Proxmox VE's formulas and tie-breaking.
+    ///
+    /// Memory stays O(nodes + candidates): no per-move copy of the node table. Brute force
+    /// ranks every move by an O(1) estimate of the imbalance after it (updated from
+    /// running sums), then evaluates exactly, as [`Self::best_rebalance_migration_reference`]
+    /// does, only the moves whose estimate is within [`ESTIMATE_BAND`] of the best; the
+    /// estimate's error is far below the band, so the answer is the same to the last bit.
+    /// TOPSIS needs every move's criteria: two streaming passes, exact arithmetic.
     pub fn best_rebalance_migration(
+        &self,
+        candidates: &[MigrationCandidate],
+        method: RebalanceMethod,
+    ) -> Result<Option<RebalanceChoice>, UsageError> {
+        let model = MoveModel::new(self, candidates)?;
+        let chosen = match method {
+            RebalanceMethod::Bruteforce => model.best_by_imbalance(),
+            RebalanceMethod::Topsis => model.best_by_topsis(),
+        };
+        Ok(chosen.map(|m| RebalanceChoice {
+            imbalance: model.exact_imbalance(&m),
+            migration: model.migration(&m),
+        }))
+    }
+
+    /// The straightforward search (a copy of the node table per move), kept as the
+    /// yardstick the fast search is tested and measured against.
+    pub fn best_rebalance_migration_reference(
         &self,
         candidates: &[MigrationCandidate],
         method: RebalanceMethod,
@@ -416,6 +457,328 @@ impl Usage {
             migration,
             imbalance,
         }))
+    }
+}
+
+/// How far above the best estimate a move's estimated imbalance may be and still be
+/// evaluated exactly. The estimate's error is about 1e-8 of the imbalance at worst
+/// (cancellation when a move balances the cluster almost perfectly); imbalances are O(1).
+pub const ESTIMATE_BAND: f64 = 1e-6;
+
+/// A resolved candidate bundle: its leader, source node index and what moves.
+struct Bundle<'a> {
+    candidate: &'a MigrationCandidate,
+    source_name: &'a str,
+    source: Option<usize>,
+    moved: ResourceStats,
+    targets: Vec<Option<usize>>,
+}
+
+/// One move: (bundle, position in its target list).
+#[derive(Debug, Clone, Copy)]
+struct MoveRef {
+    bundle: usize,
+    target: usize,
+}
+
+/// The node table once, and every candidate move as indices into it.
+struct MoveModel<'a> {
+    stats: Vec<NodeStats>,
+    loads: Vec<f64>,
+    /// (CPU load, memory load) per node, for TOPSIS.
+    split_loads: Vec<(f64, f64)>,
+    bundles: Vec<Bundle<'a>>,
+    /// Sum, mean and sum of squared deviations of the base loads, for the estimate.
+    sum: f64,
+    mean: f64,
+    deviation: f64,
+}
+
+impl<'a> MoveModel<'a> {
+    fn new(usage: &'a Usage, candidates: &'a [MigrationCandidate]) -> Result<Self, UsageError> {
+        let base = usage.balance_stats();
+        let index: std::collections::HashMap<&str, usize> = usage
+            .nodes
+            .keys()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i))
+            .collect();
+        let names: Vec<&str> = usage.nodes.keys().map(String::as_str).collect();
+        // Target lists usually name nodes in order: try the node after the last one
+        // found before hashing the name.
+        let resolve = |targets: &[String]| -> Vec<Option<usize>> {
+            let mut next = 0;
+            targets
+                .iter()
+                .map(|t| {
+                    let found = if names.get(next) == Some(&t.as_str()) {
+                        Some(next)
+                    } else {
+                        index.get(t.as_str()).copied()
+                    };
+                    if let Some(i) = found {
+                        next = i + 1;
+                    }
+                    found
+                })
+                .collect()
+        };
+        let mut bundles = Vec::with_capacity(candidates.len());
+        for cand in candidates {
+            let leader = usage.resources.get(&cand.leader).ok_or_else(|| {
+                UsageError::BadCandidate(format!("resource '{}' does not exist", cand.leader))
+            })?;
+            let Placement::Stationary(source) = &leader.placement else {
+                return Err(UsageError::BadCandidate(format!(
+                    "resource '{}' is not stationary",
+                    cand.leader
+                )));
+            };
+            let mut moved = ResourceStats::default();
+            for sid in &cand.resources {
+                let res = usage.resources.get(sid).ok_or_else(|| {
+                    UsageError::BadCandidate(format!("resource '{sid}' does not exist"))
+                })?;
+                match &res.placement {
+                    Placement::Stationary(n) if n == source => {}
+                    Placement::Stationary(_) => {
+                        return Err(UsageError::BadCandidate(format!(
+                            "resource '{sid}' is on another node than '{}'",
+                            cand.leader
+                        )))
+                    }
+                    Placement::Moving { .. } => {
+                        return Err(UsageError::BadCandidate(format!(
+                            "resource '{sid}' is not stationary"
+                        )))
+                    }
+                }
+                moved.cpu += res.stats.cpu;
+                moved.mem += res.stats.mem;
+                moved.maxcpu += res.stats.maxcpu;
+                moved.maxmem += res.stats.maxmem;
+            }
+            bundles.push(Bundle {
+                candidate: cand,
+                source_name: source.as_str(),
+                source: index.get(source.as_str()).copied(),
+                moved,
+                targets: resolve(&cand.nodes),
+            });
+        }
+        let stats: Vec<NodeStats> = base.values().copied().collect();
+        let loads: Vec<f64> = stats.iter().map(NodeStats::load).collect();
+        let sum: f64 = loads.iter().sum();
+        let mean = sum / loads.len().max(1) as f64;
+        let deviation = loads.iter().map(|l| (l - mean) * (l - mean)).sum();
+        Ok(MoveModel {
+            split_loads: stats.iter().map(|n| (n.cpu_load(), n.mem_load())).collect(),
+            stats,
+            loads,
+            bundles,
+            sum,
+            mean,
+            deviation,
+        })
+    }
+
+    fn moves(&self) -> impl Iterator<Item = MoveRef> + '_ {
+        self.bundles.iter().enumerate().flat_map(|(bundle, b)| {
+            (0..b.targets.len()).map(move |target| MoveRef { bundle, target })
+        })
+    }
+
+    /// The stats of the nodes a move changes, exactly as a copied table would hold them:
+    /// up to two (index, stats after).
+    fn changed(&self, m: &MoveRef) -> [Option<(usize, NodeStats)>; 2] {
+        let b = &self.bundles[m.bundle];
+        let moved = &b.moved;
+        let mut source = b.source.map(|i| {
+            let mut n = self.stats[i];
+            n.cpu = (n.cpu - moved.cpu).max(0.0);
+            n.mem = (n.mem - moved.mem).max(0.0);
+            (i, n)
+        });
+        let target = b.targets[m.target];
+        if let (Some((si, n)), Some(t)) = (source.as_mut(), target) {
+            if *si == t {
+                n.cpu += moved.cpu;
+                n.mem += moved.mem;
+                return [source, None];
+            }
+        }
+        let target = target.map(|i| {
+            let mut n = self.stats[i];
+            n.cpu += moved.cpu;
+            n.mem += moved.mem;
+            (i, n)
+        });
+        [source, target]
+    }
+
+    /// The loads after move `m` in node order, without copying the table: `load` of the
+    /// stats after the move where it changes a node, the base figure elsewhere.
+    fn values_after<T: Copy>(
+        &self,
+        m: &MoveRef,
+        base: &'a [T],
+        load: impl Fn(&NodeStats) -> T + Copy + 'a,
+    ) -> impl Iterator<Item = T> + Clone + 'a {
+        let [a, b] = self.changed(m);
+        let (ai, av) = a.map(|(i, n)| (i, load(&n))).unzip();
+        let (bi, bv) = b.map(|(i, n)| (i, load(&n))).unzip();
+        base.iter().enumerate().map(move |(i, v)| {
+            if Some(i) == ai {
+                av.unwrap_or(*v)
+            } else if Some(i) == bi {
+                bv.unwrap_or(*v)
+            } else {
+                *v
+            }
+        })
+    }
+
+    fn exact_imbalance(&self, m: &MoveRef) -> f64 {
+        truncate15(imbalance_of_iter(self.values_after(
+            m,
+            &self.loads,
+            NodeStats::load,
+        )))
+    }
+
+    /// The imbalance after `m` from running sums: O(1), within about 1e-8 of the exact
+    /// figure.
+    fn estimated_imbalance(&self, m: &MoveRef) -> f64 {
+        let [a, b] = self.changed(m);
+        self.estimate([a, b].map(|c| c.map(|(i, n)| (i, n.load()))))
+    }
+
+    /// The estimate for the loads `changes` (node, load after) put in place of the base.
+    fn estimate(&self, changes: [Option<(usize, f64)>; 2]) -> f64 {
+        let n = self.loads.len() as f64;
+        let (mut sum, mut deviation) = (self.sum, self.deviation);
+        for (i, new) in changes.into_iter().flatten() {
+            let old = self.loads[i];
+            sum += new - old;
+            deviation += (new - self.mean).powi(2) - (old - self.mean).powi(2);
+        }
+        if n == 0.0 || sum == 0.0 {
+            return 0.0;
+        }
+        let mean = sum / n;
+        let deviation = deviation - n * (mean - self.mean).powi(2);
+        (deviation.max(0.0) / n).sqrt() / mean
+    }
+
+    /// Every move's estimate, the source side of a bundle worked out once.
+    fn estimates(&self) -> impl Iterator<Item = (MoveRef, f64)> + '_ {
+        self.bundles
+            .iter()
+            .enumerate()
+            .flat_map(move |(bundle, b)| {
+                let source = b.source.map(|i| {
+                    let mut n = self.stats[i];
+                    n.cpu = (n.cpu - b.moved.cpu).max(0.0);
+                    n.mem = (n.mem - b.moved.mem).max(0.0);
+                    (i, n.load())
+                });
+                b.targets.iter().enumerate().map(move |(target, t)| {
+                    let m = MoveRef { bundle, target };
+                    let estimate = match t {
+                        Some(t) if Some(*t) == b.source => self.estimated_imbalance(&m),
+                        Some(t) => {
+                            let mut n = self.stats[*t];
+                            n.cpu += b.moved.cpu;
+                            n.mem += b.moved.mem;
+                            self.estimate([source, Some((*t, n.load()))])
+                        }
+                        None => self.estimate([source, None]),
+                    };
+                    (m, estimate)
+                })
+            })
+    }
+
+    fn migration(&self, m: &MoveRef) -> Migration {
+        let b = &self.bundles[m.bundle];
+        Migration {
+            sid: b.candidate.leader.clone(),
+            source: b.source_name.to_string(),
+            target: b.candidate.nodes[m.target].clone(),
+        }
+    }
+
+    /// (sid, source, target) as `Migration`'s ordering compares them.
+    fn key(&self, m: &MoveRef) -> (&str, &str, &str) {
+        let b = &self.bundles[m.bundle];
+        (
+            b.candidate.leader.as_str(),
+            b.source_name,
+            b.candidate.nodes[m.target].as_str(),
+        )
+    }
+
+    fn best_by_imbalance(&self) -> Option<MoveRef> {
+        // One pass: the moves whose estimate is within the band of the best so far (and
+        // any whose estimate is not a number), then the exact figure for those only.
+        let mut best_estimate = f64::INFINITY;
+        let mut band: Vec<(MoveRef, f64)> = Vec::new();
+        for (m, estimate) in self.estimates() {
+            if !estimate.is_finite() {
+                band.push((m, estimate));
+                continue;
+            }
+            if estimate > best_estimate + ESTIMATE_BAND {
+                continue;
+            }
+            if estimate < best_estimate {
+                best_estimate = estimate;
+                band.retain(|(_, e)| !e.is_finite() || *e <= best_estimate + ESTIMATE_BAND);
+            }
+            band.push((m, estimate));
+        }
+        let mut best: Option<(MoveRef, f64)> = None;
+        for (m, _) in band {
+            let exact = self.exact_imbalance(&m);
+            let better = match &best {
+                None => true,
+                Some((b, e)) => exact
+                    .total_cmp(e)
+                    .then_with(|| self.key(&m).cmp(&self.key(b)))
+                    .is_lt(),
+            };
+            if better {
+                best = Some((m, exact));
+            }
+        }
+        best.map(|(m, _)| m)
+    }
+
+    fn criteria(&self, m: &MoveRef) -> topsis::Criteria {
+        topsis::criteria_iter(
+            self.values_after(m, &self.split_loads, |n| (n.cpu_load(), n.mem_load())),
+        )
+    }
+
+    /// TOPSIS over every move in two passes: the columns' norms and extremes, then each
+    /// move's score; the first move with the highest score wins (a stable sort's choice).
+    fn best_by_topsis(&self) -> Option<MoveRef> {
+        let mut columns = topsis::Columns::default();
+        for m in self.moves() {
+            columns.add(&self.criteria(&m));
+        }
+        let scorer = columns.scorer()?;
+        let mut best: Option<(MoveRef, f64)> = None;
+        for m in self.moves() {
+            let score = scorer.score(&self.criteria(&m));
+            if best
+                .as_ref()
+                .is_none_or(|(_, s)| score.total_cmp(s).is_gt())
+            {
+                best = Some((m, score));
+            }
+        }
+        best.map(|(m, _)| m)
     }
 }
 

@@ -124,3 +124,47 @@ proptest! {
         prop_assert!(scores.values().all(|s| s.is_finite() && *s <= 0.0 && *s >= -1.0));
     }
 }
+
+/// Clusters with many equal guests and nodes, where many moves tie.
+fn tied_cluster() -> impl Strategy<Value = Cluster> {
+    (2usize..7).prop_flat_map(|n| {
+        (
+            prop::collection::vec(
+                (
+                    prop::sample::select(vec![16.0, 32.0]),
+                    prop::sample::select(vec![64.0, 128.0]),
+                ),
+                n,
+            ),
+            prop::collection::vec(
+                (
+                    0..n,
+                    prop::sample::select(vec![1.0, 2.0]),
+                    prop::sample::select(vec![2.0, 4.0]),
+                ),
+                1..30,
+            ),
+        )
+            .prop_map(|(nodes, guests)| Cluster { nodes, guests })
+    })
+}
+
+proptest! {
+    /// The fast search picks exactly the reference's move, with the same imbalance to the
+    /// last bit, for both methods; on random clusters and on clusters full of ties.
+    #[test]
+    fn fast_search_agrees_with_the_reference(
+        c in prop_oneof![cluster(), tied_cluster()],
+        topsis in any::<bool>(),
+    ) {
+        let method = if topsis { RebalanceMethod::Topsis } else { RebalanceMethod::Bruteforce };
+        let u = usage_of(&c);
+        let cands = candidates(&c);
+        let fast = u.best_rebalance_migration(&cands, method).unwrap();
+        let reference = u.best_rebalance_migration_reference(&cands, method).unwrap();
+        prop_assert_eq!(
+            fast.as_ref().map(|f| (&f.migration, f.imbalance.to_bits())),
+            reference.as_ref().map(|r| (&r.migration, r.imbalance.to_bits()))
+        );
+    }
+}
