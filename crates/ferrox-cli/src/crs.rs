@@ -218,6 +218,7 @@ pub fn run(command: CrsCommand, out: &mut String) -> Result<()> {
             snapshot.validate().context("command-line settings")?;
             let method = match args.method {
                 MethodArg::Planner => {
+                    refuse_conflicts(&snapshot, None, args.common.json, out)?;
                     let plan = Cluster::new(&snapshot).plan(&snapshot.settings);
                     return print_plan(
                         out,
@@ -280,6 +281,10 @@ pub fn run(command: CrsCommand, out: &mut String) -> Result<()> {
             common,
         } => {
             let snap = load(&snapshot, &common)?;
+            if !snap.nodes.iter().any(|n| n.name == node) {
+                anyhow::bail!("no node '{node}' in the snapshot");
+            }
+            refuse_conflicts(&snap, Some(&node), common.json, out)?;
             match Cluster::new(&snap).evacuate(&node, &snap.settings) {
                 Ok(plan) => print_plan(out, &plan, common.json, None)?,
                 Err(EvacuationError::Infeasible(inf)) => {
@@ -335,4 +340,22 @@ pub fn run(command: CrsCommand, out: &mut String) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Exit 2 before planning when no valid placement can exist, naming every conflict.
+fn refuse_conflicts(
+    snapshot: &Snapshot,
+    evacuating: Option<&str>,
+    json: bool,
+    out: &mut String,
+) -> Result<()> {
+    let conflicts = ferrox_crs::feasibility::check(snapshot, evacuating);
+    if conflicts.is_empty() {
+        return Ok(());
+    }
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&conflicts)?)?;
+    }
+    let list: Vec<String> = conflicts.iter().map(|c| format!("  {c}")).collect();
+    Err(Infeasible(format!("no valid placement exists:\n{}", list.join("\n"))).into())
 }

@@ -303,3 +303,30 @@ fn crs_generate_round_trips() {
     std::fs::write(&file, &out.stdout).expect("write");
     run_ok(&["crs", "plan"], &file);
 }
+
+#[test]
+fn crs_plan_refuses_a_snapshot_no_plan_can_satisfy() {
+    let dir = scratch("conflict");
+    let file = dir.join("s.json");
+    std::fs::write(
+        &file,
+        r#"{"nodes": [{"name": "a", "cores": 8, "memory": 17179869184}, {"name": "b", "cores": 8, "memory": 17179869184}],
+            "guests": [{"vmid": 100, "node": "a", "cores": 2, "memory": 4294967296},
+                       {"vmid": 101, "node": "a", "cores": 2, "memory": 4294967296}],
+            "rules": [{"type": "resource-affinity", "id": "pair", "resources": ["vm:100", "vm:101"], "affinity": "positive"},
+                      {"type": "resource-affinity", "id": "split", "resources": ["vm:100", "vm:101"], "affinity": "negative"}]}"#,
+    )
+    .expect("write");
+    let out = ferrox()
+        .args(["crs", "plan"])
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no valid placement exists")
+            && err.contains("kept together by rule(s) 'pair' and apart by rule 'split'"),
+        "{err}"
+    );
+}

@@ -4,11 +4,13 @@
 //! manager uses it (basic/static/dynamic usage, TOPSIS start scores, the imbalance, the
 //! best single rebalancing migration). `snapshot` and `plan` are Ferrox's own scheduler on
 //! a whole-cluster snapshot: multi-step balancing plans, evacuation and best-node
-//! placement that never overcommit memory; `exact` and `generate` measure it.
+//! placement that never overcommit memory; `feasibility` refuses snapshots no placement
+//! can satisfy before planning; `exact` and `generate` measure it.
 //! It does no IO (snapshots arrive as text) and knows nothing of HA states: callers say
 //! where each resource is placed and whether it runs.
 
 pub mod exact;
+pub mod feasibility;
 pub mod generate;
 pub mod plan;
 pub mod snapshot;
