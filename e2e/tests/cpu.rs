@@ -423,11 +423,28 @@ fn an_older_node_lowers_the_baseline_and_refuses_guests_it_cannot_run() {
     wait_for("HA starts vm:100 on n1", Duration::from_secs(60), || {
         running_on(100).as_deref() == Some("n1")
     });
+    // The API refuses the move at once, naming the node; the raw CRM command is refused
+    // (and logged) by the CRM.
     let r = n1.request(
         "POST",
         "/cluster/ha/resources/vm:100/migrate",
         &root,
         &[("node", "n2")],
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(
+        r.body["errors"]["node"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("lacks aes, avx2"),
+        "{}",
+        r.raw
+    );
+    let r = n1.request(
+        "POST",
+        "/cluster/ha/crm-command",
+        &root,
+        &[("command", "migrate vm:100 n2")],
     );
     assert_eq!(r.status, 200, "{r:?}");
     wait_for(

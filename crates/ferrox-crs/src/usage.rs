@@ -314,45 +314,55 @@ impl Usage {
         imbalance_of(self.balance_stats().values())
     }
 
+    /// A candidate's source node and the sum of what moves, refused when the bundle is
+    /// not together on one node and stationary.
+    fn bundle_of<'a>(
+        &'a self,
+        cand: &MigrationCandidate,
+    ) -> Result<(&'a String, ResourceStats), UsageError> {
+        let leader = self.resources.get(&cand.leader).ok_or_else(|| {
+            UsageError::BadCandidate(format!("resource '{}' does not exist", cand.leader))
+        })?;
+        let Placement::Stationary(source) = &leader.placement else {
+            return Err(UsageError::BadCandidate(format!(
+                "resource '{}' is not stationary",
+                cand.leader
+            )));
+        };
+        let mut sum = ResourceStats::default();
+        for sid in &cand.resources {
+            let res = self.resources.get(sid).ok_or_else(|| {
+                UsageError::BadCandidate(format!("resource '{sid}' does not exist"))
+            })?;
+            match &res.placement {
+                Placement::Stationary(n) if n == source => {}
+                Placement::Stationary(_) => {
+                    return Err(UsageError::BadCandidate(format!(
+                        "resource '{sid}' is on another node than '{}'",
+                        cand.leader
+                    )))
+                }
+                Placement::Moving { .. } => {
+                    return Err(UsageError::BadCandidate(format!(
+                        "resource '{sid}' is not stationary"
+                    )))
+                }
+            }
+            sum.cpu += res.stats.cpu;
+            sum.mem += res.stats.mem;
+            sum.maxcpu += res.stats.maxcpu;
+            sum.maxmem += res.stats.maxmem;
+        }
+        Ok((source, sum))
+    }
+
     fn expand(
         &self,
         candidates: &[MigrationCandidate],
     ) -> Result<Vec<(Migration, ResourceStats)>, UsageError> {
         let mut out = Vec::new();
         for cand in candidates {
-            let leader = self.resources.get(&cand.leader).ok_or_else(|| {
-                UsageError::BadCandidate(format!("resource '{}' does not exist", cand.leader))
-            })?;
-            let Placement::Stationary(source) = &leader.placement else {
-                return Err(UsageError::BadCandidate(format!(
-                    "resource '{}' is not stationary",
-                    cand.leader
-                )));
-            };
-            let mut sum = ResourceStats::default();
-            for sid in &cand.resources {
-                let res = self.resources.get(sid).ok_or_else(|| {
-                    UsageError::BadCandidate(format!("resource '{sid}' does not exist"))
-                })?;
-                match &res.placement {
-                    Placement::Stationary(n) if n == source => {}
-                    Placement::Stationary(_) => {
-                        return Err(UsageError::BadCandidate(format!(
-                            "resource '{sid}' is on another node than '{}'",
-                            cand.leader
-                        )))
-                    }
-                    Placement::Moving { .. } => {
-                        return Err(UsageError::BadCandidate(format!(
-                            "resource '{sid}' is not stationary"
-                        )))
-                    }
-                }
-                sum.cpu += res.stats.cpu;
-                sum.mem += res.stats.mem;
-                sum.maxcpu += res.stats.maxcpu;
-                sum.maxmem += res.stats.maxmem;
-            }
+            let (source, sum) = self.bundle_of(cand)?;
             for target in &cand.nodes {
                 out.push((
                     Migration {
@@ -525,39 +535,7 @@ impl<'a> MoveModel<'a> {
         };
         let mut bundles = Vec::with_capacity(candidates.len());
         for cand in candidates {
-            let leader = usage.resources.get(&cand.leader).ok_or_else(|| {
-                UsageError::BadCandidate(format!("resource '{}' does not exist", cand.leader))
-            })?;
-            let Placement::Stationary(source) = &leader.placement else {
-                return Err(UsageError::BadCandidate(format!(
-                    "resource '{}' is not stationary",
-                    cand.leader
-                )));
-            };
-            let mut moved = ResourceStats::default();
-            for sid in &cand.resources {
-                let res = usage.resources.get(sid).ok_or_else(|| {
-                    UsageError::BadCandidate(format!("resource '{sid}' does not exist"))
-                })?;
-                match &res.placement {
-                    Placement::Stationary(n) if n == source => {}
-                    Placement::Stationary(_) => {
-                        return Err(UsageError::BadCandidate(format!(
-                            "resource '{sid}' is on another node than '{}'",
-                            cand.leader
-                        )))
-                    }
-                    Placement::Moving { .. } => {
-                        return Err(UsageError::BadCandidate(format!(
-                            "resource '{sid}' is not stationary"
-                        )))
-                    }
-                }
-                moved.cpu += res.stats.cpu;
-                moved.mem += res.stats.mem;
-                moved.maxcpu += res.stats.maxcpu;
-                moved.maxmem += res.stats.maxmem;
-            }
+            let (source, moved) = usage.bundle_of(cand)?;
             bundles.push(Bundle {
                 candidate: cand,
                 source_name: source.as_str(),

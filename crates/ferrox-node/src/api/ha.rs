@@ -196,11 +196,47 @@ fn move_resource(ctx: &C<'_>, task: &str) -> Result<HaMoveRequested, ApiError> {
     if !cfg.resources.contains_key(&sid) {
         return Err(param::SID.error(format!("no such resource '{sid}'")));
     }
+    if let Some(reason) = cpu_refusal(ctx.state, &sid, target, task == "migrate")? {
+        return Err(param::TARGET_NODE.error(reason));
+    }
     queue_crm_command(ctx.state, &format!("{task} {sid} {target}"))?;
     Ok(HaMoveRequested {
         sid,
         requested_node: target.to_string(),
     })
+}
+
+/// Why `target` cannot run the CPU model of guest `sid` (the CRM would refuse the move
+/// too; answering now spares the caller a command that only shows in the HA log). A live
+/// migration starts from the node that owns the guest.
+fn cpu_refusal(
+    node: &Node,
+    sid: &str,
+    target: &str,
+    live: bool,
+) -> Result<Option<String>, ApiError> {
+    let Some(vmid) = sid.strip_prefix("vm:").and_then(|v| v.parse().ok()) else {
+        return Ok(None);
+    };
+    let Some(owner) = crate::cluster::vmid_owner(node, vmid) else {
+        return Ok(None);
+    };
+    let Some(entry) = node.tree.get(&crate::guests::config_path(&owner, vmid)) else {
+        return Ok(None);
+    };
+    let Ok(config) = ferrox_types::GuestConfig::parse(&entry.data) else {
+        return Ok(None);
+    };
+    let Some(cpu) = node.guest_cpu(&config)? else {
+        return Ok(None);
+    };
+    let cpus = node.node_cpus();
+    let Some(record) = cpus.get(target) else {
+        return Ok(None);
+    };
+    let source = cpus.get(&owner).filter(|_| live).map(|s| &**s);
+    let missing = cpu.missing_on(record, source);
+    Ok((!missing.is_empty()).then(|| cpu.refusal(target, &missing)))
 }
 
 fn migrate(ctx: &C<'_>) -> Result<HaMoveRequested, ApiError> {
