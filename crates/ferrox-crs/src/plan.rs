@@ -17,6 +17,9 @@ use std::fmt;
 /// A planned move in the model: (unit, from node, to node, imbalance before, after).
 type Chosen = (usize, usize, usize, f64, f64);
 
+/// A resident moved to make room during an evacuation: (unit, from node, to node).
+type ResidentMove = (usize, usize, usize);
+
 #[derive(Debug, Clone)]
 struct NodeModel {
     name: String,
@@ -1539,7 +1542,6 @@ impl Cluster {
                 .map(|&m| model.guest_node[m].unwrap_or(source))
                 .find(|&n| n != source);
             model.unit_node[u] = Some(source);
-            let current = model.imbalance();
             let sums = model.sums();
             let mut best: Option<(i64, f64, usize)> = None;
             let mut blockers = Vec::new();
@@ -1576,12 +1578,25 @@ impl Cluster {
                     break;
                 }
             }
-            let Some((_, _, t)) = best else {
-                return Err(EvacuationError::Infeasible(Infeasible {
-                    sid: model.units[u].sid.clone(),
-                    blockers,
-                }));
+            let t = match best {
+                Some((_, _, t)) => t,
+                None => {
+                    // Only capacity in the way? Move residents off one node first.
+                    let Some((t, residents)) = model.make_room(u, source, forced) else {
+                        return Err(EvacuationError::Infeasible(Infeasible {
+                            sid: model.units[u].sid.clone(),
+                            blockers,
+                        }));
+                    };
+                    for (r, from, to) in residents {
+                        let before = model.imbalance();
+                        model.apply(r, to);
+                        chosen.push((r, from, to, before, model.imbalance()));
+                    }
+                    t
+                }
             };
+            let current = model.imbalance();
             model.apply(u, t);
             chosen.push((u, source, t, current, model.imbalance()));
         }
@@ -1593,6 +1608,67 @@ impl Cluster {
             steps,
             stop_reason: format!("node '{node}' is empty"),
         })
+    }
+
+    /// When unit `u` (on `source`, being evacuated) fits nowhere for lack of capacity
+    /// alone: the node to free and the resident moves `(unit, from, to)` that make room
+    /// there, with the fewest moves, then the lowest imbalance. Residents move largest
+    /// first, each to the node where it leaves the lowest imbalance; units that opted
+    /// out of balancing, were moved recently, or are split over nodes stay.
+    fn make_room(
+        &self,
+        u: usize,
+        source: usize,
+        forced: Option<usize>,
+    ) -> Option<(usize, Vec<ResidentMove>)> {
+        const MAX_RESIDENT_MOVES: usize = 8;
+        let capacity_only = |b: &Blocker| matches!(b, Blocker::Memory { .. } | Blocker::Cpu { .. });
+        // (resident moves, imbalance after, node freed, the moves)
+        let mut best: Option<(usize, f64, usize, Vec<ResidentMove>)> = None;
+        for t in (0..self.nodes.len()).filter(|&t| t != source && forced.is_none_or(|f| f == t)) {
+            if !self
+                .blocker(u, t, (0.0, 0.0), false, false)
+                .is_some_and(|b| capacity_only(&b))
+            {
+                continue;
+            }
+            let mut residents: Vec<usize> = (0..self.units.len())
+                .filter(|&r| {
+                    r != u && self.unit_node[r] == Some(t) && self.units[r].balance_movable
+                })
+                .collect();
+            residents.sort_by(|a, b| {
+                self.units[*b]
+                    .commit_mem
+                    .total_cmp(&self.units[*a].commit_mem)
+                    .then_with(|| self.units[*a].sid.cmp(&self.units[*b].sid))
+            });
+            let mut trial = self.clone();
+            let mut moves = Vec::new();
+            for r in residents.into_iter().take(MAX_RESIDENT_MOVES) {
+                let sums = trial.sums();
+                let to = (0..trial.nodes.len())
+                    .filter(|&t2| t2 != t && t2 != source)
+                    .filter(|&t2| trial.blocker(r, t2, (0.0, 0.0), false, true).is_none())
+                    .map(|t2| (trial.imbalance_after(sums, r, t, t2), t2))
+                    .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                let Some((_, to)) = to else { continue };
+                trial.apply(r, to);
+                moves.push((r, t, to));
+                if trial.blocker(u, t, (0.0, 0.0), false, false).is_none() {
+                    let sums = trial.sums();
+                    let after = trial.imbalance_after(sums, u, source, t);
+                    let better = best.as_ref().is_none_or(|(n, i, _, _)| {
+                        moves.len() < *n || (moves.len() == *n && after < *i - 1e-12)
+                    });
+                    if better {
+                        best = Some((moves.len(), after, t, moves.clone()));
+                    }
+                    break;
+                }
+            }
+        }
+        best.map(|(_, _, t, moves)| (t, moves))
     }
 
     /// Ranks the nodes for a new guest with `cores` and `memory` (bytes). `like` names an

@@ -430,3 +430,50 @@ fn guests_never_go_to_a_node_whose_cpu_lacks_their_flags() {
     });
     assert!(plan.moves().any(|m| m.to == "b"), "{plan:#?}");
 }
+
+/// `a` is evacuated; its 12 GiB guest fits on neither `b` nor `c` (8 GiB free each) until
+/// a 4 GiB resident of `b` moves to `c`.
+const TIGHT: &str = r#"{
+  "nodes": [
+    {"name": "a", "cores": 16, "memory": 17179869184},
+    {"name": "b", "cores": 16, "memory": 17179869184},
+    {"name": "c", "cores": 16, "memory": 17179869184}
+  ],
+  "guests": [
+    {"vmid": 100, "node": "a", "cores": 2, "memory": 12884901888},
+    {"vmid": 200, "node": "b", "cores": 2, "memory": 4294967296},
+    {"vmid": 201, "node": "b", "cores": 2, "memory": 4294967296},
+    {"vmid": 300, "node": "c", "cores": 2, "memory": 8589934592}
+  ]
+}"#;
+
+#[test]
+fn evacuation_moves_residents_to_make_room() {
+    let s = snapshot(TIGHT);
+    let plan = Cluster::new(&s)
+        .evacuate("a", &s.settings)
+        .expect("evacuation");
+    let moves: Vec<(u32, &str, &str)> = plan
+        .moves()
+        .map(|m| (m.vmid, m.from.as_str(), m.to.as_str()))
+        .collect();
+    assert_eq!(
+        moves.len(),
+        2,
+        "one resident move, then the guest: {plan:#?}"
+    );
+    assert_eq!(moves[1], (100, "a", "b"));
+    assert_eq!(moves[0].1, "b");
+    assert_eq!(moves[0].2, "c");
+    // The resident leaves before the guest arrives: two steps.
+    assert_eq!(plan.steps.len(), 2, "{plan:#?}");
+    verify(&s, &plan, &s.settings, Some("a")).expect("every state feasible");
+    // A resident that opted out of balancing stays: then nothing makes room.
+    let mut pinned = s.clone();
+    for g in &mut pinned.guests {
+        g.no_balance = g.vmid >= 200;
+    }
+    assert!(Cluster::new(&pinned)
+        .evacuate("a", &pinned.settings)
+        .is_err());
+}
