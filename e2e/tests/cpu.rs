@@ -476,9 +476,6 @@ fn an_older_node_lowers_the_baseline_and_refuses_guests_it_cannot_run() {
         ),
         "the HA log says why n2 was skipped"
     );
-    if std::env::var("CPU_TEST_DEBUG").is_ok() {
-        eprintln!("{}", log_of(&nodes));
-    }
 }
 
 fn names_of(rows: &Value) -> Vec<String> {
