@@ -387,6 +387,9 @@ fn an_older_node_lowers_the_baseline_and_refuses_guests_it_cannot_run() {
     assert_eq!(r.status, 403, "{r:?}");
     let listed = n1.request("GET", "/cluster/qemu/custom-cpu-models", &user, &[]);
     assert_eq!(listed.body["data"], json!([]), "{}", listed.raw);
+    // Every flag QEMU knows is for those who audit nodes or manage CPU mappings.
+    let r = n1.request("GET", "/cluster/qemu/cpu-flags", &user, &[]);
+    assert_eq!(r.status, 403, "{r:?}");
     let form = [("vmid", "104"), ("memory", "64"), ("cpu", "custom-web")];
     let r = n1.request("POST", "/nodes/n1/qemu", &user, &form);
     assert_eq!(r.status, 403, "{r:?}");

@@ -330,3 +330,21 @@ fn crs_plan_refuses_a_snapshot_no_plan_can_satisfy() {
         "{err}"
     );
 }
+
+#[test]
+fn node_serve_refuses_a_bad_cpu_flag_mask_naming_the_option() {
+    let dir = scratch("mask");
+    let out = ferrox()
+        .args(["node", "serve", "--data-dir"])
+        .arg(&dir)
+        .args(["--cpu-flag-mask", "avx2,bad flag"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--cpu-flag-mask") && err.contains("'bad flag' is not a CPU flag name"),
+        "{err}"
+    );
+    assert!(!dir.join("store").exists(), "nothing was created");
+}

@@ -3,19 +3,13 @@
 //! the rules or the capacity involved, so that a plan is never attempted (and never
 //! "balances around") a state no plan can satisfy.
 
+use crate::plan::UnionFind;
 use crate::snapshot::{AffinityKind, Rule, Snapshot};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 const GIB: f64 = (1u64 << 30) as f64;
-
-/// What moves as one: a positive group, or a guest in none.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum Unit {
-    Group(usize),
-    Guest(String),
-}
 
 /// One reason no valid placement exists.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -139,55 +133,51 @@ pub fn check(snapshot: &Snapshot, evacuating: Option<&str>) -> Vec<Conflict> {
         .filter(|n| !n.maintenance && Some(n.name.as_str()) != evacuating)
         .collect();
     let names: BTreeSet<&str> = snapshot.nodes.iter().map(|n| n.name.as_str()).collect();
-    let sids: BTreeSet<String> = snapshot.guests.iter().map(|g| g.sid()).collect();
 
-    // Positive groups: union of the positive rules' guests (that exist), with the rules.
-    let mut group_of: BTreeMap<String, usize> = BTreeMap::new();
-    let mut groups: Vec<(BTreeSet<String>, BTreeSet<String>)> = Vec::new();
-    for rule in &snapshot.rules {
-        let Rule::ResourceAffinity {
-            id,
-            resources,
-            affinity: AffinityKind::Positive,
-            ..
-        } = rule
-        else {
-            continue;
-        };
-        let members: Vec<&String> = resources.iter().filter(|s| sids.contains(*s)).collect();
-        let mut target = None;
-        for m in &members {
-            if let Some(&g) = group_of.get(*m) {
-                target = Some(match target {
-                    None => g,
-                    Some(t) if t == g => t,
-                    Some(t) => {
-                        // Merge group g into t.
-                        let (moved, rules) = std::mem::take(&mut groups[g]);
-                        for s in &moved {
-                            group_of.insert(s.clone(), t);
-                        }
-                        groups[t].0.extend(moved);
-                        groups[t].1.extend(rules);
-                        t
-                    }
-                });
-            }
+    // Positive groups: the guests joined by positive rules (transitively), each group
+    // known by its root guest, with the rules that join it.
+    let index: BTreeMap<String, usize> = snapshot
+        .guests
+        .iter()
+        .enumerate()
+        .map(|(i, g)| (g.sid(), i))
+        .collect();
+    let mut groups = UnionFind::new(snapshot.guests.len());
+    let positive: Vec<(&String, Vec<usize>)> = snapshot
+        .rules
+        .iter()
+        .filter_map(|rule| match rule {
+            Rule::ResourceAffinity {
+                id,
+                resources,
+                affinity: AffinityKind::Positive,
+                ..
+            } => Some((
+                id,
+                resources
+                    .iter()
+                    .filter_map(|s| index.get(s).copied())
+                    .collect(),
+            )),
+            _ => None,
+        })
+        .collect();
+    for (_, members) in &positive {
+        for pair in members.windows(2) {
+            groups.union(pair[0], pair[1]);
         }
-        let t = target.unwrap_or_else(|| {
-            groups.push(Default::default());
-            groups.len() - 1
-        });
-        for m in members {
-            group_of.insert(m.clone(), t);
-            groups[t].0.insert(m.clone());
-        }
-        groups[t].1.insert(id.clone());
     }
-    let unit_of = |sid: &str| match group_of.get(sid) {
-        Some(g) => Unit::Group(*g),
-        None => Unit::Guest(sid.to_string()),
-    };
+    let root: Vec<usize> = (0..snapshot.guests.len()).map(|i| groups.find(i)).collect();
+    let mut joined_by: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
+    for (id, members) in &positive {
+        if let Some(&first) = members.first() {
+            joined_by
+                .entry(root[first])
+                .or_default()
+                .insert(id.to_string());
+        }
+    }
+    let unit_of = |sid: &str| index.get(sid).map(|&i| root[i]);
 
     // Strict node affinity: the nodes each guest may use, and with which rules.
     let mut allowed: BTreeMap<&str, (BTreeSet<&str>, Vec<String>)> = BTreeMap::new();
@@ -206,7 +196,7 @@ pub fn check(snapshot: &Snapshot, evacuating: Option<&str>) -> Vec<Conflict> {
             .map(String::as_str)
             .filter(|n| names.contains(n))
             .collect();
-        for sid in resources.iter().filter(|s| sids.contains(*s)) {
+        for sid in resources.iter().filter(|s| index.contains_key(*s)) {
             let entry = allowed
                 .entry(sid.as_str())
                 .or_insert_with(|| (names.clone(), Vec::new()));
@@ -225,15 +215,20 @@ pub fn check(snapshot: &Snapshot, evacuating: Option<&str>) -> Vec<Conflict> {
         else {
             continue;
         };
-        let members: Vec<&String> = resources.iter().filter(|s| sids.contains(*s)).collect();
-        let mut by_unit: BTreeMap<Unit, Vec<String>> = BTreeMap::new();
+        let members: Vec<&String> = resources
+            .iter()
+            .filter(|s| index.contains_key(*s))
+            .collect();
+        let mut by_unit: BTreeMap<usize, Vec<String>> = BTreeMap::new();
         for m in &members {
-            by_unit.entry(unit_of(m)).or_default().push(m.to_string());
+            if let Some(unit) = unit_of(m) {
+                by_unit.entry(unit).or_default().push(m.to_string());
+            }
         }
         for (unit, guests) in &by_unit {
-            if let (Unit::Group(g), true) = (unit, guests.len() > 1) {
+            if guests.len() > 1 {
                 conflicts.push(Conflict::TogetherAndApart {
-                    together: groups[*g].1.iter().cloned().collect(),
+                    together: joined_by.get(unit).into_iter().flatten().cloned().collect(),
                     apart: id.clone(),
                     guests: guests.clone(),
                 });
@@ -249,11 +244,10 @@ pub fn check(snapshot: &Snapshot, evacuating: Option<&str>) -> Vec<Conflict> {
     }
 
     // Units: positive groups and lone guests, with their memory and allowed nodes.
-    let mut units: BTreeMap<Unit, (Vec<String>, u64)> = BTreeMap::new();
-    for g in &snapshot.guests {
-        let sid = g.sid();
-        let entry = units.entry(unit_of(&sid)).or_default();
-        entry.0.push(sid);
+    let mut units: BTreeMap<usize, (Vec<String>, u64)> = BTreeMap::new();
+    for (i, g) in snapshot.guests.iter().enumerate() {
+        let entry = units.entry(root[i]).or_default();
+        entry.0.push(g.sid());
         entry.1 += g.memory;
     }
     for (members, memory) in units.values() {

@@ -255,10 +255,14 @@ fn demand(mean: f64, now: f64) -> f64 {
     }
 }
 
-struct UnionFind(Vec<usize>);
+/// Disjoint sets over `0..n` (positive-affinity groups).
+pub(crate) struct UnionFind(Vec<usize>);
 
 impl UnionFind {
-    fn find(&mut self, x: usize) -> usize {
+    pub(crate) fn new(n: usize) -> UnionFind {
+        UnionFind((0..n).collect())
+    }
+    pub(crate) fn find(&mut self, x: usize) -> usize {
         let mut r = x;
         while self.0[r] != r {
             r = self.0[r];
@@ -266,7 +270,7 @@ impl UnionFind {
         self.0[x] = r;
         r
     }
-    fn union(&mut self, a: usize, b: usize) {
+    pub(crate) fn union(&mut self, a: usize, b: usize) {
         let (ra, rb) = (self.find(a), self.find(b));
         if ra != rb {
             self.0[ra.max(rb)] = ra.min(rb);
@@ -319,7 +323,7 @@ impl Cluster {
             .map(|(i, g)| (g.sid(), i))
             .collect();
 
-        let mut uf = UnionFind((0..guests.len()).collect());
+        let mut uf = UnionFind::new(guests.len());
         for rule in &snapshot.rules {
             if let Rule::ResourceAffinity {
                 resources,

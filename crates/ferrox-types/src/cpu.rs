@@ -420,46 +420,45 @@ impl CustomCpuModels {
                 out.push('\n');
             }
             out.push_str(&header_line("cpu-model", name));
-            // Proxmox VE always writes the reported model, kvm64 when none was given.
-            let reported = m.reported_model.as_deref().unwrap_or("kvm64");
-            out.push_str(&property_line("reported-model", reported));
-            if !m.flags.is_empty() {
-                out.push_str(&property_line("flags", &print_flags(&m.flags)));
-            }
-            if let Some(h) = m.hidden {
-                out.push_str(&property_line("hidden", if h { "1" } else { "0" }));
-            }
-            for (key, value) in [
-                ("hv-vendor-id", m.hv_vendor_id.clone()),
-                ("phys-bits", m.phys_bits.clone()),
-                ("guest-phys-bits", m.guest_phys_bits.map(|b| b.to_string())),
-                ("level", m.level.map(|l| l.to_string())),
-            ] {
-                if let Some(v) = value {
-                    out.push_str(&property_line(key, &v));
+            let props = Self::properties(m);
+            for key in PROPERTIES {
+                if let Some(value) = props.get(key) {
+                    out.push_str(&property_line(key, value));
                 }
             }
         }
         out
     }
 
-    /// The properties of a model as `key value` pairs (the API's reply and the base of an
-    /// update).
+    /// The properties of a model as `key value` pairs, as the file writes them (the
+    /// API's reply and the base of an update).
     pub fn properties(model: &CpuConf) -> BTreeMap<&'static str, String> {
-        let text = CustomCpuModels {
-            models: BTreeMap::from([(custom_name(&model.cputype).to_string(), model.clone())]),
-            digest: String::new(),
-        }
-        .to_text();
-        let mut out = BTreeMap::new();
-        for line in text.lines().skip(1) {
-            if let Some((key, value)) = line.trim().split_once(' ') {
-                if let Some(k) = PROPERTIES.iter().find(|k| **k == key) {
-                    out.insert(*k, value.to_string());
-                }
-            }
-        }
-        out
+        let flags = (!model.flags.is_empty()).then(|| print_flags(&model.flags));
+        let hidden = model.hidden.map(|h| if h { "1" } else { "0" }.to_string());
+        [
+            // Proxmox VE always writes the reported model, kvm64 when none was given.
+            (
+                "reported-model",
+                Some(
+                    model
+                        .reported_model
+                        .clone()
+                        .unwrap_or_else(|| "kvm64".into()),
+                ),
+            ),
+            ("flags", flags),
+            ("hidden", hidden),
+            ("hv-vendor-id", model.hv_vendor_id.clone()),
+            ("phys-bits", model.phys_bits.clone()),
+            (
+                "guest-phys-bits",
+                model.guest_phys_bits.map(|b| b.to_string()),
+            ),
+            ("level", model.level.map(|l| l.to_string())),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect()
     }
 
     /// A model from `properties` (each checked as the file's parser checks it).

@@ -227,16 +227,11 @@ fn cpu_refusal(
     let Ok(config) = ferrox_types::GuestConfig::parse(&entry.data) else {
         return Ok(None);
     };
-    let Some(cpu) = node.guest_cpu(&config)? else {
-        return Ok(None);
-    };
-    let cpus = node.node_cpus();
-    let Some(record) = cpus.get(target) else {
-        return Ok(None);
-    };
-    let source = cpus.get(&owner).filter(|_| live).map(|s| &**s);
-    let missing = cpu.missing_on(record, source);
-    Ok((!missing.is_empty()).then(|| cpu.refusal(target, &missing)))
+    let live_from = live.then_some(owner.as_str());
+    Ok(node
+        .cpu_refusals(&config, live_from)?
+        .remove(target)
+        .map(|r| r.reason))
 }
 
 fn migrate(ctx: &C<'_>) -> Result<HaMoveRequested, ApiError> {

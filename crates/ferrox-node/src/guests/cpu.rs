@@ -18,21 +18,13 @@ pub struct GuestCpu {
     pub kvm_off: bool,
 }
 
-impl GuestCpu {
-    /// What `target` lacks for this guest; `live_from` is the node a live migration
-    /// starts from.
-    pub fn missing_on(&self, target: &NodeCpu, live_from: Option<&NodeCpu>) -> Vec<String> {
-        target.missing(&self.need, self.kvm_off, live_from)
-    }
-
+/// Why a node cannot run a guest's CPU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuRefusal {
     /// "node 'n2' cannot run CPU model 'x86-64-v3': it lacks avx2, bmi2"
-    pub fn refusal(&self, node: &str, missing: &[String]) -> String {
-        format!(
-            "node '{node}' cannot run CPU model '{}': it lacks {}",
-            self.need.cputype,
-            missing.join(", ")
-        )
-    }
+    pub reason: String,
+    /// The flags (or `model X`) the node lacks.
+    pub missing: Vec<String>,
 }
 
 impl Node {
@@ -67,6 +59,37 @@ impl Node {
             need: CpuRequirement::of(&conf, custom),
             kvm_off: cfg.options.get("kvm").is_some_and(|v| v == "0"),
         }))
+    }
+
+    /// The nodes that cannot run `cfg`'s CPU, each with why: the one place migration,
+    /// HA placement and guest start ask. `live_from` is the node a live migration starts
+    /// from (left out; a `host` guest needs its flags on the target). Nodes that have not
+    /// told their CPU are not refused.
+    pub fn cpu_refusals(
+        &self,
+        cfg: &GuestConfig,
+        live_from: Option<&str>,
+    ) -> Result<BTreeMap<String, CpuRefusal>, ApiError> {
+        let Some(cpu) = self.guest_cpu(cfg)? else {
+            return Ok(BTreeMap::new());
+        };
+        let cpus = self.node_cpus();
+        let source = live_from.and_then(|n| cpus.get(n)).map(|s| &**s);
+        Ok(cpus
+            .iter()
+            .filter(|(name, _)| Some(name.as_str()) != live_from)
+            .filter_map(|(name, record)| {
+                let missing = record.missing(&cpu.need, cpu.kvm_off, source);
+                (!missing.is_empty()).then(|| {
+                    let reason = format!(
+                        "node '{name}' cannot run CPU model '{}': it lacks {}",
+                        cpu.need.cputype,
+                        missing.join(", ")
+                    );
+                    (name.clone(), CpuRefusal { reason, missing })
+                })
+            })
+            .collect())
     }
 
     /// Refuses a `cpu:` value naming a custom model that does not exist.

@@ -78,8 +78,12 @@ impl Node {
             return Err(ApiError::new(400, format!("VM is locked ({lock})")));
         }
         let running = self.guests.process(vmid).is_some();
-        if let Some(missing) = self.cpu_lacking(&cfg, target, running)? {
-            return Err(ApiError::param("target", missing.0));
+        let me = self.opts.node_name.as_str();
+        if let Some(refusal) = self
+            .cpu_refusals(&cfg, running.then_some(me))?
+            .remove(target)
+        {
+            return Err(ApiError::param("target", refusal.reason));
         }
         if running && !online {
             return Err(ApiError::param(
@@ -145,26 +149,6 @@ impl Node {
         })
     }
 
-    /// What `target` lacks for the guest's CPU (refusal text and flags); a running guest
-    /// migrates live from this node.
-    fn cpu_lacking(
-        &self,
-        cfg: &GuestConfig,
-        target: &str,
-        running: bool,
-    ) -> Result<Option<(String, Vec<String>)>, ApiError> {
-        let Some(cpu) = self.guest_cpu(cfg)? else {
-            return Ok(None);
-        };
-        let cpus = self.node_cpus();
-        let Some(target_cpu) = cpus.get(target) else {
-            return Ok(None);
-        };
-        let source = cpus.get(&self.opts.node_name).filter(|_| running);
-        let missing = cpu.missing_on(target_cpu, source.map(|s| &**s));
-        Ok((!missing.is_empty()).then(|| (cpu.refusal(target, &missing), missing)))
-    }
-
     /// `GET .../migrate`: where the guest could go now, and why not elsewhere.
     pub fn migration_preconditions(
         &self,
@@ -185,16 +169,18 @@ impl Node {
             .collect();
         let mut allowed = Vec::new();
         let mut not_allowed = BTreeMap::new();
+        let me = self.opts.node_name.as_str();
+        let mut cpu_refusals = self.cpu_refusals(&cfg, running.then_some(me))?;
         for m in crate::cluster::other_members(self) {
             if target.is_some_and(|t| t != m.name) {
                 continue;
             }
-            if let Some((reason, missing_cpu_flags)) = self.cpu_lacking(&cfg, &m.name, running)? {
+            if let Some(refusal) = cpu_refusals.remove(&m.name) {
                 not_allowed.insert(
                     m.name.clone(),
                     NotAllowed {
-                        reason,
-                        missing_cpu_flags,
+                        reason: refusal.reason,
+                        missing_cpu_flags: refusal.missing,
                     },
                 );
                 continue;

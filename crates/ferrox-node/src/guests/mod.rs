@@ -582,14 +582,8 @@ impl Node {
         }
         // Without `enforce` (TCG) QEMU would drop what the host lacks and the guest would
         // see another CPU than its model; with it, QEMU's error is less clear than this.
-        if let Some(cpu) = self.guest_cpu(&cfg)? {
-            let me = &self.opts.node_name;
-            if let Some(record) = self.node_cpus().get(me) {
-                let missing = cpu.missing_on(record, None);
-                if !missing.is_empty() {
-                    return Err(cpu.refusal(me, &missing).into());
-                }
-            }
+        if let Some(refusal) = self.cpu_refusals(&cfg, None)?.remove(&self.opts.node_name) {
+            return Err(refusal.reason.into());
         }
         let storages = self.storage_config()?;
         let node = self.opts.node_name.clone();

@@ -617,20 +617,11 @@ impl HaEnv for NodeEnv {
             .tree
             .get(&kind.config_path(&owner, vmid))
             .and_then(|e| ferrox_types::GuestConfig::parse(&e.data).ok());
-        let cpu = match config.map(|c| self.node.guest_cpu(&c)) {
-            Some(Ok(Some(cpu))) => cpu,
-            _ => return BTreeMap::new(),
-        };
-        let cpus = self.node.node_cpus();
-        let source = live_from.and_then(|n| cpus.get(n)).map(|s| &**s);
-        let refused: BTreeMap<String, String> = cpus
-            .iter()
-            .filter(|(name, _)| Some(name.as_str()) != live_from)
-            .filter_map(|(name, record)| {
-                let missing = cpu.missing_on(record, source);
-                (!missing.is_empty()).then(|| (name.clone(), cpu.refusal(name, &missing)))
-            })
-            .collect();
+        let refused: BTreeMap<String, String> =
+            match config.map(|c| self.node.cpu_refusals(&c, live_from)) {
+                Some(Ok(refusals)) => refusals.into_iter().map(|(n, r)| (n, r.reason)).collect(),
+                _ => return BTreeMap::new(),
+            };
         if self.cpu_refusals_logged.get(sid) != Some(&refused) {
             for reason in refused.values() {
                 self.log(
