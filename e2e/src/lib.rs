@@ -634,3 +634,84 @@ pub fn http_receiver() -> (String, std::sync::mpsc::Receiver<String>) {
     });
     (url, rx)
 }
+
+/// A multiboot payload with a screen and a serial shell of sorts: it paints the VGA text
+/// screen white on blue with a banner, prints `ferrox echo ready` on COM1 and echoes
+/// every byte it receives there (a carriage return as CR LF).
+pub const ECHO_PAYLOAD: &str = r#"
+.section .text
+.align 4
+.long 0x1BADB002, 0x00000003, -(0x1BADB002+0x00000003)
+.globl _start
+.code32
+_start: mov $stack_top, %esp
+        # The whole text screen: spaces, white on blue; then the banner on the first line.
+        mov $0xB8000, %edi
+        mov $2000, %ecx
+        mov $0x1F20, %ax
+        rep stosw
+        mov $0xB8000, %edi
+        mov $banner, %esi
+1:      lodsb
+        test %al, %al
+        jz 2f
+        mov $0x1F, %ah
+        stosw
+        jmp 1b
+2:      # COM1: 115200 8N1, FIFO on.
+        mov $0x3F9, %dx
+        xor %al, %al
+        out %al, %dx
+        mov $0x3FB, %dx
+        mov $0x80, %al
+        out %al, %dx
+        mov $0x3F8, %dx
+        mov $1, %al
+        out %al, %dx
+        mov $0x3F9, %dx
+        xor %al, %al
+        out %al, %dx
+        mov $0x3FB, %dx
+        mov $0x03, %al
+        out %al, %dx
+        mov $0x3FA, %dx
+        mov $0xC7, %al
+        out %al, %dx
+        mov $0x3FC, %dx
+        mov $0x0B, %al
+        out %al, %dx
+        mov $ready, %esi
+3:      lodsb
+        test %al, %al
+        jz 4f
+        call putc
+        jmp 3b
+4:      mov $0x3FD, %dx
+        in %dx, %al
+        test $1, %al
+        jz 4b
+        mov $0x3F8, %dx
+        in %dx, %al
+        cmp $13, %al
+        jne 5f
+        call putc
+        mov $10, %al
+5:      call putc
+        jmp 4b
+putc:   push %eax
+        mov $0x3FD, %dx
+6:      in %dx, %al
+        test $0x20, %al
+        jz 6b
+        pop %eax
+        mov $0x3F8, %dx
+        out %al, %dx
+        ret
+.section .data
+banner: .asciz "Ferrox echo guest: type on the serial console"
+ready:  .asciz "ferrox echo ready\r\n"
+.section .bss
+.align 16
+stack:  .space 4096
+stack_top:
+"#;

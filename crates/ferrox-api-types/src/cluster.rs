@@ -290,3 +290,49 @@ pub struct MetricServer {
     #[serde(default)]
     pub dropped: u64,
 }
+
+/// `GET /cluster/crs/plan` (Ferrox extension): the balancing plan the CRS would carry
+/// out now, computed from the live cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CrsPlan {
+    /// `static` (configured cores and memory) or `dynamic` (measured usage).
+    pub mode: String,
+    pub imbalance_before: f64,
+    pub imbalance_after: f64,
+    /// Migrations that may run at the same time, in order.
+    pub steps: Vec<CrsPlanStep>,
+    /// Why planning stopped (also why nothing moves, when `steps` is empty).
+    pub reason: String,
+    /// Every node's load before and after the plan.
+    pub nodes: Vec<CrsPlanNode>,
+    /// Names this plan: `POST /cluster/crs/plan` carries it out only while the cluster
+    /// still yields the same plan.
+    pub digest: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CrsPlanStep {
+    pub moves: Vec<CrsPlanMove>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CrsPlanMove {
+    /// `vm:100`.
+    pub sid: String,
+    pub vmid: u32,
+    pub from: String,
+    pub to: String,
+    /// Bytes of memory the migration copies.
+    pub memory: u64,
+    pub imbalance_after: f64,
+}
+
+/// A node's share of its capacity in use (0..1, above 1 when overcommitted).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CrsPlanNode {
+    pub name: String,
+    pub cpu_before: f64,
+    pub cpu_after: f64,
+    pub memory_before: f64,
+    pub memory_after: f64,
+}

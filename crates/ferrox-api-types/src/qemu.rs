@@ -173,3 +173,20 @@ pub struct CpuBaseline {
     pub level: Option<String>,
     pub nodes: Vec<NodeCpuBaseline>,
 }
+
+/// `POST .../vncproxy` and `POST .../termproxy`: a one-time ticket for the guest's
+/// console, to be passed with `port` to `GET .../vncwebsocket` within 40 s.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ConsoleTicket {
+    pub user: String,
+    pub ticket: String,
+    /// Names the session (Proxmox VE's VNC port); nothing listens on it.
+    pub port: u16,
+    pub upid: String,
+    /// The node's certificate (PEM), as Proxmox VE returns it from `vncproxy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<String>,
+    /// With `generate-password=1`: the VNC password to use instead of the ticket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}

@@ -27,6 +27,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Ticket lifetime and allowed clock skew, as in Proxmox VE.
 pub const TICKET_LIFETIME: i64 = 2 * 3600;
 const CLOCK_SKEW: i64 = 300;
+/// Proxmox VE's VNC ticket window: issued at most 20 s in the future, used within 40 s.
+const VNC_TICKET_SKEW: i64 = 20;
+const VNC_TICKET_LIFETIME: i64 = 40;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -318,7 +321,7 @@ fn sha256_hex(text: &str) -> String {
         .collect()
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -816,6 +819,32 @@ impl Auth {
             return None;
         }
         self.user_usable(userid).then(|| userid.to_string())
+    }
+
+    /// Proxmox VE's VNC ticket (`PVEVNC:<time>::<signature>`): signed over the user and
+    /// the ACL path of the console it opens, so it opens no other; valid for 40 s.
+    pub fn vnc_ticket(&self, userid: &str, path: &str) -> String {
+        let plain = format!("PVEVNC:{:08X}", now());
+        let sig = sign(&self.key(), &format!("{plain}:{userid}:{path}"));
+        format!("{plain}::{sig}")
+    }
+
+    pub fn verify_vnc_ticket(&self, ticket: &str, userid: &str, path: &str) -> bool {
+        let Some((plain, sig)) = ticket.split_once("::") else {
+            return false;
+        };
+        let Some(issued) = plain
+            .strip_prefix("PVEVNC:")
+            .and_then(|hex| i64::from_str_radix(hex, 16).ok())
+        else {
+            return false;
+        };
+        let age = now() - issued;
+        (-VNC_TICKET_SKEW..VNC_TICKET_LIFETIME).contains(&age)
+            && constant_time_eq(
+                sign(&self.key(), &format!("{plain}:{userid}:{path}")).as_bytes(),
+                sig.as_bytes(),
+            )
     }
 
     pub fn csrf_token(&self, userid: &str) -> String {

@@ -65,7 +65,21 @@ fn to_response(raw: RawResponse) -> Response<Body> {
 }
 
 async fn handle<S: ApiState>(State(api): State<Arc<Api<S>>>, req: Request<Body>) -> Response<Body> {
-    let (parts, body) = req.into_parts();
+    use axum::extract::FromRequestParts;
+    use axum::response::IntoResponse;
+    let (mut parts, body) = req.into_parts();
+    let websocket = if parts
+        .headers
+        .get("upgrade")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+    {
+        match axum::extract::ws::WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+            Ok(ws) => Some(ws),
+            Err(rejection) => return rejection.into_response(),
+        }
+    } else {
+        None
+    };
     let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
@@ -99,11 +113,23 @@ async fn handle<S: ApiState>(State(api): State<Arc<Api<S>>>, req: Request<Body>)
     };
     let result = tokio::task::spawn_blocking(move || api.handle(&raw)).await;
     match result {
-        Ok(resp) => {
+        Ok(mut resp) => {
             if let Some(delay) = resp.delay {
                 tokio::time::sleep(delay).await;
             }
-            to_response(resp)
+            match (resp.upgrade.take(), websocket) {
+                (Some(upgrade), Some(ws)) => ws
+                    // noVNC asks for `binary`; xterm.js for none.
+                    .protocols(["binary"])
+                    .on_upgrade(move |socket| crate::websocket::relay(socket, upgrade))
+                    .into_response(),
+                (Some(_), None) => to_response(RawResponse::json(
+                    400,
+                    Some("websocket upgrade required".into()),
+                    r#"{"data":null,"message":"websocket upgrade required\n"}"#.into(),
+                )),
+                (None, _) => to_response(resp),
+            }
         }
         Err(_) => to_response(RawResponse::json(
             500,

@@ -20,6 +20,7 @@ pub mod router;
 pub mod schema;
 pub mod tasks;
 pub mod tfa;
+pub mod websocket;
 
 pub use auth::{Auth, Caller};
 pub use error::ApiError;

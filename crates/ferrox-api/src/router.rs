@@ -85,6 +85,8 @@ pub trait ApiState: Send + Sync + 'static {
 pub struct Reply {
     pub data: String,
     pub total: Option<usize>,
+    /// Set by a websocket endpoint that accepted the connection.
+    pub upgrade: Option<crate::websocket::ConsoleTarget>,
 }
 
 /// What a handler returns: a typed reply (from `ferrox_api_types`), `()` for `null`,
@@ -98,7 +100,11 @@ pub trait ApiReply {
 impl<T: Serialize + JsonSchema> ApiReply for T {
     fn into_reply(self) -> Result<Reply, ApiError> {
         let data = serde_json::to_string(&self).map_err(|e| ApiError::internal(e.to_string()))?;
-        Ok(Reply { data, total: None })
+        Ok(Reply {
+            data,
+            total: None,
+            upgrade: None,
+        })
     }
     fn reply_schema(generator: &mut SchemaGenerator) -> Schema {
         generator.subschema_for::<T>()
@@ -144,6 +150,7 @@ impl<T: JsonSchema> ApiReply for Serialized<T> {
         Ok(Reply {
             data: self.json,
             total: None,
+            upgrade: None,
         })
     }
     fn reply_schema(generator: &mut SchemaGenerator) -> Schema {
@@ -271,7 +278,7 @@ pub struct RawRequest {
 }
 
 impl RawRequest {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k == name)
@@ -289,6 +296,8 @@ pub struct RawResponse {
     pub reason: Option<String>,
     pub content_type: &'static str,
     pub body: Vec<u8>,
+    /// A websocket request accepted by its endpoint: where the HTTP layer relays it.
+    pub upgrade: Option<crate::websocket::Upgrade>,
 }
 
 pub struct Api<S> {
@@ -373,6 +382,7 @@ impl RawResponse {
             reason,
             content_type: "application/json;charset=UTF-8",
             body: body.into_bytes(),
+            upgrade: None,
         }
     }
 }
@@ -413,7 +423,10 @@ impl<S: ApiState> Api<S> {
                     .map(|t| format!(",\"total\":{t}"))
                     .unwrap_or_default();
                 let success = if extjs { ",\"success\":1" } else { "" };
-                RawResponse::json(200, None, format!("{{\"data\":{data}{total}{success}}}"))
+                RawResponse {
+                    upgrade: reply.upgrade.map(crate::websocket::Upgrade::Console),
+                    ..RawResponse::json(200, None, format!("{{\"data\":{data}{total}{success}}}"))
+                }
             }
             Err(e) => {
                 let delay = (e.status == 401).then(|| self.state.unauthorized_delay());
@@ -474,6 +487,7 @@ impl<S: ApiState> Api<S> {
             let reply = Reply {
                 data: self.openapi.clone(),
                 total: None,
+                upgrade: None,
             };
             return self.respond(format, Ok(reply));
         }

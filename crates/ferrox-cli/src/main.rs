@@ -109,6 +109,8 @@ enum Top {
     },
 }
 
+// Parsed once at start: the size of the daemon's option set does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum NodeCommand {
     /// Run the node daemon (HTTPS API, guests, tasks, metrics).
@@ -166,6 +168,11 @@ enum NodeCommand {
         /// Largest clock difference between nodes the fencing timing allows for, in ms.
         #[arg(long, default_value_t = 1000)]
         ha_max_clock_skew_ms: u64,
+        /// The built web UI (web/dist), served at `/`; default: FERROX_WEB_DIR, else
+        /// web/dist of the checkout the binary was built in, else ../share/ferrox/web
+        /// beside the binary.
+        #[arg(long)]
+        web_dir: Option<PathBuf>,
     },
     /// The watchdog process (started by `node serve`): kills the node's guests when the
     /// daemon stops feeding it.
@@ -276,6 +283,7 @@ fn run(cli: Cli, out: &mut String) -> Result<()> {
                     ha_fence_delay,
                     ha_max_clock_skew_ms,
                     cpu_flag_mask,
+                    web_dir,
                 },
         } => {
             // Library warnings (store, proxy, mirror) to stderr; FERROX_LOG=info for more.
@@ -313,6 +321,7 @@ fn run(cli: Cli, out: &mut String) -> Result<()> {
                 .iter()
                 .map(|f| ferrox_types::cpu::normalize_flag(f).to_string())
                 .collect();
+            opts.web_dir = web_dir.or_else(ferrox_node::web::default_dir);
             ferrox_node::serve(opts)?;
         }
         Top::Node {

@@ -326,6 +326,12 @@ pub fn ask_members<T: Send>(
 pub fn proxy(node: &Node, target: &str, req: &RawRequest) -> Option<RawResponse> {
     let status = node.store.status();
     let member = status.member_named(target)?.member.clone();
+    if req
+        .header("upgrade")
+        .is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
+    {
+        return Some(websocket_proxy(target, &member, req));
+    }
     let agent = match node.peers.agent(&member.fingerprint) {
         Ok(a) => a,
         Err(e) => return Some(unreachable(target, &e)),
@@ -373,7 +379,40 @@ pub fn proxy(node: &Node, target: &str, req: &RawRequest) -> Option<RawResponse>
         reason,
         content_type,
         body,
+        upgrade: None,
     })
+}
+
+/// A console websocket for a guest on another node is relayed to that node, which checks
+/// the caller and the ticket itself.
+fn websocket_proxy(target: &str, member: &Member, req: &RawRequest) -> RawResponse {
+    let tls = match ferrox_client::pinned::parse_fingerprint(&member.fingerprint)
+        .and_then(|pin| ferrox_client::pinned::tls_client_config(Some(pin)))
+    {
+        Ok(tls) => tls,
+        Err(e) => return unreachable(target, &e.to_string()),
+    };
+    let path_and_query = match &req.query {
+        Some(q) => format!("{}?{q}", req.path),
+        None => req.path.clone(),
+    };
+    let headers = req
+        .headers
+        .iter()
+        .filter(|(k, _)| matches!(k.as_str(), "authorization" | "cookie"))
+        .cloned()
+        .collect();
+    RawResponse {
+        upgrade: Some(ferrox_api::websocket::Upgrade::Peer(
+            ferrox_api::websocket::PeerTarget {
+                address: member.address.clone(),
+                path_and_query,
+                tls,
+                headers,
+            },
+        )),
+        ..RawResponse::json(200, None, String::new())
+    }
 }
 
 /// Proxmox VE's answer for a node it cannot reach.

@@ -14,7 +14,9 @@
 //! modes), `tls`.
 
 pub mod api;
+pub mod balance;
 pub mod cluster;
+pub mod console;
 pub mod guests;
 pub mod ha;
 pub mod host;
@@ -25,6 +27,7 @@ pub mod prometheus;
 pub mod resources;
 pub mod secrets;
 pub mod tls;
+pub mod web;
 
 use anyhow::Context;
 use ferrox_api::{Auth, TaskStore};
@@ -101,6 +104,8 @@ pub struct NodeOptions {
     /// CPU flags this node hides from the cluster, for tests on identical hosts
     /// (`--cpu-flag-mask`, docs/cpu-models.md); empty in production.
     pub cpu_flag_mask: std::collections::BTreeSet<String>,
+    /// The built web UI, served at `/` (`web`); `None`: a page saying how to build it.
+    pub web_dir: Option<PathBuf>,
 }
 
 impl NodeOptions {
@@ -128,6 +133,7 @@ impl NodeOptions {
             ha: ha::HaSettings::default(),
             limits: ferrox_api::http::ServerLimits::default(),
             cpu_flag_mask: Default::default(),
+            web_dir: None,
         }
     }
 }
@@ -177,6 +183,8 @@ pub struct Node {
     /// What this host's CPU offers guests, once probed (`host::cpu`).
     pub cpu: std::sync::OnceLock<ferrox_types::cpu::NodeCpu>,
     pub cpu_records: host::cpu::RecordCache,
+    /// Console sessions opened by `vncproxy`/`termproxy`, waiting for their websocket.
+    pub consoles: console::Consoles,
 }
 
 impl ferrox_api::ApiState for Node {
@@ -266,6 +274,7 @@ impl Node {
             tls,
             cpu: std::sync::OnceLock::new(),
             cpu_records: Default::default(),
+            consoles: Default::default(),
         });
         cluster::spawn_watch(&node);
         notify_failed_tasks(&node);
@@ -403,7 +412,8 @@ pub fn serve(opts: NodeOptions) -> anyhow::Result<()> {
         cert_pem: node.tls.cert_pem.clone().into_bytes(),
         key_pem: node.tls.key_pem.clone().into_bytes(),
     };
-    let peer_routes = peers::peer_router(Arc::clone(&node));
+    let peer_routes =
+        peers::peer_router(Arc::clone(&node)).merge(web::router(node.opts.web_dir.as_deref()));
     let limits = node.opts.limits;
     let stopped = runtime.block_on(async {
         tokio::select! {

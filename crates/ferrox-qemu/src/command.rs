@@ -44,6 +44,73 @@ impl LaunchSpec<'_> {
     pub fn pid_file(&self) -> PathBuf {
         self.run_dir.join(format!("{}.pid", self.vmid))
     }
+    pub fn vnc_socket(&self) -> PathBuf {
+        vnc_socket(self.run_dir, self.vmid)
+    }
+}
+
+/// Where QEMU serves a guest's display over VNC (password-protected; only `vncwebsocket`
+/// connects to it, after checking the caller's one-time ticket).
+pub fn vnc_socket(run_dir: &Path, vmid: u32) -> PathBuf {
+    run_dir.join(format!("{vmid}.vnc"))
+}
+
+/// Where QEMU serves a guest's `serialN: socket` port.
+pub fn serial_socket(run_dir: &Path, vmid: u32, index: u8) -> PathBuf {
+    run_dir.join(format!("{vmid}.serial{index}"))
+}
+
+/// The display and serial port arguments: a VNC server on a unix socket, the graphics
+/// card of `vga:` and a socket per `serialN: socket`.
+fn console_args(cfg: &GuestConfig, spec: &LaunchSpec<'_>) -> Result<Vec<String>, QemuError> {
+    use ferrox_types::console::{serial_index, SerialPort, Vga, VgaType};
+    let mut args = vec![
+        "-vnc".to_string(),
+        format!("unix:{},password=on", spec.vnc_socket().display()),
+    ];
+    let vga = match cfg.options.get("vga") {
+        Some(v) => Vga::parse(v).map_err(|e| config_err("vga", e))?,
+        None => Vga::default(),
+    };
+    let device = match vga.kind {
+        VgaType::Std => Some("VGA"),
+        VgaType::Cirrus => Some("cirrus-vga"),
+        VgaType::Vmware => Some("vmware-svga"),
+        VgaType::Virtio => Some("virtio-vga"),
+        VgaType::Qxl => Some("qxl-vga"),
+        VgaType::None | VgaType::Serial(_) => None,
+    };
+    if let Some(device) = device {
+        let mut d = format!("{device},id=vga");
+        if let Some(mib) = vga.memory_mib {
+            match vga.kind {
+                VgaType::Std | VgaType::Vmware => d.push_str(&format!(",vgamem_mb={mib}")),
+                VgaType::Qxl => d.push_str(&format!(",vgamem_mb={mib},ram_size_mb={}", mib * 4)),
+                _ => {}
+            }
+        }
+        args.extend(["-device".to_string(), d]);
+    }
+    for (key, value) in cfg
+        .options
+        .range("serial".to_string().."serialz".to_string())
+    {
+        let Some(index) = serial_index(key) else {
+            continue;
+        };
+        match SerialPort::parse(value).map_err(|e| config_err(key, e))? {
+            SerialPort::Socket => args.extend([
+                "-chardev".to_string(),
+                format!(
+                    "socket,id=serial{index},path={},server=on,wait=off",
+                    serial_socket(spec.run_dir, spec.vmid, index).display()
+                ),
+                "-device".to_string(),
+                format!("isa-serial,chardev=serial{index}"),
+            ]),
+        }
+    }
+    Ok(args)
 }
 
 fn config_err(key: &str, message: impl Into<String>) -> QemuError {
@@ -118,6 +185,7 @@ pub fn command_line(cfg: &GuestConfig, spec: &LaunchSpec<'_>) -> Result<Vec<Stri
     if cfg.options.get("balloon").is_none_or(|b| b != "0") {
         push(&["-device", "virtio-balloon-pci,id=balloon0"]);
     }
+    args.extend(console_args(cfg, spec)?);
     let mut scsi_controller = false;
     for (key, disk) in cfg.disks() {
         let file = disk
@@ -239,6 +307,45 @@ mod tests {
         assert!(args.contains("scsi-hd,bus=scsihw0.0,drive=drive-scsi0,id=scsi0"));
         assert!(args.contains("virtio-blk-pci,drive=drive-virtio1,id=virtio1"));
         assert!(!args.contains("ide2"));
+        // Every guest has a VNC display on a unix socket and Proxmox VE's default card.
+        assert!(
+            args.contains("-vnc unix:/run/ferrox/100.vnc,password=on"),
+            "{args}"
+        );
+        assert!(args.contains("-device VGA,id=vga"), "{args}");
+        assert!(!args.contains("isa-serial"), "{args}");
+    }
+
+    #[test]
+    fn display_and_serial_ports() {
+        let run = PathBuf::from("/run/ferrox");
+        let spec = LaunchSpec {
+            cpu_models: &Default::default(),
+            vmid: 101,
+            accel: Accelerator::Tcg,
+            run_dir: &run,
+            resolve: &resolve,
+            incoming: None,
+        };
+        let cfg = GuestConfig::parse("vga: serial0\nserial0: socket\nserial2: socket\n").unwrap();
+        let args = command_line(&cfg, &spec).unwrap().join(" ");
+        assert!(!args.contains("id=vga"), "{args}");
+        assert!(args.contains(
+            "-chardev socket,id=serial0,path=/run/ferrox/101.serial0,server=on,wait=off -device isa-serial,chardev=serial0"
+        ), "{args}");
+        assert!(args.contains("path=/run/ferrox/101.serial2,"), "{args}");
+        let cfg = GuestConfig::parse("vga: virtio,memory=64\n").unwrap();
+        let args = command_line(&cfg, &spec).unwrap().join(" ");
+        assert!(args.contains("-device virtio-vga,id=vga"), "{args}");
+        let mut cfg = GuestConfig::default();
+        cfg.options.insert("vga".into(), "fancy".into());
+        match command_line(&cfg, &spec) {
+            Err(QemuError::Config { key, message }) => {
+                assert_eq!(key, "vga");
+                assert!(message.contains("fancy"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -186,6 +186,12 @@ pub fn check_value(key: &str, value: &str) -> Result<(), GuestConfigError> {
             .map(drop)
             .map_err(|e| err(key, e)),
         "cores" | "sockets" | "vcpus" => check_uint(key, value, 1).map(drop),
+        "vga" => crate::console::Vga::parse(value)
+            .map(drop)
+            .map_err(|e| err(key, e)),
+        k if crate::console::serial_index(k).is_some() => crate::console::SerialPort::parse(value)
+            .map(drop)
+            .map_err(|e| err(key, e)),
         "balloon" | "cpuunits" => check_uint(key, value, 0).map(drop),
         "memory" => {
             let p = PropertyString::parse(value).map_err(|e| err(key, e.to_string()))?;

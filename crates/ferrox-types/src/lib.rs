@@ -6,6 +6,7 @@
 //! resource configuration, the HA manager and LRM status documents and the
 //! `datacenter.cfg` CRS settings. It holds data and validation only: no IO, no scheduling or HA decisions.
 
+pub mod console;
 pub mod cpu;
 pub mod domains;
 pub mod format;

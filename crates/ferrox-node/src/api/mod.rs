@@ -2,13 +2,15 @@
 //! its path): `nodes` (`/nodes`, `/nodes/{node}`), `qemu` (`/nodes/{node}/qemu`), `storage`
 //! (`/storage`, `/nodes/{node}/storage`), `resources` (`/cluster/resources`,
 //! `/cluster/nextid`), `cluster` (`/cluster/config`, status, options, locks), `ha`
-//! (`/cluster/ha`), `pools` (`/pools`), `cpu` (`/cluster/qemu`, the node's CPU capabilities); `/access`, `/version` and tasks come from
+//! (`/cluster/ha`), `pools` (`/pools`), `cpu` (`/cluster/qemu`, the node's CPU capabilities), `console` (a guest's `vncproxy`, `termproxy`, `vncwebsocket`), `crs` (`/cluster/crs`: the balancing plan); `/access`, `/version` and tasks come from
 //! `ferrox_api::core`. Each endpoint is declared with its parameters and permission next to
 //! its handler.
 
 pub mod backup;
 pub mod cluster;
+pub mod console;
 pub mod cpu;
+pub mod crs;
 pub mod ha;
 pub mod lxc;
 pub mod metrics;
@@ -52,5 +54,7 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
     list.extend(sdn::endpoints());
     list.extend(notifications::endpoints());
     list.extend(cpu::endpoints());
+    list.extend(console::endpoints());
+    list.extend(crs::endpoints());
     list
 }
