@@ -15,6 +15,7 @@ fi
 scripts/install-qemu.sh || { echo "QEMU is needed to run guests" >&2; exit 1; }
 scripts/install-build-deps.sh || { echo "libpam0g-dev is needed to build Ferrox" >&2; exit 1; }
 cargo build --release --quiet -p ferrox-cli
+scripts/build-web.sh || echo "WARNING: the web UI could not be built: the API works without it" >&2
 ferrox=$PWD/target/release/ferrox
 data=${FERROX_DATA_DIR:-$PWD/ferrox-data}
 listen=${FERROX_LISTEN:-0.0.0.0:8006}
@@ -55,7 +56,8 @@ ip=$(hostname -I 2> /dev/null | awk '{print $1}')
 cat <<INFO
 
 Ferrox node '$node' is running ($(awk '/^accelerator/ {print $2}' "$log") accelerator).
-  URL:          https://${ip:-127.0.0.1}:$port/api2/json   (and https://127.0.0.1:$port/)
+  Web UI:       https://${ip:-127.0.0.1}:$port/   (and https://127.0.0.1:$port/)
+  API:          https://${ip:-127.0.0.1}:$port/api2/json
   Fingerprint:  $fingerprint
   Login:        root@pam / $password
   CLI:          FERROX_HOST=127.0.0.1:$port FERROX_FINGERPRINT=$fingerprint FERROX_PASSWORD=... $ferrox vm list

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit, property, conformance, CLI, daemon and
-# QEMU tests, and the third-party API clients (proxmoxer, Ansible).
+# QEMU tests, the web UI (unit tests, and browser tests in Debian's Chromium), and the
+# third-party API clients (proxmoxer, Ansible).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v cargo > /dev/null; then
@@ -21,6 +22,9 @@ fi
 # libpam0g-dev to build (the pam realm), slapd for the LDAP realm test (it skips loudly
 # without it).
 scripts/install-build-deps.sh --test || echo "WARNING: see above: the build or the LDAP test may fail" >&2
+# The web UI: built (the daemons serve it), type-checked and unit-tested; Chromium for
+# the browser tests (e2e/tests/web.rs skips loudly without it).
+scripts/build-web.sh --test
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace

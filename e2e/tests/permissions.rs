@@ -288,6 +288,31 @@ const TABLE: &[(&str, &str, Pve)] = &[
     ("GET", "/cluster/backup", SYS_AUDIT_ROOT),
     ("GET", "/cluster/backup-info/not-backed-up", SYS_AUDIT_ROOT),
     ("GET", "/cluster/qemu", All),
+    // Ferrox extension: previewing reads the whole cluster (Sys.Audit on /, as
+    // /cluster/ha/status); carrying out a plan changes it (Sys.Modify on /, as
+    // datacenter options) and needs VM.Migrate on every guest it moves (in the handler).
+    ("GET", "/cluster/crs/plan", Priv("/", &["Sys.Audit"], false)),
+    (
+        "POST",
+        "/cluster/crs/plan",
+        Priv("/", &["Sys.Modify"], false),
+    ),
+    // qemu-server: VM.Console on the guest for all three.
+    (
+        "POST",
+        "/nodes/{node}/qemu/{vmid}/vncproxy",
+        Priv("/vms/{vmid}", &["VM.Console"], false),
+    ),
+    (
+        "POST",
+        "/nodes/{node}/qemu/{vmid}/termproxy",
+        Priv("/vms/{vmid}", &["VM.Console"], false),
+    ),
+    (
+        "GET",
+        "/nodes/{node}/qemu/{vmid}/vncwebsocket",
+        Priv("/vms/{vmid}", &["VM.Console"], false),
+    ),
     // PVE: Sys.Audit on /nodes, or any Mapping privilege on /mapping/cpu (two paths).
     ("GET", "/cluster/qemu/cpu-flags", All),
     // Ferrox extension: what every node runs is no secret to a logged-in user.
@@ -556,6 +581,7 @@ fn sample(name: &str, method: Method, path: &str, role: &str) -> String {
         "poolid" => format!("p{suffix}"),
         "id" => format!("m{suffix}"),
         "server" => "127.0.0.1".into(),
+        "port" if path.ends_with("/vncwebsocket") => "5900".into(),
         "port" => "2003".into(),
         _ => "1".into(),
     }

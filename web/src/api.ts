@@ -12,7 +12,10 @@ export class ApiError extends Error {
   }
   /** The message with the field errors, as one text for the user. */
   full(): string {
-    const fields = Object.entries(this.errors).map(([k, v]) => `${k}: ${v}`);
+    // Proxmox VE's message already lists the field errors; add only those it lacks.
+    const fields = Object.entries(this.errors)
+      .map(([k, v]) => `${k}: ${v}`)
+      .filter((line) => !this.message.includes(line));
     return [this.message, ...fields].filter(Boolean).join("\n");
   }
 }

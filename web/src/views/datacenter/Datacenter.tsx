@@ -8,6 +8,7 @@ import { Resource } from "../../lib/tree";
 import { HaPanel } from "./Ha";
 import { PlanView } from "../plan/Plan";
 import { TaskList } from "../tasks/Tasks";
+import { crsString } from "./crs";
 
 const TABS: [string, string][] = [
   ["summary", "Summary"],
@@ -101,15 +102,6 @@ function ClusterTab() {
       )}
     </div>
   );
-}
-
-/** The CRS settings as one `crs` property string, as /cluster/options takes them. */
-export function crsString(v: Record<string, string>): string {
-  const parts = [`ha=${v.ha || "basic"}`];
-  for (const k of ["ha-rebalance-on-start", "ha-auto-rebalance", "ha-auto-rebalance-threshold", "ha-auto-rebalance-method", "ha-auto-rebalance-hold-duration", "ha-auto-rebalance-margin"]) {
-    if (v[k] !== undefined && v[k] !== "") parts.push(`${k}=${v[k]}`);
-  }
-  return parts.join(",");
 }
 
 function Options() {

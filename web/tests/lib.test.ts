@@ -1,0 +1,81 @@
+// Unit tests of the UI's pure logic (node's test runner, after esbuild).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { buildTree, visibleWindow, Resource } from "../src/lib/tree";
+import { parseRoute, routeKey } from "../src/lib/route";
+import { bytes, duration, parseSize, taskTitle } from "../src/lib/format";
+import { crsString } from "../src/views/datacenter/crs";
+
+const resources: Resource[] = [
+  { id: "node/n2", type: "node", node: "n2", status: "online" },
+  { id: "node/n1", type: "node", node: "n1", status: "online", hastate: "maintenance" },
+  { id: "node/n3", type: "node", node: "n3", status: "offline" },
+  { id: "qemu/101", type: "qemu", node: "n1", vmid: 101, name: "db", status: "running", hastate: "started" },
+  { id: "qemu/100", type: "qemu", node: "n1", vmid: 100, name: "web", status: "stopped", lock: "migrate" },
+  { id: "qemu/200", type: "qemu", node: "n2", vmid: 200, status: "running" },
+  { id: "storage/n1/local", type: "storage", node: "n1", storage: "local" },
+  { id: "pool/prod", type: "pool", pool: "prod" },
+];
+
+test("the tree: nodes sorted, guests by id under their node, then storages, then pools", () => {
+  const rows = buildTree(resources, new Set());
+  assert.deepEqual(rows.map((r) => r.key), [
+    "datacenter", "node/n1", "node/n1/qemu/100", "node/n1/qemu/101", "node/n1/storage/local",
+    "node/n2", "node/n2/qemu/200", "node/n3", "pool/prod",
+  ]);
+  const byKey = Object.fromEntries(rows.map((r) => [r.key, r]));
+  assert.equal(byKey["node/n3"].icon, "node-offline");
+  assert.deepEqual(byKey["node/n1"].badges, ["maintenance"]);
+  assert.deepEqual(byKey["node/n1/qemu/100"].badges, ["migrating"]);
+  assert.equal(byKey["node/n1/qemu/100"].icon, "vm-stopped");
+  assert.deepEqual(byKey["node/n1/qemu/101"].badges, ["ha"]);
+  assert.equal(byKey["node/n1/qemu/101"].label, "101 (db)");
+});
+
+test("collapsing hides children; a search shows matches whatever is collapsed", () => {
+  const collapsed = new Set(["node/n1"]);
+  assert.ok(!buildTree(resources, collapsed).some((r) => r.key.startsWith("node/n1/")));
+  const found = buildTree(resources, collapsed, "db").map((r) => r.key);
+  assert.deepEqual(found, ["datacenter", "node/n1", "node/n1/qemu/101"]);
+  assert.deepEqual(buildTree(resources, new Set(["datacenter"])).map((r) => r.key), ["datacenter"]);
+});
+
+test("10 000 guests: only the rows in view are rendered", () => {
+  const many: Resource[] = [{ id: "node/n1", type: "node", node: "n1", status: "online" }];
+  for (let i = 0; i < 10000; i++) many.push({ id: `qemu/${1000 + i}`, type: "qemu", node: "n1", vmid: 1000 + i, status: "running" });
+  const rows = buildTree(many, new Set());
+  assert.equal(rows.length, 10002);
+  const w = visibleWindow(rows.length, 26, 26 * 5000, 520, 10);
+  assert.equal(w.first, 4990);
+  assert.equal(w.last, 5030);
+  assert.equal(w.totalHeight, 26 * 10002);
+});
+
+test("routes: the URL names the view and round-trips to the tree key", () => {
+  assert.deepEqual(parseRoute("#/node/n1/qemu/100/console"), { kind: "guest", node: "n1", vmid: 100, tab: "console" });
+  assert.equal(routeKey(parseRoute("#/node/n1/qemu/100")), "node/n1/qemu/100");
+  assert.deepEqual(parseRoute("#/node/n2"), { kind: "node", node: "n2", tab: "summary" });
+  assert.deepEqual(parseRoute("#/datacenter/ha"), { kind: "datacenter", tab: "ha" });
+  assert.deepEqual(parseRoute(""), { kind: "datacenter", tab: "summary" });
+  assert.equal(routeKey(parseRoute("#/node/n1/storage/local")), "node/n1/storage/local");
+  // Not a guest id: the node view.
+  assert.equal(parseRoute("#/node/n1/qemu/abc").kind, "node");
+});
+
+test("formats", () => {
+  assert.equal(bytes(512), "512 B");
+  assert.equal(bytes(1536), "1.50 KiB");
+  assert.equal(bytes(64 * 1024 ** 2), "64.0 MiB");
+  assert.equal(duration(3661), "01:01:01");
+  assert.equal(duration(90061), "1 day 01:01:01");
+  assert.equal(parseSize("32G"), 32 * 1024 ** 3);
+  assert.equal(parseSize("512M"), 512 * 1024 ** 2);
+  assert.equal(parseSize("lots"), null);
+  assert.equal(taskTitle("qmstart", "100"), "VM/CT 100 - Start");
+  assert.equal(taskTitle("crsplan", ""), "Balancing plan");
+});
+
+test("the CRS settings become one crs property string", () => {
+  assert.equal(crsString({ ha: "dynamic", "ha-auto-rebalance": "1", "ha-auto-rebalance-threshold": "0.3", "ha-auto-rebalance-margin": "" }), "ha=dynamic,ha-auto-rebalance=1,ha-auto-rebalance-threshold=0.3");
+  assert.equal(crsString({}), "ha=basic");
+});
