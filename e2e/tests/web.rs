@@ -77,6 +77,32 @@ fn web_ui_in_a_browser() {
             .as_array()
             .is_some_and(|rows| rows.iter().filter(|g| g["status"] == "running").count() == 5)
     });
+    // A user with a TOTP second factor, for the two-step login.
+    const TOTP_URL: &str =
+        "otpauth://totp/Ferrox:alice@pve?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP&issuer=Ferrox";
+    nodes[0].add_user(&root, "alice@pve", "alice-secret1", &[("/", "PVEAuditor")]);
+    let alice = nodes[0].login_as("alice@pve", "alice-secret1");
+    let code = totp_rs::Totp::from_url_unchecked(TOTP_URL)
+        .unwrap()
+        .generate(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+        )
+        .to_string();
+    let r = nodes[0].request(
+        "POST",
+        "/access/tfa/alice@pve",
+        &alice,
+        &[
+            ("type", "totp"),
+            ("totp", TOTP_URL),
+            ("value", code.as_str()),
+            ("password", "alice-secret1"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
     let shots = if let Some(dir) = std::env::var_os("FERROX_SHOTS") {
         std::path::PathBuf::from(dir)
     } else if std::env::var_os("FERROX_UPDATE_SCREENSHOTS").is_some() {
@@ -92,6 +118,9 @@ fn web_ui_in_a_browser() {
         .env("FERROX_GUESTS", r#"{"n1": 100, "n2": 101, "n3": 102}"#)
         .env("FERROX_SHOTS", &shots)
         .env("CHROMIUM", &chromium)
+        .env("FERROX_TFA_USER", "alice@pve")
+        .env("FERROX_TFA_PASSWORD", "alice-secret1")
+        .env("FERROX_TFA_SECRET", "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP")
         .status()
         .expect("running node");
     assert!(status.success(), "the browser tests failed (see above)");

@@ -124,11 +124,29 @@ export const post = <T = any>(path: string, params?: Params) => request<T>("POST
 export const put = <T = any>(path: string, params?: Params) => request<T>("PUT", path, params);
 export const del = <T = any>(path: string, params?: Params) => request<T>("DELETE", path, params);
 
+/** The first step of a login with a second factor: answer `challenge` with `loginSecondFactor`. */
+export class SecondFactorNeeded extends Error {
+  username: string;
+  challenge: string;
+  constructor(username: string, challenge: string) {
+    super("second factor needed");
+    this.username = username;
+    this.challenge = challenge;
+  }
+}
+
 export async function login(username: string, password: string, realm?: string): Promise<Session> {
   const data = await post("/access/ticket", { username, password, realm });
-  if (!data?.ticket) {
-    throw new ApiError(401, "second factor required: not supported by this UI yet");
-  }
+  if (data?.NeedTFA) throw new SecondFactorNeeded(data.username, data.ticket);
+  return keep(data);
+}
+
+/** `answer` is `totp:<code>` or `recovery:<key>`, as Proxmox VE's second step takes it. */
+export async function loginSecondFactor(username: string, challenge: string, answer: string): Promise<Session> {
+  return keep(await post("/access/ticket", { username, "tfa-challenge": challenge, password: answer }));
+}
+
+function keep(data: any): Session {
   const s = { username: data.username, ticket: data.ticket, csrf: data.CSRFPreventionToken };
   store(s);
   return s;

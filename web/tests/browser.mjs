@@ -7,6 +7,7 @@
 //   FERROX_SHOTS      where to save screenshots
 // Exits non-zero on the first failed check, naming it.
 import { chromium } from "playwright-core";
+import { createHmac } from "node:crypto";
 import assert from "node:assert/strict";
 import { mkdtempSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -18,6 +19,23 @@ const guests = JSON.parse(process.env.FERROX_GUESTS ?? "{}");
 const shots = process.env.FERROX_SHOTS ?? mkdtempSync(join(tmpdir(), "ferrox-shots-"));
 mkdirSync(shots, { recursive: true });
 assert.ok(url && password, "FERROX_URL and FERROX_PASSWORD are needed");
+// A user with a TOTP second factor: FERROX_TFA_USER (user@realm), _PASSWORD, _SECRET (base32).
+const tfa = process.env.FERROX_TFA_USER
+  ? { user: process.env.FERROX_TFA_USER, password: process.env.FERROX_TFA_PASSWORD, secret: process.env.FERROX_TFA_SECRET }
+  : null;
+
+/** RFC 6238 TOTP (SHA-1, 30 s, 6 digits), as authenticator apps compute it. */
+function totp(base32, time = Date.now() / 1000) {
+  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+  let bits = "";
+  for (const c of base32.replace(/=+$/, "").toUpperCase()) bits += alphabet.indexOf(c).toString(2).padStart(5, "0");
+  const key = Buffer.from(bits.match(/.{8}/g).map((b) => parseInt(b, 2)));
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(time / 30)));
+  const mac = createHmac("sha1", key).update(counter).digest();
+  const o = mac[mac.length - 1] & 0xf;
+  return String((mac.readUInt32BE(o) & 0x7fffffff) % 1_000_000).padStart(6, "0");
+}
 
 // A fresh profile per run (the persistent context is how playwright takes one).
 const context = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "ferrox-chromium-")), {
@@ -253,6 +271,25 @@ try {
     await page.locator("button", { hasText: "Logout" }).click();
     await page.locator("form.login").waitFor();
   });
+
+  if (tfa) {
+    await check("a user with a second factor logs in with a TOTP code (a wrong one is refused)", async () => {
+      const [name, realm] = tfa.user.split("@");
+      await page.fill("input[name=username]", name);
+      await page.locator("select[name=realm]").selectOption(realm);
+      await page.fill("input[name=password]", tfa.password);
+      await page.click("button[type=submit]");
+      await page.locator("input[name=tfa-code]").waitFor();
+      await page.fill("input[name=tfa-code]", "000000");
+      await page.click("button[type=submit]");
+      await page.locator(".login .error", { hasText: "wrong code" }).waitFor({ timeout: 15_000 });
+      await page.fill("input[name=tfa-code]", totp(tfa.secret));
+      await page.click("button[type=submit]");
+      await page.locator("[data-testid=user]", { hasText: tfa.user }).waitFor({ timeout: 15_000 });
+      await page.locator("button", { hasText: "Logout" }).click();
+      await page.locator("form.login").waitFor();
+    });
+  }
 
   assert.deepEqual(pageErrors, [], "errors in the page");
   console.log(`screenshots in ${shots}`);

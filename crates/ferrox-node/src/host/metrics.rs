@@ -23,6 +23,8 @@ pub struct Metrics {
     path: PathBuf,
     rrd: Mutex<Rrd>,
     latest: RwLock<HostSample>,
+    /// Each byte counter's last total and when it was read, for its rate.
+    counters: Mutex<BTreeMap<String, (f64, Instant)>>,
     /// The external metric servers each round is pushed to.
     pub pusher: Pusher,
 }
@@ -38,6 +40,7 @@ impl Metrics {
             path,
             rrd: Mutex::new(rrd),
             latest: RwLock::new(HostSample::default()),
+            counters: Mutex::default(),
             pusher: Pusher::default(),
         }
     }
@@ -51,9 +54,34 @@ impl Metrics {
         self.rrd.lock().ok()?.rows(key, timeframe, max, now)
     }
 
+    /// The rate per second of a byte counter (as Proxmox VE's RRD keeps `netin`,
+    /// `diskread`, ...): 0 on its first reading and when it went backwards (a restart).
+    fn rate(&self, key: &str, total: f64) -> f64 {
+        let now = Instant::now();
+        let Ok(mut counters) = self.counters.lock() else {
+            return 0.0;
+        };
+        let rate = match counters.get(key) {
+            Some((last, at)) if total >= *last => {
+                let secs = now.duration_since(*at).as_secs_f64();
+                if secs > 0.0 {
+                    (total - last) / secs
+                } else {
+                    0.0
+                }
+            }
+            _ => 0.0,
+        };
+        counters.insert(key.to_string(), (total, now));
+        rate
+    }
+
     pub fn forget(&self, key: &str) {
         if let Ok(mut r) = self.rrd.lock() {
             r.remove(key);
+        }
+        if let Ok(mut c) = self.counters.lock() {
+            c.retain(|k, _| !k.starts_with(&format!("{key}/")));
         }
     }
 
@@ -86,6 +114,8 @@ fn collect(node: &Node, cpu_before: &mut host::CpuTimes, ticks: f64) {
     let mem = host::memory();
     let root = host::filesystem(&node.opts.data_dir);
     let (netin, netout) = host::network_bytes();
+    let (diskread, diskwrite) = host::disk_bytes();
+    let rate = |name: &str, total: u64| node.metrics.rate(&format!("node/{name}"), total as f64);
     let load: f64 = host::loadavg()[0].parse().unwrap_or(0.0);
     let pressure = ferrox_qemu::cgroup::host_pressure().unwrap_or_default();
     let mut values = vec![
@@ -103,8 +133,10 @@ fn collect(node: &Node, cpu_before: &mut host::CpuTimes, ticks: f64) {
         ),
         ("roottotal", root.total as f64),
         ("rootused", root.used() as f64),
-        ("netin", netin as f64),
-        ("netout", netout as f64),
+        ("netin", rate("netin", netin)),
+        ("netout", rate("netout", netout)),
+        ("diskread", rate("diskread", diskread)),
+        ("diskwrite", rate("diskwrite", diskwrite)),
     ];
     values.extend(pressure.fields());
     node.metrics.update("node", &values);
@@ -123,8 +155,16 @@ fn collect(node: &Node, cpu_before: &mut host::CpuTimes, ticks: f64) {
             ("maxmem", fixed.maxmem as f64),
             ("disk", 0.0),
             ("maxdisk", fixed.maxdisk as f64),
-            ("diskread", info.diskread as f64),
-            ("diskwrite", info.diskwrite as f64),
+            (
+                "diskread",
+                node.metrics
+                    .rate(&format!("qemu/{vmid}/diskread"), info.diskread as f64),
+            ),
+            (
+                "diskwrite",
+                node.metrics
+                    .rate(&format!("qemu/{vmid}/diskwrite"), info.diskwrite as f64),
+            ),
             ("netin", 0.0),
             ("netout", 0.0),
         ];
@@ -357,4 +397,32 @@ pub fn spawn_collector(node: Arc<Node>) -> std::io::Result<()> {
             }
         })
         .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_counters_become_rates() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Metrics::open(dir.path());
+        assert_eq!(
+            m.rate("node/netin", 1000.0),
+            0.0,
+            "no rate from one reading"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        let r = m.rate("node/netin", 2000.0);
+        // 1000 bytes in a little over 0.1 s.
+        assert!(r > 1000.0 && r <= 10_000.0, "{r}");
+        assert_eq!(m.rate("node/netin", 10.0), 0.0, "a counter that restarted");
+        m.rate("qemu/100/diskread", 5.0);
+        m.forget("qemu/100");
+        assert_eq!(
+            m.rate("qemu/100/diskread", 50.0),
+            0.0,
+            "forgotten with its guest"
+        );
+    }
 }

@@ -153,6 +153,28 @@ pub fn network_bytes() -> (u64, u64) {
         .fold((0, 0), |(a, b), (r, t)| (a + r, b + t))
 }
 
+/// Bytes read and written by the host's disks since boot (`/proc/diskstats`, whole
+/// disks only: partitions would count twice; loop and RAM devices are not disks).
+pub fn disk_bytes() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/diskstats").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let name = *f.get(2)?;
+            if ["loop", "ram", "zram", "sr"]
+                .iter()
+                .any(|p| name.starts_with(p))
+                || !Path::new("/sys/block").join(name).exists()
+            {
+                return None;
+            }
+            let read: u64 = f.get(5)?.parse().ok()?;
+            let written: u64 = f.get(9)?.parse().ok()?;
+            Some((read * 512, written * 512))
+        })
+        .fold((0, 0), |(a, b), (r, w)| (a + r, b + w))
+}
+
 pub fn kernel() -> (String, String, String) {
     let read = |f: &str| {
         std::fs::read_to_string(format!("/proc/sys/kernel/{f}"))
