@@ -37,12 +37,16 @@ daemon=$!
 daemons=("$daemon")
 cleanup() {
     for pid in "${daemons[@]}"; do kill "$pid" 2> /dev/null || true; done
+    # A stopping daemon still writes its last files: wait for it before removing them.
+    for pid in "${daemons[@]}"; do
+        for _ in $(seq 100); do kill -0 "$pid" 2> /dev/null || break; sleep 0.1; done
+    done
     for pidfile in "$data"/*/run/*.pid; do
         [ -e "$pidfile" ] && kill -9 "$(cat "$pidfile")" 2> /dev/null || true
     done
     # The node's watchdog process outlives the daemon on purpose (docs/fencing.md).
     pkill -f "node watchdog .*$data/" 2> /dev/null || true
-    rm -rf "$data"
+    rm -rf "$data" 2> /dev/null || { sleep 1; rm -rf "$data"; }
 }
 trap cleanup EXIT
 for _ in $(seq 100); do

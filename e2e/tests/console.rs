@@ -327,3 +327,91 @@ fn consoles_and_balancing_plans() {
     assert!(running(n1, &root, "n1", stay));
     assert!(running(n1, &root, "n2", moved));
 }
+
+/// The virtual size of guest `vmid`'s first image below the node's data directory.
+fn image_size(dir: &std::path::Path, vmid: u32) -> u64 {
+    let name = format!("vm-{vmid}-disk-0.qcow2");
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().is_some_and(|n| n == name.as_str()) {
+                let out = std::process::Command::new("qemu-img")
+                    .args(["info", "--output", "json", "-U"])
+                    .arg(&p)
+                    .output()
+                    .unwrap();
+                let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                return info["virtual-size"].as_u64().unwrap();
+            }
+        }
+    }
+    panic!("no {name} below {}", dir.display());
+}
+
+#[test]
+fn disks_grow_stopped_and_running_never_shrink() {
+    if !qemu_available() {
+        return;
+    }
+    let d = start_daemon("tcg");
+    let root = d.login();
+    d.task_ok(
+        &root,
+        "POST",
+        "/nodes/pve1/qemu",
+        &[("vmid", "102"), ("memory", "64"), ("scsi0", "local:1")],
+    );
+    d.add_user(&root, "auditor@pve", "auditor-pw", &[("/", "PVEAuditor")]);
+    let auditor = d.login_as("auditor@pve", "auditor-pw");
+    let r = d.request(
+        "PUT",
+        "/nodes/pve1/qemu/102/resize",
+        &auditor,
+        &[("disk", "scsi0"), ("size", "+1G")],
+    );
+    assert_eq!(r.status, 403, "{r:?}");
+    let config = |d: &Daemon| {
+        d.request("GET", "/nodes/pve1/qemu/102/config", &root, &[])
+            .body["data"]
+            .clone()
+    };
+    let before = config(&d);
+    for (form, field) in [
+        (vec![("disk", "scsi0"), ("size", "512M")], "size"),
+        (vec![("disk", "scsi0"), ("size", "-1G")], "size"),
+        (vec![("disk", "scsi1"), ("size", "+1G")], "disk"),
+        (
+            vec![("disk", "scsi0"), ("size", "+1G"), ("digest", "0000")],
+            "digest",
+        ),
+    ] {
+        let r = d.request("PUT", "/nodes/pve1/qemu/102/resize", &root, &form);
+        assert_eq!(r.status, 400, "{form:?}: {r:?}");
+        assert!(r.body["errors"][field].is_string(), "{form:?}: {}", r.raw);
+    }
+    assert_eq!(config(&d), before, "a refused resize changed nothing");
+    // Stopped: the storage grows the image.
+    let digest = before["digest"].as_str().unwrap().to_string();
+    d.task_ok(
+        &root,
+        "PUT",
+        "/nodes/pve1/qemu/102/resize",
+        &[("disk", "scsi0"), ("size", "+1G"), ("digest", &digest)],
+    );
+    assert!(config(&d)["scsi0"].as_str().unwrap().contains("size=2G"));
+    assert_eq!(image_size(d.path(), 102), 2 << 30);
+    // Running: QEMU grows it (block_resize).
+    d.task_ok(&root, "POST", "/nodes/pve1/qemu/102/status/start", &[]);
+    d.task_ok(
+        &root,
+        "PUT",
+        "/nodes/pve1/qemu/102/resize",
+        &[("disk", "scsi0"), ("size", "3G")],
+    );
+    assert!(config(&d)["scsi0"].as_str().unwrap().contains("size=3G"));
+    assert_eq!(image_size(d.path(), 102), 3 << 30);
+    d.task_ok(&root, "POST", "/nodes/pve1/qemu/102/status/stop", &[]);
+}

@@ -297,6 +297,11 @@ const TABLE: &[(&str, &str, Pve)] = &[
         "/cluster/crs/plan",
         Priv("/", &["Sys.Modify"], false),
     ),
+    (
+        "PUT",
+        "/nodes/{node}/qemu/{vmid}/resize",
+        Priv("/vms/{vmid}", &["VM.Config.Disk"], false),
+    ),
     // qemu-server: VM.Console on the guest for all three.
     (
         "POST",
@@ -582,6 +587,8 @@ fn sample(name: &str, method: Method, path: &str, role: &str) -> String {
         "id" => format!("m{suffix}"),
         "server" => "127.0.0.1".into(),
         "port" if path.ends_with("/vncwebsocket") => "5900".into(),
+        "disk" => "scsi0".into(),
+        "size" => "+1G".into(),
         "port" => "2003".into(),
         _ => "1".into(),
     }

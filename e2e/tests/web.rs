@@ -103,6 +103,7 @@ fn web_ui_in_a_browser() {
         ],
     );
     assert_eq!(r.status, 200, "{r:?}");
+    std::fs::create_dir_all(payload_dir.path().join("webdir")).unwrap();
     let shots = if let Some(dir) = std::env::var_os("FERROX_SHOTS") {
         std::path::PathBuf::from(dir)
     } else if std::env::var_os("FERROX_UPDATE_SCREENSHOTS").is_some() {
@@ -118,6 +119,7 @@ fn web_ui_in_a_browser() {
         .env("FERROX_GUESTS", r#"{"n1": 100, "n2": 101, "n3": 102}"#)
         .env("FERROX_SHOTS", &shots)
         .env("CHROMIUM", &chromium)
+        .env("FERROX_STORAGE_DIR", payload_dir.path().join("webdir"))
         .env("FERROX_TFA_USER", "alice@pve")
         .env("FERROX_TFA_PASSWORD", "alice-secret1")
         .env("FERROX_TFA_SECRET", "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP")

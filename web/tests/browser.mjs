@@ -138,6 +138,17 @@ try {
     await treeRow(`node/n2/qemu/${created}`).waitFor();
   });
 
+  await check("grow the new guest's disk from the hardware view", async () => {
+    await page.goto(`${url}#/node/n2/qemu/${created}/hardware`);
+    const disk = page.locator('tr[data-key="scsi0"]');
+    await disk.locator("td.mono", { hasText: "size=1G" }).waitFor();
+    await disk.locator("button", { hasText: "Resize" }).click();
+    await dialog().locator("input[name=grow]").fill("1");
+    await dialog().locator("button", { hasText: "Resize disk" }).click();
+    assert.equal(await taskResult(), "OK");
+    await disk.locator("td.mono", { hasText: "size=2G" }).waitFor({ timeout: 15_000 });
+  });
+
   await check("start it; the noVNC canvas shows the guest's screen", async () => {
     await page.goto(`${url}#/node/n2/qemu/${created}/summary`);
     await page.locator(".power button", { hasText: "Start" }).click();
@@ -213,6 +224,32 @@ try {
     await page.locator('tr[data-key="cores"] td.mono', { hasText: "2" }).waitFor();
     assert.doesNotMatch(await page.locator('tr[data-key="memory"] td.mono').textContent(), /^96$/);
   });
+
+  await check("CRS options: a bad threshold is refused naming it, a good one is saved", async () => {
+    await page.goto(`${url}#/datacenter/options`);
+    await page.locator("button", { hasText: "Edit" }).click();
+    await dialog().locator("select[name=ha]").selectOption("static");
+    await dialog().locator("input[name=ha-auto-rebalance-threshold]").fill("lots");
+    await dialog().locator("button", { hasText: "OK" }).click();
+    await dialog().locator(".error", { hasText: "threshold" }).waitFor();
+    await shot("options-refused");
+    await dialog().locator("input[name=ha-auto-rebalance-threshold]").fill("0.4");
+    await dialog().locator("button", { hasText: "OK" }).click();
+    await dialog().waitFor({ state: "detached" });
+    await page.locator("table.kv td", { hasText: "static" }).first().waitFor();
+  });
+
+  if (process.env.FERROX_STORAGE_DIR) {
+    await check("add a directory storage", async () => {
+      await page.goto(`${url}#/datacenter/storage`);
+      await page.locator("button", { hasText: "Add: Directory" }).click();
+      await dialog().locator("input[name=storage]").fill("webdir");
+      await dialog().locator("input[name=path]").fill(process.env.FERROX_STORAGE_DIR);
+      await dialog().locator("button", { hasText: "Add" }).click();
+      await page.locator("table.grid td", { hasText: "webdir" }).first().waitFor();
+      await treeRow("node/n1/storage/webdir").waitFor({ timeout: 15_000 });
+    });
+  }
 
   await check("an HA rule the manager refuses shows its reason", async () => {
     await page.goto(`${url}#/datacenter/ha`);

@@ -68,6 +68,27 @@ pub trait Storage: Send + Sync {
     /// Guest images, of one guest or all.
     fn list(&self, vmid: Option<u32>) -> Result<Vec<VolumeInfo>, StorageError>;
     fn space(&self) -> Space;
+    /// Grows an image to `bytes` (never shrinks: the caller checks). File-backed images
+    /// grow with `qemu-img resize`.
+    fn resize(&self, volume: &VolumeId, bytes: u64) -> Result<(), StorageError> {
+        let (path, format) = self.path(volume)?;
+        let out = std::process::Command::new("qemu-img")
+            .args(["resize", "-f", &format])
+            .arg(&path)
+            .arg(bytes.to_string())
+            .output()
+            .map_err(|source| StorageError::Io {
+                what: "qemu-img".into(),
+                source,
+            })?;
+        if !out.status.success() {
+            return Err(StorageError::Invalid(format!(
+                "qemu-img resize failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
     /// Called before a guest snapshot includes a volume of this storage; a storage that
     /// cannot snapshot refuses here. (No snapshots yet: every type refuses.)
     fn before_snapshot(&self, volume: &VolumeId) -> Result<(), StorageError> {
@@ -137,6 +158,19 @@ pub fn resolve(
         StorageError::Invalid(format!("'{volid}' is not a volume id (storage:name)"))
     })?;
     open(storages, node, &volume.storage)?.path(&volume)
+}
+
+/// Grows a volume to `bytes` (a volume id only: a host path is not the storage's to grow).
+pub fn resize(
+    storages: &StorageConfig,
+    node: &str,
+    volid: &str,
+    bytes: u64,
+) -> Result<(), StorageError> {
+    let volume = VolumeId::parse(volid).ok_or_else(|| {
+        StorageError::Invalid(format!("'{volid}' is not a volume id (storage:name)"))
+    })?;
+    open(storages, node, &volume.storage)?.resize(&volume, bytes)
 }
 
 /// Deletes a volume.

@@ -436,6 +436,26 @@ fn resume(ctx: &C<'_>) -> Result<Upid, ApiError> {
     spawn_power(ctx, "qmresume", |n, v, log| n.pause_guest(v, false, log))
 }
 
+fn resize(ctx: &C<'_>) -> Result<Upid, ApiError> {
+    local_node(ctx)?;
+    let vmid = vmid(ctx)?;
+    crate::guests::perm::root_only_param(ctx, &param::SKIPLOCK)?;
+    let checked = ctx.state.check_resize(
+        vmid,
+        ctx.params.need_str(&param::DISK)?,
+        ctx.params.need_str(&param::SIZE)?,
+        ctx.params.str(&param::DIGEST),
+    )?;
+    let node = Arc::clone(ctx.state);
+    let upid = ctx
+        .state
+        .tasks
+        .spawn("resize", &vmid.to_string(), &auth_id(ctx)?, move |log| {
+            node.resize_disk(vmid, &checked, log)
+        })?;
+    Ok(Upid(upid))
+}
+
 fn destroy(ctx: &C<'_>) -> Result<Upid, ApiError> {
     local_node(ctx)?;
     crate::guests::perm::root_only_param(ctx, &param::SKIPLOCK)?;
@@ -504,6 +524,24 @@ pub(crate) mod param {
     use super::*;
 
     pub const SKIPLOCK: Param = Param::optional("skiplock", BOOL, "Ignore locks (root only).");
+    pub const DISK: Param = Param::required(
+        "disk",
+        ParamType::Enum(&[
+            "ide0", "ide1", "ide2", "ide3", "sata0", "sata1", "sata2", "sata3", "sata4", "sata5",
+            "scsi0", "scsi1", "scsi2", "scsi3", "scsi4", "scsi5", "scsi6", "scsi7", "scsi8",
+            "scsi9", "scsi10", "scsi11", "scsi12", "scsi13", "scsi14", "scsi15", "scsi16",
+            "scsi17", "scsi18", "scsi19", "scsi20", "scsi21", "scsi22", "scsi23", "scsi24",
+            "scsi25", "scsi26", "scsi27", "scsi28", "scsi29", "scsi30", "virtio0", "virtio1",
+            "virtio2", "virtio3", "virtio4", "virtio5", "virtio6", "virtio7", "virtio8", "virtio9",
+            "virtio10", "virtio11", "virtio12", "virtio13", "virtio14", "virtio15",
+        ]),
+        "The disk to grow.",
+    );
+    pub const SIZE: Param = Param::required(
+        "size",
+        STRING,
+        "The new size: '+<n>[KMGT]' grows by, '<n>[KMGT]' grows to (never shrinks).",
+    );
     pub const DELETE: Param = Param::optional("delete", STRING, "Settings to delete (comma list).");
     pub const REVERT: Param =
         Param::optional("revert", STRING, "Pending changes to revert (comma list).");
@@ -673,6 +711,25 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             VMID,
             param::PURGE,
             param::DESTROY_UNREFERENCED_DISKS,
+            param::SKIPLOCK,
+        ]),
+        Endpoint::new(
+            Put,
+            "/nodes/{node}/qemu/{vmid}/resize",
+            "Grow a disk of the VM (running or not).",
+            Permission::Privs {
+                path: "/vms/{vmid}",
+                privs: &["VM.Config.Disk"],
+                any: false,
+            },
+            resize,
+        )
+        .params(vec![
+            NODE,
+            VMID,
+            param::DISK,
+            param::SIZE,
+            param::DIGEST,
             param::SKIPLOCK,
         ]),
         Endpoint::new(

@@ -6,6 +6,7 @@ pub mod cpu;
 pub mod kind;
 pub mod migrate;
 pub mod perm;
+pub mod resize;
 
 use crate::cluster::{store_error, ConfigTree};
 use crate::Node;

@@ -89,8 +89,10 @@ const HARDWARE_KEY = /^(cores|sockets|memory|cpu|vga|balloon|scsihw|(scsi|virtio
 
 function Hardware({ base, config }: { base: string; config: { data: any; reload: () => void } }) {
   const [edit, setEdit] = useState<{ key: string; value: string; digest: string; create: boolean } | null>(null);
+  const [resizing, setResizing] = useState<{ disk: string; digest: string } | null>(null);
   const action = useAction();
   const cfg = config.data ?? {};
+  const isImage = (k: string) => /^(scsi|virtio|sata|ide)\d+$/.test(k) && !/media=cdrom/.test(String(cfg[k])) && !String(cfg[k]).startsWith("none");
   const keys = Object.keys(cfg).filter((k) => HARDWARE_KEY.test(k)).sort();
   const nextKey = (prefix: string) => {
     for (let i = 0; i < 31; i++) if (!(`${prefix}${i}` in cfg)) return `${prefix}${i}`;
@@ -116,6 +118,7 @@ function Hardware({ base, config }: { base: string; config: { data: any; reload:
               <td class="mono">{String(cfg[k])}</td>
               <td>
                 <button onClick={() => setEdit({ key: k, value: String(cfg[k]), digest: cfg.digest, create: false })}>Edit</button>
+                {isImage(k) && <button onClick={() => setResizing({ disk: k, digest: cfg.digest })}>Resize</button>}
                 {!/^(cores|sockets|memory)$/.test(k) && <button onClick={() => remove(k)}>Remove</button>}
               </td>
             </tr>
@@ -123,7 +126,27 @@ function Hardware({ base, config }: { base: string; config: { data: any; reload:
         </tbody>
       </table>
       {edit && <ConfigDialog base={base} edit={edit} onClose={() => setEdit(null)} onSaved={() => { setEdit(null); config.reload(); }} />}
+      {resizing && <ResizeDialog base={base} {...resizing} onClose={() => { setResizing(null); config.reload(); }} />}
     </div>
+  );
+}
+
+function ResizeDialog({ base, disk, digest, onClose }: { base: string; disk: string; digest: string; onClose: () => void }) {
+  const [grow, setGrow] = useState("1");
+  const action = useAction();
+  const resize = async () => {
+    const upid = await action.run(() => put<string>(`${base}/resize`, { disk, size: `+${grow}G`, digest }));
+    if (upid) {
+      openTask(upid);
+      onClose();
+    }
+  };
+  return (
+    <Dialog title={`Resize: ${disk}`} onClose={onClose}>
+      <Field label="Grow by (GiB)"><input name="grow" type="number" min="0" step="1" value={grow} onInput={(e) => setGrow((e.target as HTMLInputElement).value)} /></Field>
+      <ErrorText error={action.error} />
+      <button class="primary" disabled={action.busy} onClick={resize}>Resize disk</button>
+    </Dialog>
   );
 }
 
