@@ -30,7 +30,10 @@ fn websocket(
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
     let conn = rustls::ClientConnection::new(Arc::clone(&config), name).unwrap();
     let tls = rustls::StreamOwned::new(conn, tcp);
-    let query: String = form_urlencoded(&[("port", &port.to_string()), ("vncticket", ticket)]);
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("port", &port.to_string())
+        .append_pair("vncticket", ticket)
+        .finish();
     let mut request =
         format!("wss://{addr}/api2/json/nodes/{node}/qemu/{vmid}/vncwebsocket?{query}")
             .into_client_request()
@@ -48,25 +51,6 @@ fn websocket(
                 tungstenite::Error::Io(std::io::Error::new(ErrorKind::WouldBlock, "interrupted"))
             }
         })
-}
-
-fn form_urlencoded(pairs: &[(&str, &str)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| {
-            let enc: String = v
-                .bytes()
-                .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                        (b as char).to_string()
-                    }
-                    _ => format!("%{b:02X}"),
-                })
-                .collect();
-            format!("{k}={enc}")
-        })
-        .collect::<Vec<_>>()
-        .join("&")
 }
 
 fn refused_with(result: Result<WebSocket<Tls>, tungstenite::Error>, status: u16, what: &str) {

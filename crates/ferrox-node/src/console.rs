@@ -55,10 +55,18 @@ impl Consoles {
         Ok(port)
     }
 
-    fn take(&self, port: u16) -> Option<Session> {
+    /// Removes and returns the live session on `port` when it passes `fits` (once: one
+    /// lock for the check and the removal).
+    fn take_if(&self, port: u16, fits: impl FnOnce(&Session) -> bool) -> Option<Session> {
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        let session = sessions.remove(&port)?;
-        (session.expires > Instant::now()).then_some(session)
+        let live = sessions
+            .get(&port)
+            .is_some_and(|s| s.expires > Instant::now() && fits(s));
+        if live {
+            sessions.remove(&port)
+        } else {
+            None
+        }
     }
 
     fn pending(&self, port: u16) -> bool {
@@ -198,25 +206,14 @@ impl Node {
         {
             return Err(refused());
         }
-        let session = {
-            let sessions = self
-                .consoles
-                .sessions
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let fits = sessions.get(&port).is_some_and(|s| {
+        let session = self
+            .consoles
+            .take_if(port, |s| {
                 s.vmid == vmid
                     && s.user == user
                     && ferrox_api::auth::constant_time_eq(s.ticket.as_bytes(), vncticket.as_bytes())
-            });
-            drop(sessions);
-            if fits {
-                self.consoles.take(port)
-            } else {
-                None
-            }
-        }
-        .ok_or_else(refused)?;
+            })
+            .ok_or_else(refused)?;
         self.consoles
             .connected
             .lock()
