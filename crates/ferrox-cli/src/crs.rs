@@ -74,6 +74,9 @@ pub struct Common {
     /// Configured cores per physical core a node may carry.
     #[arg(long)]
     cpu_overcommit: Option<f64>,
+    /// Memory of each node kept for the host, e.g. `8G`: guests may commit the rest.
+    #[arg(long)]
+    host_memory_reserve: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -126,6 +129,10 @@ fn load(path: &PathBuf, common: &Common) -> Result<Snapshot> {
     if let Some(r) = common.cpu_overcommit {
         s.cpu_overcommit = r;
     }
+    if let Some(reserve) = &common.host_memory_reserve {
+        s.host_memory_reserve = ferrox_types::parse_size(reserve)
+            .map_err(|e| anyhow::anyhow!("--host-memory-reserve: {e}"))?;
+    }
     snapshot.validate().context("command-line settings")?;
     Ok(snapshot)
 }
@@ -152,6 +159,9 @@ fn print_plan(out: &mut String, plan: &Plan, json: bool, target: Option<f64>) ->
         None => writeln!(out)?,
     }
     writeln!(out, "stopped: {}", plan.stop_reason)?;
+    for broken in &plan.unrepaired {
+        writeln!(out, "not repaired: {broken}")?;
+    }
     if moves == 0 {
         return Ok(());
     }
@@ -179,6 +189,9 @@ fn print_plan(out: &mut String, plan: &Plan, json: bool, target: Option<f64>) ->
                 m.imbalance_before,
                 m.imbalance_after
             )?;
+            if let Some(why) = &m.repairs {
+                writeln!(out, "{:<5} repairs: {why}", "")?;
+            }
         }
     }
     Ok(())
@@ -220,12 +233,22 @@ pub fn run(command: CrsCommand, out: &mut String) -> Result<()> {
                 MethodArg::Planner => {
                     refuse_conflicts(&snapshot, None, args.common.json, out)?;
                     let plan = Cluster::new(&snapshot).plan(&snapshot.settings);
-                    return print_plan(
+                    print_plan(
                         out,
                         &plan,
                         args.common.json,
                         Some(snapshot.settings.imbalance_target),
-                    );
+                    )?;
+                    if !plan.unrepaired.is_empty() {
+                        let broken: Vec<String> =
+                            plan.unrepaired.iter().map(|r| r.to_string()).collect();
+                        return Err(Infeasible(format!(
+                            "the plan cannot repair: {}",
+                            broken.join("; ")
+                        ))
+                        .into());
+                    }
+                    return Ok(());
                 }
                 MethodArg::PveBruteforce => RebalanceMethod::Bruteforce,
                 MethodArg::PveTopsis => RebalanceMethod::Topsis,

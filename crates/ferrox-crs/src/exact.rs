@@ -4,8 +4,8 @@
 //! moves that reach it. Static mode, no rules. Exhaustive, so only for a few nodes and
 //! guests (6 × 12 with 4 moves is about 340 000 placements).
 
+use crate::objective;
 use crate::snapshot::Snapshot;
-use crate::usage::imbalance_of_loads;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Optimum {
@@ -27,10 +27,10 @@ struct Search<'a> {
 
 impl Search<'_> {
     fn imbalance(&self) -> f64 {
-        let loads: Vec<f64> = (0..self.cores.len())
-            .map(|i| (self.cpu[i] / self.cores[i] + self.mem[i] / self.memory[i]) / 2.0)
-            .collect();
-        imbalance_of_loads(&loads)
+        objective::imbalance(
+            (0..self.cores.len())
+                .map(|i| [self.cpu[i] / self.cores[i], self.mem[i] / self.memory[i]]),
+        )
     }
 
     fn visit(&mut self, index: usize, moves: usize) {

@@ -127,6 +127,7 @@ impl fmt::Display for Conflict {
 /// conditions, not a proof).
 pub fn check(snapshot: &Snapshot, evacuating: Option<&str>) -> Vec<Conflict> {
     let mut conflicts = Vec::new();
+    let reserve = snapshot.settings.host_memory_reserve;
     let usable: Vec<&crate::snapshot::Node> = snapshot
         .nodes
         .iter()
@@ -250,7 +251,23 @@ pub fn check(snapshot: &Snapshot, evacuating: Option<&str>) -> Vec<Conflict> {
         entry.0.push(g.sid());
         entry.1 += g.memory;
     }
+    let largest_anywhere = usable
+        .iter()
+        .map(|n| n.memory.saturating_sub(reserve))
+        .max()
+        .unwrap_or(0);
     for (members, memory) in units.values() {
+        // Most guests have no strict node rule: no per-unit node set for them.
+        if !members.iter().any(|m| allowed.contains_key(m.as_str())) {
+            if *memory > largest_anywhere && !usable.is_empty() {
+                conflicts.push(Conflict::TooLarge {
+                    group: members.clone(),
+                    memory: *memory,
+                    largest: largest_anywhere,
+                });
+            }
+            continue;
+        }
         let mut nodes: BTreeSet<&str> = usable.iter().map(|n| n.name.as_str()).collect();
         let mut rules = Vec::new();
         for m in members {
@@ -285,7 +302,7 @@ pub fn check(snapshot: &Snapshot, evacuating: Option<&str>) -> Vec<Conflict> {
         let largest = usable
             .iter()
             .filter(|n| nodes.contains(n.name.as_str()))
-            .map(|n| n.memory)
+            .map(|n| n.memory.saturating_sub(reserve))
             .max()
             .unwrap_or(0);
         if *memory > largest && !nodes.is_empty() {
@@ -298,7 +315,10 @@ pub fn check(snapshot: &Snapshot, evacuating: Option<&str>) -> Vec<Conflict> {
     }
 
     let needed: u64 = snapshot.guests.iter().map(|g| g.memory).sum();
-    let available: u64 = usable.iter().map(|n| n.memory).sum();
+    let available: u64 = usable
+        .iter()
+        .map(|n| n.memory.saturating_sub(reserve))
+        .sum();
     if needed > available {
         conflicts.push(Conflict::Memory { needed, available });
     }

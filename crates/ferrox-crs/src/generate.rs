@@ -37,6 +37,9 @@ pub fn generate(seed: u64, shape: &Shape) -> Snapshot {
         })
         .collect();
     let mut free: Vec<u64> = nodes.iter().map(|n| n.memory - 8 * GIB).collect();
+    // Within the default CPU overcommit too: a generated cluster breaks no limit.
+    let overcommit = Settings::default().cpu_overcommit;
+    let mut free_cores: Vec<f64> = nodes.iter().map(|n| n.cores * overcommit).collect();
     let total = shape.nodes * shape.guests_per_node;
     let mut guests = Vec::with_capacity(total);
     for i in 0..total {
@@ -50,14 +53,16 @@ pub fn generate(seed: u64, shape: &Shape) -> Snapshot {
             }
         };
         let mut tries = 0;
-        while free[node] < memory && tries < shape.nodes {
+        let fits = |node: usize| free[node] >= memory && free_cores[node] >= cores;
+        while !fits(node) && tries < shape.nodes {
             node = (node + 1) % shape.nodes;
             tries += 1;
         }
-        if free[node] < memory {
+        if !fits(node) {
             continue;
         }
         free[node] -= memory;
+        free_cores[node] -= cores;
         let cpu_mean = cores * rng.gen_range(0.05..0.9);
         let mem_mean = memory as f64 * rng.gen_range(0.3..0.95);
         guests.push(Guest {

@@ -12,6 +12,7 @@
 pub mod exact;
 pub mod feasibility;
 pub mod generate;
+pub mod objective;
 pub mod plan;
 pub mod snapshot;
 pub mod topsis;

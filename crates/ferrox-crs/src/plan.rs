@@ -9,6 +9,7 @@
 //! run in parallel. Capacity rules hold in every state: after each step, and during a step
 //! (a migrating guest holds memory on both its nodes).
 
+use crate::objective::{Load, Spread};
 use crate::snapshot::{AffinityKind, Guest, Mode, Rule, Snapshot};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,6 +17,9 @@ use std::fmt;
 
 /// A planned move in the model: (unit, from node, to node, imbalance before, after).
 type Chosen = (usize, usize, usize, f64, f64);
+
+/// A set of moves: (unit, target node) each.
+type MoveSet = Vec<(usize, usize)>;
 
 /// A resident moved to make room during an evacuation: (unit, from node, to node).
 type ResidentMove = (usize, usize, usize);
@@ -25,6 +29,8 @@ struct NodeModel {
     name: String,
     cores: f64,
     memory: f64,
+    /// Memory guests may commit: the node's minus the host reserve.
+    capacity: f64,
     /// Host usage outside of guests (dynamic mode only).
     host_cpu: f64,
     host_mem: f64,
@@ -160,6 +166,79 @@ impl fmt::Display for Blocker {
     }
 }
 
+/// A strict rule or capacity limit the current placement breaks, which a plan restores
+/// before it balances.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Repair {
+    /// The guest runs on a node its strict node affinity rule does not allow.
+    StrictNodeAffinity { node: String, rule: String },
+    /// Guests a strict negative resource affinity rule keeps apart share a node.
+    NegativeAffinity {
+        node: String,
+        rule: String,
+        with: String,
+    },
+    /// A group kept together by positive resource affinity is split over nodes.
+    PositiveAffinity { group: String },
+    /// The node's guests commit more memory than it offers them (host reserve counted).
+    Memory {
+        node: String,
+        committed: u64,
+        capacity: u64,
+    },
+    /// The node's guests have more cores than its overcommit limit.
+    Cpu {
+        node: String,
+        committed: f64,
+        limit: f64,
+    },
+    /// A resident moved so that a repaired guest fits.
+    MakesRoom { node: String, guest: String },
+}
+
+impl fmt::Display for Repair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Repair::StrictNodeAffinity { node, rule } => {
+                write!(
+                    f,
+                    "{node} is not allowed by strict node affinity rule '{rule}'"
+                )
+            }
+            Repair::NegativeAffinity { node, rule, with } => write!(
+                f,
+                "shares {node} with '{with}' against negative resource affinity rule '{rule}'"
+            ),
+            Repair::PositiveAffinity { group } => write!(
+                f,
+                "positive resource affinity group of '{group}' is split over nodes"
+            ),
+            Repair::Memory {
+                node,
+                committed,
+                capacity,
+            } => write!(
+                f,
+                "{node} commits {} of memory, {} usable",
+                gib(*committed),
+                gib(*capacity)
+            ),
+            Repair::Cpu {
+                node,
+                committed,
+                limit,
+            } => write!(
+                f,
+                "{node} carries {committed:.1} cores, overcommit limit {limit:.1}"
+            ),
+            Repair::MakesRoom { node, guest } => {
+                write!(f, "makes room on {node} for '{guest}'")
+            }
+        }
+    }
+}
+
 /// One guest migration in a plan.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Move {
@@ -177,6 +256,9 @@ pub struct Move {
     /// The positive-affinity group this guest moves with, by its first member.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// The broken rule or limit this move restores; `None` for a balancing move.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repairs: Option<Repair>,
 }
 
 /// Migrations that may run at the same time.
@@ -193,6 +275,9 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// Why planning stopped.
     pub stop_reason: String,
+    /// Broken rules and limits no move could restore.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unrepaired: Vec<Repair>,
 }
 
 impl Plan {
@@ -240,6 +325,9 @@ pub struct Cluster {
     unit_node: Vec<Option<usize>>,
     /// Node of each guest; `None` while a guest is being placed anew.
     guest_node: Vec<Option<usize>>,
+    /// Guests that opted out of balancing or moved recently: only a repair moves them,
+    /// and only when no other guest will do.
+    guest_pinned: Vec<bool>,
     bal_cpu: Vec<f64>,
     bal_mem: Vec<f64>,
     commit_mem: Vec<f64>,
@@ -290,30 +378,29 @@ impl Cluster {
             .enumerate()
             .map(|(i, n)| (n.name.as_str(), i))
             .collect();
+        // What the guests use now, per node: the rest of the node's usage is the host's.
+        let mut guests_now = vec![(0.0, 0.0); snapshot.nodes.len()];
+        for g in &snapshot.guests {
+            if let Some(&i) = node_index.get(g.node.as_str()) {
+                guests_now[i].0 += g.cpu.now;
+                guests_now[i].1 += g.memory_used.now;
+            }
+        }
         let nodes: Vec<NodeModel> = snapshot
             .nodes
             .iter()
-            .map(|n| {
-                let guests_cpu: f64 = snapshot
-                    .guests
-                    .iter()
-                    .filter(|g| g.node == n.name)
-                    .map(|g| g.cpu.now)
-                    .sum();
-                let guests_mem: f64 = snapshot
-                    .guests
-                    .iter()
-                    .filter(|g| g.node == n.name)
-                    .map(|g| g.memory_used.now)
-                    .sum();
-                NodeModel {
-                    name: n.name.clone(),
-                    cores: n.cores,
-                    memory: n.memory as f64,
-                    host_cpu: (n.cpu_usage - guests_cpu).max(0.0),
-                    host_mem: (n.memory_usage as f64 - guests_mem).max(0.0),
-                    maintenance: n.maintenance,
-                }
+            .zip(&guests_now)
+            .map(|(n, &(guests_cpu, guests_mem))| NodeModel {
+                name: n.name.clone(),
+                cores: n.cores,
+                memory: n.memory as f64,
+                capacity: n
+                    .memory
+                    .saturating_sub(snapshot.settings.host_memory_reserve)
+                    as f64,
+                host_cpu: (n.cpu_usage - guests_cpu).max(0.0),
+                host_mem: (n.memory_usage as f64 - guests_mem).max(0.0),
+                maintenance: n.maintenance,
             })
             .collect();
         let guests = snapshot.guests.clone();
@@ -487,6 +574,10 @@ impl Cluster {
         }
 
         let n = nodes.len();
+        let guest_pinned = guests
+            .iter()
+            .map(|g| g.no_balance || cooled.contains(&g.vmid))
+            .collect();
         let guest_node = guests
             .iter()
             .map(|g| node_index.get(g.node.as_str()).copied())
@@ -495,6 +586,7 @@ impl Cluster {
             mode,
             unit_node: units.iter().map(|u| u.node).collect(),
             guest_node,
+            guest_pinned,
             nodes,
             guests,
             units,
@@ -562,60 +654,50 @@ impl Cluster {
         }
     }
 
-    fn load(&self, node: usize) -> f64 {
+    fn loads(&self, node: usize) -> Load {
         let n = &self.nodes[node];
-        (self.bal_cpu[node] / n.cores + self.bal_mem[node] / n.memory) / 2.0
+        [self.bal_cpu[node] / n.cores, self.bal_mem[node] / n.memory]
+    }
+
+    /// Node `node`'s load with `cpu` and `memory` added (negative: taken away).
+    fn loads_with(&self, node: usize, cpu: f64, memory: f64) -> Load {
+        let n = &self.nodes[node];
+        [
+            (self.bal_cpu[node] + cpu) / n.cores,
+            (self.bal_mem[node] + memory) / n.memory,
+        ]
     }
 
     fn balanced_nodes(&self) -> impl Iterator<Item = usize> + '_ {
         (0..self.nodes.len()).filter(|i| !self.nodes[*i].maintenance)
     }
 
-    /// Coefficient of variation of the loads of the nodes not in maintenance.
+    fn spread(&self) -> Spread {
+        Spread::of(self.balanced_nodes().map(|i| self.loads(i)))
+    }
+
+    /// CPU and memory spread over the nodes not in maintenance (see [`crate::objective`]).
     pub fn imbalance(&self) -> f64 {
-        let loads: Vec<f64> = self.balanced_nodes().map(|i| self.load(i)).collect();
-        crate::usage::imbalance_of_loads(&loads)
+        self.spread().imbalance()
     }
 
-    fn sums(&self) -> (f64, f64, f64) {
-        let mut s = 0.0;
-        let mut q = 0.0;
-        let mut n = 0.0;
-        for i in self.balanced_nodes() {
-            let l = self.load(i);
-            s += l;
-            q += l * l;
-            n += 1.0;
-        }
-        (s, q, n)
-    }
-
-    /// Imbalance after moving unit `u` from `s` to `t`, from the running sums.
-    fn imbalance_after(&self, sums: (f64, f64, f64), u: usize, s: usize, t: usize) -> f64 {
-        let (mut sum, mut sq, n) = sums;
+    /// The spread after moving unit `u` from `s` to `t`, in O(1) from the running sums.
+    fn spread_after(&self, spread: Spread, u: usize, s: usize, t: usize) -> Spread {
         let unit = &self.units[u];
+        let mut spread = spread;
         if !self.nodes[s].maintenance {
-            let ns = &self.nodes[s];
-            let ls = self.load(s);
-            let ls2 = ((self.bal_cpu[s] - self.unit_bal_cpu_on(u, s)) / ns.cores
-                + (self.bal_mem[s] - unit.bal_mem) / ns.memory)
-                / 2.0;
-            sum += ls2 - ls;
-            sq += ls2 * ls2 - ls * ls;
+            let after = self.loads_with(s, -self.unit_bal_cpu_on(u, s), -unit.bal_mem);
+            spread = spread.replaced(self.loads(s), after);
         }
-        let nt = &self.nodes[t];
-        let lt = self.load(t);
-        let lt2 = ((self.bal_cpu[t] + self.unit_bal_cpu_on(u, t)) / nt.cores
-            + (self.bal_mem[t] + unit.bal_mem) / nt.memory)
-            / 2.0;
-        sum += lt2 - lt;
-        sq += lt2 * lt2 - lt * lt;
-        if sum <= 0.0 || n == 0.0 {
-            return 0.0;
+        if !self.nodes[t].maintenance {
+            let after = self.loads_with(t, self.unit_bal_cpu_on(u, t), unit.bal_mem);
+            spread = spread.replaced(self.loads(t), after);
         }
-        let mean = sum / n;
-        let var = (sq / n - mean * mean).max(0.0);
-        var.sqrt() / mean
+        spread
+    }
+
+    fn imbalance_after(&self, spread: Spread, u: usize, s: usize, t: usize) -> f64 {
+        self.spread_after(spread, u, s, t).imbalance()
     }
 
     /// Checks whether unit `u` may go to node `t` given extra memory/cores already
@@ -660,7 +742,7 @@ impl Cluster {
                 }
             }
         }
-        let free_mem = node.memory - self.commit_mem[t] - reserved.0;
+        let free_mem = node.capacity - self.commit_mem[t] - reserved.0;
         if unit.commit_mem > free_mem {
             return Some(Blocker::Memory {
                 node: name(),
@@ -721,58 +803,92 @@ impl Cluster {
                     local_disk: g.local_disk,
                     cost: g.memory + g.local_disk,
                     group: group.clone(),
+                    repairs: None,
                 }
             })
             .collect()
     }
 
-    /// The best single balancing move: (unit, source, target, imbalance after).
-    fn best_move(&self, moved: &[bool], budget: usize) -> Option<(usize, usize, usize, f64)> {
-        let (sum, sq, n) = self.sums();
-        if n == 0.0 {
+    /// Where the best single move is searched for: every node as source and target, or
+    /// on large clusters (more than `EXHAUSTIVE_LIMIT` unit × node pairs) only guests on
+    /// the most loaded nodes and, unless a strict rule limits a guest's nodes, only the
+    /// least loaded nodes as targets, per resource and on average. A move off a light
+    /// node or onto a loaded one rarely lowers the imbalance most, and this keeps a round
+    /// at O(guests on heavy nodes × light nodes) instead of O(guests × nodes).
+    fn search_scope(&self) -> Option<(Vec<bool>, Vec<usize>)> {
+        const EXHAUSTIVE_LIMIT: usize = 4_000_000;
+        const SIDE: usize = 16;
+        if self.units.len() * self.nodes.len() <= EXHAUSTIVE_LIMIT {
             return None;
         }
-        let loads: Vec<f64> = (0..self.nodes.len()).map(|i| self.load(i)).collect();
-        let inv_cores: Vec<f64> = self.nodes.iter().map(|x| 0.5 / x.cores).collect();
-        let inv_mem: Vec<f64> = self.nodes.iter().map(|x| 0.5 / x.memory).collect();
-        // Candidates compare by squared coefficient of variation (monotone in it), so the
-        // inner loop needs no square root.
-        let cv2 = |sum: f64, sq: f64| {
-            if sum <= 0.0 {
-                0.0
-            } else {
-                let mean = sum / n;
-                (sq / n - mean * mean).max(0.0) / (mean * mean)
+        let mut order: Vec<usize> = self.balanced_nodes().collect();
+        let mut heavy = vec![false; self.nodes.len()];
+        let mut light = BTreeSet::new();
+        for key in 0..3 {
+            let load = |i: usize| {
+                let l = self.loads(i);
+                if key < 2 {
+                    l[key]
+                } else {
+                    l[0] + l[1]
+                }
+            };
+            order.sort_by(|a, b| load(*b).total_cmp(&load(*a)).then(a.cmp(b)));
+            for &i in order.iter().take(SIDE) {
+                heavy[i] = true;
             }
-        };
+            light.extend(order.iter().rev().take(SIDE).copied());
+        }
+        Some((heavy, light.into_iter().collect()))
+    }
+
+    /// The best single balancing move: (unit, source, target, imbalance after).
+    fn best_move(&self, moved: &[bool], budget: usize) -> Option<(usize, usize, usize, f64)> {
+        let spread = self.spread();
+        if spread.nodes() == 0.0 {
+            return None;
+        }
+        let loads: Vec<Load> = (0..self.nodes.len()).map(|i| self.loads(i)).collect();
+        let per_unit: Vec<Load> = self
+            .nodes
+            .iter()
+            .map(|n| [1.0 / n.cores, 1.0 / n.memory])
+            .collect();
+        let every_node: Vec<usize> = (0..self.nodes.len()).collect();
+        let scope = self.search_scope();
+        // Candidates compare by the squared imbalance (monotone in it): no square root in
+        // the inner loop.
         let mut best: Option<(usize, usize, usize, f64)> = None;
         for (u, unit) in self.units.iter().enumerate() {
             if !unit.balance_movable || moved[u] || unit.members.len() > budget {
                 continue;
             }
             let Some(s) = self.unit_node[u] else { continue };
-            if self.nodes[s].maintenance {
+            if self.nodes[s].maintenance || scope.as_ref().is_some_and(|(heavy, _)| !heavy[s]) {
                 continue;
             }
-            let ls = loads[s];
-            let ls2 = (self.bal_cpu[s] - self.unit_bal_cpu_on(u, s)) * inv_cores[s]
-                + (self.bal_mem[s] - unit.bal_mem) * inv_mem[s];
-            let (sum_s, sq_s) = (sum - ls + ls2, sq - ls * ls + ls2 * ls2);
+            let cpu_here = self.unit_bal_cpu_on(u, s);
+            let without = spread.replaced(loads[s], self.loads_with(s, -cpu_here, -unit.bal_mem));
             let fixed_cpu = self.mode == Mode::Dynamic || unit.unlimited == 0;
-            let cpu_fixed = self.unit_bal_cpu_on(u, s);
-            for t in 0..self.nodes.len() {
+            let targets = match &scope {
+                Some((_, light)) if unit.allowed.is_none() => light,
+                _ => &every_node,
+            };
+            for &t in targets {
                 if t == s || self.nodes[t].maintenance {
                     continue;
                 }
                 let cpu = if fixed_cpu {
-                    cpu_fixed
+                    cpu_here
                 } else {
                     self.unit_bal_cpu_on(u, t)
                 };
                 let lt = loads[t];
-                let lt2 = (self.bal_cpu[t] + cpu) * inv_cores[t]
-                    + (self.bal_mem[t] + unit.bal_mem) * inv_mem[t];
-                let after = cv2(sum_s - lt + lt2, sq_s - lt * lt + lt2 * lt2);
+                let moved_in = [
+                    lt[0] + cpu * per_unit[t][0],
+                    lt[1] + unit.bal_mem * per_unit[t][1],
+                ];
+                let after = without.replaced(lt, moved_in).score();
                 // Arithmetic first: the rule and capacity checks only for contenders.
                 if best.is_some_and(|(.., bi)| after > bi * (1.0 + 1e-12) + 1e-24) {
                     continue;
@@ -798,7 +914,7 @@ impl Cluster {
                 }
             }
         }
-        best.map(|(u, s, t, _)| (u, s, t, self.imbalance_after((sum, sq, n), u, s, t)))
+        best.map(|(u, s, t, _)| (u, s, t, self.imbalance_after(spread, u, s, t)))
     }
 
     fn balance_candidate(&self, u: usize, moved: &[bool], budget: usize) -> bool {
@@ -835,14 +951,21 @@ impl Cluster {
         moved: &[bool],
         budget: usize,
     ) -> Option<(usize, usize, usize, usize, f64)> {
-        const SIDE: usize = 6;
-        let mut order: Vec<usize> = self.balanced_nodes().collect();
-        if order.len() < 2 {
+        const SIDE: usize = 3;
+        let balanced: Vec<usize> = self.balanced_nodes().collect();
+        if balanced.len() < 2 {
             return None;
         }
-        order.sort_by(|a, b| self.load(*b).total_cmp(&self.load(*a)));
-        let heavy: Vec<usize> = order.iter().copied().take(SIDE).collect();
-        let light: Vec<usize> = order.iter().rev().copied().take(SIDE).collect();
+        // The most and least loaded nodes in each resource: a CPU-hot node is light in
+        // memory, so it pairs with a memory-hot node too.
+        let mut heavy = BTreeSet::new();
+        let mut light = BTreeSet::new();
+        for r in 0..2 {
+            let mut order = balanced.clone();
+            order.sort_by(|a, b| self.loads(*b)[r].total_cmp(&self.loads(*a)[r]));
+            heavy.extend(order.iter().copied().take(SIDE));
+            light.extend(order.iter().rev().copied().take(SIDE));
+        }
         let mut on_node: Vec<Vec<usize>> = vec![Vec::new(); self.nodes.len()];
         for u in 0..self.units.len() {
             if self.balance_candidate(u, moved, budget) {
@@ -851,16 +974,13 @@ impl Cluster {
                 }
             }
         }
-        let sums = self.sums();
-        let (sum, sq, n) = sums;
+        let spread = self.spread();
         let mut best: Option<(usize, usize, usize, usize, f64)> = None;
         for &s in &heavy {
             for &t in &light {
                 if s == t {
                     continue;
                 }
-                let (ns, nt) = (&self.nodes[s], &self.nodes[t]);
-                let (ls, lt) = (self.load(s), self.load(t));
                 for &a in &on_node[s] {
                     let ua = &self.units[a];
                     for &b in &on_node[t] {
@@ -868,23 +988,20 @@ impl Cluster {
                         if ua.members.len() + ub.members.len() > budget {
                             continue;
                         }
-                        let ls2 = ((self.bal_cpu[s] - self.unit_bal_cpu_on(a, s)
-                            + self.unit_bal_cpu_on(b, s))
-                            / ns.cores
-                            + (self.bal_mem[s] - ua.bal_mem + ub.bal_mem) / ns.memory)
-                            / 2.0;
-                        let lt2 = ((self.bal_cpu[t] - self.unit_bal_cpu_on(b, t)
-                            + self.unit_bal_cpu_on(a, t))
-                            / nt.cores
-                            + (self.bal_mem[t] - ub.bal_mem + ua.bal_mem) / nt.memory)
-                            / 2.0;
-                        let sum2 = sum - ls - lt + ls2 + lt2;
-                        if sum2 <= 0.0 {
-                            continue;
-                        }
-                        let sq2 = sq - ls * ls - lt * lt + ls2 * ls2 + lt2 * lt2;
-                        let mean = sum2 / n;
-                        let after = (sq2 / n - mean * mean).max(0.0).sqrt() / mean;
+                        let ls2 = self.loads_with(
+                            s,
+                            self.unit_bal_cpu_on(b, s) - self.unit_bal_cpu_on(a, s),
+                            ub.bal_mem - ua.bal_mem,
+                        );
+                        let lt2 = self.loads_with(
+                            t,
+                            self.unit_bal_cpu_on(a, t) - self.unit_bal_cpu_on(b, t),
+                            ua.bal_mem - ub.bal_mem,
+                        );
+                        let after = spread
+                            .replaced(self.loads(s), ls2)
+                            .replaced(self.loads(t), lt2)
+                            .imbalance();
                         if best.is_some_and(|(.., bi)| after >= bi - 1e-12) {
                             continue;
                         }
@@ -893,7 +1010,7 @@ impl Cluster {
                         }
                         let cap = |node: usize| {
                             (
-                                self.nodes[node].memory,
+                                self.nodes[node].capacity,
                                 self.overcommit * self.nodes[node].cores,
                             )
                         };
@@ -936,16 +1053,312 @@ impl Cluster {
         (after < before).then(|| self.moves_for(u, s, t, before, after))
     }
 
-    /// Plans balancing moves until the imbalance is at or below the target, no move
+    /// Plans in two phases. Repair first: every strict rule and capacity limit the
+    /// current placement breaks is restored with as few moves as the repair rules allow
+    /// (each such move says what it repairs). Then balancing, from the repaired state,
+    /// until the imbalance is at or below the target, no move improves it by the minimum
+    /// margin, or the move budget (repairs included) is spent. Each guest moves at most
+    /// once per plan.
+    pub fn plan(&self, settings: &crate::snapshot::Settings) -> Plan {
+        let before = self.imbalance();
+        let mut repaired = self.clone();
+        // Repaired guests have moved once and are frozen for the balancing phase.
+        let (mut chosen, reasons, unrepaired) = repaired.repair();
+        let repair_moves: usize = chosen
+            .iter()
+            .map(|c| repaired.units[c.0].members.len())
+            .sum();
+        let (balancing, after, stop_reason) =
+            repaired.balance(settings, settings.max_moves.saturating_sub(repair_moves));
+        chosen.extend(balancing);
+        let mut steps = self.schedule(&chosen, settings.max_concurrent_per_node);
+        let by_guest: BTreeMap<u32, &Repair> = reasons
+            .iter()
+            .flat_map(|(u, why)| self.units[*u].members.iter().map(move |&m| (m, why)))
+            .map(|(m, why)| (self.guests[m].vmid, why))
+            .collect();
+        for mv in steps.iter_mut().flat_map(|s| s.moves.iter_mut()) {
+            mv.repairs = by_guest.get(&mv.vmid).map(|why| (*why).clone());
+        }
+        Plan {
+            mode: self.mode,
+            imbalance_before: before,
+            imbalance_after: after,
+            steps,
+            stop_reason,
+            unrepaired,
+        }
+    }
+
+    /// Restores the strict rules and capacity limits the current placement breaks:
+    /// split positive groups gather where the fewest members move, guests leave nodes their
+    /// strict node affinity forbids, guests sharing a node against a strict negative rule
+    /// are separated (the one with the most conflicts moves first), and nodes over their
+    /// memory or CPU limit shed the smallest guest that alone brings them back, else the
+    /// largest. Guests that opted out of balancing move only when no other will do. Each
+    /// moved guest goes where the highest node affinity priority, then the lowest
+    /// imbalance, allows; when capacity alone stops it, residents of one node make room.
+    /// Returns the moves in order, what each unit's move repairs, and what stays broken.
+    fn repair(&mut self) -> (Vec<Chosen>, BTreeMap<usize, Repair>, Vec<Repair>) {
+        let mut chosen: Vec<Chosen> = Vec::new();
+        let mut reasons: BTreeMap<usize, Repair> = BTreeMap::new();
+        let mut unrepaired = Vec::new();
+
+        // Split positive groups.
+        for u in 0..self.units.len() {
+            if self.unit_node[u].is_some() || self.units[u].members.is_empty() {
+                continue;
+            }
+            let mut best: Option<((usize, usize, i64), f64, usize)> = None;
+            for t in 0..self.nodes.len() {
+                let on_t: Vec<usize> = self.units[u]
+                    .members
+                    .iter()
+                    .copied()
+                    .filter(|&m| self.guest_node[m] == Some(t))
+                    .collect();
+                // Members already there hold their share of the node.
+                let held = on_t.iter().fold((0.0, 0.0), |acc, &m| {
+                    let (_, _, mem, cores) = self.guest_contribution(m, t);
+                    (acc.0 - mem, acc.1 - cores)
+                });
+                if self.blocker(u, t, held, false, false).is_some() {
+                    continue;
+                }
+                let leaving = || {
+                    self.units[u]
+                        .members
+                        .iter()
+                        .filter(|&&m| self.guest_node[m] != Some(t))
+                };
+                // Fewest pinned members moved, then fewest members, then priority.
+                let rank = (
+                    leaving().filter(|&&m| self.guest_pinned[m]).count(),
+                    leaving().count(),
+                    -self.units[u].priority.as_ref().map_or(0, |p| p[t]),
+                );
+                let mut trial = self.clone();
+                trial.apply(u, t);
+                let after = trial.imbalance();
+                if best
+                    .as_ref()
+                    .is_none_or(|(r, i, _)| rank < *r || (rank == *r && after < *i - 1e-12))
+                {
+                    best = Some((rank, after, t));
+                }
+            }
+            let group = self.units[u].sid.clone();
+            let Some((_, _, t)) = best else {
+                unrepaired.push(Repair::PositiveAffinity { group });
+                continue;
+            };
+            let from = self.units[u]
+                .members
+                .iter()
+                .filter_map(|&m| self.guest_node[m])
+                .find(|&n| n != t)
+                .unwrap_or(t);
+            let before = self.imbalance();
+            self.apply(u, t);
+            chosen.push((u, from, t, before, self.imbalance()));
+            reasons.insert(u, Repair::PositiveAffinity { group });
+        }
+
+        // Strict node affinity.
+        for u in 0..self.units.len() {
+            let Some(s) = self.unit_node[u] else { continue };
+            if self.units[u].allows(s) || reasons.contains_key(&u) {
+                continue;
+            }
+            let why = Repair::StrictNodeAffinity {
+                node: self.nodes[s].name.clone(),
+                rule: self.units[u].strict_rule.clone().unwrap_or_default(),
+            };
+            if !self.relocate(u, s, why.clone(), &mut chosen, &mut reasons) {
+                unrepaired.push(why);
+            }
+        }
+
+        // Strict negative resource affinity.
+        let separated: Vec<usize> = (0..self.units.len())
+            .filter(|&u| self.units[u].negative.iter().any(|n| n.strict))
+            .collect();
+        for s in 0..self.nodes.len() {
+            let mut stuck: BTreeSet<usize> = BTreeSet::new();
+            loop {
+                let conflicts = |u: usize| {
+                    self.units[u]
+                        .negative
+                        .iter()
+                        .filter(|n| n.strict && self.unit_node[n.unit] == Some(s))
+                        .count()
+                };
+                let pick = separated
+                    .iter()
+                    .copied()
+                    .filter(|&u| self.unit_node[u] == Some(s) && !stuck.contains(&u))
+                    .filter(|&u| !reasons.contains_key(&u) && conflicts(u) > 0)
+                    .max_by(|&a, &b| {
+                        (conflicts(a), self.units[a].balance_movable)
+                            .cmp(&(conflicts(b), self.units[b].balance_movable))
+                            .then(self.units[b].cost.cmp(&self.units[a].cost))
+                            .then(self.units[b].sid.cmp(&self.units[a].sid))
+                    });
+                let Some(u) = pick else { break };
+                let partner = self.units[u]
+                    .negative
+                    .iter()
+                    .find(|n| n.strict && self.unit_node[n.unit] == Some(s))
+                    .expect("a conflict was counted");
+                let why = Repair::NegativeAffinity {
+                    node: self.nodes[s].name.clone(),
+                    rule: partner.rule.clone(),
+                    with: self.units[partner.unit].sid.clone(),
+                };
+                if !self.relocate(u, s, why.clone(), &mut chosen, &mut reasons) {
+                    stuck.insert(u);
+                    unrepaired.push(why);
+                }
+            }
+        }
+
+        // Memory and CPU limits.
+        for s in 0..self.nodes.len() {
+            let mut stuck: BTreeSet<usize> = BTreeSet::new();
+            loop {
+                let node = &self.nodes[s];
+                let excess_mem = self.commit_mem[s] - node.capacity;
+                let limit = self.overcommit * node.cores;
+                let excess_cores = self.commit_cores[s] - limit;
+                if excess_mem <= 0.5 && excess_cores <= 1e-9 {
+                    break;
+                }
+                let why = if excess_mem > 0.5 {
+                    Repair::Memory {
+                        node: node.name.clone(),
+                        committed: self.commit_mem[s] as u64,
+                        capacity: node.capacity as u64,
+                    }
+                } else {
+                    Repair::Cpu {
+                        node: node.name.clone(),
+                        committed: self.commit_cores[s],
+                        limit,
+                    }
+                };
+                let residents: Vec<usize> = (0..self.units.len())
+                    .filter(|&u| self.unit_node[u] == Some(s) && !stuck.contains(&u))
+                    .filter(|&u| !reasons.contains_key(&u))
+                    .collect();
+                let size = |u: usize| (self.units[u].commit_mem, self.unit_cores_on(u, s));
+                let enough = |u: usize| {
+                    let (mem, cores) = size(u);
+                    mem >= excess_mem - 0.5 && cores >= excess_cores - 1e-9
+                };
+                // Willing movers first; among them the smallest guest that alone is
+                // enough, else the largest in the resource that is over.
+                let pick = [true, false].into_iter().find_map(|willing| {
+                    let pool: Vec<usize> = residents
+                        .iter()
+                        .copied()
+                        .filter(|&u| self.units[u].balance_movable == willing)
+                        .collect();
+                    let by_size = |a: &usize, b: &usize| {
+                        let (sa, sb) = (size(*a), size(*b));
+                        let key = |x: (f64, f64)| if excess_mem > 0.5 { x.0 } else { x.1 };
+                        key(sa)
+                            .total_cmp(&key(sb))
+                            .then(self.units[*b].sid.cmp(&self.units[*a].sid))
+                    };
+                    pool.iter()
+                        .copied()
+                        .filter(|&u| enough(u))
+                        .min_by(by_size)
+                        .or_else(|| pool.iter().copied().max_by(by_size))
+                });
+                let Some(u) = pick else {
+                    unrepaired.push(why);
+                    break;
+                };
+                if !self.relocate(u, s, why, &mut chosen, &mut reasons) {
+                    stuck.insert(u);
+                }
+            }
+        }
+        (chosen, reasons, unrepaired)
+    }
+
+    /// Moves unit `u` off node `s` for a repair: to the allowed node with the highest
+    /// priority and the lowest imbalance (non-strict rules give way only when nothing else
+    /// fits), or after residents of one node made room. Whether it moved.
+    fn relocate(
+        &mut self,
+        u: usize,
+        s: usize,
+        why: Repair,
+        chosen: &mut Vec<Chosen>,
+        reasons: &mut BTreeMap<usize, Repair>,
+    ) -> bool {
+        let spread = self.spread();
+        let mut best: Option<(i64, f64, usize)> = None;
+        for soft in [true, false] {
+            for t in 0..self.nodes.len() {
+                if self.blocker(u, t, (0.0, 0.0), false, soft).is_some() {
+                    continue;
+                }
+                let prio = self.units[u].priority.as_ref().map_or(0, |p| p[t]);
+                let after = self.imbalance_after(spread, u, s, t);
+                if best.is_none_or(|(bp, bi, _)| prio > bp || (prio == bp && after < bi - 1e-12)) {
+                    best = Some((prio, after, t));
+                }
+            }
+            if best.is_some() {
+                break;
+            }
+        }
+        let t = match best {
+            Some((_, _, t)) => t,
+            None => {
+                let Some((t, residents)) = self.make_room(u, s, None) else {
+                    return false;
+                };
+                for (r, from, to) in residents {
+                    let before = self.imbalance();
+                    self.apply(r, to);
+                    self.units[r].balance_movable = false;
+                    chosen.push((r, from, to, before, self.imbalance()));
+                    reasons.insert(
+                        r,
+                        Repair::MakesRoom {
+                            node: self.nodes[from].name.clone(),
+                            guest: self.units[u].sid.clone(),
+                        },
+                    );
+                }
+                t
+            }
+        };
+        let before = self.imbalance();
+        self.apply(u, t);
+        self.units[u].balance_movable = false;
+        chosen.push((u, s, t, before, self.imbalance()));
+        reasons.insert(u, why);
+        true
+    }
+
+    /// Balancing moves until the imbalance is at or below the target, no move
     /// improves it by the minimum margin, or the move budget is spent. Each round takes
     /// the best single move, or the best exchange of two guests when that gains more per
     /// move; each guest moves at most once per plan.
-    pub fn plan(&self, settings: &crate::snapshot::Settings) -> Plan {
+    fn balance(
+        &self,
+        settings: &crate::snapshot::Settings,
+        max_moves: usize,
+    ) -> (Vec<Chosen>, f64, String) {
         let mut model = self.clone();
-        let before = model.imbalance();
         let mut moved = vec![false; model.units.len()];
         let mut chosen: Vec<Chosen> = Vec::new();
-        let mut budget = settings.max_moves;
+        let mut budget = max_moves;
         let nodes_balanced = model.balanced_nodes().count().max(1) as f64;
         let mut stop_reason = loop {
             let current = model.imbalance();
@@ -1027,13 +1440,13 @@ impl Cluster {
             chosen.push((u, s, t, current, model.imbalance()));
         };
         let greedy: Vec<(usize, usize)> = chosen.iter().map(|&(u, _, t, _, _)| (u, t)).collect();
-        let improved = if settings.max_moves > 1
+        let improved = if max_moves > 1
             && (settings.imbalance_target < model.imbalance() || chosen.len() > 1)
         {
-            self.exact_small(settings.max_moves, settings.imbalance_target)
+            self.exact_small(max_moves, settings.imbalance_target)
                 .or_else(|| {
                     // Beam search, then polish whichever set is better with local search.
-                    let start = match self.beam(settings.max_moves, settings.imbalance_target) {
+                    let start = match self.beam(max_moves, settings.imbalance_target) {
                         Some(b)
                             if self.final_imbalance(&b) < self.final_imbalance(&greedy) - 1e-12 =>
                         {
@@ -1041,8 +1454,13 @@ impl Cluster {
                         }
                         _ => greedy.clone(),
                     };
-                    self.improve(&start, settings.max_moves, settings.min_improvement)
-                        .or(Some(start))
+                    let polished = self
+                        .improve(&start, max_moves, settings.min_improvement)
+                        .unwrap_or(start);
+                    Some(
+                        self.iterated_search(&polished, max_moves, settings.imbalance_target)
+                            .unwrap_or(polished),
+                    )
                 })
         } else {
             None
@@ -1070,20 +1488,13 @@ impl Cluster {
                                 model.imbalance()
                             )
                         } else {
-                            format!("no better plan within {} moves", settings.max_moves)
+                            format!("no better plan within {max_moves} moves")
                         };
                     }
                 }
             }
         }
-        let steps = self.schedule(&chosen, settings.max_concurrent_per_node);
-        Plan {
-            mode: self.mode,
-            imbalance_before: before,
-            imbalance_after: model.imbalance(),
-            steps,
-            stop_reason,
-        }
+        (chosen, model.imbalance(), stop_reason)
     }
 
     /// Whether unit `u` may end up on `t`; `origin` is where it was
@@ -1121,7 +1532,7 @@ impl Cluster {
         for _ in 0..64 {
             let current = work.imbalance();
             let used: usize = set.iter().map(|(u, _)| size(*u)).sum();
-            let sums = work.sums();
+            let sums = work.spread();
             // (new imbalance, fewer moves wins ties, the new set)
             let mut best: Option<(f64, Vec<(usize, usize)>)> = None;
             let consider =
@@ -1192,6 +1603,206 @@ impl Cluster {
         Some(set)
     }
 
+    /// Whether unit `u` may end on node `t` in a balancing plan that started with it on
+    /// `origin`, with `leaving` (if any) leaving `t` at the same time; capacity apart.
+    fn rules_allow_end(&self, u: usize, t: usize, origin: usize, leaving: Option<usize>) -> bool {
+        let unit = &self.units[u];
+        if self.nodes[t].maintenance
+            || !unit.allows(t)
+            || unit.cpu_lacks.iter().any(|(n, _)| *n == t)
+        {
+            return false;
+        }
+        if let Some(prio) = &unit.priority {
+            if prio[t] < prio[origin] {
+                return false;
+            }
+        }
+        !unit
+            .negative
+            .iter()
+            .any(|n| Some(n.unit) != leaving && self.unit_node[n.unit] == Some(t))
+    }
+
+    /// Whether node `t` holds `mem` more memory and `cores` more cores (negative: less).
+    fn room_for(&self, t: usize, mem: f64, cores: f64) -> bool {
+        let node = &self.nodes[t];
+        (mem <= 0.0 || self.commit_mem[t] + mem <= node.capacity)
+            && (cores <= 0.0 || self.commit_cores[t] + cores <= self.overcommit * node.cores + 1e-9)
+    }
+
+    /// Iterated local search over final placements within the move budget, for clusters
+    /// too large for the exhaustive stage but small enough to search a neighbourhood in
+    /// microseconds: from `start`, best-improvement descent over moving one guest
+    /// anywhere (home included) and exchanging the nodes of two guests, then a seeded
+    /// random kick of two moves, a fixed number of times; the best placement seen wins.
+    /// Every visited placement keeps every rule and limit. Deterministic.
+    fn iterated_search(
+        &self,
+        start: &[(usize, usize)],
+        budget: usize,
+        target: f64,
+    ) -> Option<Vec<(usize, usize)>> {
+        use rand::{Rng, SeedableRng};
+        const WORK_LIMIT: usize = 2_000;
+        const KICKS: usize = 300;
+        let none_moved = vec![false; self.units.len()];
+        let movable: Vec<usize> = (0..self.units.len())
+            .filter(|&u| self.balance_candidate(u, &none_moved, budget))
+            .collect();
+        let n = self.nodes.len();
+        // One descent step looks at every guest on every node and every pair of guests.
+        if movable.len() < 2 || movable.len() * n + movable.len() * movable.len() > WORK_LIMIT {
+            return None;
+        }
+        let origin: Vec<usize> = movable
+            .iter()
+            .map(|&u| self.unit_node[u].expect("movable units have a node"))
+            .collect();
+        let size = |i: usize| self.units[movable[i]].members.len();
+        let mut work = self.clone();
+        for &(u, t) in start {
+            work.apply(u, t);
+        }
+        let used = |work: &Cluster| -> usize {
+            (0..movable.len())
+                .filter(|&i| work.unit_node[movable[i]] != Some(origin[i]))
+                .map(size)
+                .sum()
+        };
+        let set_of = |work: &Cluster| -> Vec<(usize, usize)> {
+            (0..movable.len())
+                .filter_map(|i| {
+                    let at = work.unit_node[movable[i]]?;
+                    (at != origin[i]).then_some((movable[i], at))
+                })
+                .collect()
+        };
+        // Reaching the target with fewer moves beats a lower imbalance.
+        let better = |a: (f64, usize), b: (f64, usize)| match (a.0 <= target, b.0 <= target) {
+            (true, true) => a.1 < b.1 || (a.1 == b.1 && a.0 < b.0 - 1e-12),
+            (true, false) => true,
+            (false, true) => false,
+            (false, false) => a.0 < b.0 - 1e-12 || ((a.0 - b.0).abs() <= 1e-12 && a.1 < b.1),
+        };
+        let mut best = ((work.imbalance(), used(&work)), set_of(&work));
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5eed ^ movable.len() as u64);
+        for kick in 0..=KICKS {
+            if kick > 0 {
+                // Kick: two random feasible relocations within the budget.
+                for _ in 0..2 {
+                    let i = rng.gen_range(0..movable.len());
+                    let u = movable[i];
+                    let t = rng.gen_range(0..n);
+                    let Some(s) = work.unit_node[u] else { continue };
+                    let (mem, cores) = (work.units[u].commit_mem, work.unit_cores_on(u, t));
+                    let extra = usize::from(t != origin[i]) * size(i);
+                    let freed = usize::from(s != origin[i]) * size(i);
+                    if t != s
+                        && used(&work) - freed + extra <= budget
+                        && work.rules_allow_end(u, t, origin[i], None)
+                        && work.room_for(t, mem, cores)
+                    {
+                        work.apply(u, t);
+                    }
+                }
+            }
+            // Descent.
+            loop {
+                let spread = work.spread();
+                let current = (spread.score(), used(&work));
+                let mut step: Option<((f64, usize), MoveSet)> = None;
+                let mut consider = |key: (f64, usize), moves: Vec<(usize, usize)>| {
+                    let cur = step.as_ref().map_or(current, |(k, _)| *k);
+                    let as_imbalance = |k: (f64, usize)| (k.0.sqrt(), k.1);
+                    if better(as_imbalance(key), as_imbalance(cur)) {
+                        step = Some((key, moves));
+                    }
+                };
+                let in_use = current.1;
+                for (i, &u) in movable.iter().enumerate() {
+                    let s = work.unit_node[u].expect("placed");
+                    let freed = usize::from(s != origin[i]) * size(i);
+                    for t in 0..n {
+                        if t == s {
+                            continue;
+                        }
+                        let moves = in_use - freed + usize::from(t != origin[i]) * size(i);
+                        if moves > budget
+                            || !work.rules_allow_end(u, t, origin[i], None)
+                            || !work.room_for(t, work.units[u].commit_mem, work.unit_cores_on(u, t))
+                        {
+                            continue;
+                        }
+                        let after = work.spread_after(spread, u, s, t).score();
+                        consider((after, moves), vec![(u, t)]);
+                    }
+                }
+                for i in 0..movable.len() {
+                    let a = movable[i];
+                    let s = work.unit_node[a].expect("placed");
+                    for j in i + 1..movable.len() {
+                        let b = movable[j];
+                        let t = work.unit_node[b].expect("placed");
+                        if s == t {
+                            continue;
+                        }
+                        let moves = in_use
+                            - usize::from(s != origin[i]) * size(i)
+                            - usize::from(t != origin[j]) * size(j)
+                            + usize::from(t != origin[i]) * size(i)
+                            + usize::from(s != origin[j]) * size(j);
+                        if moves > budget
+                            || !work.rules_allow_end(a, t, origin[i], Some(b))
+                            || !work.rules_allow_end(b, s, origin[j], Some(a))
+                        {
+                            continue;
+                        }
+                        let (ma, mb) = (work.units[a].commit_mem, work.units[b].commit_mem);
+                        if !work.room_for(
+                            t,
+                            ma - mb,
+                            work.unit_cores_on(a, t) - work.unit_cores_on(b, t),
+                        ) || !work.room_for(
+                            s,
+                            mb - ma,
+                            work.unit_cores_on(b, s) - work.unit_cores_on(a, s),
+                        ) {
+                            continue;
+                        }
+                        let ls = work.loads_with(
+                            s,
+                            work.unit_bal_cpu_on(b, s) - work.unit_bal_cpu_on(a, s),
+                            work.units[b].bal_mem - work.units[a].bal_mem,
+                        );
+                        let lt = work.loads_with(
+                            t,
+                            work.unit_bal_cpu_on(a, t) - work.unit_bal_cpu_on(b, t),
+                            work.units[a].bal_mem - work.units[b].bal_mem,
+                        );
+                        let mut after = spread;
+                        if !work.nodes[s].maintenance {
+                            after = after.replaced(work.loads(s), ls);
+                        }
+                        if !work.nodes[t].maintenance {
+                            after = after.replaced(work.loads(t), lt);
+                        }
+                        consider((after.score(), moves), vec![(a, t), (b, s)]);
+                    }
+                }
+                let Some((_, moves)) = step else { break };
+                for (u, t) in moves {
+                    work.apply(u, t);
+                }
+            }
+            let here = (work.imbalance(), used(&work));
+            if better(here, best.0) {
+                best = (here, set_of(&work));
+            }
+        }
+        Some(best.1)
+    }
+
     /// Number of placements an exhaustive search over at most `budget` moves visits.
     fn search_space(&self, movable: usize, budget: usize) -> f64 {
         let other = (self.nodes.len().saturating_sub(1)) as f64;
@@ -1218,7 +1829,7 @@ impl Cluster {
                     return false;
                 }
             }
-            if self.commit_mem[t] > node.memory
+            if self.commit_mem[t] > node.capacity
                 || self.commit_cores[t] > self.overcommit * node.cores + 1e-9
             {
                 return false;
@@ -1249,7 +1860,7 @@ impl Cluster {
         budget: usize,
         count: usize,
     ) -> Vec<(usize, usize, usize, f64)> {
-        let sums = self.sums();
+        let sums = self.spread();
         let mut top: Vec<(usize, usize, usize, f64)> = Vec::with_capacity(count + 1);
         for u in 0..self.units.len() {
             if !self.balance_candidate(u, moved, budget) {
@@ -1441,7 +2052,7 @@ impl Cluster {
         let mut left: Vec<(usize, usize)> = set.to_vec();
         let mut out = Vec::new();
         while !left.is_empty() {
-            let sums = model.sums();
+            let sums = model.spread();
             let current = model.imbalance();
             let pick = left
                 .iter()
@@ -1546,7 +2157,7 @@ impl Cluster {
                 .map(|&m| model.guest_node[m].unwrap_or(source))
                 .find(|&n| n != source);
             model.unit_node[u] = Some(source);
-            let sums = model.sums();
+            let sums = model.spread();
             let mut best: Option<(i64, f64, usize)> = None;
             let mut blockers = Vec::new();
             for soft in [true, false] {
@@ -1611,6 +2222,7 @@ impl Cluster {
             imbalance_after: model.imbalance(),
             steps,
             stop_reason: format!("node '{node}' is empty"),
+            unrepaired: Vec::new(),
         })
     }
 
@@ -1620,7 +2232,7 @@ impl Cluster {
     /// first, each to the node where it leaves the lowest imbalance; units that opted
     /// out of balancing, were moved recently, or are split over nodes stay.
     fn make_room(
-        &self,
+        &mut self,
         u: usize,
         source: usize,
         forced: Option<usize>,
@@ -1629,6 +2241,12 @@ impl Cluster {
         let capacity_only = |b: &Blocker| matches!(b, Blocker::Memory { .. } | Blocker::Cpu { .. });
         // (resident moves, imbalance after, node freed, the moves)
         let mut best: Option<(usize, f64, usize, Vec<ResidentMove>)> = None;
+        let mut movable_on: Vec<Vec<usize>> = vec![Vec::new(); self.nodes.len()];
+        for r in (0..self.units.len()).filter(|&r| r != u && self.units[r].balance_movable) {
+            if let Some(at) = self.unit_node[r] {
+                movable_on[at].push(r);
+            }
+        }
         for t in (0..self.nodes.len()).filter(|&t| t != source && forced.is_none_or(|f| f == t)) {
             if !self
                 .blocker(u, t, (0.0, 0.0), false, false)
@@ -1636,32 +2254,28 @@ impl Cluster {
             {
                 continue;
             }
-            let mut residents: Vec<usize> = (0..self.units.len())
-                .filter(|&r| {
-                    r != u && self.unit_node[r] == Some(t) && self.units[r].balance_movable
-                })
-                .collect();
+            let mut residents = std::mem::take(&mut movable_on[t]);
             residents.sort_by(|a, b| {
                 self.units[*b]
                     .commit_mem
                     .total_cmp(&self.units[*a].commit_mem)
                     .then_with(|| self.units[*a].sid.cmp(&self.units[*b].sid))
             });
-            let mut trial = self.clone();
+            // Tried in place and undone: a copy of a large cluster per node costs more
+            // than the search.
             let mut moves = Vec::new();
             for r in residents.into_iter().take(MAX_RESIDENT_MOVES) {
-                let sums = trial.sums();
-                let to = (0..trial.nodes.len())
+                let spread = self.spread();
+                let to = (0..self.nodes.len())
                     .filter(|&t2| t2 != t && t2 != source)
-                    .filter(|&t2| trial.blocker(r, t2, (0.0, 0.0), false, true).is_none())
-                    .map(|t2| (trial.imbalance_after(sums, r, t, t2), t2))
+                    .filter(|&t2| self.blocker(r, t2, (0.0, 0.0), false, true).is_none())
+                    .map(|t2| (self.imbalance_after(spread, r, t, t2), t2))
                     .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
                 let Some((_, to)) = to else { continue };
-                trial.apply(r, to);
+                self.apply(r, to);
                 moves.push((r, t, to));
-                if trial.blocker(u, t, (0.0, 0.0), false, false).is_none() {
-                    let sums = trial.sums();
-                    let after = trial.imbalance_after(sums, u, source, t);
+                if self.blocker(u, t, (0.0, 0.0), false, false).is_none() {
+                    let after = self.imbalance_after(self.spread(), u, source, t);
                     let better = best.as_ref().is_none_or(|(n, i, _, _)| {
                         moves.len() < *n || (moves.len() == *n && after < *i - 1e-12)
                     });
@@ -1670,6 +2284,9 @@ impl Cluster {
                     }
                     break;
                 }
+            }
+            for &(r, from, _) in moves.iter().rev() {
+                self.apply(r, from);
             }
         }
         best.map(|(_, _, t, moves)| (t, moves))
@@ -1726,24 +2343,16 @@ impl Cluster {
             unit.bal_mem = memory as f64;
             unit.commit_mem = memory as f64;
         }
-        let sums = model.sums();
+        let spread = model.spread();
         let prio = model.units[u].priority.clone();
         let mut out: Vec<(i64, NodeCandidate)> = (0..model.nodes.len())
             .map(|t| {
                 let blocker = model.blocker(u, t, (0.0, 0.0), false, true);
                 let after = blocker.is_none().then(|| {
-                    // A placement adds load without removing any: evaluate against a
-                    // maintenance pseudo-source so only the target changes.
-                    let (mut sum, mut sq, n) = sums;
-                    let nt = &model.nodes[t];
-                    let lt = model.load(t);
-                    let lt2 = ((model.bal_cpu[t] + model.unit_bal_cpu_on(u, t)) / nt.cores
-                        + (model.bal_mem[t] + model.units[u].bal_mem) / nt.memory)
-                        / 2.0;
-                    sum += lt2 - lt;
-                    sq += lt2 * lt2 - lt * lt;
-                    let mean = sum / n;
-                    ((sq / n - mean * mean).max(0.0)).sqrt() / mean
+                    // A placement adds load without removing any: only the target changes.
+                    let added =
+                        model.loads_with(t, model.unit_bal_cpu_on(u, t), model.units[u].bal_mem);
+                    spread.replaced(model.loads(t), added).imbalance()
                 });
                 let p = prio.as_ref().map(|p| p[t]).unwrap_or(0);
                 (

@@ -200,6 +200,8 @@ pub struct Settings {
     pub min_improvement: f64,
     /// Seconds after a move during which the balancer leaves that guest where it is.
     pub cooldown: i64,
+    /// Bytes of each node's memory kept for the host: guests may use the rest.
+    pub host_memory_reserve: u64,
 }
 
 impl Default for Settings {
@@ -212,6 +214,7 @@ impl Default for Settings {
             cpu_overcommit: 4.0,
             min_improvement: 0.01,
             cooldown: 3600,
+            host_memory_reserve: 0,
         }
     }
 }
@@ -380,6 +383,20 @@ impl Snapshot {
         }
         if s.cooldown < 0 {
             return Err(err("settings.cooldown", "must be non-negative"));
+        }
+        if let Some((i, n)) = self
+            .nodes
+            .iter()
+            .enumerate()
+            .find(|(_, n)| s.host_memory_reserve >= n.memory)
+        {
+            return Err(err(
+                "settings.host_memory_reserve",
+                format!(
+                    "{} bytes leave nothing of node '{}' for guests (nodes[{i}].memory is {})",
+                    s.host_memory_reserve, n.name, n.memory
+                ),
+            ));
         }
         Ok(())
     }
