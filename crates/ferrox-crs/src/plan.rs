@@ -315,6 +315,59 @@ pub struct NodeCandidate {
     pub blocker: Option<Blocker>,
 }
 
+/// A candidate move while searching: (unit, source, target, squared imbalance after).
+type Best = (usize, usize, usize, f64);
+
+/// One thread's share of a round: its best move and the targets its units keep.
+type ScanPart = (Option<Best>, Vec<(usize, Vec<usize>)>);
+
+/// Light nodes per mix of CPU and memory every unit scores in a cached round.
+const FRONTIER: usize = 2;
+
+/// What every unit's scan in one round shares.
+struct MoveScan {
+    spread: Spread,
+    loads: Vec<Load>,
+    /// Per node: 1 / cores and 1 / memory.
+    per_unit: Vec<Load>,
+    every_node: Vec<usize>,
+    /// With a cache: the nodes changed since the last round and the least loaded nodes in
+    /// five mixes of CPU and memory, which every unit scores besides its kept targets
+    /// (kept targets fill up as moves land on them).
+    extra: Vec<usize>,
+}
+
+/// Each unit's best few targets from its last full scan, kept between the rounds of the
+/// greedy pass on large clusters: a move changes the load of two nodes only, so a unit
+/// scans every node again only when its own node changed, and otherwise scores its kept
+/// targets and the changed nodes.
+struct TargetCache {
+    /// `None` until the unit's first scan.
+    targets: Vec<Option<Vec<usize>>>,
+    /// Nodes whose load changed since the last round.
+    changed: Vec<usize>,
+}
+
+impl TargetCache {
+    /// Above this many unit × node pairs a full scan per round costs more than the rest
+    /// of planning.
+    const PAIRS: usize = 4_000_000;
+    const KEEP: usize = 4;
+
+    fn for_cluster(cluster: &Cluster) -> Option<TargetCache> {
+        (cluster.units.len() * cluster.nodes.len() > Self::PAIRS).then(|| TargetCache {
+            targets: vec![None; cluster.units.len()],
+            changed: Vec::new(),
+        })
+    }
+
+    fn changed(cache: &mut Option<TargetCache>, nodes: [usize; 2]) {
+        if let Some(c) = cache {
+            c.changed.extend(nodes);
+        }
+    }
+}
+
 /// The planner's model of a snapshot.
 #[derive(Debug, Clone)]
 pub struct Cluster {
@@ -809,112 +862,218 @@ impl Cluster {
             .collect()
     }
 
-    /// Where the best single move is searched for: every node as source and target, or
-    /// on large clusters (more than `EXHAUSTIVE_LIMIT` unit × node pairs) only guests on
-    /// the most loaded nodes and, unless a strict rule limits a guest's nodes, only the
-    /// least loaded nodes as targets, per resource and on average. A move off a light
-    /// node or onto a loaded one rarely lowers the imbalance most, and this keeps a round
-    /// at O(guests on heavy nodes × light nodes) instead of O(guests × nodes).
-    fn search_scope(&self) -> Option<(Vec<bool>, Vec<usize>)> {
-        const EXHAUSTIVE_LIMIT: usize = 4_000_000;
-        const SIDE: usize = 16;
-        if self.units.len() * self.nodes.len() <= EXHAUSTIVE_LIMIT {
-            return None;
-        }
-        let mut order: Vec<usize> = self.balanced_nodes().collect();
-        let mut heavy = vec![false; self.nodes.len()];
-        let mut light = BTreeSet::new();
-        for key in 0..3 {
-            let load = |i: usize| {
-                let l = self.loads(i);
-                if key < 2 {
-                    l[key]
-                } else {
-                    l[0] + l[1]
-                }
-            };
-            order.sort_by(|a, b| load(*b).total_cmp(&load(*a)).then(a.cmp(b)));
-            for &i in order.iter().take(SIDE) {
-                heavy[i] = true;
-            }
-            light.extend(order.iter().rev().take(SIDE).copied());
-        }
-        Some((heavy, light.into_iter().collect()))
-    }
-
-    /// The best single balancing move: (unit, source, target, imbalance after).
-    fn best_move(&self, moved: &[bool], budget: usize) -> Option<(usize, usize, usize, f64)> {
+    /// The best single balancing move: (unit, source, target, imbalance after). With a
+    /// `cache` (large clusters), a unit scans every node only on its first round or when
+    /// its own node changed; otherwise it scores the few best targets of its last scan and
+    /// the nodes whose load changed since, under the current spread. Many full scans (the
+    /// first round) are split over two threads.
+    fn best_move(
+        &self,
+        moved: &[bool],
+        budget: usize,
+        mut cache: Option<&mut TargetCache>,
+    ) -> Option<(usize, usize, usize, f64)> {
         let spread = self.spread();
         if spread.nodes() == 0.0 {
             return None;
         }
-        let loads: Vec<Load> = (0..self.nodes.len()).map(|i| self.loads(i)).collect();
-        let per_unit: Vec<Load> = self
-            .nodes
-            .iter()
-            .map(|n| [1.0 / n.cores, 1.0 / n.memory])
+        let scan = MoveScan {
+            spread,
+            loads: (0..self.nodes.len()).map(|i| self.loads(i)).collect(),
+            per_unit: self
+                .nodes
+                .iter()
+                .map(|n| [1.0 / n.cores, 1.0 / n.memory])
+                .collect(),
+            every_node: (0..self.nodes.len()).collect(),
+            extra: match cache.as_deref() {
+                Some(c) => {
+                    let mut extra: BTreeSet<usize> =
+                        self.light_frontier(FRONTIER).into_iter().collect();
+                    extra.extend(c.changed.iter().copied());
+                    extra.into_iter().collect()
+                }
+                None => Vec::new(),
+            },
+        };
+        let candidates: Vec<usize> = (0..self.units.len())
+            .filter(|&u| {
+                let unit = &self.units[u];
+                unit.balance_movable
+                    && !moved[u]
+                    && unit.members.len() <= budget
+                    && self.unit_node[u].is_some_and(|s| !self.nodes[s].maintenance)
+            })
             .collect();
-        let every_node: Vec<usize> = (0..self.nodes.len()).collect();
-        let scope = self.search_scope();
-        // Candidates compare by the squared imbalance (monotone in it): no square root in
-        // the inner loop.
-        let mut best: Option<(usize, usize, usize, f64)> = None;
-        for (u, unit) in self.units.iter().enumerate() {
-            if !unit.balance_movable || moved[u] || unit.members.len() > budget {
-                continue;
-            }
-            let Some(s) = self.unit_node[u] else { continue };
-            if self.nodes[s].maintenance || scope.as_ref().is_some_and(|(heavy, _)| !heavy[s]) {
-                continue;
-            }
-            let cpu_here = self.unit_bal_cpu_on(u, s);
-            let without = spread.replaced(loads[s], self.loads_with(s, -cpu_here, -unit.bal_mem));
-            let fixed_cpu = self.mode == Mode::Dynamic || unit.unlimited == 0;
-            let targets = match &scope {
-                Some((_, light)) if unit.allowed.is_none() => light,
-                _ => &every_node,
-            };
-            for &t in targets {
-                if t == s || self.nodes[t].maintenance {
-                    continue;
-                }
-                let cpu = if fixed_cpu {
-                    cpu_here
-                } else {
-                    self.unit_bal_cpu_on(u, t)
-                };
-                let lt = loads[t];
-                let moved_in = [
-                    lt[0] + cpu * per_unit[t][0],
-                    lt[1] + unit.bal_mem * per_unit[t][1],
-                ];
-                let after = without.replaced(lt, moved_in).score();
-                // Arithmetic first: the rule and capacity checks only for contenders.
-                if best.is_some_and(|(.., bi)| after > bi * (1.0 + 1e-12) + 1e-24) {
-                    continue;
-                }
-                if self.blocker(u, t, (0.0, 0.0), true, true).is_some() {
-                    continue;
-                }
-                let better = match best {
-                    None => true,
-                    Some((bu, _, bt, bi)) => {
-                        after < bi * (1.0 - 1e-12) - 1e-24
-                            || ((after - bi).abs() <= bi * 1e-12 + 1e-24
-                                && (unit.cost, &unit.sid, &self.nodes[t].name)
-                                    < (
-                                        self.units[bu].cost,
-                                        &self.units[bu].sid,
-                                        &self.nodes[bt].name,
-                                    ))
+        let cached = cache.as_deref();
+        let scan_units = |units: &[usize]| -> ScanPart {
+            let mut best: Option<Best> = None;
+            let mut kept = Vec::new();
+            for &u in units {
+                let (found, keep) = self.scan_unit(u, &scan, cached, best);
+                if let Some(found) = found {
+                    if best.is_none_or(|b| self.better_move(found, b)) {
+                        best = Some(found);
                     }
-                };
-                if better {
-                    best = Some((u, s, t, after));
+                }
+                if let Some(keep) = keep {
+                    kept.push((u, keep));
+                }
+            }
+            (best, kept)
+        };
+        let full_scans = cached.map_or(0, |c| {
+            candidates
+                .iter()
+                .filter(|&&u| c.targets[u].is_none())
+                .count()
+        });
+        let parts: Vec<ScanPart> = if full_scans > 1_000 {
+            let (left, right) = candidates.split_at(candidates.len() / 2);
+            std::thread::scope(|threads| {
+                let other = threads.spawn(|| scan_units(right));
+                let mine = scan_units(left);
+                vec![mine, other.join().expect("scan thread")]
+            })
+        } else {
+            vec![scan_units(&candidates)]
+        };
+        let mut best: Option<Best> = None;
+        for (found, kept) in parts {
+            if let Some(found) = found {
+                if best.is_none_or(|b| self.better_move(found, b)) {
+                    best = Some(found);
+                }
+            }
+            if let Some(c) = cache.as_deref_mut() {
+                for (u, keep) in kept {
+                    c.targets[u] = Some(keep);
                 }
             }
         }
+        if let Some(c) = cache {
+            c.changed.clear();
+        }
         best.map(|(u, s, t, _)| (u, s, t, self.imbalance_after(spread, u, s, t)))
+    }
+
+    /// The `side` least loaded balanced nodes in each of five mixes of CPU and memory
+    /// share (each share relative to its mean), from CPU only to memory only.
+    fn light_frontier(&self, side: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = self.balanced_nodes().collect();
+        let count = order.len().max(1) as f64;
+        let mean: Vec<f64> = (0..2)
+            .map(|r| (order.iter().map(|&i| self.loads(i)[r]).sum::<f64>() / count).max(1e-12))
+            .collect();
+        let mut light = BTreeSet::new();
+        for step in 0..=4 {
+            let angle = std::f64::consts::FRAC_PI_8 * step as f64;
+            let (wc, wm) = (angle.cos() / mean[0], angle.sin() / mean[1]);
+            let key = |i: usize| {
+                let l = self.loads(i);
+                wc * l[0] + wm * l[1]
+            };
+            order.sort_by(|a, b| key(*a).total_cmp(&key(*b)).then(a.cmp(b)));
+            light.extend(order.iter().take(side).copied());
+        }
+        light.into_iter().collect()
+    }
+
+    /// Whether candidate move `a` beats `b`: lower squared imbalance; on a tie the cheaper
+    /// move, then the guest and node names, so the choice does not depend on scan order.
+    fn better_move(&self, a: Best, b: Best) -> bool {
+        let ((au, _, at, ai), (bu, _, bt, bi)) = (a, b);
+        ai < bi * (1.0 - 1e-12) - 1e-24
+            || ((ai - bi).abs() <= bi * 1e-12 + 1e-24
+                && (
+                    self.units[au].cost,
+                    &self.units[au].sid,
+                    &self.nodes[at].name,
+                ) < (
+                    self.units[bu].cost,
+                    &self.units[bu].sid,
+                    &self.nodes[bt].name,
+                ))
+    }
+
+    /// Unit `u`'s best feasible move that may beat `bound`, and, with a cache, its best
+    /// few feasible targets among those it scored.
+    fn scan_unit(
+        &self,
+        u: usize,
+        scan: &MoveScan,
+        cache: Option<&TargetCache>,
+        bound: Option<Best>,
+    ) -> (Option<Best>, Option<Vec<usize>>) {
+        let unit = &self.units[u];
+        let s = self.unit_node[u].expect("candidates have a node");
+        let cpu_here = self.unit_bal_cpu_on(u, s);
+        let without = scan
+            .spread
+            .replaced(scan.loads[s], self.loads_with(s, -cpu_here, -unit.bal_mem));
+        let fixed_cpu = self.mode == Mode::Dynamic || unit.unlimited == 0;
+        // Every scan with a cache renews the unit's kept targets from what it scored, so
+        // a node that became light stays a candidate after the round that changed it.
+        let keeping = cache.is_some();
+        let kept: &[usize] = match cache {
+            Some(c) if !c.changed.contains(&s) => c.targets[u].as_deref().unwrap_or(&[]),
+            _ => &[],
+        };
+        let rescan = cache.is_some_and(|c| c.targets[u].is_none() || c.changed.contains(&s));
+        let (all, extra): (&[usize], &[usize]) = if cache.is_none() || rescan {
+            (&scan.every_node, &[])
+        } else {
+            (&[], &scan.extra)
+        };
+        let targets = all
+            .iter()
+            .chain(kept.iter().filter(|_| !rescan))
+            .chain(extra.iter().filter(|n| !kept.contains(n)))
+            .copied();
+        let mut top: Vec<(f64, usize)> = Vec::new();
+        let mut best = bound;
+        let mut found = None;
+        for t in targets {
+            if t == s || self.nodes[t].maintenance {
+                continue;
+            }
+            let cpu = if fixed_cpu {
+                cpu_here
+            } else {
+                self.unit_bal_cpu_on(u, t)
+            };
+            let lt = scan.loads[t];
+            let moved_in = [
+                lt[0] + cpu * scan.per_unit[t][0],
+                lt[1] + unit.bal_mem * scan.per_unit[t][1],
+            ];
+            let after = without.replaced(lt, moved_in).score();
+            let kept = keeping && (top.len() < TargetCache::KEEP || after < top[top.len() - 1].0);
+            // Arithmetic first: the rule and capacity checks only for contenders, and the
+            // capacity check (the usual blocker) before the full one.
+            let contender = best.is_none_or(|(.., bi)| after <= bi * (1.0 + 1e-12) + 1e-24);
+            if !kept && !contender {
+                continue;
+            }
+            if !self.room_for(t, unit.commit_mem, self.unit_cores_on(u, t))
+                || self.blocker(u, t, (0.0, 0.0), true, true).is_some()
+            {
+                continue;
+            }
+            if kept {
+                let at = top.partition_point(|x| x.0 <= after);
+                top.insert(at, (after, t));
+                top.truncate(TargetCache::KEEP);
+            }
+            if contender && best.is_none_or(|b| self.better_move((u, s, t, after), b)) {
+                best = Some((u, s, t, after));
+                found = best;
+            }
+        }
+        (
+            found,
+            keeping.then(|| top.into_iter().map(|(_, t)| t).collect()),
+        )
     }
 
     fn balance_candidate(&self, u: usize, moved: &[bool], budget: usize) -> bool {
@@ -1049,7 +1208,7 @@ impl Cluster {
     /// The single move that lowers the imbalance most, whatever its size, if any does.
     pub fn best_migration(&self) -> Option<Vec<Move>> {
         let before = self.imbalance();
-        let (u, s, t, after) = self.best_move(&vec![false; self.units.len()], usize::MAX)?;
+        let (u, s, t, after) = self.best_move(&vec![false; self.units.len()], usize::MAX, None)?;
         (after < before).then(|| self.moves_for(u, s, t, before, after))
     }
 
@@ -1360,6 +1519,7 @@ impl Cluster {
         let mut chosen: Vec<Chosen> = Vec::new();
         let mut budget = max_moves;
         let nodes_balanced = model.balanced_nodes().count().max(1) as f64;
+        let mut cache = TargetCache::for_cluster(self);
         let mut stop_reason = loop {
             let current = model.imbalance();
             if current <= settings.imbalance_target {
@@ -1379,7 +1539,7 @@ impl Cluster {
                 after < current && current - after >= min_gain * moves as f64
             };
             let single = model
-                .best_move(&moved, budget)
+                .best_move(&moved, budget, cache.as_mut())
                 .filter(|m| enough(m.3, model.units[m.0].members.len()));
             let swap = if budget >= 2 {
                 model.best_swap(&moved, budget).filter(|m| {
@@ -1417,6 +1577,7 @@ impl Cluster {
                         moved[a] = true;
                         moved[b] = true;
                         model = trial;
+                        TargetCache::changed(&mut cache, [s, t]);
                         continue;
                     }
                 }
@@ -1437,6 +1598,7 @@ impl Cluster {
             budget -= model.units[u].members.len();
             moved[u] = true;
             model.apply(u, t);
+            TargetCache::changed(&mut cache, [s, t]);
             chosen.push((u, s, t, current, model.imbalance()));
         };
         let greedy: Vec<(usize, usize)> = chosen.iter().map(|&(u, _, t, _, _)| (u, t)).collect();
@@ -1565,7 +1727,7 @@ impl Cluster {
                 .map(|u| set.iter().any(|(m, _)| *m == u))
                 .collect();
             if used < budget {
-                if let Some((u, _, t, after)) = work.best_move(&moved, budget - used) {
+                if let Some((u, _, t, after)) = work.best_move(&moved, budget - used, None) {
                     let mut c = set.clone();
                     c.push((u, t));
                     consider(after, c, &mut best);
@@ -1580,7 +1742,9 @@ impl Cluster {
                 trial.apply(u, o);
                 let mut frozen = moved.clone();
                 frozen[u] = true;
-                if let Some((v, _, w, after)) = trial.best_move(&frozen, budget - used + size(u)) {
+                if let Some((v, _, w, after)) =
+                    trial.best_move(&frozen, budget - used + size(u), None)
+                {
                     let mut c = set.clone();
                     c[i] = (v, w);
                     consider(after, c, &mut best);
@@ -2383,4 +2547,51 @@ pub enum EvacuationError {
     UnknownNode(String),
     #[error("{0}")]
     Infeasible(Infeasible),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generate::{generate, Shape};
+
+    #[test]
+    fn cached_rounds_agree_with_full_scans_where_they_must() {
+        let snapshot = generate(
+            7,
+            &Shape {
+                // Over 1 000 guests: the first round's scan runs on two threads.
+                nodes: 40,
+                guests_per_node: 40,
+                rules: true,
+                skewed: true,
+            },
+        );
+        let mut model = Cluster::new(&snapshot);
+        assert!(model.units.len() > 1_000);
+        let mut cache = TargetCache {
+            targets: vec![None; model.units.len()],
+            changed: Vec::new(),
+        };
+        let mut moved = vec![false; model.units.len()];
+        for round in 0..10 {
+            let full = model.best_move(&moved, usize::MAX, None);
+            let cached = model.best_move(&moved, usize::MAX, Some(&mut cache));
+            if round == 0 {
+                // The first round scans everything: the same move.
+                assert_eq!(cached, full);
+            }
+            let Some((u, s, t, after)) = cached else {
+                break;
+            };
+            // A cached choice is a feasible move whose promise is exact, and never better
+            // than the full scan's.
+            assert!(model.blocker(u, t, (0.0, 0.0), true, true).is_none());
+            let (_, _, _, best) = full.expect("the full scan finds a move too");
+            assert!(after >= best - 1e-12, "round {round}: {after} < {best}");
+            model.apply(u, t);
+            assert!((model.imbalance() - after).abs() < 1e-9);
+            moved[u] = true;
+            cache.changed.extend([s, t]);
+        }
+    }
 }
