@@ -78,4 +78,5 @@ test("formats", () => {
 test("the CRS settings become one crs property string", () => {
   assert.equal(crsString({ ha: "dynamic", "ha-auto-rebalance": "1", "ha-auto-rebalance-threshold": "0.3", "ha-auto-rebalance-margin": "" }), "ha=dynamic,ha-auto-rebalance=1,ha-auto-rebalance-threshold=0.3");
   assert.equal(crsString({}), "ha=basic");
+  assert.equal(crsString({ ha: "static", balance: "1", "balance-interval": "60" }), "ha=static,balance=1,balance-interval=60");
 });

@@ -168,12 +168,7 @@ fn node_loads(snapshot: &Snapshot, plan: &Plan) -> Vec<CrsPlanNode> {
 /// The plan the CRS would carry out now.
 pub fn preview(node: &Node) -> CrsPlan {
     let snapshot = live_snapshot(node);
-    let plan = if snapshot.nodes.is_empty() {
-        None
-    } else {
-        Some(Cluster::new(&snapshot).plan(&snapshot.settings))
-    };
-    let Some(plan) = plan else {
+    if snapshot.nodes.is_empty() {
         return CrsPlan {
             mode: "static".into(),
             imbalance_before: 0.0,
@@ -183,7 +178,13 @@ pub fn preview(node: &Node) -> CrsPlan {
             nodes: Vec::new(),
             digest: digest(&[]),
         };
-    };
+    }
+    let plan = Cluster::new(&snapshot).plan(&snapshot.settings);
+    crs_plan(&snapshot, &plan)
+}
+
+/// The API's form of `plan`, with each node's load before and after and the digest.
+fn crs_plan(snapshot: &Snapshot, plan: &Plan) -> CrsPlan {
     let steps: Vec<CrsPlanStep> = plan
         .steps
         .iter()
@@ -212,8 +213,125 @@ pub fn preview(node: &Node) -> CrsPlan {
         imbalance_after: plan.imbalance_after,
         digest: digest(&steps),
         reason: plan.stop_reason.clone(),
-        nodes: node_loads(&snapshot, &plan),
+        nodes: node_loads(snapshot, plan),
         steps,
+    }
+}
+
+/// The store lock whose holder runs automatic balancing: one node of the cluster at a
+/// time, whichever holds it; when that node dies the lease runs out and another takes it.
+const BALANCER_LOCK: &str = "crs_balancer";
+
+/// Automatic balancing of the guests HA does not manage (`datacenter.cfg` `crs:
+/// balance=1`, a Ferrox extension, off by default). Every `balance-interval` seconds the
+/// node holding the balancer lock takes a snapshot of the cluster and, when the
+/// planner's imbalance exceeds `balance-threshold`, carries out a plan down to the
+/// threshold as root@pam in a `crsplan` task, waiting for it to end. HA-managed guests
+/// are left to HA (its own auto-rebalancing); a guest this node moved is left alone for
+/// the planner's cool-down (an hour), so nothing ping-pongs.
+pub fn spawn_auto_balancer(node: Arc<Node>) {
+    let spawned = std::thread::Builder::new()
+        .name("crs-balance".into())
+        .spawn(move || {
+            let mut recent: Vec<snapshot::RecentMove> = Vec::new();
+            let mut last_look: Option<Instant> = None;
+            loop {
+                std::thread::sleep(Duration::from_secs(5));
+                let dc = node
+                    .tree
+                    .get("datacenter.cfg")
+                    .and_then(|e| DatacenterConfig::parse_cfg(&e.data).ok())
+                    .unwrap_or_default();
+                let interval = Duration::from_secs(dc.crs.balance_interval.into());
+                if !dc.crs.balance || last_look.is_some_and(|t| t.elapsed() < interval) {
+                    continue;
+                }
+                last_look = Some(Instant::now());
+                let store = Arc::clone(&node.store);
+                let me = node.opts.node_name.clone();
+                let holds = node
+                    .rt
+                    .block_on(store.lock(BALANCER_LOCK, &me, interval * 3))
+                    .is_ok_and(|r| r.is_ok());
+                if !holds {
+                    continue;
+                }
+                if let Some(upid) = balance_once(&node, dc.crs.balance_threshold, &mut recent) {
+                    if let Err(e) = node.tasks.wait(&upid, MOVE_TIMEOUT * 6) {
+                        tracing::warn!("automatic balancing: {e}");
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("automatic balancing: no thread: {e}");
+    }
+}
+
+/// One look: the task carrying out a plan, if the cluster is imbalanced enough and a
+/// plan of non-HA guests helps.
+fn balance_once(
+    node: &Arc<Node>,
+    threshold: f64,
+    recent: &mut Vec<snapshot::RecentMove>,
+) -> Option<String> {
+    let mut snapshot = live_snapshot(node);
+    if snapshot.nodes.len() < 2 {
+        return None;
+    }
+    for guest in &mut snapshot.guests {
+        guest.no_balance |= guest.ha_managed;
+    }
+    recent.retain(|m| snapshot.time - m.time < snapshot.settings.cooldown);
+    snapshot.recent_moves = recent
+        .iter()
+        .filter(|m| snapshot.guests.iter().any(|g| g.vmid == m.vmid))
+        .cloned()
+        .collect();
+    snapshot.settings.imbalance_target = threshold;
+    let cluster = Cluster::new(&snapshot);
+    if cluster.imbalance() <= threshold {
+        return None;
+    }
+    let mut plan = cluster.plan(&snapshot.settings);
+    // Repairs that would move an HA guest are HA's business: carry out the steps before
+    // the first such move only.
+    let ha_guest = |vmid: u32| {
+        snapshot
+            .guests
+            .iter()
+            .any(|g| g.vmid == vmid && g.ha_managed)
+    };
+    if let Some(cut) = plan
+        .steps
+        .iter()
+        .position(|s| s.moves.iter().any(|m| ha_guest(m.vmid)))
+    {
+        plan.steps.truncate(cut);
+    }
+    if plan.steps.is_empty() {
+        return None;
+    }
+    let plan = crs_plan(&snapshot, &plan);
+    for m in plan.steps.iter().flat_map(|s| &s.moves) {
+        recent.push(snapshot::RecentMove {
+            vmid: m.vmid,
+            from: m.from.clone(),
+            to: m.to.clone(),
+            time: snapshot.time,
+        });
+    }
+    tracing::info!(
+        "automatic balancing: imbalance {:.3} above {threshold:.3}, {} step(s)",
+        plan.imbalance_before,
+        plan.steps.len()
+    );
+    match apply(node, plan, "root@pam") {
+        Ok(upid) => Some(upid),
+        Err(e) => {
+            tracing::warn!("automatic balancing: {e}");
+            None
+        }
     }
 }
 

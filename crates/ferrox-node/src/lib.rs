@@ -387,6 +387,7 @@ pub fn serve(opts: NodeOptions) -> anyhow::Result<()> {
     }
     metrics::spawn_collector(Arc::clone(&node)).context("starting the metrics collector")?;
     host::cpu::spawn_publisher(Arc::clone(&node), node.opts.cpu_flag_mask.clone());
+    balance::spawn_auto_balancer(Arc::clone(&node));
     let watchdog_socket = node.dirs.run.join("watchdog.sock");
     watchdog::ensure_running(
         &watchdog_socket,

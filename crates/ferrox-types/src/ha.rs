@@ -305,6 +305,12 @@ pub struct CrsSettings {
     pub auto_rebalance_method: RebalanceMethod,
     pub auto_rebalance_hold_duration: u32,
     pub auto_rebalance_margin: f64,
+    /// Ferrox: balance the guests HA does not manage with the CRS planner (`balance`).
+    pub balance: bool,
+    /// Ferrox: the planner's imbalance above which a balancing plan is carried out.
+    pub balance_threshold: f64,
+    /// Ferrox: seconds between two looks at the imbalance.
+    pub balance_interval: u32,
 }
 
 impl Default for CrsSettings {
@@ -317,6 +323,9 @@ impl Default for CrsSettings {
             auto_rebalance_method: RebalanceMethod::Bruteforce,
             auto_rebalance_hold_duration: 3,
             auto_rebalance_margin: 0.1,
+            balance: false,
+            balance_threshold: 0.15,
+            balance_interval: 300,
         }
     }
 }
@@ -415,6 +424,18 @@ impl DatacenterConfig {
                             .and_then(RebalanceMethod::parse)
                             .ok_or_else(|| bad("'bruteforce' or 'topsis'"))?
                     }
+                    "balance" => cfg.crs.balance = json_bool(v).ok_or_else(|| bad("a boolean"))?,
+                    "balance-threshold" => {
+                        cfg.crs.balance_threshold = json_f64(v)
+                            .filter(|t| (0.0..=10.0).contains(t))
+                            .ok_or_else(|| bad("a number from 0 to 10"))?
+                    }
+                    "balance-interval" => {
+                        let n = json_f64(v)
+                            .filter(|n| (10.0..=86_400.0).contains(n) && n.fract() == 0.0)
+                            .ok_or_else(|| bad("whole seconds from 10 to 86400"))?;
+                        cfg.crs.balance_interval = n as u32;
+                    }
                     _ => return Err(FieldError::new(field, "unknown key")),
                 }
             }
@@ -438,6 +459,29 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.field, "crs.ha-auto-rebalance-method");
+    }
+
+    #[test]
+    fn ferrox_balancing_keys() {
+        let cfg = DatacenterConfig::from_json(&serde_json::json!({"crs": {}})).unwrap();
+        assert!(!cfg.crs.balance, "off by default");
+        let cfg = DatacenterConfig::from_json(&serde_json::json!(
+            {"crs": {"balance": "1", "balance-threshold": "0.2", "balance-interval": "60"}}
+        ))
+        .unwrap();
+        assert!(cfg.crs.balance);
+        assert_eq!(cfg.crs.balance_threshold, 0.2);
+        assert_eq!(cfg.crs.balance_interval, 60);
+        for (key, bad) in [
+            ("balance", "maybe"),
+            ("balance-threshold", "-1"),
+            ("balance-interval", "5"),
+            ("balance-interval", "1.5"),
+        ] {
+            let err =
+                DatacenterConfig::from_json(&serde_json::json!({"crs": {key: bad}})).unwrap_err();
+            assert_eq!(err.field, format!("crs.{key}"), "{bad}");
+        }
     }
 
     #[test]

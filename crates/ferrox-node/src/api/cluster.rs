@@ -557,7 +557,7 @@ pub(crate) mod param {
     pub const NAME: Param = Param::required("name", STRING, "Lock name.");
     pub const OWNER: Param = Param::optional("owner", STRING, "Holder (default: this node).");
     pub const CRS: Param = Param::optional(
-        "crs", STRING, "Cluster resource scheduling: ha=basic|static|dynamic, ha-rebalance-on-start, ha-auto-rebalance[-threshold|-method|-hold-duration|-margin].");
+        "crs", STRING, "Cluster resource scheduling: ha=basic|static|dynamic, ha-rebalance-on-start, ha-auto-rebalance[-threshold|-method|-hold-duration|-margin]; Ferrox: balance, balance-threshold, balance-interval (automatic balancing of guests HA does not manage).");
     pub const HA: Param = Param::optional(
         "ha",
         STRING,

@@ -149,6 +149,9 @@ function Options() {
           {field("ha-auto-rebalance-method", "Method", ["bruteforce", "topsis"])}
           {field("ha-auto-rebalance-hold-duration", "Hold duration (rounds)", "text")}
           {field("ha-auto-rebalance-margin", "Minimum improvement", "text")}
+          {field("balance", "Balance non-HA guests (Ferrox)", "bool")}
+          {field("balance-threshold", "Balancing threshold (Ferrox imbalance)", "text")}
+          {field("balance-interval", "Balancing interval (s)", "text")}
           <ErrorText error={action.error} />
           <button class="primary" disabled={action.busy} onClick={save}>OK</button>
         </Dialog>
