@@ -1447,9 +1447,8 @@ impl Cluster {
         (chosen, reasons, unrepaired)
     }
 
-    /// Moves unit `u` off node `s` for a repair: to the allowed node with the highest
-    /// priority and the lowest imbalance (non-strict rules give way only when nothing else
-    /// fits), or after residents of one node made room. Whether it moved.
+    /// Moves unit `u` off node `s` for a repair (see [`Cluster::place_off`]). Whether it
+    /// moved.
     fn relocate(
         &mut self,
         u: usize,
@@ -1458,45 +1457,22 @@ impl Cluster {
         chosen: &mut Vec<Chosen>,
         reasons: &mut BTreeMap<usize, Repair>,
     ) -> bool {
-        let spread = self.spread();
-        let mut best: Option<(i64, f64, usize)> = None;
-        for soft in [true, false] {
-            for t in 0..self.nodes.len() {
-                if self.blocker(u, t, (0.0, 0.0), false, soft).is_some() {
-                    continue;
-                }
-                let prio = self.units[u].priority.as_ref().map_or(0, |p| p[t]);
-                let after = self.imbalance_after(spread, u, s, t);
-                if best.is_none_or(|(bp, bi, _)| prio > bp || (prio == bp && after < bi - 1e-12)) {
-                    best = Some((prio, after, t));
-                }
-            }
-            if best.is_some() {
-                break;
-            }
-        }
-        let t = match best {
-            Some((_, _, t)) => t,
-            None => {
-                let Some((t, residents)) = self.make_room(u, s, None) else {
-                    return false;
-                };
-                for (r, from, to) in residents {
-                    let before = self.imbalance();
-                    self.apply(r, to);
-                    self.units[r].balance_movable = false;
-                    chosen.push((r, from, to, before, self.imbalance()));
-                    reasons.insert(
-                        r,
-                        Repair::MakesRoom {
-                            node: self.nodes[from].name.clone(),
-                            guest: self.units[u].sid.clone(),
-                        },
-                    );
-                }
-                t
-            }
+        let Ok((t, residents)) = self.place_off(u, s, None) else {
+            return false;
         };
+        for (r, from, to) in residents {
+            let before = self.imbalance();
+            self.apply(r, to);
+            self.units[r].balance_movable = false;
+            chosen.push((r, from, to, before, self.imbalance()));
+            reasons.insert(
+                r,
+                Repair::MakesRoom {
+                    node: self.nodes[from].name.clone(),
+                    guest: self.units[u].sid.clone(),
+                },
+            );
+        }
         let before = self.imbalance();
         self.apply(u, t);
         self.units[u].balance_movable = false;
@@ -2321,58 +2297,20 @@ impl Cluster {
                 .map(|&m| model.guest_node[m].unwrap_or(source))
                 .find(|&n| n != source);
             model.unit_node[u] = Some(source);
-            let sums = model.spread();
-            let mut best: Option<(i64, f64, usize)> = None;
-            let mut blockers = Vec::new();
-            for soft in [true, false] {
-                blockers.clear();
-                for t in 0..model.nodes.len() {
-                    if let Some(f) = forced {
-                        if t != f {
-                            blockers.push(Blocker::PositiveAffinity {
-                                node: model.nodes[t].name.clone(),
-                                with: model.nodes[f].name.clone(),
-                            });
-                            continue;
-                        }
-                    }
-                    if let Some(b) = model.blocker(u, t, (0.0, 0.0), false, soft) {
-                        blockers.push(b);
-                        continue;
-                    }
-                    let prio = match (&model.units[u].priority, soft) {
-                        (Some(p), true) => p[t],
-                        _ => 0,
-                    };
-                    let after = model.imbalance_after(sums, u, source, t);
-                    let better = match best {
-                        None => true,
-                        Some((bp, bi, _)) => prio > bp || (prio == bp && after < bi - 1e-12),
-                    };
-                    if better {
-                        best = Some((prio, after, t));
-                    }
-                }
-                if best.is_some() {
-                    break;
-                }
-            }
-            let t = match best {
-                Some((_, _, t)) => t,
-                None => {
-                    // Only capacity in the way? Move residents off one node first.
-                    let Some((t, residents)) = model.make_room(u, source, forced) else {
-                        return Err(EvacuationError::Infeasible(Infeasible {
-                            sid: model.units[u].sid.clone(),
-                            blockers,
-                        }));
-                    };
+            let t = match model.place_off(u, source, forced) {
+                Ok((t, residents)) => {
                     for (r, from, to) in residents {
                         let before = model.imbalance();
                         model.apply(r, to);
                         chosen.push((r, from, to, before, model.imbalance()));
                     }
                     t
+                }
+                Err(blockers) => {
+                    return Err(EvacuationError::Infeasible(Infeasible {
+                        sid: model.units[u].sid.clone(),
+                        blockers,
+                    }));
                 }
             };
             let current = model.imbalance();
@@ -2388,6 +2326,52 @@ impl Cluster {
             stop_reason: format!("node '{node}' is empty"),
             unrepaired: Vec::new(),
         })
+    }
+
+    /// Where unit `u` goes when it must leave `source` (evacuation or repair): the allowed
+    /// node with the highest node affinity priority, then the lowest imbalance; non-strict
+    /// rules give way (and priorities no longer count) only when nothing else fits; a
+    /// group split over nodes goes to `forced`, where its other members are. When capacity
+    /// alone stops it, the resident moves that make room come with the target (not yet
+    /// applied). Otherwise why each node is refused.
+    fn place_off(
+        &mut self,
+        u: usize,
+        source: usize,
+        forced: Option<usize>,
+    ) -> Result<(usize, Vec<ResidentMove>), Vec<Blocker>> {
+        let spread = self.spread();
+        let mut best: Option<(i64, f64, usize)> = None;
+        let mut blockers = Vec::new();
+        for soft in [true, false] {
+            blockers.clear();
+            for t in 0..self.nodes.len() {
+                if let Some(f) = forced.filter(|&f| f != t) {
+                    blockers.push(Blocker::PositiveAffinity {
+                        node: self.nodes[t].name.clone(),
+                        with: self.nodes[f].name.clone(),
+                    });
+                    continue;
+                }
+                if let Some(b) = self.blocker(u, t, (0.0, 0.0), false, soft) {
+                    blockers.push(b);
+                    continue;
+                }
+                let prio = match (&self.units[u].priority, soft) {
+                    (Some(p), true) => p[t],
+                    _ => 0,
+                };
+                let after = self.imbalance_after(spread, u, source, t);
+                if best.is_none_or(|(bp, bi, _)| prio > bp || (prio == bp && after < bi - 1e-12)) {
+                    best = Some((prio, after, t));
+                }
+            }
+            if let Some((_, _, t)) = best {
+                return Ok((t, Vec::new()));
+            }
+        }
+        // Only capacity in the way? Move residents off one node first.
+        self.make_room(u, source, forced).ok_or(blockers)
     }
 
     /// When unit `u` (on `source`, being evacuated) fits nowhere for lack of capacity
