@@ -55,12 +55,13 @@ impl Spread {
         if self.nodes == 0.0 {
             return 0.0;
         }
+        // cv² = variance / mean² = n·Σl² / (Σl)² − 1: one division per resource (this
+        // runs for every guest × node a search looks at).
         let mut total = 0.0;
         for r in 0..2 {
-            if self.sum[r] > 0.0 {
-                let mean = self.sum[r] / self.nodes;
-                let variance = (self.squares[r] / self.nodes - mean * mean).max(0.0);
-                total += variance / (mean * mean);
+            let sum = self.sum[r];
+            if sum > 0.0 {
+                total += (self.nodes * self.squares[r] / (sum * sum) - 1.0).max(0.0);
             }
         }
         total / 2.0

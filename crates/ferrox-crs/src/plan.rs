@@ -322,7 +322,7 @@ type Best = (usize, usize, usize, f64);
 type ScanPart = (Option<Best>, Vec<(usize, Vec<usize>)>);
 
 /// Light nodes per mix of CPU and memory every unit scores in a cached round.
-const FRONTIER: usize = 2;
+const FRONTIER: usize = 1;
 
 /// What every unit's scan in one round shares.
 struct MoveScan {
@@ -865,8 +865,8 @@ impl Cluster {
     /// The best single balancing move: (unit, source, target, imbalance after). With a
     /// `cache` (large clusters), a unit scans every node only on its first round or when
     /// its own node changed; otherwise it scores the few best targets of its last scan and
-    /// the nodes whose load changed since, under the current spread. Many full scans (the
-    /// first round) are split over two threads.
+    /// the nodes whose load changed since, under the current spread, split over two
+    /// threads.
     fn best_move(
         &self,
         moved: &[bool],
@@ -922,13 +922,8 @@ impl Cluster {
             }
             (best, kept)
         };
-        let full_scans = cached.map_or(0, |c| {
-            candidates
-                .iter()
-                .filter(|&&u| c.targets[u].is_none())
-                .count()
-        });
-        let parts: Vec<ScanPart> = if full_scans > 1_000 {
+        // Large clusters (those with a cache) split every round over two threads.
+        let parts: Vec<ScanPart> = if cached.is_some() && candidates.len() > 1_000 {
             let (left, right) = candidates.split_at(candidates.len() / 2);
             std::thread::scope(|threads| {
                 let other = threads.spawn(|| scan_units(right));
