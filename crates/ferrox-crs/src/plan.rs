@@ -1536,21 +1536,22 @@ impl Cluster {
             if take_swap {
                 let (a, s, b, t, _) = swap.expect("swap chosen");
                 // Exact checks in order; the quick screen may miss a rule interaction.
+                // Tried in place and undone if the second half is refused: a copy of a
+                // large cluster per swap costs more than the search.
                 if model.blocker(a, t, (0.0, 0.0), true, true).is_none() {
-                    let mut trial = model.clone();
-                    trial.apply(a, t);
-                    if trial.blocker(b, s, (0.0, 0.0), true, true).is_none() {
-                        let mid = trial.imbalance();
-                        trial.apply(b, s);
+                    model.apply(a, t);
+                    if model.blocker(b, s, (0.0, 0.0), true, true).is_none() {
+                        let mid = model.imbalance();
+                        model.apply(b, s);
                         chosen.push((a, s, t, current, mid));
-                        chosen.push((b, t, s, mid, trial.imbalance()));
+                        chosen.push((b, t, s, mid, model.imbalance()));
                         budget -= model.units[a].members.len() + model.units[b].members.len();
                         moved[a] = true;
                         moved[b] = true;
-                        model = trial;
                         TargetCache::changed(&mut cache, [s, t]);
                         continue;
                     }
+                    model.apply(a, s);
                 }
                 if single.is_none() {
                     break "no feasible move is left".to_string();
