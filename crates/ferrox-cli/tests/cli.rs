@@ -252,6 +252,29 @@ fn crs_best_node_and_capacity_errors() {
 }
 
 #[test]
+fn crs_host_memory_reserve_is_parsed_and_checked() {
+    // Not a size, and larger than a node: exit 1 naming the option or the field.
+    for (reserve, names) in [
+        ("lots", "--host-memory-reserve"),
+        ("4T", "settings.host_memory_reserve"),
+    ] {
+        let out = ferrox()
+            .args(["crs", "plan", "--host-memory-reserve", reserve])
+            .arg(crs_example())
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(1), "{reserve}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(names), "{reserve}: {err}");
+    }
+    let out = run_ok(
+        &["crs", "plan", "--host-memory-reserve", "1G", "--json"],
+        &crs_example(),
+    );
+    assert!(out.contains("imbalance_after"), "{out}");
+}
+
+#[test]
 fn crs_malformed_snapshot_names_the_field() {
     let dir = scratch("bad-snapshot");
     let file = dir.join("s.json");

@@ -368,6 +368,18 @@ impl TargetCache {
     }
 }
 
+/// Whether a plan reaching imbalance `a.0` with `a.1` moves beats one reaching `b.0` with
+/// `b.1`: reaching the target with fewer moves beats a lower imbalance; short of the
+/// target, the lower imbalance wins, then fewer moves.
+fn better_plan(target: f64, a: (f64, usize), b: (f64, usize)) -> bool {
+    match (a.0 <= target, b.0 <= target) {
+        (true, true) => a.1 < b.1 || (a.1 == b.1 && a.0 < b.0 - 1e-12),
+        (true, false) => true,
+        (false, true) => false,
+        (false, false) => a.0 < b.0 - 1e-12 || ((a.0 - b.0).abs() <= 1e-12 && a.1 < b.1),
+    }
+}
+
 /// The planner's model of a snapshot.
 #[derive(Debug, Clone)]
 pub struct Cluster {
@@ -749,6 +761,59 @@ impl Cluster {
         spread
     }
 
+    /// The spread after units `a` (on `s`) and `b` (on `t`) exchange nodes.
+    fn spread_after_exchange(
+        &self,
+        spread: Spread,
+        a: usize,
+        s: usize,
+        b: usize,
+        t: usize,
+    ) -> Spread {
+        let (ua, ub) = (&self.units[a], &self.units[b]);
+        let mut after = spread;
+        if !self.nodes[s].maintenance {
+            let ls = self.loads_with(
+                s,
+                self.unit_bal_cpu_on(b, s) - self.unit_bal_cpu_on(a, s),
+                ub.bal_mem - ua.bal_mem,
+            );
+            after = after.replaced(self.loads(s), ls);
+        }
+        if !self.nodes[t].maintenance {
+            let lt = self.loads_with(
+                t,
+                self.unit_bal_cpu_on(a, t) - self.unit_bal_cpu_on(b, t),
+                ua.bal_mem - ub.bal_mem,
+            );
+            after = after.replaced(self.loads(t), lt);
+        }
+        after
+    }
+
+    /// The imbalance once every member of unit `u` (a split group) is on node `t`.
+    fn imbalance_after_gathering(&self, u: usize, t: usize) -> f64 {
+        let mut change: BTreeMap<usize, (f64, f64)> = BTreeMap::new();
+        for &m in &self.units[u].members {
+            let Some(from) = self.guest_node[m].filter(|&n| n != t) else {
+                continue;
+            };
+            let (cpu, mem, ..) = self.guest_contribution(m, from);
+            let e = change.entry(from).or_default();
+            (e.0, e.1) = (e.0 - cpu, e.1 - mem);
+            let (cpu, mem, ..) = self.guest_contribution(m, t);
+            let e = change.entry(t).or_default();
+            (e.0, e.1) = (e.0 + cpu, e.1 + mem);
+        }
+        let mut spread = self.spread();
+        for (node, (cpu, mem)) in change {
+            if !self.nodes[node].maintenance {
+                spread = spread.replaced(self.loads(node), self.loads_with(node, cpu, mem));
+            }
+        }
+        spread.imbalance()
+    }
+
     fn imbalance_after(&self, spread: Spread, u: usize, s: usize, t: usize) -> f64 {
         self.spread_after(spread, u, s, t).imbalance()
     }
@@ -1079,24 +1144,6 @@ impl Cluster {
             && self.unit_node[u].is_some_and(|n| !self.nodes[n].maintenance)
     }
 
-    /// Whether `u` may end up on `t` once `leaving` has left `t` (quick check for swaps;
-    /// memory and CPU are checked by the caller).
-    fn swap_rules_allow(&self, u: usize, t: usize, leaving: usize) -> bool {
-        let unit = &self.units[u];
-        if !unit.allows(t) {
-            return false;
-        }
-        if let (Some(prio), Some(cur)) = (&unit.priority, self.unit_node[u]) {
-            if prio[t] < prio[cur] {
-                return false;
-            }
-        }
-        !unit
-            .negative
-            .iter()
-            .any(|neg| neg.unit != leaving && self.unit_node[neg.unit] == Some(t))
-    }
-
     /// The best exchange of two units between two nodes, for when single moves get
     /// stuck: (first unit, its node, second unit, its node, imbalance after). The first
     /// unit moves first; both orders are tried so that no intermediate state overcommits.
@@ -1142,51 +1189,27 @@ impl Cluster {
                         if ua.members.len() + ub.members.len() > budget {
                             continue;
                         }
-                        let ls2 = self.loads_with(
-                            s,
-                            self.unit_bal_cpu_on(b, s) - self.unit_bal_cpu_on(a, s),
-                            ub.bal_mem - ua.bal_mem,
-                        );
-                        let lt2 = self.loads_with(
-                            t,
-                            self.unit_bal_cpu_on(a, t) - self.unit_bal_cpu_on(b, t),
-                            ua.bal_mem - ub.bal_mem,
-                        );
-                        let after = spread
-                            .replaced(self.loads(s), ls2)
-                            .replaced(self.loads(t), lt2)
-                            .imbalance();
+                        let after = self.spread_after_exchange(spread, a, s, b, t).imbalance();
                         if best.is_some_and(|(.., bi)| after >= bi - 1e-12) {
                             continue;
                         }
-                        if !self.swap_rules_allow(a, t, b) || !self.swap_rules_allow(b, s, a) {
+                        if !self.rules_allow_end(a, t, s, Some(b))
+                            || !self.rules_allow_end(b, s, t, Some(a))
+                        {
                             continue;
                         }
-                        let cap = |node: usize| {
-                            (
-                                self.nodes[node].capacity,
-                                self.overcommit * self.nodes[node].cores,
-                            )
-                        };
-                        let fits = |node: usize, mem: f64, cores: f64| {
-                            let (m, c) = cap(node);
-                            mem <= m && cores <= c + 1e-9
-                        };
                         // `first` leaves `from` for `to` while `second` is still on
                         // `to`; then `second` takes `first`'s place.
                         let order_ok = |first: usize, from: usize, to: usize, second: usize| {
                             let (m1, m2) =
                                 (self.units[first].commit_mem, self.units[second].commit_mem);
-                            fits(
-                                to,
-                                self.commit_mem[to] + m1,
-                                self.commit_cores[to] + self.unit_cores_on(first, to),
-                            ) && fits(
-                                from,
-                                self.commit_mem[from] - m1 + m2,
-                                self.commit_cores[from] - self.unit_cores_on(first, from)
-                                    + self.unit_cores_on(second, from),
-                            )
+                            self.room_for(to, m1, self.unit_cores_on(first, to))
+                                && self.room_for(
+                                    from,
+                                    m2 - m1,
+                                    self.unit_cores_on(second, from)
+                                        - self.unit_cores_on(first, from),
+                                )
                         };
                         if order_ok(a, s, t, b) {
                             best = Some((a, s, b, t, after));
@@ -1291,9 +1314,7 @@ impl Cluster {
                     leaving().count(),
                     -self.units[u].priority.as_ref().map_or(0, |p| p[t]),
                 );
-                let mut trial = self.clone();
-                trial.apply(u, t);
-                let after = trial.imbalance();
+                let after = self.imbalance_after_gathering(u, t);
                 if best
                     .as_ref()
                     .is_none_or(|(r, i, _)| rank < *r || (rank == *r && after < *i - 1e-12))
@@ -1814,13 +1835,7 @@ impl Cluster {
                 })
                 .collect()
         };
-        // Reaching the target with fewer moves beats a lower imbalance.
-        let better = |a: (f64, usize), b: (f64, usize)| match (a.0 <= target, b.0 <= target) {
-            (true, true) => a.1 < b.1 || (a.1 == b.1 && a.0 < b.0 - 1e-12),
-            (true, false) => true,
-            (false, true) => false,
-            (false, false) => a.0 < b.0 - 1e-12 || ((a.0 - b.0).abs() <= 1e-12 && a.1 < b.1),
-        };
+        let better = |a, b| better_plan(target, a, b);
         let mut best = ((work.imbalance(), used(&work)), set_of(&work));
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5eed ^ movable.len() as u64);
         for kick in 0..=KICKS {
@@ -1906,23 +1921,7 @@ impl Cluster {
                         ) {
                             continue;
                         }
-                        let ls = work.loads_with(
-                            s,
-                            work.unit_bal_cpu_on(b, s) - work.unit_bal_cpu_on(a, s),
-                            work.units[b].bal_mem - work.units[a].bal_mem,
-                        );
-                        let lt = work.loads_with(
-                            t,
-                            work.unit_bal_cpu_on(a, t) - work.unit_bal_cpu_on(b, t),
-                            work.units[a].bal_mem - work.units[b].bal_mem,
-                        );
-                        let mut after = spread;
-                        if !work.nodes[s].maintenance {
-                            after = after.replaced(work.loads(s), ls);
-                        }
-                        if !work.nodes[t].maintenance {
-                            after = after.replaced(work.loads(t), lt);
-                        }
+                        let after = work.spread_after_exchange(spread, a, s, b, t);
                         consider((after.score(), moves), vec![(a, t), (b, s)]);
                     }
                 }
@@ -2038,12 +2037,7 @@ impl Cluster {
             used: usize,
             imbalance: f64,
         }
-        let better = |a: (f64, usize), b: (f64, usize)| match (a.0 <= target, b.0 <= target) {
-            (true, true) => a.1 < b.1 || (a.1 == b.1 && a.0 < b.0 - 1e-12),
-            (true, false) => true,
-            (false, true) => false,
-            (false, false) => a.0 < b.0 - 1e-12 || ((a.0 - b.0).abs() <= 1e-12 && a.1 < b.1),
-        };
+        let better = |a, b| better_plan(target, a, b);
         let mut states = vec![State {
             model: self.clone(),
             moved: vec![false; self.units.len()],
@@ -2132,19 +2126,10 @@ impl Cluster {
                 }
                 let i = model.imbalance();
                 let target = d.target;
-                let better = d.best.as_ref().is_none_or(|(bi, bs)| {
-                    // Reaching the target with fewer moves beats a lower imbalance.
-                    match (i <= target, *bi <= target) {
-                        (true, true) => {
-                            d.set.len() < bs.len() || (d.set.len() == bs.len() && i < bi - 1e-12)
-                        }
-                        (true, false) => true,
-                        (false, true) => false,
-                        (false, false) => {
-                            i < bi - 1e-12 || ((i - bi).abs() <= 1e-12 && d.set.len() < bs.len())
-                        }
-                    }
-                });
+                let better = d
+                    .best
+                    .as_ref()
+                    .is_none_or(|(bi, bs)| better_plan(target, (i, d.set.len()), (*bi, bs.len())));
                 if better {
                     d.best = Some((i, d.set.clone()));
                 }
