@@ -637,7 +637,8 @@ pub fn http_receiver() -> (String, std::sync::mpsc::Receiver<String>) {
 
 /// A multiboot payload with a screen and a serial shell of sorts: it paints the VGA text
 /// screen white on blue with a banner, prints `ferrox echo ready` on COM1 and echoes
-/// every byte it receives there (a carriage return as CR LF).
+/// every byte it receives there (a carriage return as CR LF). The last byte received is
+/// also kept in RAM at 4 MiB, where tests read it (QMP `xp`).
 pub const ECHO_PAYLOAD: &str = r#"
 .section .text
 .align 4
@@ -692,6 +693,7 @@ _start: mov $stack_top, %esp
         jz 4b
         mov $0x3F8, %dx
         in %dx, %al
+        mov %al, 0x400000
         cmp $13, %al
         jne 5f
         call putc

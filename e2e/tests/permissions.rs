@@ -302,6 +302,46 @@ const TABLE: &[(&str, &str, Pve)] = &[
         "/nodes/{node}/qemu/{vmid}/resize",
         Priv("/vms/{vmid}", &["VM.Config.Disk"], false),
     ),
+    // qemu-server's snapshot API.
+    (
+        "GET",
+        "/nodes/{node}/qemu/{vmid}/snapshot",
+        Priv("/vms/{vmid}", &["VM.Audit"], false),
+    ),
+    (
+        "POST",
+        "/nodes/{node}/qemu/{vmid}/snapshot",
+        Priv("/vms/{vmid}", &["VM.Snapshot"], false),
+    ),
+    ("GET", "/nodes/{node}/qemu/{vmid}/snapshot/{snapname}", All),
+    (
+        "GET",
+        "/nodes/{node}/qemu/{vmid}/snapshot/{snapname}/config",
+        Priv(
+            "/vms/{vmid}",
+            &["VM.Snapshot", "VM.Snapshot.Rollback", "VM.Audit"],
+            true,
+        ),
+    ),
+    (
+        "PUT",
+        "/nodes/{node}/qemu/{vmid}/snapshot/{snapname}/config",
+        Priv("/vms/{vmid}", &["VM.Snapshot"], false),
+    ),
+    (
+        "POST",
+        "/nodes/{node}/qemu/{vmid}/snapshot/{snapname}/rollback",
+        Priv(
+            "/vms/{vmid}",
+            &["VM.Snapshot", "VM.Snapshot.Rollback"],
+            true,
+        ),
+    ),
+    (
+        "DELETE",
+        "/nodes/{node}/qemu/{vmid}/snapshot/{snapname}",
+        Priv("/vms/{vmid}", &["VM.Snapshot"], false),
+    ),
     // qemu-server: VM.Console on the guest for all three.
     (
         "POST",
@@ -589,6 +629,7 @@ fn sample(name: &str, method: Method, path: &str, role: &str) -> String {
         "port" if path.ends_with("/vncwebsocket") => "5900".into(),
         "disk" => "scsi0".into(),
         "size" => "+1G".into(),
+        "snapname" => "s1".into(),
         "port" => "2003".into(),
         _ => "1".into(),
     }

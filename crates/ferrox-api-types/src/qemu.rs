@@ -190,3 +190,34 @@ pub struct ConsoleTicket {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
 }
+
+/// A row of `GET /nodes/{node}/qemu/{vmid}/snapshot`: a snapshot, or (`name: current`)
+/// the guest as it is now, with the snapshot it builds on as `parent`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SnapshotEntry {
+    pub name: String,
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// Creation time (Unix seconds); snapshots only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snaptime: Option<i64>,
+    /// 1 when the snapshot includes the RAM; snapshots only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vmstate: Option<u8>,
+    /// `prepare` or `delete` while a snapshot is being taken or deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapstate: Option<String>,
+    /// 1 when the guest runs; `current` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<u8>,
+    /// The config's digest; `current` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+}
+
+/// A row of `GET /nodes/{node}/qemu/{vmid}/snapshot/{snapname}`: `rollback`, `config`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SnapshotCommand {
+    pub cmd: String,
+}

@@ -146,6 +146,59 @@ pub fn migrate(
     }
 }
 
+/// How long saving or loading a snapshot's RAM state may take: it is written at disk
+/// speed, so generous.
+pub const STATE_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// Saves the guest's RAM and device state into `file` as a migration stream, the way a
+/// snapshot with `vmstate=1` keeps it. Pause the guest first so the state matches the disk
+/// snapshots taken with it; QEMU leaves it in `postmigrate`, from which `cont` resumes.
+pub fn save_state(
+    qmp: &mut Qmp,
+    file: &std::fs::File,
+    progress: &mut dyn FnMut(&MigrationStats),
+) -> Result<MigrationStats, MigrationError> {
+    use std::os::fd::AsFd;
+    qmp.send_fd("vmstate", file.as_fd())?;
+    migrate(
+        qmp,
+        "fd:vmstate",
+        DEFAULT_MAX_BANDWIDTH,
+        STATE_TIMEOUT,
+        Duration::from_secs(5),
+        progress,
+    )
+}
+
+/// Loads a state written by [`save_state`] into a guest started with `-incoming defer`;
+/// the guest stays paused (`-S`) until `cont`.
+pub fn load_state(qmp: &mut Qmp, file: &std::fs::File) -> Result<(), MigrationError> {
+    use std::os::fd::AsFd;
+    set_capabilities(qmp)?;
+    qmp.send_fd("vmstate", file.as_fd())?;
+    qmp.execute("migrate-incoming", Some(json!({"uri": "fd:vmstate"})))?;
+    let start = Instant::now();
+    loop {
+        let stats = query(qmp)?;
+        match stats.status.as_str() {
+            "completed" => return Ok(()),
+            "failed" | "cancelled" => {
+                return Err(MigrationError::Ended {
+                    reason: stats.error.unwrap_or_else(|| "no reason given".into()),
+                    status: stats.status,
+                })
+            }
+            _ if start.elapsed() > STATE_TIMEOUT => {
+                return Err(MigrationError::NoConvergence {
+                    seconds: STATE_TIMEOUT.as_secs(),
+                    expected_downtime_ms: 0,
+                })
+            }
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

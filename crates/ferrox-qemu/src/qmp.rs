@@ -4,6 +4,7 @@
 
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::BorrowedFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -91,6 +92,35 @@ impl Qmp {
         let mut text = msg.to_string();
         text.push('\n');
         self.writer.write_all(text.as_bytes())?;
+        self.reply()
+    }
+
+    /// Hands QEMU an open file as `name` (`getfd`, the descriptor travelling as
+    /// SCM_RIGHTS with the command), for URIs such as `fd:<name>`: QEMU never opens a
+    /// path or runs a shell for it.
+    pub fn send_fd(&mut self, name: &str, fd: BorrowedFd<'_>) -> Result<(), QmpError> {
+        use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+        let mut text = json!({"execute": "getfd", "arguments": {"fdname": name}}).to_string();
+        text.push('\n');
+        let mut space = [0u8; rustix::cmsg_space!(ScmRights(1))];
+        let mut ancillary = SendAncillaryBuffer::new(&mut space);
+        let fds = [fd];
+        if !ancillary.push(SendAncillaryMessage::ScmRights(&fds)) {
+            return Err(QmpError::Protocol("no room for the descriptor".into()));
+        }
+        let sent = sendmsg(
+            &self.writer,
+            &[std::io::IoSlice::new(text.as_bytes())],
+            &mut ancillary,
+            SendFlags::empty(),
+        )
+        .map_err(std::io::Error::from)?;
+        self.writer.write_all(&text.as_bytes()[sent..])?;
+        self.reply().map(drop)
+    }
+
+    /// The reply to the command just sent; events that come first are kept.
+    fn reply(&mut self) -> Result<Value, QmpError> {
         loop {
             let reply = self.read_message()?;
             if reply.get("event").is_some() {

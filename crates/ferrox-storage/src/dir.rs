@@ -3,7 +3,7 @@
 //! named `<storage>:<vmid>/vm-<vmid>-disk-<n>.<format>`; ISO images at
 //! `<path>/template/iso/`, container templates at `<path>/template/cache/`, as in Proxmox VE.
 
-use crate::{Space, Storage, StorageError, VolumeInfo};
+use crate::{qemu_img, Space, Storage, StorageError, VolumeInfo};
 use ferrox_types::{Storage as StorageSection, VolumeId, VolumeKind};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -154,6 +154,77 @@ impl Storage for DirStorage {
     fn space(&self) -> Space {
         filesystem_space(&self.base)
     }
+
+    /// qcow2 images keep internal snapshots; raw and vmdk files cannot (as in Proxmox VE).
+    fn check_snapshot(&self, volume: &VolumeId) -> Result<(), StorageError> {
+        match volume.format() {
+            "qcow2" => Ok(()),
+            format => Err(StorageError::Invalid(format!(
+                "snapshots are not possible on {format} image '{}:{}' (dir storage '{}' snapshots qcow2 images only)",
+                volume.storage, volume.name, self.id
+            ))),
+        }
+    }
+
+    fn snapshot_create(&self, volume: &VolumeId, name: &str) -> Result<(), StorageError> {
+        self.check_snapshot(volume)?;
+        let (path, _) = self.path(volume)?;
+        // qemu-img would add a second snapshot with the same tag.
+        if has_internal_snapshot(&path, name)? {
+            return Err(StorageError::Invalid(format!(
+                "'{}:{}' already has a snapshot '{name}'",
+                volume.storage, volume.name
+            )));
+        }
+        qemu_img(&["snapshot", "-c", name], &path, &[]).map(drop)
+    }
+
+    fn snapshot_rollback(&self, volume: &VolumeId, name: &str) -> Result<(), StorageError> {
+        self.check_snapshot(volume)?;
+        let (path, _) = self.path(volume)?;
+        qemu_img(&["snapshot", "-a", name], &path, &[]).map(drop)
+    }
+
+    fn snapshot_delete(&self, volume: &VolumeId, name: &str) -> Result<(), StorageError> {
+        self.check_snapshot(volume)?;
+        let (path, _) = self.path(volume)?;
+        // Deleting what is not there is done: a half-taken snapshot is cleaned up this way.
+        if !has_internal_snapshot(&path, name)? {
+            return Ok(());
+        }
+        qemu_img(&["snapshot", "-d", name], &path, &[]).map(drop)
+    }
+
+    fn allocate_state(&self, vmid: u32, snapshot: &str) -> Result<String, StorageError> {
+        if !self.content.contains("images") {
+            return Err(StorageError::Content {
+                storage: self.id.clone(),
+                content: "images".into(),
+            });
+        }
+        let dir = self.image_dir(vmid);
+        std::fs::create_dir_all(&dir).map_err(io(dir.display().to_string()))?;
+        let volid = format!("{}:{vmid}/vm-{vmid}-state-{snapshot}.raw", self.id);
+        let volume = VolumeId::parse(&volid)
+            .ok_or_else(|| StorageError::Invalid(format!("'{snapshot}' makes no volume name")))?;
+        let (path, _) = self.path(&volume)?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io(path.display().to_string()))?;
+        Ok(volid)
+    }
+}
+
+/// Whether a qcow2 file has an internal snapshot tagged `name` (`qemu-img snapshot -l`
+/// prints a header, then `ID TAG VM-SIZE ...` rows).
+fn has_internal_snapshot(path: &Path, name: &str) -> Result<bool, StorageError> {
+    let list = qemu_img(&["snapshot", "-l", "-U"], path, &[])?;
+    Ok(list
+        .lines()
+        .skip(2)
+        .any(|l| l.split_whitespace().nth(1) == Some(name)))
 }
 
 /// Total, used and available bytes of the file system holding `path`.

@@ -83,6 +83,7 @@ const PLAIN_KEYS: &[&str] = &[
     "meta",
     "parent",
     "snaptime",
+    "snapstate",
     "vmstate",
     "runningcpu",
     "runningmachine",
@@ -241,6 +242,41 @@ pub fn check_value(key: &str, value: &str) -> Result<(), GuestConfigError> {
     }
 }
 
+/// Keys of a config that belong to snapshot handling rather than to the guest: never
+/// copied into or out of a snapshot.
+fn is_snapshot_bookkeeping(key: &str) -> bool {
+    matches!(
+        key,
+        "snapstate"
+            | "snaptime"
+            | "vmstate"
+            | "lock"
+            | "description"
+            | "runningmachine"
+            | "runningcpu"
+    ) || key.starts_with("unused")
+}
+
+/// A snapshot name as Proxmox VE's `pve-snapshot-name` takes it: a letter, then letters,
+/// digits, `_` or `-`, 2 to 40 characters; `current` and `pending` are reserved.
+pub fn check_snapshot_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let shape = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && (2..=40).contains(&name.len());
+    if !shape {
+        return Err(format!(
+            "'{name}' is not a snapshot name: a letter, then 1 to 39 letters, digits, '_' or '-'"
+        ));
+    }
+    if name == "current" || name.eq_ignore_ascii_case("pending") {
+        return Err(format!(
+            "unable to use snapshot name '{name}' (reserved name)"
+        ));
+    }
+    Ok(())
+}
+
 /// A parsed guest configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GuestConfig {
@@ -266,8 +302,24 @@ impl GuestConfig {
                 continue;
             }
             if let Some(text) = line.strip_prefix('#') {
-                if section.is_none() {
-                    description.push(decode_text(text));
+                match section.as_deref() {
+                    None => description.push(decode_text(text)),
+                    // A snapshot's description, as Proxmox VE writes it: comment lines
+                    // at the top of its section.
+                    Some("PENDING") => {}
+                    Some(name) => {
+                        let snap = cfg.snapshots.entry(name.to_string()).or_default();
+                        let line = decode_text(text);
+                        match snap.get_mut("description") {
+                            Some(d) => {
+                                d.push('\n');
+                                d.push_str(&line);
+                            }
+                            None => {
+                                snap.insert("description".into(), line);
+                            }
+                        }
+                    }
                 }
                 continue;
             }
@@ -307,13 +359,17 @@ impl GuestConfig {
     /// The file text: description, keys sorted, then pending changes and snapshots.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
-        if let Some(d) = &self.description {
-            // Each line encoded as Proxmox VE does, so no text can leave the comment.
-            for line in d.split('\n') {
+        // Each description line encoded as Proxmox VE does, so no text can leave the
+        // comment.
+        let comment = |out: &mut String, text: &str| {
+            for line in text.split('\n') {
                 out.push('#');
                 out.push_str(&encode_text(line));
                 out.push('\n');
             }
+        };
+        if let Some(d) = &self.description {
+            comment(&mut out, d);
         }
         let section = |out: &mut String, map: &BTreeMap<String, String>| {
             for (k, v) in map {
@@ -334,9 +390,80 @@ impl GuestConfig {
         }
         for (name, snap) in &self.snapshots {
             out.push_str(&format!("\n[{name}]\n"));
-            section(&mut out, snap);
+            let mut keys = snap.clone();
+            if let Some(d) = keys.remove("description") {
+                comment(&mut out, &d);
+            }
+            section(&mut out, &keys);
         }
         out
+    }
+
+    /// What a new snapshot keeps of the current config: every key but the snapshot
+    /// bookkeeping, the lock, the description and unused disks (as Proxmox VE copies it;
+    /// `parent` is kept, so snapshots form a chain).
+    pub fn snapshot_section(&self) -> BTreeMap<String, String> {
+        self.options
+            .iter()
+            .filter(|(k, _)| !is_snapshot_bookkeeping(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// The config after a rollback to snapshot `name`: the snapshot's keys, with the
+    /// current description, unused disks and snapshot list; `parent` is `name`. Pending
+    /// changes are dropped. `None` when there is no such snapshot.
+    pub fn rolled_back(&self, name: &str) -> Option<GuestConfig> {
+        let snap = self.snapshots.get(name)?;
+        let mut options: BTreeMap<String, String> = self
+            .options
+            .iter()
+            .filter(|(k, _)| k.starts_with("unused"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        options.extend(
+            snap.iter()
+                .filter(|(k, _)| !is_snapshot_bookkeeping(k))
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        options.insert("parent".into(), name.to_string());
+        Some(GuestConfig {
+            description: self.description.clone(),
+            options,
+            pending: BTreeMap::new(),
+            snapshots: self.snapshots.clone(),
+            digest: self.digest.clone(),
+        })
+    }
+
+    /// The snapshots whose parent is `name`.
+    pub fn snapshot_children(&self, name: &str) -> Vec<&str> {
+        self.snapshots
+            .iter()
+            .filter(|(_, s)| s.get("parent").map(String::as_str) == Some(name))
+            .map(|(n, _)| n.as_str())
+            .collect()
+    }
+
+    /// Removes snapshot `name` from the config; whatever had it as parent (other
+    /// snapshots, the current state) gets its parent instead.
+    pub fn remove_snapshot(&mut self, name: &str) {
+        let Some(snap) = self.snapshots.remove(name) else {
+            return;
+        };
+        let grandparent = snap.get("parent").cloned();
+        let relink = |map: &mut BTreeMap<String, String>| {
+            if map.get("parent").map(String::as_str) == Some(name) {
+                match &grandparent {
+                    Some(g) => map.insert("parent".into(), g.clone()),
+                    None => map.remove("parent"),
+                };
+            }
+        };
+        relink(&mut self.options);
+        for other in self.snapshots.values_mut() {
+            relink(other);
+        }
     }
 
     /// Sets a key after checking its value; the previous config is kept on error.
@@ -465,5 +592,64 @@ mod tests {
         assert_eq!(cfg, before);
         cfg.set("memory", "current=1024").unwrap();
         assert_eq!(cfg.memory_mib(), 1024);
+    }
+
+    #[test]
+    fn snapshots_copy_roll_back_and_unlink_as_proxmox_ve_does() {
+        let mut cfg = GuestConfig::parse(
+            "#mine\ncores: 2\nlock: snapshot\nparent: first\nscsi0: local:100/vm-100-disk-0.qcow2,size=4G\nunused0: local:100/vm-100-disk-1.qcow2\n\n[first]\n#before the upgrade\n#second line\ncores: 1\nscsi0: local:100/vm-100-disk-0.qcow2,size=4G\nsnaptime: 1800000000\n",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.snapshots["first"]["description"],
+            "before the upgrade\nsecond line"
+        );
+        assert_eq!(
+            GuestConfig::parse(&cfg.to_text()).unwrap().snapshots,
+            cfg.snapshots,
+            "a snapshot's description survives a write as comment lines"
+        );
+        let section = cfg.snapshot_section();
+        assert_eq!(section["parent"], "first");
+        assert_eq!(section["cores"], "2");
+        assert!(!section.contains_key("lock") && !section.contains_key("unused0"));
+        cfg.snapshots.insert("second".into(), section);
+        cfg.options.insert("parent".into(), "second".into());
+        assert_eq!(cfg.snapshot_children("first"), vec!["second"]);
+
+        let back = cfg.rolled_back("first").unwrap();
+        assert_eq!(back.options["cores"], "1");
+        assert_eq!(back.options["parent"], "first");
+        assert_eq!(back.options["unused0"], cfg.options["unused0"]);
+        assert_eq!(back.description.as_deref(), Some("mine"));
+        assert!(!back.options.contains_key("snaptime") && !back.options.contains_key("lock"));
+        assert!(cfg.rolled_back("nope").is_none());
+
+        cfg.remove_snapshot("first");
+        assert!(!cfg.snapshots.contains_key("first"));
+        assert!(!cfg.snapshots["second"].contains_key("parent"));
+        assert_eq!(cfg.options["parent"], "second");
+        cfg.remove_snapshot("second");
+        assert!(!cfg.options.contains_key("parent"));
+    }
+
+    #[test]
+    fn snapshot_names_follow_proxmox_ve() {
+        for good in ["s1", "before-upgrade", "a_b", &"x".repeat(40)] {
+            assert!(check_snapshot_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "a",
+            "1abc",
+            "a b",
+            "a/b",
+            "../x",
+            "current",
+            "PENDING",
+            &"x".repeat(41),
+        ] {
+            assert!(check_snapshot_name(bad).is_err(), "{bad}");
+        }
     }
 }

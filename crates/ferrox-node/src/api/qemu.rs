@@ -9,7 +9,9 @@ use ferrox_api::rbac;
 use ferrox_api::schema::{int, BOOL, STRING};
 use ferrox_api::{ApiError, Endpoint, Extra, Method, Param, ParamType, Permission, TaskError};
 use ferrox_api_types::nodes::RrdRow;
-use ferrox_api_types::qemu::{GuestStatus, HaManaged, MigratePreconditions, PendingEntry};
+use ferrox_api_types::qemu::{
+    GuestStatus, HaManaged, MigratePreconditions, PendingEntry, SnapshotCommand, SnapshotEntry,
+};
 use ferrox_api_types::{ConfigMap, Subdir, Upid};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -119,7 +121,9 @@ fn create_guest(ctx: &C<'_>) -> Result<Upid, ApiError> {
 fn guest_index(ctx: &C<'_>) -> Result<Vec<Subdir>, ApiError> {
     local_node(ctx)?;
     ctx.state.guest_config(vmid(ctx)?)?;
-    Ok(Subdir::list(&["config", "pending", "status", "rrddata"]))
+    Ok(Subdir::list(&[
+        "config", "pending", "status", "rrddata", "snapshot",
+    ]))
 }
 
 fn get_config(ctx: &C<'_>) -> Result<ConfigMap, ApiError> {
@@ -456,6 +460,124 @@ fn resize(ctx: &C<'_>) -> Result<Upid, ApiError> {
     Ok(Upid(upid))
 }
 
+fn snapname<'a>(ctx: &'a C<'_>) -> Result<&'a str, ApiError> {
+    ctx.params.need_str(&param::SNAPNAME)
+}
+
+fn list_snapshots(ctx: &C<'_>) -> Result<Vec<SnapshotEntry>, ApiError> {
+    local_node(ctx)?;
+    let vmid = vmid(ctx)?;
+    let cfg = ctx.state.guest_config(vmid)?;
+    let mut rows: Vec<SnapshotEntry> = cfg
+        .snapshots
+        .iter()
+        .map(|(name, s)| SnapshotEntry {
+            name: name.clone(),
+            description: s.get("description").cloned().unwrap_or_default(),
+            parent: s.get("parent").cloned(),
+            snaptime: Some(s.get("snaptime").and_then(|t| t.parse().ok()).unwrap_or(0)),
+            vmstate: Some(u8::from(s.contains_key("vmstate"))),
+            snapstate: s.get("snapstate").cloned(),
+            running: None,
+            digest: None,
+        })
+        .collect();
+    rows.push(SnapshotEntry {
+        name: "current".into(),
+        description: "You are here!".into(),
+        parent: cfg.options.get("parent").cloned(),
+        snaptime: None,
+        vmstate: None,
+        snapstate: None,
+        running: Some(u8::from(ctx.state.guests.process(vmid).is_some())),
+        digest: Some(cfg.digest.clone()),
+    });
+    Ok(rows)
+}
+
+fn create_snapshot(ctx: &C<'_>) -> Result<Upid, ApiError> {
+    local_node(ctx)?;
+    let vmid = vmid(ctx)?;
+    let name = snapname(ctx)?.to_string();
+    ctx.state.check_snapshot_create(vmid, &name)?;
+    let vmstate = ctx.params.bool(&param::VMSTATE).unwrap_or(false);
+    let description = ctx
+        .params
+        .str(&param::SNAPSHOT_DESCRIPTION)
+        .map(String::from);
+    let node = Arc::clone(ctx.state);
+    let upid = ctx.state.tasks.spawn(
+        "qmsnapshot",
+        &vmid.to_string(),
+        &auth_id(ctx)?,
+        move |log| node.create_snapshot(vmid, &name, vmstate, description.as_deref(), log),
+    )?;
+    Ok(Upid(upid))
+}
+
+fn snapshot_index(ctx: &C<'_>) -> Result<Vec<SnapshotCommand>, ApiError> {
+    local_node(ctx)?;
+    let cfg = ctx.state.guest_config(vmid(ctx)?)?;
+    crate::guests::snapshot::existing(&cfg, snapname(ctx)?)?;
+    Ok(["rollback", "config"]
+        .iter()
+        .map(|c| SnapshotCommand { cmd: c.to_string() })
+        .collect())
+}
+
+fn snapshot_config(ctx: &C<'_>) -> Result<ConfigMap, ApiError> {
+    local_node(ctx)?;
+    let cfg = ctx.state.guest_config(vmid(ctx)?)?;
+    let section = crate::guests::snapshot::existing(&cfg, snapname(ctx)?)?;
+    Ok(section.iter().map(|(k, v)| (k.clone(), json!(v))).collect())
+}
+
+fn update_snapshot_config(ctx: &C<'_>) -> Result<(), ApiError> {
+    local_node(ctx)?;
+    let Some(description) = ctx.params.str(&param::SNAPSHOT_DESCRIPTION) else {
+        return Ok(());
+    };
+    ctx.state
+        .set_snapshot_description(vmid(ctx)?, snapname(ctx)?, description)
+}
+
+fn rollback_snapshot(ctx: &C<'_>) -> Result<Upid, ApiError> {
+    local_node(ctx)?;
+    let vmid = vmid(ctx)?;
+    let name = snapname(ctx)?.to_string();
+    let start = ctx.params.bool(&param::ROLLBACK_START).unwrap_or(false);
+    // The worker starts the guest itself: a user with VM.Snapshot.Rollback only must not
+    // power it on as a side effect (as Proxmox VE checks).
+    if start {
+        ctx.require(&format!("/vms/{vmid}"), &["VM.PowerMgmt"], false)?;
+    }
+    ctx.state.check_snapshot_rollback(vmid, &name)?;
+    let node = Arc::clone(ctx.state);
+    let upid = ctx.state.tasks.spawn(
+        "qmrollback",
+        &vmid.to_string(),
+        &auth_id(ctx)?,
+        move |log| node.rollback_snapshot(vmid, &name, start, log),
+    )?;
+    Ok(Upid(upid))
+}
+
+fn delete_snapshot(ctx: &C<'_>) -> Result<Upid, ApiError> {
+    local_node(ctx)?;
+    let vmid = vmid(ctx)?;
+    let name = snapname(ctx)?.to_string();
+    let force = ctx.params.bool(&param::SNAPSHOT_FORCE).unwrap_or(false);
+    ctx.state.check_snapshot_delete(vmid, &name)?;
+    let node = Arc::clone(ctx.state);
+    let upid = ctx.state.tasks.spawn(
+        "qmdelsnapshot",
+        &vmid.to_string(),
+        &auth_id(ctx)?,
+        move |log| node.delete_snapshot(vmid, &name, force, log),
+    )?;
+    Ok(Upid(upid))
+}
+
 fn destroy(ctx: &C<'_>) -> Result<Upid, ApiError> {
     local_node(ctx)?;
     crate::guests::perm::root_only_param(ctx, &param::SKIPLOCK)?;
@@ -485,6 +607,11 @@ const VM_AUDIT: Permission = Permission::Privs {
 const VM_POWER: Permission = Permission::Privs {
     path: "/vms/{vmid}",
     privs: &["VM.PowerMgmt"],
+    any: false,
+};
+const VM_SNAPSHOT: Permission = Permission::Privs {
+    path: "/vms/{vmid}",
+    privs: &["VM.Snapshot"],
     any: false,
 };
 const VM_ALLOCATE: Permission = Permission::Privs {
@@ -623,6 +750,36 @@ pub(crate) mod param {
         Param::optional("todisk", BOOL, "Suspend to disk (not supported yet).");
     pub const STATESTORAGE: Param = Param::optional("statestorage", STRING, "Ignored.");
     pub const NOCHECK: Param = Param::optional("nocheck", BOOL, "Ignored.");
+    pub const SNAPNAME: Param = Param::required(
+        "snapname",
+        ParamType::Format {
+            name: "pve-snapshot-name",
+            check: ferrox_types::guest_config::check_snapshot_name,
+        },
+        "The name of the snapshot.",
+    );
+    pub const VMSTATE: Param = Param::optional(
+        "vmstate",
+        BOOL,
+        "Save the RAM of a running VM too (a rollback resumes it).",
+    );
+    pub const SNAPSHOT_DESCRIPTION: Param = Param::optional(
+        "description",
+        ParamType::Text {
+            max_len: Some(8192),
+        },
+        "A textual description or comment.",
+    );
+    pub const ROLLBACK_START: Param = Param::optional(
+        "start",
+        BOOL,
+        "Start the VM after the rollback (a snapshot with RAM always resumes it).",
+    );
+    pub const SNAPSHOT_FORCE: Param = Param::optional(
+        "force",
+        BOOL,
+        "Remove the snapshot from the config even if removing a disk's snapshot fails.",
+    );
 }
 
 /// The endpoints of this file.
@@ -732,6 +889,81 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             param::DIGEST,
             param::SKIPLOCK,
         ]),
+        Endpoint::new(
+            Get,
+            "/nodes/{node}/qemu/{vmid}/snapshot",
+            "List all snapshots (and 'current', the VM as it is).",
+            VM_AUDIT,
+            list_snapshots,
+        )
+        .params(vec![NODE, VMID]),
+        Endpoint::new(
+            Post,
+            "/nodes/{node}/qemu/{vmid}/snapshot",
+            "Snapshot a VM: its disks, and with vmstate=1 the RAM of a running VM.",
+            VM_SNAPSHOT,
+            create_snapshot,
+        )
+        .params(vec![
+            NODE,
+            VMID,
+            param::SNAPNAME,
+            param::VMSTATE,
+            param::SNAPSHOT_DESCRIPTION,
+        ]),
+        Endpoint::new(
+            Get,
+            "/nodes/{node}/qemu/{vmid}/snapshot/{snapname}",
+            "Directory index.",
+            auth.clone(),
+            snapshot_index,
+        )
+        .params(vec![NODE, VMID, param::SNAPNAME]),
+        Endpoint::new(
+            Get,
+            "/nodes/{node}/qemu/{vmid}/snapshot/{snapname}/config",
+            "Get snapshot configuration.",
+            Permission::Privs {
+                path: "/vms/{vmid}",
+                privs: &["VM.Snapshot", "VM.Snapshot.Rollback", "VM.Audit"],
+                any: true,
+            },
+            snapshot_config,
+        )
+        .params(vec![NODE, VMID, param::SNAPNAME]),
+        Endpoint::new(
+            Put,
+            "/nodes/{node}/qemu/{vmid}/snapshot/{snapname}/config",
+            "Update snapshot metadata (its description).",
+            VM_SNAPSHOT,
+            update_snapshot_config,
+        )
+        .params(vec![
+            NODE,
+            VMID,
+            param::SNAPNAME,
+            param::SNAPSHOT_DESCRIPTION,
+        ]),
+        Endpoint::new(
+            Post,
+            "/nodes/{node}/qemu/{vmid}/snapshot/{snapname}/rollback",
+            "Rollback VM state to specified snapshot.",
+            Permission::Privs {
+                path: "/vms/{vmid}",
+                privs: &["VM.Snapshot", "VM.Snapshot.Rollback"],
+                any: true,
+            },
+            rollback_snapshot,
+        )
+        .params(vec![NODE, VMID, param::SNAPNAME, param::ROLLBACK_START]),
+        Endpoint::new(
+            Delete,
+            "/nodes/{node}/qemu/{vmid}/snapshot/{snapname}",
+            "Delete a VM snapshot.",
+            VM_SNAPSHOT,
+            delete_snapshot,
+        )
+        .params(vec![NODE, VMID, param::SNAPNAME, param::SNAPSHOT_FORCE]),
         Endpoint::new(
             Get,
             "/nodes/{node}/qemu/{vmid}/rrddata",

@@ -7,6 +7,7 @@ pub mod kind;
 pub mod migrate;
 pub mod perm;
 pub mod resize;
+pub mod snapshot;
 
 use crate::cluster::{store_error, ConfigTree};
 use crate::Node;
@@ -436,11 +437,16 @@ fn boot_disk_size(cfg: &GuestConfig) -> u64 {
         .unwrap_or(0)
 }
 
+/// The volumes guest `vmid` owns: its disks, unused disks and the RAM states of its
+/// snapshots.
 fn volumes_of(cfg: &GuestConfig, vmid: u32) -> Vec<String> {
+    let states = cfg.snapshots.values().filter_map(|s| s.get("vmstate"));
     cfg.options
         .iter()
         .filter(|(k, _)| is_disk_key(k) || k.starts_with("unused"))
-        .filter_map(|(_, v)| {
+        .map(|(_, v)| v)
+        .chain(states)
+        .filter_map(|v| {
             let p = PropertyString::parse(v).ok()?;
             let file = p.get("file", Some("file"))?.to_string();
             let owner = VolumeId::parse(&file)?.owner();
@@ -581,9 +587,22 @@ impl Node {
         if self.guests.process(vmid).is_some() {
             return Err(format!("VM {vmid} already running").into());
         }
+        self.launch_guest(vmid, &cfg, None, log)
+    }
+
+    /// Launches QEMU for `cfg`; the caller holds the guest's lock and checked that it is
+    /// not running. With `state` (a snapshot's RAM), the guest resumes from it instead of
+    /// booting.
+    pub(crate) fn launch_guest(
+        &self,
+        vmid: u32,
+        cfg: &GuestConfig,
+        state: Option<&std::fs::File>,
+        log: &TaskLog,
+    ) -> Result<(), TaskError> {
         // Without `enforce` (TCG) QEMU would drop what the host lacks and the guest would
         // see another CPU than its model; with it, QEMU's error is less clear than this.
-        if let Some(refusal) = self.cpu_refusals(&cfg, None)?.remove(&self.opts.node_name) {
+        if let Some(refusal) = self.cpu_refusals(cfg, None)?.remove(&self.opts.node_name) {
             return Err(refusal.reason.into());
         }
         let storages = self.storage_config()?;
@@ -591,23 +610,38 @@ impl Node {
         let resolve = move |volid: &str| {
             ferrox_storage::resolve(&storages, &node, volid).map_err(|e| e.to_string())
         };
-        let accel = self.guest_accel(&cfg);
+        let accel = self.guest_accel(cfg);
         let cpu_models = self.custom_cpu_models()?;
         let spec = LaunchSpec {
             vmid,
             accel,
             run_dir: &self.guests.run_dir,
             resolve: &resolve,
-            incoming: None,
+            incoming: state.map(|_| "defer"),
             cpu_models: &cpu_models,
         };
-        let args = ferrox_qemu::command_line(&cfg, &spec).map_err(|e| e.to_string())?;
+        let args = ferrox_qemu::command_line(cfg, &spec).map_err(|e| e.to_string())?;
         log.log(format!(
             "starting VM {vmid} ({} accelerator)",
             accel.as_str()
         ));
         let process = GuestProcess::start(&self.opts.qemu_binary, &args, &spec)
             .map_err(|e| format!("start failed: {e}"))?;
+        if let Some(state) = state {
+            let resumed = process
+                .qmp()
+                .map_err(|e| e.to_string())
+                .and_then(|mut qmp| {
+                    ferrox_qemu::migration::load_state(&mut qmp, state)
+                        .map_err(|e| e.to_string())?;
+                    qmp.execute("cont", None).map_err(|e| e.to_string())
+                });
+            if let Err(e) = resumed {
+                let _ = process.stop();
+                return Err(format!("loading the saved RAM state failed: {e}").into());
+            }
+            log.log(format!("VM {vmid} resumed from its saved RAM state"));
+        }
         let state = process.status().map_err(|e| format!("start failed: {e}"))?;
         let actual = if state.kvm {
             Accelerator::Kvm
