@@ -421,7 +421,7 @@ pub fn guest_pid(run_dir: &Path, vmid: u32) -> Option<u32> {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let ours = String::from_utf8_lossy(&cmdline)
         .replace('\0', " ")
-        .contains(&format!("-name vm{vmid},"));
+        .contains(&format!("/{vmid}.qmp,"));
     (!zombie && ours).then_some(pid)
 }
 

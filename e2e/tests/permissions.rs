@@ -302,6 +302,17 @@ const TABLE: &[(&str, &str, Pve)] = &[
         "/nodes/{node}/qemu/{vmid}/resize",
         Priv("/vms/{vmid}", &["VM.Config.Disk"], false),
     ),
+    // qemu-server: a template needs VM.Allocate. A clone needs VM.Clone on the source,
+    // VM.Allocate on the new vmid (or its pool) and Datastore.AllocateSpace on every
+    // target storage; a disk move VM.Config.Disk and Datastore.AllocateSpace on the target
+    // storage: checks on several paths, made by their handlers (tests/snapshot.rs).
+    (
+        "POST",
+        "/nodes/{node}/qemu/{vmid}/template",
+        Priv("/vms/{vmid}", &["VM.Allocate"], false),
+    ),
+    ("POST", "/nodes/{node}/qemu/{vmid}/clone", All),
+    ("POST", "/nodes/{node}/qemu/{vmid}/move_disk", All),
     // qemu-server's snapshot API.
     (
         "GET",
@@ -630,6 +641,7 @@ fn sample(name: &str, method: Method, path: &str, role: &str) -> String {
         "disk" => "scsi0".into(),
         "size" => "+1G".into(),
         "snapname" => "s1".into(),
+        "newid" => "998".into(),
         "port" => "2003".into(),
         _ => "1".into(),
     }

@@ -94,8 +94,13 @@ formats! {
     TAGS = "pve-tag-list", fmt::tag_list;
     EMAIL = "email-opt", fmt::email;
     ABSOLUTE_PATH = "pve-storage-path", fmt::absolute_path;
+    DNS_NAME = "dns-name", fmt::dns_name;
+    SNAPSHOT_NAME = "pve-snapshot-name", crate::schema::snapshot_name;
     /// A field of `user.cfg` (first name, last name, keys): one line without `:`.
     COLON_FIELD = "pve-user-field", fmt::colon_field;
+}
+fn snapshot_name(value: &str) -> Result<(), String> {
+    ferrox_types::guest_config::check_snapshot_name(value)
 }
 pub const BOOL: ParamType = ParamType::Boolean;
 

@@ -35,7 +35,7 @@ pub fn allocate_new_disks(
                 continue;
             };
             let volid = ferrox_storage::open(storages, node, storage)
-                .and_then(|s| s.allocate(vmid, size_gib))
+                .and_then(|s| s.allocate(vmid, size_gib << 30, "qcow2"))
                 .map_err(|e| config_err(key, e.to_string()))?;
             created.push(volid.clone());
             p.items[0] = (None, volid);

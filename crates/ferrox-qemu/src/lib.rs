@@ -4,6 +4,7 @@
 //! It talks to QEMU and the local filesystem only; it knows nothing about the cluster, HA
 //! or the API, and must not decide where guests run.
 
+pub mod blockjob;
 pub mod capabilities;
 pub mod cgroup;
 pub mod command;

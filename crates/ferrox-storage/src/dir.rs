@@ -33,6 +33,38 @@ impl DirStorage {
     fn image_dir(&self, vmid: u32) -> PathBuf {
         self.base.join("images").join(vmid.to_string())
     }
+
+    fn check_images(&self) -> Result<(), StorageError> {
+        if self.content.contains("images") {
+            Ok(())
+        } else {
+            Err(StorageError::Content {
+                storage: self.id.clone(),
+                content: "images".into(),
+            })
+        }
+    }
+
+    /// The next free `vm-<vmid>-disk-<n>.<format>` in the guest's folder (created): the
+    /// folder, the file name and the volume id.
+    fn new_image_name(
+        &self,
+        vmid: u32,
+        format: &str,
+    ) -> Result<(PathBuf, String, String), StorageError> {
+        let dir = self.image_dir(vmid);
+        std::fs::create_dir_all(&dir).map_err(io(dir.display().to_string()))?;
+        let taken = |n: u32| {
+            ferrox_types::storage::IMAGE_FORMATS.iter().any(|f| {
+                dir.join(format!("vm-{vmid}-disk-{n}.{f}")).exists()
+                    || dir.join(format!("base-{vmid}-disk-{n}.{f}")).exists()
+            })
+        };
+        let n = (0..).find(|n| !taken(*n)).unwrap_or(0);
+        let file = format!("vm-{vmid}-disk-{n}.{format}");
+        let volid = format!("{}:{vmid}/{file}", self.id);
+        Ok((dir, file, volid))
+    }
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StorageError {
@@ -56,7 +88,7 @@ impl Storage for DirStorage {
     fn path(&self, volume: &VolumeId) -> Result<(PathBuf, String), StorageError> {
         let file_name = volume.name.rsplit('/').next().unwrap_or("");
         let path = match volume.kind() {
-            Some(VolumeKind::Image { .. }) => self.base.join("images").join(&volume.name),
+            Some(VolumeKind::Image { .. }) => self.base.join("images").join(volume.own_file()),
             Some(VolumeKind::Iso) => self.base.join("template").join(&volume.name),
             Some(VolumeKind::Template) => self.base.join("template/cache").join(file_name),
             Some(_) => self.base.join(&volume.name),
@@ -70,31 +102,21 @@ impl Storage for DirStorage {
         Ok((path, volume.format().to_string()))
     }
 
-    fn allocate(&self, vmid: u32, size_gib: u64) -> Result<String, StorageError> {
-        if !self.content.contains("images") {
-            return Err(StorageError::Content {
-                storage: self.id.clone(),
-                content: "images".into(),
-            });
+    fn allocate(&self, vmid: u32, bytes: u64, format: &str) -> Result<String, StorageError> {
+        self.check_images()?;
+        if bytes == 0 {
+            return Err(StorageError::Invalid("a disk needs a size above 0".into()));
         }
-        if size_gib == 0 {
-            return Err(StorageError::Invalid(
-                "disk size must be at least 1 GiB".into(),
-            ));
+        if !ferrox_types::storage::IMAGE_FORMATS.contains(&format) {
+            return Err(StorageError::Invalid(format!(
+                "format '{format}' is not one of qcow2, raw, vmdk"
+            )));
         }
-        let dir = self.image_dir(vmid);
-        std::fs::create_dir_all(&dir).map_err(io(dir.display().to_string()))?;
-        let n = (0..)
-            .find(|n| {
-                !dir.join(format!("vm-{vmid}-disk-{n}.qcow2")).exists()
-                    && !dir.join(format!("vm-{vmid}-disk-{n}.raw")).exists()
-            })
-            .unwrap_or(0);
-        let file = dir.join(format!("vm-{vmid}-disk-{n}.qcow2"));
+        let (dir, file, volid) = self.new_image_name(vmid, format)?;
         let out = Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2"])
-            .arg(&file)
-            .arg(format!("{size_gib}G"))
+            .args(["create", "-q", "-f", format])
+            .arg(dir.join(&file))
+            .arg(bytes.to_string())
             .output()
             .map_err(io("qemu-img"))?;
         if !out.status.success() {
@@ -103,12 +125,100 @@ impl Storage for DirStorage {
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
         }
-        Ok(format!("{}:{vmid}/vm-{vmid}-disk-{n}.qcow2", self.id))
+        Ok(volid)
     }
 
     fn free(&self, volume: &VolumeId) -> Result<(), StorageError> {
+        self.check_free(volume)?;
         let (path, _) = self.path(volume)?;
         std::fs::remove_file(&path).map_err(io(path.display().to_string()))
+    }
+
+    fn check_free(&self, volume: &VolumeId) -> Result<(), StorageError> {
+        if !volume.is_base() {
+            return Ok(());
+        }
+        let clones: Vec<String> = self
+            .list(None)?
+            .into_iter()
+            .filter(|v| {
+                VolumeId::parse(&v.volid).is_some_and(|c| c.base() == Some(volume.name.as_str()))
+            })
+            .map(|v| v.volid)
+            .collect();
+        if clones.is_empty() {
+            return Ok(());
+        }
+        Err(StorageError::Invalid(format!(
+            "base volume '{}:{}' is still in use by linked clones: {}",
+            volume.storage,
+            volume.name,
+            clones.join(", ")
+        )))
+    }
+
+    /// Renames `vm-<vmid>-…` to `base-<vmid>-…` and makes it read-only, as Proxmox VE's
+    /// `create_base` does.
+    fn create_base(&self, volume: &VolumeId) -> Result<String, StorageError> {
+        if volume.is_base() || volume.base().is_some() {
+            return Err(StorageError::Invalid(format!(
+                "'{}:{}' is a base image or builds on one",
+                volume.storage, volume.name
+            )));
+        }
+        let (path, _) = self.path(volume)?;
+        let based = volume.name.replacen("/vm-", "/base-", 1);
+        let new = VolumeId {
+            storage: volume.storage.clone(),
+            name: based,
+        };
+        let (new_path, _) = self.path(&new)?;
+        if new_path.exists() {
+            return Err(StorageError::Invalid(format!(
+                "'{}' exists already",
+                new_path.display()
+            )));
+        }
+        std::fs::rename(&path, &new_path).map_err(io(path.display().to_string()))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&new_path, std::fs::Permissions::from_mode(0o444))
+            .map_err(io(new_path.display().to_string()))?;
+        Ok(format!("{}:{}", new.storage, new.name))
+    }
+
+    /// A qcow2 image whose backing file is the base, by a path relative to the clone's
+    /// folder (`../100/base-100-disk-0.qcow2`), as Proxmox VE writes it.
+    fn clone_image(&self, base: &VolumeId, vmid: u32) -> Result<String, StorageError> {
+        if !base.is_base() {
+            return Err(StorageError::Invalid(format!(
+                "linked clones need a base image (a template's disk); '{}:{}' is not one",
+                base.storage, base.name
+            )));
+        }
+        self.check_images()?;
+        let (dir, file, _) = self.new_image_name(vmid, "qcow2")?;
+        let backing = format!("../{}", base.name);
+        let out = Command::new("qemu-img")
+            .args([
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-F",
+                base.format(),
+                "-b",
+                &backing,
+            ])
+            .arg(dir.join(&file))
+            .output()
+            .map_err(io("qemu-img"))?;
+        if !out.status.success() {
+            return Err(StorageError::Tool(format!(
+                "qemu-img create failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(format!("{}:{}/{vmid}/{file}", self.id, base.name))
     }
 
     fn list(&self, vmid: Option<u32>) -> Result<Vec<VolumeInfo>, StorageError> {
@@ -139,8 +249,14 @@ impl Storage for DirStorage {
                     .output()
                     .map_err(io("qemu-img"))?;
                 let v: Value = serde_json::from_slice(&info.stdout).unwrap_or(Value::Null);
+                // A linked clone is listed under its full name, base first.
+                let base = v["backing-filename"]
+                    .as_str()
+                    .and_then(|b| b.strip_prefix("../"))
+                    .map(|b| format!("{b}/"))
+                    .unwrap_or_default();
                 out.push(VolumeInfo {
-                    volid: format!("{}:{owner}/{name}", self.id),
+                    volid: format!("{}:{base}{owner}/{name}", self.id),
                     vmid: owner,
                     format: v["format"].as_str().unwrap_or("raw").to_string(),
                     size: v["virtual-size"].as_u64().unwrap_or(0),
@@ -196,12 +312,7 @@ impl Storage for DirStorage {
     }
 
     fn allocate_state(&self, vmid: u32, snapshot: &str) -> Result<String, StorageError> {
-        if !self.content.contains("images") {
-            return Err(StorageError::Content {
-                storage: self.id.clone(),
-                content: "images".into(),
-            });
-        }
+        self.check_images()?;
         let dir = self.image_dir(vmid);
         std::fs::create_dir_all(&dir).map_err(io(dir.display().to_string()))?;
         let volid = format!("{}:{vmid}/vm-{vmid}-state-{snapshot}.raw", self.id);

@@ -62,9 +62,35 @@ pub trait Storage: Send + Sync {
     fn content(&self) -> &BTreeSet<String>;
     /// The file (or device) behind a volume of this storage, and its image format.
     fn path(&self, volume: &VolumeId) -> Result<(PathBuf, String), StorageError>;
-    /// Creates a new image of `size_gib` GiB for `vmid`; returns its volume id.
-    fn allocate(&self, vmid: u32, size_gib: u64) -> Result<String, StorageError>;
+    /// Creates a new image of `bytes` in `format` for `vmid`; returns its volume id.
+    fn allocate(&self, vmid: u32, bytes: u64, format: &str) -> Result<String, StorageError>;
     fn free(&self, volume: &VolumeId) -> Result<(), StorageError>;
+    /// Refuses to free a volume something else still needs (a base image with linked
+    /// clones), naming what needs it.
+    fn check_free(&self, volume: &VolumeId) -> Result<(), StorageError> {
+        let _ = volume;
+        Ok(())
+    }
+    /// Turns a guest image into a read-only base image of a template; returns its new id.
+    fn create_base(&self, volume: &VolumeId) -> Result<String, StorageError> {
+        Err(StorageError::Invalid(format!(
+            "storage '{}' cannot make base images ('{}:{}')",
+            self.id(),
+            volume.storage,
+            volume.name
+        )))
+    }
+    /// A linked clone of base image `base` for guest `vmid`: a new image that reads
+    /// what it has not written from the base. Returns its volume id.
+    fn clone_image(&self, base: &VolumeId, vmid: u32) -> Result<String, StorageError> {
+        let _ = vmid;
+        Err(StorageError::Invalid(format!(
+            "storage '{}' cannot make linked clones of '{}:{}'",
+            self.id(),
+            base.storage,
+            base.name
+        )))
+    }
     /// Guest images, of one guest or all.
     fn list(&self, vmid: Option<u32>) -> Result<Vec<VolumeInfo>, StorageError>;
     fn space(&self) -> Space;
@@ -204,6 +230,33 @@ pub fn open_volume(
     Ok((open(storages, node, &volume.storage)?, volume))
 }
 
+/// Copies the data of image `source` (as it was at its snapshot `snapshot`, if given)
+/// into the existing image `target`, converting the format (`qemu-img convert -n`).
+pub fn copy_image(
+    source: (&std::path::Path, &str),
+    snapshot: Option<&str>,
+    target: (&std::path::Path, &str),
+) -> Result<(), StorageError> {
+    // -U: the source may be held by a running guest (its snapshot does not change).
+    let mut args = vec!["convert", "-U", "-n", "-f", source.1, "-O", target.1];
+    let selector = snapshot.map(|s| format!("snapshot.name={s}"));
+    if let Some(selector) = &selector {
+        args.extend(["-l", selector.as_str()]);
+    }
+    qemu_img(&args, source.0, &[&target.0.to_string_lossy()]).map(drop)
+}
+
+/// Virtual size and format of an image file, as `qemu-img info` reports them.
+pub fn image_info(path: &std::path::Path) -> Result<(u64, String), StorageError> {
+    let out = qemu_img(&["info", "--output=json", "-U"], path, &[])?;
+    let v: serde_json::Value = serde_json::from_str(&out)
+        .map_err(|e| StorageError::Tool(format!("qemu-img info: {e}")))?;
+    Ok((
+        v["virtual-size"].as_u64().unwrap_or(0),
+        v["format"].as_str().unwrap_or("raw").to_string(),
+    ))
+}
+
 /// Grows a volume to `bytes`.
 pub fn resize(
     storages: &StorageConfig,
@@ -277,7 +330,7 @@ mod tests {
         ));
         let isos = open(&storages, "n1", "isos").unwrap();
         assert!(matches!(
-            isos.allocate(100, 1),
+            isos.allocate(100, 1 << 30, "qcow2"),
             Err(StorageError::Content { .. })
         ));
         assert!(open(&storages, "n1", "local").unwrap().space().total > 0);
@@ -309,7 +362,7 @@ mod tests {
         }
         let (_dir, storages) = setup();
         let local = open(&storages, "n1", "local").unwrap();
-        let volid = local.allocate(100, 1).unwrap();
+        let volid = local.allocate(100, 1 << 30, "qcow2").unwrap();
         let volume = VolumeId::parse(&volid).unwrap();
         let (path, _) = local.path(&volume).unwrap();
         assert!(qemu_io(&path, "write -P 0x11 0 64k"));
@@ -340,5 +393,82 @@ mod tests {
             refusal.contains("raw") && refusal.contains(&state),
             "{refusal}"
         );
+    }
+
+    #[test]
+    fn base_images_linked_clones_and_copies() {
+        if std::process::Command::new("qemu-io")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!("SKIPPED base_images_linked_clones_and_copies: no qemu-io (qemu-utils)");
+            return;
+        }
+        let (_dir, storages) = setup();
+        let local = open(&storages, "n1", "local").unwrap();
+        let volid = local.allocate(100, 1 << 30, "qcow2").unwrap();
+        let (path, _) = local.path(&VolumeId::parse(&volid).unwrap()).unwrap();
+        assert!(qemu_io(&path, "write -P 0x33 0 64k"));
+        let base = local
+            .create_base(&VolumeId::parse(&volid).unwrap())
+            .unwrap();
+        assert_eq!(base, "local:100/base-100-disk-0.qcow2");
+        let base = VolumeId::parse(&base).unwrap();
+        assert!(!path.exists());
+        assert!(local.create_base(&base).is_err(), "a base image stays one");
+
+        let linked = local.clone_image(&base, 101).unwrap();
+        assert_eq!(
+            linked,
+            "local:100/base-100-disk-0.qcow2/101/vm-101-disk-0.qcow2"
+        );
+        let linked = VolumeId::parse(&linked).unwrap();
+        let (linked_path, format) = local.path(&linked).unwrap();
+        assert_eq!(format, "qcow2");
+        assert!(
+            qemu_io(&linked_path, "read -P 0x33 0 64k"),
+            "reads the base"
+        );
+        assert!(qemu_io(&linked_path, "write -P 0x44 0 64k"));
+        let (base_path, _) = local.path(&base).unwrap();
+        assert!(
+            qemu_io(&base_path, "read -P 0x33 0 64k"),
+            "the base is untouched"
+        );
+        let listed: Vec<String> = local
+            .list(Some(101))
+            .unwrap()
+            .into_iter()
+            .map(|v| v.volid)
+            .collect();
+        assert_eq!(listed, vec![format!("local:{}", linked.name)]);
+        let refusal = local.free(&base).unwrap_err().to_string();
+        assert!(
+            refusal.contains("in use by linked clones") && refusal.contains("101/vm-101"),
+            "{refusal}"
+        );
+        assert!(
+            local.clone_image(&linked, 102).is_err(),
+            "only a base can be cloned linked"
+        );
+
+        // a full copy into a raw image of the same size
+        let full = local.allocate(102, 1 << 30, "raw").unwrap();
+        let (full_path, full_format) = local.path(&VolumeId::parse(&full).unwrap()).unwrap();
+        copy_image((&linked_path, "qcow2"), None, (&full_path, &full_format)).unwrap();
+        assert_eq!(
+            image_info(&full_path).unwrap(),
+            (1 << 30, "raw".to_string())
+        );
+        let raw_read = std::process::Command::new("qemu-io")
+            .args(["-f", "raw", "-c", "read -P 0x44 0 64k"])
+            .arg(&full_path)
+            .output()
+            .unwrap();
+        assert!(!String::from_utf8_lossy(&raw_read.stdout).contains("verification failed"));
+
+        local.free(&linked).unwrap();
+        local.free(&base).unwrap();
     }
 }

@@ -213,6 +213,24 @@ pub fn email(value: &str) -> Result<(), String> {
 }
 
 /// An absolute file system path without `..` components or control characters.
+/// A DNS name (`dns-name`): dot-separated labels of letters, digits and inner `-`, at
+/// most 63 characters in all, as Proxmox VE takes a guest's name.
+pub fn dns_name(value: &str) -> Result<(), String> {
+    let ok = !value.is_empty()
+        && value.len() <= 63
+        && value.split('.').all(|label| {
+            !label.is_empty()
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("'{value}' is not a valid DNS name"))
+    }
+}
+
 pub fn absolute_path(value: &str) -> Result<(), String> {
     check_single_line(value)?;
     if !value.starts_with('/') {

@@ -203,21 +203,7 @@ pub fn check_value(key: &str, value: &str) -> Result<(), GuestConfigError> {
         }
         "onboot" | "template" | "protection" | "acpi" | "kvm" | "tablet" | "numa" | "reboot"
         | "localtime" => check_bool(key, value),
-        "name" => {
-            let ok = !value.is_empty()
-                && value.len() <= 63
-                && value.split('.').all(|label| {
-                    !label.is_empty()
-                        && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                        && !label.starts_with('-')
-                        && !label.ends_with('-')
-                });
-            if ok {
-                Ok(())
-            } else {
-                Err(err(key, format!("'{value}' is not a valid DNS name")))
-            }
-        }
+        "name" => crate::format::dns_name(value).map_err(|e| err(key, e)),
         _ if key.starts_with("net") && key[3..].chars().all(|c| c.is_ascii_digit()) => {
             PropertyString::parse(value)
                 .map(drop)

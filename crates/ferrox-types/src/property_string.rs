@@ -63,6 +63,14 @@ impl PropertyString {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Sets the value of a disk's default key `file`, written first and without its key
+    /// (`local:100/vm-100-disk-0.qcow2,size=4G`), as Proxmox VE writes drives.
+    pub fn set_file(&mut self, volid: &str) {
+        self.items
+            .retain(|(k, _)| k.is_some() && k.as_deref() != Some("file"));
+        self.items.insert(0, (None, volid.to_string()));
+    }
+
     pub fn set(&mut self, key: &str, value: &str) {
         match self
             .items

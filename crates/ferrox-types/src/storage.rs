@@ -183,6 +183,22 @@ fn file_name_ok(name: &str) -> bool {
         && !name.chars().any(|c| c.is_control() || c.is_whitespace())
 }
 
+/// `<vmid>/(vm|base)-<vmid>-<rest>.<format>`: the owner, and whether it is a base image.
+fn image_file(dir: &str, file: &str) -> Option<(u32, bool)> {
+    if !file_name_ok(file) {
+        return None;
+    }
+    let owner: u32 = dir.parse().ok().filter(|v| *v >= 100)?;
+    let (rest, is_base) = match file.strip_prefix("vm-") {
+        Some(rest) => (rest, false),
+        None => (file.strip_prefix("base-")?, true),
+    };
+    let (vmid, tail) = rest.split_once('-')?;
+    let (_, format) = tail.rsplit_once('.')?;
+    (vmid.parse::<u32>().ok() == Some(owner) && IMAGE_FORMATS.contains(&format))
+        .then_some((owner, is_base))
+}
+
 impl VolumeId {
     /// Parses `storage:name`; `None` for anything that is not a volume id of a known shape.
     pub fn parse(text: &str) -> Option<VolumeId> {
@@ -198,6 +214,14 @@ impl VolumeId {
     /// The kind of volume, or `None` when the name has no shape Ferrox knows.
     pub fn kind(&self) -> Option<VolumeKind> {
         let (dir, file) = self.name.split_once('/')?;
+        // A linked clone, named as Proxmox VE names it: its base image, then its own file
+        // (`100/base-100-disk-0.qcow2/101/vm-101-disk-0.qcow2`).
+        if let Some((base_file, own)) = file.split_once('/') {
+            let (own_dir, own_file) = own.split_once('/')?;
+            let (_, base_is_base) = image_file(dir, base_file)?;
+            let (owner, own_is_base) = image_file(own_dir, own_file)?;
+            return (base_is_base && !own_is_base).then_some(VolumeKind::Image { owner });
+        }
         if !file_name_ok(file) {
             return None;
         }
@@ -211,17 +235,33 @@ impl VolumeId {
             "dump" => Some(VolumeKind::Backup),
             "snippets" => Some(VolumeKind::Snippet),
             "import" => Some(VolumeKind::Import),
-            _ => {
-                let owner: u32 = dir.parse().ok().filter(|v| *v >= 100)?;
-                let rest = file
-                    .strip_prefix("vm-")
-                    .or_else(|| file.strip_prefix("base-"))?;
-                let (vmid, tail) = rest.split_once('-')?;
-                let (_, format) = tail.rsplit_once('.')?;
-                (vmid.parse::<u32>().ok() == Some(owner) && IMAGE_FORMATS.contains(&format))
-                    .then_some(VolumeKind::Image { owner })
-            }
+            _ => image_file(dir, file).map(|(owner, _)| VolumeKind::Image { owner }),
         }
+    }
+
+    /// An image's own file below the storage's `images/` (for a linked clone, the part
+    /// after its base): `101/vm-101-disk-0.qcow2`.
+    pub fn own_file(&self) -> &str {
+        match self.base() {
+            Some(base) => &self.name[base.len() + 1..],
+            None => &self.name,
+        }
+    }
+
+    /// The base image a linked clone builds on: `100/base-100-disk-0.qcow2`.
+    pub fn base(&self) -> Option<&str> {
+        let first = self.name.find('/')?;
+        let second = first + 1 + self.name[first + 1..].find('/')?;
+        Some(&self.name[..second])
+    }
+
+    /// A base image (of a template), which linked clones may build on.
+    pub fn is_base(&self) -> bool {
+        self.base().is_none()
+            && self
+                .name
+                .split_once('/')
+                .is_some_and(|(_, f)| f.starts_with("base-"))
     }
 
     /// The owning vmid of an image volume (`100/vm-100-disk-0.qcow2` → 100).
@@ -347,9 +387,23 @@ mod tests {
             "local:100/vm-100-disk-0.sh",
             "local:iso/../x.iso",
             "local\n:iso/x.iso",
+            "local:100/vm-100-disk-0.qcow2/101/vm-101-disk-0.qcow2",
+            "local:100/base-100-disk-0.qcow2/101/base-101-disk-0.qcow2",
+            "local:100/base-100-disk-0.qcow2/../../x/vm-101-disk-0.qcow2",
+            "local:100/base-100-disk-0.qcow2/101/vm-101-disk-0.qcow2/x",
         ] {
             assert!(VolumeId::parse(escape).is_none(), "{escape}");
         }
+        assert_eq!(v.own_file(), "100/vm-100-disk-0.qcow2");
+        assert!(v.base().is_none() && !v.is_base());
+        let base = VolumeId::parse("local:100/base-100-disk-0.qcow2").unwrap();
+        assert!(base.is_base());
+        let linked =
+            VolumeId::parse("local:100/base-100-disk-0.qcow2/101/vm-101-disk-0.qcow2").unwrap();
+        assert_eq!(linked.owner(), Some(101));
+        assert_eq!(linked.base(), Some("100/base-100-disk-0.qcow2"));
+        assert_eq!(linked.own_file(), "101/vm-101-disk-0.qcow2");
+        assert!(!linked.is_base());
         assert_eq!(
             VolumeId::parse("local:iso/debian.iso").unwrap().kind(),
             Some(VolumeKind::Iso)

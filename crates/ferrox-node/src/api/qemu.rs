@@ -578,6 +578,105 @@ fn delete_snapshot(ctx: &C<'_>) -> Result<Upid, ApiError> {
     Ok(Upid(upid))
 }
 
+fn template(ctx: &C<'_>) -> Result<Upid, ApiError> {
+    local_node(ctx)?;
+    let vmid = vmid(ctx)?;
+    let disk = ctx.params.str(&param::TEMPLATE_DISK).map(String::from);
+    ctx.state.check_template(vmid, disk.as_deref())?;
+    let node = Arc::clone(ctx.state);
+    let upid = ctx.state.tasks.spawn(
+        "qmtemplate",
+        &vmid.to_string(),
+        &auth_id(ctx)?,
+        move |log| node.make_template(vmid, disk.as_deref(), log),
+    )?;
+    Ok(Upid(upid))
+}
+
+fn clone(ctx: &C<'_>) -> Result<Upid, ApiError> {
+    local_node(ctx)?;
+    let vmid = vmid(ctx)?;
+    ctx.require(&format!("/vms/{vmid}"), &["VM.Clone"], false)?;
+    let newid = ctx.params.need_int(&param::NEWID)? as u32;
+    let pool = ctx.params.str(&param::POOL).map(String::from);
+    if let Some(target) = ctx.params.str(&param::CLONE_TARGET) {
+        if target != ctx.state.opts.node_name && target != "localhost" {
+            return Err(param::CLONE_TARGET
+                .error("cloning to another node is not supported yet: clone here, then migrate"));
+        }
+    }
+    // Proxmox VE: VM.Clone on the source (the endpoint's check), VM.Allocate on the new
+    // vmid or its pool, Datastore.AllocateSpace on every storage the copy lands on.
+    if let Some(p) = &pool {
+        if !ctx.state.auth.user_config().pools.contains_key(p) {
+            return Err(param::POOL.error(format!("pool '{p}' does not exist")));
+        }
+    }
+    let on_pool = pool
+        .as_ref()
+        .is_some_and(|p| ctx.has(&format!("/pool/{p}"), &["VM.Allocate"], false));
+    if !on_pool {
+        ctx.require(&format!("/vms/{newid}"), &["VM.Allocate"], false)?;
+    }
+    let req = crate::guests::clone::CloneRequest {
+        newid,
+        name: ctx.params.str(&param::CLONE_NAME).map(String::from),
+        description: ctx
+            .params
+            .str(&param::SNAPSHOT_DESCRIPTION)
+            .map(String::from),
+        pool,
+        snapname: ctx.params.str(&param::CLONE_SNAPNAME).map(String::from),
+        storage: ctx.params.str(&param::CLONE_STORAGE).map(String::from),
+        format: ctx.params.str(&param::FORMAT).map(String::from),
+        full: ctx.params.bool(&param::FULL_CLONE),
+    };
+    let plan = ctx.state.check_clone(vmid, &req)?;
+    let mut storages: Vec<String> = plan
+        .disks
+        .iter()
+        .filter_map(|d| d.volid.split_once(':').map(|(s, _)| s.to_string()))
+        .map(|s| req.storage.clone().unwrap_or(s))
+        .collect();
+    storages.dedup();
+    for s in storages {
+        ctx.require(
+            &format!("/storage/{s}"),
+            &["Datastore.AllocateSpace"],
+            false,
+        )?;
+    }
+    Ok(Upid(ctx.state.clone_guest(vmid, req, &auth_id(ctx)?)?))
+}
+
+fn move_disk(ctx: &C<'_>) -> Result<Upid, ApiError> {
+    local_node(ctx)?;
+    let vmid = vmid(ctx)?;
+    ctx.require(&format!("/vms/{vmid}"), &["VM.Config.Disk"], false)?;
+    let storage = ctx.params.need_str(&param::MOVE_STORAGE)?;
+    ctx.require(
+        &format!("/storage/{storage}"),
+        &["Datastore.AllocateSpace"],
+        false,
+    )?;
+    let checked = ctx.state.check_move_disk(
+        vmid,
+        ctx.params.need_str(&param::MOVE_DISK)?,
+        storage,
+        ctx.params.str(&param::FORMAT),
+        ctx.params.bool(&param::MOVE_DELETE).unwrap_or(false),
+        ctx.params.str(&param::DIGEST),
+    )?;
+    let node = Arc::clone(ctx.state);
+    let upid = ctx
+        .state
+        .tasks
+        .spawn("qmmove", &vmid.to_string(), &auth_id(ctx)?, move |log| {
+            node.move_disk(vmid, &checked, log)
+        })?;
+    Ok(Upid(upid))
+}
+
 fn destroy(ctx: &C<'_>) -> Result<Upid, ApiError> {
     local_node(ctx)?;
     crate::guests::perm::root_only_param(ctx, &param::SKIPLOCK)?;
@@ -750,12 +849,63 @@ pub(crate) mod param {
         Param::optional("todisk", BOOL, "Suspend to disk (not supported yet).");
     pub const STATESTORAGE: Param = Param::optional("statestorage", STRING, "Ignored.");
     pub const NOCHECK: Param = Param::optional("nocheck", BOOL, "Ignored.");
+    const DISK_NAMES: &[&str] = &[
+        "ide0", "ide1", "ide2", "ide3", "sata0", "sata1", "sata2", "sata3", "sata4", "sata5",
+        "scsi0", "scsi1", "scsi2", "scsi3", "scsi4", "scsi5", "scsi6", "scsi7", "scsi8", "scsi9",
+        "scsi10", "scsi11", "scsi12", "scsi13", "scsi14", "scsi15", "scsi16", "scsi17", "scsi18",
+        "scsi19", "scsi20", "scsi21", "scsi22", "scsi23", "scsi24", "scsi25", "scsi26", "scsi27",
+        "scsi28", "scsi29", "scsi30", "virtio0", "virtio1", "virtio2", "virtio3", "virtio4",
+        "virtio5", "virtio6", "virtio7", "virtio8", "virtio9", "virtio10", "virtio11", "virtio12",
+        "virtio13", "virtio14", "virtio15",
+    ];
+    pub const TEMPLATE_DISK: Param = Param::optional(
+        "disk",
+        ParamType::Enum(DISK_NAMES),
+        "Convert only this disk to a base image.",
+    );
+    pub const MOVE_DISK: Param =
+        Param::required("disk", ParamType::Enum(DISK_NAMES), "The disk to move.");
+    pub const MOVE_STORAGE: Param =
+        Param::required("storage", ferrox_api::schema::STORAGE_ID, "Target storage.");
+    pub const MOVE_DELETE: Param = Param::optional(
+        "delete",
+        BOOL,
+        "Delete the original disk after a successful copy (else it stays as unusedN).",
+    );
+    pub const FORMAT: Param = Param::optional(
+        "format",
+        ParamType::Enum(&["raw", "qcow2", "vmdk"]),
+        "Target disk format.",
+    );
+    pub const NEWID: Param = Param::required("newid", ParamType::VmId, "VMID for the clone.");
+    pub const CLONE_NAME: Param = Param::optional(
+        "name",
+        ferrox_api::schema::DNS_NAME,
+        "Set a name for the new VM.",
+    );
+    pub const CLONE_SNAPNAME: Param = Param::optional(
+        "snapname",
+        ferrox_api::schema::SNAPSHOT_NAME,
+        "Clone the VM as it was at this snapshot.",
+    );
+    pub const CLONE_STORAGE: Param = Param::optional(
+        "storage",
+        ferrox_api::schema::STORAGE_ID,
+        "Target storage for full clone.",
+    );
+    pub const FULL_CLONE: Param = Param::optional(
+        "full",
+        BOOL,
+        "Create a full copy of all disks (always for a normal VM; a template's clone is linked by default).",
+    );
+    pub const CLONE_TARGET: Param = Param::optional(
+        "target",
+        ParamType::Node,
+        "Target node (only this node yet).",
+    );
     pub const SNAPNAME: Param = Param::required(
         "snapname",
-        ParamType::Format {
-            name: "pve-snapshot-name",
-            check: ferrox_types::guest_config::check_snapshot_name,
-        },
+        ferrox_api::schema::SNAPSHOT_NAME,
         "The name of the snapshot.",
     );
     pub const VMSTATE: Param = Param::optional(
@@ -888,6 +1038,56 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             param::SIZE,
             param::DIGEST,
             param::SKIPLOCK,
+        ]),
+        Endpoint::new(
+            Post,
+            "/nodes/{node}/qemu/{vmid}/template",
+            "Create a Template: the disks become read-only base images.",
+            VM_ALLOCATE,
+            template,
+        )
+        .params(vec![NODE, VMID, param::TEMPLATE_DISK]),
+        Endpoint::new(
+            Post,
+            "/nodes/{node}/qemu/{vmid}/clone",
+            "Create a copy of virtual machine/template.",
+            Permission::Handler(
+                "VM.Clone on /vms/{vmid}; VM.Allocate on /vms/{newid} or on /pool/{pool}; Datastore.AllocateSpace on every storage the copy lands on",
+            ),
+            clone,
+        )
+        .params(vec![
+            NODE,
+            VMID,
+            param::NEWID,
+            param::CLONE_NAME,
+            param::SNAPSHOT_DESCRIPTION,
+            param::POOL,
+            param::CLONE_SNAPNAME,
+            param::CLONE_STORAGE,
+            param::FORMAT,
+            param::FULL_CLONE,
+            param::CLONE_TARGET,
+            param::BWLIMIT,
+        ]),
+        Endpoint::new(
+            Post,
+            "/nodes/{node}/qemu/{vmid}/move_disk",
+            "Move a disk to another storage (live through QEMU when the VM runs).",
+            Permission::Handler(
+                "VM.Config.Disk on /vms/{vmid} and Datastore.AllocateSpace on /storage/{storage}",
+            ),
+            move_disk,
+        )
+        .params(vec![
+            NODE,
+            VMID,
+            param::MOVE_DISK,
+            param::MOVE_STORAGE,
+            param::FORMAT,
+            param::MOVE_DELETE,
+            param::DIGEST,
+            param::BWLIMIT,
         ]),
         Endpoint::new(
             Get,

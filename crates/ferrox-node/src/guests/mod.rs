@@ -2,6 +2,7 @@
 //! running processes, and the operations the API starts as tasks.
 
 pub mod access;
+pub mod clone;
 pub mod cpu;
 pub mod kind;
 pub mod migrate;
@@ -363,7 +364,7 @@ pub(crate) fn is_disk_key(key: &str) -> bool {
     })
 }
 
-fn is_net_key(key: &str) -> bool {
+pub(crate) fn is_net_key(key: &str) -> bool {
     key.strip_prefix("net")
         .is_some_and(|i| !i.is_empty() && i.chars().all(|c| c.is_ascii_digit()))
 }
@@ -378,14 +379,7 @@ fn assign_mac(key: &str, value: &str) -> Result<String, ApiError> {
     };
     match first {
         (None, model) if NIC_MODELS.contains(&model.as_str()) => {
-            let mut rng = rand::thread_rng();
-            let mac = format!(
-                "BC:24:11:{:02X}:{:02X}:{:02X}",
-                rng.gen::<u8>(),
-                rng.gen::<u8>(),
-                rng.gen::<u8>()
-            );
-            p.items[0] = (Some(model), mac);
+            p.items[0] = (Some(model), random_mac());
             Ok(p.to_string())
         }
         (Some(model), _) if NIC_MODELS.contains(&model.as_str()) => Ok(value.to_string()),
@@ -396,6 +390,29 @@ fn assign_mac(key: &str, value: &str) -> Result<String, ApiError> {
                 NIC_MODELS.join(", ")
             ),
         )),
+    }
+}
+
+/// A MAC address with Proxmox VE's prefix.
+fn random_mac() -> String {
+    let mut rng = rand::thread_rng();
+    format!(
+        "BC:24:11:{:02X}:{:02X}:{:02X}",
+        rng.gen::<u8>(),
+        rng.gen::<u8>(),
+        rng.gen::<u8>()
+    )
+}
+
+/// A NIC with a new MAC address (for a clone: the copy must not share the source's).
+pub(crate) fn fresh_mac(key: &str, value: &str) -> Result<String, ApiError> {
+    let mut p = PropertyString::parse(value).map_err(|e| ApiError::param(key, e.to_string()))?;
+    match p.items.first().cloned() {
+        Some((Some(model), _)) | Some((None, model)) if NIC_MODELS.contains(&model.as_str()) => {
+            p.items[0] = (Some(model), random_mac());
+            Ok(p.to_string())
+        }
+        _ => assign_mac(key, value),
     }
 }
 
@@ -587,6 +604,9 @@ impl Node {
         if self.guests.process(vmid).is_some() {
             return Err(format!("VM {vmid} already running").into());
         }
+        if cfg.options.get("template").map(String::as_str) == Some("1") {
+            return Err("you can't start a vm if it's a template".into());
+        }
         self.launch_guest(vmid, &cfg, None, log)
     }
 
@@ -763,6 +783,14 @@ impl Node {
             return Err(format!("VM {vmid} is running - destroy failed").into());
         }
         let storages = self.storage_config()?;
+        // A template whose base images have linked clones stays whole.
+        for volid in volumes_of(&cfg, vmid) {
+            if let Ok((storage, volume)) =
+                ferrox_storage::open_volume(&storages, &self.opts.node_name, &volid)
+            {
+                storage.check_free(&volume).map_err(|e| e.to_string())?;
+            }
+        }
         for volid in volumes_of(&cfg, vmid) {
             match ferrox_storage::free(&storages, &self.opts.node_name, &volid) {
                 Ok(()) => log.log(format!("removed volume '{volid}'")),

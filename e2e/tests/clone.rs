@@ -1,0 +1,397 @@
+//! Templates, clones and disk moves through the API on a real node: full clones (of the
+//! current state, of a snapshot, to another storage and format, of a running guest through
+//! a mirror), templates with base images and linked clones on them, disk moves offline
+//! and live; the disk data is checked in the images; refusals name the parameter and
+//! change nothing; the privileges on the source, the new vmid and the storage.
+
+use ferrox_e2e::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn tools_available() -> bool {
+    let ok = ["qemu-img", "qemu-io", "qemu-system-x86_64"]
+        .iter()
+        .all(|t| Command::new(t).arg("--version").output().is_ok());
+    if !ok {
+        eprintln!("SKIPPED: qemu-img, qemu-io and qemu-system-x86_64 are needed; scripts/test.sh installs them");
+    }
+    ok
+}
+
+/// Whether the first 64 KiB of an image hold `pattern` (read shared: QEMU may hold it).
+fn holds(image: &Path, format: &str, pattern: u8) -> bool {
+    Command::new("qemu-io")
+        .args(["-U", "-r", "-f", format, "-c"])
+        .arg(format!("read -P {pattern:#x} 0 64k"))
+        .arg(image)
+        .output()
+        .map(|o| {
+            o.status.success()
+                && !String::from_utf8_lossy(&o.stdout).contains("verification failed")
+        })
+        .unwrap_or(false)
+}
+
+fn write(image: &Path, pattern: u8) {
+    let ok = Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c"])
+        .arg(format!("write -P {pattern:#x} 0 64k"))
+        .arg(image)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "writing {}", image.display());
+}
+
+fn config(d: &Daemon, auth: &Auth, vmid: u32) -> Value {
+    let r = d.request("GET", &format!("/nodes/pve1/qemu/{vmid}/config"), auth, &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    r.body["data"].clone()
+}
+
+/// The file of a disk's volume id on the node's storages (`local` or `other`).
+fn image_of(d: &Daemon, other: &Path, disk_value: &str) -> (PathBuf, String) {
+    let volid = disk_value.split(',').next().unwrap();
+    let (storage, name) = volid.split_once(':').unwrap();
+    let own: Vec<&str> = name.split('/').collect();
+    let own = own[own.len() - 2..].join("/");
+    let base = match storage {
+        "local" => d.path().join("storage/local"),
+        "other" => other.to_path_buf(),
+        s => panic!("unknown storage {s}"),
+    };
+    let format = volid.rsplit('.').next().unwrap().to_string();
+    (base.join("images").join(own), format)
+}
+
+#[test]
+fn templates_clones_and_disk_moves() {
+    if !tools_available() {
+        return;
+    }
+    let d = start_daemon("tcg");
+    let root = d.login();
+    let other_dir = tempfile::tempdir().unwrap();
+    let r = d.request(
+        "POST",
+        "/storage",
+        &root,
+        &[
+            ("storage", "other"),
+            ("type", "dir"),
+            ("path", other_dir.path().to_str().unwrap()),
+            ("content", "images"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    d.task_ok(
+        &root,
+        "POST",
+        "/nodes/pve1/qemu",
+        &[
+            ("vmid", "100"),
+            ("name", "src"),
+            ("memory", "64"),
+            ("scsi0", "local:1"),
+            ("net0", "virtio,bridge=vmbr0"),
+            ("description", "the source"),
+        ],
+    );
+    let source = config(&d, &root, 100);
+    let (image, _) = image_of(&d, other_dir.path(), source["scsi0"].as_str().unwrap());
+    write(&image, 0x11);
+    d.task_ok(
+        &root,
+        "POST",
+        "/nodes/pve1/qemu/100/snapshot",
+        &[("snapname", "s1")],
+    );
+    write(&image, 0x22);
+
+    // full clone of the snapshot, to another storage, as raw
+    d.task_ok(
+        &root,
+        "POST",
+        "/nodes/pve1/qemu/100/clone",
+        &[
+            ("newid", "101"),
+            ("snapname", "s1"),
+            ("storage", "other"),
+            ("format", "raw"),
+        ],
+    );
+    let c101 = config(&d, &root, 101);
+    assert_eq!(c101["scsi0"], "other:101/vm-101-disk-0.raw,size=1G");
+    assert_eq!(c101["name"], "Copy-of-VM-src");
+    assert_eq!(c101["description"], "the source");
+    assert!(c101.get("parent").is_none() && c101.get("lock").is_none());
+    assert_ne!(c101["net0"], source["net0"], "a clone gets its own MAC");
+    let (i101, f101) = image_of(&d, other_dir.path(), c101["scsi0"].as_str().unwrap());
+    assert!(holds(&i101, &f101, 0x11), "the snapshot's data");
+
+    // full clone of the current state
+    d.task_ok(
+        &root,
+        "POST",
+        "/nodes/pve1/qemu/100/clone",
+        &[("newid", "102"), ("name", "copy")],
+    );
+    let c102 = config(&d, &root, 102);
+    assert_eq!(c102["scsi0"], "local:102/vm-102-disk-0.qcow2,size=1G");
+    let (i102, f102) = image_of(&d, other_dir.path(), c102["scsi0"].as_str().unwrap());
+    assert!(holds(&i102, &f102, 0x22), "the current data");
+
+    // refusals name the parameter and change nothing
+    let before = config_snapshot(&d.etc());
+    for (form, field, fragment) in [
+        (vec![("newid", "101")], "newid", "already exists"),
+        (
+            vec![("newid", "110"), ("snapname", "nope")],
+            "snapname",
+            "does not exist",
+        ),
+        (
+            vec![("newid", "110"), ("full", "0")],
+            "scsi0",
+            "Linked clone",
+        ),
+        (
+            vec![("newid", "110"), ("storage", "nosuch")],
+            "storage",
+            "does not exist",
+        ),
+        (vec![("newid", "110"), ("name", "bad name")], "name", "DNS"),
+    ] {
+        let r = d.request("POST", "/nodes/pve1/qemu/100/clone", &root, &form);
+        assert_eq!(r.status, 400, "{form:?}: {r:?}");
+        let text = r.body["errors"][field].as_str().unwrap_or("");
+        assert!(text.contains(fragment), "{form:?}: {r:?}");
+    }
+    let r = d.request("POST", "/nodes/pve1/qemu/100/template", &root, &[]);
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.body["errors"]["vmid"]
+        .as_str()
+        .unwrap()
+        .contains("contains snapshots"));
+    assert_eq!(config_snapshot(&d.etc()), before);
+
+    // a template, and a linked clone of it
+    d.task_ok(&root, "DELETE", "/nodes/pve1/qemu/100/snapshot/s1", &[]);
+    d.task_ok(&root, "POST", "/nodes/pve1/qemu/100/template", &[]);
+    let template = config(&d, &root, 100);
+    assert_eq!(template["template"], "1");
+    assert_eq!(template["scsi0"], "local:100/base-100-disk-0.qcow2,size=1G");
+    let (base, _) = image_of(&d, other_dir.path(), template["scsi0"].as_str().unwrap());
+    assert!(!image.exists() && base.exists());
+    let r = d.request("POST", "/nodes/pve1/qemu/100/status/start", &root, &[]);
+    let started = if r.status == 200 {
+        d.wait_task(&root, r.body["data"].as_str().unwrap())["exitstatus"].clone()
+    } else {
+        Value::from("refused")
+    };
+    assert_ne!(started, "OK", "a template does not start");
+    let r = d.request(
+        "POST",
+        "/nodes/pve1/qemu/100/clone",
+        &root,
+        &[("newid", "103"), ("storage", "other")],
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.body["errors"]["storage"]
+        .as_str()
+        .unwrap()
+        .contains("not allowed for linked clones"));
+    d.task_ok(
+        &root,
+        "POST",
+        "/nodes/pve1/qemu/100/clone",
+        &[("newid", "103")],
+    );
+    let c103 = config(&d, &root, 103);
+    assert_eq!(
+        c103["scsi0"],
+        "local:100/base-100-disk-0.qcow2/103/vm-103-disk-0.qcow2,size=1G"
+    );
+    assert!(c103.get("template").is_none());
+    let (i103, _) = image_of(&d, other_dir.path(), c103["scsi0"].as_str().unwrap());
+    assert!(holds(&i103, "qcow2", 0x22), "reads through to the base");
+    write(&i103, 0x33);
+    assert!(holds(&base, "qcow2", 0x22), "the base is untouched");
+    let content = d
+        .request("GET", "/nodes/pve1/storage/local/content", &root, &[])
+        .body["data"]
+        .clone();
+    assert!(
+        content
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["volid"] == "local:100/base-100-disk-0.qcow2/103/vm-103-disk-0.qcow2"),
+        "{content}"
+    );
+    // the template stays while a linked clone needs it
+    let upid = d.request("DELETE", "/nodes/pve1/qemu/100", &root, &[]).body["data"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let status = d.wait_task(&root, &upid);
+    assert!(
+        status["exitstatus"]
+            .as_str()
+            .unwrap()
+            .contains("in use by linked clones"),
+        "{status}"
+    );
+    assert!(base.exists());
+    assert_eq!(config(&d, &root, 100)["template"], "1");
+
+    // privileges: VM.Clone on the source, VM.Allocate on the new vmid, space on the storage
+    let r = d.request(
+        "POST",
+        "/access/roles",
+        &root,
+        &[("roleid", "Cloner"), ("privs", "VM.Audit,VM.Clone")],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    d.add_user(&root, "cl@pve", "clonepass1", &[("/vms/100", "Cloner")]);
+    let cl = d.login_as("cl@pve", "clonepass1");
+    let before = config_snapshot(&d.etc());
+    let r = d.request(
+        "POST",
+        "/nodes/pve1/qemu/100/clone",
+        &cl,
+        &[("newid", "104")],
+    );
+    assert_eq!(r.status, 403, "no VM.Allocate on /vms/104: {r:?}");
+    let r = d.request(
+        "PUT",
+        "/access/acl",
+        &root,
+        &[
+            ("path", "/vms/104"),
+            ("roles", "PVEVMAdmin"),
+            ("users", "cl@pve"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let before_space = config_snapshot(&d.etc());
+    let r = d.request(
+        "POST",
+        "/nodes/pve1/qemu/100/clone",
+        &cl,
+        &[("newid", "104")],
+    );
+    assert_eq!(
+        r.status, 403,
+        "no Datastore.AllocateSpace on /storage/local: {r:?}"
+    );
+    assert_eq!(config_snapshot(&d.etc()), before_space);
+    assert_ne!(before, before_space, "the grant was written");
+    let r = d.request(
+        "PUT",
+        "/access/acl",
+        &root,
+        &[
+            ("path", "/storage/local"),
+            ("roles", "PVEDatastoreUser"),
+            ("users", "cl@pve"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    d.task_ok(
+        &cl,
+        "POST",
+        "/nodes/pve1/qemu/100/clone",
+        &[("newid", "104")],
+    );
+    let r = d.request(
+        "POST",
+        "/nodes/pve1/qemu/102/move_disk",
+        &cl,
+        &[("disk", "scsi0"), ("storage", "other")],
+    );
+    assert_eq!(r.status, 403, "no VM.Config.Disk on VM 102: {r:?}");
+
+    // move a stopped guest's disk: copy, the source stays as unused0
+    let r = d.request(
+        "POST",
+        "/nodes/pve1/qemu/102/move_disk",
+        &root,
+        &[("disk", "scsi0"), ("storage", "local")],
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.body["errors"]["storage"]
+        .as_str()
+        .unwrap()
+        .contains("same storage"));
+    d.task_ok(
+        &root,
+        "POST",
+        "/nodes/pve1/qemu/102/move_disk",
+        &[("disk", "scsi0"), ("storage", "other"), ("format", "raw")],
+    );
+    let c102 = config(&d, &root, 102);
+    assert_eq!(c102["scsi0"], "other:102/vm-102-disk-0.raw,size=1G");
+    assert_eq!(c102["unused0"], "local:102/vm-102-disk-0.qcow2");
+    let (moved, moved_format) = image_of(&d, other_dir.path(), c102["scsi0"].as_str().unwrap());
+    assert!(holds(&moved, &moved_format, 0x22));
+
+    // a running guest: its disk moves live (mirror, then the switch), and a full clone of
+    // it is mirrored while it runs on
+    d.task_ok(&root, "POST", "/nodes/pve1/qemu/101/status/start", &[]);
+    let pid = guest_pid(&d.path().join("run"), 101).expect("running");
+    d.task_ok(
+        &root,
+        "POST",
+        "/nodes/pve1/qemu/101/move_disk",
+        &[("disk", "scsi0"), ("storage", "local"), ("delete", "1")],
+    );
+    let c101 = config(&d, &root, 101);
+    assert_eq!(c101["scsi0"], "local:101/vm-101-disk-0.raw,size=1G");
+    assert!(c101.get("unused0").is_none());
+    assert!(!i101.exists(), "delete=1 removed the source image");
+    assert_eq!(
+        guest_pid(&d.path().join("run"), 101),
+        Some(pid),
+        "it ran on"
+    );
+    let (live, live_format) = image_of(&d, other_dir.path(), c101["scsi0"].as_str().unwrap());
+    assert!(holds(&live, &live_format, 0x11));
+    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    assert!(
+        cmdline.contains(other_dir.path().to_str().unwrap()),
+        "the same QEMU, started on the old image, runs on"
+    );
+    let mut qmp = ferrox_qemu::Qmp::connect(
+        &d.path().join("run/101.qmp"),
+        std::time::Duration::from_secs(10),
+    )
+    .unwrap();
+    let blocks = qmp.execute("query-block", None).unwrap();
+    let file = blocks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["device"] == "drive-scsi0")
+        .map(|b| b["inserted"]["file"].as_str().unwrap_or("").to_string())
+        .unwrap();
+    assert_eq!(
+        file,
+        live.to_str().unwrap(),
+        "QEMU writes to the moved image"
+    );
+    drop(qmp);
+    d.task_ok(
+        &root,
+        "POST",
+        "/nodes/pve1/qemu/101/clone",
+        &[("newid", "105"), ("storage", "other")],
+    );
+    let c105 = config(&d, &root, 105);
+    let (i105, f105) = image_of(&d, other_dir.path(), c105["scsi0"].as_str().unwrap());
+    assert_eq!(f105, "raw");
+    assert!(holds(&i105, &f105, 0x11), "the running guest's data");
+    assert_eq!(guest_pid(&d.path().join("run"), 101), Some(pid));
+    d.task_ok(&root, "POST", "/nodes/pve1/qemu/101/status/stop", &[]);
+}
