@@ -402,9 +402,9 @@ fn a_running_guest_migrates_live_and_bad_migrations_change_nothing() {
             ),
             (
                 "302",
-                vec![("target", "n2")],
-                "with-local-disks",
-                "local disk",
+                vec![("target", "n2"), ("targetstorage", "nosuch")],
+                "targetstorage",
+                "storage 'nosuch' is not available on node 'n2'",
             ),
             (
                 "300",
@@ -439,9 +439,11 @@ fn a_running_guest_migrates_live_and_bad_migrations_change_nothing() {
                 .contains("not available"),
             "{only1}"
         );
+        // A stopped guest's local disk is copied along (tests/migrate_local.rs).
         let local = pre("302");
         assert_eq!(local["local_disks"][0]["drivename"], "scsi0", "{local}");
-        assert_eq!(local["allowed_nodes"], serde_json::json!([]), "{local}");
+        assert_eq!(local["local_disks"][0]["size"], 1u64 << 30, "{local}");
+        assert_eq!(local["allowed_nodes"], serde_json::json!(["n2"]), "{local}");
         // A stale digest, through the proxy to the other node's API.
         let r = b.request(
             "PUT",

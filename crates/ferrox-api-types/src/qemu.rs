@@ -88,6 +88,8 @@ pub struct NotAllowed {
 pub struct LocalDisk {
     pub drivename: String,
     pub volid: String,
+    /// Virtual size in bytes.
+    pub size: u64,
 }
 
 /// A row of `GET /cluster/qemu/cpu-flags` and `GET /nodes/{node}/capabilities/qemu/cpu-flags`.

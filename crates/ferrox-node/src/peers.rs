@@ -76,11 +76,30 @@ async fn migration_step(
     body: Bytes,
 ) -> (StatusCode, Vec<u8>) {
     let result = tokio::task::spawn_blocking(move || {
-        let args: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let mut args: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        // Steps without disks or volumes (and older peers) send none: an empty list.
+        for list in ["disks", "volumes"] {
+            if args[list].is_null() {
+                args[list] = serde_json::json!([]);
+            }
+        }
         match action.as_str() {
-            "incoming" => node.prepare_incoming(vmid, args["source"].as_str().unwrap_or("")),
+            "incoming" => match serde_json::from_value(args["disks"].clone()) {
+                Ok(disks) => {
+                    node.prepare_incoming(vmid, args["source"].as_str().unwrap_or(""), disks)
+                }
+                Err(e) => Err(format!("disks: {e}")),
+            },
+            "receive" => match serde_json::from_value(args["disks"].clone()) {
+                Ok(disks) => node.receive_disks(vmid, disks),
+                Err(e) => Err(format!("disks: {e}")),
+            },
+            "received" => node.disks_received(vmid),
             "resume" => node.resume_incoming(vmid, args["index"].as_u64().unwrap_or(0)),
-            "abort" => node.abort_incoming(vmid),
+            "abort" => match serde_json::from_value(args["volumes"].clone()) {
+                Ok(volumes) => node.abort_incoming(vmid, volumes),
+                Err(e) => Err(format!("volumes: {e}")),
+            },
             other => Err(format!("unknown migration step '{other}'")),
         }
     })

@@ -31,8 +31,132 @@ fn job<'a>(jobs: &'a Value, id: &str) -> Option<&'a Value> {
     jobs.as_array()?.iter().find(|j| j["device"] == id)
 }
 
-/// Mirrors drive `device` (`drive-scsi0`) into the existing image `target` of `format`,
-/// reporting `(done, total)` bytes about every `report_every`.
+/// The id of the mirror job of `device`.
+pub fn mirror_job(device: &str) -> String {
+    format!("mirror-{device}")
+}
+
+/// Starts mirroring drive `device` (`drive-scsi0`) into the existing `target` (a file, or
+/// an NBD export `nbd:host:port:exportname=name`) of `format`; returns the job id.
+pub fn start_mirror(
+    qmp: &mut Qmp,
+    device: &str,
+    target: &str,
+    format: &str,
+) -> Result<String, BlockJobError> {
+    let id = mirror_job(device);
+    qmp.execute(
+        "drive-mirror",
+        Some(json!({
+            "job-id": id,
+            "device": device,
+            "target": target,
+            "format": format,
+            "mode": "existing",
+            "sync": "full",
+        })),
+    )?;
+    Ok(id)
+}
+
+/// Waits until every job in `ids` is ready (source and copy equal, writes go to both),
+/// reporting `(done, total)` bytes over all of them about every two seconds. On timeout
+/// the jobs are cancelled.
+pub fn wait_ready(
+    qmp: &mut Qmp,
+    ids: &[String],
+    timeout: Duration,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(), BlockJobError> {
+    let start = Instant::now();
+    let mut reported = Instant::now();
+    loop {
+        let jobs = qmp.execute("query-block-jobs", None)?;
+        let mut ready = true;
+        let (mut done, mut total) = (0, 0);
+        for id in ids {
+            let Some(j) = job(&jobs, id) else {
+                return Err(failure(qmp, id));
+            };
+            ready &= j["ready"] == true;
+            done += j["offset"].as_u64().unwrap_or(0);
+            total += j["len"].as_u64().unwrap_or(0);
+        }
+        if ready {
+            return Ok(());
+        }
+        if start.elapsed() > timeout {
+            cancel(qmp, ids);
+            return Err(BlockJobError::Timeout {
+                job: ids.join(", "),
+                seconds: timeout.as_secs(),
+            });
+        }
+        if reported.elapsed() >= Duration::from_secs(2) {
+            progress(done, total);
+            reported = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Ends ready jobs (`end`) and waits until they are gone.
+pub fn finish(qmp: &mut Qmp, ids: &[String], end: MirrorEnd) -> Result<(), BlockJobError> {
+    let command = match end {
+        MirrorEnd::Pivot => "block-job-complete",
+        MirrorEnd::Detach => "block-job-cancel",
+    };
+    for id in ids {
+        qmp.execute(command, Some(json!({ "device": id })))?;
+    }
+    let start = Instant::now();
+    loop {
+        let jobs = qmp.execute("query-block-jobs", None)?;
+        if ids.iter().all(|id| job(&jobs, id).is_none()) {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            return Err(BlockJobError::Timeout {
+                job: ids.join(", "),
+                seconds: 60,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A job that ended with an error says so in its event.
+    match ids
+        .iter()
+        .find_map(|id| ended_with_error(qmp, id).map(|r| (id, r)))
+    {
+        Some((id, reason)) => Err(BlockJobError::Failed {
+            job: id.clone(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Cancels jobs at once (the guest stays on its images); for cleaning up after a failure.
+pub fn cancel(qmp: &mut Qmp, ids: &[String]) {
+    for id in ids {
+        let _ = qmp.execute(
+            "block-job-cancel",
+            Some(json!({"device": id, "force": true})),
+        );
+    }
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        match qmp.execute("query-block-jobs", None) {
+            Ok(jobs) if ids.iter().any(|id| job(&jobs, id).is_some()) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            _ => break,
+        }
+    }
+}
+
+/// Mirrors drive `device` into the existing image `target` of `format` and ends it
+/// (`end`), reporting progress.
 pub fn mirror(
     qmp: &mut Qmp,
     device: &str,
@@ -42,72 +166,10 @@ pub fn mirror(
     timeout: Duration,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(), BlockJobError> {
-    let id = format!("mirror-{device}");
-    qmp.execute(
-        "drive-mirror",
-        Some(json!({
-            "job-id": id,
-            "device": device,
-            "target": target.to_string_lossy(),
-            "format": format,
-            "mode": "existing",
-            "sync": "full",
-        })),
-    )?;
-    let start = Instant::now();
-    let mut reported = Instant::now();
-    // Until it is ready (source and copy equal, writes go to both), then the end.
-    loop {
-        let jobs = qmp.execute("query-block-jobs", None)?;
-        let Some(j) = job(&jobs, &id) else {
-            return Err(failure(qmp, &id));
-        };
-        if j["ready"] == true {
-            break;
-        }
-        if start.elapsed() > timeout {
-            let _ = qmp.execute(
-                "block-job-cancel",
-                Some(json!({"device": id, "force": true})),
-            );
-            return Err(BlockJobError::Timeout {
-                job: id,
-                seconds: timeout.as_secs(),
-            });
-        }
-        if reported.elapsed() >= Duration::from_secs(2) {
-            progress(
-                j["offset"].as_u64().unwrap_or(0),
-                j["len"].as_u64().unwrap_or(0),
-            );
-            reported = Instant::now();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let command = match end {
-        MirrorEnd::Pivot => "block-job-complete",
-        MirrorEnd::Detach => "block-job-cancel",
-    };
-    qmp.execute(command, Some(json!({ "device": id })))?;
-    let finish = Instant::now();
-    loop {
-        let jobs = qmp.execute("query-block-jobs", None)?;
-        if job(&jobs, &id).is_none() {
-            break;
-        }
-        if finish.elapsed() > Duration::from_secs(60) {
-            return Err(BlockJobError::Timeout {
-                job: id,
-                seconds: 60,
-            });
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // A job that ended with an error says so in its event.
-    match ended_with_error(qmp, &id) {
-        Some(reason) => Err(BlockJobError::Failed { job: id, reason }),
-        None => Ok(()),
-    }
+    let id = start_mirror(qmp, device, &target.to_string_lossy(), format)?;
+    let ids = [id];
+    wait_ready(qmp, &ids, timeout, progress)?;
+    finish(qmp, &ids, end)
 }
 
 fn ended_with_error(qmp: &mut Qmp, id: &str) -> Option<String> {

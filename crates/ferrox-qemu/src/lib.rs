@@ -12,6 +12,7 @@ pub mod cpu;
 pub mod disk;
 pub mod metrics;
 pub mod migration;
+pub mod nbd;
 pub mod process;
 pub mod qmp;
 

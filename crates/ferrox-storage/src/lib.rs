@@ -246,6 +246,17 @@ pub fn copy_image(
     qemu_img(&args, source.0, &[&target.0.to_string_lossy()]).map(drop)
 }
 
+/// Copies image `source` into an NBD export (`nbd://host:port/name`) of an image of the
+/// same size: an offline migration's disk copy.
+pub fn copy_image_to_nbd(source: (&std::path::Path, &str), uri: &str) -> Result<(), StorageError> {
+    qemu_img(
+        &["convert", "-n", "-f", source.1, "-O", "raw"],
+        source.0,
+        &[uri],
+    )
+    .map(drop)
+}
+
 /// Virtual size and format of an image file, as `qemu-img info` reports them.
 pub fn image_info(path: &std::path::Path) -> Result<(u64, String), StorageError> {
     let out = qemu_img(&["info", "--output=json", "-U"], path, &[])?;

@@ -34,7 +34,7 @@ pub use ha_config::{HaResource, HaResources};
 pub use property_string::{PropertyString, PropertyStringError};
 pub use rules::{Affinity, Rule, RuleKind, RulesConfig};
 pub use section_config::{digest, Section, SectionConfigError};
-pub use storage::{DiskSource, Storage, StorageConfig, VolumeId, VolumeKind};
+pub use storage::{DiskSource, Storage, StorageConfig, StorageMap, VolumeId, VolumeKind};
 pub use upid::{Upid, UpidError};
 pub use user_config::{UserConfig, UserConfigError};
 

@@ -282,6 +282,49 @@ impl VolumeId {
     }
 }
 
+/// Proxmox VE's `storage-pair-list` (`targetstorage`): `src:dst` pairs, or one storage
+/// id for all sources, or `1` for each source to itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StorageMap {
+    /// Where sources without a pair go; `None`: to themselves.
+    pub default: Option<String>,
+    pub pairs: BTreeMap<String, String>,
+}
+
+impl StorageMap {
+    pub fn parse(text: &str) -> Result<StorageMap, String> {
+        let mut map = StorageMap::default();
+        for item in text.split([',', ';', ' ']).filter(|i| !i.is_empty()) {
+            match item.split_once(':') {
+                Some((src, dst)) => {
+                    crate::format::storage_id(src)?;
+                    crate::format::storage_id(dst)?;
+                    if map.pairs.insert(src.to_string(), dst.to_string()).is_some() {
+                        return Err(format!("storage '{src}' is mapped twice"));
+                    }
+                }
+                None if item == "1" => {}
+                None => {
+                    crate::format::storage_id(item)?;
+                    if map.default.replace(item.to_string()).is_some() {
+                        return Err("more than one storage without a source".into());
+                    }
+                }
+            }
+        }
+        Ok(map)
+    }
+
+    /// The target storage of source storage `source`.
+    pub fn target<'a>(&'a self, source: &'a str) -> &'a str {
+        self.pairs
+            .get(source)
+            .or(self.default.as_ref())
+            .map(String::as_str)
+            .unwrap_or(source)
+    }
+}
+
 /// Where a guest disk's data comes from: the `file` of a disk property string.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DiskSource {
@@ -370,6 +413,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("path"), "{e}");
+    }
+
+    #[test]
+    fn storage_maps_as_proxmox_ve_takes_them() {
+        let m = StorageMap::parse("local:fast,slow:big").unwrap();
+        assert_eq!(m.target("local"), "fast");
+        assert_eq!(m.target("other"), "other");
+        assert_eq!(StorageMap::parse("fast").unwrap().target("local"), "fast");
+        assert_eq!(StorageMap::parse("1").unwrap().target("local"), "local");
+        assert!(StorageMap::parse("a:b,a:c").is_err());
+        assert!(StorageMap::parse("a/b").is_err());
+        assert!(StorageMap::parse("x,y").is_err());
     }
 
     #[test]

@@ -346,13 +346,34 @@ fn migrate(ctx: &C<'_>) -> Result<Upid, ApiError> {
                 })?;
         return Ok(Upid(upid));
     }
+    let map = ctx
+        .params
+        .str(&param::TARGETSTORAGE)
+        .map(ferrox_types::StorageMap::parse)
+        .transpose()
+        .map_err(|e| param::TARGETSTORAGE.error(e))?;
     let plan = ctx.state.plan_migration(
         vmid,
         &target,
         ctx.params.bool(&param::ONLINE).unwrap_or(false),
         ctx.params.bool(&param::WITH_LOCAL_DISKS).unwrap_or(false),
         ctx.params.int(&param::BWLIMIT).map(|k| k.max(1) as u64),
+        map.as_ref(),
     )?;
+    // Proxmox VE: Datastore.AllocateSpace on every storage the disks land on.
+    let mut targets: Vec<&str> = plan
+        .local_disks
+        .iter()
+        .map(|d| d.storage.as_str())
+        .collect();
+    targets.dedup();
+    for s in targets {
+        ctx.require(
+            &format!("/storage/{s}"),
+            &["Datastore.AllocateSpace"],
+            false,
+        )?;
+    }
     let node = Arc::clone(ctx.state);
     let upid =
         ctx.state
@@ -813,7 +834,7 @@ pub(crate) mod param {
     pub const WITH_LOCAL_DISKS: Param = Param::optional(
         "with-local-disks",
         BOOL,
-        "Also move disks on local storage (not supported yet).",
+        "Live-migrate disks on local storage too (NBD + mirror).",
     );
     pub const BWLIMIT: Param =
         Param::optional("bwlimit", int(Some(0), None), "Bandwidth limit in KiB/s.");
@@ -823,7 +844,11 @@ pub(crate) mod param {
         "Ignored.",
     );
     pub const MIGRATION_NETWORK: Param = Param::optional("migration_network", STRING, "Ignored.");
-    pub const TARGETSTORAGE: Param = Param::optional("targetstorage", STRING, "Not supported yet.");
+    pub const TARGETSTORAGE: Param = Param::optional(
+        "targetstorage",
+        STRING,
+        "Where local disks go: 'src:dst' pairs, one storage for all, or '1' for each to the same storage id.",
+    );
     pub const WITH_CONNTRACK_STATE: Param =
         Param::optional("with-conntrack-state", BOOL, "Ignored.");
     pub const TIMEOUT: Param = Param::optional("timeout", int(Some(0), None), "Ignored.");

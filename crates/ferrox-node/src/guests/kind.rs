@@ -103,7 +103,7 @@ impl GuestKind for QemuGuests {
         target: &str,
         online: bool,
     ) -> Result<MigrationPlan, ApiError> {
-        node.plan_migration(id, target, online, false, None)
+        node.plan_migration(id, target, online, false, None, None)
     }
 
     fn migrate(

@@ -4,12 +4,21 @@
 //! after it committed does the target run the guest and the source quit. If the hand-over
 //! cannot commit (no quorum), the target is killed and the source resumes: the guest runs
 //! where its config is, and never on both nodes.
+//!
+//! Disks on local storage go along (shared/spec/qemu-on-these-machines.md §4): the target
+//! allocates new images on the target storage and exports them over NBD; a running source
+//! mirrors each disk into its export (`drive-mirror`) until source and copy are equal and
+//! every write goes to both, then migrates the RAM; the mirrors end once the source is
+//! paused, so the copies are exact; the hand-over names the new images. A stopped guest's
+//! images are copied with `qemu-img convert` into `qemu-nbd` exports. The source images
+//! are deleted only after the hand-over; any failure before it deletes the copies.
 
 use crate::cluster::store_error;
 use crate::guests::{config_path, is_disk_key};
 use crate::Node;
 use ferrox_api::{ApiError, TaskError, TaskLog};
 use ferrox_api_types::qemu::{LocalDisk, MigratePreconditions, NotAllowed};
+use ferrox_qemu::blockjob::{self, MirrorEnd};
 use ferrox_qemu::migration::{self, MigrationStats, DEFAULT_MAX_BANDWIDTH};
 use ferrox_qemu::{GuestProcess, LaunchSpec};
 use ferrox_store::{Expect, Member, Op};
@@ -30,7 +39,33 @@ pub struct MigrationPlan {
     pub online: bool,
     /// Bytes per second.
     pub bandwidth: u64,
+    /// Disks on local storage, copied to the target.
+    pub local_disks: Vec<LocalMove>,
 }
+
+/// A local disk that moves with its guest: where it goes and what the target allocates.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LocalMove {
+    pub key: String,
+    pub volid: String,
+    /// The storage on the target.
+    pub storage: String,
+    pub format: String,
+    /// Virtual size in bytes.
+    pub size: u64,
+}
+
+/// What the target set up for incoming local disks: their new volumes and NBD exports.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct IncomingDisks {
+    /// Disk key → new volume id.
+    pub volumes: BTreeMap<String, String>,
+    /// Disk key → NBD URI the source writes into.
+    pub exports: BTreeMap<String, String>,
+}
+
+/// How long copying a stopped guest's disk to the target may take.
+const COPY_TIMEOUT: Duration = Duration::from_secs(3600);
 
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
@@ -60,6 +95,7 @@ impl Node {
         online: bool,
         with_local_disks: bool,
         bwlimit_kib: Option<u64>,
+        targetstorage: Option<&ferrox_types::StorageMap>,
     ) -> Result<MigrationPlan, ApiError> {
         if target == self.opts.node_name {
             return Err(ApiError::param(
@@ -92,6 +128,9 @@ impl Node {
             ));
         }
         let storages = self.storage_config()?;
+        let identity = ferrox_types::StorageMap::default();
+        let map = targetstorage.unwrap_or(&identity);
+        let mut local_disks = Vec::new();
         for (key, volid) in storage_volumes(&cfg) {
             let Some(id) = VolumeId::parse(&volid).map(|v| v.storage) else {
                 continue;
@@ -99,23 +138,72 @@ impl Node {
             let storage = storages.storages.get(&id).ok_or_else(|| {
                 ApiError::new(400, format!("{key}: storage '{id}' does not exist"))
             })?;
-            if !ferrox_storage::is_usable_on(storage, target) {
-                return Err(ApiError::param(
-                    "target",
-                    format!("{key}: storage '{id}' is not available on node '{target}'"),
-                ));
+            if storage.shared {
+                if !ferrox_storage::is_usable_on(storage, target) {
+                    return Err(ApiError::param(
+                        "target",
+                        format!("{key}: storage '{id}' is not available on node '{target}'"),
+                    ));
+                }
+                continue;
             }
-            if !storage.shared {
-                let why = if with_local_disks {
-                    "migrating local disks (NBD + mirror) is not supported yet"
-                } else {
-                    "local disks need --with-local-disks, which is not supported yet"
-                };
+            if running && !with_local_disks {
                 return Err(ApiError::param(
                     "with-local-disks",
-                    format!("{key}: can't migrate local disk '{volid}': {why}; put it on shared storage"),
+                    format!(
+                        "{key}: can't live-migrate local disk '{volid}' without with-local-disks=1"
+                    ),
                 ));
             }
+            if VolumeId::parse(&volid).is_some_and(|v| v.is_base() || v.base().is_some()) {
+                return Err(ApiError::param(
+                    "target",
+                    format!("{key}: '{volid}' is or builds on a template's base image: it cannot move to another node"),
+                ));
+            }
+            if cfg
+                .snapshots
+                .values()
+                .any(|s| s.values().any(|v| v.contains(&volid)))
+            {
+                return Err(ApiError::param(
+                    "with-local-disks",
+                    format!("{key}: local disk '{volid}' has snapshots, which a copy would lose: delete them first"),
+                ));
+            }
+            let to = map.target(&id).to_string();
+            let field = if targetstorage.is_some() {
+                "targetstorage"
+            } else {
+                "target"
+            };
+            match storages.storages.get(&to) {
+                Some(t) if ferrox_storage::is_usable_on(t, target) => {
+                    if !t.content.contains("images") {
+                        return Err(ApiError::param(
+                            field,
+                            format!("{key}: storage '{to}' does not hold VM images"),
+                        ));
+                    }
+                }
+                _ => {
+                    return Err(ApiError::param(
+                        field,
+                        format!("{key}: storage '{to}' is not available on node '{target}'"),
+                    ))
+                }
+            }
+            let (path, format) = ferrox_storage::resolve(&storages, me, &volid)
+                .map_err(|e| ApiError::param(&key, e.to_string()))?;
+            let (size, _) = ferrox_storage::image_info(&path)
+                .map_err(|e| ApiError::param(&key, e.to_string()))?;
+            local_disks.push(LocalMove {
+                key,
+                volid,
+                storage: to,
+                format,
+                size,
+            });
         }
         if running {
             let answer =
@@ -146,6 +234,7 @@ impl Node {
             bandwidth: bwlimit_kib
                 .map(|k| k * 1024)
                 .unwrap_or(DEFAULT_MAX_BANDWIDTH),
+            local_disks,
         })
     }
 
@@ -165,7 +254,14 @@ impl Node {
                     .and_then(|v| storages.storages.get(&v.storage).map(|s| !s.shared))
                     .unwrap_or(true)
             })
-            .map(|(drivename, volid)| LocalDisk { drivename, volid })
+            .map(|(drivename, volid)| LocalDisk {
+                size: ferrox_storage::resolve(&storages, &self.opts.node_name, &volid)
+                    .and_then(|(path, _)| ferrox_storage::image_info(&path))
+                    .map(|(size, _)| size)
+                    .unwrap_or(0),
+                drivename,
+                volid,
+            })
             .collect();
         let mut allowed = Vec::new();
         let mut not_allowed = BTreeMap::new();
@@ -185,7 +281,7 @@ impl Node {
                 );
                 continue;
             }
-            match self.plan_migration(vmid, &m.name, running, false, None) {
+            match self.plan_migration(vmid, &m.name, running, true, None, None) {
                 Ok(_) => allowed.push(m.name.clone()),
                 Err(e) => {
                     let reason = e.errors.values().next().cloned().unwrap_or(e.message);
@@ -233,8 +329,7 @@ impl Node {
         let result = if plan.online {
             self.migrate_online(&plan, &locked, log)
         } else {
-            log.log("VM is stopped: moving its configuration");
-            self.hand_over(vmid, &target, &locked).map(|_| ())
+            self.migrate_offline(&plan, &locked, log)
         };
         if let Err(e) = result {
             // Still ours: unlock it.
@@ -255,10 +350,26 @@ impl Node {
         Ok(())
     }
 
-    /// The config changes owner, unlocked, in one transaction.
-    fn hand_over(&self, vmid: u32, target: &str, locked: &GuestConfig) -> Result<u64, String> {
+    /// The config changes owner, unlocked, in one transaction; disks that were copied
+    /// name their new volumes (`volumes`: disk key → volume id).
+    fn hand_over(
+        &self,
+        vmid: u32,
+        target: &str,
+        locked: &GuestConfig,
+        volumes: &BTreeMap<String, String>,
+    ) -> Result<u64, String> {
         let mut moved = locked.clone();
         moved.options.remove("lock");
+        for (key, volid) in volumes {
+            let value = moved
+                .options
+                .get(key)
+                .ok_or_else(|| format!("{key} vanished from the config"))?;
+            let mut p = PropertyString::parse(value).map_err(|e| e.to_string())?;
+            p.set_file(volid);
+            moved.options.insert(key.clone(), p.to_string());
+        }
         let ops = vec![
             Op::Delete {
                 path: config_path(&self.opts.node_name, vmid),
@@ -276,6 +387,85 @@ impl Node {
             .map_err(|e| format!("handing the config over: {}", store_error(e).message))?;
         self.guests.refresh(vmid);
         Ok(index)
+    }
+
+    /// A stopped guest: local disks are copied into the target's new images, then the
+    /// config moves.
+    fn migrate_offline(
+        &self,
+        plan: &MigrationPlan,
+        locked: &GuestConfig,
+        log: &TaskLog,
+    ) -> Result<(), String> {
+        let vmid = plan.vmid;
+        let target = &plan.target;
+        if plan.local_disks.is_empty() {
+            log.log("VM is stopped: moving its configuration");
+            return self
+                .hand_over(vmid, &target.name, locked, &BTreeMap::new())
+                .map(drop);
+        }
+        let answer = self.peer_call(
+            target,
+            vmid,
+            "receive",
+            json!({"source": self.opts.node_name, "disks": plan.local_disks}),
+        )?;
+        let incoming: IncomingDisks = serde_json::from_value(answer)
+            .map_err(|e| format!("answer of {}: {e}", target.name))?;
+        let abort = |why: String| -> String {
+            let volumes: Vec<&String> = incoming.volumes.values().collect();
+            let _ = self.peer_call(target, vmid, "abort", json!({ "volumes": volumes }));
+            why
+        };
+        let storages = self.storage_config().map_err(|e| abort(e.message))?;
+        for d in &plan.local_disks {
+            let started = Instant::now();
+            let uri = incoming
+                .exports
+                .get(&d.key)
+                .ok_or_else(|| abort(format!("{}: the target exports no image", d.key)))?;
+            let (path, format) = ferrox_storage::resolve(&storages, &self.opts.node_name, &d.volid)
+                .map_err(|e| abort(e.to_string()))?;
+            log.log(format!(
+                "{}: copying {} ({}) to {} on '{}'",
+                d.key,
+                d.volid,
+                mib(d.size),
+                incoming
+                    .volumes
+                    .get(&d.key)
+                    .map(String::as_str)
+                    .unwrap_or("?"),
+                target.name
+            ));
+            ferrox_storage::copy_image_to_nbd((&path, &format), uri)
+                .map_err(|e| abort(format!("{}: {e}", d.key)))?;
+            log.log(format!(
+                "{}: copied in {} ms",
+                d.key,
+                started.elapsed().as_millis()
+            ));
+        }
+        self.peer_call(target, vmid, "received", json!({}))
+            .map_err(&abort)?;
+        self.hand_over(vmid, &target.name, locked, &incoming.volumes)
+            .map_err(abort)?;
+        self.free_moved_disks(&plan.local_disks, log);
+        Ok(())
+    }
+
+    /// After a hand-over: the source images of copied disks are not any guest's now.
+    fn free_moved_disks(&self, disks: &[LocalMove], log: &TaskLog) {
+        let Ok(storages) = self.storage_config() else {
+            return;
+        };
+        for d in disks {
+            match ferrox_storage::free(&storages, &self.opts.node_name, &d.volid) {
+                Ok(()) => log.log(format!("removed source image {}", d.volid)),
+                Err(e) => log.warn(format!("could not remove source image {}: {e}", d.volid)),
+            }
+        }
     }
 
     fn peer_call(
@@ -316,9 +506,11 @@ impl Node {
             target,
             vmid,
             "incoming",
-            json!({"source": self.opts.node_name}),
+            json!({"source": self.opts.node_name, "disks": plan.local_disks}),
         )?;
         let uri = incoming["uri"].as_str().unwrap_or("").to_string();
+        let disks: IncomingDisks =
+            serde_json::from_value(incoming["disks"].clone()).unwrap_or_default();
         log.log(format!(
             "started VM {vmid} on node '{}', waiting for the migration stream at {uri}",
             target.name
@@ -328,11 +520,15 @@ impl Node {
             mib(plan.bandwidth)
         ));
         let abort = |why: String| -> String {
-            let _ = self.peer_call(target, vmid, "abort", json!({}));
+            let volumes: Vec<&String> = disks.volumes.values().collect();
+            let _ = self.peer_call(target, vmid, "abort", json!({ "volumes": volumes }));
             why
         };
         let mut qmp = source.qmp().map_err(|e| abort(e.to_string()))?;
-        let stats = migration::migrate(
+        let jobs = self
+            .mirror_local_disks(&mut qmp, plan, &disks, log)
+            .map_err(abort)?;
+        let migrated = migration::migrate(
             &mut qmp,
             &uri,
             plan.bandwidth,
@@ -349,9 +545,27 @@ impl Node {
                     s.expected_downtime_ms
                 ))
             },
-        )
-        .map_err(|e| abort(e.to_string()))?;
+        );
+        let stats = match migrated {
+            Ok(stats) => stats,
+            Err(e) => {
+                // The source runs on; its disks stop being copied.
+                blockjob::cancel(&mut qmp, &jobs);
+                return Err(abort(e.to_string()));
+            }
+        };
         let completed_at = Instant::now();
+        // The source is paused now: ending the mirrors leaves exact copies on the target.
+        if !jobs.is_empty() {
+            if let Err(e) = blockjob::finish(&mut qmp, &jobs, MirrorEnd::Detach) {
+                blockjob::cancel(&mut qmp, &jobs);
+                let _ = qmp.execute("cont", None);
+                return Err(abort(format!(
+                    "ending the disk mirrors: {e}; VM resumed on the source"
+                )));
+            }
+            log.log(format!("{} local disk(s) copied", jobs.len()));
+        }
         // QEMU allows one QMP client per socket: let go, so others can see `postmigrate`.
         drop(qmp);
         log.log(format!(
@@ -361,11 +575,11 @@ impl Node {
             stats.dirty_sync_count,
             stats.downtime_ms
         ));
-        let index = match self.hand_over(vmid, &target.name, locked) {
+        let index = match self.hand_over(vmid, &target.name, locked, &disks.volumes) {
             Ok(index) => index,
             Err(e) => {
                 // The guest must run where its config is: here. Kill the copy, resume.
-                let _ = self.peer_call(target, vmid, "abort", json!({}));
+                let _ = abort(String::new());
                 let _ = source.resume();
                 return Err(format!("{e}; VM resumed on the source"));
             }
@@ -388,13 +602,70 @@ impl Node {
             stats.downtime_ms,
             handover_ms
         ));
+        self.free_moved_disks(&plan.local_disks, log);
         Ok(())
+    }
+
+    /// Mirrors every local disk into its NBD export on the target until all are in sync;
+    /// returns the job ids.
+    fn mirror_local_disks(
+        &self,
+        qmp: &mut ferrox_qemu::Qmp,
+        plan: &MigrationPlan,
+        disks: &IncomingDisks,
+        log: &TaskLog,
+    ) -> Result<Vec<String>, String> {
+        let mut jobs = Vec::new();
+        for d in &plan.local_disks {
+            let export = disks
+                .exports
+                .get(&d.key)
+                .ok_or_else(|| format!("{}: the target exports no image", d.key))?;
+            log.log(format!(
+                "{}: mirroring {} ({}) to {} on '{}'",
+                d.key,
+                d.volid,
+                mib(d.size),
+                disks.volumes.get(&d.key).map(String::as_str).unwrap_or("?"),
+                plan.target.name
+            ));
+            match blockjob::start_mirror(qmp, &format!("drive-{}", d.key), export, "raw") {
+                Ok(id) => jobs.push(id),
+                Err(e) => {
+                    blockjob::cancel(qmp, &jobs);
+                    return Err(format!("{}: {e}", d.key));
+                }
+            }
+        }
+        if jobs.is_empty() {
+            return Ok(jobs);
+        }
+        let started = Instant::now();
+        blockjob::wait_ready(qmp, &jobs, COPY_TIMEOUT, &mut |done, total| {
+            log.log(format!("disk mirror: {} of {}", mib(done), mib(total)))
+        })
+        .map_err(|e| e.to_string())?;
+        log.log(format!(
+            "disk mirrors in sync after {} ms",
+            started.elapsed().as_millis()
+        ));
+        Ok(jobs)
     }
 
     // ---- the target side (peer requests) --------------------------------------------
 
-    /// Starts QEMU for `vmid` paused, waiting for the migration stream; returns its URI.
-    pub fn prepare_incoming(&self, vmid: u32, source: &str) -> Result<Value, String> {
+    /// The address this node serves migration streams and NBD exports on.
+    fn stream_host(&self) -> String {
+        let member = self.store.member().clone();
+        member
+            .address
+            .rsplit_once(':')
+            .map(|(h, _)| h.to_string())
+            .unwrap_or(member.address.clone())
+    }
+
+    /// Refuses to receive a guest this node already has.
+    fn check_not_here(&self, vmid: u32) -> Result<(), String> {
         if self.guests.config(vmid).is_some() {
             return Err(format!(
                 "VM {vmid} already exists on '{}'",
@@ -404,43 +675,221 @@ impl Node {
         if self.guests.process(vmid).is_some() {
             return Err(format!("a QEMU process for VM {vmid} already runs here"));
         }
+        Ok(())
+    }
+
+    /// New images for incoming local disks on their target storages (key → volume id);
+    /// all or nothing.
+    fn allocate_incoming(
+        &self,
+        vmid: u32,
+        disks: &[LocalMove],
+    ) -> Result<BTreeMap<String, String>, String> {
+        let storages = self.storage_config().map_err(|e| e.message)?;
+        let mut volumes = BTreeMap::new();
+        for d in disks {
+            let allocated = ferrox_storage::open(&storages, &self.opts.node_name, &d.storage)
+                .and_then(|s| s.allocate(vmid, d.size, &d.format));
+            match allocated {
+                Ok(volid) => {
+                    volumes.insert(d.key.clone(), volid);
+                }
+                Err(e) => {
+                    self.free_incoming(vmid, volumes.values());
+                    return Err(format!("{}: allocating on '{}': {e}", d.key, d.storage));
+                }
+            }
+        }
+        Ok(volumes)
+    }
+
+    /// Frees images allocated for an incoming guest that did not arrive (only images of
+    /// `vmid`, and never while its config is ours).
+    fn free_incoming<'a>(&self, vmid: u32, volumes: impl Iterator<Item = &'a String>) {
+        if self.guests.config(vmid).is_some() {
+            return;
+        }
+        let Ok(storages) = self.storage_config() else {
+            return;
+        };
+        for volid in volumes {
+            if VolumeId::parse(volid).and_then(|v| v.owner()) == Some(vmid) {
+                let _ = ferrox_storage::free(&storages, &self.opts.node_name, volid);
+            }
+        }
+    }
+
+    fn nbd_pid_file(&self, vmid: u32, key: &str) -> std::path::PathBuf {
+        self.guests.run_dir.join(format!("{vmid}-{key}.nbd.pid"))
+    }
+
+    /// Stops every `qemu-nbd` serving an incoming disk of `vmid`.
+    fn stop_nbd_servers(&self, vmid: u32) {
+        let prefix = format!("{vmid}-");
+        let Ok(entries) = std::fs::read_dir(&self.guests.run_dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&prefix) && name.ends_with(".nbd.pid") {
+                ferrox_qemu::nbd::stop(&e.path());
+            }
+        }
+    }
+
+    /// Starts QEMU for `vmid` paused, waiting for the migration stream; with local disks,
+    /// on new images exported over NBD for the source's mirrors. Returns the stream's URI
+    /// and the disks' exports.
+    pub fn prepare_incoming(
+        &self,
+        vmid: u32,
+        source: &str,
+        disks: Vec<LocalMove>,
+    ) -> Result<Value, String> {
+        self.check_not_here(vmid)?;
         let path = config_path(source, vmid);
         let entry = self
             .tree
             .get(&path)
             .ok_or_else(|| format!("{path} does not exist"))?;
-        let cfg = GuestConfig::parse(&entry.data).map_err(|e| e.to_string())?;
-        let member = self.store.member().clone();
-        let host = member
-            .address
-            .rsplit_once(':')
-            .map(|(h, _)| h.to_string())
-            .unwrap_or(member.address.clone());
-        let port = std::net::TcpListener::bind((host.as_str(), 0))
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("no free port on {host}: {e}"))?
-            .port();
-        let uri = format!("tcp:{host}:{port}");
-        let storages = self.storage_config().map_err(|e| e.message)?;
-        let node = self.opts.node_name.clone();
-        let resolve = move |volid: &str| {
-            ferrox_storage::resolve(&storages, &node, volid).map_err(|e| e.to_string())
+        let mut cfg = GuestConfig::parse(&entry.data).map_err(|e| e.to_string())?;
+        let host = self.stream_host();
+        let free_port = || {
+            std::net::TcpListener::bind((host.as_str(), 0))
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .map_err(|e| format!("no free port on {host}: {e}"))
         };
-        let cpu_models = self.custom_cpu_models().map_err(|e| e.message)?;
-        let spec = LaunchSpec {
-            vmid,
-            accel: self.guest_accel(&cfg),
-            run_dir: &self.guests.run_dir,
-            resolve: &resolve,
-            incoming: Some(&uri),
-            cpu_models: &cpu_models,
-        };
-        let args = ferrox_qemu::command_line(&cfg, &spec).map_err(|e| e.to_string())?;
-        let process = GuestProcess::start(&self.opts.qemu_binary, &args, &spec)
-            .map_err(|e| format!("starting the incoming VM: {e}"))?;
-        let mut qmp = process.qmp().map_err(|e| e.to_string())?;
-        migration::set_capabilities(&mut qmp).map_err(|e| e.to_string())?;
-        Ok(json!({"uri": uri, "pid": process.pid}))
+        let uri = format!("tcp:{host}:{}", free_port()?);
+        let volumes = self.allocate_incoming(vmid, &disks)?;
+        for (key, volid) in &volumes {
+            let mut p =
+                PropertyString::parse(cfg.options.get(key).map(String::as_str).unwrap_or(""))
+                    .map_err(|e| e.to_string())?;
+            p.set_file(volid);
+            cfg.options.insert(key.clone(), p.to_string());
+        }
+        let started = (|| -> Result<(GuestProcess, BTreeMap<String, String>), String> {
+            let storages = self.storage_config().map_err(|e| e.message)?;
+            let node = self.opts.node_name.clone();
+            let resolve = move |volid: &str| {
+                ferrox_storage::resolve(&storages, &node, volid).map_err(|e| e.to_string())
+            };
+            let cpu_models = self.custom_cpu_models().map_err(|e| e.message)?;
+            let spec = LaunchSpec {
+                vmid,
+                accel: self.guest_accel(&cfg),
+                run_dir: &self.guests.run_dir,
+                resolve: &resolve,
+                incoming: Some(&uri),
+                cpu_models: &cpu_models,
+            };
+            let args = ferrox_qemu::command_line(&cfg, &spec).map_err(|e| e.to_string())?;
+            let process = GuestProcess::start(&self.opts.qemu_binary, &args, &spec)
+                .map_err(|e| format!("starting the incoming VM: {e}"))?;
+            let exported = (|| -> Result<BTreeMap<String, String>, String> {
+                let mut qmp = process.qmp().map_err(|e| e.to_string())?;
+                migration::set_capabilities(&mut qmp).map_err(|e| e.to_string())?;
+                let mut exports = BTreeMap::new();
+                if disks.is_empty() {
+                    return Ok(exports);
+                }
+                let port = free_port()?;
+                qmp.execute(
+                    "nbd-server-start",
+                    Some(json!({"addr": {"type": "inet",
+                        "data": {"host": host, "port": port.to_string()}}})),
+                )
+                .map_err(|e| format!("nbd-server-start: {e}"))?;
+                let blocks = qmp
+                    .execute("query-block", None)
+                    .map_err(|e| e.to_string())?;
+                for d in &disks {
+                    let device = format!("drive-{}", d.key);
+                    let node_name = blocks
+                        .as_array()
+                        .and_then(|b| b.iter().find(|b| b["device"] == device.as_str()))
+                        .and_then(|b| b["inserted"]["node-name"].as_str())
+                        .ok_or_else(|| format!("{}: no block node in the incoming VM", d.key))?;
+                    qmp.execute(
+                        "block-export-add",
+                        Some(json!({"type": "nbd", "id": device, "node-name": node_name,
+                            "writable": true, "name": device})),
+                    )
+                    .map_err(|e| format!("{}: block-export-add: {e}", d.key))?;
+                    exports.insert(
+                        d.key.clone(),
+                        format!("nbd:{host}:{port}:exportname={device}"),
+                    );
+                }
+                Ok(exports)
+            })();
+            match exported {
+                Ok(exports) => Ok((process, exports)),
+                Err(e) => {
+                    let _ = process.stop();
+                    Err(e)
+                }
+            }
+        })();
+        match started {
+            Ok((process, exports)) => Ok(json!({
+                "uri": uri,
+                "pid": process.pid,
+                "disks": IncomingDisks { volumes, exports },
+            })),
+            Err(e) => {
+                self.free_incoming(vmid, volumes.values());
+                Err(e)
+            }
+        }
+    }
+
+    /// For a stopped guest's local disks: new images served by `qemu-nbd` for the
+    /// source's copies.
+    pub fn receive_disks(&self, vmid: u32, disks: Vec<LocalMove>) -> Result<Value, String> {
+        self.check_not_here(vmid)?;
+        let host = self.stream_host();
+        let volumes = self.allocate_incoming(vmid, &disks)?;
+        let served = (|| -> Result<BTreeMap<String, String>, String> {
+            let storages = self.storage_config().map_err(|e| e.message)?;
+            let mut exports = BTreeMap::new();
+            for d in &disks {
+                let volid = &volumes[&d.key];
+                let (path, format) =
+                    ferrox_storage::resolve(&storages, &self.opts.node_name, volid)
+                        .map_err(|e| e.to_string())?;
+                let port = std::net::TcpListener::bind((host.as_str(), 0))
+                    .and_then(|l| l.local_addr())
+                    .map_err(|e| format!("no free port on {host}: {e}"))?
+                    .port();
+                let name = format!("drive-{}", d.key);
+                ferrox_qemu::nbd::serve(
+                    &path,
+                    &format,
+                    &host,
+                    port,
+                    &name,
+                    &self.nbd_pid_file(vmid, &d.key),
+                )?;
+                exports.insert(d.key.clone(), format!("nbd://{host}:{port}/{name}"));
+            }
+            Ok(exports)
+        })();
+        match served {
+            Ok(exports) => Ok(json!(IncomingDisks { volumes, exports })),
+            Err(e) => {
+                self.stop_nbd_servers(vmid);
+                self.free_incoming(vmid, volumes.values());
+                Err(e)
+            }
+        }
+    }
+
+    /// The source has copied every disk: the servers stop (flushing the images).
+    pub fn disks_received(&self, vmid: u32) -> Result<Value, String> {
+        self.stop_nbd_servers(vmid);
+        Ok(Value::Null)
     }
 
     /// Runs the migrated guest once its config is ours: the source committed the
@@ -459,6 +908,10 @@ impl Node {
             .guests
             .process(vmid)
             .ok_or_else(|| format!("no incoming QEMU process for VM {vmid}"))?;
+        // The mirrors of the source are done: no more writes come over NBD.
+        if let Ok(mut qmp) = process.qmp() {
+            let _ = qmp.execute("nbd-server-stop", None);
+        }
         process.resume().map_err(|e| e.to_string())?;
         let state = process.status().map_err(|e| e.to_string())?;
         let accel = if state.kvm {
@@ -472,8 +925,9 @@ impl Node {
     }
 
     /// Kills an incoming copy after a failed or cancelled migration (QEMU usually exits
-    /// by itself then). Never touches a guest whose config is ours.
-    pub fn abort_incoming(&self, vmid: u32) -> Result<Value, String> {
+    /// by itself then) and frees the images made for it. Never touches a guest whose
+    /// config is ours.
+    pub fn abort_incoming(&self, vmid: u32, volumes: Vec<String>) -> Result<Value, String> {
         if self.guests.config(vmid).is_some() {
             return Err(format!("VM {vmid} belongs to this node; not stopping it"));
         }
@@ -482,6 +936,8 @@ impl Node {
             let _ = std::fs::remove_file(&p.qmp_socket);
         }
         self.guests.mark_stopped(vmid);
+        self.stop_nbd_servers(vmid);
+        self.free_incoming(vmid, volumes.iter());
         Ok(Value::Null)
     }
 }

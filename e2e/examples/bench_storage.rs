@@ -1,0 +1,324 @@
+//! Storage benchmarks (issue 15): live migration of a guest with a 2 GiB local disk full of
+//! data between two local nodes (idle guest, and a guest dirtying its RAM), snapshot
+//! create and rollback (disk only, and with RAM), full clone and offline disk move, each
+//! against `qemu-img convert` of the same image as this machine's limit.
+//!
+//! `scripts/bench-storage.sh [runs]` (builds the release binaries first).
+
+use ferrox_e2e::*;
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+fn summary(name: &str, mut v: Vec<f64>, unit: &str) {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    println!(
+        "{name}: n={} min {:.0} {unit}, median {:.0} {unit}, mean {:.0} {unit}, max {:.0} {unit}",
+        v.len(),
+        v[0],
+        v[v.len() / 2],
+        mean,
+        v[v.len() - 1]
+    );
+}
+
+fn fill(image: &Path, gib: u64) {
+    // Data that neither compresses nor reads as zeroes: a pattern byte per 1 MiB step.
+    let mut cmds = Vec::new();
+    for mib in 0..gib * 1024 {
+        cmds.push("-c".to_string());
+        cmds.push(format!("write -P {} {}M 1M", (mib % 255) + 1, mib));
+    }
+    for chunk in cmds.chunks(2048) {
+        let ok = Command::new("qemu-io")
+            .args(["-f", "qcow2"])
+            .args(chunk)
+            .arg(image)
+            .output()
+            .unwrap()
+            .status
+            .success();
+        assert!(ok, "filling {}", image.display());
+    }
+}
+
+fn log_lines(d: &Daemon, node: &str, upid: &str) -> Vec<String> {
+    let r = d.request(
+        "GET",
+        &format!("/nodes/{node}/tasks/{upid}/log"),
+        &d.login(),
+        &[("limit", "5000")],
+    );
+    r.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["t"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+fn number_after(lines: &[String], marker: &str) -> Option<f64> {
+    lines.iter().find_map(|l| {
+        l.split(marker)
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
+fn physical_limit(source: &Path, runs: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut qcow = Vec::new();
+    for i in 0..runs {
+        let out = dir.path().join(format!("copy{i}.qcow2"));
+        let t = Instant::now();
+        let ok = Command::new("qemu-img")
+            .args(["convert", "-U", "-f", "qcow2", "-O", "qcow2"])
+            .arg(source)
+            .arg(&out)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        qcow.push(t.elapsed().as_secs_f64() * 1000.0);
+        let _ = std::fs::remove_file(&out);
+    }
+    summary(
+        "qemu-img convert of the 2 GiB image (qcow2 -> qcow2, same file system)",
+        qcow,
+        "ms",
+    );
+}
+
+fn migration(runs: usize) {
+    let payload_dir = tempfile::tempdir().unwrap();
+    let dirty = build_payload(payload_dir.path(), "dirty", DIRTY_PAYLOAD);
+    let nodes = local_cluster(2, "benchdisk", "tcg", &[]);
+    let root = nodes[0].login();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    for (i, dir) in dirs.iter().enumerate() {
+        let r = nodes[0].request(
+            "POST",
+            "/storage",
+            &root,
+            &[
+                ("storage", &format!("loc{}", i + 1)),
+                ("type", "dir"),
+                ("path", dir.path().to_str().unwrap()),
+                ("content", "images"),
+                ("nodes", &format!("n{}", i + 1)),
+            ],
+        );
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    for (vmid, busy) in [(200u32, false), (201, true)] {
+        let mut form = vec![
+            ("vmid".to_string(), vmid.to_string()),
+            ("memory".to_string(), "256".to_string()),
+            ("scsi0".to_string(), "loc1:2".to_string()),
+        ];
+        if busy {
+            let Some(p) = &dirty else {
+                println!("busy guest: SKIPPED (no binutils to build the payload)");
+                continue;
+            };
+            form.push(("args".into(), format!("-kernel {}", p.display())));
+        }
+        let form_ref: Vec<(&str, &str)> =
+            form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        nodes[0].task_ok(&root, "POST", "/nodes/n1/qemu", &form_ref);
+        let image = dirs[0]
+            .path()
+            .join(format!("images/{vmid}/vm-{vmid}-disk-0.qcow2"));
+        let t = Instant::now();
+        fill(&image, 2);
+        println!(
+            "filled the 2 GiB disk of VM {vmid} in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        if vmid == 200 {
+            physical_limit(&image, runs);
+        }
+        nodes[0].task_ok(
+            &root,
+            "POST",
+            "/nodes/n1/qemu/{vmid}/status/start"
+                .replace("{vmid}", &vmid.to_string())
+                .as_str(),
+            &[],
+        );
+        let (mut total, mut downtime, mut mirror) = (Vec::new(), Vec::new(), Vec::new());
+        let mut here = 0usize;
+        for _ in 0..runs {
+            let (from, to) = (&nodes[here], &nodes[1 - here]);
+            let t = Instant::now();
+            let upid = from.task_ok(
+                &root,
+                "POST",
+                &format!("/nodes/{}/qemu/{vmid}/migrate", from.name),
+                &[
+                    ("target", to.name.as_str()),
+                    ("online", "1"),
+                    ("with-local-disks", "1"),
+                    ("targetstorage", &format!("loc{}", 2 - here)),
+                ],
+            );
+            total.push(t.elapsed().as_secs_f64() * 1000.0);
+            let lines = log_lines(from, &from.name, &upid);
+            if let Some(ms) = number_after(&lines, "disk mirrors in sync after ") {
+                mirror.push(ms);
+            }
+            if let Some(ms) = number_after(&lines, ": downtime ") {
+                downtime.push(ms);
+            }
+            here = 1 - here;
+        }
+        let label = if busy {
+            "RAM-dirtying guest"
+        } else {
+            "idle guest"
+        };
+        summary(
+            &format!("{label}, 256 MiB RAM, 2 GiB local disk: migrate call to task end"),
+            total,
+            "ms",
+        );
+        summary(
+            &format!("{label}: disk mirrors in sync after"),
+            mirror,
+            "ms",
+        );
+        summary(
+            &format!("{label}: downtime incl. hand-over"),
+            downtime,
+            "ms",
+        );
+        println!("bytes moved per migration: 2 GiB of disk (every byte written) + the RAM");
+        let node = &nodes[here];
+        node.task_ok(
+            &root,
+            "POST",
+            &format!("/nodes/{}/qemu/{vmid}/status/stop", node.name),
+            &[],
+        );
+    }
+}
+
+fn snapshots_and_copies(runs: usize) {
+    let d = start_daemon("tcg");
+    let root = d.login();
+    d.task_ok(
+        &root,
+        "POST",
+        "/nodes/pve1/qemu",
+        &[("vmid", "300"), ("memory", "512"), ("scsi0", "local:2")],
+    );
+    let image = d
+        .path()
+        .join("storage/local/images/300/vm-300-disk-0.qcow2");
+    fill(&image, 2);
+    let time = |method: &str, path: &str, form: &[(&str, &str)]| {
+        let t = Instant::now();
+        d.task_ok(&root, method, path, form);
+        t.elapsed().as_secs_f64() * 1000.0
+    };
+    let (mut create, mut rollback, mut delete) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..runs {
+        let name = format!("s{i}");
+        create.push(time(
+            "POST",
+            "/nodes/pve1/qemu/300/snapshot",
+            &[("snapname", &name)],
+        ));
+        rollback.push(time(
+            "POST",
+            &format!("/nodes/pve1/qemu/300/snapshot/{name}/rollback"),
+            &[],
+        ));
+        delete.push(time(
+            "DELETE",
+            &format!("/nodes/pve1/qemu/300/snapshot/{name}"),
+            &[],
+        ));
+    }
+    summary(
+        "stopped guest, 2 GiB qcow2 full of data: snapshot (task)",
+        create,
+        "ms",
+    );
+    summary("stopped guest: rollback (task)", rollback, "ms");
+    summary("stopped guest: delete snapshot (task)", delete, "ms");
+
+    d.task_ok(&root, "POST", "/nodes/pve1/qemu/300/status/start", &[]);
+    let (mut create, mut rollback) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        let name = format!("r{i}");
+        create.push(time(
+            "POST",
+            "/nodes/pve1/qemu/300/snapshot",
+            &[("snapname", &name), ("vmstate", "1")],
+        ));
+        rollback.push(time(
+            "POST",
+            &format!("/nodes/pve1/qemu/300/snapshot/{name}/rollback"),
+            &[],
+        ));
+        time(
+            "DELETE",
+            &format!("/nodes/pve1/qemu/300/snapshot/{name}"),
+            &[],
+        );
+    }
+    summary(
+        "running guest, 512 MiB RAM (firmware only): snapshot with RAM (task)",
+        create,
+        "ms",
+    );
+    summary(
+        "running guest: rollback to it, resumed (task)",
+        rollback,
+        "ms",
+    );
+    d.task_ok(&root, "POST", "/nodes/pve1/qemu/300/status/stop", &[]);
+
+    let mut clone = Vec::new();
+    for i in 0..runs {
+        let newid = (400 + i).to_string();
+        clone.push(time(
+            "POST",
+            "/nodes/pve1/qemu/300/clone",
+            &[("newid", &newid)],
+        ));
+        d.task_ok(&root, "DELETE", &format!("/nodes/pve1/qemu/{newid}"), &[]);
+    }
+    summary(
+        "full clone of the stopped guest (2 GiB, same storage)",
+        clone,
+        "ms",
+    );
+    d.task_ok(&root, "POST", "/nodes/pve1/qemu/300/status/start", &[]);
+    let mut live = Vec::new();
+    for i in 0..runs {
+        let newid = (450 + i).to_string();
+        live.push(time(
+            "POST",
+            "/nodes/pve1/qemu/300/clone",
+            &[("newid", &newid)],
+        ));
+        d.task_ok(&root, "DELETE", &format!("/nodes/pve1/qemu/{newid}"), &[]);
+    }
+    summary("full clone of the running guest (drive-mirror)", live, "ms");
+    physical_limit(&image, runs);
+}
+
+fn main() {
+    let runs: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(5);
+    snapshots_and_copies(runs);
+    migration(runs);
+}
