@@ -149,6 +149,32 @@ try {
     await disk.locator("td.mono", { hasText: "size=2G" }).waitFor({ timeout: 15_000 });
   });
 
+  await check("snapshots: take one, see it in the tree, roll back to it, remove it", async () => {
+    await page.goto(`${url}#/node/n2/qemu/${created}/snapshot`);
+    await page.locator("tr[data-snapshot=current]").waitFor();
+    await page.locator("button", { hasText: "Take Snapshot" }).first().click();
+    await dialog().locator("input[name=snapname]").fill("1bad");
+    await dialog().locator("button", { hasText: "Take Snapshot" }).click();
+    await dialog().locator("[role=alert]", { hasText: "snapname" }).waitFor();
+    await dialog().locator("input[name=snapname]").fill("before-upgrade");
+    await dialog().locator("textarea[name=description]").fill("known good");
+    await dialog().locator("button", { hasText: "Take Snapshot" }).click();
+    assert.equal(await taskResult(), "OK");
+    const row = page.locator("tr[data-snapshot=before-upgrade]");
+    await row.locator("td.description", { hasText: "known good" }).waitFor({ timeout: 15_000 });
+    // "current" sits under the snapshot it builds on: one level deeper.
+    const indent = async (name) => page.locator(`tr[data-snapshot=${name}] td`).first().evaluate((td) => parseFloat(td.style.paddingLeft));
+    assert.ok((await indent("current")) > (await indent("before-upgrade")));
+    await shot("guest-snapshots");
+    page.once("dialog", (d) => d.accept());
+    await row.locator("button", { hasText: "Rollback" }).click();
+    assert.equal(await taskResult(), "OK");
+    page.once("dialog", (d) => d.accept());
+    await row.locator("button", { hasText: "Remove" }).click();
+    assert.equal(await taskResult(), "OK");
+    await row.waitFor({ state: "detached", timeout: 15_000 });
+  });
+
   await check("start it; the noVNC canvas shows the guest's screen", async () => {
     await page.goto(`${url}#/node/n2/qemu/${created}/summary`);
     await page.locator(".power button", { hasText: "Start" }).click();

@@ -5,6 +5,7 @@ import { buildTree, visibleWindow, Resource } from "../src/lib/tree";
 import { parseRoute, routeKey } from "../src/lib/route";
 import { bytes, duration, parseSize, taskTitle } from "../src/lib/format";
 import { crsString } from "../src/views/datacenter/crs";
+import { snapshotTree } from "../src/lib/snapshots";
 
 const resources: Resource[] = [
   { id: "node/n2", type: "node", node: "n2", status: "online" },
@@ -73,10 +74,26 @@ test("formats", () => {
   assert.equal(parseSize("lots"), null);
   assert.equal(taskTitle("qmstart", "100"), "VM/CT 100 - Start");
   assert.equal(taskTitle("crsplan", ""), "Balancing plan");
+  assert.equal(taskTitle("qmsnapshot", "200"), "VM/CT 200 - Snapshot");
 });
 
 test("the CRS settings become one crs property string", () => {
   assert.equal(crsString({ ha: "dynamic", "ha-auto-rebalance": "1", "ha-auto-rebalance-threshold": "0.3", "ha-auto-rebalance-margin": "" }), "ha=dynamic,ha-auto-rebalance=1,ha-auto-rebalance-threshold=0.3");
   assert.equal(crsString({}), "ha=basic");
   assert.equal(crsString({ ha: "static", balance: "1", "balance-interval": "60" }), "ha=static,balance=1,balance-interval=60");
+});
+
+test("snapshots: each under its parent, by time, 'current' last under the one it builds on", () => {
+  const lines = snapshotTree([
+    { name: "current", parent: "b2", running: 1 },
+    { name: "b2", parent: "a", snaptime: 30 },
+    { name: "b1", parent: "a", snaptime: 20 },
+    { name: "a", snaptime: 10 },
+    { name: "orphan", parent: "gone", snaptime: 5 },
+  ]);
+  assert.deepEqual(lines.map((l) => `${l.depth}:${l.row.name}`), ["0:orphan", "0:a", "1:b1", "1:b2", "2:current"]);
+  assert.deepEqual(snapshotTree([{ name: "current" }]).map((l) => l.row.name), ["current"]);
+  // A cycle in a hand-edited config neither loops nor hides a snapshot twice.
+  const cyclic = snapshotTree([{ name: "x", parent: "y" }, { name: "y", parent: "x" }]);
+  assert.ok(cyclic.length <= 2);
 });

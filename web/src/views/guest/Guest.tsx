@@ -1,6 +1,6 @@
 // Guest: summary with status and RRD graphs, hardware (with the config digest, so a
-// concurrent edit is refused, not lost), options, consoles; power actions, migrate,
-// delete.
+// concurrent edit is refused, not lost), options, consoles, snapshots; power actions,
+// migrate, delete.
 import { useState } from "preact/hooks";
 import { del, get, post, put } from "../../api";
 import { Dialog, ErrorText, Field, Gauge, KeyValues, Tabs } from "../../components/ui";
@@ -10,6 +10,7 @@ import { bytes, duration } from "../../lib/format";
 import { Resource } from "../../lib/tree";
 import { openTask } from "../tasks/Tasks";
 import { SerialConsole, VncConsole } from "./Console";
+import { Snapshots } from "./Snapshots";
 
 const GUEST_CHARTS: ChartSpec[] = [
   { title: "CPU usage", unit: "percent", series: [{ field: "cpu", label: "CPU" }] },
@@ -30,7 +31,7 @@ export function GuestView({ node, vmid, tab, resources }: { node: string; vmid: 
   const running = s?.status === "running";
   const cfg = config.data ?? {};
   const serials = Object.keys(cfg).filter((k) => /^serial[0-3]$/.test(k) && cfg[k] === "socket");
-  const tabs: [string, string][] = [["summary", "Summary"], ["console", "Console"], ...serials.map((k) => [k, `Serial (${k})`] as [string, string]), ["hardware", "Hardware"], ["options", "Options"]];
+  const tabs: [string, string][] = [["summary", "Summary"], ["console", "Console"], ...serials.map((k) => [k, `Serial (${k})`] as [string, string]), ["hardware", "Hardware"], ["options", "Options"], ["snapshot", "Snapshots"]];
   const power = (what: string) => action.run(async () => {
     const upid = await post<string>(`${base}/status/${what}`);
     openTask(upid);
@@ -79,6 +80,7 @@ export function GuestView({ node, vmid, tab, resources }: { node: string; vmid: 
       {serials.includes(tab) && (running ? <SerialConsole node={node} vmid={vmid} serial={tab} /> : <p>The VM is not running.</p>)}
       {tab === "hardware" && <Hardware base={base} config={config} />}
       {tab === "options" && <Options base={base} config={config} />}
+      {tab === "snapshot" && <Snapshots base={base} running={running} />}
       {dialog === "migrate" && <MigrateDialog node={node} vmid={vmid} onClose={() => setDialog(null)} />}
       {dialog === "delete" && <DeleteDialog node={node} vmid={vmid} onClose={() => setDialog(null)} />}
     </section>
