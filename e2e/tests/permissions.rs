@@ -312,6 +312,9 @@ const TABLE: &[(&str, &str, Pve)] = &[
         Priv("/vms/{vmid}", &["VM.Allocate"], false),
     ),
     ("POST", "/nodes/{node}/qemu/{vmid}/clone", All),
+    // vzdump: `user => 'all'`; VM.Backup on each guest and Datastore.AllocateSpace on the
+    // storage in the handler (tests/backup.rs).
+    ("POST", "/nodes/{node}/vzdump", All),
     ("POST", "/nodes/{node}/qemu/{vmid}/move_disk", All),
     // qemu-server's snapshot API.
     (

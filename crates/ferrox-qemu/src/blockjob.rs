@@ -1,6 +1,7 @@
 //! Block jobs over QMP: mirroring a running guest's drive into another image, either to
 //! switch the guest over to it (moving a disk) or to keep a consistent copy and let the
-//! guest stay on its image (cloning a running guest).
+//! guest stay on its image (cloning a running guest); point-in-time copies of all of a
+//! guest's drives at one instant (backups).
 
 use crate::qmp::{Qmp, QmpError};
 use serde_json::{json, Value};
@@ -170,6 +171,74 @@ pub fn mirror(
     let ids = [id];
     wait_ready(qmp, &ids, timeout, progress)?;
     finish(qmp, &ids, end)
+}
+
+/// Starts point-in-time copies of drives (`(device, target file)`) into new raw files,
+/// in one transaction: every copy is of the same instant. Returns the job ids.
+pub fn start_backups(
+    qmp: &mut Qmp,
+    drives: &[(String, std::path::PathBuf)],
+) -> Result<Vec<String>, BlockJobError> {
+    let ids: Vec<String> = drives.iter().map(|(d, _)| format!("backup-{d}")).collect();
+    let actions: Vec<Value> = drives
+        .iter()
+        .zip(&ids)
+        .map(|((device, target), id)| {
+            json!({"type": "drive-backup", "data": {
+                "job-id": id, "device": device, "target": target.to_string_lossy(),
+                "format": "raw", "sync": "full", "mode": "absolute-paths"}})
+        })
+        .collect();
+    if !actions.is_empty() {
+        qmp.execute("transaction", Some(json!({ "actions": actions })))?;
+    }
+    Ok(ids)
+}
+
+/// Waits until jobs have ended (reporting `(done, total)` bytes about every two seconds);
+/// an error when one failed. On timeout they are cancelled.
+pub fn wait_done(
+    qmp: &mut Qmp,
+    ids: &[String],
+    timeout: Duration,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(), BlockJobError> {
+    let start = Instant::now();
+    let mut reported = Instant::now();
+    loop {
+        let jobs = qmp.execute("query-block-jobs", None)?;
+        let running: Vec<&Value> = ids.iter().filter_map(|id| job(&jobs, id)).collect();
+        if running.is_empty() {
+            break;
+        }
+        if start.elapsed() > timeout {
+            cancel(qmp, ids);
+            return Err(BlockJobError::Timeout {
+                job: ids.join(", "),
+                seconds: timeout.as_secs(),
+            });
+        }
+        if reported.elapsed() >= Duration::from_secs(2) {
+            let done = running
+                .iter()
+                .map(|j| j["offset"].as_u64().unwrap_or(0))
+                .sum();
+            let total = running.iter().map(|j| j["len"].as_u64().unwrap_or(0)).sum();
+            progress(done, total);
+            reported = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    match ids
+        .iter()
+        .find_map(|id| ended_with_error(qmp, id).map(|r| (id, r)))
+    {
+        Some((id, reason)) => Err(BlockJobError::Failed {
+            job: id.clone(),
+            reason,
+        }),
+        None => Ok(()),
+    }
 }
 
 fn ended_with_error(qmp: &mut Qmp, id: &str) -> Option<String> {

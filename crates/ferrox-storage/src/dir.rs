@@ -90,6 +90,7 @@ impl Storage for DirStorage {
         let path = match volume.kind() {
             Some(VolumeKind::Image { .. }) => self.base.join("images").join(volume.own_file()),
             Some(VolumeKind::Iso) => self.base.join("template").join(&volume.name),
+            Some(VolumeKind::Backup) => self.base.join("dump").join(file_name),
             Some(VolumeKind::Template) => self.base.join("template/cache").join(file_name),
             Some(_) => self.base.join(&volume.name),
             None => {
@@ -131,7 +132,53 @@ impl Storage for DirStorage {
     fn free(&self, volume: &VolumeId) -> Result<(), StorageError> {
         self.check_free(volume)?;
         let (path, _) = self.path(volume)?;
+        if volume.kind() == Some(VolumeKind::Backup) {
+            if protected_marker(&path).exists() {
+                return Err(StorageError::Invalid(format!(
+                    "backup '{}:{}' is protected",
+                    volume.storage, volume.name
+                )));
+            }
+            let _ = std::fs::remove_file(format!("{}.notes", path.display()));
+        }
         std::fs::remove_file(&path).map_err(io(path.display().to_string()))
+    }
+
+    fn backup_path(&self, file: &str) -> Result<PathBuf, StorageError> {
+        if !self.content.contains("backup") {
+            return Err(StorageError::Content {
+                storage: self.id.clone(),
+                content: "backup".into(),
+            });
+        }
+        let dir = self.base.join("dump");
+        std::fs::create_dir_all(&dir).map_err(io(dir.display().to_string()))?;
+        Ok(dir.join(file))
+    }
+
+    fn list_backups(&self, vmid: Option<u32>) -> Result<Vec<crate::BackupInfo>, StorageError> {
+        let Ok(entries) = std::fs::read_dir(self.base.join("dump")) else {
+            return Ok(Vec::new());
+        };
+        let mut out: Vec<crate::BackupInfo> = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let (owner, ctime) = crate::backup::parse_archive_name(&name)?;
+                if vmid.is_some_and(|v| v != owner) {
+                    return None;
+                }
+                Some(crate::BackupInfo {
+                    volid: format!("{}:backup/{name}", self.id),
+                    vmid: owner,
+                    ctime,
+                    size: e.metadata().map(|m| m.len()).unwrap_or(0),
+                    protected: protected_marker(&e.path()).exists(),
+                })
+            })
+            .collect();
+        out.sort_by_key(|b| (b.ctime, b.volid.clone()));
+        Ok(out)
     }
 
     fn check_free(&self, volume: &VolumeId) -> Result<(), StorageError> {
@@ -326,6 +373,11 @@ impl Storage for DirStorage {
             .map_err(io(path.display().to_string()))?;
         Ok(volid)
     }
+}
+
+/// Proxmox VE marks a protected backup with `<archive>.protected` beside it.
+fn protected_marker(archive: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.protected", archive.display()))
 }
 
 /// Whether a qcow2 file has an internal snapshot tagged `name` (`qemu-img snapshot -l`

@@ -6,6 +6,7 @@
 //! about guest configs, the cluster or the API. A new storage type is one file here plus
 //! its line in `plugin`.
 
+pub mod backup;
 pub mod dir;
 
 use ferrox_types::{Storage as StorageSection, StorageConfig, VolumeId};
@@ -43,6 +44,16 @@ pub struct VolumeInfo {
     pub size: u64,
     /// Bytes used on disk.
     pub used: u64,
+}
+
+/// A backup archive on a storage, as `GET .../content` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupInfo {
+    pub volid: String,
+    pub vmid: u32,
+    pub ctime: i64,
+    pub size: u64,
+    pub protected: bool,
 }
 
 /// Space of a storage, in bytes.
@@ -122,6 +133,19 @@ pub trait Storage: Send + Sync {
     /// Deletes snapshot `name` of a volume no running guest holds.
     fn snapshot_delete(&self, volume: &VolumeId, _name: &str) -> Result<(), StorageError> {
         self.check_snapshot(volume)
+    }
+    /// Where backup archive `file` goes (needs `backup` content).
+    fn backup_path(&self, file: &str) -> Result<PathBuf, StorageError> {
+        let _ = file;
+        Err(StorageError::Content {
+            storage: self.id().to_string(),
+            content: "backup".into(),
+        })
+    }
+    /// Backup archives, of one guest or all, oldest first.
+    fn list_backups(&self, vmid: Option<u32>) -> Result<Vec<BackupInfo>, StorageError> {
+        let _ = vmid;
+        Ok(Vec::new())
     }
     /// Creates the empty raw file that keeps the RAM state of guest `vmid`'s snapshot
     /// `snapshot` (`vm-<vmid>-state-<snapshot>.raw`, as Proxmox VE names it).
@@ -244,6 +268,19 @@ pub fn copy_image(
         args.extend(["-l", selector.as_str()]);
     }
     qemu_img(&args, source.0, &[&target.0.to_string_lossy()]).map(drop)
+}
+
+/// The guest-visible bytes of image `source` as a new sparse raw file `target`.
+pub fn export_raw(
+    source: (&std::path::Path, &str),
+    target: &std::path::Path,
+) -> Result<(), StorageError> {
+    qemu_img(
+        &["convert", "-U", "-f", source.1, "-O", "raw"],
+        source.0,
+        &[&target.to_string_lossy()],
+    )
+    .map(drop)
 }
 
 /// Copies image `source` into an NBD export (`nbd://host:port/name`) of an image of the

@@ -232,7 +232,8 @@ impl VolumeId {
         match dir {
             "iso" if ends(&[".iso", ".img"]) => Some(VolumeKind::Iso),
             "vztmpl" if ends(&[".tar.gz", ".tar.xz", ".tar.zst"]) => Some(VolumeKind::Template),
-            "dump" => Some(VolumeKind::Backup),
+            // Proxmox VE's name for the files in a storage's `dump/` folder.
+            "backup" => Some(VolumeKind::Backup),
             "snippets" => Some(VolumeKind::Snippet),
             "import" => Some(VolumeKind::Import),
             _ => image_file(dir, file).map(|(owner, _)| VolumeKind::Image { owner }),

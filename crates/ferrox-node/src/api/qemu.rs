@@ -105,6 +105,9 @@ fn create_guest(ctx: &C<'_>) -> Result<Upid, ApiError> {
     if !on_pool {
         ctx.require(&format!("/vms/{vmid}"), &["VM.Allocate"], false)?;
     }
+    if let Some(archive) = ctx.params.str(&param::ARCHIVE) {
+        return restore(ctx, vmid, archive, pool.as_deref());
+    }
     let (sets, _) = config_changes(ctx);
     let target = crate::guests::perm::Target {
         vmid,
@@ -115,6 +118,48 @@ fn create_guest(ctx: &C<'_>) -> Result<Upid, ApiError> {
     let upid = ctx
         .state
         .create_guest(vmid, sets, pool, start, &auth_id(ctx)?)?;
+    Ok(Upid(upid))
+}
+
+/// `POST /nodes/{node}/qemu` with `archive`: a restore. Besides VM.Allocate (checked by
+/// the caller), Proxmox VE checks the archive's access (Datastore.AllocateSpace on its
+/// storage and VM.Backup on the guest it came from) and Datastore.AllocateSpace on the
+/// target storage.
+fn restore(ctx: &C<'_>, vmid: u32, archive: &str, pool: Option<&str>) -> Result<Upid, ApiError> {
+    if pool.is_some() {
+        return Err(param::POOL.error("a restore goes into no pool yet: add it afterwards"));
+    }
+    let volume = ferrox_types::VolumeId::parse(archive)
+        .ok_or_else(|| param::ARCHIVE.error(format!("'{archive}' is not a volume id")))?;
+    let owner = volume
+        .name
+        .strip_prefix("backup/")
+        .and_then(ferrox_storage::backup::parse_archive_name)
+        .map(|(owner, _)| owner)
+        .ok_or_else(|| param::ARCHIVE.error(format!("'{archive}' is not a backup archive")))?;
+    ctx.require(
+        &format!("/storage/{}", volume.storage),
+        &["Datastore.AllocateSpace"],
+        false,
+    )?;
+    ctx.require(&format!("/vms/{owner}"), &["VM.Backup"], false)?;
+    let storage = ctx.params.str(&param::STORAGE).map(String::from);
+    if let Some(s) = &storage {
+        ctx.require(
+            &format!("/storage/{s}"),
+            &["Datastore.AllocateSpace"],
+            false,
+        )?;
+    }
+    let upid = ctx.state.start_restore(
+        vmid,
+        archive.to_string(),
+        storage,
+        ctx.params.bool(&param::RESTORE_FORCE).unwrap_or(false),
+        ctx.params.bool(&param::UNIQUE).unwrap_or(false),
+        ctx.params.bool(&param::START).unwrap_or(false),
+        &auth_id(ctx)?,
+    )?;
     Ok(Upid(upid))
 }
 
@@ -808,8 +853,23 @@ pub(crate) mod param {
         ferrox_api::schema::POOL_ID,
         "Add the VM to this pool.",
     );
-    pub const STORAGE: Param = Param::optional("storage", STRING, "Default storage (ignored).");
-    pub const UNIQUE: Param = Param::optional("unique", BOOL, "Ignored.");
+    pub const STORAGE: Param = Param::optional(
+        "storage",
+        ferrox_api::schema::STORAGE_ID,
+        "Restore the disks of an archive to this storage.",
+    );
+    pub const UNIQUE: Param =
+        Param::optional("unique", BOOL, "Give a restored guest new MAC addresses.");
+    pub const ARCHIVE: Param = Param::optional(
+        "archive",
+        STRING,
+        "Restore this backup archive (storage:backup/file).",
+    );
+    pub const RESTORE_FORCE: Param = Param::optional(
+        "force",
+        BOOL,
+        "Allow a restore to overwrite an existing (stopped) VM.",
+    );
     pub const HA_MANAGED: Param = Param::optional(
         "ha-managed",
         BOOL,
@@ -988,6 +1048,8 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             param::STORAGE,
             param::UNIQUE,
             param::HA_MANAGED,
+            param::ARCHIVE,
+            param::RESTORE_FORCE,
         ]),
         Endpoint::new(
             Get,

@@ -109,17 +109,9 @@ fn storage_content(ctx: &C<'_>) -> Result<Vec<Volume>, ApiError> {
     local_node(ctx)?;
     let cfg = ctx.state.storage_config()?;
     let storage = one_storage(ctx, &cfg)?;
-    if ctx
-        .params
-        .str(&param::CONTENT_TYPE)
-        .is_some_and(|c| c != "images")
-    {
-        // Only disk images are managed so far: ISO and template content is empty.
-        return Ok(Vec::new());
-    }
+    let wanted = ctx.params.str(&param::CONTENT_TYPE);
     let vmid = ctx.params.int(&param::VMID).map(|v| v as u32);
-    let volumes = ferrox_storage::open(&cfg, &ctx.state.opts.node_name, &storage.id)
-        .and_then(|s| s.list(vmid))
+    let plugin = ferrox_storage::open(&cfg, &ctx.state.opts.node_name, &storage.id)
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let caller = ctx.caller()?;
     let users = ctx.state.auth.user_config();
@@ -132,19 +124,46 @@ fn storage_content(ctx: &C<'_>) -> Result<Vec<Volume>, ApiError> {
             false,
         )
     };
-    let list = volumes
-        .into_iter()
-        .filter(|v| may_audit(v.vmid) || storage_visible(ctx, &storage.id))
-        .map(|v| Volume {
-            volid: v.volid,
-            vmid: Some(v.vmid),
-            format: v.format,
-            size: v.size,
-            used: v.used,
-            content: "images".into(),
-            ctime: 0,
-        })
-        .collect();
+    let mut list = Vec::new();
+    // ISO and template content is not managed yet: listed as empty.
+    if wanted.is_none_or(|c| c == "images") {
+        let volumes = plugin
+            .list(vmid)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        list.extend(
+            volumes
+                .into_iter()
+                .filter(|v| may_audit(v.vmid) || storage_visible(ctx, &storage.id))
+                .map(|v| Volume {
+                    volid: v.volid,
+                    vmid: Some(v.vmid),
+                    format: v.format,
+                    size: v.size,
+                    used: v.used,
+                    content: "images".into(),
+                    ctime: 0,
+                }),
+        );
+    }
+    if wanted.is_none_or(|c| c == "backup") {
+        let backups = plugin
+            .list_backups(vmid)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        list.extend(
+            backups
+                .into_iter()
+                .filter(|b| may_audit(b.vmid) || storage_visible(ctx, &storage.id))
+                .map(|b| Volume {
+                    volid: b.volid,
+                    vmid: Some(b.vmid),
+                    format: "tar.zst".into(),
+                    size: b.size,
+                    used: b.size,
+                    content: "backup".into(),
+                    ctime: b.ctime,
+                }),
+        );
+    }
     Ok(list)
 }
 

@@ -2,6 +2,7 @@
 //! running processes, and the operations the API starts as tasks.
 
 pub mod access;
+pub mod backup;
 pub mod clone;
 pub mod cpu;
 pub mod kind;
@@ -393,6 +394,41 @@ fn assign_mac(key: &str, value: &str) -> Result<String, ApiError> {
     }
 }
 
+/// ACPI shutdown of a guest's QEMU with a timeout; then a hard stop if `force`, else an
+/// error.
+pub(crate) fn shutdown_process(
+    p: &GuestProcess,
+    timeout: Duration,
+    force: bool,
+    log: &TaskLog,
+) -> Result<(), TaskError> {
+    log.log(format!(
+        "requesting ACPI shutdown (timeout {}s)",
+        timeout.as_secs()
+    ));
+    p.qmp()
+        .and_then(|mut q| Ok(q.execute("system_powerdown", None)?))
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline && pid_alive(p.pid) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if pid_alive(p.pid) {
+        if !force {
+            return Err("VM quit/powerdown failed".into());
+        }
+        log.warn(format!(
+            "no shutdown within {}s: stopping",
+            timeout.as_secs()
+        ));
+        p.stop().map_err(|e| e.to_string())?;
+    } else {
+        log.log("shut down");
+    }
+    let _ = std::fs::remove_file(&p.qmp_socket);
+    Ok(())
+}
+
 /// A MAC address with Proxmox VE's prefix.
 fn random_mac() -> String {
     let mut rng = rand::thread_rng();
@@ -722,30 +758,7 @@ impl Node {
             self.guests.mark_stopped(vmid);
             return Ok(());
         };
-        log.log(format!(
-            "requesting ACPI shutdown of VM {vmid} (timeout {}s)",
-            timeout.as_secs()
-        ));
-        p.qmp()
-            .and_then(|mut q| Ok(q.execute("system_powerdown", None)?))
-            .map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline && pid_alive(p.pid) {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        if pid_alive(p.pid) {
-            if !force {
-                return Err("VM quit/powerdown failed".into());
-            }
-            log.warn(format!(
-                "VM {vmid} did not shut down within {}s: stopping it",
-                timeout.as_secs()
-            ));
-            p.stop().map_err(|e| e.to_string())?;
-        } else {
-            log.log(format!("VM {vmid} shut down"));
-        }
-        let _ = std::fs::remove_file(&p.qmp_socket);
+        shutdown_process(&p, timeout, force, log)?;
         self.guests.mark_stopped(vmid);
         Ok(())
     }

@@ -1,0 +1,291 @@
+//! Backups and restores on a real node: `vzdump` of a stopped and of a running guest
+//! (snapshot mode: the guest runs on), the archive listed as backup content, restores to a
+//! new guest and over a stopped one, byte-identical disks (`qemu-img compare`), retention,
+//! refusals naming the parameter with nothing changed, and the privileges.
+
+use ferrox_e2e::*;
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+
+fn tools_available() -> bool {
+    let ok = ["qemu-img", "qemu-io", "qemu-system-x86_64"]
+        .iter()
+        .all(|t| Command::new(t).arg("--version").output().is_ok());
+    if !ok {
+        eprintln!("SKIPPED: qemu-img, qemu-io and qemu-system-x86_64 are needed; scripts/test.sh installs them");
+    }
+    ok
+}
+
+fn write(image: &Path, pattern: u8) {
+    let ok = Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c"])
+        .arg(format!("write -P {pattern:#x} 2M 512k"))
+        .arg(image)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+fn same(a: &Path, b: &Path) -> bool {
+    Command::new("qemu-img")
+        .args(["compare", "-U"])
+        .arg(a)
+        .arg(b)
+        .status()
+        .unwrap()
+        .success()
+}
+
+fn backups(d: &Daemon, auth: &Auth) -> Vec<Value> {
+    let r = d.request(
+        "GET",
+        "/nodes/pve1/storage/local/content",
+        auth,
+        &[("content", "backup")],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    r.body["data"].as_array().unwrap().clone()
+}
+
+#[test]
+fn backups_restore_byte_identical_guests() {
+    if !tools_available() {
+        return;
+    }
+    let d = start_daemon("tcg");
+    let root = d.login();
+    d.task_ok(
+        &root,
+        "POST",
+        "/nodes/pve1/qemu",
+        &[
+            ("vmid", "100"),
+            ("memory", "64"),
+            ("scsi0", "local:1"),
+            ("virtio1", "local:1"),
+            ("net0", "virtio,bridge=vmbr0"),
+        ],
+    );
+    let images = d.path().join("storage/local/images");
+    let disk0 = images.join("100/vm-100-disk-0.qcow2");
+    let disk1 = images.join("100/vm-100-disk-1.qcow2");
+    write(&disk0, 0x11);
+    write(&disk1, 0x22);
+
+    // a stopped guest
+    d.task_ok(
+        &root,
+        "POST",
+        "/nodes/pve1/vzdump",
+        &[("vmid", "100"), ("storage", "local"), ("compress", "zstd")],
+    );
+    let list = backups(&d, &root);
+    assert_eq!(list.len(), 1, "{list:?}");
+    let first = list[0]["volid"].as_str().unwrap().to_string();
+    assert!(first.starts_with("local:backup/vzdump-qemu-100-") && first.ends_with(".tar.zst"));
+    assert_eq!(list[0]["content"], "backup");
+    assert_eq!(list[0]["vmid"], 100);
+    let dump = d.path().join("storage/local/dump");
+    let leftovers: Vec<_> = std::fs::read_dir(&dump)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".tar.zst"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // an unfinished archive (a killed backup) is no backup
+    std::fs::write(
+        dump.join("vzdump-qemu-100-2020_01_01-00_00_00.tar.zst.tmp"),
+        b"partial",
+    )
+    .unwrap();
+    assert_eq!(backups(&d, &root).len(), 1);
+
+    // a running guest, snapshot mode: it runs on
+    d.task_ok(&root, "POST", "/nodes/pve1/qemu/100/status/start", &[]);
+    let pid = guest_pid(&d.path().join("run"), 100).expect("running");
+    d.task_ok(&root, "POST", "/nodes/pve1/vzdump", &[("vmid", "100")]);
+    assert_eq!(guest_pid(&d.path().join("run"), 100), Some(pid));
+    let list = backups(&d, &root);
+    assert_eq!(list.len(), 2);
+    let second = list
+        .iter()
+        .map(|b| b["volid"].as_str().unwrap().to_string())
+        .find(|v| *v != first)
+        .unwrap();
+    let cfg = d
+        .request("GET", "/nodes/pve1/qemu/100/config", &root, &[])
+        .body["data"]
+        .clone();
+    assert!(
+        cfg.get("lock").is_none(),
+        "unlocked after the backup: {cfg}"
+    );
+
+    // refusals name the parameter and change nothing
+    let before = config_snapshot(&d.etc());
+    for (path, form, field, text) in [
+        (
+            "/nodes/pve1/vzdump",
+            vec![("vmid", "100"), ("compress", "gzip")],
+            "compress",
+            "zstd",
+        ),
+        (
+            "/nodes/pve1/vzdump",
+            vec![("vmid", "555")],
+            "vmid",
+            "not on node",
+        ),
+        (
+            "/nodes/pve1/vzdump",
+            vec![("vmid", "100"), ("prune-backups", "keep-often=1")],
+            "prune-backups",
+            "unknown option",
+        ),
+        (
+            "/nodes/pve1/qemu",
+            vec![("vmid", "100"), ("archive", second.as_str())],
+            "vmid",
+            "already exists",
+        ),
+        (
+            "/nodes/pve1/qemu",
+            vec![
+                ("vmid", "100"),
+                ("archive", second.as_str()),
+                ("force", "1"),
+            ],
+            "vmid",
+            "running",
+        ),
+        (
+            "/nodes/pve1/qemu",
+            vec![
+                ("vmid", "102"),
+                (
+                    "archive",
+                    "local:backup/vzdump-qemu-100-2020_01_02-00_00_00.tar.zst",
+                ),
+            ],
+            "archive",
+            "does not exist",
+        ),
+        (
+            "/nodes/pve1/qemu",
+            vec![
+                ("vmid", "102"),
+                ("archive", "local:100/vm-100-disk-0.qcow2"),
+            ],
+            "archive",
+            "not a backup",
+        ),
+    ] {
+        let r = d.request("POST", path, &root, &form);
+        assert_eq!(r.status, 400, "{form:?}: {r:?}");
+        let msg = r.body["errors"][field].as_str().unwrap_or("");
+        assert!(msg.contains(text), "{form:?}: {}", r.raw);
+    }
+    assert_eq!(config_snapshot(&d.etc()), before);
+
+    // restore to a new guest, new MACs: the disks are the source's, byte for byte
+    d.task_ok(
+        &root,
+        "POST",
+        "/nodes/pve1/qemu",
+        &[
+            ("vmid", "101"),
+            ("archive", second.as_str()),
+            ("unique", "1"),
+        ],
+    );
+    let c101 = d
+        .request("GET", "/nodes/pve1/qemu/101/config", &root, &[])
+        .body["data"]
+        .clone();
+    assert_eq!(c101["scsi0"], "local:101/vm-101-disk-0.qcow2,size=1G");
+    assert_eq!(c101["virtio1"], "local:101/vm-101-disk-1.qcow2,size=1G");
+    assert_ne!(c101["net0"], cfg["net0"]);
+    assert!(same(&disk0, &images.join("101/vm-101-disk-0.qcow2")));
+    assert!(same(&disk1, &images.join("101/vm-101-disk-1.qcow2")));
+
+    // restore over the stopped guest: its data comes back, its old images go
+    d.task_ok(&root, "POST", "/nodes/pve1/qemu/100/status/stop", &[]);
+    write(&disk0, 0x99);
+    assert!(!same(&disk0, &images.join("101/vm-101-disk-0.qcow2")));
+    d.task_ok(
+        &root,
+        "POST",
+        "/nodes/pve1/qemu",
+        &[("vmid", "100"), ("archive", first.as_str()), ("force", "1")],
+    );
+    let c100 = d
+        .request("GET", "/nodes/pve1/qemu/100/config", &root, &[])
+        .body["data"]
+        .clone();
+    assert_eq!(c100["net0"], cfg["net0"], "without unique the MAC stays");
+    let restored = images.join(format!(
+        "100/{}",
+        c100["scsi0"]
+            .as_str()
+            .unwrap()
+            .split(['/', ','])
+            .nth(1)
+            .unwrap()
+    ));
+    assert!(same(&restored, &images.join("101/vm-101-disk-0.qcow2")));
+    let files: Vec<String> = std::fs::read_dir(images.join("100"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files.len(), 2, "the replaced images are gone: {files:?}");
+
+    // privileges: VM.Backup on the guest and Datastore.AllocateSpace on the storage
+    d.add_user(
+        &root,
+        "audit@pve",
+        "auditpass1",
+        &[("/vms/100", "PVEAuditor")],
+    );
+    let audit = d.login_as("audit@pve", "auditpass1");
+    let r = d.request("POST", "/nodes/pve1/vzdump", &audit, &[("vmid", "100")]);
+    assert_eq!(r.status, 403, "{r:?}");
+    d.add_user(
+        &root,
+        "bk@pve",
+        "backuppass1",
+        &[("/vms/100", "PVEVMAdmin")],
+    );
+    let bk = d.login_as("bk@pve", "backuppass1");
+    let r = d.request("POST", "/nodes/pve1/vzdump", &bk, &[("vmid", "100")]);
+    assert_eq!(r.status, 403, "no Datastore.AllocateSpace: {r:?}");
+    let r = d.request(
+        "POST",
+        "/nodes/pve1/qemu",
+        &bk,
+        &[("vmid", "100"), ("archive", first.as_str()), ("force", "1")],
+    );
+    assert_eq!(
+        r.status, 403,
+        "reading the archive needs Datastore.AllocateSpace: {r:?}"
+    );
+
+    // retention: keep the newest two
+    d.task_ok(
+        &root,
+        "POST",
+        "/nodes/pve1/vzdump",
+        &[("vmid", "100"), ("prune-backups", "keep-last=2")],
+    );
+    let list = backups(&d, &root);
+    let mine: Vec<&Value> = list.iter().filter(|b| b["vmid"] == 100).collect();
+    assert_eq!(mine.len(), 2, "{list:?}");
+    assert!(
+        !mine.iter().any(|b| b["volid"] == first.as_str()),
+        "the oldest went"
+    );
+}
