@@ -315,6 +315,9 @@ const TABLE: &[(&str, &str, Pve)] = &[
     // vzdump: `user => 'all'`; VM.Backup on each guest and Datastore.AllocateSpace on the
     // storage in the handler (tests/backup.rs).
     ("POST", "/nodes/{node}/vzdump", All),
+    // Datastore.AllocateTemplate on the storage and Sys.Audit + Sys.Modify on the node, in
+    // the handler (tests/backup.rs).
+    ("POST", "/nodes/{node}/storage/{storage}/download-url", All),
     ("POST", "/nodes/{node}/qemu/{vmid}/move_disk", All),
     // qemu-server's snapshot API.
     (

@@ -17,6 +17,7 @@ pub mod api;
 pub mod balance;
 pub mod cluster;
 pub mod console;
+pub mod download;
 pub mod guests;
 pub mod ha;
 pub mod host;

@@ -191,7 +191,55 @@ pub fn command_line(cfg: &GuestConfig, spec: &LaunchSpec<'_>) -> Result<Vec<Stri
         let file = disk
             .get("file", Some("file"))
             .ok_or_else(|| config_err(key, "no volume given"))?;
-        if disk.get("media", None) == Some("cdrom") || file == "none" {
+        let bus = DISK_BUSES
+            .iter()
+            .find(|b| key.starts_with(**b))
+            .copied()
+            .unwrap_or("scsi");
+        // IDE drives sit where Proxmox VE puts them (ide0/1 on the first channel, ide2/3
+        // on the second), so a guest sees the same devices on every node.
+        let ide_slot = key
+            .strip_prefix("ide")
+            .and_then(|i| i.parse::<u32>().ok())
+            .map(|i| format!(",bus=ide.{},unit={}", i / 2, i % 2))
+            .unwrap_or_default();
+        if disk.get("media", None) == Some("cdrom") {
+            // An empty drive (`none`, or the host's drive, which guests do not get) or an
+            // ISO image, read-only.
+            let drive = match file {
+                "none" | "cdrom" => format!("if=none,id=drive-{key},media=cdrom"),
+                _ => {
+                    let (path, _) = (spec.resolve)(file).map_err(|e| config_err(key, e))?;
+                    format!(
+                        "file={},if=none,id=drive-{key},media=cdrom,format=raw,readonly=on,aio=threads",
+                        path.display()
+                    )
+                }
+            };
+            args.extend(["-drive".to_string(), drive]);
+            let device = match bus {
+                "scsi" => {
+                    if !scsi_controller {
+                        args.extend([
+                            "-device".to_string(),
+                            "virtio-scsi-pci,id=scsihw0".to_string(),
+                        ]);
+                        scsi_controller = true;
+                    }
+                    format!("scsi-cd,bus=scsihw0.0,drive=drive-{key},id={key}")
+                }
+                "virtio" => {
+                    return Err(config_err(
+                        key,
+                        "a CD drive cannot be a virtio disk: use ide, sata or scsi",
+                    ))
+                }
+                _ => format!("ide-cd{ide_slot},drive=drive-{key},id={key}"),
+            };
+            args.extend(["-device".to_string(), device]);
+            continue;
+        }
+        if file == "none" {
             continue;
         }
         let (path, format) = (spec.resolve)(file).map_err(|e| config_err(key, e))?;
@@ -200,11 +248,6 @@ pub fn command_line(cfg: &GuestConfig, spec: &LaunchSpec<'_>) -> Result<Vec<Stri
             path.display()
         );
         args.extend(["-drive".to_string(), drive]);
-        let bus = DISK_BUSES
-            .iter()
-            .find(|b| key.starts_with(**b))
-            .copied()
-            .unwrap_or("scsi");
         let device = match bus {
             "virtio" => format!("virtio-blk-pci,drive=drive-{key},id={key}"),
             "scsi" => {
@@ -217,7 +260,7 @@ pub fn command_line(cfg: &GuestConfig, spec: &LaunchSpec<'_>) -> Result<Vec<Stri
                 }
                 format!("scsi-hd,bus=scsihw0.0,drive=drive-{key},id={key}")
             }
-            "sata" | "ide" => format!("ide-hd,drive=drive-{key},id={key}"),
+            "sata" | "ide" => format!("ide-hd{ide_slot},drive=drive-{key},id={key}"),
             _ => unreachable!("disk buses are the four above"),
         };
         args.extend(["-device".to_string(), device]);
@@ -306,7 +349,43 @@ mod tests {
         ));
         assert!(args.contains("scsi-hd,bus=scsihw0.0,drive=drive-scsi0,id=scsi0"));
         assert!(args.contains("virtio-blk-pci,drive=drive-virtio1,id=virtio1"));
-        assert!(!args.contains("ide2"));
+        // An empty CD drive where Proxmox VE puts ide2: second channel, first unit.
+        assert!(
+            args.contains("-drive if=none,id=drive-ide2,media=cdrom "),
+            "{args}"
+        );
+        assert!(
+            args.contains("ide-cd,bus=ide.1,unit=0,drive=drive-ide2,id=ide2"),
+            "{args}"
+        );
+        let iso = GuestConfig::parse(
+            "ide0: local:iso/debian.iso,media=cdrom
+scsi3: local:iso/x.iso,media=cdrom
+",
+        )
+        .unwrap();
+        let args = command_line(&iso, &spec).unwrap().join(" ");
+        assert!(
+            args.contains("media=cdrom,format=raw,readonly=on"),
+            "{args}"
+        );
+        assert!(
+            args.contains("ide-cd,bus=ide.0,unit=0,drive=drive-ide0,id=ide0"),
+            "{args}"
+        );
+        assert!(
+            args.contains("scsi-cd,bus=scsihw0.0,drive=drive-scsi3,id=scsi3"),
+            "{args}"
+        );
+        let bad = GuestConfig::parse(
+            "virtio2: local:iso/x.iso,media=cdrom
+",
+        )
+        .unwrap();
+        assert!(
+            matches!(command_line(&bad, &spec), Err(QemuError::Config { key, .. }) if key == "virtio2")
+        );
+        let args = command_line(&cfg, &spec).unwrap().join(" ");
         // Every guest has a VNC display on a unix socket and Proxmox VE's default card.
         assert!(
             args.contains("-vnc unix:/run/ferrox/100.vnc,password=on"),

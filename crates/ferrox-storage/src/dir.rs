@@ -144,6 +144,51 @@ impl Storage for DirStorage {
         std::fs::remove_file(&path).map_err(io(path.display().to_string()))
     }
 
+    fn iso_path(&self, file: &str) -> Result<PathBuf, StorageError> {
+        if !self.content.contains("iso") {
+            return Err(StorageError::Content {
+                storage: self.id.clone(),
+                content: "iso".into(),
+            });
+        }
+        let volume = VolumeId {
+            storage: self.id.clone(),
+            name: format!("iso/{file}"),
+        };
+        if volume.kind() != Some(VolumeKind::Iso) {
+            return Err(StorageError::Invalid(format!(
+                "'{file}' is not an ISO image name (a file name ending in .iso or .img)"
+            )));
+        }
+        let dir = self.base.join("template/iso");
+        std::fs::create_dir_all(&dir).map_err(io(dir.display().to_string()))?;
+        Ok(dir.join(file))
+    }
+
+    fn list_isos(&self) -> Result<Vec<(String, u64, i64)>, StorageError> {
+        let Ok(entries) = std::fs::read_dir(self.base.join("template/iso")) else {
+            return Ok(Vec::new());
+        };
+        let mut out: Vec<(String, u64, i64)> = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let volid = format!("{}:iso/{name}", self.id);
+                VolumeId::parse(&volid).filter(|v| v.kind() == Some(VolumeKind::Iso))?;
+                let meta = e.metadata().ok()?;
+                let mtime = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0);
+                Some((volid, meta.len(), mtime))
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
     fn backup_path(&self, file: &str) -> Result<PathBuf, StorageError> {
         if !self.content.contains("backup") {
             return Err(StorageError::Content {

@@ -134,6 +134,18 @@ pub trait Storage: Send + Sync {
     fn snapshot_delete(&self, volume: &VolumeId, _name: &str) -> Result<(), StorageError> {
         self.check_snapshot(volume)
     }
+    /// Where ISO image `file` goes (needs `iso` content).
+    fn iso_path(&self, file: &str) -> Result<PathBuf, StorageError> {
+        let _ = file;
+        Err(StorageError::Content {
+            storage: self.id().to_string(),
+            content: "iso".into(),
+        })
+    }
+    /// ISO images: volume id, size, modification time.
+    fn list_isos(&self) -> Result<Vec<(String, u64, i64)>, StorageError> {
+        Ok(Vec::new())
+    }
     /// Where backup archive `file` goes (needs `backup` content).
     fn backup_path(&self, file: &str) -> Result<PathBuf, StorageError> {
         let _ = file;

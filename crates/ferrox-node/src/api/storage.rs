@@ -11,6 +11,79 @@ use ferrox_api::{ApiError, Endpoint, Method, Param, ParamType, Permission};
 use ferrox_api_types::storage::{StorageCreated, StorageDefinition, StorageStatus, Volume};
 use std::collections::BTreeMap;
 
+/// `POST /nodes/{node}/storage/{storage}/download-url`: Proxmox VE checks
+/// Datastore.AllocateTemplate on the storage and Sys.Audit and Sys.Modify on the node (it
+/// makes the node fetch any URL).
+fn download_url(ctx: &C<'_>) -> Result<ferrox_api_types::Upid, ApiError> {
+    local_node(ctx)?;
+    let node = ctx.state;
+    let storage = ctx.params.need_str(&param::STORAGE)?.to_string();
+    ctx.require(
+        &format!("/storage/{storage}"),
+        &["Datastore.AllocateTemplate"],
+        false,
+    )?;
+    ctx.require(
+        &format!("/nodes/{}", node.opts.node_name),
+        &["Sys.Audit", "Sys.Modify"],
+        false,
+    )?;
+    let url = ctx.params.need_str(&param::URL)?.to_string();
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(param::URL.error("only http:// and https:// URLs"));
+    }
+    if ctx.params.str(&param::DOWNLOAD_CONTENT) != Some("iso") {
+        return Err(param::DOWNLOAD_CONTENT.error("only ISO images ('iso') can be downloaded yet"));
+    }
+    if ctx.params.str(&param::COMPRESSION).is_some() {
+        return Err(param::COMPRESSION.error("compressed downloads are not supported yet"));
+    }
+    if ctx.params.bool(&param::VERIFY).is_some_and(|v| !v) {
+        return Err(param::VERIFY.error("certificates are always verified"));
+    }
+    let checksum = match (
+        ctx.params.str(&param::CHECKSUM),
+        ctx.params.str(&param::CHECKSUM_ALGORITHM),
+    ) {
+        (Some(hex), Some(algorithm)) => {
+            if !crate::download::CHECKSUM_ALGORITHMS.contains(&algorithm) {
+                return Err(param::CHECKSUM_ALGORITHM.error(format!(
+                    "'{algorithm}' is not checked yet: one of {}",
+                    crate::download::CHECKSUM_ALGORITHMS.join(", ")
+                )));
+            }
+            if !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(param::CHECKSUM.error("a checksum is hex digits"));
+            }
+            Some(crate::download::Checksum {
+                algorithm: algorithm.to_string(),
+                hex: hex.to_string(),
+            })
+        }
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(param::CHECKSUM_ALGORITHM.error("give the algorithm of the checksum"))
+        }
+        (None, Some(_)) => return Err(param::CHECKSUM.error("give the checksum to check")),
+    };
+    let filename = ctx.params.need_str(&param::FILENAME)?;
+    let cfg = node.storage_config()?;
+    let target = ferrox_storage::open(&cfg, &node.opts.node_name, &storage)
+        .map_err(|e| param::STORAGE.error(e.to_string()))?
+        .iso_path(filename)
+        .map_err(|e| param::FILENAME.error(e.to_string()))?;
+    if target.exists() {
+        return Err(param::FILENAME.error(format!("'{filename}' already exists on '{storage}'")));
+    }
+    let worker = std::sync::Arc::clone(node);
+    let upid = node
+        .tasks
+        .spawn("download", &storage, &auth_id(ctx)?, move |log| {
+            worker.download_url(&url, &target, checksum.as_ref(), log)
+        })?;
+    Ok(ferrox_api_types::Upid(upid))
+}
+
 /// `POST /storage`: a new `dir` storage, added to the tree's storage.cfg through its one
 /// serializer (compare-and-set against the version read).
 fn storage_create(ctx: &C<'_>) -> Result<StorageCreated, ApiError> {
@@ -125,7 +198,21 @@ fn storage_content(ctx: &C<'_>) -> Result<Vec<Volume>, ApiError> {
         )
     };
     let mut list = Vec::new();
-    // ISO and template content is not managed yet: listed as empty.
+    // Container templates are not managed yet: listed as empty.
+    if wanted.is_none_or(|c| c == "iso") && storage_visible(ctx, &storage.id) {
+        let isos = plugin
+            .list_isos()
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        list.extend(isos.into_iter().map(|(volid, size, ctime)| Volume {
+            volid,
+            vmid: None,
+            format: "iso".into(),
+            size,
+            used: size,
+            content: "iso".into(),
+            ctime,
+        }));
+    }
     if wanted.is_none_or(|c| c == "images") {
         let volumes = plugin
             .list(vmid)
@@ -206,6 +293,28 @@ pub(crate) mod param {
         "Only storages allowing these content types.",
     );
     pub const CONTENT_TYPE: Param = Param::optional("content", STRING, "Only this content type.");
+    pub const URL: Param = Param::required("url", STRING, "The URL to download the file from.");
+    pub const FILENAME: Param =
+        Param::required("filename", STRING, "The name of the file to create.");
+    pub const DOWNLOAD_CONTENT: Param = Param::required(
+        "content",
+        ParamType::Enum(&["iso", "vztmpl", "import"]),
+        "Content type (iso only yet).",
+    );
+    pub const CHECKSUM: Param =
+        Param::optional("checksum", STRING, "The expected checksum of the file.");
+    pub const CHECKSUM_ALGORITHM: Param = Param::optional(
+        "checksum-algorithm",
+        ParamType::Enum(&["md5", "sha1", "sha224", "sha256", "sha384", "sha512"]),
+        "The algorithm of the checksum (SHA-2 ones are checked).",
+    );
+    pub const VERIFY: Param = Param::optional(
+        "verify-certificates",
+        BOOL,
+        "Verify the server's TLS certificate (always).",
+    );
+    pub const COMPRESSION: Param =
+        Param::optional("compression", STRING, "Not supported (refused when given).");
     pub const CONTENT: Param = Param::optional("content", CONTENT_LIST, "Allowed content types.");
     pub const STORAGE_FILTER: Param = Param::optional("storage", STRING, "Only this storage.");
     pub const STORAGE: Param = Param::required("storage", STRING, "Storage id.");
@@ -258,6 +367,26 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             storage_content,
         )
         .params(vec![NODE, param::STORAGE, param::CONTENT_TYPE, param::VMID]),
+        Endpoint::new(
+            Post,
+            "/nodes/{node}/storage/{storage}/download-url",
+            "Download an ISO image from a URL into the storage.",
+            Permission::Handler(
+                "Datastore.AllocateTemplate on /storage/{storage}, Sys.Audit and Sys.Modify on /nodes/{node}",
+            ),
+            download_url,
+        )
+        .params(vec![
+            NODE,
+            param::STORAGE,
+            param::URL,
+            param::FILENAME,
+            param::DOWNLOAD_CONTENT,
+            param::CHECKSUM,
+            param::CHECKSUM_ALGORITHM,
+            param::VERIFY,
+            param::COMPRESSION,
+        ]),
         Endpoint::new(
             Get,
             "/storage",

@@ -128,6 +128,19 @@ impl Node {
             ));
         }
         let storages = self.storage_config()?;
+        // A CD image on node-local storage is not on the target (Proxmox VE refuses too).
+        for (key, disk) in cfg.disks() {
+            let file = disk.get("file", Some("file")).unwrap_or("");
+            let local = VolumeId::parse(file)
+                .and_then(|v| storages.storages.get(&v.storage))
+                .is_some_and(|s| !s.shared);
+            if disk.get("media", None) == Some("cdrom") && local {
+                return Err(ApiError::param(
+                    "target",
+                    format!("{key}: can't migrate local cdrom '{file}': put it on shared storage or eject it"),
+                ));
+            }
+        }
         let identity = ferrox_types::StorageMap::default();
         let map = targetstorage.unwrap_or(&identity);
         let mut local_disks = Vec::new();
