@@ -311,6 +311,57 @@ fn snapshots_and_copies(runs: usize) {
         d.task_ok(&root, "DELETE", &format!("/nodes/pve1/qemu/{newid}"), &[]);
     }
     summary("full clone of the running guest (drive-mirror)", live, "ms");
+
+    // Backups of the 2 GiB disk (running guest, snapshot mode), then restores.
+    let (mut backup, mut restore) = (Vec::new(), Vec::new());
+    let mut archive = String::new();
+    for _ in 0..runs {
+        backup.push(time("POST", "/nodes/pve1/vzdump", &[("vmid", "300")]));
+        let list = d
+            .request(
+                "GET",
+                "/nodes/pve1/storage/local/content",
+                &root,
+                &[("content", "backup")],
+            )
+            .body["data"]
+            .clone();
+        let last = list.as_array().unwrap().last().unwrap().clone();
+        archive = last["volid"].as_str().unwrap().to_string();
+        println!(
+            "archive {archive}: {:.0} MiB compressed",
+            last["size"].as_u64().unwrap() as f64 / 1048576.0
+        );
+    }
+    summary(
+        "backup of the running guest, 2 GiB disk full of data (snapshot mode, task)",
+        backup.clone(),
+        "ms",
+    );
+    summary(
+        "  as MiB/s of disk data",
+        backup.iter().map(|ms| 2048.0 / (ms / 1000.0)).collect(),
+        "MiB/s",
+    );
+    for i in 0..runs {
+        let newid = (500 + i).to_string();
+        restore.push(time(
+            "POST",
+            "/nodes/pve1/qemu",
+            &[("vmid", &newid), ("archive", &archive)],
+        ));
+        d.task_ok(&root, "DELETE", &format!("/nodes/pve1/qemu/{newid}"), &[]);
+    }
+    summary(
+        "restore of that archive to a new guest (task)",
+        restore.clone(),
+        "ms",
+    );
+    summary(
+        "  as MiB/s of disk data",
+        restore.iter().map(|ms| 2048.0 / (ms / 1000.0)).collect(),
+        "MiB/s",
+    );
     physical_limit(&image, runs);
 }
 
