@@ -289,3 +289,126 @@ fn backups_restore_byte_identical_guests() {
         "the oldest went"
     );
 }
+
+#[test]
+fn backup_jobs_run_once_on_the_node_of_each_guest() {
+    if !tools_available() {
+        return;
+    }
+    let nodes = local_cluster(2, "jobs", "tcg", &[]);
+    let root = nodes[0].login();
+    for (i, d) in nodes.iter().enumerate() {
+        let vmid = (200 + i).to_string();
+        d.task_ok(
+            &root,
+            "POST",
+            &format!("/nodes/{}/qemu", d.name),
+            &[
+                ("vmid", vmid.as_str()),
+                ("memory", "64"),
+                ("scsi0", "local:1"),
+            ],
+        );
+    }
+    let not_backed_up = || {
+        let r = nodes[0].request("GET", "/cluster/backup-info/not-backed-up", &root, &[]);
+        assert_eq!(r.status, 200, "{r:?}");
+        r.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["vmid"].as_u64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(not_backed_up(), vec![200, 201]);
+
+    // refusals name the parameter
+    for (form, field) in [
+        (vec![("schedule", "25:00"), ("all", "1")], "schedule"),
+        (vec![("schedule", "daily"), ("vmid", "12x")], "vmid"),
+        (
+            vec![("all", "1"), ("prune-backups", "keep-often=1")],
+            "prune-backups",
+        ),
+        (vec![("id", "a/b"), ("all", "1")], "id"),
+    ] {
+        let r = nodes[0].request("POST", "/cluster/backup", &root, &form);
+        assert_eq!(r.status, 400, "{form:?}: {r:?}");
+        assert!(r.body["errors"][field].is_string(), "{form:?}: {}", r.raw);
+    }
+    let r = nodes[0].request(
+        "POST",
+        "/cluster/backup",
+        &root,
+        &[
+            ("id", "every-minute"),
+            ("schedule", "*:*"),
+            ("vmid", "200,201"),
+            ("storage", "local"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    // Each node reads its replica of jobs.cfg: n2 has it a moment later.
+    wait_for(
+        "n2 sees the job",
+        std::time::Duration::from_secs(10),
+        || {
+            nodes[1]
+                .request("GET", "/cluster/backup/every-minute", &root, &[])
+                .status
+                == 200
+        },
+    );
+    let r = nodes[1].request("GET", "/cluster/backup/every-minute", &root, &[]);
+    assert_eq!(r.body["data"]["schedule"], "*:*", "{r:?}");
+    assert!(r.body["data"]["next-run"].as_i64().unwrap() > 0);
+    assert_eq!(not_backed_up(), Vec::<u64>::new(), "both are covered now");
+
+    // the next minute: each node backs up its own guest, once
+    let state_file = nodes[0].etc().join("jobs/vzdump-every-minute.json");
+    wait_for(
+        "both guests backed up by the job",
+        std::time::Duration::from_secs(100),
+        || {
+            std::fs::read_to_string(&state_file)
+                .ok()
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                .is_some_and(|s| s["done"]["200"].is_i64() && s["done"]["201"].is_i64())
+        },
+    );
+    let r = nodes[0].request("DELETE", "/cluster/backup/every-minute", &root, &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_file).unwrap_or_else(|_| "{}".into()))
+            .unwrap_or_default();
+    let _ = state;
+    for (i, d) in nodes.iter().enumerate() {
+        let vmid = 200 + i as u64;
+        let tasks = d.request(
+            "GET",
+            &format!("/nodes/{}/tasks", d.name),
+            &root,
+            &[("limit", "50")],
+        );
+        let ran = tasks.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["type"] == "vzdump" && t["status"] == "OK");
+        assert!(
+            ran,
+            "{} ran a backup of its guest {vmid}: {}",
+            d.name, tasks.raw
+        );
+        let list = d
+            .request(
+                "GET",
+                &format!("/nodes/{}/storage/local/content", d.name),
+                &root,
+                &[("content", "backup"), ("vmid", &vmid.to_string())],
+            )
+            .body["data"]
+            .clone();
+        assert!(!list.as_array().unwrap().is_empty(), "{list}");
+    }
+}

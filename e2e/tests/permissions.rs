@@ -286,6 +286,18 @@ const TABLE: &[(&str, &str, Pve)] = &[
     ("GET", "/cluster/config/qdevice", SYS_AUDIT_ROOT),
     ("GET", "/cluster/replication", All),
     ("GET", "/cluster/backup", SYS_AUDIT_ROOT),
+    ("POST", "/cluster/backup", Priv("/", &["Sys.Modify"], false)),
+    ("GET", "/cluster/backup/{id}", SYS_AUDIT_ROOT),
+    (
+        "PUT",
+        "/cluster/backup/{id}",
+        Priv("/", &["Sys.Modify"], false),
+    ),
+    (
+        "DELETE",
+        "/cluster/backup/{id}",
+        Priv("/", &["Sys.Modify"], false),
+    ),
     ("GET", "/cluster/backup-info/not-backed-up", SYS_AUDIT_ROOT),
     ("GET", "/cluster/qemu", All),
     // Ferrox extension: previewing reads the whole cluster (Sys.Audit on /, as

@@ -14,6 +14,7 @@
 //! modes), `tls`.
 
 pub mod api;
+pub mod backup_jobs;
 pub mod balance;
 pub mod cluster;
 pub mod console;
@@ -389,6 +390,7 @@ pub fn serve(opts: NodeOptions) -> anyhow::Result<()> {
     metrics::spawn_collector(Arc::clone(&node)).context("starting the metrics collector")?;
     host::cpu::spawn_publisher(Arc::clone(&node), node.opts.cpu_flag_mask.clone());
     balance::spawn_auto_balancer(Arc::clone(&node));
+    backup_jobs::spawn_scheduler(Arc::clone(&node));
     let watchdog_socket = node.dirs.run.join("watchdog.sock");
     watchdog::ensure_running(
         &watchdog_socket,

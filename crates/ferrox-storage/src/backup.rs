@@ -304,53 +304,7 @@ pub fn read_archive(path: &Path, dest: &Path) -> Result<Unpacked, StorageError> 
     })
 }
 
-/// Proxmox VE's `prune-backups`: how many backups to keep, overall and per period.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Retention {
-    pub last: u32,
-    pub hourly: u32,
-    pub daily: u32,
-    pub weekly: u32,
-    pub monthly: u32,
-    pub yearly: u32,
-    /// `keep-all=1`, or no option at all: nothing is pruned.
-    pub all: bool,
-}
-
-impl Retention {
-    /// `keep-last=3,keep-daily=7,...` (a property string).
-    pub fn parse(text: &str) -> Result<Retention, String> {
-        let mut r = Retention::default();
-        for item in text.split(',').filter(|i| !i.is_empty()) {
-            let (key, value) = item
-                .split_once('=')
-                .ok_or_else(|| format!("'{item}' is not key=value"))?;
-            let n: u32 = value
-                .parse()
-                .map_err(|_| format!("{key}: '{value}' is not a number"))?;
-            match key {
-                "keep-all" => r.all = n == 1,
-                "keep-last" => r.last = n,
-                "keep-hourly" => r.hourly = n,
-                "keep-daily" => r.daily = n,
-                "keep-weekly" => r.weekly = n,
-                "keep-monthly" => r.monthly = n,
-                "keep-yearly" => r.yearly = n,
-                other => return Err(format!("unknown option '{other}'")),
-            }
-        }
-        let any = [r.last, r.hourly, r.daily, r.weekly, r.monthly, r.yearly]
-            .iter()
-            .any(|n| *n > 0);
-        if r.all && any {
-            return Err("keep-all cannot be combined with other keep options".into());
-        }
-        if !any {
-            r.all = true;
-        }
-        Ok(r)
-    }
-}
+pub use ferrox_types::storage::Retention;
 
 /// One backup of a group (one guest's backups on one storage).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,6 +6,7 @@
 //! resource configuration, the HA manager and LRM status documents and the
 //! `datacenter.cfg` CRS settings. It holds data and validation only: no IO, no scheduling or HA decisions.
 
+pub mod calendar;
 pub mod console;
 pub mod cpu;
 pub mod domains;
@@ -15,6 +16,7 @@ pub mod groups;
 pub mod guest_config;
 pub mod ha;
 pub mod ha_config;
+pub mod jobs_config;
 pub mod notifications;
 pub mod perl_json;
 pub mod property_string;
