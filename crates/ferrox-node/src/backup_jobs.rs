@@ -219,7 +219,7 @@ mod tests {
     #[test]
     fn each_guest_once_per_run_wherever_it_runs() {
         let j = job("vzdump: j\n\tschedule *:00\n\tvmid 100,101,102\n");
-        let hour = 1_800_003_600 - 1_800_003_600 % 3600;
+        let hour: i64 = 1_800_003_600; // on the hour
         let mut state = JobState {
             created: hour - 7200,
             done: BTreeMap::new(),
