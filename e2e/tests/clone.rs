@@ -394,4 +394,34 @@ fn templates_clones_and_disk_moves() {
     assert!(holds(&i105, &f105, 0x11), "the running guest's data");
     assert_eq!(guest_pid(&d.path().join("run"), 101), Some(pid));
     d.task_ok(&root, "POST", "/nodes/pve1/qemu/101/status/stop", &[]);
+
+    // unlink: a disk leaves the config and stays as unusedN; with force its image goes
+    let r = d.request(
+        "PUT",
+        "/nodes/pve1/qemu/105/unlink",
+        &root,
+        &[("idlist", "scsi7")],
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.body["errors"]["idlist"].is_string());
+    let r = d.request(
+        "PUT",
+        "/nodes/pve1/qemu/105/unlink",
+        &root,
+        &[("idlist", "scsi0")],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let c105 = config(&d, &root, 105);
+    assert!(c105.get("scsi0").is_none());
+    assert_eq!(c105["unused0"], "other:105/vm-105-disk-0.raw");
+    assert!(i105.exists());
+    let r = d.request(
+        "PUT",
+        "/nodes/pve1/qemu/105/unlink",
+        &root,
+        &[("idlist", "unused0"), ("force", "1")],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(config(&d, &root, 105).get("unused0").is_none());
+    assert!(!i105.exists(), "force deleted the image");
 }

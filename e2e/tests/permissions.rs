@@ -324,6 +324,11 @@ const TABLE: &[(&str, &str, Pve)] = &[
         Priv("/vms/{vmid}", &["VM.Allocate"], false),
     ),
     ("POST", "/nodes/{node}/qemu/{vmid}/clone", All),
+    (
+        "PUT",
+        "/nodes/{node}/qemu/{vmid}/unlink",
+        Priv("/vms/{vmid}", &["VM.Config.Disk"], false),
+    ),
     // vzdump: `user => 'all'`; VM.Backup on each guest and Datastore.AllocateSpace on the
     // storage in the handler (tests/backup.rs).
     ("POST", "/nodes/{node}/vzdump", All),
@@ -660,6 +665,7 @@ fn sample(name: &str, method: Method, path: &str, role: &str) -> String {
         "size" => "+1G".into(),
         "snapname" => "s1".into(),
         "newid" => "998".into(),
+        "idlist" => "scsi0".into(),
         "port" => "2003".into(),
         _ => "1".into(),
     }

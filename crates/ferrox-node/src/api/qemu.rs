@@ -715,6 +715,18 @@ fn clone(ctx: &C<'_>) -> Result<Upid, ApiError> {
     Ok(Upid(ctx.state.clone_guest(vmid, req, &auth_id(ctx)?)?))
 }
 
+fn unlink(ctx: &C<'_>) -> Result<(), ApiError> {
+    local_node(ctx)?;
+    let keys: Vec<String> = ferrox_types::format::split_list(ctx.params.need_str(&param::IDLIST)?)
+        .map(String::from)
+        .collect();
+    ctx.state.unlink_disks(
+        vmid(ctx)?,
+        &keys,
+        ctx.params.bool(&param::UNLINK_FORCE).unwrap_or(false),
+    )
+}
+
 fn move_disk(ctx: &C<'_>) -> Result<Upid, ApiError> {
     local_node(ctx)?;
     let vmid = vmid(ctx)?;
@@ -962,6 +974,16 @@ pub(crate) mod param {
         ParamType::Enum(&["raw", "qcow2", "vmdk"]),
         "Target disk format.",
     );
+    pub const IDLIST: Param = Param::required(
+        "idlist",
+        STRING,
+        "The disks to remove from the config (comma list).",
+    );
+    pub const UNLINK_FORCE: Param = Param::optional(
+        "force",
+        BOOL,
+        "Delete the images too (not those a snapshot uses).",
+    );
     pub const NEWID: Param = Param::required("newid", ParamType::VmId, "VMID for the clone.");
     pub const CLONE_NAME: Param = Param::optional(
         "name",
@@ -1157,6 +1179,18 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             param::CLONE_TARGET,
             param::BWLIMIT,
         ]),
+        Endpoint::new(
+            Put,
+            "/nodes/{node}/qemu/{vmid}/unlink",
+            "Unlink (and with force delete) disks of a stopped VM.",
+            Permission::Privs {
+                path: "/vms/{vmid}",
+                privs: &["VM.Config.Disk"],
+                any: false,
+            },
+            unlink,
+        )
+        .params(vec![NODE, VMID, param::IDLIST, param::UNLINK_FORCE]),
         Endpoint::new(
             Post,
             "/nodes/{node}/qemu/{vmid}/move_disk",

@@ -599,6 +599,68 @@ impl Node {
     }
 }
 
+impl Node {
+    /// `PUT .../unlink`: disks leave the config; their images are deleted with `force`
+    /// (unless a snapshot still uses them), else kept as `unusedN`.
+    pub fn unlink_disks(&self, vmid: u32, keys: &[String], force: bool) -> Result<(), ApiError> {
+        let lock = self.guests.lock(vmid);
+        let _held = lock
+            .lock()
+            .map_err(|_| ApiError::internal("guest lock poisoned"))?;
+        let cfg = self.guest_config(vmid)?;
+        if let Some(l) = cfg.options.get("lock") {
+            return Err(ApiError::internal(format!("VM is locked ({l})")));
+        }
+        let running = self.guests.process(vmid).is_some();
+        let mut next = (*cfg).clone();
+        let mut free = Vec::new();
+        for key in keys {
+            let value = next
+                .options
+                .remove(key)
+                .filter(|_| super::is_disk_key(key) || key.starts_with("unused"))
+                .ok_or_else(|| {
+                    ApiError::param("idlist", format!("no disk '{key}' in the config"))
+                })?;
+            if running && !key.starts_with("unused") {
+                return Err(ApiError::param(
+                    "idlist",
+                    format!("{key}: the VM is running: unplugging disks is not supported, shut it down first"),
+                ));
+            }
+            let p = PropertyString::parse(&value)
+                .map_err(|e| ApiError::param("idlist", e.to_string()))?;
+            let volid = p.get("file", Some("file")).unwrap_or("").to_string();
+            let owned = VolumeId::parse(&volid).and_then(|v| v.owner()) == Some(vmid)
+                && p.get("media", None) != Some("cdrom");
+            if !owned {
+                continue;
+            }
+            let in_snapshot = cfg
+                .snapshots
+                .values()
+                .any(|s| s.values().any(|v| v.contains(&volid)));
+            if force && !in_snapshot {
+                free.push(volid);
+            } else if !key.starts_with("unused") {
+                let slot = (0..256)
+                    .map(|i| format!("unused{i}"))
+                    .find(|k| !next.options.contains_key(k))
+                    .ok_or_else(|| ApiError::param("idlist", "no free unusedN slot"))?;
+                next.options.insert(slot, volid);
+            }
+        }
+        self.guests.write_config(vmid, &next)?;
+        let storages = self.storage_config()?;
+        for volid in free {
+            if let Err(e) = ferrox_storage::free(&storages, &self.opts.node_name, &volid) {
+                tracing::warn!("unlink of VM {vmid}: removing {volid}: {e}");
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
