@@ -175,6 +175,23 @@ try {
     await row.waitFor({ state: "detached", timeout: 15_000 });
   });
 
+  await check("backup: back up now, the archive is listed, restore it over the stopped guest", async () => {
+    await page.goto(`${url}#/node/n2/qemu/${created}/backup`);
+    await page.locator("button", { hasText: "Backup now" }).click();
+    await dialog().locator("select[name=mode]").selectOption("snapshot");
+    await dialog().locator("button", { hasText: "Backup" }).click();
+    assert.equal(await taskResult(), "OK");
+    await page.goto(`${url}#/node/n2/qemu/${created}/summary`);
+    await page.goto(`${url}#/node/n2/qemu/${created}/backup`);
+    const row = page.locator("tr[data-archive]").first();
+    await row.waitFor({ timeout: 15_000 });
+    await shot("guest-backup");
+    await row.locator("button", { hasText: "Restore" }).click();
+    await dialog().locator("p", { hasText: "This replaces VM" }).waitFor();
+    await dialog().locator("button", { hasText: "Restore" }).click();
+    assert.equal(await taskResult(), "OK");
+  });
+
   await check("start it; the noVNC canvas shows the guest's screen", async () => {
     await page.goto(`${url}#/node/n2/qemu/${created}/summary`);
     await page.locator(".power button", { hasText: "Start" }).click();

@@ -1,5 +1,5 @@
 // Guest: summary with status and RRD graphs, hardware (with the config digest, so a
-// concurrent edit is refused, not lost), options, consoles, snapshots; power actions,
+// concurrent edit is refused, not lost), options, consoles, snapshots, backups; power actions,
 // migrate, delete.
 import { useState } from "preact/hooks";
 import { del, get, post, put } from "../../api";
@@ -11,6 +11,7 @@ import { Resource } from "../../lib/tree";
 import { openTask } from "../tasks/Tasks";
 import { SerialConsole, VncConsole } from "./Console";
 import { Snapshots } from "./Snapshots";
+import { Backups } from "./Backups";
 
 const GUEST_CHARTS: ChartSpec[] = [
   { title: "CPU usage", unit: "percent", series: [{ field: "cpu", label: "CPU" }] },
@@ -31,7 +32,7 @@ export function GuestView({ node, vmid, tab, resources }: { node: string; vmid: 
   const running = s?.status === "running";
   const cfg = config.data ?? {};
   const serials = Object.keys(cfg).filter((k) => /^serial[0-3]$/.test(k) && cfg[k] === "socket");
-  const tabs: [string, string][] = [["summary", "Summary"], ["console", "Console"], ...serials.map((k) => [k, `Serial (${k})`] as [string, string]), ["hardware", "Hardware"], ["options", "Options"], ["snapshot", "Snapshots"]];
+  const tabs: [string, string][] = [["summary", "Summary"], ["console", "Console"], ...serials.map((k) => [k, `Serial (${k})`] as [string, string]), ["hardware", "Hardware"], ["options", "Options"], ["snapshot", "Snapshots"], ["backup", "Backup"]];
   const power = (what: string) => action.run(async () => {
     const upid = await post<string>(`${base}/status/${what}`);
     openTask(upid);
@@ -81,6 +82,7 @@ export function GuestView({ node, vmid, tab, resources }: { node: string; vmid: 
       {tab === "hardware" && <Hardware base={base} config={config} />}
       {tab === "options" && <Options base={base} config={config} />}
       {tab === "snapshot" && <Snapshots base={base} running={running} />}
+      {tab === "backup" && <Backups node={node} vmid={vmid} running={running} />}
       {dialog === "migrate" && <MigrateDialog node={node} vmid={vmid} onClose={() => setDialog(null)} />}
       {dialog === "delete" && <DeleteDialog node={node} vmid={vmid} onClose={() => setDialog(null)} />}
     </section>
