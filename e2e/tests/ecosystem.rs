@@ -26,6 +26,7 @@ fn path_value(var: &str, upid: &str, path: &str) -> String {
         "sid" => "vm:100".into(),
         "rule" => "walk-rule".into(),
         "id" => "walk".into(),
+        "snapname" => "walk".into(),
         "cputype" => "custom-walk-cpu".into(),
         "upid" => upid.replace(':', "%3A"),
         other => panic!("no value for the path variable {{{other}}}: add one"),
@@ -78,6 +79,11 @@ fn no_read_only_endpoint_answers_501_or_5xx_on_a_three_node_cluster() {
         ),
         (
             "POST",
+            "/cluster/backup",
+            vec![("id", "walk"), ("schedule", "sat 03:00"), ("vmid", "100")],
+        ),
+        (
+            "POST",
             "/cluster/ha/resources",
             vec![("sid", "vm:100"), ("state", "stopped")],
         ),
@@ -95,6 +101,12 @@ fn no_read_only_endpoint_answers_501_or_5xx_on_a_three_node_cluster() {
         let r = d.request(method, path, &auth, &form);
         assert_eq!(r.status, 200, "{method} {path}: {r:?}");
     }
+    d.task_ok(
+        &auth,
+        "POST",
+        "/nodes/n1/qemu/100/snapshot",
+        &[("snapname", "walk")],
+    );
     let required = [("timeframe", "hour")];
     let mut walked = 0;
     for e in ferrox_node::api::endpoints() {

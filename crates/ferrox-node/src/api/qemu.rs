@@ -296,16 +296,11 @@ fn post_config(ctx: &C<'_>) -> Result<Upid, ApiError> {
     let skiplock = ctx.params.bool(&param::SKIPLOCK).unwrap_or(false);
     // Checked before the task so that bad input is an API error, not a failed task.
     check_config_request(ctx, vmid, &sets, &deletes)?;
-    let node = Arc::clone(ctx.state);
-    let upid =
-        ctx.state
-            .tasks
-            .spawn("qmconfig", &vmid.to_string(), &auth_id(ctx)?, move |log| {
-                update_config(&node, vmid, &sets, &deletes, digest.as_deref(), skiplock)?;
-                log.log(format!("updated the config of VM {vmid}"));
-                Ok(())
-            })?;
-    Ok(Upid(upid))
+    guest_task(ctx, "qmconfig", vmid, move |node, log| {
+        update_config(node, vmid, &sets, &deletes, digest.as_deref(), skiplock)?;
+        log.log(format!("updated the config of VM {vmid}"));
+        Ok(())
+    })
 }
 
 fn status_index(ctx: &C<'_>) -> Result<Vec<Subdir>, ApiError> {
@@ -341,6 +336,23 @@ fn power_params() -> Vec<Param> {
     vec![NODE, VMID, param::SKIPLOCK]
 }
 
+/// Runs `work` as task `kind` of guest `vmid`, on behalf of the caller.
+fn guest_task(
+    ctx: &C<'_>,
+    kind: &str,
+    vmid: u32,
+    work: impl FnOnce(&Arc<Node>, &ferrox_api::TaskLog) -> Result<(), TaskError> + Send + 'static,
+) -> Result<Upid, ApiError> {
+    let node = Arc::clone(ctx.state);
+    let upid = ctx
+        .state
+        .tasks
+        .spawn(kind, &vmid.to_string(), &auth_id(ctx)?, move |log| {
+            work(&node, log)
+        })?;
+    Ok(Upid(upid))
+}
+
 fn spawn_power(
     ctx: &C<'_>,
     kind: &str,
@@ -350,14 +362,7 @@ fn spawn_power(
     crate::guests::perm::root_only_param(ctx, &param::SKIPLOCK)?;
     let vmid = vmid(ctx)?;
     ctx.state.guest_config(vmid)?;
-    let node = Arc::clone(ctx.state);
-    let upid = ctx
-        .state
-        .tasks
-        .spawn(kind, &vmid.to_string(), &auth_id(ctx)?, move |log| {
-            work(&node, vmid, log)
-        })?;
-    Ok(Upid(upid))
+    guest_task(ctx, kind, vmid, move |node, log| work(node, vmid, log))
 }
 
 fn migrate_preconditions(ctx: &C<'_>) -> Result<MigratePreconditions, ApiError> {
@@ -419,14 +424,9 @@ fn migrate(ctx: &C<'_>) -> Result<Upid, ApiError> {
             false,
         )?;
     }
-    let node = Arc::clone(ctx.state);
-    let upid =
-        ctx.state
-            .tasks
-            .spawn("qmigrate", &vmid.to_string(), &auth_id(ctx)?, move |log| {
-                node.migrate_guest(plan, log)
-            })?;
-    Ok(Upid(upid))
+    guest_task(ctx, "qmigrate", vmid, move |node, log| {
+        node.migrate_guest(plan, log)
+    })
 }
 
 /// Start and stop of an HA-managed guest change its requested state instead (Proxmox
@@ -441,15 +441,11 @@ fn ha_request(
     if !crate::api::ha::is_managed(ctx.state, vmid) {
         return Ok(None);
     }
-    let node = Arc::clone(ctx.state);
-    let upid = ctx
-        .state
-        .tasks
-        .spawn(kind, &vmid.to_string(), &auth_id(ctx)?, move |log| {
-            log.log(format!("Requesting HA {} for VM {vmid}", state.as_str()));
-            Ok(crate::api::ha::request_state(&node, vmid, state)?)
-        })?;
-    Ok(Some(Upid(upid)))
+    guest_task(ctx, kind, vmid, move |node, log| {
+        log.log(format!("Requesting HA {} for VM {vmid}", state.as_str()));
+        Ok(crate::api::ha::request_state(node, vmid, state)?)
+    })
+    .map(Some)
 }
 
 fn start(ctx: &C<'_>) -> Result<Upid, ApiError> {
@@ -516,14 +512,9 @@ fn resize(ctx: &C<'_>) -> Result<Upid, ApiError> {
         ctx.params.need_str(&param::SIZE)?,
         ctx.params.str(&param::DIGEST),
     )?;
-    let node = Arc::clone(ctx.state);
-    let upid = ctx
-        .state
-        .tasks
-        .spawn("resize", &vmid.to_string(), &auth_id(ctx)?, move |log| {
-            node.resize_disk(vmid, &checked, log)
-        })?;
-    Ok(Upid(upid))
+    guest_task(ctx, "resize", vmid, move |node, log| {
+        node.resize_disk(vmid, &checked, log)
+    })
 }
 
 fn snapname<'a>(ctx: &'a C<'_>) -> Result<&'a str, ApiError> {
@@ -571,14 +562,9 @@ fn create_snapshot(ctx: &C<'_>) -> Result<Upid, ApiError> {
         .params
         .str(&param::SNAPSHOT_DESCRIPTION)
         .map(String::from);
-    let node = Arc::clone(ctx.state);
-    let upid = ctx.state.tasks.spawn(
-        "qmsnapshot",
-        &vmid.to_string(),
-        &auth_id(ctx)?,
-        move |log| node.create_snapshot(vmid, &name, vmstate, description.as_deref(), log),
-    )?;
-    Ok(Upid(upid))
+    guest_task(ctx, "qmsnapshot", vmid, move |node, log| {
+        node.create_snapshot(vmid, &name, vmstate, description.as_deref(), log)
+    })
 }
 
 fn snapshot_index(ctx: &C<'_>) -> Result<Vec<SnapshotCommand>, ApiError> {
@@ -618,14 +604,9 @@ fn rollback_snapshot(ctx: &C<'_>) -> Result<Upid, ApiError> {
         ctx.require(&format!("/vms/{vmid}"), &["VM.PowerMgmt"], false)?;
     }
     ctx.state.check_snapshot_rollback(vmid, &name)?;
-    let node = Arc::clone(ctx.state);
-    let upid = ctx.state.tasks.spawn(
-        "qmrollback",
-        &vmid.to_string(),
-        &auth_id(ctx)?,
-        move |log| node.rollback_snapshot(vmid, &name, start, log),
-    )?;
-    Ok(Upid(upid))
+    guest_task(ctx, "qmrollback", vmid, move |node, log| {
+        node.rollback_snapshot(vmid, &name, start, log)
+    })
 }
 
 fn delete_snapshot(ctx: &C<'_>) -> Result<Upid, ApiError> {
@@ -634,14 +615,9 @@ fn delete_snapshot(ctx: &C<'_>) -> Result<Upid, ApiError> {
     let name = snapname(ctx)?.to_string();
     let force = ctx.params.bool(&param::SNAPSHOT_FORCE).unwrap_or(false);
     ctx.state.check_snapshot_delete(vmid, &name)?;
-    let node = Arc::clone(ctx.state);
-    let upid = ctx.state.tasks.spawn(
-        "qmdelsnapshot",
-        &vmid.to_string(),
-        &auth_id(ctx)?,
-        move |log| node.delete_snapshot(vmid, &name, force, log),
-    )?;
-    Ok(Upid(upid))
+    guest_task(ctx, "qmdelsnapshot", vmid, move |node, log| {
+        node.delete_snapshot(vmid, &name, force, log)
+    })
 }
 
 fn template(ctx: &C<'_>) -> Result<Upid, ApiError> {
@@ -649,14 +625,9 @@ fn template(ctx: &C<'_>) -> Result<Upid, ApiError> {
     let vmid = vmid(ctx)?;
     let disk = ctx.params.str(&param::TEMPLATE_DISK).map(String::from);
     ctx.state.check_template(vmid, disk.as_deref())?;
-    let node = Arc::clone(ctx.state);
-    let upid = ctx.state.tasks.spawn(
-        "qmtemplate",
-        &vmid.to_string(),
-        &auth_id(ctx)?,
-        move |log| node.make_template(vmid, disk.as_deref(), log),
-    )?;
-    Ok(Upid(upid))
+    guest_task(ctx, "qmtemplate", vmid, move |node, log| {
+        node.make_template(vmid, disk.as_deref(), log)
+    })
 }
 
 fn clone(ctx: &C<'_>) -> Result<Upid, ApiError> {
@@ -745,14 +716,9 @@ fn move_disk(ctx: &C<'_>) -> Result<Upid, ApiError> {
         ctx.params.bool(&param::MOVE_DELETE).unwrap_or(false),
         ctx.params.str(&param::DIGEST),
     )?;
-    let node = Arc::clone(ctx.state);
-    let upid = ctx
-        .state
-        .tasks
-        .spawn("qmmove", &vmid.to_string(), &auth_id(ctx)?, move |log| {
-            node.move_disk(vmid, &checked, log)
-        })?;
-    Ok(Upid(upid))
+    guest_task(ctx, "qmmove", vmid, move |node, log| {
+        node.move_disk(vmid, &checked, log)
+    })
 }
 
 fn destroy(ctx: &C<'_>) -> Result<Upid, ApiError> {
@@ -766,14 +732,9 @@ fn destroy(ctx: &C<'_>) -> Result<Upid, ApiError> {
     if cfg.options.get("protection").map(String::as_str) == Some("1") {
         return Err(VMID.error(format!("VM {vmid} is protected - destroy failed")));
     }
-    let node = Arc::clone(ctx.state);
-    let upid =
-        ctx.state
-            .tasks
-            .spawn("qmdestroy", &vmid.to_string(), &auth_id(ctx)?, move |log| {
-                node.destroy_guest(vmid, log)
-            })?;
-    Ok(Upid(upid))
+    guest_task(ctx, "qmdestroy", vmid, move |node, log| {
+        node.destroy_guest(vmid, log)
+    })
 }
 
 const VM_AUDIT: Permission = Permission::Privs {
