@@ -15,6 +15,8 @@ pub struct DirStorage {
     base: PathBuf,
     shared: bool,
     content: BTreeSet<String>,
+    /// `preallocation` (checked by the parser; Proxmox VE's default `metadata`).
+    preallocation: String,
 }
 
 impl DirStorage {
@@ -27,6 +29,11 @@ impl DirStorage {
             base: PathBuf::from(base),
             shared: section.shared,
             content: section.content.clone(),
+            preallocation: section
+                .other
+                .get("preallocation")
+                .cloned()
+                .unwrap_or_else(|| "metadata".into()),
         })
     }
 
@@ -114,8 +121,19 @@ impl Storage for DirStorage {
             )));
         }
         let (dir, file, volid) = self.new_image_name(vmid, format)?;
+        // As Proxmox VE: `metadata` means nothing to a raw image; vmdk takes none.
+        let preallocation = match (format, self.preallocation.as_str()) {
+            ("vmdk", _) | ("raw", "metadata") => "off",
+            (_, p) => p,
+        };
         let out = Command::new("qemu-img")
             .args(["create", "-q", "-f", format])
+            .args(
+                (preallocation != "off")
+                    .then(|| format!("preallocation={preallocation}"))
+                    .map(|o| vec!["-o".to_string(), o])
+                    .unwrap_or_default(),
+            )
             .arg(dir.join(&file))
             .arg(bytes.to_string())
             .output()

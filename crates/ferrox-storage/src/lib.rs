@@ -531,4 +531,24 @@ mod tests {
         local.free(&linked).unwrap();
         local.free(&base).unwrap();
     }
+
+    #[test]
+    fn images_are_preallocated_as_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = StorageConfig::parse(&format!(
+            "dir: full\n\tpath {0}/full\n\tcontent images\n\tpreallocation full\n\ndir: thin\n\tpath {0}/thin\n\tcontent images\n\tpreallocation off\n",
+            dir.path().display()
+        ))
+        .unwrap();
+        let used = |storage: &str, format: &str| {
+            let s = open(&cfg, "n1", storage).unwrap();
+            let volid = s.allocate(100, 8 << 20, format).unwrap();
+            let (path, _) = s.path(&VolumeId::parse(&volid).unwrap()).unwrap();
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(path).unwrap().blocks() * 512
+        };
+        assert!(used("full", "raw") >= 8 << 20, "full writes every byte");
+        assert!(used("full", "qcow2") >= 8 << 20);
+        assert!(used("thin", "raw") < 1 << 20, "off allocates nothing");
+    }
 }

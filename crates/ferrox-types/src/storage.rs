@@ -92,6 +92,21 @@ impl StorageConfig {
                                 .collect(),
                         )
                     }
+                    "preallocation" if !PREALLOCATION.contains(&value.as_str()) => {
+                        return Err(invalid(
+                            &id,
+                            format!(
+                                "property 'preallocation': '{value}' is not one of {}",
+                                PREALLOCATION.join(", ")
+                            ),
+                        ));
+                    }
+                    "max-protected-backups" if value.parse::<i64>().map_or(true, |n| n < -1) => {
+                        return Err(invalid(
+                            &id,
+                            format!("property 'max-protected-backups': '{value}' is not an integer from -1 on"),
+                        ));
+                    }
                     _ => {
                         storage.other.insert(key.clone(), value.clone());
                     }
@@ -171,6 +186,10 @@ pub enum VolumeKind {
     Snippet,
     Import,
 }
+
+/// `preallocation` of file-based storages, as Proxmox VE takes it (default `metadata`;
+/// on raw images `metadata` means `off`).
+pub const PREALLOCATION: &[&str] = &["off", "metadata", "falloc", "full"];
 
 /// Image formats a `dir` storage holds.
 pub const IMAGE_FORMATS: &[&str] = &["qcow2", "raw", "vmdk"];
@@ -462,6 +481,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("path"), "{e}");
+    }
+
+    #[test]
+    fn file_storage_options_are_checked() {
+        let ok = StorageConfig::parse(
+            "dir: d\n\tpath /srv/d\n\tpreallocation full\n\tmax-protected-backups 3\n",
+        )
+        .unwrap();
+        assert_eq!(ok.storages["d"].other["preallocation"], "full");
+        for (bad, key) in [
+            (
+                "dir: d\n\tpath /srv/d\n\tpreallocation lots\n",
+                "preallocation",
+            ),
+            (
+                "dir: d\n\tpath /srv/d\n\tmax-protected-backups -2\n",
+                "max-protected-backups",
+            ),
+        ] {
+            let e = StorageConfig::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
     }
 
     #[test]
