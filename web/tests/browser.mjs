@@ -294,6 +294,25 @@ try {
     });
   }
 
+  await check("backup jobs: a bad schedule is refused naming it; a job is added, disabled, removed", async () => {
+    await page.goto(`${url}#/datacenter/backup`);
+    await page.locator("button", { hasText: "Add backup job" }).click();
+    await dialog().locator("input[name=schedule]").fill("25:00");
+    await dialog().locator("button", { hasText: "Add" }).click();
+    await dialog().locator("[role=alert]", { hasText: "schedule" }).waitFor();
+    await dialog().locator("input[name=schedule]").fill("mon..fri 21:00");
+    await dialog().locator("input[name=vmid]").fill(String(guests.n1));
+    await dialog().locator("button", { hasText: "Add" }).click();
+    const row = page.locator("tr[data-job]").first();
+    await row.locator("td.mono", { hasText: "mon..fri 21:00" }).waitFor({ timeout: 15_000 });
+    await shot("backup-jobs");
+    await row.locator("button", { hasText: "Disable" }).click();
+    await row.locator("button", { hasText: "Enable" }).waitFor({ timeout: 15_000 });
+    page.once("dialog", (d) => d.accept());
+    await row.locator("button", { hasText: "Remove" }).click();
+    await page.locator("tr[data-job]").first().waitFor({ state: "detached", timeout: 15_000 });
+  });
+
   await check("an HA rule the manager refuses shows its reason", async () => {
     await page.goto(`${url}#/datacenter/ha`);
     await page.locator("button", { hasText: "Add resource affinity rule" }).click();

@@ -1,4 +1,5 @@
-// Datacenter: summary, cluster, options (CRS), storage, HA, balancing plan, tasks.
+// Datacenter: summary, cluster, options (CRS), storage, backup jobs, HA, balancing plan,
+// tasks.
 import { useState } from "preact/hooks";
 import { post, put } from "../../api";
 import { Dialog, ErrorText, Field, Gauge, KeyValues, Tabs } from "../../components/ui";
@@ -6,6 +7,7 @@ import { bytes } from "../../lib/format";
 import { useAction, usePoll } from "../../lib/hooks";
 import { Resource } from "../../lib/tree";
 import { HaPanel } from "./Ha";
+import { BackupJobs } from "./BackupJobs";
 import { PlanView } from "../plan/Plan";
 import { TaskList } from "../tasks/Tasks";
 import { crsString } from "./crs";
@@ -15,6 +17,7 @@ const TABS: [string, string][] = [
   ["cluster", "Cluster"],
   ["options", "Options"],
   ["storage", "Storage"],
+  ["backup", "Backup"],
   ["ha", "HA"],
   ["plan", "Balancing"],
   ["tasks", "Tasks"],
@@ -29,6 +32,7 @@ export function Datacenter({ tab, resources }: { tab: string; resources: Resourc
       {tab === "cluster" && <ClusterTab />}
       {tab === "options" && <Options />}
       {tab === "storage" && <Storage />}
+      {tab === "backup" && <BackupJobs />}
       {tab === "ha" && <HaPanel resources={resources} />}
       {tab === "plan" && <PlanView />}
       {tab === "tasks" && <TaskList path="/cluster/tasks" />}
