@@ -486,17 +486,17 @@ mod tests {
     #[test]
     fn file_storage_options_are_checked() {
         let ok = StorageConfig::parse(
-            "dir: d\n\tpath /srv/d\n\tpreallocation full\n\tmax-protected-backups 3\n",
+            "dir: data\n\tpath /srv/d\n\tpreallocation full\n\tmax-protected-backups 3\n",
         )
         .unwrap();
-        assert_eq!(ok.storages["d"].other["preallocation"], "full");
+        assert_eq!(ok.storages["data"].other["preallocation"], "full");
         for (bad, key) in [
             (
-                "dir: d\n\tpath /srv/d\n\tpreallocation lots\n",
+                "dir: data\n\tpath /srv/d\n\tpreallocation lots\n",
                 "preallocation",
             ),
             (
-                "dir: d\n\tpath /srv/d\n\tmax-protected-backups -2\n",
+                "dir: data\n\tpath /srv/d\n\tmax-protected-backups -2\n",
                 "max-protected-backups",
             ),
         ] {
