@@ -162,9 +162,13 @@ try {
     assert.equal(await taskResult(), "OK");
     const row = page.locator("tr[data-snapshot=before-upgrade]");
     await row.locator("td.description", { hasText: "known good" }).waitFor({ timeout: 15_000 });
-    // "current" sits under the snapshot it builds on: one level deeper.
-    const indent = async (name) => page.locator(`tr[data-snapshot=${name}] td`).first().evaluate((td) => parseFloat(td.style.paddingLeft));
-    assert.ok((await indent("current")) > (await indent("before-upgrade")));
+    // "current" sits under the snapshot it builds on: one level deeper. The view may still
+    // show the list it polled while the snapshot was being prepared (current not yet under
+    // it), so wait for the next poll rather than judge that one.
+    await page.waitForFunction(() => {
+      const indent = (name) => parseFloat(document.querySelector(`tr[data-snapshot=${name}] td`)?.style.paddingLeft ?? "NaN");
+      return indent("current") > indent("before-upgrade");
+    }, null, { timeout: 15_000 });
     await shot("guest-snapshots");
     page.once("dialog", (d) => d.accept());
     await row.locator("button", { hasText: "Rollback" }).click();
