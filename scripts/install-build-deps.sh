@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages Ferrox builds against (libpam0g-dev: the pam realm links
 # libpam) and, with --test, those the tests start (slapd for the LDAP realm test,
-# influxdb for the metric server test).
+# influxdb for the metric server test, btrfs-progs for the btrfs storage tests).
 # Needs root on Debian; prints a warning and returns 1 when it cannot.
 set -uo pipefail
 packages=()
@@ -9,6 +9,7 @@ packages=()
 if [ "${1:-}" = "--test" ]; then
     [ -x /usr/sbin/slapd ] || packages+=(slapd)
     [ -x /usr/bin/influxd ] || packages+=(influxdb)
+    command -v mkfs.btrfs > /dev/null || packages+=(btrfs-progs)
 fi
 [ ${#packages[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get > /dev/null; then

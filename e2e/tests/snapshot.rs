@@ -7,7 +7,6 @@ use ferrox_e2e::*;
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 fn tools_available() -> bool {
     let ok = ["qemu-img", "qemu-io"]
@@ -284,47 +283,6 @@ fn snapshots_of_a_stopped_guest_roll_back_disks_and_config() {
         String::from_utf8_lossy(&list.stdout)
     );
     assert!(qemu_io(&image, "read -P 0x11 0 64k"), "data kept");
-}
-
-/// The byte the echo guest keeps at 4 MiB: the last one it received on its serial port.
-fn last_received(run_dir: &Path, vmid: u32) -> u8 {
-    let socket = run_dir.join(format!("{vmid}.qmp"));
-    for _ in 0..50 {
-        // One QMP client at a time: the daemon may hold the socket for a moment.
-        if let Ok(mut qmp) = ferrox_qemu::Qmp::connect(&socket, Duration::from_secs(5)) {
-            let out = qmp
-                .execute(
-                    "human-monitor-command",
-                    Some(serde_json::json!({"command-line": "xp /1bx 0x400000"})),
-                )
-                .unwrap();
-            let text = out.as_str().unwrap();
-            let hex = text.rsplit("0x").next().unwrap().trim();
-            return u8::from_str_radix(hex, 16).unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("QMP of VM {vmid} did not answer");
-}
-
-/// Types `byte` on the guest's serial port until the guest has stored it (a byte that
-/// arrives while the guest still sets its port up is lost).
-fn type_byte(run_dir: &Path, vmid: u32, byte: u8) {
-    let mut serial =
-        std::os::unix::net::UnixStream::connect(run_dir.join(format!("{vmid}.serial0")))
-            .expect("serial socket");
-    let mut sent = std::time::Instant::now() - Duration::from_secs(1);
-    wait_for(
-        "the guest to take the byte",
-        Duration::from_secs(60),
-        || {
-            if sent.elapsed() >= Duration::from_secs(1) {
-                std::io::Write::write_all(&mut serial, &[byte]).unwrap();
-                sent = std::time::Instant::now();
-            }
-            last_received(run_dir, vmid) == byte
-        },
-    );
 }
 
 #[test]

@@ -287,6 +287,18 @@ try {
   });
 
   if (process.env.FERROX_STORAGE_DIR) {
+    await check("a btrfs storage on a path that is not btrfs is refused naming the path", async () => {
+      await page.goto(`${url}#/datacenter/storage`);
+      await page.locator("button", { hasText: "Add: BTRFS" }).click();
+      await dialog().locator("input[name=storage]").fill("webbtrfs");
+      await dialog().locator("input[name=path]").fill(process.env.FERROX_STORAGE_DIR);
+      await dialog().locator("button", { hasText: "Add" }).click();
+      await dialog().locator("[role=alert]", { hasText: "not a btrfs file system" }).waitFor();
+      await dialog().locator("[role=alert]", { hasText: "path" }).waitFor();
+      await shot("storage-btrfs-refused");
+      await dialog().locator("button[aria-label=Close]").click();
+    });
+
     await check("add a directory storage", async () => {
       await page.goto(`${url}#/datacenter/storage`);
       await page.locator("button", { hasText: "Add: Directory" }).click();

@@ -34,10 +34,25 @@ pub fn allocate_new_disks(
             let Ok(size_gib) = size.parse::<u64>() else {
                 continue;
             };
+            // As Proxmox VE: the drive's `format`, else the storage's default; the
+            // format is in the new volume's name, so the option goes.
+            let requested = p.get("format", None).map(str::to_string);
+            if let Some(f) = &requested {
+                if !ferrox_types::storage::IMAGE_FORMATS.contains(&f.as_str()) {
+                    return Err(config_err(
+                        key,
+                        format!("format '{f}' is not one of qcow2, raw, vmdk"),
+                    ));
+                }
+            }
             let volid = ferrox_storage::open(storages, node, storage)
-                .and_then(|s| s.allocate(vmid, size_gib << 30, "qcow2"))
+                .and_then(|s| {
+                    let format = requested.as_deref().unwrap_or(s.default_format());
+                    s.allocate(vmid, size_gib << 30, format)
+                })
                 .map_err(|e| config_err(key, e.to_string()))?;
             created.push(volid.clone());
+            p.remove("format");
             p.items[0] = (None, volid);
             p.set("size", &format!("{size_gib}G"));
             updated.insert(key.clone(), p.to_string());
@@ -84,9 +99,10 @@ mod tests {
             return;
         }
         let (dir, storages) = setup("alloc");
-        let mut cfg =
-            GuestConfig::parse("scsi0: local:2\nvirtio1: local:1,cache=writeback\nmemory: 512\n")
-                .unwrap();
+        let mut cfg = GuestConfig::parse(
+            "scsi0: local:2\nvirtio1: local:1,cache=writeback\nvirtio2: local:1,format=raw\nmemory: 512\n",
+        )
+        .unwrap();
         allocate_new_disks(&mut cfg, &storages, "n1", 100).unwrap();
         assert_eq!(
             cfg.options["scsi0"],
@@ -96,16 +112,26 @@ mod tests {
             cfg.options["virtio1"],
             "local:100/vm-100-disk-1.qcow2,cache=writeback,size=1G"
         );
+        assert_eq!(
+            cfg.options["virtio2"],
+            "local:100/vm-100-disk-2.raw,size=1G"
+        );
         let local = ferrox_storage::open(&storages, "n1", "local").unwrap();
         let vols = local.list(Some(100)).unwrap();
-        assert_eq!(vols.len(), 2);
+        assert_eq!(vols.len(), 3);
         assert_eq!(vols[0].size, 2 << 30);
         assert_eq!(vols[0].format, "qcow2");
         let (path, format) =
             ferrox_storage::resolve(&storages, "n1", "local:100/vm-100-disk-0.qcow2").unwrap();
         assert!(path.exists() && format == "qcow2");
         ferrox_storage::free(&storages, "n1", "local:100/vm-100-disk-0.qcow2").unwrap();
-        assert_eq!(local.list(None).unwrap().len(), 1);
+        assert_eq!(local.list(None).unwrap().len(), 2);
+        let mut bad = GuestConfig::parse("scsi0: local:1,format=qed\n").unwrap();
+        let e = allocate_new_disks(&mut bad, &storages, "n1", 101).unwrap_err();
+        assert!(
+            e.to_string().contains("scsi0") && e.to_string().contains("qed"),
+            "{e}"
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -17,6 +17,9 @@ pub struct DirStorage {
     content: BTreeSet<String>,
     /// `preallocation` (checked by the parser; Proxmox VE's default `metadata`).
     preallocation: String,
+    /// storage.cfg's `format`. Without it new images are qcow2, not Proxmox VE's raw:
+    /// `scsi0: local:4` should give a disk that can have snapshots.
+    default_format: String,
 }
 
 impl DirStorage {
@@ -34,6 +37,11 @@ impl DirStorage {
                 .get("preallocation")
                 .cloned()
                 .unwrap_or_else(|| "metadata".into()),
+            default_format: section
+                .other
+                .get("format")
+                .cloned()
+                .unwrap_or_else(|| "qcow2".into()),
         })
     }
 
@@ -41,7 +49,7 @@ impl DirStorage {
         self.base.join("images").join(vmid.to_string())
     }
 
-    fn check_images(&self) -> Result<(), StorageError> {
+    pub(crate) fn check_images(&self) -> Result<(), StorageError> {
         if self.content.contains("images") {
             Ok(())
         } else {
@@ -54,17 +62,22 @@ impl DirStorage {
 
     /// The next free `vm-<vmid>-disk-<n>.<format>` in the guest's folder (created): the
     /// folder, the file name and the volume id.
-    fn new_image_name(
+    pub(crate) fn new_image_name(
         &self,
         vmid: u32,
         format: &str,
     ) -> Result<(PathBuf, String, String), StorageError> {
         let dir = self.image_dir(vmid);
         std::fs::create_dir_all(&dir).map_err(io(dir.display().to_string()))?;
+        // A name is taken by a file of any format, or by a btrfs subvolume (which has no
+        // extension) of the same disk.
         let taken = |n: u32| {
-            ferrox_types::storage::IMAGE_FORMATS.iter().any(|f| {
-                dir.join(format!("vm-{vmid}-disk-{n}.{f}")).exists()
-                    || dir.join(format!("base-{vmid}-disk-{n}.{f}")).exists()
+            ["vm", "base"].iter().any(|kind| {
+                let stem = format!("{kind}-{vmid}-disk-{n}");
+                dir.join(&stem).exists()
+                    || ferrox_types::storage::IMAGE_FORMATS
+                        .iter()
+                        .any(|f| dir.join(format!("{stem}.{f}")).exists())
             })
         };
         let n = (0..).find(|n| !taken(*n)).unwrap_or(0);
@@ -90,6 +103,14 @@ impl Storage for DirStorage {
 
     fn content(&self) -> &BTreeSet<String> {
         &self.content
+    }
+
+    fn default_format(&self) -> &str {
+        &self.default_format
+    }
+
+    fn snapshots_in_qemu(&self, volume: &VolumeId) -> bool {
+        volume.format() == "qcow2"
     }
 
     fn path(&self, volume: &VolumeId) -> Result<(PathBuf, String), StorageError> {
@@ -352,6 +373,10 @@ impl Storage for DirStorage {
                 .collect();
             files.sort_by_key(|f| f.file_name());
             for file in files {
+                // Folders are not images of a dir storage (btrfs keeps raw images in them).
+                if file.file_type().map_or(true, |t| t.is_dir()) {
+                    continue;
+                }
                 let name = file.file_name().to_string_lossy().to_string();
                 let info = Command::new("qemu-img")
                     .args(["info", "--output=json", "-U"])

@@ -7,6 +7,7 @@
 //! its line in `plugin`.
 
 pub mod backup;
+pub mod btrfs;
 pub mod dir;
 
 use ferrox_types::{Storage as StorageSection, StorageConfig, VolumeId};
@@ -102,6 +103,31 @@ pub trait Storage: Send + Sync {
             base.name
         )))
     }
+    /// The format of a new image when the request names none: storage.cfg's `format`,
+    /// else the type's own default.
+    fn default_format(&self) -> &str;
+    /// The image formats it holds.
+    fn formats(&self) -> &[&'static str] {
+        ferrox_types::storage::IMAGE_FORMATS
+    }
+    /// Whether a running guest's QEMU takes this volume's snapshots (qcow2 internal
+    /// snapshots, one QMP transaction); otherwise the storage takes them while the guest
+    /// is paused.
+    fn snapshots_in_qemu(&self, volume: &VolumeId) -> bool {
+        let _ = volume;
+        false
+    }
+    /// Where snapshot `name` of a volume is read from: a file, its format, and the
+    /// internal snapshot to select in it (qcow2), if any.
+    fn snapshot_image(
+        &self,
+        volume: &VolumeId,
+        name: &str,
+    ) -> Result<(PathBuf, String, Option<String>), StorageError> {
+        self.check_snapshot(volume)?;
+        let (path, format) = self.path(volume)?;
+        Ok((path, format, Some(name.to_string())))
+    }
     /// Guest images, of one guest or all.
     fn list(&self, vmid: Option<u32>) -> Result<Vec<VolumeInfo>, StorageError>;
     fn space(&self) -> Space;
@@ -170,6 +196,21 @@ pub trait Storage: Send + Sync {
     }
 }
 
+/// The format of a copy of a `source`-format image on `target`: the one asked for, else
+/// the source's when the target holds it, else the target's default (as Proxmox VE
+/// resolves it).
+pub fn copy_format<'a>(
+    target: &'a dyn Storage,
+    source: &'a str,
+    requested: Option<&'a str>,
+) -> &'a str {
+    match requested {
+        Some(f) => f,
+        None if target.formats().contains(&source) => source,
+        None => target.default_format(),
+    }
+}
+
 /// Runs `qemu-img <args> <path> <tail>`; its stdout, or its stderr as the error.
 pub(crate) fn qemu_img(
     args: &[&str],
@@ -196,7 +237,7 @@ pub(crate) fn qemu_img(
 }
 
 /// The storage types with a plugin: the one list a new type is added to.
-pub const TYPES: &[&str] = &["dir"];
+pub const TYPES: &[&str] = &["dir", "btrfs"];
 
 /// Whether `node` can use the storage: enabled there, and of a type with a plugin.
 pub fn is_usable_on(section: &StorageSection, node: &str) -> bool {
@@ -213,6 +254,7 @@ pub fn plugin(section: &StorageSection, node: &str) -> Result<Box<dyn Storage>, 
     }
     match section.storage_type.as_str() {
         "dir" => Ok(Box::new(dir::DirStorage::new(section)?)),
+        "btrfs" => Ok(Box::new(btrfs::BtrfsStorage::new(section)?)),
         other => Err(StorageError::UnsupportedType(other.to_string())),
     }
 }
@@ -266,8 +308,8 @@ pub fn open_volume(
     Ok((open(storages, node, &volume.storage)?, volume))
 }
 
-/// Copies the data of image `source` (as it was at its snapshot `snapshot`, if given)
-/// into the existing image `target`, converting the format (`qemu-img convert -n`).
+/// Copies the data of image `source` (as it was at its internal snapshot `snapshot`, if
+/// given) into the existing image `target`, converting the format (`qemu-img convert -n`).
 pub fn copy_image(
     source: (&std::path::Path, &str),
     snapshot: Option<&str>,

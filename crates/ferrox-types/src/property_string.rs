@@ -71,6 +71,10 @@ impl PropertyString {
         self.items.insert(0, (None, volid.to_string()));
     }
 
+    pub fn remove(&mut self, key: &str) {
+        self.items.retain(|(k, _)| k.as_deref() != Some(key));
+    }
+
     pub fn set(&mut self, key: &str, value: &str) {
         match self
             .items

@@ -101,6 +101,21 @@ impl StorageConfig {
                             ),
                         ));
                     }
+                    "format" if !IMAGE_FORMATS.contains(&value.as_str()) => {
+                        return Err(invalid(
+                            &id,
+                            format!(
+                                "property 'format': '{value}' is not one of {}",
+                                IMAGE_FORMATS.join(", ")
+                            ),
+                        ));
+                    }
+                    "nocow" => {
+                        let on = parse_bool(&id, key, value)?;
+                        storage
+                            .other
+                            .insert(key.clone(), if on { "1" } else { "0" }.into());
+                    }
                     "max-protected-backups" if value.parse::<i64>().map_or(true, |n| n < -1) => {
                         return Err(invalid(
                             &id,
@@ -112,10 +127,21 @@ impl StorageConfig {
                     }
                 }
             }
-            if storage.storage_type == "dir" && storage.path.is_none() {
+            if ["dir", "btrfs"].contains(&storage.storage_type.as_str()) && storage.path.is_none() {
                 return Err(invalid(
                     &id,
-                    "missing property 'path' (required for dir storages)".into(),
+                    format!(
+                        "missing property 'path' (required for {} storages)",
+                        storage.storage_type
+                    ),
+                ));
+            }
+            if storage.storage_type == "btrfs"
+                && storage.other.get("format").is_some_and(|f| f != "raw")
+            {
+                return Err(invalid(
+                    &id,
+                    "property 'format': btrfs storages hold raw images only".into(),
                 ));
             }
             if cfg.storages.insert(id.clone(), storage).is_some() {
@@ -490,6 +516,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.storages["data"].other["preallocation"], "full");
+        let btrfs = StorageConfig::parse("btrfs: fast\n\tpath /srv/b\n\tnocow yes\n").unwrap();
+        assert_eq!(btrfs.storages["fast"].other["nocow"], "1");
         for (bad, key) in [
             (
                 "dir: data\n\tpath /srv/d\n\tpreallocation lots\n",
@@ -499,6 +527,10 @@ mod tests {
                 "dir: data\n\tpath /srv/d\n\tmax-protected-backups -2\n",
                 "max-protected-backups",
             ),
+            ("dir: data\n\tpath /srv/d\n\tformat qed\n", "format"),
+            ("btrfs: data\n\tpath /srv/d\n\tformat qcow2\n", "format"),
+            ("btrfs: data\n\tpath /srv/d\n\tnocow maybe\n", "nocow"),
+            ("btrfs: data\n\tcontent images\n", "path"),
         ] {
             let e = StorageConfig::parse(bad).unwrap_err().to_string();
             assert!(e.contains(key), "{e}");

@@ -84,10 +84,11 @@ fn download_url(ctx: &C<'_>) -> Result<ferrox_api_types::Upid, ApiError> {
     Ok(ferrox_api_types::Upid(upid))
 }
 
-/// `POST /storage`: a new `dir` storage, added to the tree's storage.cfg through its one
+/// `POST /storage`: a new `dir` or `btrfs` storage, added to the tree's storage.cfg through its one
 /// serializer (compare-and-set against the version read).
 fn storage_create(ctx: &C<'_>) -> Result<StorageCreated, ApiError> {
     let id = ctx.params.need_str(&param::NEW_STORAGE)?;
+    let kind = ctx.params.need_str(&param::TYPE)?;
     let path = ctx.params.need_str(&param::PATH)?;
     let node = ctx.state;
     let current = node.tree.load("storage.cfg");
@@ -103,9 +104,22 @@ fn storage_create(ctx: &C<'_>) -> Result<StorageCreated, ApiError> {
                 .collect::<std::collections::BTreeSet<_>>()
         })
     };
+    let mut other = BTreeMap::new();
+    if let Some(format) = ctx.params.str(&param::FORMAT) {
+        other.insert("format".to_string(), format.to_string());
+    }
+    if let Some(nocow) = ctx.params.bool(&param::NOCOW) {
+        if kind != "btrfs" {
+            return Err(param::NOCOW.error("only btrfs storages have 'nocow'"));
+        }
+        other.insert(
+            "nocow".to_string(),
+            if nocow { "1" } else { "0" }.to_string(),
+        );
+    }
     let storage = ferrox_types::Storage {
         id: id.to_string(),
-        storage_type: "dir".into(),
+        storage_type: kind.to_string(),
         path: Some(path.to_string()),
         content: list(&param::CONTENT).unwrap_or_else(|| {
             ["images", "rootdir"]
@@ -116,20 +130,44 @@ fn storage_create(ctx: &C<'_>) -> Result<StorageCreated, ApiError> {
         shared: ctx.params.bool(&param::SHARED).unwrap_or(false),
         disable: ctx.params.bool(&param::DISABLE).unwrap_or(false),
         nodes: list(&param::NODES),
-        other: BTreeMap::new(),
+        other,
     };
-    cfg.storages.insert(id.to_string(), storage);
+    let enabled_here = storage.is_enabled_on(&node.opts.node_name);
+    cfg.storages.insert(id.to_string(), storage.clone());
     cfg.order.push(id.to_string());
     let text = cfg.to_text();
     // The serializer's output must read back as the same storages (the one parser).
-    ferrox_types::StorageConfig::parse(&text)
-        .map_err(|e| param::NEW_STORAGE.error(e.to_string()))?;
+    ferrox_types::StorageConfig::parse(&text).map_err(|e| {
+        let message = e.to_string();
+        match ["format", "nocow"]
+            .into_iter()
+            .find(|k| message.contains(&format!("'{k}'")))
+        {
+            Some("format") => param::FORMAT.error(message),
+            Some(_) => param::NOCOW.error(message),
+            None => param::NEW_STORAGE.error(message),
+        }
+    })?;
+    if kind == "btrfs" {
+        // Before any folder is made: the path, or the folder it would be made in.
+        let existing = std::path::Path::new(path)
+            .ancestors()
+            .find(|p| p.exists())
+            .unwrap_or(std::path::Path::new("/"));
+        ferrox_storage::btrfs::check_btrfs(existing).map_err(|e| param::PATH.error(e))?;
+    }
     std::fs::create_dir_all(path)
         .map_err(|e| param::PATH.error(format!("cannot create {path}: {e}")))?;
+    // As Proxmox VE activates a new storage: a problem shows now, not at the first disk
+    // (a btrfs storage on another file system).
+    if enabled_here {
+        ferrox_storage::plugin(&storage, &node.opts.node_name)
+            .map_err(|e| param::PATH.error(e.to_string()))?;
+    }
     node.tree.save(&current, &text)?;
     Ok(StorageCreated {
         storage: id.to_string(),
-        kind: "dir".into(),
+        kind: kind.to_string(),
     })
 }
 
@@ -324,7 +362,21 @@ pub(crate) mod param {
     pub const TARGET: Param = Param::optional("target", STRING, "Ignored.");
     pub const VMID: Param = Param::optional("vmid", ParamType::VmId, "Only volumes of this VM.");
     pub const TYPE_FILTER: Param = Param::optional("type", STRING, "Only this storage type.");
-    pub const TYPE: Param = Param::required("type", ParamType::Enum(&["dir"]), "Storage type.");
+    pub const TYPE: Param = Param::required(
+        "type",
+        ParamType::Enum(ferrox_storage::TYPES),
+        "Storage type.",
+    );
+    pub const FORMAT: Param = Param::optional(
+        "format",
+        ParamType::Enum(ferrox_types::storage::IMAGE_FORMATS),
+        "Default image format.",
+    );
+    pub const NOCOW: Param = Param::optional(
+        "nocow",
+        BOOL,
+        "btrfs: set the NOCOW flag on image files (no data checksums).",
+    );
     pub const PATH: Param = Param::required("path", ABSOLUTE_PATH, "File system path.");
     pub const NODES: Param =
         Param::optional("nodes", NODE_LIST, "Nodes the storage is available on.");
@@ -398,7 +450,7 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
         Endpoint::new(
             Post,
             "/storage",
-            "Create a storage (type dir).",
+            "Create a storage (type dir or btrfs).",
             Permission::Privs {
                 path: "/storage",
                 privs: &["Datastore.Allocate"],
@@ -414,6 +466,8 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             param::NODES,
             param::SHARED,
             param::DISABLE,
+            param::FORMAT,
+            param::NOCOW,
         ]),
     ]
 }

@@ -439,7 +439,13 @@ impl Node {
                 let source_storage = d.volid.split_once(':').map(|(s, _)| s).unwrap_or("");
                 let target_storage = storage.unwrap_or(source_storage);
                 let volid = ferrox_storage::open(&storages, &node, target_storage)
-                    .and_then(|s| s.allocate(vmid, d.size, &d.format))
+                    .and_then(|s| {
+                        s.allocate(
+                            vmid,
+                            d.size,
+                            ferrox_storage::copy_format(&*s, &d.format, None),
+                        )
+                    })
                     .map_err(|e| format!("{}: {e}", d.key))?;
                 created.push(volid.clone());
                 let (target, format) =

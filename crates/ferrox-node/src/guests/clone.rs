@@ -224,6 +224,7 @@ impl Node {
                     format!("storage '{s}' does not support vm images"),
                 ));
             }
+            check_format(&*target, req.format.as_deref())?;
         }
         let disks = snapshot_disks(&source);
         for d in &disks {
@@ -398,12 +399,18 @@ impl Node {
                 .clone_image(&volume, req.newid)
                 .map_err(|e| format!("{}: {e}", d.key))?);
         }
-        let (source_path, source_format) = source.path(&volume).map_err(|e| e.to_string())?;
+        // A snapshot is read where its storage keeps it: inside the qcow2 file, or in a
+        // btrfs snapshot beside the image.
+        let (source_path, source_format, selector) = match &req.snapname {
+            Some(snap) => source.snapshot_image(&volume, snap),
+            None => source.path(&volume).map(|(p, f)| (p, f, None)),
+        }
+        .map_err(|e| format!("{}: {e}", d.key))?;
         let (size, _) = ferrox_storage::image_info(&source_path).map_err(|e| e.to_string())?;
         let target_storage = req.storage.as_deref().unwrap_or(&volume.storage);
-        let format = req.format.as_deref().unwrap_or(&source_format);
         let target = ferrox_storage::open(storages, node, target_storage)
             .map_err(|e| format!("storage: {e}"))?;
+        let format = ferrox_storage::copy_format(&*target, &source_format, req.format.as_deref());
         let volid = target
             .allocate(req.newid, size, format)
             .map_err(|e| format!("{}: {e}", d.key))?;
@@ -428,7 +435,7 @@ impl Node {
                 }
                 _ => ferrox_storage::copy_image(
                     (&source_path, &source_format),
-                    req.snapname.as_deref(),
+                    selector.as_deref(),
                     (&target_path, format),
                 )
                 .map_err(|e| e.to_string()),
@@ -439,6 +446,24 @@ impl Node {
             return Err(format!("{}: {e}", d.key).into());
         }
         Ok(volid)
+    }
+}
+
+/// Refuses a requested image format the target storage does not hold, naming `format`.
+fn check_format(
+    target: &dyn ferrox_storage::Storage,
+    format: Option<&str>,
+) -> Result<(), ApiError> {
+    match format {
+        Some(f) if !target.formats().contains(&f) => Err(ApiError::param(
+            "format",
+            format!(
+                "storage '{}' holds {} images, not {f}",
+                target.id(),
+                target.formats().join(", ")
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -498,7 +523,8 @@ impl Node {
                 format!("storage '{storage}' does not support vm images"),
             ));
         }
-        let format = format.unwrap_or(volume.format()).to_string();
+        check_format(&*target, format)?;
+        let format = ferrox_storage::copy_format(&*target, volume.format(), format).to_string();
         if storage == volume.storage && format == volume.format() {
             return Err(ApiError::param(
                 "storage",

@@ -702,7 +702,13 @@ impl Node {
         let mut volumes = BTreeMap::new();
         for d in disks {
             let allocated = ferrox_storage::open(&storages, &self.opts.node_name, &d.storage)
-                .and_then(|s| s.allocate(vmid, d.size, &d.format));
+                .and_then(|s| {
+                    s.allocate(
+                        vmid,
+                        d.size,
+                        ferrox_storage::copy_format(&*s, &d.format, None),
+                    )
+                });
             match allocated {
                 Ok(volid) => {
                     volumes.insert(d.key.clone(), volid);

@@ -1,7 +1,8 @@
 //! `/nodes/{node}/qemu/{vmid}/snapshot`: a guest's snapshots as Proxmox VE keeps them.
 //! Each is a section of the guest's config holding its settings at that time; its disks get
 //! a snapshot of the same name (qcow2 internal snapshots: taken by the storage when the
-//! guest is stopped, by its QEMU in one transaction when it runs); with `vmstate=1` a
+//! guest is stopped, by its QEMU in one transaction when it runs; btrfs snapshots of raw
+//! images by the storage, the guest paused meanwhile); with `vmstate=1` a
 //! running guest's RAM and device state goes into a raw state volume, and a rollback to it
 //! resumes the guest where it was.
 //!
@@ -244,9 +245,10 @@ impl Node {
         Ok(())
     }
 
-    /// Snapshots a running guest's disks in one QMP transaction (atomic across disks);
-    /// with a state volume the guest is paused, its disks snapshotted and its RAM saved,
-    /// then it runs on.
+    /// Snapshots a running guest's disks: qcow2 images in one QMP transaction (atomic
+    /// across disks), others (btrfs) by their storage while the guest is paused, so that
+    /// all disks show the same moment. With a state volume the guest is paused, its disks
+    /// snapshotted and its RAM saved, then it runs on.
     fn snapshot_running(
         &self,
         process: &GuestProcess,
@@ -262,11 +264,30 @@ impl Node {
             .map_err(|e| e.to_string())?["running"]
             .as_bool()
             .unwrap_or(false);
-        if state.is_some() && was_running {
+        let node = &self.opts.node_name;
+        let mut in_qemu = Vec::new();
+        let mut by_storage = Vec::new();
+        for d in disks {
+            let (storage, volume) = ferrox_storage::open_volume(storages, node, &d.volid)
+                .map_err(|e| format!("{}: {e}", d.key))?;
+            if storage.snapshots_in_qemu(&volume) {
+                in_qemu.push(d);
+            } else {
+                by_storage.push((d, storage, volume));
+            }
+        }
+        // A stopped QEMU has flushed its writes to the images.
+        let pause = (state.is_some() || !by_storage.is_empty()) && was_running;
+        if pause {
             qmp.execute("stop", None).map_err(|e| e.to_string())?;
         }
         let result = (|| {
-            let actions: Vec<_> = disks
+            for (d, storage, volume) in &by_storage {
+                storage
+                    .snapshot_create(volume, name)
+                    .map_err(|e| format!("{}: {e}", d.key))?;
+            }
+            let actions: Vec<_> = in_qemu
                 .iter()
                 .map(|d| {
                     json!({"type": "blockdev-snapshot-internal-sync",
@@ -303,7 +324,7 @@ impl Node {
             }
             Ok(())
         })();
-        if state.is_some() && was_running {
+        if pause {
             if let Err(e) = qmp.execute("cont", None) {
                 log.warn(format!("resuming VM after the snapshot: {e}"));
             }
@@ -339,8 +360,14 @@ impl Node {
             .map(|c| snapshot_disks(&c.options))
             .unwrap_or_default();
         let mut qmp = running.as_ref().and_then(|p| p.qmp().ok());
+        let node = &self.opts.node_name;
         for disk in disks {
-            let held = current.iter().find(|c| c.volid == disk.volid);
+            let in_qemu = ferrox_storage::open_volume(storages, node, &disk.volid)
+                .is_ok_and(|(s, v)| s.snapshots_in_qemu(&v));
+            let held = current
+                .iter()
+                .find(|c| c.volid == disk.volid)
+                .filter(|_| in_qemu);
             let result = match (held, qmp.as_mut()) {
                 (Some(held), Some(qmp)) => qmp
                     .execute(
@@ -355,7 +382,7 @@ impl Node {
                             Err(e.to_string())
                         }
                     }),
-                _ => ferrox_storage::open_volume(storages, &self.opts.node_name, &disk.volid)
+                _ => ferrox_storage::open_volume(storages, node, &disk.volid)
                     .and_then(|(s, v)| s.snapshot_delete(&v, name))
                     .map_err(|e| e.to_string()),
             };

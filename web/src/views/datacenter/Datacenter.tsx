@@ -164,30 +164,36 @@ function Options() {
   );
 }
 
+const STORAGE_TYPES: Record<string, string> = { dir: "Directory", btrfs: "BTRFS" };
+
 function Storage() {
   const list = usePoll<any[]>("/storage", 5000);
-  const [adding, setAdding] = useState(false);
+  const [adding, setAdding] = useState<string | null>(null);
   const [form, setForm] = useState({ storage: "", path: "", content: "images,iso,backup", shared: false });
   const action = useAction();
   const add = async () => {
-    const ok = await action.run(() => post("/storage", { storage: form.storage, type: "dir", path: form.path, content: form.content, shared: form.shared }));
+    const ok = await action.run(() => post("/storage", { storage: form.storage, type: adding, path: form.path, content: form.content, shared: form.shared }));
     if (ok !== undefined) {
-      setAdding(false);
+      setAdding(null);
       list.reload();
     }
   };
   return (
     <div>
-      <div class="toolbar"><button onClick={() => setAdding(true)}>Add: Directory</button></div>
+      <div class="toolbar">
+        {Object.entries(STORAGE_TYPES).map(([type, label]) => (
+          <button onClick={() => { action.setError(null); setAdding(type); }}>Add: {label}</button>
+        ))}
+      </div>
       <ErrorText error={list.error} />
       <table class="grid">
         <thead><tr><th>ID</th><th>Type</th><th>Content</th><th>Path</th><th>Shared</th></tr></thead>
         <tbody>{(list.data ?? []).map((s) => <tr><td>{s.storage}</td><td>{s.type}</td><td>{s.content}</td><td>{s.path}</td><td>{s.shared ? "yes" : "no"}</td></tr>)}</tbody>
       </table>
       {adding && (
-        <Dialog title="Add: Directory" onClose={() => setAdding(false)}>
+        <Dialog title={`Add: ${STORAGE_TYPES[adding]}`} onClose={() => setAdding(null)}>
           <Field label="ID"><input name="storage" value={form.storage} onInput={(e) => setForm({ ...form, storage: (e.target as HTMLInputElement).value })} /></Field>
-          <Field label="Directory"><input name="path" value={form.path} onInput={(e) => setForm({ ...form, path: (e.target as HTMLInputElement).value })} /></Field>
+          <Field label={adding === "btrfs" ? "Path (on a btrfs file system)" : "Directory"}><input name="path" value={form.path} onInput={(e) => setForm({ ...form, path: (e.target as HTMLInputElement).value })} /></Field>
           <Field label="Content"><input name="content" value={form.content} onInput={(e) => setForm({ ...form, content: (e.target as HTMLInputElement).value })} /></Field>
           <Field label="Shared"><input type="checkbox" checked={form.shared} onChange={(e) => setForm({ ...form, shared: (e.target as HTMLInputElement).checked })} /></Field>
           <ErrorText error={action.error} />
