@@ -208,7 +208,8 @@ pub struct Auth {
 }
 
 impl Daemon {
-    pub fn request(&self, method: &str, path: &str, auth: &Auth, form: &[(&str, &str)]) -> Resp {
+    /// A request with `auth`'s credentials.
+    fn authed(&self, method: &str, path: &str, auth: &Auth) -> ureq::Request {
         let url = if path.starts_with("/api2") {
             format!("{}{}", self.base.trim_end_matches("/api2"), path)
         } else {
@@ -224,19 +225,14 @@ impl Daemon {
         if let Some(t) = &auth.token {
             req = req.set("Authorization", &format!("PVEAPIToken={t}"));
         }
-        let result = if matches!(method, "GET" | "DELETE") {
-            let mut r = req;
-            for (k, v) in form {
-                r = r.query(k, v);
-            }
-            r.call()
-        } else {
-            req.send_form(form)
-        };
+        req
+    }
+
+    fn response(what: &str, result: Result<ureq::Response, ureq::Error>) -> Resp {
         let resp = match result {
             Ok(r) => r,
             Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => panic!("{method} {path}: {e}"),
+            Err(e) => panic!("{what}: {e}"),
         };
         let status = resp.status();
         let reason = resp.status_text().to_string();
@@ -250,6 +246,58 @@ impl Daemon {
             body,
             raw,
         }
+    }
+
+    pub fn request(&self, method: &str, path: &str, auth: &Auth, form: &[(&str, &str)]) -> Resp {
+        let req = self.authed(method, path, auth);
+        let result = if matches!(method, "GET" | "DELETE") {
+            let mut r = req;
+            for (k, v) in form {
+                r = r.query(k, v);
+            }
+            r.call()
+        } else {
+            req.send_form(form)
+        };
+        Self::response(&format!("{method} {path}"), result)
+    }
+
+    /// `POST` of a multipart form as browsers send an upload: `fields`, then `file` as
+    /// the field `filename` with the file name `file_name`.
+    pub fn upload(
+        &self,
+        path: &str,
+        auth: &Auth,
+        fields: &[(&str, &str)],
+        file_name: &str,
+        file: &[u8],
+    ) -> Resp {
+        let boundary = "----ferrox-test-boundary";
+        let mut body = Vec::new();
+        for (k, v) in fields {
+            body.extend_from_slice(
+                format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n"
+                )
+                .as_bytes(),
+            );
+        }
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"filename\"; filename=\"{file_name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(file);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let result = self
+            .authed("POST", path, auth)
+            .set(
+                "Content-Type",
+                &format!("multipart/form-data; boundary={boundary}"),
+            )
+            .send_bytes(&body);
+        Self::response(&format!("upload to {path}"), result)
     }
 
     pub fn login(&self) -> Auth {

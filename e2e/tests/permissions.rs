@@ -335,6 +335,12 @@ const TABLE: &[(&str, &str, Pve)] = &[
     // Datastore.AllocateTemplate on the storage and Sys.Audit + Sys.Modify on the node, in
     // the handler (tests/backup.rs).
     ("POST", "/nodes/{node}/storage/{storage}/download-url", All),
+    // pve-storage's upload (tests/iso.rs).
+    (
+        "POST",
+        "/nodes/{node}/storage/{storage}/upload",
+        Priv("/storage/{storage}", &["Datastore.AllocateTemplate"], false),
+    ),
     ("POST", "/nodes/{node}/qemu/{vmid}/move_disk", All),
     // qemu-server's snapshot API.
     (

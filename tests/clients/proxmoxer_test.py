@@ -10,6 +10,7 @@ import hmac
 import os
 import struct
 import sys
+import tempfile
 import time
 
 from proxmoxer import ProxmoxAPI, ResourceException
@@ -109,5 +110,15 @@ try:
     check(False, "config of a destroyed guest")
 except ResourceException as e:
     check(e.status_code == 500 and "does not exist" in str(e), f"destroyed guest: {e}")
+# ISO upload as proxmoxer sends it: a file object (io.IOBase) in the form becomes a
+# multipart upload.
+with tempfile.TemporaryDirectory() as tmp:
+    name = "proxmoxer-upload.iso"
+    with open(os.path.join(tmp, name), "wb") as f:
+        f.write(bytes(range(256)) * 4096)
+    with open(os.path.join(tmp, name), "rb") as iso:
+        wait(api, api.nodes(node).storage("local").upload.post(content="iso", filename=iso))
+isos = [c["volid"] for c in api.nodes(node).storage("local").content.get(content="iso")]
+check(f"local:iso/{name}" in isos, f"ISO image uploaded with proxmoxer: {isos}")
 prox.access.users("root@pam").token("proxmoxer").delete()
 print("proxmoxer: all checks passed")

@@ -88,16 +88,30 @@ function encode(params: Params): string {
 }
 
 export async function request<T = any>(method: string, path: string, params: Params = {}): Promise<T> {
-  const headers: Record<string, string> = {};
   let url = `/api2/json${path}`;
-  let body: string | undefined;
   if (method === "GET" || method === "DELETE") {
     const q = encode(params);
     if (q) url += `?${q}`;
-  } else {
-    body = encode(params);
-    headers["Content-Type"] = "application/x-www-form-urlencoded";
+    return send<T>(method, url, path);
   }
+  return send<T>(method, url, path, encode(params), "application/x-www-form-urlencoded");
+}
+
+/** A multipart upload as Proxmox VE takes it: `fields`, then the file as `filename`. */
+export async function upload<T = any>(path: string, fields: Params, file: File): Promise<T> {
+  const form = new FormData();
+  for (const [k, v] of Object.entries(fields)) {
+    if (v === undefined || v === null || v === "") continue;
+    form.append(k, String(v));
+  }
+  form.append("filename", file, file.name);
+  // The browser sets the multipart content type with its boundary.
+  return send<T>("POST", `/api2/json${path}`, path, form);
+}
+
+async function send<T>(method: string, url: string, path: string, body?: string | FormData, contentType?: string): Promise<T> {
+  const headers: Record<string, string> = {};
+  if (contentType) headers["Content-Type"] = contentType;
   if (method !== "GET" && session) headers["CSRFPreventionToken"] = session.csrf;
   let resp: Response;
   try {

@@ -7,7 +7,7 @@
 //   FERROX_SHOTS      where to save screenshots
 // Exits non-zero on the first failed check, naming it.
 import { chromium } from "playwright-core";
-import { createHmac } from "node:crypto";
+import { createHash, createHmac } from "node:crypto";
 import assert from "node:assert/strict";
 import { mkdtempSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -284,6 +284,19 @@ try {
     await dialog().locator("button", { hasText: "OK" }).click();
     await dialog().waitFor({ state: "detached" });
     await page.locator("table.kv td", { hasText: "static" }).first().waitFor();
+  });
+
+  await check("upload an ISO image into a storage; its checksum is checked; it is listed", async () => {
+    const image = Buffer.alloc(1 << 20, 7);
+    await page.goto(`${url}#/node/n1/storage/local`);
+    await page.locator("button", { hasText: "Upload" }).first().click();
+    await dialog().locator("input[name=file]").setInputFiles({ name: "web.iso", mimeType: "application/octet-stream", buffer: image });
+    await dialog().locator("select[name=algorithm]").selectOption("sha256");
+    await dialog().locator("input[name=checksum]").fill(createHash("sha256").update(image).digest("hex"));
+    await shot("storage-upload");
+    await dialog().locator("button", { hasText: "Upload" }).click();
+    assert.equal(await taskResult(), "OK");
+    await page.locator('tr[data-volid="local:iso/web.iso"]').waitFor({ timeout: 15_000 });
   });
 
   if (process.env.FERROX_STORAGE_DIR) {

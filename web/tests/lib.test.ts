@@ -75,6 +75,8 @@ test("formats", () => {
   assert.equal(taskTitle("qmstart", "100"), "VM/CT 100 - Start");
   assert.equal(taskTitle("crsplan", ""), "Balancing plan");
   assert.equal(taskTitle("qmsnapshot", "200"), "VM/CT 200 - Snapshot");
+  assert.equal(taskTitle("imgcopy", "local"), "Storage local - Upload");
+  assert.equal(taskTitle("download", "local"), "Storage local - Download");
 });
 
 test("the CRS settings become one crs property string", () => {

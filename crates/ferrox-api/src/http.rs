@@ -6,7 +6,7 @@
 //! are answered `503` and closed, and the 3 s delay of a failed authentication waits on a
 //! timer, not on a thread of the blocking pool.
 
-use crate::router::{Api, ApiState, RawRequest, RawResponse};
+use crate::router::{Api, ApiState, RawRequest, RawResponse, Upload};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderValue, Request, Response, StatusCode};
@@ -84,17 +84,17 @@ async fn handle<S: ApiState>(State(api): State<Arc<Api<S>>>, req: Request<Body>)
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    let body = match axum::body::to_bytes(body, MAX_BODY).await {
-        Ok(b) => b.to_vec(),
-        Err(_) => {
-            return to_response(RawResponse::json(
-                413,
-                Some("request too large".into()),
-                String::new(),
-            ))
-        }
-    };
-    let raw = RawRequest {
+    let boundary = parts
+        .headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .filter(|ct| {
+            ct.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/form-data")
+        })
+        .map(multer::parse_boundary);
+    let mut raw = RawRequest {
         method: parts.method.as_str().to_string(),
         path: parts.uri.path().to_string(),
         query: parts.uri.query().map(String::from),
@@ -108,10 +108,48 @@ async fn handle<S: ApiState>(State(api): State<Arc<Api<S>>>, req: Request<Body>)
                 ))
             })
             .collect(),
-        body,
+        body: Vec::new(),
         peer,
+        upload: None,
     };
+    match boundary {
+        Some(boundary) => {
+            let Ok(boundary) = boundary else {
+                return to_response(bad_request("multipart/form-data without a boundary"));
+            };
+            if let Err(refusal) = admit_upload(&api, &raw).await {
+                return refusal;
+            }
+            match receive_upload(body, boundary, &api.state.upload_dir()).await {
+                Ok((fields, upload)) => {
+                    raw.body = fields;
+                    raw.upload = upload;
+                    raw.headers.retain(|(k, _)| k != "content-type");
+                    raw.headers.push((
+                        "content-type".into(),
+                        "application/x-www-form-urlencoded".into(),
+                    ));
+                }
+                Err(e) => return to_response(bad_request(&e)),
+            }
+        }
+        None => match axum::body::to_bytes(body, MAX_BODY).await {
+            Ok(b) => raw.body = b.to_vec(),
+            Err(_) => {
+                return to_response(RawResponse::json(
+                    413,
+                    Some("request too large".into()),
+                    String::new(),
+                ))
+            }
+        },
+    }
+    let stored = raw.upload.as_ref().map(|u| u.path.clone());
     let result = tokio::task::spawn_blocking(move || api.handle(&raw)).await;
+    // What the handler did not take is not kept.
+    if let Some(path) = stored {
+        let _ = tokio::fs::remove_file(path).await;
+    }
     match result {
         Ok(mut resp) => {
             if let Some(delay) = resp.delay {
@@ -137,6 +175,137 @@ async fn handle<S: ApiState>(State(api): State<Arc<Api<S>>>, req: Request<Body>)
             String::new(),
         )),
     }
+}
+
+fn bad_request(message: &str) -> RawResponse {
+    RawResponse::json(
+        400,
+        Some(message.to_string()),
+        serde_json::json!({ "data": null, "message": format!("{message}\n") }).to_string(),
+    )
+}
+
+/// The route takes uploads and the caller is authenticated, before any byte is stored.
+async fn admit_upload<S: ApiState>(
+    api: &Arc<Api<S>>,
+    head: &RawRequest,
+) -> Result<(), Response<Body>> {
+    let api = Arc::clone(api);
+    let head = head.clone();
+    match tokio::task::spawn_blocking(move || api.refuse_upload(&head)).await {
+        Ok(None) => Ok(()),
+        Ok(Some(resp)) => {
+            if let Some(delay) = resp.delay {
+                tokio::time::sleep(delay).await;
+            }
+            Err(to_response(resp))
+        }
+        Err(_) => Err(to_response(RawResponse::json(
+            500,
+            Some("internal error".into()),
+            String::new(),
+        ))),
+    }
+}
+
+/// The form fields other than the file may not be larger than a form body.
+const MAX_FIELDS: usize = 64 * 1024;
+
+/// Reads a multipart body: its text fields form-encoded, its one file stored in `dir`
+/// (created `0700`, the file `0600`). A partial file is removed on any error.
+async fn receive_upload(
+    body: Body,
+    boundary: String,
+    dir: &std::path::Path,
+) -> Result<(Vec<u8>, Option<Upload>), String> {
+    use tokio::io::AsyncWriteExt;
+    let mut multipart = multer::Multipart::new(body.into_data_stream(), boundary);
+    let mut fields: Vec<(String, String)> = Vec::new();
+    let mut form_len = 0usize;
+    let mut upload: Option<Upload> = None;
+    let result = async {
+        while let Some(mut field) = multipart.next_field().await.map_err(|e| e.to_string())? {
+            let name = field.name().unwrap_or("").to_string();
+            match field.file_name().map(str::to_string) {
+                Some(file_name) => {
+                    if upload.is_some() {
+                        return Err("only one file per upload".to_string());
+                    }
+                    let path =
+                        new_upload_path(dir).map_err(|e| format!("storing the upload: {e}"))?;
+                    let mut file = tokio::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(&path)
+                        .await
+                        .map_err(|e| format!("storing the upload: {e}"))?;
+                    // The handler sees the file's name as the field's value, as Proxmox VE
+                    // passes it.
+                    fields.push((name.clone(), file_name.clone()));
+                    upload = Some(Upload {
+                        field: name,
+                        file_name,
+                        path,
+                        size: 0,
+                    });
+                    let stored = upload.as_mut().expect("just set");
+                    while let Some(chunk) = field.chunk().await.map_err(|e| e.to_string())? {
+                        file.write_all(&chunk)
+                            .await
+                            .map_err(|e| format!("storing the upload: {e}"))?;
+                        stored.size += chunk.len() as u64;
+                    }
+                    file.sync_all()
+                        .await
+                        .map_err(|e| format!("storing the upload: {e}"))?;
+                }
+                None => {
+                    let value = field.text().await.map_err(|e| e.to_string())?;
+                    form_len += name.len() + value.len();
+                    if form_len > MAX_FIELDS {
+                        return Err("the form fields of the upload are too large".into());
+                    }
+                    fields.push((name, value));
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            let mut form = form_urlencoded::Serializer::new(String::new());
+            form.extend_pairs(&fields);
+            Ok((form.finish().into_bytes(), upload))
+        }
+        Err(e) => {
+            if let Some(u) = upload {
+                let _ = tokio::fs::remove_file(&u.path).await;
+            }
+            Err(format!("upload failed: {e}"))
+        }
+    }
+}
+
+/// A fresh name in the upload folder (made `0700` if missing).
+fn new_upload_path(dir: &std::path::Path) -> io::Result<std::path::PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    Ok(dir.join(format!(
+        "upload-{}-{}-{nanos:08x}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )))
 }
 
 /// TLS material of the server (PEM).

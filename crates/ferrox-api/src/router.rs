@@ -77,6 +77,11 @@ pub trait ApiState: Send + Sync + 'static {
     fn proxy(&self, _node: &str, _req: &RawRequest) -> Option<RawResponse> {
         None
     }
+    /// Where the HTTP layer stores uploaded files (best on the file system of the
+    /// storages, so that handlers can move them in).
+    fn upload_dir(&self) -> std::path::PathBuf {
+        std::env::temp_dir()
+    }
 }
 
 /// A handler's result as the response writer needs it: the `data` (already serialized)
@@ -165,6 +170,8 @@ pub struct Ctx<'a, S> {
     pub params: Params,
     /// The client's address (login throttling), when the HTTP layer knows it.
     pub peer: Option<std::net::IpAddr>,
+    /// The file of a multipart upload, received by the HTTP layer (upload endpoints).
+    pub upload: Option<&'a Upload>,
 }
 
 impl<S: ApiState> Ctx<'_, S> {
@@ -201,6 +208,8 @@ pub struct Endpoint<S> {
     pub reply_schema: fn(&mut SchemaGenerator) -> Schema,
     /// Proxmox VE refuses API tokens on a few endpoints (login, password change).
     pub allow_token: bool,
+    /// Takes a `multipart/form-data` body with one file (`upload`).
+    pub upload: bool,
     pub handler: Handler<S>,
 }
 
@@ -221,6 +230,7 @@ impl<S: 'static> Endpoint<S> {
             permission,
             reply_schema: T::reply_schema,
             allow_token: true,
+            upload: false,
             handler: Box::new(move |ctx| handler(ctx)?.into_reply()),
         }
     }
@@ -237,6 +247,12 @@ impl<S> Endpoint<S> {
     }
     pub fn no_token(mut self) -> Self {
         self.allow_token = false;
+        self
+    }
+    /// Accepts a multipart body whose file the HTTP layer stores before the handler runs
+    /// (the handler finds it in `Ctx::upload`).
+    pub fn upload(mut self) -> Self {
+        self.upload = true;
         self
     }
 
@@ -275,6 +291,22 @@ pub struct RawRequest {
     pub body: Vec<u8>,
     /// The client's address.
     pub peer: Option<std::net::IpAddr>,
+    /// The file part of a multipart upload, already on disk; the other parts are in
+    /// `body`, form-encoded.
+    pub upload: Option<Upload>,
+}
+
+/// A file a client uploaded, as the HTTP layer stored it: the handler moves it away or
+/// the HTTP layer deletes it after the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    /// The name of the form field that carried the file.
+    pub field: String,
+    /// The file name the client gave (unchecked: handlers parse it).
+    pub file_name: String,
+    /// Where it is stored, in the node's upload folder.
+    pub path: std::path::PathBuf,
+    pub size: u64,
 }
 
 impl RawRequest {
@@ -503,6 +535,40 @@ impl<S: ApiState> Api<S> {
         self.respond(format, result)
     }
 
+    /// Before the HTTP layer stores an upload: the route takes one and the caller is
+    /// authenticated (so that nobody fills the node's disk anonymously). The refusal, if
+    /// any; the privilege check comes with the request itself.
+    pub fn refuse_upload(&self, req: &RawRequest) -> Option<RawResponse> {
+        let format = if req.path.starts_with("/api2/extjs") {
+            Format::Extjs
+        } else {
+            Format::Json
+        };
+        let sub = req
+            .path
+            .strip_prefix("/api2/json")
+            .or_else(|| req.path.strip_prefix("/api2/extjs"))
+            .unwrap_or("");
+        let segments: Vec<String> = sub
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(percent_decode)
+            .collect();
+        let shown_path = format!("/{}", segments.join("/"));
+        let refusal = match self
+            .endpoints
+            .iter()
+            .filter(|e| e.method == Method::Post && e.upload)
+            .find(|e| e.matches(&segments).is_some())
+        {
+            None => upload_refused(&shown_path),
+            Some(endpoint) => self
+                .authenticate(req, Method::Post, endpoint, &shown_path)
+                .err()?,
+        };
+        Some(self.respond(format, Err(refusal)))
+    }
+
     fn credentials(&self, req: &RawRequest) -> Credentials {
         if let Some(t) = req
             .header("cookie")
@@ -685,14 +751,25 @@ impl<S: ApiState> Api<S> {
                 }
             }
         }
+        if req.upload.is_some() && !endpoint.upload {
+            return Err(upload_refused(&shown_path));
+        }
         let ctx = Ctx {
             state: &self.state,
             caller: caller.as_ref(),
             params,
             peer: req.peer,
+            upload: req.upload.as_ref(),
         };
         (endpoint.handler)(&ctx)
     }
+}
+
+fn upload_refused(path: &str) -> ApiError {
+    ApiError::new(
+        415,
+        format!("URI '{path}' does not take a file upload (multipart/form-data)"),
+    )
 }
 
 fn token_refused(path: &str) -> ApiError {

@@ -351,10 +351,13 @@ pub fn proxy(node: &Node, target: &str, req: &RawRequest) -> Option<RawResponse>
             r = r.set(k, v);
         }
     }
-    let result = if req.body.is_empty() {
-        r.call()
-    } else {
-        r.send_bytes(&req.body)
+    let result = match &req.upload {
+        Some(upload) => match multipart_body(req, upload) {
+            Ok((content_type, body)) => r.set("content-type", &content_type).send(body),
+            Err(e) => return Some(unreachable(target, &e)),
+        },
+        None if req.body.is_empty() => r.call(),
+        None => r.send_bytes(&req.body),
     };
     let resp = match result {
         Ok(resp) => resp,
@@ -381,6 +384,42 @@ pub fn proxy(node: &Node, target: &str, req: &RawRequest) -> Option<RawResponse>
         body,
         upgrade: None,
     })
+}
+
+/// An upload for another node as a multipart body again: the form fields, then the
+/// stored file, streamed from disk.
+fn multipart_body(
+    req: &RawRequest,
+    upload: &ferrox_api::router::Upload,
+) -> Result<(String, impl std::io::Read), String> {
+    let boundary = format!("ferrox-{:016x}", rand::random::<u64>());
+    let quote_ok = |s: &str| !s.contains(['"', '\r', '\n']);
+    let mut head = String::new();
+    for (k, v) in form_urlencoded::parse(&req.body) {
+        if k == upload.field {
+            continue;
+        }
+        if !quote_ok(&k) {
+            return Err(format!("form field name '{k}' cannot be forwarded"));
+        }
+        head.push_str(&format!(
+            "--{boundary}\r\ncontent-disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n"
+        ));
+    }
+    if !quote_ok(&upload.field) || !quote_ok(&upload.file_name) {
+        return Err("the uploaded file's name cannot be forwarded".into());
+    }
+    head.push_str(&format!(
+        "--{boundary}\r\ncontent-disposition: form-data; name=\"{}\"; filename=\"{}\"\r\ncontent-type: application/octet-stream\r\n\r\n",
+        upload.field, upload.file_name
+    ));
+    let file = std::fs::File::open(&upload.path).map_err(|e| format!("the upload: {e}"))?;
+    let tail = format!("\r\n--{boundary}--\r\n");
+    let body = std::io::Read::chain(
+        std::io::Read::chain(std::io::Cursor::new(head.into_bytes()), file),
+        std::io::Cursor::new(tail.into_bytes()),
+    );
+    Ok((format!("multipart/form-data; boundary={boundary}"), body))
 }
 
 /// A console websocket for a guest on another node is relayed to that node, which checks

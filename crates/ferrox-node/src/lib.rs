@@ -18,7 +18,6 @@ pub mod backup_jobs;
 pub mod balance;
 pub mod cluster;
 pub mod console;
-pub mod download;
 pub mod guests;
 pub mod ha;
 pub mod host;
@@ -28,6 +27,7 @@ pub mod peers;
 pub mod prometheus;
 pub mod resources;
 pub mod secrets;
+pub mod storage;
 pub mod tls;
 pub mod web;
 
@@ -149,6 +149,8 @@ pub struct Dirs {
     pub tasks: PathBuf,
     pub rrd: PathBuf,
     pub local_storage: PathBuf,
+    /// Files clients upload, until their request takes them (emptied at start).
+    pub uploads: PathBuf,
 }
 
 impl Dirs {
@@ -162,6 +164,7 @@ impl Dirs {
             tasks: data.join("tasks"),
             rrd: data.join("rrd"),
             local_storage: data.join("storage").join("local"),
+            uploads: data.join("uploads"),
         }
     }
 }
@@ -209,6 +212,9 @@ impl ferrox_api::ApiState for Node {
     ) -> Option<ferrox_api::router::RawResponse> {
         cluster::proxy(self, node, req)
     }
+    fn upload_dir(&self) -> PathBuf {
+        self.dirs.uploads.clone()
+    }
 }
 
 impl Node {
@@ -217,6 +223,8 @@ impl Node {
     pub fn open(opts: NodeOptions, rt: tokio::runtime::Handle) -> anyhow::Result<Arc<Node>> {
         secrets::prepare_data_dir(&opts.data_dir)?;
         let dirs = Dirs::new(&opts.data_dir, &opts.node_name);
+        // Uploads of requests that never finished (the daemon stopped meanwhile).
+        let _ = std::fs::remove_dir_all(&dirs.uploads);
         for dir in [&dirs.run, &dirs.tasks, &dirs.rrd, &dirs.local_storage] {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }

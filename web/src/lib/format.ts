@@ -64,7 +64,6 @@ export function taskTitle(type: string, id: string): string {
     resize: "Resize",
     vzdump: "Backup",
     qmrestore: "Restore",
-    download: "Download",
     qmconfig: "Configure",
     hamigrate: "HA Migrate",
     harelocate: "HA Relocate",
@@ -72,6 +71,9 @@ export function taskTitle(type: string, id: string): string {
     vncshell: "Serial console",
     crsplan: "Balancing plan",
   };
+  // Tasks on a storage name the storage, not a guest.
+  const storageTasks: Record<string, string> = { download: "Download", imgcopy: "Upload" };
+  if (storageTasks[type]) return id ? `Storage ${id} - ${storageTasks[type]}` : storageTasks[type];
   const what = names[type] ?? type;
   return id ? `VM/CT ${id} - ${what}` : what;
 }

@@ -41,40 +41,9 @@ fn download_url(ctx: &C<'_>) -> Result<ferrox_api_types::Upid, ApiError> {
     if ctx.params.bool(&param::VERIFY).is_some_and(|v| !v) {
         return Err(param::VERIFY.error("certificates are always verified"));
     }
-    let checksum = match (
-        ctx.params.str(&param::CHECKSUM),
-        ctx.params.str(&param::CHECKSUM_ALGORITHM),
-    ) {
-        (Some(hex), Some(algorithm)) => {
-            if !crate::download::CHECKSUM_ALGORITHMS.contains(&algorithm) {
-                return Err(param::CHECKSUM_ALGORITHM.error(format!(
-                    "'{algorithm}' is not checked yet: one of {}",
-                    crate::download::CHECKSUM_ALGORITHMS.join(", ")
-                )));
-            }
-            if !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-                return Err(param::CHECKSUM.error("a checksum is hex digits"));
-            }
-            Some(crate::download::Checksum {
-                algorithm: algorithm.to_string(),
-                hex: hex.to_string(),
-            })
-        }
-        (None, None) => None,
-        (Some(_), None) => {
-            return Err(param::CHECKSUM_ALGORITHM.error("give the algorithm of the checksum"))
-        }
-        (None, Some(_)) => return Err(param::CHECKSUM.error("give the checksum to check")),
-    };
+    let checksum = checksum_param(ctx)?;
     let filename = ctx.params.need_str(&param::FILENAME)?;
-    let cfg = node.storage_config()?;
-    let target = ferrox_storage::open(&cfg, &node.opts.node_name, &storage)
-        .map_err(|e| param::STORAGE.error(e.to_string()))?
-        .iso_path(filename)
-        .map_err(|e| param::FILENAME.error(e.to_string()))?;
-    if target.exists() {
-        return Err(param::FILENAME.error(format!("'{filename}' already exists on '{storage}'")));
-    }
+    let target = iso_target(ctx, &storage, filename)?;
     let worker = std::sync::Arc::clone(node);
     let upid = node
         .tasks
@@ -82,6 +51,115 @@ fn download_url(ctx: &C<'_>) -> Result<ferrox_api_types::Upid, ApiError> {
             worker.download_url(&url, &target, checksum.as_ref(), log)
         })?;
     Ok(ferrox_api_types::Upid(upid))
+}
+
+/// `checksum` and `checksum-algorithm` of `download-url` and `upload`.
+fn checksum_param(ctx: &C<'_>) -> Result<Option<crate::storage::files::Checksum>, ApiError> {
+    use crate::storage::files::{Checksum, CHECKSUM_ALGORITHMS};
+    match (
+        ctx.params.str(&param::CHECKSUM),
+        ctx.params.str(&param::CHECKSUM_ALGORITHM),
+    ) {
+        (Some(hex), Some(algorithm)) => {
+            if !CHECKSUM_ALGORITHMS.contains(&algorithm) {
+                return Err(param::CHECKSUM_ALGORITHM.error(format!(
+                    "'{algorithm}' is not checked yet: one of {}",
+                    CHECKSUM_ALGORITHMS.join(", ")
+                )));
+            }
+            if !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(param::CHECKSUM.error("a checksum is hex digits"));
+            }
+            Ok(Some(Checksum {
+                algorithm: algorithm.to_string(),
+                hex: hex.to_string(),
+            }))
+        }
+        (None, None) => Ok(None),
+        (Some(_), None) => {
+            Err(param::CHECKSUM_ALGORITHM.error("give the algorithm of the checksum"))
+        }
+        (None, Some(_)) => Err(param::CHECKSUM.error("give the checksum to check")),
+    }
+}
+
+/// Where ISO image `filename` goes on `storage`: a new file (an existing one is not
+/// overwritten: a guest may have it in its CD drive).
+fn iso_target(ctx: &C<'_>, storage: &str, filename: &str) -> Result<std::path::PathBuf, ApiError> {
+    let node = ctx.state;
+    let cfg = node.storage_config()?;
+    let target = ferrox_storage::open(&cfg, &node.opts.node_name, storage)
+        .map_err(|e| param::STORAGE.error(e.to_string()))?
+        .iso_path(filename)
+        .map_err(|e| param::FILENAME.error(e.to_string()))?;
+    if target.exists() {
+        return Err(param::FILENAME.error(format!("'{filename}' already exists on '{storage}'")));
+    }
+    Ok(target)
+}
+
+/// `POST /nodes/{node}/storage/{storage}/upload` (multipart, as Proxmox VE): the HTTP layer
+/// has stored the file; an `imgcopy` task checks it and puts it in place. The file name is
+/// normalized as Proxmox VE does (folders dropped, other characters than letters, digits,
+/// `_`, `.`, `-` become `_`).
+fn upload(ctx: &C<'_>) -> Result<ferrox_api_types::Upid, ApiError> {
+    local_node(ctx)?;
+    let node = ctx.state;
+    let storage = ctx.params.need_str(&param::STORAGE)?.to_string();
+    if ctx.params.str(&param::DOWNLOAD_CONTENT) != Some("iso") {
+        return Err(param::DOWNLOAD_CONTENT.error("only ISO images ('iso') can be uploaded yet"));
+    }
+    let checksum = checksum_param(ctx)?;
+    let uploaded = ctx
+        .upload
+        .filter(|u| u.field == "filename")
+        .ok_or_else(|| {
+            param::FILENAME.error("no file uploaded: send it as the multipart field 'filename'")
+        })?;
+    let filename = normalize_file_name(ctx.params.need_str(&param::FILENAME)?);
+    let target = iso_target(ctx, &storage, &filename)?;
+    // The task owns the file from here: the HTTP layer removes only what is left at the
+    // path it gave.
+    let owned = uploaded.path.with_extension("task");
+    std::fs::rename(&uploaded.path, &owned)
+        .map_err(|e| ApiError::internal(format!("taking the upload: {e}")))?;
+    let worker = std::sync::Arc::clone(node);
+    let size = uploaded.size;
+    let spawned = node
+        .tasks
+        .spawn("imgcopy", &storage, &auth_id(ctx)?, move |log| {
+            log.log(format!("received {size} bytes as '{filename}'"));
+            // As Proxmox VE: an ISO image is a raw file, not an image format with a
+            // backing file that QEMU would follow.
+            match ferrox_storage::image_info(&owned) {
+                Ok((_, format)) if format == "raw" => {}
+                Ok((_, format)) => {
+                    let _ = std::fs::remove_file(&owned);
+                    return Err(format!("not an ISO image: the file is a {format} image").into());
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&owned);
+                    return Err(e.to_string().into());
+                }
+            }
+            worker.store_upload(&owned, &target, checksum.as_ref(), log)
+        });
+    Ok(ferrox_api_types::Upid(spawned?))
+}
+
+/// Proxmox VE's `normalize_content_filename`.
+fn normalize_file_name(name: &str) -> String {
+    let name = name.trim_end_matches(['\n', '\r']);
+    let base = name.rsplit(['/', '\\']).next().unwrap_or("");
+    base.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// `POST /storage`: a new `dir` or `btrfs` storage, added to the tree's storage.cfg through its one
@@ -438,6 +516,26 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             param::CHECKSUM_ALGORITHM,
             param::VERIFY,
             param::COMPRESSION,
+        ]),
+        Endpoint::new(
+            Post,
+            "/nodes/{node}/storage/{storage}/upload",
+            "Upload an ISO image (multipart/form-data, the file in the field 'filename').",
+            Permission::Privs {
+                path: "/storage/{storage}",
+                privs: &["Datastore.AllocateTemplate"],
+                any: false,
+            },
+            upload,
+        )
+        .upload()
+        .params(vec![
+            NODE,
+            param::STORAGE,
+            param::DOWNLOAD_CONTENT,
+            param::FILENAME,
+            param::CHECKSUM,
+            param::CHECKSUM_ALGORITHM,
         ]),
         Endpoint::new(
             Get,

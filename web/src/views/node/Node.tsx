@@ -1,10 +1,12 @@
 // Node: summary with RRD graphs, tasks, and storage content (also the storage view).
-import { Gauge, ErrorText, KeyValues, Tabs } from "../../components/ui";
+import { useState } from "preact/hooks";
+import { post, upload } from "../../api";
+import { Dialog, Field, Gauge, ErrorText, KeyValues, Tabs } from "../../components/ui";
 import { RrdCharts, ChartSpec } from "../../components/RrdCharts";
-import { usePoll } from "../../lib/hooks";
+import { useAction, usePoll } from "../../lib/hooks";
 import { bytes, duration } from "../../lib/format";
 import { Resource } from "../../lib/tree";
-import { TaskList } from "../tasks/Tasks";
+import { openTask, TaskList } from "../tasks/Tasks";
 
 const NODE_CHARTS: ChartSpec[] = [
   { title: "CPU usage", unit: "percent", series: [{ field: "cpu", label: "CPU" }, { field: "iowait", label: "IO delay" }] },
@@ -79,17 +81,70 @@ function StorageList({ node }: { node: string }) {
 }
 
 export function StorageView({ node, storage }: { node: string; storage: string }) {
-  const status = usePoll<any>(`/nodes/${node}/storage/${storage}/status`, 10000);
-  const content = usePoll<any[]>(`/nodes/${node}/storage/${storage}/content`, 10000);
+  const base = `/nodes/${node}/storage/${storage}`;
+  const status = usePoll<any>(`${base}/status`, 10000);
+  const content = usePoll<any[]>(`${base}/content`, 10000);
+  const [dialog, setDialog] = useState<"upload" | "download" | null>(null);
+  const takesIso = String(status.data?.content ?? "").split(",").includes("iso");
+  const started = (upid: string) => {
+    setDialog(null);
+    openTask(upid);
+    content.reload();
+  };
   return (
     <section class="view">
       <h1>Storage '{storage}' on node '{node}'</h1>
       <ErrorText error={status.error || content.error} />
       {status.data && <Gauge label="Usage" used={status.data.used ?? 0} total={status.data.total ?? 1} text={`${bytes(status.data.used)} of ${bytes(status.data.total)}`} />}
+      {takesIso && (
+        <div class="toolbar">
+          <button onClick={() => setDialog("upload")}>Upload</button>
+          <button onClick={() => setDialog("download")}>Download from URL</button>
+        </div>
+      )}
       <table class="grid" aria-label="Storage content">
         <thead><tr><th>Volume</th><th>Content</th><th>Format</th><th>Size</th><th>VM</th></tr></thead>
-        <tbody>{(content.data ?? []).map((c) => <tr><td>{c.volid}</td><td>{c.content}</td><td>{c.format}</td><td>{bytes(c.size)}</td><td>{c.vmid ?? ""}</td></tr>)}</tbody>
+        <tbody>{(content.data ?? []).map((c) => <tr data-volid={c.volid}><td>{c.volid}</td><td>{c.content}</td><td>{c.format}</td><td>{bytes(c.size)}</td><td>{c.vmid ?? ""}</td></tr>)}</tbody>
       </table>
+      {dialog && <IsoDialog base={base} kind={dialog} onClose={() => setDialog(null)} onStarted={started} />}
     </section>
+  );
+}
+
+/** Upload an ISO image from this computer, or have the node download one. */
+function IsoDialog({ base, kind, onClose, onStarted }: { base: string; kind: "upload" | "download"; onClose: () => void; onStarted: (upid: string) => void }) {
+  const [file, setFile] = useState<File | null>(null);
+  const [form, setForm] = useState({ url: "", filename: "", algorithm: "", checksum: "" });
+  const action = useAction();
+  const checksum = form.algorithm ? { "checksum-algorithm": form.algorithm, checksum: form.checksum } : {};
+  const submit = () =>
+    action.run(async () => {
+      const upid =
+        kind === "upload"
+          ? await upload<string>(`${base}/upload`, { content: "iso", ...checksum }, file ?? new File([], ""))
+          : await post<string>(`${base}/download-url`, { content: "iso", url: form.url, filename: form.filename, ...checksum });
+      onStarted(upid);
+    });
+  const set = (k: keyof typeof form) => (e: Event) => setForm({ ...form, [k]: (e.target as HTMLInputElement).value });
+  return (
+    <Dialog title={kind === "upload" ? "Upload ISO image" : "Download ISO image from URL"} onClose={onClose}>
+      {kind === "upload" ? (
+        <Field label="File"><input name="file" type="file" accept=".iso,.img" onChange={(e) => setFile((e.target as HTMLInputElement).files?.[0] ?? null)} /></Field>
+      ) : (
+        <>
+          <Field label="URL"><input name="url" value={form.url} onInput={set("url")} /></Field>
+          <Field label="File name"><input name="filename" value={form.filename} onInput={set("filename")} /></Field>
+        </>
+      )}
+      <Field label="Checksum algorithm">
+        <select name="algorithm" value={form.algorithm} onChange={set("algorithm")}>
+          <option value="">none</option>
+          {["sha224", "sha256", "sha384", "sha512"].map((a) => <option value={a}>{a}</option>)}
+        </select>
+      </Field>
+      {form.algorithm && <Field label="Checksum"><input name="checksum" value={form.checksum} onInput={set("checksum")} /></Field>}
+      <ErrorText error={action.error} />
+      <button class="primary" disabled={action.busy || (kind === "upload" && !file)} onClick={submit}>{kind === "upload" ? "Upload" : "Download"}</button>
+    </Dialog>
   );
 }
