@@ -118,6 +118,13 @@ async fn handle<S: ApiState>(State(api): State<Arc<Api<S>>>, req: Request<Body>)
                 return to_response(bad_request("multipart/form-data without a boundary"));
             };
             if let Err(refusal) = admit_upload(&api, &raw).await {
+                // A small body is read and dropped, so that the client gets to read the
+                // answer rather than a reset connection; a large one is not waited for.
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    axum::body::to_bytes(body, MAX_BODY),
+                )
+                .await;
                 return refusal;
             }
             match receive_upload(body, boundary, &api.state.upload_dir()).await {
