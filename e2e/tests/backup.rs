@@ -412,3 +412,140 @@ fn backup_jobs_run_once_on_the_node_of_each_guest() {
         assert!(!list.as_array().unwrap().is_empty(), "{list}");
     }
 }
+
+fn enc(volid: &str) -> String {
+    form_urlencoded::byte_serialize(volid.as_bytes()).collect()
+}
+
+#[test]
+fn backup_volumes_carry_notes_and_protection_and_are_removed_as_proxmox_ve() {
+    if !tools_available() {
+        return;
+    }
+    let d = start_daemon("tcg");
+    let root = d.login();
+    d.task_ok(
+        &root,
+        "POST",
+        "/nodes/pve1/qemu",
+        &[
+            ("vmid", "100"),
+            ("name", "web"),
+            ("memory", "64"),
+            ("scsi0", "local:1"),
+        ],
+    );
+    // a bad notes template is refused naming it
+    let r = d.request(
+        "POST",
+        "/nodes/pve1/vzdump",
+        &root,
+        &[("vmid", "100"), ("notes-template", "bad \\t")],
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.body["errors"]["notes-template"].is_string(), "{}", r.raw);
+    d.task_ok(
+        &root,
+        "POST",
+        "/nodes/pve1/vzdump",
+        &[
+            ("vmid", "100"),
+            ("mode", "stop"),
+            ("notes-template", "{{guestname}} on {{node}}\\n#{{vmid}}"),
+            ("protected", "1"),
+        ],
+    );
+    let list = backups(&d, &root);
+    assert_eq!(list.len(), 1, "{list:?}");
+    let volid = list[0]["volid"].as_str().unwrap().to_string();
+    assert_eq!(list[0]["notes"], "web on pve1\n#100", "{list:?}");
+    assert_eq!(list[0]["protected"], 1);
+    let path = format!("/nodes/pve1/storage/local/content/{}", enc(&volid));
+    let info = d.request("GET", &path, &root, &[]);
+    assert_eq!(info.status, 200, "{info:?}");
+    assert_eq!(info.body["data"]["format"], "tar.zst");
+    assert_eq!(info.body["data"]["protected"], 1);
+    assert!(info.body["data"]["size"].as_u64().unwrap() > 0);
+    assert!(info.body["data"]["path"]
+        .as_str()
+        .unwrap()
+        .ends_with(volid.trim_start_matches("local:backup/")));
+    // the volume name alone works too, as in Proxmox VE
+    let by_name = format!(
+        "/nodes/pve1/storage/local/content/{}",
+        enc(volid.trim_start_matches("local:"))
+    );
+    assert_eq!(d.request("GET", &by_name, &root, &[]).status, 200);
+
+    // a protected backup is not removed
+    let r = d.request("DELETE", &path, &root, &[]);
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.body["errors"]["volume"]
+        .as_str()
+        .unwrap()
+        .contains("protected"));
+
+    // who may: Datastore.AllocateSpace on the storage and VM.Backup on the guest for its
+    // backups; Datastore.Audit alone is not enough
+    d.add_user(
+        &root,
+        "backup@pve",
+        "backup123",
+        &[
+            ("/storage/local", "PVEDatastoreUser"),
+            ("/vms/100", "PVEVMUser"),
+        ],
+    );
+    d.add_user(&root, "audit@pve", "audit123", &[("/", "PVEAuditor")]);
+    let operator = d.login_as("backup@pve", "backup123");
+    let auditor = d.login_as("audit@pve", "audit123");
+    assert_eq!(d.request("GET", &path, &auditor, &[]).status, 403);
+    let r = d.request("PUT", &path, &auditor, &[("protected", "0")]);
+    assert_eq!(r.status, 403, "{r:?}");
+    let r = d.request(
+        "PUT",
+        &path,
+        &operator,
+        &[("protected", "0"), ("notes", "")],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let row = &backups(&d, &root)[0];
+    assert_eq!(row["protected"], 0);
+    assert!(row.get("notes").is_none(), "{row}");
+    assert_eq!(d.request("DELETE", &path, &auditor, &[]).status, 403);
+    let r = d.request("DELETE", &path, &operator, &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    let status = d.wait_task(&operator, r.body["data"].as_str().unwrap());
+    assert_eq!(status["exitstatus"], "OK", "{status}");
+    assert!(backups(&d, &root).is_empty());
+    assert_eq!(d.request("GET", &path, &root, &[]).status, 500);
+
+    // an image a guest uses stays; only Datastore.Allocate may remove images at all
+    let disk = format!(
+        "/nodes/pve1/storage/local/content/{}",
+        enc("local:100/vm-100-disk-0.qcow2")
+    );
+    assert_eq!(d.request("DELETE", &disk, &operator, &[]).status, 403);
+    let r = d.request("DELETE", &disk, &root, &[]);
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.body["errors"]["volume"]
+        .as_str()
+        .unwrap()
+        .contains("in use by VM 100 (scsi0)"));
+    assert!(d
+        .path()
+        .join("storage/local/images/100/vm-100-disk-0.qcow2")
+        .exists());
+    // a volume of another storage in the path is refused naming it
+    let r = d.request(
+        "GET",
+        &format!(
+            "/nodes/pve1/storage/local/content/{}",
+            enc("other:iso/x.iso")
+        ),
+        &root,
+        &[],
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.body["errors"]["volume"].is_string());
+}

@@ -27,6 +27,7 @@ fn path_value(var: &str, upid: &str, path: &str) -> String {
         "rule" => "walk-rule".into(),
         "id" => "walk".into(),
         "snapname" => "walk".into(),
+        "volume" => "local%3A100%2Fvm-100-disk-0.qcow2".into(),
         "cputype" => "custom-walk-cpu".into(),
         "upid" => upid.replace(':', "%3A"),
         other => panic!("no value for the path variable {{{other}}}: add one"),
@@ -42,7 +43,12 @@ fn no_read_only_endpoint_answers_501_or_5xx_on_a_three_node_cluster() {
         &auth,
         "POST",
         "/nodes/n1/qemu",
-        &[("vmid", "100"), ("name", "walked"), ("memory", "64")],
+        &[
+            ("vmid", "100"),
+            ("name", "walked"),
+            ("memory", "64"),
+            ("scsi0", "local:1"),
+        ],
     );
     for (method, path, form) in [
         ("POST", "/access/users/root@pam/token/walk", vec![]),

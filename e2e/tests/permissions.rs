@@ -335,6 +335,23 @@ const TABLE: &[(&str, &str, Pve)] = &[
     // Datastore.AllocateTemplate on the storage and Sys.Audit + Sys.Modify on the node, in
     // the handler (tests/backup.rs).
     ("POST", "/nodes/{node}/storage/{storage}/download-url", All),
+    // pve-storage's volume API: `user => 'all'`, check_volume_access and the delete's
+    // checks in the handler (tests/backup.rs).
+    (
+        "GET",
+        "/nodes/{node}/storage/{storage}/content/{volume}",
+        All,
+    ),
+    (
+        "PUT",
+        "/nodes/{node}/storage/{storage}/content/{volume}",
+        All,
+    ),
+    (
+        "DELETE",
+        "/nodes/{node}/storage/{storage}/content/{volume}",
+        All,
+    ),
     // pve-storage's upload (tests/iso.rs).
     (
         "POST",

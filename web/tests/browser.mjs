@@ -189,6 +189,11 @@ try {
     await page.goto(`${url}#/node/n2/qemu/${created}/backup`);
     const row = page.locator("tr[data-archive]").first();
     await row.waitFor({ timeout: 15_000 });
+    // the default notes template names the guest
+    await row.locator("td.notes", { hasText: "wizard-vm" }).waitFor();
+    await row.locator("button", { hasText: "Protect" }).click();
+    await row.locator("td.protected", { hasText: "yes" }).waitFor({ timeout: 15_000 });
+    assert.ok(await row.locator("button", { hasText: "Remove" }).isDisabled());
     await shot("guest-backup");
     await row.locator("button", { hasText: "Restore" }).click();
     await dialog().locator("p", { hasText: "This replaces VM" }).waitFor();

@@ -34,6 +34,26 @@ pub struct Volume {
     pub used: u64,
     pub content: String,
     pub ctime: i64,
+    /// Backups: their notes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+    /// Backups: 1 when protected from removal and pruning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protected: Option<u8>,
+}
+
+/// `GET /nodes/{node}/storage/{storage}/content/{volume}`: a volume's attributes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct VolumeDetails {
+    pub path: String,
+    /// Bytes the guest sees (the file size for ISO images and backups).
+    pub size: u64,
+    pub used: u64,
+    pub format: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protected: Option<u8>,
 }
 
 /// A row of `GET /storage` (the definitions in `storage.cfg`).

@@ -153,6 +153,10 @@ fn run_job(node: &Arc<Node>, job: &BackupJob, run: i64, vmids: Vec<u32>) {
         storage: job.storage.clone(),
         mode: BackupMode::parse(&job.mode).unwrap_or(BackupMode::Snapshot),
         retention,
+        protected: false,
+        // A job runs as root@pam.
+        may_allocate: true,
+        notes_template: job.other.get("notes-template").cloned(),
     };
     let worker = Arc::clone(node);
     let id = job.id.clone();

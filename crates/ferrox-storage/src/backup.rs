@@ -306,6 +306,29 @@ pub fn read_archive(path: &Path, dest: &Path) -> Result<Unpacked, StorageError> 
 
 pub use ferrox_types::storage::Retention;
 
+/// A backup's notes from vzdump's `notes-template`, as Proxmox VE makes them: `\n` is a
+/// newline, `\\` a backslash (any other escape is an error), and `{{name}}` of a known
+/// variable its value (`cluster`, `guestname`, `node`, `vmid`); other braces stay.
+pub fn notes_from_template(template: &str, vars: &[(&str, &str)]) -> Result<String, String> {
+    let mut unescaped = String::new();
+    let mut chars = template.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            unescaped.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => unescaped.push('\n'),
+            Some('\\') => unescaped.push('\\'),
+            Some(other) => return Err(format!("unexpected escape character '{other}'")),
+            None => return Err("a lone '\\' at the end".into()),
+        }
+    }
+    Ok(vars.iter().fold(unescaped, |text, (name, value)| {
+        text.replace(&format!("{{{{{name}}}}}"), value)
+    }))
+}
+
 /// One backup of a group (one guest's backups on one storage).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupEntry {
@@ -383,6 +406,27 @@ pub fn prune(backups: &[BackupEntry], retention: &Retention) -> BTreeSet<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notes_templates_as_proxmox_ve() {
+        let vars = [
+            ("vmid", "100"),
+            ("guestname", "web"),
+            ("node", "n1"),
+            ("cluster", "c"),
+        ];
+        assert_eq!(
+            notes_from_template(
+                "{{guestname}} ({{vmid}}) on {{node}}\\n{{other}} \\\\ {{cluster}}",
+                &vars
+            )
+            .unwrap(),
+            "web (100) on n1\n{{other}} \\ c"
+        );
+        assert!(notes_from_template("bad \\t", &vars)
+            .unwrap_err()
+            .contains("'t'"));
+    }
 
     #[test]
     fn archives_round_trip_and_refuse_damage() {

@@ -413,6 +413,19 @@ impl Storage for BtrfsStorage {
     fn list_backups(&self, vmid: Option<u32>) -> Result<Vec<BackupInfo>, StorageError> {
         self.dir.list_backups(vmid)
     }
+
+    fn attributes(&self, volume: &VolumeId) -> Result<crate::VolumeAttributes, StorageError> {
+        self.dir.attributes(volume)
+    }
+
+    fn set_attributes(
+        &self,
+        volume: &VolumeId,
+        notes: Option<&str>,
+        protected: Option<bool>,
+    ) -> Result<(), StorageError> {
+        self.dir.set_attributes(volume, notes, protected)
+    }
 }
 
 /// A btrfs file system on a loop device for tests and benchmarks, unmounted and removed

@@ -178,7 +178,7 @@ impl Storage for DirStorage {
                     volume.storage, volume.name
                 )));
             }
-            let _ = std::fs::remove_file(format!("{}.notes", path.display()));
+            let _ = std::fs::remove_file(notes_file(&path));
         }
         std::fs::remove_file(&path).map_err(io(path.display().to_string()))
     }
@@ -446,6 +446,77 @@ impl Storage for DirStorage {
         qemu_img(&["snapshot", "-d", name], &path, &[]).map(drop)
     }
 
+    /// `<archive>.notes` and `<archive>.protected` beside a backup, as Proxmox VE keeps
+    /// them.
+    fn attributes(&self, volume: &VolumeId) -> Result<crate::VolumeAttributes, StorageError> {
+        if volume.kind() != Some(VolumeKind::Backup) {
+            return Ok(crate::VolumeAttributes::default());
+        }
+        let (path, _) = self.path(volume)?;
+        Ok(crate::VolumeAttributes {
+            notes: std::fs::read_to_string(notes_file(&path))
+                .ok()
+                .filter(|n| !n.is_empty()),
+            protected: protected_marker(&path).exists(),
+        })
+    }
+
+    fn set_attributes(
+        &self,
+        volume: &VolumeId,
+        notes: Option<&str>,
+        protected: Option<bool>,
+    ) -> Result<(), StorageError> {
+        if volume.kind() != Some(VolumeKind::Backup) {
+            return Err(StorageError::Invalid(format!(
+                "only backups have notes and protection ('{}:{}')",
+                volume.storage, volume.name
+            )));
+        }
+        let (path, _) = self.path(volume)?;
+        if !path.exists() {
+            return Err(io(path.display().to_string())(
+                std::io::ErrorKind::NotFound.into(),
+            ));
+        }
+        if let Some(notes) = notes {
+            let file = notes_file(&path);
+            if notes.is_empty() {
+                match std::fs::remove_file(&file) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(io(file.display().to_string())(e))
+                    }
+                    _ => {}
+                }
+            } else {
+                // Written whole or not at all.
+                let tmp = PathBuf::from(format!("{}.tmp", file.display()));
+                std::fs::write(&tmp, notes)
+                    .and_then(|()| std::fs::rename(&tmp, &file))
+                    .map_err(io(file.display().to_string()))?;
+            }
+        }
+        match protected {
+            Some(true) => {
+                let marker = protected_marker(&path);
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&marker)
+                    .map_err(io(marker.display().to_string()))?;
+            }
+            Some(false) => match std::fs::remove_file(protected_marker(&path)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io(path.display().to_string())(e))
+                }
+                _ => {}
+            },
+            None => {}
+        }
+        Ok(())
+    }
+
     fn allocate_state(&self, vmid: u32, snapshot: &str) -> Result<String, StorageError> {
         self.check_images()?;
         let dir = self.image_dir(vmid);
@@ -461,6 +532,11 @@ impl Storage for DirStorage {
             .map_err(io(path.display().to_string()))?;
         Ok(volid)
     }
+}
+
+/// Proxmox VE keeps a backup's notes in `<archive>.notes` beside it.
+fn notes_file(archive: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.notes", archive.display()))
 }
 
 /// Proxmox VE marks a protected backup with `<archive>.protected` beside it.

@@ -57,6 +57,13 @@ pub struct BackupInfo {
     pub protected: bool,
 }
 
+/// What a volume carries besides its data.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VolumeAttributes {
+    pub notes: Option<String>,
+    pub protected: bool,
+}
+
 /// Space of a storage, in bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Space {
@@ -184,6 +191,24 @@ pub trait Storage: Send + Sync {
     fn list_backups(&self, vmid: Option<u32>) -> Result<Vec<BackupInfo>, StorageError> {
         let _ = vmid;
         Ok(Vec::new())
+    }
+    /// The notes and protection of a volume (only backups have them).
+    fn attributes(&self, volume: &VolumeId) -> Result<VolumeAttributes, StorageError> {
+        let _ = volume;
+        Ok(VolumeAttributes::default())
+    }
+    /// Sets (`Some`, empty removes) the notes and the protection of a backup.
+    fn set_attributes(
+        &self,
+        volume: &VolumeId,
+        notes: Option<&str>,
+        protected: Option<bool>,
+    ) -> Result<(), StorageError> {
+        let _ = (notes, protected);
+        Err(StorageError::Invalid(format!(
+            "only backups have notes and protection ('{}:{}')",
+            volume.storage, volume.name
+        )))
     }
     /// Creates the empty raw file that keeps the RAM state of guest `vmid`'s snapshot
     /// `snapshot` (`vm-<vmid>-state-<snapshot>.raw`, as Proxmox VE names it).

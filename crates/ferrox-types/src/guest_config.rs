@@ -489,6 +489,25 @@ impl GuestConfig {
             .unwrap_or(1)
     }
 
+    /// Where the guest refers to volume `volid`: a disk, an unused disk or a RAM state,
+    /// now (`scsi0`) or in a snapshot (`snapshot 'before' scsi0`).
+    pub fn volume_reference(&self, volid: &str) -> Option<String> {
+        let find = |section: &BTreeMap<String, String>| {
+            section.iter().find_map(|(k, v)| {
+                let holds_volume = is_disk_key(k) || k.starts_with("unused") || k == "vmstate";
+                let file = v.split(',').next().unwrap_or("");
+                let file = file.strip_prefix("file=").unwrap_or(file);
+                (holds_volume && file == volid).then(|| k.clone())
+            })
+        };
+        if let Some(key) = find(&self.options) {
+            return Some(key);
+        }
+        self.snapshots
+            .iter()
+            .find_map(|(name, section)| find(section).map(|key| format!("snapshot '{name}' {key}")))
+    }
+
     /// Disks by key (`scsi0`, `virtio1`, ...), in key order, with their property strings.
     pub fn disks(&self) -> Vec<(&str, PropertyString)> {
         self.options
@@ -504,6 +523,33 @@ mod tests {
     use super::*;
 
     const SAMPLE: &str = "#small test guest\n#second line\nboot: order=scsi0;net0\ncores: 2\nmemory: 2048\nname: demo-1\nnet0: virtio=BC:24:11:00:00:01,bridge=vmbr0\nscsi0: local:100/vm-100-disk-0.qcow2,size=4G\nsockets: 1\n\n[PENDING]\nmemory: 4096\n\n[before-upgrade]\ncores: 1\nsnaptime: 1800000000\n";
+
+    #[test]
+    fn volume_references_are_found_now_and_in_snapshots() {
+        let cfg = GuestConfig::parse(
+            "scsi0: local:100/vm-100-disk-0.qcow2,size=4G\nunused0: local:100/vm-100-disk-1.raw\n\n[s1]\nvirtio1: file=local:100/vm-100-disk-2.raw,size=1G\nvmstate: local:100/vm-100-state-s1.raw\n",
+        )
+        .unwrap();
+        let at = |v: &str| cfg.volume_reference(v);
+        assert_eq!(
+            at("local:100/vm-100-disk-0.qcow2").as_deref(),
+            Some("scsi0")
+        );
+        assert_eq!(
+            at("local:100/vm-100-disk-1.raw").as_deref(),
+            Some("unused0")
+        );
+        assert_eq!(
+            at("local:100/vm-100-disk-2.raw").as_deref(),
+            Some("snapshot 's1' virtio1")
+        );
+        assert_eq!(
+            at("local:100/vm-100-state-s1.raw").as_deref(),
+            Some("snapshot 's1' vmstate")
+        );
+        assert_eq!(at("local:100/vm-100-disk-9.raw"), None);
+        assert_eq!(at("local:100"), None);
+    }
 
     #[test]
     fn parses_and_writes_back() {

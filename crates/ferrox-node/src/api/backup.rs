@@ -96,6 +96,9 @@ fn job_settings(ctx: &C<'_>) -> Result<BTreeMap<String, String>, ApiError> {
             false,
         )?;
     }
+    if let Some(t) = props.get("notes-template") {
+        ferrox_storage::backup::notes_from_template(t, &[]).map_err(|e| NOTES.error(e))?;
+    }
     if props
         .get("compress")
         .is_some_and(|c| !matches!(c.as_str(), "1" | "zstd"))
@@ -242,7 +245,16 @@ const PRUNE: Param = Param::optional(
     "Retention after the backup: keep-last, keep-hourly, keep-daily, keep-weekly, keep-monthly, keep-yearly, keep-all.",
 );
 const REMOVE: Param = Param::optional("remove", BOOL, "Prune as prune-backups says (default 1).");
-const NOTES: Param = Param::optional("notes-template", STRING, "Ignored.");
+const NOTES: Param = Param::optional(
+    "notes-template",
+    STRING,
+    "Notes of the backups: {{cluster}}, {{guestname}}, {{node}} and {{vmid}} are replaced, \\n is a newline.",
+);
+const PROTECTED: Param = Param::optional(
+    "protected",
+    BOOL,
+    "Mark the backups protected (not removed, not pruned).",
+);
 const JOB_ID: Param = Param::required("id", STRING, "The job id.");
 const NEW_JOB_ID: Param = Param::optional(
     "id",
@@ -344,8 +356,17 @@ fn vzdump(ctx: &C<'_>) -> Result<Upid, ApiError> {
             "storage '{storage}' does not support backups (no 'backup' content)"
         )));
     }
+    let notes_template = ctx.params.str(&NOTES).map(str::to_string);
+    if let Some(t) = &notes_template {
+        ferrox_storage::backup::notes_from_template(t, &[]).map_err(|e| NOTES.error(e))?;
+    }
     let job = BackupRun {
         vmids,
+        may_allocate: ctx.has(
+            &format!("/storage/{storage}"),
+            &["Datastore.Allocate"],
+            false,
+        ),
         storage,
         mode: ctx
             .params
@@ -353,6 +374,8 @@ fn vzdump(ctx: &C<'_>) -> Result<Upid, ApiError> {
             .and_then(BackupMode::parse)
             .unwrap_or(BackupMode::Snapshot),
         retention,
+        protected: ctx.params.bool(&PROTECTED).unwrap_or(false),
+        notes_template,
     };
     let worker = Arc::clone(node);
     let id = if job.vmids.len() == 1 {
@@ -382,7 +405,7 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             vzdump,
         )
         .params(vec![
-            NODE, VMID_LIST, ALL, STORAGE, MODE, COMPRESS, PRUNE, REMOVE, NOTES,
+            NODE, VMID_LIST, ALL, STORAGE, MODE, COMPRESS, PRUNE, REMOVE, NOTES, PROTECTED,
         ]),
         Endpoint::new(Get, "/cluster/backup", "Backup jobs.", AUDIT, backup_jobs),
         Endpoint::new(

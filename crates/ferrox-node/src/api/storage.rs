@@ -8,7 +8,10 @@ use ferrox_api::core::local_node;
 use ferrox_api::rbac;
 use ferrox_api::schema::{ABSOLUTE_PATH, BOOL, CONTENT_LIST, NODE_LIST, STORAGE_ID, STRING};
 use ferrox_api::{ApiError, Endpoint, Method, Param, ParamType, Permission};
-use ferrox_api_types::storage::{StorageCreated, StorageDefinition, StorageStatus, Volume};
+use ferrox_api_types::storage::{
+    StorageCreated, StorageDefinition, StorageStatus, Volume, VolumeDetails,
+};
+use ferrox_types::{VolumeId, VolumeKind};
 use std::collections::BTreeMap;
 
 /// `POST /nodes/{node}/storage/{storage}/download-url`: Proxmox VE checks
@@ -160,6 +163,194 @@ fn normalize_file_name(name: &str) -> String {
             }
         })
         .collect()
+}
+
+/// The `{volume}` of a content path on `{storage}`: a whole volume id of that storage, or
+/// a volume name on it (as Proxmox VE takes it).
+fn content_volume(ctx: &C<'_>) -> Result<VolumeId, ApiError> {
+    let storage = ctx.params.need_str(&param::STORAGE)?;
+    let given = ctx.params.need_str(&param::VOLUME)?;
+    let volid = match given.split_once(':') {
+        Some((sid, _)) if sid != storage => {
+            return Err(param::VOLUME.error(format!("storage ID mismatch ({sid} != {storage})")))
+        }
+        Some(_) => given.to_string(),
+        None => format!("{storage}:{given}"),
+    };
+    VolumeId::parse(&volid)
+        .ok_or_else(|| param::VOLUME.error(format!("'{volid}' is not a volume id")))
+}
+
+/// Proxmox VE's `check_volume_access` (without a guest of the caller's): Datastore.Allocate
+/// on the storage reaches everything; ISO images need Datastore.Audit or AllocateSpace;
+/// backups Datastore.AllocateSpace and VM.Backup on their guest; images Datastore.Audit and
+/// VM.Config.Disk on their guest.
+fn check_volume_access(ctx: &C<'_>, volume: &VolumeId) -> Result<(), ApiError> {
+    let storage = format!("/storage/{}", volume.storage);
+    if ctx.has(&storage, &["Datastore.Allocate"], false) {
+        return Ok(());
+    }
+    match volume.kind() {
+        Some(VolumeKind::Iso | VolumeKind::Template | VolumeKind::Import) => ctx.require(
+            &storage,
+            &["Datastore.AllocateSpace", "Datastore.Audit"],
+            true,
+        ),
+        Some(VolumeKind::Backup) => {
+            let owner = backup_owner(volume)
+                .ok_or_else(|| ApiError::forbidden(&storage, &["Datastore.Allocate"]))?;
+            ctx.require(&storage, &["Datastore.AllocateSpace"], false)?;
+            ctx.require(&format!("/vms/{owner}"), &["VM.Backup"], false)
+        }
+        Some(VolumeKind::Image { owner }) => {
+            ctx.require(&storage, &["Datastore.Audit"], false)?;
+            ctx.require(&format!("/vms/{owner}"), &["VM.Config.Disk"], false)
+        }
+        _ => Err(ApiError::forbidden(&storage, &["Datastore.Allocate"])),
+    }
+}
+
+/// The guest a backup archive belongs to, from its name.
+fn backup_owner(volume: &VolumeId) -> Option<u32> {
+    let file = volume.name.strip_prefix("backup/")?;
+    ferrox_storage::backup::parse_archive_name(file).map(|(vmid, _)| vmid)
+}
+
+/// `GET /nodes/{node}/storage/{storage}/content/{volume}`.
+fn volume_details(ctx: &C<'_>) -> Result<VolumeDetails, ApiError> {
+    local_node(ctx)?;
+    let volume = content_volume(ctx)?;
+    check_volume_access(ctx, &volume)?;
+    let node = ctx.state;
+    let cfg = node.storage_config()?;
+    let plugin = ferrox_storage::open(&cfg, &node.opts.node_name, &volume.storage)
+        .map_err(|e| param::STORAGE.error(e.to_string()))?;
+    let (path, format) = plugin
+        .path(&volume)
+        .map_err(|e| param::VOLUME.error(e.to_string()))?;
+    let meta = std::fs::metadata(&path).map_err(|_| {
+        ApiError::internal(format!(
+            "volume '{}:{}' does not exist",
+            volume.storage, volume.name
+        ))
+    })?;
+    use std::os::unix::fs::MetadataExt;
+    let used = meta.blocks() * 512;
+    let (size, format) = match volume.kind() {
+        Some(VolumeKind::Image { .. }) => {
+            let (size, _) =
+                ferrox_storage::image_info(&path).map_err(|e| ApiError::internal(e.to_string()))?;
+            (size, format)
+        }
+        Some(VolumeKind::Iso) => (meta.len(), "iso".to_string()),
+        Some(VolumeKind::Backup) => (meta.len(), "tar.zst".to_string()),
+        _ => (meta.len(), format),
+    };
+    let attributes = plugin
+        .attributes(&volume)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let is_backup = volume.kind() == Some(VolumeKind::Backup);
+    Ok(VolumeDetails {
+        path: path.display().to_string(),
+        size,
+        used,
+        format,
+        notes: attributes.notes,
+        protected: is_backup.then_some(u8::from(attributes.protected)),
+    })
+}
+
+/// `PUT /nodes/{node}/storage/{storage}/content/{volume}`: a backup's notes and protection.
+/// Protecting one more than `max-protected-backups` (default 5, unlimited for holders of
+/// Datastore.Allocate on the storage, as Proxmox VE) of a guest's backups is refused.
+fn volume_update(ctx: &C<'_>) -> Result<(), ApiError> {
+    local_node(ctx)?;
+    let volume = content_volume(ctx)?;
+    check_volume_access(ctx, &volume)?;
+    let node = ctx.state;
+    let cfg = node.storage_config()?;
+    let plugin = ferrox_storage::open(&cfg, &node.opts.node_name, &volume.storage)
+        .map_err(|e| param::STORAGE.error(e.to_string()))?;
+    let notes = ctx.params.str(&param::NOTES);
+    let protect = ctx.params.bool(&param::PROTECTED);
+    if let (Some(true), Some(owner)) = (protect, backup_owner(&volume)) {
+        let already = plugin.attributes(&volume).is_ok_and(|a| a.protected);
+        let may_allocate = ctx.has(
+            &format!("/storage/{}", volume.storage),
+            &["Datastore.Allocate"],
+            false,
+        );
+        if !already {
+            crate::guests::backup::check_protected_limit(
+                &*plugin,
+                &cfg.storages[&volume.storage],
+                owner,
+                may_allocate,
+            )
+            .map_err(|e| param::PROTECTED.error(e))?;
+        }
+    }
+    plugin
+        .set_attributes(&volume, notes, protect)
+        .map_err(|e| param::VOLUME.error(e.to_string()))
+}
+
+/// `DELETE /nodes/{node}/storage/{storage}/content/{volume}`: an `imgdel` task. A backup
+/// of a guest needs Datastore.AllocateSpace and VM.Backup on it, anything else
+/// Datastore.Allocate (as Proxmox VE). A protected backup stays; so does an image a guest
+/// still refers to (Proxmox VE would delete it under the guest).
+fn volume_delete(ctx: &C<'_>) -> Result<ferrox_api_types::Upid, ApiError> {
+    local_node(ctx)?;
+    let volume = content_volume(ctx)?;
+    let storage = format!("/storage/{}", volume.storage);
+    match (volume.kind(), backup_owner(&volume)) {
+        (Some(VolumeKind::Backup), Some(owner)) => {
+            ctx.require(&storage, &["Datastore.AllocateSpace"], false)?;
+            ctx.require(&format!("/vms/{owner}"), &["VM.Backup"], false)?;
+        }
+        _ => ctx.require(&storage, &["Datastore.Allocate"], false)?,
+    }
+    let node = ctx.state;
+    let volid = format!("{}:{}", volume.storage, volume.name);
+    for (path, entry) in node.tree.list("nodes") {
+        let Some((_, vmid)) = crate::guests::parse_config_path(&path) else {
+            continue;
+        };
+        let used = ferrox_types::GuestConfig::parse(&entry.data)
+            .ok()
+            .and_then(|c| c.volume_reference(&volid));
+        if let Some(key) = used {
+            return Err(
+                param::VOLUME.error(format!("volume '{volid}' is in use by VM {vmid} ({key})"))
+            );
+        }
+    }
+    let cfg = node.storage_config()?;
+    let plugin = ferrox_storage::open(&cfg, &node.opts.node_name, &volume.storage)
+        .map_err(|e| param::STORAGE.error(e.to_string()))?;
+    if plugin.attributes(&volume).is_ok_and(|a| a.protected) {
+        return Err(param::VOLUME.error(format!("backup '{volid}' is protected")));
+    }
+    let (path, _) = plugin
+        .path(&volume)
+        .map_err(|e| param::VOLUME.error(e.to_string()))?;
+    if !path.exists() {
+        return Err(param::VOLUME.error(format!("volume '{volid}' does not exist")));
+    }
+    let id = match volume.owner().or(backup_owner(&volume)) {
+        Some(vmid) => format!("{vmid}@{}", volume.storage),
+        None => volume.storage.clone(),
+    };
+    let worker_cfg = cfg.clone();
+    let node_name = node.opts.node_name.clone();
+    let upid = node
+        .tasks
+        .spawn("imgdel", &id, &auth_id(ctx)?, move |log| {
+            ferrox_storage::free(&worker_cfg, &node_name, &volid).map_err(|e| e.to_string())?;
+            log.log(format!("Removed volume '{volid}'"));
+            Ok(())
+        })?;
+    Ok(ferrox_api_types::Upid(upid))
 }
 
 /// `POST /storage`: a new `dir` or `btrfs` storage, added to the tree's storage.cfg through its one
@@ -327,6 +518,8 @@ fn storage_content(ctx: &C<'_>) -> Result<Vec<Volume>, ApiError> {
             used: size,
             content: "iso".into(),
             ctime,
+            notes: None,
+            protected: None,
         }));
     }
     if wanted.is_none_or(|c| c == "images") {
@@ -345,6 +538,8 @@ fn storage_content(ctx: &C<'_>) -> Result<Vec<Volume>, ApiError> {
                     used: v.used,
                     content: "images".into(),
                     ctime: 0,
+                    notes: None,
+                    protected: None,
                 }),
         );
     }
@@ -357,6 +552,9 @@ fn storage_content(ctx: &C<'_>) -> Result<Vec<Volume>, ApiError> {
                 .into_iter()
                 .filter(|b| may_audit(b.vmid) || storage_visible(ctx, &storage.id))
                 .map(|b| Volume {
+                    notes: VolumeId::parse(&b.volid)
+                        .and_then(|v| plugin.attributes(&v).ok())
+                        .and_then(|a| a.notes),
                     volid: b.volid,
                     vmid: Some(b.vmid),
                     format: "tar.zst".into(),
@@ -364,6 +562,7 @@ fn storage_content(ctx: &C<'_>) -> Result<Vec<Volume>, ApiError> {
                     used: b.size,
                     content: "backup".into(),
                     ctime: b.ctime,
+                    protected: Some(u8::from(b.protected)),
                 }),
         );
     }
@@ -410,6 +609,14 @@ pub(crate) mod param {
     );
     pub const CONTENT_TYPE: Param = Param::optional("content", STRING, "Only this content type.");
     pub const URL: Param = Param::required("url", STRING, "The URL to download the file from.");
+    pub const VOLUME: Param = Param::required("volume", STRING, "Volume identifier.");
+    pub const NOTES: Param =
+        Param::optional("notes", STRING, "The new notes (empty removes them).");
+    pub const PROTECTED: Param = Param::optional(
+        "protected",
+        BOOL,
+        "Protection status (backups only): a protected backup is not removed or pruned.",
+    );
     pub const FILENAME: Param =
         Param::required("filename", STRING, "The name of the file to create.");
     pub const DOWNLOAD_CONTENT: Param = Param::required(
@@ -497,6 +704,38 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             storage_content,
         )
         .params(vec![NODE, param::STORAGE, param::CONTENT_TYPE, param::VMID]),
+        Endpoint::new(
+            Get,
+            "/nodes/{node}/storage/{storage}/content/{volume}",
+            "Volume attributes.",
+            Permission::Handler("read access to the volume (check_volume_access)"),
+            volume_details,
+        )
+        .params(vec![NODE, param::STORAGE, param::VOLUME]),
+        Endpoint::new(
+            Put,
+            "/nodes/{node}/storage/{storage}/content/{volume}",
+            "Update volume attributes (notes, protection of backups).",
+            Permission::Handler("read access to the volume (check_volume_access)"),
+            volume_update,
+        )
+        .params(vec![
+            NODE,
+            param::STORAGE,
+            param::VOLUME,
+            param::NOTES,
+            param::PROTECTED,
+        ]),
+        Endpoint::new(
+            Delete,
+            "/nodes/{node}/storage/{storage}/content/{volume}",
+            "Delete a volume.",
+            Permission::Handler(
+                "Datastore.Allocate on the storage, or Datastore.AllocateSpace and VM.Backup on the guest for its backups",
+            ),
+            volume_delete,
+        )
+        .params(vec![NODE, param::STORAGE, param::VOLUME]),
         Endpoint::new(
             Post,
             "/nodes/{node}/storage/{storage}/download-url",

@@ -46,6 +46,48 @@ pub struct BackupJob {
     pub storage: String,
     pub mode: BackupMode,
     pub retention: Option<Retention>,
+    /// Mark the new archives protected (`protected=1`).
+    pub protected: bool,
+    /// Whether `max-protected-backups` is unset means unlimited for whoever asked
+    /// (Datastore.Allocate on the storage), as Proxmox VE decides it.
+    pub may_allocate: bool,
+    /// vzdump's `notes-template`, checked.
+    pub notes_template: Option<String>,
+}
+
+/// Refuses protecting one more backup of `vmid` on a storage than its
+/// `max-protected-backups` allows (unset: unlimited for `may_allocate` callers, else 5).
+pub fn check_protected_limit(
+    storage: &dyn ferrox_storage::Storage,
+    section: &ferrox_types::Storage,
+    vmid: u32,
+    may_allocate: bool,
+) -> Result<(), String> {
+    let limit = match section
+        .other
+        .get("max-protected-backups")
+        .and_then(|v| v.parse::<i64>().ok())
+    {
+        Some(n) => n,
+        None if may_allocate => -1,
+        None => 5,
+    };
+    if limit < 0 {
+        return Ok(());
+    }
+    let protected = storage
+        .list_backups(Some(vmid))
+        .map_err(|e| e.to_string())?
+        .iter()
+        .filter(|b| b.protected)
+        .count() as i64;
+    if protected >= limit {
+        return Err(format!(
+            "The number of protected backups per guest is limited to {limit} on storage '{}'",
+            section.id
+        ));
+    }
+    Ok(())
 }
 
 fn now() -> i64 {
@@ -121,6 +163,14 @@ impl Node {
         let node = self.opts.node_name.clone();
         let target =
             ferrox_storage::open(&storages, &node, &job.storage).map_err(|e| e.to_string())?;
+        if job.protected {
+            check_protected_limit(
+                &*target,
+                &storages.storages[&job.storage],
+                vmid,
+                job.may_allocate,
+            )?;
+        }
         // Names have a resolution of one second: a second backup of the guest within the
         // same second waits for the next, so no archive is ever replaced.
         let (ctime, name, archive) = loop {
@@ -198,6 +248,26 @@ impl Node {
             mib(size)
         ));
         let volid = format!("{}:backup/{name}", job.storage);
+        let notes = match &job.notes_template {
+            Some(template) => {
+                let vmid_text = vmid.to_string();
+                let cluster = self.store.cluster_name().unwrap_or_default();
+                let vars = [
+                    ("cluster", cluster.as_str()),
+                    ("guestname", cfg.name().unwrap_or("")),
+                    ("node", node.as_str()),
+                    ("vmid", vmid_text.as_str()),
+                ];
+                Some(backup::notes_from_template(template, &vars)?)
+            }
+            None => None,
+        };
+        if notes.is_some() || job.protected {
+            let volume = VolumeId::parse(&volid).ok_or("archive name")?;
+            target
+                .set_attributes(&volume, notes.as_deref(), job.protected.then_some(true))
+                .map_err(|e| e.to_string())?;
+        }
         if let Some(retention) = &job.retention {
             self.prune_backups(vmid, &job.storage, retention, log)?;
         }
@@ -516,5 +586,57 @@ impl Node {
             mib(data) / secs
         ));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// A dir storage holding backups of VM 100, the first `protected` of them protected.
+    fn storage_with_backups(
+        dir: &Path,
+        limit: Option<&str>,
+        count: i64,
+        protected: i64,
+    ) -> (Box<dyn ferrox_storage::Storage>, ferrox_types::Storage) {
+        let mut text = format!("dir: bk\n\tpath {}\n\tcontent backup\n", dir.display());
+        if let Some(l) = limit {
+            text.push_str(&format!("\tmax-protected-backups {l}\n"));
+        }
+        let cfg = ferrox_types::StorageConfig::parse(&text).unwrap();
+        let section = cfg.storages["bk"].clone();
+        let storage = ferrox_storage::plugin(&section, "n1").unwrap();
+        for i in 0..count {
+            let file = storage
+                .backup_path(&backup::archive_name(100, 1_800_000_000 + i * 60))
+                .unwrap();
+            std::fs::write(&file, b"archive").unwrap();
+            if i < protected {
+                std::fs::write(format!("{}.protected", file.display()), b"").unwrap();
+            }
+        }
+        (storage, section)
+    }
+
+    #[test]
+    fn protected_backups_are_limited_as_proxmox_ve_limits_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, section) = storage_with_backups(dir.path(), Some("2"), 3, 2);
+        let e = check_protected_limit(&*s, &section, 100, true).unwrap_err();
+        assert!(e.contains("limited to 2 on storage 'bk'"), "{e}");
+        // another guest has none protected
+        check_protected_limit(&*s, &section, 101, false).unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let (s, section) = storage_with_backups(dir.path(), None, 6, 5);
+        // unset: 5 for ordinary users, unlimited with Datastore.Allocate
+        assert!(check_protected_limit(&*s, &section, 100, false).is_err());
+        check_protected_limit(&*s, &section, 100, true).unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let (s, section) = storage_with_backups(dir.path(), Some("-1"), 3, 3);
+        check_protected_limit(&*s, &section, 100, false).unwrap();
     }
 }

@@ -1,7 +1,8 @@
 // Backups of a guest: its archives on every storage that holds backups, back up now
-// (storage, mode), restore an archive over the guest (stopped) or to a new id.
+// (storage, mode, notes, protection), restore an archive over the guest (stopped) or to a
+// new id, protect or unprotect one, remove one.
 import { useEffect, useState } from "preact/hooks";
-import { get, post } from "../../api";
+import { del, get, post, put } from "../../api";
 import { Dialog, ErrorText, Field } from "../../components/ui";
 import { useAction } from "../../lib/hooks";
 import { bytes } from "../../lib/format";
@@ -12,6 +13,8 @@ interface Archive {
   ctime: number;
   size: number;
   storage: string;
+  notes?: string;
+  protected: boolean;
 }
 
 export function Backups({ node, vmid, running }: { node: string; vmid: number; running: boolean }) {
@@ -29,7 +32,7 @@ export function Backups({ node, vmid, running }: { node: string; vmid: number; r
         const found: Archive[] = [];
         for (const s of ids) {
           const content = await get<any[]>(`/nodes/${node}/storage/${s}/content`, { content: "backup", vmid });
-          found.push(...content.map((c) => ({ volid: c.volid, ctime: c.ctime, size: c.size, storage: s })));
+          found.push(...content.map((c) => ({ volid: c.volid, ctime: c.ctime, size: c.size, storage: s, notes: c.notes, protected: c.protected === 1 })));
         }
         found.sort((a, b) => b.ctime - a.ctime);
         if (!stopped) {
@@ -44,22 +47,41 @@ export function Backups({ node, vmid, running }: { node: string; vmid: number; r
     return () => void (stopped = true);
   }, [node, vmid, tick]);
   const reload = () => setTick((t) => t + 1);
+  const action = useAction();
+  const volumePath = (a: Archive) => `/nodes/${node}/storage/${a.storage}/content/${encodeURIComponent(a.volid)}`;
+  const protect = (a: Archive) => action.run(async () => {
+    await put(volumePath(a), { protected: a.protected ? 0 : 1 });
+    reload();
+  });
+  const remove = (a: Archive) => {
+    if (!confirm(`Remove ${a.volid}?`)) return;
+    action.run(async () => {
+      openTask(await del<string>(volumePath(a)));
+      reload();
+    });
+  };
   return (
     <div>
       <div class="toolbar">
         <button disabled={storages.length === 0} onClick={() => setDialog({ kind: "backup" })}>Backup now</button>
       </div>
-      <ErrorText error={error} />
+      <ErrorText error={error || action.error} />
       {storages.length === 0 && archives && <p>No storage here holds backups (content 'backup').</p>}
       <table class="grid" aria-label="Backups">
-        <thead><tr><th>Date</th><th>Archive</th><th>Size</th><th /></tr></thead>
+        <thead><tr><th>Date</th><th>Archive</th><th>Notes</th><th>Size</th><th>Protected</th><th /></tr></thead>
         <tbody>
           {(archives ?? []).map((a) => (
             <tr data-archive={a.volid}>
               <td>{new Date(a.ctime * 1000).toLocaleString()}</td>
               <td class="mono">{a.volid}</td>
+              <td class="notes">{a.notes ?? ""}</td>
               <td>{bytes(a.size)}</td>
-              <td><button onClick={() => setDialog({ kind: "restore", archive: a })}>Restore</button></td>
+              <td class="protected">{a.protected ? "yes" : "no"}</td>
+              <td class="actions">
+                <button onClick={() => setDialog({ kind: "restore", archive: a })}>Restore</button>
+                <button disabled={action.busy} onClick={() => protect(a)}>{a.protected ? "Unprotect" : "Protect"}</button>
+                <button disabled={action.busy || a.protected} title={a.protected ? "a protected backup is not removed" : ""} onClick={() => remove(a)}>Remove</button>
+              </td>
             </tr>
           ))}
         </tbody>
@@ -73,9 +95,13 @@ export function Backups({ node, vmid, running }: { node: string; vmid: number; r
 function BackupDialog({ node, vmid, storages, onClose }: { node: string; vmid: number; storages: string[]; onClose: () => void }) {
   const [storage, setStorage] = useState(storages[0] ?? "");
   const [mode, setMode] = useState("snapshot");
+  const [notes, setNotes] = useState("{{guestname}}");
+  const [protect, setProtect] = useState(false);
   const action = useAction();
   const run = async () => {
-    const upid = await action.run(() => post<string>(`/nodes/${node}/vzdump`, { vmid, storage, mode }));
+    const upid = await action.run(() =>
+      post<string>(`/nodes/${node}/vzdump`, { vmid, storage, mode, "notes-template": notes, protected: protect ? 1 : undefined }),
+    );
     if (upid) {
       openTask(upid);
       onClose();
@@ -95,6 +121,8 @@ function BackupDialog({ node, vmid, storages, onClose }: { node: string; vmid: n
           <option value="stop">Stop</option>
         </select>
       </Field>
+      <Field label="Notes"><input name="notes-template" value={notes} onInput={(e) => setNotes((e.target as HTMLInputElement).value)} /></Field>
+      <Field label="Protected"><input name="protected" type="checkbox" checked={protect} onChange={(e) => setProtect((e.target as HTMLInputElement).checked)} /></Field>
       <ErrorText error={action.error} />
       <button class="primary" disabled={!storage || action.busy} onClick={run}>Backup</button>
     </Dialog>
