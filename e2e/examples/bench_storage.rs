@@ -1,5 +1,6 @@
 //! Storage benchmarks (issue 15): live migration of a guest with a 2 GiB local disk full of
-//! data between two local nodes (idle guest, and a guest dirtying its RAM), snapshot
+//! data between two local nodes (idle guest, a guest dirtying its RAM, a guest writing its
+//! disk), snapshot
 //! create and rollback (disk only, and with RAM), full clone and offline disk move, each
 //! against `qemu-img convert` of the same image as this machine's limit.
 //!
@@ -98,6 +99,58 @@ fn physical_limit(source: &Path, runs: usize) {
     );
 }
 
+/// What the guest does while it migrates.
+#[derive(Clone, Copy, PartialEq)]
+enum Load {
+    Idle,
+    /// The `dirty` payload rewrites its RAM.
+    DirtyRam,
+    /// 4 MiB writes to the disk every 100 ms (up to 40 MiB/s), issued through the guest's
+    /// own QEMU block layer (HMP `qemu-io` on a second QMP monitor) while it runs: the
+    /// mirror sees them as it sees a guest's writes (no guest OS here can write a disk).
+    DiskWriter,
+}
+
+/// Writes to `drive-scsi0` of the QEMU behind `socket` until `stop`; the bytes written.
+/// A dropped connection (the source QEMU ended) is not reconnected: the writes that count
+/// are the ones during the migration.
+fn disk_writer(
+    socket: std::path::PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    use std::sync::atomic::Ordering;
+    std::thread::spawn(move || {
+        let Ok(mut qmp) = ferrox_qemu::Qmp::connect(&socket, std::time::Duration::from_secs(10))
+        else {
+            return 0;
+        };
+        let mut written = 0u64;
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            // Offsets stride through the 2 GiB disk; each write a new pattern.
+            let offset = (n * 97 % 512) * (4 << 20);
+            let command = format!(
+                "qemu-io drive-scsi0 \"write -P {:#x} {offset} 4M\"",
+                n % 251 + 1
+            );
+            let ok = qmp
+                .execute(
+                    "human-monitor-command",
+                    Some(serde_json::json!({ "command-line": command })),
+                )
+                .map(|out| !out.as_str().unwrap_or("").contains("error"));
+            match ok {
+                Ok(true) => written += 4 << 20,
+                Ok(false) => {}
+                Err(_) => break,
+            }
+            n += 1;
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        written
+    })
+}
+
 fn migration(runs: usize) {
     let payload_dir = tempfile::tempdir().unwrap();
     let dirty = build_payload(payload_dir.path(), "dirty", DIRTY_PAYLOAD);
@@ -119,18 +172,31 @@ fn migration(runs: usize) {
         );
         assert_eq!(r.status, 200, "{r:?}");
     }
-    for (vmid, busy) in [(200u32, false), (201, true)] {
+    for (vmid, load) in [
+        (200u32, Load::Idle),
+        (201, Load::DirtyRam),
+        (202, Load::DiskWriter),
+    ] {
         let mut form = vec![
             ("vmid".to_string(), vmid.to_string()),
             ("memory".to_string(), "256".to_string()),
             ("scsi0".to_string(), "loc1:2".to_string()),
         ];
-        if busy {
-            let Some(p) = &dirty else {
-                println!("busy guest: SKIPPED (no binutils to build the payload)");
-                continue;
-            };
-            form.push(("args".into(), format!("-kernel {}", p.display())));
+        // A second monitor for the writer: the daemon keeps the first.
+        let writer_socket = payload_dir.path().join(format!("writer-{vmid}.qmp"));
+        match load {
+            Load::Idle => {}
+            Load::DirtyRam => {
+                let Some(p) = &dirty else {
+                    println!("RAM-dirtying guest: SKIPPED (no binutils to build the payload)");
+                    continue;
+                };
+                form.push(("args".into(), format!("-kernel {}", p.display())));
+            }
+            Load::DiskWriter => form.push((
+                "args".into(),
+                format!("-qmp unix:{},server=on,wait=off", writer_socket.display()),
+            )),
         }
         let form_ref: Vec<(&str, &str)> =
             form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -144,21 +210,23 @@ fn migration(runs: usize) {
             "filled the 2 GiB disk of VM {vmid} in {:.1} s",
             t.elapsed().as_secs_f64()
         );
-        if vmid == 200 {
+        if load == Load::Idle {
             physical_limit(&image, runs);
         }
         nodes[0].task_ok(
             &root,
             "POST",
-            "/nodes/n1/qemu/{vmid}/status/start"
-                .replace("{vmid}", &vmid.to_string())
-                .as_str(),
+            &format!("/nodes/n1/qemu/{vmid}/status/start"),
             &[],
         );
-        let (mut total, mut downtime, mut mirror) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut total, mut downtime, mut mirror, mut rates) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut here = 0usize;
         for _ in 0..runs {
             let (from, to) = (&nodes[here], &nodes[1 - here]);
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let writer = (load == Load::DiskWriter)
+                .then(|| disk_writer(writer_socket.clone(), std::sync::Arc::clone(&stop)));
             let t = Instant::now();
             let upid = from.task_ok(
                 &root,
@@ -171,7 +239,13 @@ fn migration(runs: usize) {
                     ("targetstorage", &format!("loc{}", 2 - here)),
                 ],
             );
-            total.push(t.elapsed().as_secs_f64() * 1000.0);
+            let secs = t.elapsed().as_secs_f64();
+            total.push(secs * 1000.0);
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            if let Some(w) = writer {
+                let bytes = w.join().unwrap_or(0);
+                rates.push(bytes as f64 / f64::from(1 << 20) / secs);
+            }
             let lines = log_lines(from, &from.name, &upid);
             if let Some(ms) = number_after(&lines, "disk mirrors in sync after ") {
                 mirror.push(ms);
@@ -181,26 +255,25 @@ fn migration(runs: usize) {
             }
             here = 1 - here;
         }
-        let label = if busy {
-            "RAM-dirtying guest"
-        } else {
-            "idle guest"
+        let label = match load {
+            Load::Idle => "idle guest",
+            Load::DirtyRam => "RAM-dirtying guest",
+            Load::DiskWriter => "disk-writing guest",
         };
         summary(
             &format!("{label}, 256 MiB RAM, 2 GiB local disk: migrate call to task end"),
             total,
             "ms",
         );
-        summary(
-            &format!("{label}: disk mirrors in sync after"),
-            mirror,
-            "ms",
-        );
-        summary(
-            &format!("{label}: downtime incl. hand-over"),
-            downtime,
-            "ms",
-        );
+        summary(&format!("{label}: disk mirrors in sync after"), mirror, "ms");
+        summary(&format!("{label}: downtime incl. hand-over"), downtime, "ms");
+        if !rates.is_empty() {
+            summary(
+                &format!("{label}: guest writes during the migration"),
+                rates,
+                "MiB/s",
+            );
+        }
         println!("bytes moved per migration: 2 GiB of disk (every byte written) + the RAM");
         let node = &nodes[here];
         node.task_ok(

@@ -300,6 +300,18 @@ impl Daemon {
         Self::response(&format!("upload to {path}"), result)
     }
 
+    /// `GET /nodes/<this node>/qemu/{vmid}/config`'s data (asserting it answers 200).
+    pub fn vm_config(&self, auth: &Auth, vmid: u32) -> Value {
+        let r = self.request(
+            "GET",
+            &format!("/nodes/{}/qemu/{vmid}/config", self.name),
+            auth,
+            &[],
+        );
+        assert_eq!(r.status, 200, "{r:?}");
+        r.body["data"].clone()
+    }
+
     pub fn login(&self) -> Auth {
         self.login_as("root@pam", "secret1")
     }
@@ -805,4 +817,37 @@ pub fn type_byte(run_dir: &Path, vmid: u32, byte: u8) {
             last_received(run_dir, vmid) == byte
         },
     );
+}
+
+/// Whether the named tools run (`<tool> --version`); says loudly which are missing.
+pub fn tools_available(tools: &[&str]) -> bool {
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|t| Command::new(t).arg("--version").output().is_err())
+        .collect();
+    if !missing.is_empty() {
+        eprintln!(
+            "SKIPPED: {} missing (qemu-utils, qemu-system-x86; scripts/test.sh installs them)",
+            missing.join(", ")
+        );
+    }
+    missing.is_empty()
+}
+
+/// Runs `qemu-io -c <command>` on an image of `format` (reads with `-U -r`: they may look
+/// at an image a guest holds); false when it fails or a `-P` pattern check fails.
+pub fn qemu_io(image: &Path, format: &str, command: &str) -> bool {
+    let mut cmd = Command::new("qemu-io");
+    if command.starts_with("read") {
+        cmd.args(["-U", "-r"]);
+    }
+    cmd.args(["-f", format, "-c", command])
+        .arg(image)
+        .output()
+        .map(|o| {
+            o.status.success()
+                && !String::from_utf8_lossy(&o.stdout).contains("verification failed")
+        })
+        .unwrap_or(false)
 }

@@ -8,25 +8,10 @@ use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 
-fn tools_available() -> bool {
-    let ok = ["qemu-img", "qemu-io", "qemu-system-x86_64"]
-        .iter()
-        .all(|t| Command::new(t).arg("--version").output().is_ok());
-    if !ok {
-        eprintln!("SKIPPED: qemu-img, qemu-io and qemu-system-x86_64 are needed; scripts/test.sh installs them");
-    }
-    ok
-}
 
 fn write(image: &Path, pattern: u8) {
-    let ok = Command::new("qemu-io")
-        .args(["-f", "qcow2", "-c"])
-        .arg(format!("write -P {pattern:#x} 2M 512k"))
-        .arg(image)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    let command = format!("write -P {pattern:#x} 2M 512k");
+    assert!(qemu_io(image, "qcow2", &command), "writing {}", image.display());
 }
 
 fn same(a: &Path, b: &Path) -> bool {
@@ -52,7 +37,7 @@ fn backups(d: &Daemon, auth: &Auth) -> Vec<Value> {
 
 #[test]
 fn backups_restore_byte_identical_guests() {
-    if !tools_available() {
+    if !tools_available(&["qemu-img", "qemu-io", "qemu-system-x86_64"]) {
         return;
     }
     let d = start_daemon("tcg");
@@ -292,7 +277,7 @@ fn backups_restore_byte_identical_guests() {
 
 #[test]
 fn backup_jobs_run_once_on_the_node_of_each_guest() {
-    if !tools_available() {
+    if !tools_available(&["qemu-img", "qemu-io", "qemu-system-x86_64"]) {
         return;
     }
     let nodes = local_cluster(2, "jobs", "tcg", &[]);
@@ -419,7 +404,7 @@ fn enc(volid: &str) -> String {
 
 #[test]
 fn backup_volumes_carry_notes_and_protection_and_are_removed_as_proxmox_ve() {
-    if !tools_available() {
+    if !tools_available(&["qemu-img", "qemu-io", "qemu-system-x86_64"]) {
         return;
     }
     let d = start_daemon("tcg");

@@ -104,10 +104,7 @@ fn guests_on_a_btrfs_storage_snapshot_clone_and_roll_back() {
             ("start", "1"),
         ],
     );
-    let cfg = d
-        .request("GET", "/nodes/pve1/qemu/101/config", &root, &[])
-        .body["data"]
-        .clone();
+    let cfg = d.vm_config(&root, 101);
     assert_eq!(cfg["scsi0"], "fast:101/vm-101-disk-0.raw,size=1G");
     let subvol = fs.path().join("images/101/vm-101-disk-0");
     assert!(is_subvolume(&subvol));
@@ -167,10 +164,7 @@ fn guests_on_a_btrfs_storage_snapshot_clone_and_roll_back() {
             ("full", "1"),
         ],
     );
-    let cfg = d
-        .request("GET", "/nodes/pve1/qemu/102/config", &root, &[])
-        .body["data"]
-        .clone();
+    let cfg = d.vm_config(&root, 102);
     assert_eq!(cfg["scsi0"], "local:102/vm-102-disk-0.raw,size=1G");
     let copy = d.path().join("storage/local/images/102/vm-102-disk-0.raw");
     assert_eq!(
@@ -207,10 +201,7 @@ fn guests_on_a_btrfs_storage_snapshot_clone_and_roll_back() {
         "/nodes/pve1/qemu/101/clone",
         &[("newid", "104")],
     );
-    let cfg = d
-        .request("GET", "/nodes/pve1/qemu/104/config", &root, &[])
-        .body["data"]
-        .clone();
+    let cfg = d.vm_config(&root, 104);
     assert_eq!(cfg["scsi0"], "fast:104/vm-104-disk-0.raw,size=1G");
     let linked = fs.path().join("images/104/vm-104-disk-0/disk.raw");
     assert_eq!(first_byte(&linked), 0x33);

@@ -7,48 +7,18 @@
 use ferrox_e2e::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-fn tools_available() -> bool {
-    let ok = ["qemu-img", "qemu-io", "qemu-system-x86_64"]
-        .iter()
-        .all(|t| Command::new(t).arg("--version").output().is_ok());
-    if !ok {
-        eprintln!("SKIPPED: qemu-img, qemu-io and qemu-system-x86_64 are needed; scripts/test.sh installs them");
-    }
-    ok
-}
 
 /// Whether the first 64 KiB of an image hold `pattern` (read shared: QEMU may hold it).
 fn holds(image: &Path, format: &str, pattern: u8) -> bool {
-    Command::new("qemu-io")
-        .args(["-U", "-r", "-f", format, "-c"])
-        .arg(format!("read -P {pattern:#x} 0 64k"))
-        .arg(image)
-        .output()
-        .map(|o| {
-            o.status.success()
-                && !String::from_utf8_lossy(&o.stdout).contains("verification failed")
-        })
-        .unwrap_or(false)
+    qemu_io(image, format, &format!("read -P {pattern:#x} 0 64k"))
 }
 
 fn write(image: &Path, pattern: u8) {
-    let ok = Command::new("qemu-io")
-        .args(["-f", "qcow2", "-c"])
-        .arg(format!("write -P {pattern:#x} 0 64k"))
-        .arg(image)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "writing {}", image.display());
+    let command = format!("write -P {pattern:#x} 0 64k");
+    assert!(qemu_io(image, "qcow2", &command), "writing {}", image.display());
 }
 
-fn config(d: &Daemon, auth: &Auth, vmid: u32) -> Value {
-    let r = d.request("GET", &format!("/nodes/pve1/qemu/{vmid}/config"), auth, &[]);
-    assert_eq!(r.status, 200, "{r:?}");
-    r.body["data"].clone()
-}
 
 /// The file of a disk's volume id on the node's storages (`local` or `other`).
 fn image_of(d: &Daemon, other: &Path, disk_value: &str) -> (PathBuf, String) {
@@ -67,7 +37,7 @@ fn image_of(d: &Daemon, other: &Path, disk_value: &str) -> (PathBuf, String) {
 
 #[test]
 fn templates_clones_and_disk_moves() {
-    if !tools_available() {
+    if !tools_available(&["qemu-img", "qemu-io", "qemu-system-x86_64"]) {
         return;
     }
     let d = start_daemon("tcg");
@@ -98,7 +68,7 @@ fn templates_clones_and_disk_moves() {
             ("description", "the source"),
         ],
     );
-    let source = config(&d, &root, 100);
+    let source = d.vm_config(&root, 100);
     let (image, _) = image_of(&d, other_dir.path(), source["scsi0"].as_str().unwrap());
     write(&image, 0x11);
     d.task_ok(
@@ -121,7 +91,7 @@ fn templates_clones_and_disk_moves() {
             ("format", "raw"),
         ],
     );
-    let c101 = config(&d, &root, 101);
+    let c101 = d.vm_config(&root, 101);
     assert_eq!(c101["scsi0"], "other:101/vm-101-disk-0.raw,size=1G");
     assert_eq!(c101["name"], "Copy-of-VM-src");
     assert_eq!(c101["description"], "the source");
@@ -137,7 +107,7 @@ fn templates_clones_and_disk_moves() {
         "/nodes/pve1/qemu/100/clone",
         &[("newid", "102"), ("name", "copy")],
     );
-    let c102 = config(&d, &root, 102);
+    let c102 = d.vm_config(&root, 102);
     assert_eq!(c102["scsi0"], "local:102/vm-102-disk-0.qcow2,size=1G");
     let (i102, f102) = image_of(&d, other_dir.path(), c102["scsi0"].as_str().unwrap());
     assert!(holds(&i102, &f102, 0x22), "the current data");
@@ -179,7 +149,7 @@ fn templates_clones_and_disk_moves() {
     // a template, and a linked clone of it
     d.task_ok(&root, "DELETE", "/nodes/pve1/qemu/100/snapshot/s1", &[]);
     d.task_ok(&root, "POST", "/nodes/pve1/qemu/100/template", &[]);
-    let template = config(&d, &root, 100);
+    let template = d.vm_config(&root, 100);
     assert_eq!(template["template"], "1");
     assert_eq!(template["scsi0"], "local:100/base-100-disk-0.qcow2,size=1G");
     let (base, _) = image_of(&d, other_dir.path(), template["scsi0"].as_str().unwrap());
@@ -208,7 +178,7 @@ fn templates_clones_and_disk_moves() {
         "/nodes/pve1/qemu/100/clone",
         &[("newid", "103")],
     );
-    let c103 = config(&d, &root, 103);
+    let c103 = d.vm_config(&root, 103);
     assert_eq!(
         c103["scsi0"],
         "local:100/base-100-disk-0.qcow2/103/vm-103-disk-0.qcow2,size=1G"
@@ -244,7 +214,7 @@ fn templates_clones_and_disk_moves() {
         "{status}"
     );
     assert!(base.exists());
-    assert_eq!(config(&d, &root, 100)["template"], "1");
+    assert_eq!(d.vm_config(&root, 100)["template"], "1");
 
     // privileges: VM.Clone on the source, VM.Allocate on the new vmid, space on the storage
     let r = d.request(
@@ -331,7 +301,7 @@ fn templates_clones_and_disk_moves() {
         "/nodes/pve1/qemu/102/move_disk",
         &[("disk", "scsi0"), ("storage", "other"), ("format", "raw")],
     );
-    let c102 = config(&d, &root, 102);
+    let c102 = d.vm_config(&root, 102);
     assert_eq!(c102["scsi0"], "other:102/vm-102-disk-0.raw,size=1G");
     assert_eq!(c102["unused0"], "local:102/vm-102-disk-0.qcow2");
     let (moved, moved_format) = image_of(&d, other_dir.path(), c102["scsi0"].as_str().unwrap());
@@ -347,7 +317,7 @@ fn templates_clones_and_disk_moves() {
         "/nodes/pve1/qemu/101/move_disk",
         &[("disk", "scsi0"), ("storage", "local"), ("delete", "1")],
     );
-    let c101 = config(&d, &root, 101);
+    let c101 = d.vm_config(&root, 101);
     assert_eq!(c101["scsi0"], "local:101/vm-101-disk-0.raw,size=1G");
     assert!(c101.get("unused0").is_none());
     assert!(!i101.exists(), "delete=1 removed the source image");
@@ -388,7 +358,7 @@ fn templates_clones_and_disk_moves() {
         "/nodes/pve1/qemu/101/clone",
         &[("newid", "105"), ("storage", "other")],
     );
-    let c105 = config(&d, &root, 105);
+    let c105 = d.vm_config(&root, 105);
     let (i105, f105) = image_of(&d, other_dir.path(), c105["scsi0"].as_str().unwrap());
     assert_eq!(f105, "raw");
     assert!(holds(&i105, &f105, 0x11), "the running guest's data");
@@ -411,7 +381,7 @@ fn templates_clones_and_disk_moves() {
         &[("idlist", "scsi0")],
     );
     assert_eq!(r.status, 200, "{r:?}");
-    let c105 = config(&d, &root, 105);
+    let c105 = d.vm_config(&root, 105);
     assert!(c105.get("scsi0").is_none());
     assert_eq!(c105["unused0"], "other:105/vm-105-disk-0.raw");
     assert!(i105.exists());
@@ -422,6 +392,6 @@ fn templates_clones_and_disk_moves() {
         &[("idlist", "unused0"), ("force", "1")],
     );
     assert_eq!(r.status, 200, "{r:?}");
-    assert!(config(&d, &root, 105).get("unused0").is_none());
+    assert!(d.vm_config(&root, 105).get("unused0").is_none());
     assert!(!i105.exists(), "force deleted the image");
 }

@@ -10,27 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-fn tools_available() -> bool {
-    let ok = ["qemu-img", "qemu-io", "qemu-nbd", "qemu-system-x86_64"]
-        .iter()
-        .all(|t| Command::new(t).arg("--version").output().is_ok());
-    if !ok {
-        eprintln!("SKIPPED: qemu-img, qemu-io, qemu-nbd and qemu-system-x86_64 are needed; scripts/test.sh installs them");
-    }
-    ok
-}
 
 fn holds(image: &Path, pattern: u8) -> bool {
-    Command::new("qemu-io")
-        .args(["-U", "-r", "-f", "qcow2", "-c"])
-        .arg(format!("read -P {pattern:#x} 1M 256k"))
-        .arg(image)
-        .output()
-        .map(|o| {
-            o.status.success()
-                && !String::from_utf8_lossy(&o.stdout).contains("verification failed")
-        })
-        .unwrap_or(false)
+    qemu_io(image, "qcow2", &format!("read -P {pattern:#x} 1M 256k"))
 }
 
 fn disk_of(d: &Daemon, node: &str, vmid: u32) -> String {
@@ -52,7 +34,7 @@ fn image(dir: &Path, disk: &str) -> PathBuf {
 
 #[test]
 fn guests_with_local_disks_migrate_live_and_offline() {
-    if !tools_available() {
+    if !tools_available(&["qemu-img", "qemu-io", "qemu-nbd", "qemu-system-x86_64"]) {
         return;
     }
     let nodes = local_cluster(2, "localdisks", "tcg", &[]);

@@ -8,30 +8,7 @@ use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 
-fn tools_available() -> bool {
-    let ok = ["qemu-img", "qemu-io"]
-        .iter()
-        .all(|t| Command::new(t).arg("--version").output().is_ok());
-    if !ok {
-        eprintln!(
-            "SKIPPED: qemu-img and qemu-io (qemu-utils) are needed; scripts/test.sh installs them"
-        );
-    }
-    ok
-}
 
-/// Runs a `qemu-io` command on an image; false when it fails or a pattern check fails.
-fn qemu_io(image: &Path, command: &str) -> bool {
-    Command::new("qemu-io")
-        .args(["-f", "qcow2", "-c", command])
-        .arg(image)
-        .output()
-        .map(|o| {
-            o.status.success()
-                && !String::from_utf8_lossy(&o.stdout).contains("verification failed")
-        })
-        .unwrap_or(false)
-}
 
 fn snapshots(d: &Daemon, auth: &Auth, vmid: u32) -> Vec<Value> {
     let r = d.request(
@@ -50,15 +27,10 @@ fn row<'a>(rows: &'a [Value], name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no row '{name}' in {rows:?}"))
 }
 
-fn config(d: &Daemon, auth: &Auth, vmid: u32) -> Value {
-    d.request("GET", &format!("/nodes/pve1/qemu/{vmid}/config"), auth, &[])
-        .body["data"]
-        .clone()
-}
 
 #[test]
 fn snapshots_of_a_stopped_guest_roll_back_disks_and_config() {
-    if !tools_available() {
+    if !tools_available(&["qemu-img", "qemu-io"]) {
         return;
     }
     let d = start_daemon("tcg");
@@ -77,7 +49,7 @@ fn snapshots_of_a_stopped_guest_roll_back_disks_and_config() {
     let image = d
         .path()
         .join("storage/local/images/100/vm-100-disk-0.qcow2");
-    assert!(qemu_io(&image, "write -P 0x11 0 64k"));
+    assert!(qemu_io(&image, "qcow2", "write -P 0x11 0 64k"));
     d.task_ok(
         &root,
         "POST",
@@ -116,7 +88,7 @@ fn snapshots_of_a_stopped_guest_roll_back_disks_and_config() {
         &[("cores", "2")],
     );
     assert_eq!(r.status, 200, "{r:?}");
-    assert!(qemu_io(&image, "write -P 0x22 0 64k"));
+    assert!(qemu_io(&image, "qcow2", "write -P 0x22 0 64k"));
     d.task_ok(
         &root,
         "POST",
@@ -246,12 +218,12 @@ fn snapshots_of_a_stopped_guest_roll_back_disks_and_config() {
         "/nodes/pve1/qemu/100/snapshot/first/rollback",
         &[],
     );
-    let cfg = config(&d, &root, 100);
+    let cfg = d.vm_config(&root, 100);
     assert_eq!(cfg["cores"], "1");
     assert_eq!(cfg["parent"], "first");
     assert!(cfg.get("lock").is_none());
     assert!(
-        qemu_io(&image, "read -P 0x11 0 64k"),
+        qemu_io(&image, "qcow2", "read -P 0x11 0 64k"),
         "the disk is back at 'first'"
     );
 
@@ -282,12 +254,12 @@ fn snapshots_of_a_stopped_guest_roll_back_disks_and_config() {
         "no internal snapshot is left: {}",
         String::from_utf8_lossy(&list.stdout)
     );
-    assert!(qemu_io(&image, "read -P 0x11 0 64k"), "data kept");
+    assert!(qemu_io(&image, "qcow2", "read -P 0x11 0 64k"), "data kept");
 }
 
 #[test]
 fn a_snapshot_with_ram_resumes_the_guest_where_it_was() {
-    if !tools_available() || !qemu_available() {
+    if !tools_available(&["qemu-img", "qemu-io"]) || !qemu_available() {
         return;
     }
     let payload_dir = tempfile::tempdir().unwrap();

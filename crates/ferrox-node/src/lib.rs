@@ -5,13 +5,14 @@
 //! Data directory layout (`--data-dir`), mirroring `/etc/pve` and `/var/lib/vz`:
 //! `etc/` (user.cfg, storage.cfg, priv/, nodes/<node>/qemu-server/<vmid>.conf,
 //! nodes/<node>/pve-ssl.{pem,key}), `run/` (QMP sockets, pid files), `tasks/`, `rrd/`,
-//! `storage/local/` (the default `local` dir storage).
+//! `storage/local/` (the default `local` dir storage), `uploads/` (files clients upload,
+//! until their request takes them).
 //!
 //! Rooms: `api/` (one file per area of the API), `guests/` (configs, QEMU lifecycle,
 //! migration, per-key privileges, the guest-type seam), `ha/` (the daemon's HA
 //! environment and watchdog), `cluster` (the store's transport, proxying, the watch,
-//! compare-and-set documents), `host/` (host readers, metrics, RRD), `secrets` (data-dir
-//! modes), `tls`.
+//! compare-and-set documents), `host/` (host readers, metrics, RRD), `storage/` (files
+//! into storages: downloads, uploads), `secrets` (data-dir modes), `tls`.
 
 pub mod api;
 pub mod backup_jobs;

@@ -110,31 +110,8 @@ pub fn finish(qmp: &mut Qmp, ids: &[String], end: MirrorEnd) -> Result<(), Block
     for id in ids {
         qmp.execute(command, Some(json!({ "device": id })))?;
     }
-    let start = Instant::now();
-    loop {
-        let jobs = qmp.execute("query-block-jobs", None)?;
-        if ids.iter().all(|id| job(&jobs, id).is_none()) {
-            break;
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            return Err(BlockJobError::Timeout {
-                job: ids.join(", "),
-                seconds: 60,
-            });
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // A job that ended with an error says so in its event.
-    match ids
-        .iter()
-        .find_map(|id| ended_with_error(qmp, id).map(|r| (id, r)))
-    {
-        Some((id, reason)) => Err(BlockJobError::Failed {
-            job: id.clone(),
-            reason,
-        }),
-        None => Ok(()),
-    }
+    wait_gone(qmp, ids, Duration::from_secs(60), &mut |_, _| {})?;
+    first_error(qmp, ids)
 }
 
 /// Cancels jobs at once (the guest stays on its images); for cleaning up after a failure.
@@ -145,15 +122,7 @@ pub fn cancel(qmp: &mut Qmp, ids: &[String]) {
             Some(json!({"device": id, "force": true})),
         );
     }
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(30) {
-        match qmp.execute("query-block-jobs", None) {
-            Ok(jobs) if ids.iter().any(|id| job(&jobs, id).is_some()) => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            _ => break,
-        }
-    }
+    let _ = wait_gone(qmp, ids, Duration::from_secs(30), &mut |_, _| {});
 }
 
 /// Mirrors drive `device` into the existing image `target` of `format` and ends it
@@ -203,16 +172,32 @@ pub fn wait_done(
     timeout: Duration,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(), BlockJobError> {
+    if let Err(e) = wait_gone(qmp, ids, timeout, progress) {
+        if matches!(e, BlockJobError::Timeout { .. }) {
+            cancel(qmp, ids);
+        }
+        return Err(e);
+    }
+    first_error(qmp, ids)
+}
+
+/// Waits until none of the jobs is listed any more, reporting `(done, total)` bytes of
+/// those still running about every two seconds.
+fn wait_gone(
+    qmp: &mut Qmp,
+    ids: &[String],
+    timeout: Duration,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(), BlockJobError> {
     let start = Instant::now();
     let mut reported = Instant::now();
     loop {
         let jobs = qmp.execute("query-block-jobs", None)?;
         let running: Vec<&Value> = ids.iter().filter_map(|id| job(&jobs, id)).collect();
         if running.is_empty() {
-            break;
+            return Ok(());
         }
         if start.elapsed() > timeout {
-            cancel(qmp, ids);
             return Err(BlockJobError::Timeout {
                 job: ids.join(", "),
                 seconds: timeout.as_secs(),
@@ -227,8 +212,12 @@ pub fn wait_done(
             progress(done, total);
             reported = Instant::now();
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The error of the first job that ended with one (its event says so).
+fn first_error(qmp: &mut Qmp, ids: &[String]) -> Result<(), BlockJobError> {
     match ids
         .iter()
         .find_map(|id| ended_with_error(qmp, id).map(|r| (id, r)))

@@ -237,8 +237,8 @@ pub fn read_archive(path: &Path, dest: &Path) -> Result<Unpacked, StorageError> 
     let mut tar = tar::Archive::new(decoder);
     let mut config = None;
     let mut manifest: Option<Manifest> = None;
-    let mut disks = BTreeMap::new();
-    let mut hashes = BTreeMap::new();
+    // Per disk key: the unpacked file, its size and SHA-256.
+    let mut unpacked: BTreeMap<String, (PathBuf, u64, String)> = BTreeMap::new();
     for entry in tar.entries().map_err(io("tar"))? {
         let mut entry = entry.map_err(io("tar"))?;
         let name = entry
@@ -274,8 +274,7 @@ pub fn read_archive(path: &Path, dest: &Path) -> Result<Unpacked, StorageError> 
                 let mut hash = Sha256::new();
                 let size = copy_sparse(&mut entry, &mut out, &mut hash)
                     .map_err(io(out_path.display().to_string()))?;
-                hashes.insert(key.clone(), (size, hex(&hash.finalize())));
-                disks.insert(key, out_path);
+                unpacked.insert(key, (out_path, size, hex(&hash.finalize())));
             }
         }
     }
@@ -288,19 +287,22 @@ pub fn read_archive(path: &Path, dest: &Path) -> Result<Unpacked, StorageError> 
     }
     let config = config.ok_or_else(|| bad("no qemu-server.conf".into()))?;
     for d in &manifest.disks {
-        match hashes.get(&d.key) {
-            Some((size, sha)) if *size == d.size && *sha == d.sha256 => {}
+        match unpacked.get(&d.key) {
+            Some((_, size, sha)) if *size == d.size && *sha == d.sha256 => {}
             Some(_) => return Err(bad(format!("{}: the data does not match its hash", d.key))),
             None => return Err(bad(format!("{}: missing from the archive", d.key))),
         }
     }
-    if disks.len() != manifest.disks.len() {
+    if unpacked.len() != manifest.disks.len() {
         return Err(bad("disks the manifest does not list".into()));
     }
     Ok(Unpacked {
         config,
         manifest,
-        disks,
+        disks: unpacked
+            .into_iter()
+            .map(|(key, (path, _, _))| (key, path))
+            .collect(),
     })
 }
 

@@ -489,6 +489,16 @@ impl GuestConfig {
             .unwrap_or(1)
     }
 
+    /// Keeps volume `volid` as the next free `unusedN` (Proxmox VE has 256 of them); the
+    /// key, or `None` when all are taken.
+    pub fn add_unused(&mut self, volid: &str) -> Option<String> {
+        let key = (0..256)
+            .map(|n| format!("unused{n}"))
+            .find(|k| !self.options.contains_key(k))?;
+        self.options.insert(key.clone(), volid.to_string());
+        Some(key)
+    }
+
     /// Where the guest refers to volume `volid`: a disk, an unused disk or a RAM state,
     /// now (`scsi0`) or in a snapshot (`snapshot 'before' scsi0`).
     pub fn volume_reference(&self, volid: &str) -> Option<String> {
@@ -523,6 +533,18 @@ mod tests {
     use super::*;
 
     const SAMPLE: &str = "#small test guest\n#second line\nboot: order=scsi0;net0\ncores: 2\nmemory: 2048\nname: demo-1\nnet0: virtio=BC:24:11:00:00:01,bridge=vmbr0\nscsi0: local:100/vm-100-disk-0.qcow2,size=4G\nsockets: 1\n\n[PENDING]\nmemory: 4096\n\n[before-upgrade]\ncores: 1\nsnaptime: 1800000000\n";
+
+    #[test]
+    fn unused_disks_take_the_first_free_slot() {
+        let mut cfg = GuestConfig::parse("unused0: local:100/a.raw\nunused2: local:100/c.raw\n").unwrap();
+        assert_eq!(cfg.add_unused("local:100/b.raw").as_deref(), Some("unused1"));
+        assert_eq!(cfg.add_unused("local:100/d.raw").as_deref(), Some("unused3"));
+        assert_eq!(cfg.options["unused1"], "local:100/b.raw");
+        for n in 4..256 {
+            cfg.options.insert(format!("unused{n}"), "x".into());
+        }
+        assert_eq!(cfg.add_unused("local:100/e.raw"), None);
+    }
 
     #[test]
     fn volume_references_are_found_now_and_in_snapshots() {

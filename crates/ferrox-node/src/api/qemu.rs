@@ -236,9 +236,7 @@ fn update_config(
     skiplock: bool,
 ) -> Result<(), ApiError> {
     let lock = node.guests.lock(vmid);
-    let _held = lock
-        .lock()
-        .map_err(|_| ApiError::internal("guest lock poisoned"))?;
+    let _held = lock.hold();
     let cfg = node.guest_config(vmid)?;
     if let Some(d) = digest {
         if d != cfg.digest {

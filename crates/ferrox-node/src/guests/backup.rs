@@ -151,7 +151,7 @@ impl Node {
 
     fn backup_guest(&self, vmid: u32, job: &BackupJob, log: &TaskLog) -> Result<String, String> {
         let lock = self.guests.lock(vmid);
-        let held = lock.lock().map_err(|_| "guest lock poisoned".to_string())?;
+        let held = lock.hold();
         let cfg = self.guest_config(vmid).map_err(|e| e.message)?;
         if let Some(l) = cfg.options.get("lock") {
             return Err(format!("VM is locked ({l})"));
@@ -387,9 +387,7 @@ impl Node {
     ) -> Result<String, ApiError> {
         let old = {
             let lock = self.guests.lock(vmid);
-            let _held = lock
-                .lock()
-                .map_err(|_| ApiError::internal("guest lock poisoned"))?;
+            let _held = lock.hold();
             self.check_restore(vmid, &archive, force)?;
             let old = self.guests.config(vmid).map(|c| (*c).clone());
             let mut reserved = old.clone().unwrap_or_default();
@@ -481,9 +479,7 @@ impl Node {
         log: &TaskLog,
     ) -> Result<(), TaskError> {
         let lock = self.guests.lock(vmid);
-        let _held = lock
-            .lock()
-            .map_err(|_| TaskError::from("guest lock poisoned"))?;
+        let _held = lock.hold();
         let storages = self.storage_config()?;
         let node = self.opts.node_name.clone();
         let (path, _) =

@@ -5,6 +5,7 @@
 //! another storage, through the guest's QEMU (a mirror, then the switch) when it runs.
 
 use super::snapshot::{snapshot_disks, SnapshotDisk};
+use super::DiskRequest;
 use crate::Node;
 use ferrox_api::{ApiError, TaskError, TaskLog};
 use ferrox_qemu::blockjob::{self, MirrorEnd};
@@ -139,9 +140,7 @@ impl Node {
         log: &TaskLog,
     ) -> Result<(), TaskError> {
         let lock = self.guests.lock(vmid);
-        let _held = lock
-            .lock()
-            .map_err(|_| TaskError::from("guest lock poisoned"))?;
+        let _held = lock.hold();
         self.check_template(vmid, disk).map_err(|e| e.message)?;
         let storages = self.storage_config()?;
         let mut cfg = (*self.guest_config(vmid)?).clone();
@@ -171,10 +170,7 @@ impl Node {
 
     /// Checks a clone request (400s naming the parameter) and says what it will copy.
     pub fn check_clone(&self, vmid: u32, req: &CloneRequest) -> Result<ClonePlan, ApiError> {
-        let cfg = self.guest_config(vmid)?;
-        if let Some(lock) = cfg.options.get("lock") {
-            return Err(ApiError::internal(format!("VM is locked ({lock})")));
-        }
+        let plan = self.clone_plan(vmid, req)?;
         if self.guests.exists(req.newid) {
             return Err(ApiError::param(
                 "newid",
@@ -193,18 +189,7 @@ impl Node {
                 ),
             ));
         }
-        let source = match &req.snapname {
-            Some(s) => cfg
-                .snapshots
-                .get(s)
-                .ok_or_else(|| {
-                    ApiError::param("snapname", format!("snapshot '{s}' does not exist"))
-                })?
-                .clone(),
-            None => cfg.options.clone(),
-        };
-        let full = req.full.unwrap_or(!is_template(&cfg));
-        if !full {
+        if !plan.full {
             for (param, given) in [("storage", &req.storage), ("format", &req.format)] {
                 if given.is_some() {
                     return Err(ApiError::param(
@@ -226,8 +211,7 @@ impl Node {
             }
             check_format(&*target, req.format.as_deref())?;
         }
-        let disks = snapshot_disks(&source);
-        for d in &disks {
+        for d in &plan.disks {
             let volume = VolumeId::parse(&d.volid).ok_or_else(|| {
                 ApiError::param(
                     &d.key,
@@ -236,7 +220,7 @@ impl Node {
             })?;
             ferrox_storage::open(&storages, &self.opts.node_name, &volume.storage)
                 .map_err(|e| ApiError::param(&d.key, e.to_string()))?;
-            if !full && !volume.is_base() {
+            if !plan.full && !volume.is_base() {
                 return Err(ApiError::param(
                     &d.key,
                     format!(
@@ -246,12 +230,7 @@ impl Node {
                 ));
             }
         }
-        Ok(ClonePlan {
-            source,
-            full,
-            disks,
-            description: cfg.description.clone(),
-        })
+        Ok(plan)
     }
 
     /// Reserves `newid` (`lock: clone`) and copies in a `qmclone` task; a failure removes
@@ -265,9 +244,7 @@ impl Node {
         let newid = req.newid;
         {
             let lock = self.guests.lock(newid);
-            let _held = lock
-                .lock()
-                .map_err(|_| ApiError::internal("guest lock poisoned"))?;
+            let _held = lock.hold();
             self.check_clone(vmid, &req)?;
             let mut reserved = GuestConfig::default();
             reserved.options.insert("lock".into(), "clone".into());
@@ -312,10 +289,8 @@ impl Node {
     ) -> Result<(), TaskError> {
         // The source's lock keeps it from changing (or starting and stopping) meanwhile.
         let lock = self.guests.lock(vmid);
-        let _held = lock
-            .lock()
-            .map_err(|_| TaskError::from("guest lock poisoned"))?;
-        let plan = self.check_clone_again(vmid, req)?;
+        let _held = lock.hold();
+        let plan = self.clone_plan(vmid, req)?;
         let storages = self.storage_config()?;
         log.log(format!(
             "create {} clone of VM {vmid} ({}) as VM {}",
@@ -357,18 +332,21 @@ impl Node {
         Ok(())
     }
 
-    /// The checks again, now under the source's lock (the request was checked before
-    /// the task; the guest may have changed since).
-    fn check_clone_again(&self, vmid: u32, req: &CloneRequest) -> Result<ClonePlan, TaskError> {
+    /// What a clone of guest `vmid` copies: refused while the guest is locked, 400 naming
+    /// `snapname` for a snapshot it does not have. Checked before the task and again in it,
+    /// under the source's lock (the guest may have changed since).
+    fn clone_plan(&self, vmid: u32, req: &CloneRequest) -> Result<ClonePlan, ApiError> {
         let cfg = self.guest_config(vmid)?;
         if let Some(lock) = cfg.options.get("lock") {
-            return Err(format!("VM is locked ({lock})").into());
+            return Err(ApiError::internal(format!("VM is locked ({lock})")));
         }
         let source = match &req.snapname {
             Some(s) => cfg
                 .snapshots
                 .get(s)
-                .ok_or_else(|| format!("snapshot '{s}' does not exist"))?
+                .ok_or_else(|| {
+                    ApiError::param("snapname", format!("snapshot '{s}' does not exist"))
+                })?
                 .clone(),
             None => cfg.options.clone(),
         };
@@ -491,27 +469,12 @@ impl Node {
         delete: bool,
         digest: Option<&str>,
     ) -> Result<MoveDisk, ApiError> {
-        let cfg = self.guest_config(vmid)?;
-        if digest.is_some_and(|d| d != cfg.digest) {
-            return Err(ApiError::param(
-                "digest",
-                "detected modified configuration - file changed by other user? Try again.",
-            ));
-        }
-        if let Some(lock) = cfg.options.get("lock") {
-            return Err(ApiError::internal(format!("VM is locked ({lock})")));
-        }
-        let d = snapshot_disks(&cfg.options)
-            .into_iter()
-            .find(|d| d.key == disk)
-            .ok_or_else(|| ApiError::param("disk", format!("no disk '{disk}' in the config")))?;
-        let volume = VolumeId::parse(&d.volid).ok_or_else(|| {
-            ApiError::param("disk", format!("'{}' is not a storage volume", d.volid))
-        })?;
+        let DiskRequest { cfg, volume, .. } = self.check_disk_request(vmid, disk, digest)?;
+        let volid = format!("{}:{}", volume.storage, volume.name);
         if volume.is_base() {
             return Err(ApiError::param(
                 "disk",
-                format!("'{}' is a template's base image: it cannot move", d.volid),
+                format!("'{volid}' is a template's base image: it cannot move"),
             ));
         }
         let storages = self.storage_config()?;
@@ -535,7 +498,7 @@ impl Node {
             && cfg
                 .snapshots
                 .values()
-                .any(|s| snapshot_disks(s).iter().any(|sd| sd.volid == d.volid))
+                .any(|s| snapshot_disks(s).iter().any(|sd| sd.volid == volid))
         {
             return Err(ApiError::param(
                 "delete",
@@ -543,8 +506,8 @@ impl Node {
             ));
         }
         Ok(MoveDisk {
-            disk: d.key,
-            volid: d.volid,
+            disk: disk.to_string(),
+            volid,
             storage: storage.to_string(),
             format,
             delete,
@@ -556,9 +519,7 @@ impl Node {
     /// config names the new image; the old one is removed or kept as `unusedN`.
     pub fn move_disk(&self, vmid: u32, m: &MoveDisk, log: &TaskLog) -> Result<(), TaskError> {
         let lock = self.guests.lock(vmid);
-        let _held = lock
-            .lock()
-            .map_err(|_| TaskError::from("guest lock poisoned"))?;
+        let _held = lock.hold();
         let cfg = self.guest_config(vmid)?;
         if cfg.digest != m.digest {
             return Err("the configuration changed meanwhile: nothing moved".into());
@@ -608,11 +569,9 @@ impl Node {
         p.set_file(&volid);
         next.options.insert(m.disk.clone(), p.to_string());
         if !m.delete {
-            let slot = (0..256)
-                .map(|i| format!("unused{i}"))
-                .find(|k| !next.options.contains_key(k))
+            let slot = next
+                .add_unused(&m.volid)
                 .ok_or("no free unusedN slot for the source image")?;
-            next.options.insert(slot.clone(), m.volid.clone());
             log.log(format!("{}: the source image stays as {slot}", m.disk));
         }
         self.guests.write_config(vmid, &next)?;
@@ -630,9 +589,7 @@ impl Node {
     /// (unless a snapshot still uses them), else kept as `unusedN`.
     pub fn unlink_disks(&self, vmid: u32, keys: &[String], force: bool) -> Result<(), ApiError> {
         let lock = self.guests.lock(vmid);
-        let _held = lock
-            .lock()
-            .map_err(|_| ApiError::internal("guest lock poisoned"))?;
+        let _held = lock.hold();
         let cfg = self.guest_config(vmid)?;
         if let Some(l) = cfg.options.get("lock") {
             return Err(ApiError::internal(format!("VM is locked ({l})")));
@@ -669,11 +626,8 @@ impl Node {
             if force && !in_snapshot {
                 free.push(volid);
             } else if !key.starts_with("unused") {
-                let slot = (0..256)
-                    .map(|i| format!("unused{i}"))
-                    .find(|k| !next.options.contains_key(k))
+                next.add_unused(&volid)
                     .ok_or_else(|| ApiError::param("idlist", "no free unusedN slot"))?;
-                next.options.insert(slot, volid);
             }
         }
         self.guests.write_config(vmid, &next)?;

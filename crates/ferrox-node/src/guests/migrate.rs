@@ -326,9 +326,7 @@ impl Node {
     ) -> Result<(), TaskError> {
         let vmid = plan.vmid;
         let lock = self.guests.lock(vmid);
-        let _held = lock
-            .lock()
-            .map_err(|_| TaskError::from("guest lock poisoned"))?;
+        let _held = lock.hold();
         let started = Instant::now();
         let target = plan.target.name.clone();
         log.log(format!(

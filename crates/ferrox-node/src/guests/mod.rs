@@ -47,6 +47,25 @@ pub fn parse_config_path(path: &str) -> Option<(&str, u32)> {
     Some((node, file.strip_suffix(".conf")?.parse().ok()?))
 }
 
+/// A checked request on one disk of a guest (`Node::check_disk_request`).
+pub struct DiskRequest {
+    pub cfg: Arc<GuestConfig>,
+    /// The disk's settings (`size`, `cache`, ...).
+    pub drive: PropertyString,
+    pub volume: VolumeId,
+}
+
+/// One guest's in-process lock: state-changing workers of a guest run one at a time.
+pub struct GuestLock(Arc<Mutex<()>>);
+
+impl GuestLock {
+    /// Waits for the lock; held until the guard drops. It guards no data, so a worker
+    /// that panicked while holding it (poisoning it) leaves nothing inconsistent behind.
+    pub fn hold(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// What is known about a running guest, refreshed by the metrics collector.
 #[derive(Debug, Clone)]
 pub struct RunInfo {
@@ -258,10 +277,10 @@ impl Guests {
         Ok(())
     }
 
-    /// The per-guest lock every state-changing worker holds.
-    pub fn lock(&self, vmid: u32) -> Arc<Mutex<()>> {
+    /// The per-guest lock every state-changing worker holds (`lock(vmid).hold()`).
+    pub fn lock(&self, vmid: u32) -> GuestLock {
         let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
-        Arc::clone(locks.entry(vmid).or_default())
+        GuestLock(Arc::clone(locks.entry(vmid).or_default()))
     }
 
     pub fn process(&self, vmid: u32) -> Option<GuestProcess> {
@@ -592,10 +611,9 @@ impl Node {
                     if let Some(volid) =
                         volume.filter(|v| VolumeId::parse(v).and_then(|v| v.owner()) == Some(vmid))
                     {
-                        let n = (0..)
-                            .find(|n| !next.options.contains_key(&format!("unused{n}")))
-                            .unwrap_or(0);
-                        next.options.insert(format!("unused{n}"), volid);
+                        if next.add_unused(&volid).is_none() {
+                            errors.insert(key.clone(), "no free unusedN slot for the disk".into());
+                        }
                     }
                 }
             }
@@ -627,12 +645,46 @@ impl Node {
         }
     }
 
+    /// The config and the storage volume of disk `disk` of guest `vmid`, for a request on
+    /// that disk (resize, move): 400 naming `digest` when the config changed meanwhile,
+    /// `disk` when it is no image of a storage (a CD drive, a host path); refused while the
+    /// guest is locked.
+    pub fn check_disk_request(
+        &self,
+        vmid: u32,
+        disk: &str,
+        digest: Option<&str>,
+    ) -> Result<DiskRequest, ApiError> {
+        let cfg = self.guest_config(vmid)?;
+        if digest.is_some_and(|d| d != cfg.digest) {
+            return Err(ApiError::param(
+                "digest",
+                "detected modified configuration - file changed by other user? Try again.",
+            ));
+        }
+        if let Some(lock) = cfg.options.get("lock") {
+            return Err(ApiError::internal(format!("VM is locked ({lock})")));
+        }
+        let value = cfg
+            .options
+            .get(disk)
+            .filter(|_| ferrox_types::guest_config::is_disk_key(disk))
+            .ok_or_else(|| ApiError::param("disk", format!("no disk '{disk}' in the config")))?;
+        let drive =
+            PropertyString::parse(value).map_err(|e| ApiError::param("disk", e.to_string()))?;
+        let volid = drive.get("file", Some("file")).unwrap_or("");
+        let volume = VolumeId::parse(volid)
+            .filter(|_| drive.get("media", None) != Some("cdrom"))
+            .ok_or_else(|| {
+                ApiError::param("disk", format!("'{disk}' is not a disk image of a storage"))
+            })?;
+        Ok(DiskRequest { cfg, drive, volume })
+    }
+
     /// Starts a guest's QEMU; the worker of `qmstart`.
     pub fn start_guest(&self, vmid: u32, log: &TaskLog) -> Result<(), TaskError> {
         let lock = self.guests.lock(vmid);
-        let _held = lock
-            .lock()
-            .map_err(|_| TaskError::from("guest lock poisoned"))?;
+        let _held = lock.hold();
         let cfg = self.guest_config(vmid)?;
         if let Some(lock) = cfg.options.get("lock") {
             return Err(format!("VM is locked ({lock})").into());
@@ -725,9 +777,7 @@ impl Node {
     /// Hard stop; the worker of `qmstop`.
     pub fn stop_guest(&self, vmid: u32, log: &TaskLog) -> Result<(), TaskError> {
         let lock = self.guests.lock(vmid);
-        let _held = lock
-            .lock()
-            .map_err(|_| TaskError::from("guest lock poisoned"))?;
+        let _held = lock.hold();
         self.guest_config(vmid)?;
         match self.guests.process(vmid) {
             None => log.log(format!("VM {vmid} is not running")),
@@ -749,9 +799,7 @@ impl Node {
         log: &TaskLog,
     ) -> Result<(), TaskError> {
         let lock = self.guests.lock(vmid);
-        let _held = lock
-            .lock()
-            .map_err(|_| TaskError::from("guest lock poisoned"))?;
+        let _held = lock.hold();
         self.guest_config(vmid)?;
         let Some(p) = self.guests.process(vmid) else {
             log.log(format!("VM {vmid} is not running"));
@@ -766,9 +814,7 @@ impl Node {
     /// Pauses (`suspend`) or resumes a running guest.
     pub fn pause_guest(&self, vmid: u32, pause: bool, log: &TaskLog) -> Result<(), TaskError> {
         let lock = self.guests.lock(vmid);
-        let _held = lock
-            .lock()
-            .map_err(|_| TaskError::from("guest lock poisoned"))?;
+        let _held = lock.hold();
         self.guest_config(vmid)?;
         let p = self
             .guests
@@ -788,9 +834,7 @@ impl Node {
     /// Removes a stopped guest: its disks, its config, its metrics.
     pub fn destroy_guest(&self, vmid: u32, log: &TaskLog) -> Result<(), TaskError> {
         let lock = self.guests.lock(vmid);
-        let _held = lock
-            .lock()
-            .map_err(|_| TaskError::from("guest lock poisoned"))?;
+        let _held = lock.hold();
         let cfg = self.guest_config(vmid)?;
         if self.guests.process(vmid).is_some() {
             return Err(format!("VM {vmid} is running - destroy failed").into());
@@ -833,9 +877,7 @@ impl Node {
         auth_id: &str,
     ) -> Result<String, ApiError> {
         let lock = self.guests.lock(vmid);
-        let held = lock
-            .lock()
-            .map_err(|_| ApiError::internal("guest lock poisoned"))?;
+        let held = lock.hold();
         if let Some(owner) = crate::cluster::vmid_owner(self, vmid) {
             let on = if owner == self.opts.node_name {
                 String::new()
@@ -864,9 +906,7 @@ impl Node {
             .spawn("qmcreate", &vmid.to_string(), auth_id, move |log| {
                 let lock = node.guests.lock(vmid);
                 let outcome = (|| -> Result<(), TaskError> {
-                    let _held = lock
-                        .lock()
-                        .map_err(|_| TaskError::from("guest lock poisoned"))?;
+                    let _held = lock.hold();
                     let mut base = GuestConfig::default();
                     if !sets.contains_key("memory") {
                         base.options.insert("memory".into(), "512".into());

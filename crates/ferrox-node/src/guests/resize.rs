@@ -61,30 +61,10 @@ impl Node {
         size: &str,
         digest: Option<&str>,
     ) -> Result<Resize, ApiError> {
-        let cfg = self.guest_config(vmid)?;
-        if digest.is_some_and(|d| d != cfg.digest) {
-            return Err(ApiError::param(
-                "digest",
-                "detected modified configuration - file changed by other user? Try again.",
-            ));
-        }
-        if let Some(lock) = cfg.options.get("lock") {
-            return Err(ApiError::internal(format!("VM is locked ({lock})")));
-        }
-        let value = cfg
-            .options
-            .get(disk)
-            .filter(|_| is_disk_key(disk))
-            .ok_or_else(|| ApiError::param("disk", format!("no disk '{disk}' in the config")))?;
-        let p = PropertyString::parse(value).map_err(|e| ApiError::param("disk", e.to_string()))?;
-        let volid = p.get("file", Some("file")).unwrap_or("").to_string();
-        if p.get("media", None) == Some("cdrom") || volid == "none" || volid.starts_with('/') {
-            return Err(ApiError::param(
-                "disk",
-                format!("'{disk}' is not a disk image of a storage"),
-            ));
-        }
-        let from = p
+        let request = self.check_disk_request(vmid, disk, digest)?;
+        let volid = format!("{}:{}", request.volume.storage, request.volume.name);
+        let from = request
+            .drive
             .get("size", None)
             .and_then(|s| ferrox_types::parse_size(s).ok())
             .unwrap_or(0);
@@ -104,16 +84,14 @@ impl Node {
             volid,
             from,
             to,
-            digest: cfg.digest.clone(),
+            digest: request.cfg.digest.clone(),
         })
     }
 
     /// The worker of a `resize` task.
     pub fn resize_disk(&self, vmid: u32, r: &Resize, log: &TaskLog) -> Result<(), TaskError> {
         let lock = self.guests.lock(vmid);
-        let _held = lock
-            .lock()
-            .map_err(|_| TaskError::from("guest lock poisoned"))?;
+        let _held = lock.hold();
         let cfg = self.guest_config(vmid)?;
         if cfg.digest != r.digest {
             return Err("the configuration changed meanwhile: nothing resized".into());

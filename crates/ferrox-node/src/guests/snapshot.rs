@@ -163,9 +163,7 @@ impl Node {
         log: &TaskLog,
     ) -> Result<(), TaskError> {
         let lock = self.guests.lock(vmid);
-        let _held = lock
-            .lock()
-            .map_err(|_| TaskError::from("guest lock poisoned"))?;
+        let _held = lock.hold();
         self.check_snapshot_create(vmid, name)
             .map_err(|e| e.message)?;
         let cfg = self.guest_config(vmid)?;
@@ -403,9 +401,7 @@ impl Node {
         log: &TaskLog,
     ) -> Result<(), TaskError> {
         let lock = self.guests.lock(vmid);
-        let _held = lock
-            .lock()
-            .map_err(|_| TaskError::from("guest lock poisoned"))?;
+        let _held = lock.hold();
         self.check_snapshot_rollback(vmid, name)
             .map_err(|e| e.message)?;
         let cfg = self.guest_config(vmid)?;
@@ -464,9 +460,7 @@ impl Node {
         log: &TaskLog,
     ) -> Result<(), TaskError> {
         let lock = self.guests.lock(vmid);
-        let _held = lock
-            .lock()
-            .map_err(|_| TaskError::from("guest lock poisoned"))?;
+        let _held = lock.hold();
         self.check_snapshot_delete(vmid, name)
             .map_err(|e| e.message)?;
         let cfg = self.guest_config(vmid)?;
@@ -512,9 +506,7 @@ impl Node {
         description: &str,
     ) -> Result<(), ApiError> {
         let lock = self.guests.lock(vmid);
-        let _held = lock
-            .lock()
-            .map_err(|_| ApiError::internal("guest lock poisoned"))?;
+        let _held = lock.hold();
         let cfg = self.guest_config(vmid)?;
         existing(&cfg, name)?;
         locked(&cfg)?;
