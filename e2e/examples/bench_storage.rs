@@ -265,8 +265,16 @@ fn migration(runs: usize) {
             total,
             "ms",
         );
-        summary(&format!("{label}: disk mirrors in sync after"), mirror, "ms");
-        summary(&format!("{label}: downtime incl. hand-over"), downtime, "ms");
+        summary(
+            &format!("{label}: disk mirrors in sync after"),
+            mirror,
+            "ms",
+        );
+        summary(
+            &format!("{label}: downtime incl. hand-over"),
+            downtime,
+            "ms",
+        );
         if !rates.is_empty() {
             summary(
                 &format!("{label}: guest writes during the migration"),

@@ -8,10 +8,13 @@ use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 
-
 fn write(image: &Path, pattern: u8) {
     let command = format!("write -P {pattern:#x} 2M 512k");
-    assert!(qemu_io(image, "qcow2", &command), "writing {}", image.display());
+    assert!(
+        qemu_io(image, "qcow2", &command),
+        "writing {}",
+        image.display()
+    );
 }
 
 fn same(a: &Path, b: &Path) -> bool {

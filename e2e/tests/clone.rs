@@ -8,7 +8,6 @@ use ferrox_e2e::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-
 /// Whether the first 64 KiB of an image hold `pattern` (read shared: QEMU may hold it).
 fn holds(image: &Path, format: &str, pattern: u8) -> bool {
     qemu_io(image, format, &format!("read -P {pattern:#x} 0 64k"))
@@ -16,9 +15,12 @@ fn holds(image: &Path, format: &str, pattern: u8) -> bool {
 
 fn write(image: &Path, pattern: u8) {
     let command = format!("write -P {pattern:#x} 0 64k");
-    assert!(qemu_io(image, "qcow2", &command), "writing {}", image.display());
+    assert!(
+        qemu_io(image, "qcow2", &command),
+        "writing {}",
+        image.display()
+    );
 }
-
 
 /// The file of a disk's volume id on the node's storages (`local` or `other`).
 fn image_of(d: &Daemon, other: &Path, disk_value: &str) -> (PathBuf, String) {

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-
 fn holds(image: &Path, pattern: u8) -> bool {
     qemu_io(image, "qcow2", &format!("read -P {pattern:#x} 1M 256k"))
 }

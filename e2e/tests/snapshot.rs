@@ -5,10 +5,7 @@
 
 use ferrox_e2e::*;
 use serde_json::Value;
-use std::path::Path;
 use std::process::Command;
-
-
 
 fn snapshots(d: &Daemon, auth: &Auth, vmid: u32) -> Vec<Value> {
     let r = d.request(
@@ -26,7 +23,6 @@ fn row<'a>(rows: &'a [Value], name: &str) -> &'a Value {
         .find(|r| r["name"] == name)
         .unwrap_or_else(|| panic!("no row '{name}' in {rows:?}"))
 }
-
 
 #[test]
 fn snapshots_of_a_stopped_guest_roll_back_disks_and_config() {

@@ -536,14 +536,23 @@ mod tests {
 
     #[test]
     fn unused_disks_take_the_first_free_slot() {
-        let mut cfg = GuestConfig::parse("unused0: local:100/a.raw\nunused2: local:100/c.raw\n").unwrap();
-        assert_eq!(cfg.add_unused("local:100/b.raw").as_deref(), Some("unused1"));
-        assert_eq!(cfg.add_unused("local:100/d.raw").as_deref(), Some("unused3"));
-        assert_eq!(cfg.options["unused1"], "local:100/b.raw");
+        let mut cfg = GuestConfig::parse(
+            "unused0: local:100/vm-100-disk-0.raw\nunused2: local:100/vm-100-disk-2.raw\n",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.add_unused("local:100/vm-100-disk-1.raw").as_deref(),
+            Some("unused1")
+        );
+        assert_eq!(
+            cfg.add_unused("local:100/vm-100-disk-3.raw").as_deref(),
+            Some("unused3")
+        );
+        assert_eq!(cfg.options["unused1"], "local:100/vm-100-disk-1.raw");
         for n in 4..256 {
             cfg.options.insert(format!("unused{n}"), "x".into());
         }
-        assert_eq!(cfg.add_unused("local:100/e.raw"), None);
+        assert_eq!(cfg.add_unused("local:100/vm-100-disk-4.raw"), None);
     }
 
     #[test]

@@ -62,7 +62,9 @@ impl GuestLock {
     /// Waits for the lock; held until the guard drops. It guards no data, so a worker
     /// that panicked while holding it (poisoning it) leaves nothing inconsistent behind.
     pub fn hold(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

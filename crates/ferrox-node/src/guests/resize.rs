@@ -3,7 +3,6 @@
 
 use crate::Node;
 use ferrox_api::{ApiError, TaskError, TaskLog};
-use ferrox_types::guest_config::is_disk_key;
 use ferrox_types::PropertyString;
 
 /// A checked request: the disk, its volume, and its size now and after.
