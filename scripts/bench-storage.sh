@@ -7,4 +7,4 @@ scripts/install-build-deps.sh || true
 scripts/install-qemu.sh
 cargo build --release --quiet -p ferrox-cli --bins
 cargo build --release --quiet -p ferrox-e2e --examples
-./target/release/examples/bench_storage "${1:-5}"
+./target/release/examples/bench_storage "${1:-5}" "${2:-}"

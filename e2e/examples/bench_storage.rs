@@ -4,7 +4,8 @@
 //! create and rollback (disk only, and with RAM), full clone and offline disk move, each
 //! against `qemu-img convert` of the same image as this machine's limit.
 //!
-//! `scripts/bench-storage.sh [runs]` (builds the release binaries first).
+//! `scripts/bench-storage.sh [runs] [snapshots|migration]` (builds the release binaries
+//! first).
 
 use ferrox_e2e::*;
 use std::path::Path;
@@ -456,6 +457,12 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(5);
-    snapshots_and_copies(runs);
-    migration(runs);
+    // The second argument picks one part: `snapshots` or `migration` (default both).
+    let part = std::env::args().nth(2).unwrap_or_default();
+    if part != "migration" {
+        snapshots_and_copies(runs);
+    }
+    if part != "snapshots" {
+        migration(runs);
+    }
 }
