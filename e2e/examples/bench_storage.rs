@@ -128,6 +128,21 @@ fn disk_writer(
         let mut written = 0u64;
         let mut n = 0u64;
         while !stop.load(Ordering::Relaxed) {
+            // A guest writes only while it runs: a write through the monitor into the
+            // paused source at the hand-over would hit images QEMU has deactivated, which
+            // it answers with an assertion failure. (A race of a few ms remains between
+            // this check and the write.)
+            let running = qmp
+                .execute("query-status", None)
+                .map(|s| s["running"].as_bool() == Some(true));
+            match running {
+                Ok(true) => {}
+                Ok(false) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    continue;
+                }
+                Err(_) => break,
+            }
             // Offsets stride through the 2 GiB disk; each write a new pattern.
             let offset = (n * 97 % 512) * (4 << 20);
             let command = format!(

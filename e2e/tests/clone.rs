@@ -397,3 +397,90 @@ fn templates_clones_and_disk_moves() {
     assert!(d.vm_config(&root, 105).get("unused0").is_none());
     assert!(!i105.exists(), "force deleted the image");
 }
+
+/// A tmpfs of `mib` MiB, unmounted when dropped.
+struct SmallFs(tempfile::TempDir);
+
+impl SmallFs {
+    fn mount(mib: u32) -> Option<SmallFs> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(SmallFs(dir))
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[test]
+fn copies_that_cannot_fit_are_refused_naming_the_storage() {
+    if !tools_available(&["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let Some(small) = SmallFs::mount(16) else {
+        eprintln!("SKIPPED: mounting a small tmpfs needs root");
+        return;
+    };
+    let d = start_daemon("tcg");
+    let root = d.login();
+    let r = d.request(
+        "POST",
+        "/storage",
+        &root,
+        &[
+            ("storage", "tiny"),
+            ("type", "dir"),
+            ("path", small.0.path().to_str().unwrap()),
+            ("content", "images"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    d.task_ok(
+        &root,
+        "POST",
+        "/nodes/pve1/qemu",
+        &[("vmid", "100"), ("memory", "64"), ("scsi0", "local:1")],
+    );
+    let image = d
+        .path()
+        .join("storage/local/images/100/vm-100-disk-0.qcow2");
+    assert!(qemu_io(&image, "qcow2", "write -P 0x33 0 40M"));
+    let unchanged = config_snapshot(&d.etc());
+    for (path, form) in [
+        (
+            "/nodes/pve1/qemu/100/clone",
+            vec![("newid", "101"), ("storage", "tiny"), ("full", "1")],
+        ),
+        (
+            "/nodes/pve1/qemu/100/move_disk",
+            vec![("disk", "scsi0"), ("storage", "tiny")],
+        ),
+    ] {
+        let r = d.request("POST", path, &root, &form);
+        assert_eq!(r.status, 400, "{path}: {r:?}");
+        let e = r.body["errors"]["storage"].as_str().unwrap_or_default();
+        assert!(
+            e.contains("not enough space on storage 'tiny'"),
+            "{path}: {}",
+            r.raw
+        );
+    }
+    assert_eq!(config_snapshot(&d.etc()), unchanged);
+    assert!(std::fs::read_dir(small.0.path()).unwrap().next().is_none());
+    // what fits still goes
+    d.task_ok(
+        &root,
+        "POST",
+        "/nodes/pve1/qemu/100/clone",
+        &[("newid", "102"), ("full", "1")],
+    );
+}

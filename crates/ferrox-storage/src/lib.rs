@@ -373,6 +373,14 @@ pub fn copy_image_to_nbd(source: (&std::path::Path, &str), uri: &str) -> Result<
     .map(drop)
 }
 
+/// Bytes an image file takes on its file system (what a full copy writes at least).
+pub fn allocated_bytes(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .map(|m| m.blocks() * 512)
+        .unwrap_or(0)
+}
+
 /// Virtual size and format of an image file, as `qemu-img info` reports them.
 pub fn image_info(path: &std::path::Path) -> Result<(u64, String), StorageError> {
     let out = qemu_img(&["info", "--output=json", "-U"], path, &[])?;

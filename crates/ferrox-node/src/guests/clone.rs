@@ -230,6 +230,18 @@ impl Node {
                 ));
             }
         }
+        if plan.full {
+            let copies: Vec<(String, String)> = plan
+                .disks
+                .iter()
+                .filter_map(|d| {
+                    let source = d.volid.split_once(':')?.0;
+                    let target = req.storage.as_deref().unwrap_or(source);
+                    Some((target.to_string(), d.volid.clone()))
+                })
+                .collect();
+            check_space(self, &storages, &copies)?;
+        }
         Ok(plan)
     }
 
@@ -427,6 +439,41 @@ impl Node {
     }
 }
 
+/// Refuses copies (`(target storage, source volume)`) that cannot fit: per target storage,
+/// the bytes its sources take (what a copy writes at least, snapshots not counted) against
+/// its free space; 400 naming `storage`. Sparse and compressible data may need less, a
+/// growing guest more: this catches the copy that cannot succeed, before anything is made.
+fn check_space(
+    node: &Node,
+    storages: &StorageConfig,
+    copies: &[(String, String)],
+) -> Result<(), ApiError> {
+    let mut needed: BTreeMap<&str, u64> = BTreeMap::new();
+    for (target, volid) in copies {
+        let (path, _) = ferrox_storage::resolve(storages, &node.opts.node_name, volid)
+            .map_err(|e| ApiError::param("storage", e.to_string()))?;
+        *needed.entry(target.as_str()).or_default() += ferrox_storage::allocated_bytes(&path);
+    }
+    for (target, bytes) in needed {
+        let avail = ferrox_storage::open(storages, &node.opts.node_name, target)
+            .map_err(|e| ApiError::param("storage", e.to_string()))?
+            .space()
+            .avail;
+        if bytes > avail {
+            let mib = |b: u64| b.div_ceil(1 << 20);
+            return Err(ApiError::param(
+                "storage",
+                format!(
+                    "not enough space on storage '{target}': {} MiB free, the copy writes {} MiB",
+                    mib(avail),
+                    mib(bytes)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Refuses a requested image format the target storage does not hold, naming `format`.
 fn check_format(
     target: &dyn ferrox_storage::Storage,
@@ -488,6 +535,9 @@ impl Node {
         }
         check_format(&*target, format)?;
         let format = ferrox_storage::copy_format(&*target, volume.format(), format).to_string();
+        if storage != volume.storage {
+            check_space(self, &storages, &[(storage.to_string(), volid.clone())])?;
+        }
         if storage == volume.storage && format == volume.format() {
             return Err(ApiError::param(
                 "storage",

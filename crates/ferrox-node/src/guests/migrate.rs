@@ -570,10 +570,11 @@ impl Node {
         if !jobs.is_empty() {
             if let Err(e) = blockjob::finish(&mut qmp, &jobs, MirrorEnd::Detach) {
                 blockjob::cancel(&mut qmp, &jobs);
-                let _ = qmp.execute("cont", None);
-                return Err(abort(format!(
-                    "ending the disk mirrors: {e}; VM resumed on the source"
-                )));
+                let outcome = match qmp.execute("cont", None) {
+                    Ok(_) => "VM resumed on the source".to_string(),
+                    Err(c) => format!("the source QEMU does not answer ({c}): VM stopped"),
+                };
+                return Err(abort(format!("ending the disk mirrors: {e}; {outcome}")));
             }
             log.log(format!("{} local disk(s) copied", jobs.len()));
         }
