@@ -176,6 +176,14 @@ pub fn start_node_with(
         .args(["--listen", &format!("{ip}:{port}"), "--name", name])
         .args(["--root-password", "secret1", "--auth-failure-delay-ms", "0"])
         .args(["--accel", accel, "--metrics-interval", "1"])
+        // Daemons of one test host share its network namespace: their guests get
+        // user-mode networking unless a test asks for bridges (tests/network.rs runs
+        // bridged nodes in namespaces of their own).
+        .args(if extra.contains(&"--net-mode") {
+            &[][..]
+        } else {
+            &["--net-mode", "user"][..]
+        })
         .args(extra)
         .stdout(std::fs::File::create(&log).unwrap())
         .stderr(Stdio::inherit())

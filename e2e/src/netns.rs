@@ -152,8 +152,13 @@ impl Lab {
         serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))
     }
 
+    /// Node `i`'s end of its link to the switch (its "uplink" port).
+    pub fn uplink(&self, i: usize) -> String {
+        format!("{}a{i}", self.prefix)
+    }
+
     pub fn set_link(&self, i: usize, up: bool) {
-        let dev = format!("{}a{i}", self.prefix);
+        let dev = self.uplink(i);
         must(&[
             "-n",
             &self.ns(i),

@@ -29,6 +29,7 @@ fn path_value(var: &str, upid: &str, path: &str) -> String {
         "snapname" => "walk".into(),
         "volume" => "local%3A100%2Fvm-100-disk-0.qcow2".into(),
         "cputype" => "custom-walk-cpu".into(),
+        "iface" => "vmbr0".into(),
         "upid" => upid.replace(':', "%3A"),
         other => panic!("no value for the path variable {{{other}}}: add one"),
     }

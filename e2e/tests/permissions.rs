@@ -143,7 +143,38 @@ const TABLE: &[(&str, &str, Pve)] = &[
         "/nodes/{node}/rrddata",
         Priv("/nodes/{node}", &["Sys.Audit"], false),
     ),
+    // pve-manager's PVE::API2::Network.
     ("GET", "/nodes/{node}/network", All),
+    (
+        "POST",
+        "/nodes/{node}/network",
+        Priv("/nodes/{node}", &["Sys.Modify"], false),
+    ),
+    (
+        "PUT",
+        "/nodes/{node}/network",
+        Priv("/nodes/{node}", &["Sys.Modify"], false),
+    ),
+    (
+        "DELETE",
+        "/nodes/{node}/network",
+        Priv("/nodes/{node}", &["Sys.Modify"], false),
+    ),
+    (
+        "GET",
+        "/nodes/{node}/network/{iface}",
+        Priv("/nodes/{node}", &["Sys.Audit"], false),
+    ),
+    (
+        "PUT",
+        "/nodes/{node}/network/{iface}",
+        Priv("/nodes/{node}", &["Sys.Modify"], false),
+    ),
+    (
+        "DELETE",
+        "/nodes/{node}/network/{iface}",
+        Priv("/nodes/{node}", &["Sys.Modify"], false),
+    ),
     ("GET", "/nodes/{node}/tasks", All),
     ("GET", "/nodes/{node}/tasks/{upid}/status", All),
     ("GET", "/nodes/{node}/tasks/{upid}/log", All),

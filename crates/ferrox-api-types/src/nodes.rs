@@ -120,6 +120,27 @@ pub struct NetworkInterface {
     pub bridge_ports: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
+    /// Whether the interface exists on the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exists: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge_vlan_aware: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge_vids: Option<String>,
+    #[serde(rename = "vlan-id", default, skip_serializing_if = "Option::is_none")]
+    pub vlan_id: Option<u16>,
+    #[serde(
+        rename = "vlan-raw-device",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub vlan_raw_device: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comments: Option<String>,
+    /// Ferrox: `user` when the node runs with `--net-mode user` (its bridges are
+    /// configured but guests get user-mode networking).
+    #[serde(rename = "net-mode", default, skip_serializing_if = "Option::is_none")]
+    pub net_mode: Option<String>,
 }
 
 /// `GET /nodes/{node}/subscription`.

@@ -173,6 +173,11 @@ enum NodeCommand {
         /// beside the binary.
         #[arg(long)]
         web_dir: Option<PathBuf>,
+        /// How guests' network cards connect: `bridge` (a tap device on the card's
+        /// bridge; bridges come from the node's network configuration) or `user` (QEMU
+        /// user-mode networking for every card, for hosts without bridges).
+        #[arg(long, default_value = "bridge", value_parser = net_mode)]
+        net_mode: ferrox_node::NetMode,
     },
     /// The watchdog process (started by `node serve`): kills the node's guests when the
     /// daemon stops feeding it.
@@ -185,6 +190,14 @@ enum NodeCommand {
         #[arg(long)]
         run_dir: PathBuf,
     },
+}
+
+fn net_mode(text: &str) -> Result<ferrox_node::NetMode, String> {
+    match text {
+        "bridge" => Ok(ferrox_node::NetMode::Bridge),
+        "user" => Ok(ferrox_node::NetMode::User),
+        other => Err(format!("'{other}' is not a network mode (bridge or user)")),
+    }
 }
 
 fn host_name() -> String {
@@ -284,6 +297,7 @@ fn run(cli: Cli, out: &mut String) -> Result<()> {
                     ha_max_clock_skew_ms,
                     cpu_flag_mask,
                     web_dir,
+                    net_mode,
                 },
         } => {
             // Library warnings (store, proxy, mirror) to stderr; FERROX_LOG=info for more.
@@ -322,6 +336,7 @@ fn run(cli: Cli, out: &mut String) -> Result<()> {
                 .map(|f| ferrox_types::cpu::normalize_flag(f).to_string())
                 .collect();
             opts.web_dir = web_dir.or_else(ferrox_node::web::default_dir);
+            opts.net_mode = net_mode;
             ferrox_node::serve(opts)?;
         }
         Top::Node {

@@ -50,7 +50,7 @@ pub struct ConfigTree {
 /// and whether it existed.
 #[derive(Debug, Clone)]
 pub struct Document {
-    pub path: &'static str,
+    pub path: String,
     pub text: String,
     present: bool,
 }
@@ -83,8 +83,9 @@ impl Document {
 
 impl ConfigTree {
     /// Reads a config document for a read-modify-write.
-    pub fn load(&self, path: &'static str) -> Document {
-        let entry = self.get(path);
+    pub fn load(&self, path: impl Into<String>) -> Document {
+        let path = path.into();
+        let entry = self.get(&path);
         Document {
             path,
             present: entry.is_some(),
@@ -94,7 +95,7 @@ impl ConfigTree {
 
     /// Writes `text` in place of `doc`, only if nobody changed it since it was loaded.
     pub fn save(&self, doc: &Document, text: &str) -> Result<u64, ApiError> {
-        self.put(doc.path, text, doc.expect()).map_err(store_error)
+        self.put(&doc.path, text, doc.expect()).map_err(store_error)
     }
 
     pub fn get(&self, path: &str) -> Option<Entry> {

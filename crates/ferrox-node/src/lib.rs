@@ -23,6 +23,7 @@ pub mod guests;
 pub mod ha;
 pub mod host;
 pub mod metric_push;
+pub mod network;
 pub mod notify;
 pub mod peers;
 pub mod prometheus;
@@ -31,6 +32,8 @@ pub mod secrets;
 pub mod storage;
 pub mod tls;
 pub mod web;
+
+pub use ferrox_qemu::NetMode;
 
 use anyhow::Context;
 use ferrox_api::{Auth, TaskStore};
@@ -109,6 +112,9 @@ pub struct NodeOptions {
     pub cpu_flag_mask: std::collections::BTreeSet<String>,
     /// The built web UI, served at `/` (`web`); `None`: a page saying how to build it.
     pub web_dir: Option<PathBuf>,
+    /// Tap devices on bridges (`bridge`) or user-mode networking for every card (`user`,
+    /// for hosts where the daemon cannot create bridges).
+    pub net_mode: ferrox_qemu::NetMode,
 }
 
 impl NodeOptions {
@@ -137,6 +143,7 @@ impl NodeOptions {
             limits: ferrox_api::http::ServerLimits::default(),
             cpu_flag_mask: Default::default(),
             web_dir: None,
+            net_mode: ferrox_qemu::NetMode::Bridge,
         }
     }
 }
@@ -398,6 +405,7 @@ pub fn serve(opts: NodeOptions) -> anyhow::Result<()> {
     }
     metrics::spawn_collector(Arc::clone(&node)).context("starting the metrics collector")?;
     host::cpu::spawn_publisher(Arc::clone(&node), node.opts.cpu_flag_mask.clone());
+    network::setup(&node);
     balance::spawn_auto_balancer(Arc::clone(&node));
     backup_jobs::spawn_scheduler(Arc::clone(&node));
     let watchdog_socket = node.dirs.run.join("watchdog.sock");

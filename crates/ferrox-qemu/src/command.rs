@@ -2,7 +2,8 @@
 
 use crate::QemuError;
 use ferrox_types::guest_config::DISK_BUSES;
-use ferrox_types::{GuestConfig, PropertyString};
+use ferrox_types::network::{Nic, NicModel};
+use ferrox_types::GuestConfig;
 use std::path::{Path, PathBuf};
 
 /// How guests are accelerated on this node (a node setting).
@@ -35,6 +36,19 @@ pub struct LaunchSpec<'a> {
     pub incoming: Option<&'a str>,
     /// The cluster's custom CPU models (`cpu: custom-NAME`).
     pub cpu_models: &'a ferrox_types::cpu::CustomCpuModels,
+    /// Whether NICs with `bridge=` get tap devices (this node's `--net-mode`).
+    pub net_mode: NetMode,
+    /// Start with the CPUs stopped (`-S`), e.g. until the taps are plugged.
+    pub paused: bool,
+}
+
+/// How a node connects guests' network cards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetMode {
+    /// A card with `bridge=` gets a tap device on that bridge; one without gets user mode.
+    Bridge,
+    /// Every card gets QEMU user-mode networking (hosts without bridges).
+    User,
 }
 
 impl LaunchSpec<'_> {
@@ -120,15 +134,6 @@ fn config_err(key: &str, message: impl Into<String>) -> QemuError {
     }
 }
 
-/// Proxmox VE card models and their QEMU devices.
-const NIC_MODELS: &[(&str, &str)] = &[
-    ("virtio", "virtio-net-pci"),
-    ("e1000", "e1000"),
-    ("e1000e", "e1000e"),
-    ("rtl8139", "rtl8139"),
-    ("vmxnet3", "vmxnet3"),
-];
-
 /// The arguments after `qemu-system-x86_64`. The process daemonizes once QMP is listening.
 pub fn command_line(cfg: &GuestConfig, spec: &LaunchSpec<'_>) -> Result<Vec<String>, QemuError> {
     let mut args: Vec<String> = Vec::new();
@@ -181,6 +186,8 @@ pub fn command_line(cfg: &GuestConfig, spec: &LaunchSpec<'_>) -> Result<Vec<Stri
     push(&["-pidfile", &spec.pid_file().display().to_string()]);
     if let Some(uri) = spec.incoming {
         push(&["-incoming", uri, "-S"]);
+    } else if spec.paused {
+        push(&["-S"]);
     }
     if cfg.options.get("balloon").is_none_or(|b| b != "0") {
         push(&["-device", "virtio-balloon-pci,id=balloon0"]);
@@ -266,40 +273,37 @@ pub fn command_line(cfg: &GuestConfig, spec: &LaunchSpec<'_>) -> Result<Vec<Stri
         args.extend(["-device".to_string(), device]);
     }
     for (key, value) in cfg.options.range("net".to_string().."neu".to_string()) {
-        let Some(index) = key
-            .strip_prefix("net")
-            .filter(|i| i.chars().all(|c| c.is_ascii_digit()))
-        else {
+        let Some(index) = key.strip_prefix("net").and_then(|i| i.parse::<u32>().ok()) else {
             continue;
         };
-        let p = PropertyString::parse(value).map_err(|e| config_err(key, e.to_string()))?;
-        let (model, mac) = p
-            .items
-            .iter()
-            .find_map(|(k, v)| {
-                let k = k.as_deref()?;
-                NIC_MODELS
-                    .iter()
-                    .find(|(m, _)| *m == k)
-                    .map(|(_, dev)| (*dev, v.clone()))
-            })
-            .ok_or_else(|| {
-                config_err(
-                    key,
-                    "no network card model given (virtio=MAC, e1000=MAC, ...)",
-                )
-            })?;
-        if p.get("link_down", None) == Some("1") {
-            continue;
+        let nic = Nic::parse(key, value).map_err(|e| config_err(key, e.message))?;
+        let mac = nic
+            .mac
+            .ok_or_else(|| config_err(key, "no MAC address assigned"))?;
+        let netdev = match (&nic.bridge, spec.net_mode) {
+            (Some(_), NetMode::Bridge) => {
+                // The daemon plugs the tap into its bridge (with VLAN and rate) while the
+                // guest is still paused; QEMU removes it when it exits.
+                let mut n = format!(
+                    "tap,id=net{index},ifname={},script=no,downscript=no",
+                    Nic::tap_name(spec.vmid, index)
+                );
+                if let Some(q) = nic.queues.filter(|q| *q > 1) {
+                    n.push_str(&format!(",queues={q}"));
+                }
+                n
+            }
+            // Outbound NAT only: the guest reaches out, nothing reaches in.
+            _ => format!("user,id=net{index}"),
+        };
+        let mut device = format!(
+            "{},netdev=net{index},mac={mac},id={key}",
+            nic.model.qemu_device()
+        );
+        if let Some(mtu) = nic.mtu.filter(|m| *m > 1 && nic.model == NicModel::Virtio) {
+            device.push_str(&format!(",host_mtu={mtu}"));
         }
-        // No host bridges exist on these machines: every card gets user-mode networking
-        // (outbound NAT), whatever `bridge=` says.
-        args.extend([
-            "-netdev".to_string(),
-            format!("user,id=net{index}"),
-            "-device".to_string(),
-            format!("{model},netdev=net{index},mac={mac},id={key}"),
-        ]);
+        args.extend(["-netdev".to_string(), netdev, "-device".to_string(), device]);
     }
     if let Some(extra) = cfg.options.get("args") {
         // Raw arguments, as Proxmox VE's `args:` (used for direct kernel boot of test guests).
@@ -338,6 +342,8 @@ mod tests {
             run_dir: &run,
             resolve: &resolve,
             incoming: None,
+            net_mode: crate::NetMode::Bridge,
+            paused: false,
         };
         let args = command_line(&cfg, &spec).unwrap().join(" ");
         assert!(args.contains("-accel tcg"), "{args}");
@@ -396,6 +402,49 @@ scsi3: local:iso/x.iso,media=cdrom
     }
 
     #[test]
+    fn network_cards_get_taps_on_bridges_or_user_mode() {
+        let run = PathBuf::from("/run/ferrox");
+        let mut spec = LaunchSpec {
+            cpu_models: &Default::default(),
+            vmid: 102,
+            accel: Accelerator::Tcg,
+            run_dir: &run,
+            resolve: &resolve,
+            incoming: None,
+            net_mode: crate::NetMode::Bridge,
+            paused: true,
+        };
+        let cfg = GuestConfig::parse(
+            "net0: virtio=BC:24:11:00:00:01,bridge=vmbr0,tag=10,mtu=1400,queues=2\nnet1: e1000=BC:24:11:00:00:02\n",
+        )
+        .unwrap();
+        let args = command_line(&cfg, &spec).unwrap().join(" ");
+        assert!(args.contains(" -S"), "{args}");
+        assert!(args.contains(
+            "-netdev tap,id=net0,ifname=tap102i0,script=no,downscript=no,queues=2 -device virtio-net-pci,netdev=net0,mac=BC:24:11:00:00:01,id=net0,host_mtu=1400"
+        ), "{args}");
+        assert!(
+            args.contains(
+                "-netdev user,id=net1 -device e1000,netdev=net1,mac=BC:24:11:00:00:02,id=net1"
+            ),
+            "{args}"
+        );
+        spec.net_mode = crate::NetMode::User;
+        let args = command_line(&cfg, &spec).unwrap().join(" ");
+        assert!(args.contains("-netdev user,id=net0 "), "{args}");
+        assert!(!args.contains("tap"), "{args}");
+        let bad =
+            GuestConfig::parse("net0: virtio=BC:24:11:00:00:01,bridge=vmbr0,tag=0\n").unwrap();
+        match command_line(&bad, &spec) {
+            Err(QemuError::Config { key, message }) => {
+                assert_eq!(key, "net0");
+                assert!(message.starts_with("tag:"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn display_and_serial_ports() {
         let run = PathBuf::from("/run/ferrox");
         let spec = LaunchSpec {
@@ -405,6 +454,8 @@ scsi3: local:iso/x.iso,media=cdrom
             run_dir: &run,
             resolve: &resolve,
             incoming: None,
+            net_mode: crate::NetMode::Bridge,
+            paused: false,
         };
         let cfg = GuestConfig::parse("vga: serial0\nserial0: socket\nserial2: socket\n").unwrap();
         let args = command_line(&cfg, &spec).unwrap().join(" ");
@@ -438,6 +489,8 @@ scsi3: local:iso/x.iso,media=cdrom
             run_dir: &run,
             resolve: &resolve,
             incoming: None,
+            net_mode: crate::NetMode::Bridge,
+            paused: false,
         };
         match command_line(&cfg, &spec) {
             Err(QemuError::Config { key, message }) => {

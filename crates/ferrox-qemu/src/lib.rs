@@ -16,7 +16,7 @@ pub mod nbd;
 pub mod process;
 pub mod qmp;
 
-pub use command::{command_line, Accelerator, LaunchSpec, VolumeResolver};
+pub use command::{command_line, Accelerator, LaunchSpec, NetMode, VolumeResolver};
 pub use process::{GuestProcess, RunState};
 pub use qmp::{Qmp, QmpError};
 

@@ -40,6 +40,8 @@ fn starts_reports_status_and_stops_a_guest() {
             run_dir: &run,
             resolve: &resolve,
             incoming: None,
+            net_mode: ferrox_qemu::NetMode::Bridge,
+            paused: false,
         };
         let args = command_line(&cfg, &spec).expect("command line");
         let guest = GuestProcess::start(&binary, &args, &spec).expect("qemu starts");
@@ -69,6 +71,8 @@ fn starts_reports_status_and_stops_a_guest() {
         run_dir: &run,
         resolve: &resolve,
         incoming: None,
+        net_mode: ferrox_qemu::NetMode::Bridge,
+        paused: false,
     };
     let guest = GuestProcess::start(&binary, &command_line(&cfg, &spec).expect("args"), &spec)
         .expect("start");
@@ -101,6 +105,8 @@ fn guest_with_allocated_disks_starts_and_qemu_sees_them() {
         run_dir: &run,
         resolve: &resolve,
         incoming: None,
+        net_mode: ferrox_qemu::NetMode::Bridge,
+        paused: false,
     };
     let guest = GuestProcess::start(&binary, &command_line(&cfg, &spec).expect("args"), &spec)
         .expect("start");

@@ -17,6 +17,7 @@ pub mod guest_config;
 pub mod ha;
 pub mod ha_config;
 pub mod jobs_config;
+pub mod network;
 pub mod notifications;
 pub mod perl_json;
 pub mod property_string;

@@ -14,6 +14,7 @@ pub mod crs;
 pub mod ha;
 pub mod lxc;
 pub mod metrics;
+pub mod network;
 pub mod nodes;
 pub mod notifications;
 pub mod pools;
@@ -41,6 +42,7 @@ pub(crate) fn auth_id(ctx: &C<'_>) -> Result<String, ApiError> {
 pub fn endpoints() -> Vec<Endpoint<Node>> {
     let mut list = ferrox_api::core::endpoints::<Node>();
     list.extend(nodes::endpoints());
+    list.extend(network::endpoints());
     list.extend(qemu::endpoints());
     list.extend(storage::endpoints());
     list.extend(resources::endpoints());

@@ -7,8 +7,8 @@ use ferrox_api::core::{local_node, PVE_VERSION};
 use ferrox_api::{ApiError, Endpoint, Method, Param, ParamType, Permission};
 use ferrox_api_types::cluster::Resource;
 use ferrox_api_types::nodes::{
-    AptUpdate, BootInfo, CpuInfo, Dns, Kernel, Ksm, MachineType, Memory, NetworkInterface,
-    NodeStatus, NodeTime, ReplicationJob, RrdRow, Space, Subscription,
+    AptUpdate, BootInfo, CpuInfo, Dns, Kernel, Ksm, MachineType, Memory, NodeStatus, NodeTime,
+    ReplicationJob, RrdRow, Space, Subscription,
 };
 use ferrox_api_types::Named;
 
@@ -148,19 +148,6 @@ fn node_rrddata(ctx: &C<'_>) -> Result<Vec<RrdRow>, ApiError> {
     rrd_rows(ctx, "node")
 }
 
-fn network(ctx: &C<'_>) -> Result<Vec<NetworkInterface>, ApiError> {
-    local_node(ctx)?;
-    let wanted = ctx.params.str(&param::TYPE);
-    Ok(host::interfaces()
-        .into_iter()
-        .filter(|i| match wanted {
-            None => true,
-            Some("any_bridge") => i.kind == "bridge",
-            Some(kind) => i.kind == kind,
-        })
-        .collect())
-}
-
 /// No subscription: Ferrox is not licensed per socket. `serverid` (a stable id of this
 /// host) only for those with `Sys.Audit` on the node, as Proxmox VE does.
 fn subscription(ctx: &C<'_>) -> Result<Subscription, ApiError> {
@@ -263,26 +250,6 @@ pub(crate) mod param {
         ParamType::Enum(&["AVERAGE", "MAX"]),
         "Consolidation function.",
     );
-    pub const TYPE: Param = Param::optional(
-        "type",
-        ParamType::Enum(&[
-            "bridge",
-            "bond",
-            "eth",
-            "alias",
-            "vlan",
-            "fabric",
-            "OVSBridge",
-            "OVSBond",
-            "OVSPort",
-            "OVSIntPort",
-            "vnet",
-            "any_bridge",
-            "any_local_bridge",
-            "include_sdn",
-        ]),
-        "Only this interface type.",
-    );
 }
 
 /// The endpoints of this file.
@@ -321,14 +288,6 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             node_rrddata,
         )
         .params([vec![NODE], rrd_params()].concat()),
-        Endpoint::new(
-            Get,
-            "/nodes/{node}/network",
-            "Network interfaces.",
-            auth.clone(),
-            network,
-        )
-        .params(vec![NODE, param::TYPE]),
         Endpoint::new(
             Get,
             "/nodes/{node}/subscription",

@@ -667,6 +667,7 @@ fn clone(ctx: &C<'_>) -> Result<Upid, ApiError> {
         full: ctx.params.bool(&param::FULL_CLONE),
     };
     let plan = ctx.state.check_clone(vmid, &req)?;
+    crate::guests::perm::check_bridges_of(ctx, &*ctx.state.guest_config(vmid)?)?;
     let mut storages: Vec<String> = plan
         .disks
         .iter()

@@ -121,6 +121,9 @@ impl Node {
         {
             return Err(ApiError::param("target", refusal.reason));
         }
+        if let Some(refusal) = self.bridge_refusal(&cfg, target)? {
+            return Err(ApiError::param("target", refusal));
+        }
         if running && !online {
             return Err(ApiError::param(
                 "online",
@@ -801,12 +804,15 @@ impl Node {
                 resolve: &resolve,
                 incoming: Some(&uri),
                 cpu_models: &cpu_models,
+                net_mode: self.opts.net_mode,
+                paused: true,
             };
             let args = ferrox_qemu::command_line(&cfg, &spec).map_err(|e| e.to_string())?;
             let process = GuestProcess::start(&self.opts.qemu_binary, &args, &spec)
                 .map_err(|e| format!("starting the incoming VM: {e}"))?;
             let exported = (|| -> Result<BTreeMap<String, String>, String> {
                 let mut qmp = process.qmp().map_err(|e| e.to_string())?;
+                self.plug_guest_taps(vmid, &cfg, &mut qmp, None)?;
                 migration::set_capabilities(&mut qmp).map_err(|e| e.to_string())?;
                 let mut exports = BTreeMap::new();
                 if disks.is_empty() {

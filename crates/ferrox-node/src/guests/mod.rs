@@ -20,6 +20,7 @@ use ferrox_qemu::process::pid_alive;
 use ferrox_qemu::{Accelerator, GuestProcess, LaunchSpec};
 use ferrox_store::Expect;
 use ferrox_types::guest_config::DISK_BUSES;
+use ferrox_types::network::{MacAddr, Nic};
 use ferrox_types::{GuestConfig, PropertyString, VolumeId};
 use rand::Rng;
 use std::collections::{BTreeMap, HashMap};
@@ -391,28 +392,15 @@ pub(crate) fn is_net_key(key: &str) -> bool {
         .is_some_and(|i| !i.is_empty() && i.chars().all(|c| c.is_ascii_digit()))
 }
 
-const NIC_MODELS: &[&str] = &["virtio", "e1000", "e1000e", "rtl8139", "vmxnet3"];
-
-/// `virtio,bridge=vmbr0` → `virtio=BC:24:11:xx:xx:xx,bridge=vmbr0` (Proxmox VE's prefix).
+/// A `netN` value parsed into its typed form (the error names the key and the bad item),
+/// with a MAC address of Proxmox VE's prefix when it has none:
+/// `virtio,bridge=vmbr0` → `virtio=BC:24:11:xx:xx:xx,bridge=vmbr0`.
 fn assign_mac(key: &str, value: &str) -> Result<String, ApiError> {
-    let mut p = PropertyString::parse(value).map_err(|e| ApiError::param(key, e.to_string()))?;
-    let Some(first) = p.items.first().cloned() else {
-        return Err(ApiError::param(key, "no network card model given"));
-    };
-    match first {
-        (None, model) if NIC_MODELS.contains(&model.as_str()) => {
-            p.items[0] = (Some(model), random_mac());
-            Ok(p.to_string())
-        }
-        (Some(model), _) if NIC_MODELS.contains(&model.as_str()) => Ok(value.to_string()),
-        _ => Err(ApiError::param(
-            key,
-            format!(
-                "no valid network card model in '{value}' (one of {})",
-                NIC_MODELS.join(", ")
-            ),
-        )),
+    let mut nic = Nic::parse(key, value).map_err(|e| ApiError::param(key, e.message))?;
+    if nic.mac.is_none() {
+        nic.mac = Some(random_mac());
     }
+    Ok(nic.to_string())
 }
 
 /// ACPI shutdown of a guest's QEMU with a timeout; then a hard stop if `force`, else an
@@ -451,26 +439,16 @@ pub(crate) fn shutdown_process(
 }
 
 /// A MAC address with Proxmox VE's prefix.
-fn random_mac() -> String {
+fn random_mac() -> MacAddr {
     let mut rng = rand::thread_rng();
-    format!(
-        "BC:24:11:{:02X}:{:02X}:{:02X}",
-        rng.gen::<u8>(),
-        rng.gen::<u8>(),
-        rng.gen::<u8>()
-    )
+    MacAddr([0xBC, 0x24, 0x11, rng.gen(), rng.gen(), rng.gen()])
 }
 
 /// A NIC with a new MAC address (for a clone: the copy must not share the source's).
 pub(crate) fn fresh_mac(key: &str, value: &str) -> Result<String, ApiError> {
-    let mut p = PropertyString::parse(value).map_err(|e| ApiError::param(key, e.to_string()))?;
-    match p.items.first().cloned() {
-        Some((Some(model), _)) | Some((None, model)) if NIC_MODELS.contains(&model.as_str()) => {
-            p.items[0] = (Some(model), random_mac());
-            Ok(p.to_string())
-        }
-        _ => assign_mac(key, value),
-    }
+    let mut nic = Nic::parse(key, value).map_err(|e| ApiError::param(key, e.message))?;
+    nic.mac = Some(random_mac());
+    Ok(nic.to_string())
 }
 
 /// Sets `sets` on `cfg` (new NICs get a MAC); collects one error per bad key.
@@ -729,6 +707,9 @@ impl Node {
             resolve: &resolve,
             incoming: state.map(|_| "defer"),
             cpu_models: &cpu_models,
+            net_mode: self.opts.net_mode,
+            // The guest's CPUs wait until its taps are on their bridges.
+            paused: true,
         };
         let args = ferrox_qemu::command_line(cfg, &spec).map_err(|e| e.to_string())?;
         log.log(format!(
@@ -737,20 +718,21 @@ impl Node {
         ));
         let process = GuestProcess::start(&self.opts.qemu_binary, &args, &spec)
             .map_err(|e| format!("start failed: {e}"))?;
-        if let Some(state) = state {
-            let resumed = process
-                .qmp()
-                .map_err(|e| e.to_string())
-                .and_then(|mut qmp| {
+        let resumed = process
+            .qmp()
+            .map_err(|e| e.to_string())
+            .and_then(|mut qmp| {
+                self.plug_guest_taps(vmid, cfg, &mut qmp, Some(log))?;
+                if let Some(state) = state {
                     ferrox_qemu::migration::load_state(&mut qmp, state)
-                        .map_err(|e| e.to_string())?;
-                    qmp.execute("cont", None).map_err(|e| e.to_string())
-                });
-            if let Err(e) = resumed {
-                let _ = process.stop();
-                return Err(format!("loading the saved RAM state failed: {e}").into());
-            }
-            log.log(format!("VM {vmid} resumed from its saved RAM state"));
+                        .map_err(|e| format!("loading the saved RAM state failed: {e}"))?;
+                    log.log(format!("VM {vmid} resumed from its saved RAM state"));
+                }
+                qmp.execute("cont", None).map_err(|e| e.to_string())
+            });
+        if let Err(e) = resumed {
+            let _ = process.stop();
+            return Err(format!("start failed: {e}").into());
         }
         let state = process.status().map_err(|e| format!("start failed: {e}"))?;
         let actual = if state.kvm {

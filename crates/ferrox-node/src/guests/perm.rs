@@ -270,6 +270,34 @@ fn check_custom_cpu_use(
     ctx.require(&format!("/mapping/cpu/{name}"), &["Mapping.Use"], false)
 }
 
+/// A card on a bridge needs SDN.Use on the bridge in the `localnetwork` zone, or on its
+/// VLAN for a tagged card (Proxmox VE's `check_vnet_access`); root@pam is not asked.
+pub fn check_bridge_access(ctx: &C<'_>, key: &str, value: &str) -> Result<(), ApiError> {
+    if is_root(ctx) {
+        return Ok(());
+    }
+    let nic = ferrox_types::network::Nic::parse(key, value)
+        .map_err(|e| ApiError::param(key, e.message))?;
+    let Some(bridge) = nic.bridge else {
+        return Ok(());
+    };
+    let zone = format!("/sdn/zones/localnetwork/{bridge}");
+    // Trunks reach every VLAN they list: for them the bridge itself must be allowed.
+    let path = match nic.tag {
+        Some(tag) => format!("{zone}/{tag}"),
+        None => zone,
+    };
+    ctx.require(&path, &["SDN.Use"], false)
+}
+
+/// `check_bridge_access` for every card of a config a clone or restore copies.
+pub fn check_bridges_of(ctx: &C<'_>, cfg: &GuestConfig) -> Result<(), ApiError> {
+    for (key, value) in cfg.options.iter().filter(|(k, _)| indexed(k, "net")) {
+        check_bridge_access(ctx, key, value)?;
+    }
+    Ok(())
+}
+
 /// Checks a config change (or, with `current` = `None`, a new guest's config) key by key.
 /// `sets` are the new values, `deletes` the keys to remove.
 pub fn check_config_change(
@@ -318,6 +346,9 @@ pub fn check_config_change(
             check_key(ctx, target, key)?;
             if key == "cpu" {
                 check_custom_cpu_use(ctx, current, value)?;
+            }
+            if indexed(key, "net") {
+                check_bridge_access(ctx, key, value)?;
             }
         }
     }

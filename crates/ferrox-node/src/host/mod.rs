@@ -2,6 +2,7 @@
 
 pub mod cpu;
 pub mod metrics;
+pub mod network;
 pub mod rrd;
 
 use std::path::Path;
@@ -207,116 +208,6 @@ mod tests {
         );
         assert!((busy - 0.3).abs() < 1e-9 && (wait - 0.1).abs() < 1e-9);
     }
-}
-
-/// The host's network interfaces as `GET /nodes/{node}/network` lists them: from
-/// `/sys/class/net` (kind, state, MTU, bridge ports) and `ip -json addr` (addresses).
-/// Without iproute2 the addresses are left out.
-pub fn interfaces() -> Vec<ferrox_api_types::nodes::NetworkInterface> {
-    use ferrox_api_types::nodes::NetworkInterface;
-    let addresses = ip_addresses();
-    let Ok(entries) = std::fs::read_dir("/sys/class/net") else {
-        return Vec::new();
-    };
-    let mut out: Vec<NetworkInterface> = entries
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let dir = e.path();
-            let read = |f: &str| {
-                std::fs::read_to_string(dir.join(f))
-                    .map(|t| t.trim().to_string())
-                    .ok()
-            };
-            let kind = if read("type").as_deref() == Some("772") {
-                return None; // loopback: Proxmox VE does not list it
-            } else if dir.join("bridge").is_dir() {
-                "bridge"
-            } else if dir.join("bonding").is_dir() {
-                "bond"
-            } else if name.contains('.') {
-                "vlan"
-            } else if dir.join("device").exists() {
-                "eth"
-            } else {
-                "unknown"
-            };
-            let bridge_ports = std::fs::read_dir(dir.join("brif")).ok().map(|ports| {
-                let mut names: Vec<String> = ports
-                    .flatten()
-                    .map(|p| p.file_name().to_string_lossy().into_owned())
-                    .collect();
-                names.sort();
-                names.join(" ")
-            });
-            let mut row = NetworkInterface {
-                kind: kind.into(),
-                active: Some(u8::from(read("operstate").as_deref() == Some("up"))),
-                autostart: Some(1),
-                method: Some("manual".into()),
-                mtu: read("mtu").and_then(|m| m.parse().ok()),
-                bridge_ports,
-                iface: name.clone(),
-                ..NetworkInterface::default()
-            };
-            for (family, address, prefix) in addresses
-                .iter()
-                .filter(|a| a.0 == name)
-                .map(|a| (&a.1, &a.2, a.3))
-            {
-                if !row.families.contains(family) {
-                    row.families.push(family.clone());
-                }
-                if family == "inet" && row.address.is_none() {
-                    row.address = Some(address.clone());
-                    row.cidr = Some(format!("{address}/{prefix}"));
-                    row.netmask = Some(prefix.to_string());
-                    row.method = Some("static".into());
-                } else if family == "inet6" && row.address6.is_none() {
-                    row.address6 = Some(address.clone());
-                    row.cidr6 = Some(format!("{address}/{prefix}"));
-                }
-            }
-            Some(row)
-        })
-        .collect();
-    out.sort_by(|a, b| a.iface.cmp(&b.iface));
-    out
-}
-
-/// (interface, family, address, prefix length) of every global address.
-fn ip_addresses() -> Vec<(String, String, String, u8)> {
-    #[derive(serde::Deserialize)]
-    struct Link {
-        ifname: String,
-        #[serde(default)]
-        addr_info: Vec<Addr>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Addr {
-        family: String,
-        local: String,
-        prefixlen: u8,
-        #[serde(default)]
-        scope: String,
-    }
-    let Ok(out) = std::process::Command::new("ip")
-        .args(["-json", "addr"])
-        .output()
-    else {
-        return Vec::new();
-    };
-    let links: Vec<Link> = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    links
-        .into_iter()
-        .flat_map(|l| {
-            let name = l.ifname;
-            l.addr_info
-                .into_iter()
-                .filter(|a| a.scope != "link" && a.scope != "host")
-                .map(move |a| (name.clone(), a.family, a.local, a.prefixlen))
-        })
-        .collect()
 }
 
 /// `/etc/resolv.conf` as `GET /nodes/{node}/dns` shows it.

@@ -1,0 +1,493 @@
+//! Host networking on real bridges: three nodes, each in its own network namespace (the
+//! namespaces are the hosts, joined by a switch). The network API creates bridges and VLAN
+//! interfaces in the node's namespace; guests' cards become tap devices on their bridge
+//! with the VLAN tag and rate limit applied; bad input and failed applies change nothing;
+//! a migration to a node without the guest's bridge is refused naming the bridge; a live
+//! migration re-plugs the tap on the target. Needs root and `ip netns`.
+
+use ferrox_e2e::netns::{Lab, SUBNET};
+use ferrox_e2e::{build_payload, ECHO_PAYLOAD};
+use serde_json::Value;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn eventually(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `ip -j <args>` (or `bridge -j`, `tc -j`) inside node `i`'s namespace.
+fn json_in(lab: &Lab, i: usize, program: &str, args: &[&str]) -> Value {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.ns(i), program, "-j"])
+        .args(args)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+fn link(lab: &Lab, i: usize, name: &str) -> Option<Value> {
+    json_in(lab, i, "ip", &["-d", "link", "show", "dev", name])
+        .as_array()
+        .and_then(|a| a.first().cloned())
+}
+
+fn has_address(lab: &Lab, i: usize, dev: &str, addr: &str) -> bool {
+    json_in(lab, i, "ip", &["addr", "show", "dev", dev])
+        .as_array()
+        .and_then(|a| a.first().cloned())
+        .is_some_and(|l| {
+            l["addr_info"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x["local"] == addr))
+        })
+}
+
+/// The 400 of a refused request names `param`.
+fn refused(result: Result<Value, String>, param: &str, text: &str) {
+    let out = result.expect_err("the request must be refused");
+    assert!(
+        out.contains(param) && out.contains(text),
+        "expected a refusal naming {param} ({text}): {out}"
+    );
+}
+
+/// Whether the kernel of node `i`'s namespace can filter VLANs on a bridge.
+fn kernel_filters_vlans(lab: &Lab) -> bool {
+    let probe = |args: &[&str]| {
+        Command::new("ip")
+            .args(["-n", &lab.ns(3)])
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let ok = probe(&[
+        "link",
+        "add",
+        "fxprobe0",
+        "type",
+        "bridge",
+        "vlan_filtering",
+        "1",
+    ]);
+    probe(&["link", "del", "fxprobe0"]);
+    ok
+}
+
+fn task_log(lab: &Lab, i: usize, upid: &str) -> String {
+    let upid = upid.trim_matches('"');
+    let mut status = Value::Null;
+    eventually("the task ends", Duration::from_secs(60), || {
+        status = lab
+            .api(i, &["get", &format!("/nodes/n{i}/tasks/{upid}/status")])
+            .unwrap_or(Value::Null);
+        status["status"] == "stopped"
+    });
+    let log = lab
+        .api(
+            i,
+            &[
+                "get",
+                &format!("/nodes/n{i}/tasks/{upid}/log"),
+                "--limit",
+                "500",
+            ],
+        )
+        .unwrap();
+    let lines: Vec<String> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["t"].as_str().unwrap_or("").to_string())
+        .collect();
+    format!("{}\n{}", status["exitstatus"], lines.join("\n"))
+}
+
+#[test]
+fn bridges_vlans_and_taps_in_network_namespaces() {
+    let Some(mut lab) = Lab::new() else {
+        return;
+    };
+    let payload_dir = tempfile::tempdir().unwrap();
+    let Some(echo) = build_payload(payload_dir.path(), "echo", ECHO_PAYLOAD) else {
+        eprintln!("SKIPPED: building the echo guest needs binutils (as, ld)");
+        return;
+    };
+    for i in 1..=3 {
+        lab.start(i, &[]);
+    }
+    lab.form_cluster("net");
+    let uplink = lab.uplink(1);
+
+    // A new node has vmbr0 (no ports, no address), created at start; its port is listed.
+    eventually("vmbr0 on n1", Duration::from_secs(10), || {
+        link(&lab, 1, "vmbr0").is_some()
+    });
+    let list = lab.api(1, &["get", "/nodes/n1/network"]).unwrap();
+    let rows = list.as_array().unwrap();
+    let vmbr0 = rows.iter().find(|r| r["iface"] == "vmbr0").expect("vmbr0");
+    assert_eq!(vmbr0["type"], "bridge", "{vmbr0}");
+    assert_eq!(vmbr0["exists"], 1, "{vmbr0}");
+    let port = rows
+        .iter()
+        .find(|r| r["iface"] == uplink.as_str())
+        .expect("the uplink is listed");
+    assert_eq!(port["type"], "eth");
+    assert_eq!(port["cidr"], format!("{SUBNET}.1/24"));
+
+    // Bad input: each refused naming the parameter, nothing pending afterwards.
+    refused(
+        lab.api(
+            1,
+            &[
+                "create",
+                "/nodes/n1/network",
+                "--iface",
+                "vmbr0",
+                "--type",
+                "bridge",
+            ],
+        ),
+        "iface",
+        "already exists",
+    );
+    refused(
+        lab.api(
+            1,
+            &[
+                "create",
+                "/nodes/n1/network",
+                "--iface",
+                "vlan9",
+                "--type",
+                "vlan",
+                "--vlan-raw-device",
+                "vmbr0",
+                "--vlan-id",
+                "4095",
+            ],
+        ),
+        "vlan-id",
+        "1 to 4094",
+    );
+    refused(
+        lab.api(
+            1,
+            &[
+                "create",
+                "/nodes/n1/network",
+                "--iface",
+                "bond0",
+                "--type",
+                "bond",
+            ],
+        ),
+        "type",
+        "not supported",
+    );
+    refused(
+        lab.api(
+            1,
+            &[
+                "create",
+                "/nodes/n1/network",
+                "--iface",
+                "vmbr5",
+                "--type",
+                "bridge",
+                "--bridge_vids",
+                "5-2",
+                "--bridge_vlan_aware",
+                "1",
+            ],
+        ),
+        "bridge_vids",
+        "first > last",
+    );
+    refused(
+        lab.api(
+            1,
+            &[
+                "create",
+                "/nodes/n1/network",
+                "--iface",
+                "vmbr5",
+                "--type",
+                "bridge",
+                "--cidr",
+                "10.9.0.1/33",
+            ],
+        ),
+        "cidr",
+        "not an IPv4 CIDR",
+    );
+    let pending = lab.api(1, &["get", "/nodes/n1/network/vmbr0"]).unwrap();
+    assert_eq!(pending["iface"], "vmbr0");
+
+    // A failed apply (a port that does not exist) rolls back: no vmbr6 in the kernel.
+    lab.api(
+        1,
+        &[
+            "create",
+            "/nodes/n1/network",
+            "--iface",
+            "vmbr6",
+            "--type",
+            "bridge",
+            "--bridge_ports",
+            "nosuchport0",
+        ],
+    )
+    .unwrap();
+    let upid = lab.api(1, &["set", "/nodes/n1/network"]).unwrap();
+    let log = task_log(&lab, 1, upid.as_str().unwrap());
+    assert!(
+        log.contains("nosuchport0") && log.contains("previous configuration is back"),
+        "{log}"
+    );
+    assert!(link(&lab, 1, "vmbr6").is_none(), "vmbr6 was rolled back");
+    lab.api(1, &["delete", "/nodes/n1/network"]).unwrap();
+    let listed = lab.api(1, &["get", "/nodes/n1/network"]).unwrap();
+    assert!(
+        !listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["iface"] == "vmbr6"),
+        "reverted: {listed}"
+    );
+
+    // The node's cluster address is never dropped: configure it on the uplink, then try
+    // to remove it.
+    lab.api(
+        1,
+        &[
+            "create",
+            "/nodes/n1/network",
+            "--iface",
+            &uplink,
+            "--type",
+            "eth",
+            "--cidr",
+            &format!("{SUBNET}.1/24"),
+        ],
+    )
+    .unwrap();
+    let upid = lab.api(1, &["set", "/nodes/n1/network"]).unwrap();
+    let log = task_log(&lab, 1, upid.as_str().unwrap());
+    assert!(log.starts_with("\"OK\""), "{log}");
+    lab.api(
+        1,
+        &[
+            "set",
+            &format!("/nodes/n1/network/{uplink}"),
+            "--type",
+            "eth",
+            "--delete",
+            "cidr",
+        ],
+    )
+    .unwrap();
+    let upid = lab.api(1, &["set", "/nodes/n1/network"]).unwrap();
+    let log = task_log(&lab, 1, upid.as_str().unwrap());
+    assert!(log.contains("cluster address"), "{log}");
+    assert!(has_address(&lab, 1, &uplink, &format!("{SUBNET}.1")));
+    lab.api(1, &["delete", "/nodes/n1/network"]).unwrap();
+
+    // A VLAN-aware bridge where the kernel filters VLANs; where it cannot (no
+    // CONFIG_BRIDGE_VLAN_FILTERING, as on the Firecracker machines), the apply says so and
+    // rolls back.
+    lab.api(
+        1,
+        &[
+            "create",
+            "/nodes/n1/network",
+            "--iface",
+            "vmbr2",
+            "--type",
+            "bridge",
+            "--bridge_vlan_aware",
+            "1",
+        ],
+    )
+    .unwrap();
+    let upid = lab.api(1, &["set", "/nodes/n1/network"]).unwrap();
+    let log = task_log(&lab, 1, upid.as_str().unwrap());
+    let vlan_filtering = kernel_filters_vlans(&lab);
+    if vlan_filtering {
+        assert!(log.starts_with("\"OK\""), "{log}");
+        let vmbr2 = link(&lab, 1, "vmbr2").expect("vmbr2 exists");
+        assert_eq!(
+            vmbr2["linkinfo"]["info_data"]["vlan_filtering"], 1,
+            "{vmbr2}"
+        );
+    } else {
+        eprintln!("NOTE: this kernel has no bridge VLAN filtering: checking the refusal instead");
+        assert!(log.contains("bridge_vlan_aware"), "{log}");
+        assert!(link(&lab, 1, "vmbr2").is_none(), "rolled back");
+        lab.api(1, &["delete", "/nodes/n1/network"]).unwrap();
+    }
+
+    // A second plain bridge on n1 only.
+    lab.api(
+        1,
+        &[
+            "create",
+            "/nodes/n1/network",
+            "--iface",
+            "vmbr1",
+            "--type",
+            "bridge",
+            "--comments",
+            "guests",
+        ],
+    )
+    .unwrap();
+    let upid = lab.api(1, &["set", "/nodes/n1/network"]).unwrap();
+    let log = task_log(&lab, 1, upid.as_str().unwrap());
+    assert!(log.starts_with("\"OK\""), "{log}");
+    assert!(link(&lab, 1, "vmbr1").is_some());
+
+    // Guests: tagged cards on plain bridges (Proxmox VE's <bridge>v<tag> bridges), a rate
+    // limit.
+    let shared = tempfile::tempdir().unwrap();
+    lab.api(
+        1,
+        &[
+            "create",
+            "/storage",
+            "--storage",
+            "shared",
+            "--type",
+            "dir",
+            "--path",
+            &shared.path().display().to_string(),
+            "--shared",
+            "1",
+        ],
+    )
+    .unwrap();
+    let args = format!("-kernel {}", echo.display());
+    for (vmid, net) in [
+        ("100", "virtio,bridge=vmbr0,tag=10,rate=5"),
+        ("101", "e1000,bridge=vmbr1,tag=20"),
+    ] {
+        lab.api(
+            1,
+            &[
+                "create",
+                "/nodes/n1/qemu",
+                "--vmid",
+                vmid,
+                "--memory",
+                "64",
+                "--net0",
+                net,
+                "--args",
+                &args,
+            ],
+        )
+        .unwrap();
+        let upid = lab
+            .api(
+                1,
+                &["create", &format!("/nodes/n1/qemu/{vmid}/status/start")],
+            )
+            .unwrap();
+        let log = task_log(&lab, 1, upid.as_str().unwrap());
+        // A kernel without traffic classifiers limits only one direction: a warning.
+        assert!(
+            log.starts_with("\"OK\"") || log.contains("WARN: net0: rate limits only"),
+            "{log}"
+        );
+        assert!(
+            log.contains(&format!("net0: tap{vmid}i0 on bridge")),
+            "{log}"
+        );
+    }
+    let tap = link(&lab, 1, "tap100i0").expect("tap100i0");
+    assert_eq!(tap["master"], "vmbr0v10", "{tap}");
+    let qdiscs = json_in(&lab, 1, "tc", &["qdisc", "show", "dev", "tap100i0"]);
+    assert!(
+        qdiscs
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|q| q["kind"] == "htb"),
+        "rate limit: {qdiscs}"
+    );
+    let tap = link(&lab, 1, "tap101i0").expect("tap101i0");
+    assert_eq!(tap["master"], "vmbr1v20", "{tap}");
+    // The two VLANs are separate bridges: nothing connects vmbr0v10 and vmbr1v20.
+    let members = |bridge: &str| -> Vec<String> {
+        json_in(&lab, 1, "ip", &["link", "show", "master", bridge])
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|l| l["ifname"].as_str().unwrap_or("").to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(members("vmbr0v10"), vec!["tap100i0".to_string()]);
+    assert_eq!(members("vmbr1v20"), vec!["tap101i0".to_string()]);
+
+    // n2 has no vmbr1: the migration is refused naming it, before anything moves.
+    let pre = lab
+        .api(1, &["get", "/nodes/n1/qemu/101/migrate", "--target", "n2"])
+        .unwrap();
+    let reason = pre["not_allowed_nodes"]["n2"]["reason"].to_string();
+    assert!(reason.contains("bridge 'vmbr1'"), "{pre}");
+    refused(
+        lab.api(
+            1,
+            &[
+                "create",
+                "/nodes/n1/qemu/101/migrate",
+                "--target",
+                "n2",
+                "--online",
+                "1",
+            ],
+        ),
+        "target",
+        "bridge 'vmbr1' does not exist on node 'n2'",
+    );
+
+    // A live migration of 100 re-plugs its tap on n2 (vmbr0v10 there), and n1's is gone.
+    let upid = lab
+        .api(
+            1,
+            &[
+                "create",
+                "/nodes/n1/qemu/100/migrate",
+                "--target",
+                "n2",
+                "--online",
+                "1",
+            ],
+        )
+        .unwrap();
+    let log = task_log(&lab, 1, upid.as_str().unwrap());
+    assert!(log.starts_with("\"OK\""), "{log}");
+    let tap = link(&lab, 2, "tap100i0").expect("tap100i0 on n2");
+    assert_eq!(tap["master"], "vmbr0v10", "{tap}");
+    eventually("n1's tap is gone", Duration::from_secs(10), || {
+        link(&lab, 1, "tap100i0").is_none()
+    });
+
+    // Removing vmbr1 from n1's configuration removes it from the host.
+    let upid = lab
+        .api(1, &["create", "/nodes/n1/qemu/101/status/stop"])
+        .unwrap();
+    task_log(&lab, 1, upid.as_str().unwrap());
+    lab.api(1, &["delete", "/nodes/n1/network/vmbr1"]).unwrap();
+    let upid = lab.api(1, &["set", "/nodes/n1/network"]).unwrap();
+    let log = task_log(&lab, 1, upid.as_str().unwrap());
+    assert!(log.starts_with("\"OK\""), "{log}");
+    assert!(link(&lab, 1, "vmbr1").is_none());
+}
