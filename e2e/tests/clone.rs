@@ -271,6 +271,26 @@ fn templates_clones_and_disk_moves() {
         ],
     );
     assert_eq!(r.status, 200, "{r:?}");
+    // The copy's card stays on vmbr0: SDN.Use on it (Proxmox VE's check_bridge_access).
+    let r = d.request(
+        "POST",
+        "/nodes/pve1/qemu/100/clone",
+        &cl,
+        &[("newid", "104")],
+    );
+    assert_eq!(r.status, 403, "no SDN.Use on vmbr0: {r:?}");
+    assert!(r.reason.contains("/sdn/zones/localnetwork/vmbr0"), "{r:?}");
+    let r = d.request(
+        "PUT",
+        "/access/acl",
+        &root,
+        &[
+            ("path", "/sdn/zones/localnetwork/vmbr0"),
+            ("roles", "PVESDNUser"),
+            ("users", "cl@pve"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
     d.task_ok(
         &cl,
         "POST",

@@ -667,7 +667,6 @@ fn clone(ctx: &C<'_>) -> Result<Upid, ApiError> {
         full: ctx.params.bool(&param::FULL_CLONE),
     };
     let plan = ctx.state.check_clone(vmid, &req)?;
-    crate::guests::perm::check_bridges_of(ctx, &*ctx.state.guest_config(vmid)?)?;
     let mut storages: Vec<String> = plan
         .disks
         .iter()
@@ -682,6 +681,14 @@ fn clone(ctx: &C<'_>) -> Result<Upid, ApiError> {
             false,
         )?;
     }
+    // The copy's cards stay on the source's bridges (Proxmox VE's check_bridge_access).
+    let source = ctx.state.guest_config(vmid)?;
+    let copied = req
+        .snapname
+        .as_ref()
+        .and_then(|snap| source.snapshots.get(snap))
+        .unwrap_or(&source.options);
+    crate::guests::perm::check_bridges_of(ctx, copied)?;
     Ok(Upid(ctx.state.clone_guest(vmid, req, &auth_id(ctx)?)?))
 }
 

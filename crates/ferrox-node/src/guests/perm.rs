@@ -290,9 +290,9 @@ pub fn check_bridge_access(ctx: &C<'_>, key: &str, value: &str) -> Result<(), Ap
     ctx.require(&path, &["SDN.Use"], false)
 }
 
-/// `check_bridge_access` for every card of a config a clone or restore copies.
-pub fn check_bridges_of(ctx: &C<'_>, cfg: &GuestConfig) -> Result<(), ApiError> {
-    for (key, value) in cfg.options.iter().filter(|(k, _)| indexed(k, "net")) {
+/// `check_bridge_access` for every card of the options a clone copies.
+pub fn check_bridges_of(ctx: &C<'_>, options: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    for (key, value) in options.iter().filter(|(k, _)| indexed(k, "net")) {
         check_bridge_access(ctx, key, value)?;
     }
     Ok(())
