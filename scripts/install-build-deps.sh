@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages Ferrox builds against (libpam0g-dev: the pam realm links
 # libpam) and, with --test, those the tests start (slapd for the LDAP realm test,
-# influxdb for the metric server test, btrfs-progs for the btrfs storage tests).
+# influxdb for the metric server test, btrfs-progs for the btrfs storage tests,
+# dnsmasq-base for SDN DHCP, busybox-static and cpio for the Linux test guest).
 # Needs root on Debian; prints a warning and returns 1 when it cannot.
 set -uo pipefail
 packages=()
@@ -10,6 +11,10 @@ if [ "${1:-}" = "--test" ]; then
     [ -x /usr/sbin/slapd ] || packages+=(slapd)
     [ -x /usr/bin/influxd ] || packages+=(influxdb)
     command -v mkfs.btrfs > /dev/null || packages+=(btrfs-progs)
+    command -v dnsmasq > /dev/null || packages+=(dnsmasq-base)
+    command -v cpio > /dev/null || packages+=(cpio)
+    command -v file > /dev/null || packages+=(file)
+    file -b /bin/busybox 2> /dev/null | grep -q static || packages+=(busybox-static)
 fi
 [ ${#packages[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get > /dev/null; then

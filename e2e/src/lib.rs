@@ -621,6 +621,33 @@ pub fn build_payload(dir: &Path, name: &str, asm: &str) -> Option<PathBuf> {
     ok.then_some(elf)
 }
 
+/// The real Linux test guest (`scripts/build-linux-guest.sh`: Debian's cloud kernel and a
+/// busybox initramfs), built once into `target/linux-guest`: `(kernel, initrd)`. `None`
+/// (after saying why) when it cannot be built here.
+pub fn linux_guest() -> Option<(PathBuf, PathBuf)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = root.join("target/linux-guest");
+    let status = Command::new("bash")
+        .arg(root.join("scripts/build-linux-guest.sh"))
+        .arg(&out)
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        eprintln!("SKIPPED: the Linux test guest cannot be built here (scripts/build-linux-guest.sh needs Debian's apt and root)");
+        return None;
+    }
+    Some((out.join("vmlinuz"), out.join("initrd.gz")))
+}
+
+/// The `args` of a Linux test guest: direct kernel boot with `append` on its command line
+/// (see scripts/build-linux-guest.sh for the `fx*` options).
+pub fn linux_args(guest: &(PathBuf, PathBuf), append: &str) -> String {
+    format!(
+        "-kernel {} -initrd {} -append \"console=ttyS0 quiet panic=-1 {append}\"",
+        guest.0.display(),
+        guest.1.display()
+    )
+}
+
 /// Every file below a node's `etc/` with its content, sorted: to check that a refused
 /// request changed nothing. The status files the daemons rewrite on their own (`lrm_status`,
 /// `ha_node_stats`, `manager_status`, and `cpu_capability`, published once the host's CPU

@@ -237,6 +237,86 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// `program -j args` (`ip`, `bridge`, `tc`) inside node `i`'s namespace, as JSON.
+    pub fn json_in(&self, i: usize, program: &str, args: &[&str]) -> Value {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns(i), program, "-j"])
+            .args(args)
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    /// A link of node `i`'s namespace as `ip -j -d link show` tells it.
+    pub fn link(&self, i: usize, name: &str) -> Option<Value> {
+        self.json_in(i, "ip", &["-d", "link", "show", "dev", name])
+            .as_array()
+            .and_then(|a| a.first().cloned())
+    }
+
+    /// Runs `args` inside node `i`'s namespace; whether it succeeded, and its output.
+    pub fn run_in(&self, i: usize, args: &[&str]) -> (bool, String) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns(i)])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    /// Waits for task `upid` of node `i` to end: `"<exitstatus>"` and its log lines.
+    pub fn task_log(&self, i: usize, upid: &Value) -> String {
+        let upid = upid.as_str().unwrap_or_default().trim_matches('"');
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let status = loop {
+            let status = self
+                .api(i, &["get", &format!("/nodes/n{i}/tasks/{upid}/status")])
+                .unwrap_or(Value::Null);
+            if status["status"] == "stopped" {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "task {upid} did not end");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let log = self
+            .api(
+                i,
+                &[
+                    "get",
+                    &format!("/nodes/n{i}/tasks/{upid}/log"),
+                    "--limit",
+                    "1000",
+                ],
+            )
+            .unwrap();
+        let lines: Vec<String> = log
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["t"].as_str().unwrap_or("").to_string())
+            .collect();
+        format!("{}\n{}", status["exitstatus"], lines.join("\n"))
+    }
+}
+
+/// Asserts that a request through `Lab::api` was refused naming `param` (and saying
+/// `text`).
+pub fn refused(result: Result<Value, String>, param: &str, text: &str) {
+    let out = result.expect_err("the request must be refused");
+    assert!(
+        out.contains(param) && out.contains(text),
+        "expected a refusal naming {param} ({text}): {out}"
+    );
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         for d in &mut self.daemons {

@@ -30,6 +30,9 @@ fn path_value(var: &str, upid: &str, path: &str) -> String {
         "volume" => "local%3A100%2Fvm-100-disk-0.qcow2".into(),
         "cputype" => "custom-walk-cpu".into(),
         "iface" => "vmbr0".into(),
+        "zone" => "walkzone".into(),
+        "vnet" => "walkvnet".into(),
+        "subnet" => "10.9.9.0-24".into(),
         "upid" => upid.replace(':', "%3A"),
         other => panic!("no value for the path variable {{{other}}}: add one"),
     }

@@ -5,10 +5,8 @@
 //! a migration to a node without the guest's bridge is refused naming the bridge; a live
 //! migration re-plugs the tap on the target. Needs root and `ip netns`.
 
-use ferrox_e2e::netns::{Lab, SUBNET};
+use ferrox_e2e::netns::{refused, Lab, SUBNET};
 use ferrox_e2e::{build_payload, ECHO_PAYLOAD};
-use serde_json::Value;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn eventually(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
@@ -19,24 +17,8 @@ fn eventually(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// `ip -j <args>` (or `bridge -j`, `tc -j`) inside node `i`'s namespace.
-fn json_in(lab: &Lab, i: usize, program: &str, args: &[&str]) -> Value {
-    let out = Command::new("ip")
-        .args(["netns", "exec", &lab.ns(i), program, "-j"])
-        .args(args)
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-}
-
-fn link(lab: &Lab, i: usize, name: &str) -> Option<Value> {
-    json_in(lab, i, "ip", &["-d", "link", "show", "dev", name])
-        .as_array()
-        .and_then(|a| a.first().cloned())
-}
-
 fn has_address(lab: &Lab, i: usize, dev: &str, addr: &str) -> bool {
-    json_in(lab, i, "ip", &["addr", "show", "dev", dev])
+    lab.json_in(i, "ip", &["addr", "show", "dev", dev])
         .as_array()
         .and_then(|a| a.first().cloned())
         .is_some_and(|l| {
@@ -46,65 +28,23 @@ fn has_address(lab: &Lab, i: usize, dev: &str, addr: &str) -> bool {
         })
 }
 
-/// The 400 of a refused request names `param`.
-fn refused(result: Result<Value, String>, param: &str, text: &str) {
-    let out = result.expect_err("the request must be refused");
-    assert!(
-        out.contains(param) && out.contains(text),
-        "expected a refusal naming {param} ({text}): {out}"
-    );
-}
-
-/// Whether the kernel of node `i`'s namespace can filter VLANs on a bridge.
+/// Whether the kernel of the test's namespaces can filter VLANs on a bridge.
 fn kernel_filters_vlans(lab: &Lab) -> bool {
-    let probe = |args: &[&str]| {
-        Command::new("ip")
-            .args(["-n", &lab.ns(3)])
-            .args(args)
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    let ok = probe(&[
-        "link",
-        "add",
-        "fxprobe0",
-        "type",
-        "bridge",
-        "vlan_filtering",
-        "1",
-    ]);
-    probe(&["link", "del", "fxprobe0"]);
+    let (ok, _) = lab.run_in(
+        3,
+        &[
+            "ip",
+            "link",
+            "add",
+            "fxprobe0",
+            "type",
+            "bridge",
+            "vlan_filtering",
+            "1",
+        ],
+    );
+    lab.run_in(3, &["ip", "link", "del", "fxprobe0"]);
     ok
-}
-
-fn task_log(lab: &Lab, i: usize, upid: &str) -> String {
-    let upid = upid.trim_matches('"');
-    let mut status = Value::Null;
-    eventually("the task ends", Duration::from_secs(60), || {
-        status = lab
-            .api(i, &["get", &format!("/nodes/n{i}/tasks/{upid}/status")])
-            .unwrap_or(Value::Null);
-        status["status"] == "stopped"
-    });
-    let log = lab
-        .api(
-            i,
-            &[
-                "get",
-                &format!("/nodes/n{i}/tasks/{upid}/log"),
-                "--limit",
-                "500",
-            ],
-        )
-        .unwrap();
-    let lines: Vec<String> = log
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["t"].as_str().unwrap_or("").to_string())
-        .collect();
-    format!("{}\n{}", status["exitstatus"], lines.join("\n"))
 }
 
 #[test]
@@ -125,7 +65,7 @@ fn bridges_vlans_and_taps_in_network_namespaces() {
 
     // A new node has vmbr0 (no ports, no address), created at start; its port is listed.
     eventually("vmbr0 on n1", Duration::from_secs(10), || {
-        link(&lab, 1, "vmbr0").is_some()
+        lab.link(1, "vmbr0").is_some()
     });
     let list = lab.api(1, &["get", "/nodes/n1/network"]).unwrap();
     let rows = list.as_array().unwrap();
@@ -244,12 +184,12 @@ fn bridges_vlans_and_taps_in_network_namespaces() {
     )
     .unwrap();
     let upid = lab.api(1, &["set", "/nodes/n1/network"]).unwrap();
-    let log = task_log(&lab, 1, upid.as_str().unwrap());
+    let log = lab.task_log(1, &upid);
     assert!(
         log.contains("nosuchport0") && log.contains("previous configuration is back"),
         "{log}"
     );
-    assert!(link(&lab, 1, "vmbr6").is_none(), "vmbr6 was rolled back");
+    assert!(lab.link(1, "vmbr6").is_none(), "vmbr6 was rolled back");
     lab.api(1, &["delete", "/nodes/n1/network"]).unwrap();
     let listed = lab.api(1, &["get", "/nodes/n1/network"]).unwrap();
     assert!(
@@ -278,7 +218,7 @@ fn bridges_vlans_and_taps_in_network_namespaces() {
     )
     .unwrap();
     let upid = lab.api(1, &["set", "/nodes/n1/network"]).unwrap();
-    let log = task_log(&lab, 1, upid.as_str().unwrap());
+    let log = lab.task_log(1, &upid);
     assert!(log.starts_with("\"OK\""), "{log}");
     lab.api(
         1,
@@ -293,7 +233,7 @@ fn bridges_vlans_and_taps_in_network_namespaces() {
     )
     .unwrap();
     let upid = lab.api(1, &["set", "/nodes/n1/network"]).unwrap();
-    let log = task_log(&lab, 1, upid.as_str().unwrap());
+    let log = lab.task_log(1, &upid);
     assert!(log.contains("cluster address"), "{log}");
     assert!(has_address(&lab, 1, &uplink, &format!("{SUBNET}.1")));
     lab.api(1, &["delete", "/nodes/n1/network"]).unwrap();
@@ -316,11 +256,11 @@ fn bridges_vlans_and_taps_in_network_namespaces() {
     )
     .unwrap();
     let upid = lab.api(1, &["set", "/nodes/n1/network"]).unwrap();
-    let log = task_log(&lab, 1, upid.as_str().unwrap());
+    let log = lab.task_log(1, &upid);
     let vlan_filtering = kernel_filters_vlans(&lab);
     if vlan_filtering {
         assert!(log.starts_with("\"OK\""), "{log}");
-        let vmbr2 = link(&lab, 1, "vmbr2").expect("vmbr2 exists");
+        let vmbr2 = lab.link(1, "vmbr2").expect("vmbr2 exists");
         assert_eq!(
             vmbr2["linkinfo"]["info_data"]["vlan_filtering"], 1,
             "{vmbr2}"
@@ -328,7 +268,7 @@ fn bridges_vlans_and_taps_in_network_namespaces() {
     } else {
         eprintln!("NOTE: this kernel has no bridge VLAN filtering: checking the refusal instead");
         assert!(log.contains("bridge_vlan_aware"), "{log}");
-        assert!(link(&lab, 1, "vmbr2").is_none(), "rolled back");
+        assert!(lab.link(1, "vmbr2").is_none(), "rolled back");
         lab.api(1, &["delete", "/nodes/n1/network"]).unwrap();
     }
 
@@ -348,9 +288,9 @@ fn bridges_vlans_and_taps_in_network_namespaces() {
     )
     .unwrap();
     let upid = lab.api(1, &["set", "/nodes/n1/network"]).unwrap();
-    let log = task_log(&lab, 1, upid.as_str().unwrap());
+    let log = lab.task_log(1, &upid);
     assert!(log.starts_with("\"OK\""), "{log}");
-    assert!(link(&lab, 1, "vmbr1").is_some());
+    assert!(lab.link(1, "vmbr1").is_some());
 
     // Guests: tagged cards on plain bridges (Proxmox VE's <bridge>v<tag> bridges), a rate
     // limit.
@@ -398,7 +338,7 @@ fn bridges_vlans_and_taps_in_network_namespaces() {
                 &["create", &format!("/nodes/n1/qemu/{vmid}/status/start")],
             )
             .unwrap();
-        let log = task_log(&lab, 1, upid.as_str().unwrap());
+        let log = lab.task_log(1, &upid);
         // A kernel without traffic classifiers limits only one direction: a warning.
         assert!(
             log.starts_with("\"OK\"") || log.contains("WARN: net0: rate limits only"),
@@ -409,9 +349,9 @@ fn bridges_vlans_and_taps_in_network_namespaces() {
             "{log}"
         );
     }
-    let tap = link(&lab, 1, "tap100i0").expect("tap100i0");
+    let tap = lab.link(1, "tap100i0").expect("tap100i0");
     assert_eq!(tap["master"], "vmbr0v10", "{tap}");
-    let qdiscs = json_in(&lab, 1, "tc", &["qdisc", "show", "dev", "tap100i0"]);
+    let qdiscs = lab.json_in(1, "tc", &["qdisc", "show", "dev", "tap100i0"]);
     assert!(
         qdiscs
             .as_array()
@@ -420,11 +360,11 @@ fn bridges_vlans_and_taps_in_network_namespaces() {
             .any(|q| q["kind"] == "htb"),
         "rate limit: {qdiscs}"
     );
-    let tap = link(&lab, 1, "tap101i0").expect("tap101i0");
+    let tap = lab.link(1, "tap101i0").expect("tap101i0");
     assert_eq!(tap["master"], "vmbr1v20", "{tap}");
     // The two VLANs are separate bridges: nothing connects vmbr0v10 and vmbr1v20.
     let members = |bridge: &str| -> Vec<String> {
-        json_in(&lab, 1, "ip", &["link", "show", "master", bridge])
+        lab.json_in(1, "ip", &["link", "show", "master", bridge])
             .as_array()
             .map(|a| {
                 a.iter()
@@ -472,22 +412,22 @@ fn bridges_vlans_and_taps_in_network_namespaces() {
             ],
         )
         .unwrap();
-    let log = task_log(&lab, 1, upid.as_str().unwrap());
+    let log = lab.task_log(1, &upid);
     assert!(log.starts_with("\"OK\""), "{log}");
-    let tap = link(&lab, 2, "tap100i0").expect("tap100i0 on n2");
+    let tap = lab.link(2, "tap100i0").expect("tap100i0 on n2");
     assert_eq!(tap["master"], "vmbr0v10", "{tap}");
     eventually("n1's tap is gone", Duration::from_secs(10), || {
-        link(&lab, 1, "tap100i0").is_none()
+        lab.link(1, "tap100i0").is_none()
     });
 
     // Removing vmbr1 from n1's configuration removes it from the host.
     let upid = lab
         .api(1, &["create", "/nodes/n1/qemu/101/status/stop"])
         .unwrap();
-    task_log(&lab, 1, upid.as_str().unwrap());
+    lab.task_log(1, &upid);
     lab.api(1, &["delete", "/nodes/n1/network/vmbr1"]).unwrap();
     let upid = lab.api(1, &["set", "/nodes/n1/network"]).unwrap();
-    let log = task_log(&lab, 1, upid.as_str().unwrap());
+    let log = lab.task_log(1, &upid);
     assert!(log.starts_with("\"OK\""), "{log}");
-    assert!(link(&lab, 1, "vmbr1").is_none());
+    assert!(lab.link(1, "vmbr1").is_none());
 }

@@ -607,9 +607,48 @@ const TABLE: &[(&str, &str, Pve)] = &[
     ),
     // Ferrox extension: the cluster for Prometheus (also GET /metrics).
     ("GET", "/cluster/metrics/prometheus", SYS_AUDIT_ROOT),
-    ("GET", "/cluster/sdn", All),
-    ("GET", "/cluster/sdn/vnets", All),
+    // pve-network's PVE::API2::Network::SDN, ::Zones, ::Vnets, ::Subnets.
+    ("GET", "/cluster/sdn", Priv("/sdn", &["SDN.Audit"], false)),
+    (
+        "PUT",
+        "/cluster/sdn",
+        Priv("/sdn", &["SDN.Allocate"], false),
+    ),
     ("GET", "/cluster/sdn/zones", All),
+    (
+        "POST",
+        "/cluster/sdn/zones",
+        Priv("/sdn/zones", &["SDN.Allocate"], false),
+    ),
+    (
+        "GET",
+        "/cluster/sdn/zones/{zone}",
+        Priv("/sdn/zones/{zone}", &["SDN.Allocate"], false),
+    ),
+    (
+        "PUT",
+        "/cluster/sdn/zones/{zone}",
+        Priv("/sdn/zones/{zone}", &["SDN.Allocate"], false),
+    ),
+    (
+        "DELETE",
+        "/cluster/sdn/zones/{zone}",
+        Priv("/sdn/zones/{zone}", &["SDN.Allocate"], false),
+    ),
+    ("GET", "/cluster/sdn/vnets", All),
+    (
+        "POST",
+        "/cluster/sdn/vnets",
+        Priv("/sdn/zones/{zone}", &["SDN.Allocate"], false),
+    ),
+    ("GET", "/cluster/sdn/vnets/{vnet}", All),
+    ("PUT", "/cluster/sdn/vnets/{vnet}", All),
+    ("DELETE", "/cluster/sdn/vnets/{vnet}", All),
+    ("GET", "/cluster/sdn/vnets/{vnet}/subnets", All),
+    ("POST", "/cluster/sdn/vnets/{vnet}/subnets", All),
+    ("GET", "/cluster/sdn/vnets/{vnet}/subnets/{subnet}", All),
+    ("PUT", "/cluster/sdn/vnets/{vnet}/subnets/{subnet}", All),
+    ("DELETE", "/cluster/sdn/vnets/{vnet}/subnets/{subnet}", All),
     ("GET", "/nodes/{node}/lxc", All),
     ("GET", "/nodes/{node}/subscription", All),
     (

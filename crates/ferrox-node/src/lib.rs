@@ -28,6 +28,7 @@ pub mod notify;
 pub mod peers;
 pub mod prometheus;
 pub mod resources;
+pub mod sdn;
 pub mod secrets;
 pub mod storage;
 pub mod tls;
@@ -406,6 +407,7 @@ pub fn serve(opts: NodeOptions) -> anyhow::Result<()> {
     metrics::spawn_collector(Arc::clone(&node)).context("starting the metrics collector")?;
     host::cpu::spawn_publisher(Arc::clone(&node), node.opts.cpu_flag_mask.clone());
     network::setup(&node);
+    sdn::spawn_applier(Arc::clone(&node));
     balance::spawn_auto_balancer(Arc::clone(&node));
     backup_jobs::spawn_scheduler(Arc::clone(&node));
     let watchdog_socket = node.dirs.run.join("watchdog.sock");

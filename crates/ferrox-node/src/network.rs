@@ -103,7 +103,8 @@ impl Node {
         Ok(())
     }
 
-    /// Why `cfg` cannot run on `node`: the first card whose bridge that node lacks.
+    /// Why `cfg` cannot run on `node`: the first card whose bridge (a bridge of the node's
+    /// configuration or an SDN vnet of a zone the node is in) that node lacks.
     pub fn bridge_refusal(
         &self,
         cfg: &GuestConfig,
@@ -112,7 +113,7 @@ impl Node {
         let bridges = host::bridge_names(&self.network_config_of(node)?);
         Ok(host::bridges_of(cfg).into_iter().find_map(|(key, nic)| {
             let bridge = nic.bridge?.to_string();
-            (!bridges.contains(&bridge))
+            (!bridges.contains(&bridge) && !self.is_vnet_on(&bridge, node))
                 .then(|| format!("{key}: bridge '{bridge}' does not exist on node '{node}'"))
         }))
     }

@@ -306,8 +306,11 @@ pub fn command_line(cfg: &GuestConfig, spec: &LaunchSpec<'_>) -> Result<Vec<Stri
         args.extend(["-netdev".to_string(), netdev, "-device".to_string(), device]);
     }
     if let Some(extra) = cfg.options.get("args") {
-        // Raw arguments, as Proxmox VE's `args:` (used for direct kernel boot of test guests).
-        args.extend(extra.split_whitespace().map(String::from));
+        // Raw arguments, as Proxmox VE's `args:` (used for direct kernel boot of test
+        // guests), split as a shell would: `-append "console=ttyS0 quiet"` is one value.
+        let words = shlex::split(extra)
+            .ok_or_else(|| config_err("args", "unbalanced quotes".to_string()))?;
+        args.extend(words);
     }
     Ok(args)
 }

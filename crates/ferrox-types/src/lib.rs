@@ -22,6 +22,7 @@ pub mod notifications;
 pub mod perl_json;
 pub mod property_string;
 pub mod rules;
+pub mod sdn;
 pub mod section_config;
 pub mod status_config;
 pub mod storage;

@@ -270,8 +270,9 @@ fn check_custom_cpu_use(
     ctx.require(&format!("/mapping/cpu/{name}"), &["Mapping.Use"], false)
 }
 
-/// A card on a bridge needs SDN.Use on the bridge in the `localnetwork` zone, or on its
-/// VLAN for a tagged card (Proxmox VE's `check_vnet_access`); root@pam is not asked.
+/// A card on a bridge needs SDN.Use on it in its zone (`localnetwork` for a bridge of the
+/// node, the vnet's zone for an SDN vnet), or on its VLAN for a tagged card (Proxmox VE's
+/// `check_vnet_access`); root@pam is not asked.
 pub fn check_bridge_access(ctx: &C<'_>, key: &str, value: &str) -> Result<(), ApiError> {
     if is_root(ctx) {
         return Ok(());
@@ -281,7 +282,10 @@ pub fn check_bridge_access(ctx: &C<'_>, key: &str, value: &str) -> Result<(), Ap
     let Some(bridge) = nic.bridge else {
         return Ok(());
     };
-    let zone = format!("/sdn/zones/localnetwork/{bridge}");
+    let zone = format!(
+        "/sdn/zones/{}/{bridge}",
+        ctx.state.zone_of_bridge(bridge.as_str())
+    );
     // Trunks reach every VLAN they list: for them the bridge itself must be allowed.
     let path = match nic.tag {
         Some(tag) => format!("{zone}/{tag}"),

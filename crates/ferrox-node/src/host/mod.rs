@@ -4,6 +4,7 @@ pub mod cpu;
 pub mod metrics;
 pub mod network;
 pub mod rrd;
+pub mod sdn;
 
 use std::path::Path;
 

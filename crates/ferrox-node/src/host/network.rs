@@ -44,7 +44,7 @@ pub fn default_config() -> Interfaces {
     cfg
 }
 
-fn run(program: &str, args: &[&str]) -> Result<String, String> {
+pub(crate) fn run(program: &str, args: &[&str]) -> Result<String, String> {
     let out = Command::new(program)
         .args(args)
         .output()
@@ -60,7 +60,7 @@ fn run(program: &str, args: &[&str]) -> Result<String, String> {
     }
 }
 
-fn ip(args: &[&str]) -> Result<String, String> {
+pub(crate) fn ip(args: &[&str]) -> Result<String, String> {
     run("ip", args)
 }
 
@@ -124,7 +124,7 @@ pub fn links() -> Result<Vec<Link>, String> {
     read_links(&["-j", "-d", "addr", "show"])
 }
 
-fn link(name: &str) -> Option<Link> {
+pub(crate) fn link(name: &str) -> Option<Link> {
     read_links(&["-j", "-d", "addr", "show", "dev", name])
         .ok()?
         .into_iter()
@@ -136,7 +136,7 @@ pub fn is_bridge(name: &str) -> bool {
     link(name).is_some_and(|l| l.kind.as_deref() == Some("bridge"))
 }
 
-fn exists(name: &str) -> bool {
+pub(crate) fn exists(name: &str) -> bool {
     link(name).is_some()
 }
 
