@@ -6,6 +6,11 @@
 #   tcp/7   echo
 #   tcp/9   sink: counts what a connection sends, reported on tcp/10
 #   tcp/10  the byte count of the last finished sink connection
+#   tcp/11  "<bytes> <seconds>" of the last finished sink connection (throughput)
+#   tcp/12  pings the IPv4 address the client sends (one line), 20 times 0.2 s apart,
+#           and answers with ping's summary (latency between guests)
+#   tcp/13  "ADDR N": sends N blocks of 10 KiB to ADDR's sink as fast as it can
+# (a test image for isolated test networks: these services answer anyone who asks)
 # Kernel command line options (all optional):
 #   fxip=10.0.0.5/24 fxgw=10.0.0.1   static address and default gateway (else DHCP)
 #   fxname=web1                      host name (shown in the prompt)
@@ -18,7 +23,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-target/linux-guest}
-recipe_version=1
+recipe_version=2
 if [[ -s $out/vmlinuz && -s $out/initrd.gz && "$(cat "$out/recipe" 2>/dev/null)" == "$recipe_version" ]]; then
     exit 0
 fi
@@ -71,10 +76,33 @@ esac
 EOF
 cat > "$root/bin/sink" <<'EOF'
 #!/bin/sh
-# One sink connection: count its bytes, keep the count for tcp/10.
+# One sink connection: count its bytes, keep the count for tcp/10 and the time for tcp/11.
+t0=$(cut -d' ' -f1 /proc/uptime)
 n=$(wc -c)
+t1=$(cut -d' ' -f1 /proc/uptime)
+echo "$n $(echo "$t0 $t1" | awk '{printf "%.3f", $2 - $1}')" > /tmp/sink.timed
 echo "$n" > /tmp/sink.last
 echo "SINK $n" > /dev/console
+EOF
+cat > "$root/bin/timed" <<'EOF'
+#!/bin/sh
+cat /tmp/sink.timed 2>/dev/null || echo none
+EOF
+cat > "$root/bin/pingpeer" <<'EOF'
+#!/bin/sh
+# Pings the address the client names: digits and dots only.
+read addr
+case $addr in *[!0-9.]*|"") echo "not an IPv4 address"; exit 1 ;; esac
+ping -q -c 20 -i 0.2 "$addr" | tail -2
+EOF
+cat > "$root/bin/sendto" <<'EOF'
+#!/bin/sh
+# Sends N blocks of 10 KiB as fast as it can to ADDR's sink (tcp/9): "ADDR N".
+read addr n
+case $addr in *[!0-9.]*|"") echo "not an IPv4 address"; exit 1 ;; esac
+case $n in *[!0-9]*|"") echo "not a count"; exit 1 ;; esac
+dd if=/dev/zero bs=10240 count="$n" 2>/dev/null | nc "$addr" 9
+echo "sent $n"
 EOF
 cat > "$root/bin/report" <<'EOF'
 #!/bin/sh
@@ -113,6 +141,9 @@ fi
 nc -ll -p 7 -e cat &
 nc -ll -p 9 -e /bin/sink &
 nc -ll -p 10 -e /bin/report &
+nc -ll -p 11 -e /bin/timed &
+nc -ll -p 12 -e /bin/pingpeer &
+nc -ll -p 13 -e /bin/sendto &
 if [ -n "$stream" ]; then
   (
     IFS=: read addr port count delay <<END
@@ -132,7 +163,7 @@ echo "GUEST-BOOTED $(cut -d' ' -f1 /proc/uptime)"
 export PS1="$name# "
 while :; do setsid cttyhack sh -l; done
 EOF
-chmod +x "$root/init" "$root/bin/sink" "$root/bin/report" "$root/usr/share/udhcpc/default.script"
+chmod +x "$root/init" "$root/bin/sink" "$root/bin/report" "$root/bin/timed" "$root/bin/pingpeer" "$root/bin/sendto" "$root/usr/share/udhcpc/default.script"
 
 mkdir -p "$out"
 cp "$work"/kernel/boot/vmlinuz-* "$out/vmlinuz.tmp"
