@@ -9,6 +9,7 @@
 use ferrox_e2e::netns::{Lab, SUBNET};
 use ferrox_e2e::{linux_args, linux_guest};
 use serde_json::Value;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 fn wait(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
@@ -65,34 +66,10 @@ fn guest(
     vmid: &str,
     bridge: &str,
     append: &str,
-    image: &(std::path::PathBuf, std::path::PathBuf),
+    image: &(PathBuf, PathBuf),
 ) {
-    lab.api(
-        node,
-        &[
-            "create",
-            &format!("/nodes/n{node}/qemu"),
-            "--vmid",
-            vmid,
-            "--memory",
-            "256",
-            "--net0",
-            &format!("virtio,bridge={bridge}"),
-            "--args",
-            &linux_args(image, append),
-        ],
-    )
-    .unwrap();
-    let upid = lab
-        .api(
-            node,
-            &[
-                "create",
-                &format!("/nodes/n{node}/qemu/{vmid}/status/start"),
-            ],
-        )
-        .unwrap();
-    ok(lab, node, &upid);
+    let net = format!("virtio,bridge={bridge}");
+    lab.start_guest(node, vmid, "256", &net, &linux_args(image, append));
 }
 
 /// Throughput of `blocks` × 10 KiB from the guest at `from` to the one at `to`, as the

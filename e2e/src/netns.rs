@@ -307,6 +307,43 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// Creates guest `vmid` on node `node` (`memory` MiB, one card `net`, raw `args`) and
+    /// starts it; panics when the start task fails.
+    pub fn start_guest(&self, node: usize, vmid: &str, memory: &str, net: &str, args: &str) {
+        self.api(
+            node,
+            &[
+                "create",
+                &format!("/nodes/n{node}/qemu"),
+                "--vmid",
+                vmid,
+                "--memory",
+                memory,
+                "--net0",
+                net,
+                "--args",
+                args,
+            ],
+        )
+        .unwrap();
+        let upid = self
+            .api(
+                node,
+                &[
+                    "create",
+                    &format!("/nodes/n{node}/qemu/{vmid}/status/start"),
+                ],
+            )
+            .unwrap();
+        let log = self.task_log(node, &upid);
+        assert!(
+            log.starts_with("\"OK\"") || log.starts_with("\"WARNINGS"),
+            "{log}"
+        );
+    }
+}
+
 /// Asserts that a request through `Lab::api` was refused naming `param` (and saying
 /// `text`).
 pub fn refused(result: Result<Value, String>, param: &str, text: &str) {

@@ -34,35 +34,6 @@ fn sink_report(lab: &Lab, i: usize, addr: &str) -> String {
     out.trim().to_string()
 }
 
-fn create_guest(lab: &Lab, node: usize, vmid: &str, net: &str, args: &str) {
-    lab.api(
-        node,
-        &[
-            "create",
-            &format!("/nodes/n{node}/qemu"),
-            "--vmid",
-            vmid,
-            "--memory",
-            "128",
-            "--net0",
-            net,
-            "--args",
-            args,
-        ],
-    )
-    .unwrap();
-    let upid = lab
-        .api(
-            node,
-            &[
-                "create",
-                &format!("/nodes/n{node}/qemu/{vmid}/status/start"),
-            ],
-        )
-        .unwrap();
-    ok(&lab.task_log(node, &upid));
-}
-
 #[test]
 fn vxlan_vnets_connect_guests_across_nodes_and_keep_streams_through_migration() {
     let Some(mut lab) = Lab::new() else {
@@ -233,17 +204,17 @@ fn vxlan_vnets_connect_guests_across_nodes_and_keep_streams_through_migration() 
     // Guests: 201 on n1 and 202 on n2 on v1; 203 on n2 on v2 with an address of v1's
     // subnet (only the vnet separates it). 201 streams 10 KiB blocks to 202's sink.
     let blocks = 1500;
-    create_guest(
-        &lab,
+    lab.start_guest(
         2,
         "202",
+        "128",
         "virtio,bridge=v1",
         &linux_args(&guest, "fxip=10.77.1.12/24 fxname=g202"),
     );
-    create_guest(
-        &lab,
+    lab.start_guest(
         2,
         "203",
+        "128",
         "virtio,bridge=v2",
         &linux_args(&guest, "fxip=10.77.1.13/24 fxname=g203"),
     );
@@ -262,10 +233,10 @@ fn vxlan_vnets_connect_guests_across_nodes_and_keep_streams_through_migration() 
     eventually("203 answers on v2 from n1", Duration::from_secs(90), || {
         ping(&lab, 1, "10.77.1.13")
     });
-    create_guest(
-        &lab,
+    lab.start_guest(
         1,
         "201",
+        "128",
         "virtio,bridge=v1",
         &linux_args(
             &guest,
@@ -401,10 +372,10 @@ fn vxlan_vnets_connect_guests_across_nodes_and_keep_streams_through_migration() 
     .unwrap();
     let upid = lab.api(1, &["set", "/cluster/sdn"]).unwrap();
     ok(&lab.task_log(1, &upid));
-    create_guest(
-        &lab,
+    lab.start_guest(
         1,
         "204",
+        "128",
         "virtio,bridge=s1",
         &linux_args(&guest, "fxname=g204"),
     );

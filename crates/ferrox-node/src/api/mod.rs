@@ -29,6 +29,19 @@ use ferrox_api::{ApiError, Ctx, Endpoint};
 
 pub(crate) type C<'a> = Ctx<'a, Node>;
 
+/// Sys.Audit on the node of the path (Proxmox VE's node reads).
+pub(crate) const NODE_AUDIT: ferrox_api::Permission = ferrox_api::Permission::Privs {
+    path: "/nodes/{node}",
+    privs: &["Sys.Audit"],
+    any: false,
+};
+/// Sys.Modify on the node of the path (Proxmox VE's node changes).
+pub(crate) const NODE_MODIFY: ferrox_api::Permission = ferrox_api::Permission::Privs {
+    path: "/nodes/{node}",
+    privs: &["Sys.Modify"],
+    any: false,
+};
+
 pub(crate) use ferrox_api::schema::common::{NODE, VMID};
 
 pub(crate) fn vmid(ctx: &C<'_>) -> Result<u32, ApiError> {

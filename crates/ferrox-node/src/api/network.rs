@@ -14,17 +14,6 @@ use ferrox_types::network::{
     parse_mtu, Iface, IfaceKind, IfaceName, Interfaces, Method as AddrMethod, VlanId, VlanRange,
 };
 
-const NODE_AUDIT: Permission = Permission::Privs {
-    path: "/nodes/{node}",
-    privs: &["Sys.Audit"],
-    any: false,
-};
-const NODE_MODIFY: Permission = Permission::Privs {
-    path: "/nodes/{node}",
-    privs: &["Sys.Modify"],
-    any: false,
-};
-
 /// A row of the listing: the configured interface with what the kernel says about it.
 fn row(i: &Iface, link: Option<&host::Link>, user_mode: bool) -> NetworkInterface {
     let mut r = NetworkInterface {

@@ -225,17 +225,6 @@ fn node_dns(ctx: &C<'_>) -> Result<Dns, ApiError> {
     Ok(host::dns())
 }
 
-const NODE_AUDIT: Permission = Permission::Privs {
-    path: "/nodes/{node}",
-    privs: &["Sys.Audit"],
-    any: false,
-};
-const NODE_MODIFY: Permission = Permission::Privs {
-    path: "/nodes/{node}",
-    privs: &["Sys.Modify"],
-    any: false,
-};
-
 /// The parameters of this file's endpoints, each declared once.
 pub(crate) mod param {
     use super::*;

@@ -89,6 +89,14 @@ fn subnet_row(id: &str, s: &Subnet, zone: &str) -> ConfigMap {
     row
 }
 
+/// The settings a request's `delete` names.
+fn deletes<'a>(ctx: &'a C<'_>) -> impl Iterator<Item = &'a str> {
+    ctx.params
+        .str(&param::DELETE)
+        .into_iter()
+        .flat_map(ferrox_types::format::split_list)
+}
+
 /// `state: new|changed` while an object differs from the running configuration.
 fn mark(mut row: ConfigMap, running: Option<ConfigMap>) -> ConfigMap {
     match running {
@@ -139,12 +147,7 @@ fn get_zone(ctx: &C<'_>) -> Result<ConfigMap, ApiError> {
 
 /// The zone settings of a create or update request, applied to `z`.
 fn zone_settings(ctx: &C<'_>, z: &mut Zone) -> Result<(), ApiError> {
-    for key in ctx
-        .params
-        .str(&param::DELETE)
-        .into_iter()
-        .flat_map(ferrox_types::format::split_list)
-    {
+    for key in deletes(ctx) {
         match key {
             "peers" => z.peers.clear(),
             "mtu" => z.mtu = None,
@@ -263,12 +266,7 @@ fn get_vnet(ctx: &C<'_>) -> Result<ConfigMap, ApiError> {
 }
 
 fn vnet_settings(ctx: &C<'_>, v: &mut Vnet) -> Result<(), ApiError> {
-    for key in ctx
-        .params
-        .str(&param::DELETE)
-        .into_iter()
-        .flat_map(ferrox_types::format::split_list)
-    {
+    for key in deletes(ctx) {
         match key {
             "tag" => v.tag = None,
             "alias" => v.alias = None,
@@ -367,12 +365,7 @@ fn get_subnet(ctx: &C<'_>) -> Result<ConfigMap, ApiError> {
 }
 
 fn subnet_settings(ctx: &C<'_>, s: &mut Subnet) -> Result<(), ApiError> {
-    for key in ctx
-        .params
-        .str(&param::DELETE)
-        .into_iter()
-        .flat_map(ferrox_types::format::split_list)
-    {
+    for key in deletes(ctx) {
         match key {
             "gateway" => s.gateway = None,
             "snat" => s.snat = false,
