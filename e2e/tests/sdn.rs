@@ -2,11 +2,12 @@
 //! zone joining each vnet's bridges across the nodes, a `simple` zone with DHCP. Guests on
 //! the same vnet reach each other across nodes (ping, TCP); a guest on another vnet does
 //! not; a TCP stream from one guest to another runs through a live migration of the
-//! sender without losing a byte, and the migrated guest keeps its address; a guest on the
+//! sender without losing a byte, and the migrated guest keeps its address; after its node
+//! is cut off, an HA guest answers at the same address from another node; a guest on the
 //! simple zone gets its address from dnsmasq. Needs root and `ip netns`.
 
 use ferrox_e2e::netns::{refused, Lab, SUBNET};
-use ferrox_e2e::{linux_args, linux_guest};
+use ferrox_e2e::{linux_args, linux_guest, FAST_HA};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -43,7 +44,7 @@ fn vxlan_vnets_connect_guests_across_nodes_and_keep_streams_through_migration() 
         return;
     };
     for i in 1..=3 {
-        lab.start(i, &[]);
+        lab.start(i, FAST_HA);
     }
     lab.form_cluster("sdn");
     let peers = format!("{SUBNET}.1,{SUBNET}.2,{SUBNET}.3");
@@ -302,6 +303,26 @@ fn vxlan_vnets_connect_guests_across_nodes_and_keep_streams_through_migration() 
         .as_str()
         .unwrap()
         .starts_with("virtio=BC:24:11:"));
+
+    // HA: 201 under HA on n2; n2 is cut off; 201 comes back on another node of the vnet
+    // and answers at the same address.
+    lab.api(2, &["create", "/cluster/ha/resources", "--sid", "vm:201"])
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    lab.set_link(2, false);
+    eventually(
+        "201 answers again after n2 was cut off",
+        Duration::from_secs(120),
+        || {
+            (lab.link(1, "tap201i0").is_some() || lab.link(3, "tap201i0").is_some())
+                && ping(&lab, 3, "10.77.1.11")
+        },
+    );
+    lab.set_link(2, true);
+    eventually("n2 is back in the cluster", Duration::from_secs(60), || {
+        let (_, out) = lab.cli(2, &["cluster", "status"]);
+        out.contains("quorate yes")
+    });
 
     // A migration to a node outside the vnet's zone is refused naming the bridge.
     lab.api(1, &["set", "/cluster/sdn/zones/ovl", "--nodes", "n1,n2"])
