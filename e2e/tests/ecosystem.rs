@@ -32,7 +32,7 @@ fn path_value(var: &str, upid: &str, path: &str) -> String {
         "iface" => "vmbr0".into(),
         "zone" => "walkzone".into(),
         "vnet" => "walkvnet".into(),
-        "subnet" => "10.9.9.0-24".into(),
+        "subnet" => "walkzone-10.9.9.0-24".into(),
         "upid" => upid.replace(':', "%3A"),
         other => panic!("no value for the path variable {{{other}}}: add one"),
     }
@@ -106,6 +106,21 @@ fn no_read_only_endpoint_answers_501_or_5xx_on_a_three_node_cluster() {
                 ("resources", "vm:100"),
                 ("nodes", "n1"),
             ],
+        ),
+        (
+            "POST",
+            "/cluster/sdn/zones",
+            vec![("zone", "walkzone"), ("type", "simple")],
+        ),
+        (
+            "POST",
+            "/cluster/sdn/vnets",
+            vec![("vnet", "walkvnet"), ("zone", "walkzone")],
+        ),
+        (
+            "POST",
+            "/cluster/sdn/vnets/walkvnet/subnets",
+            vec![("subnet", "10.9.9.0/24"), ("type", "subnet")],
         ),
     ] {
         let r = d.request(method, path, &auth, &form);

@@ -120,14 +120,10 @@ pub trait HaEnv {
     /// Node stats for the scheduler mode, or the reason the mode cannot be used.
     fn node_usage_stats(&mut self, mode: UsageMode) -> Result<BTreeMap<String, NodeStats>, String>;
     fn service_usage_stats(&mut self, mode: UsageMode, sid: &str) -> Option<ResourceStats>;
-    /// Online nodes that cannot run the service's CPU model, with the reason; `live_from`
-    /// is the node a live migration would start from. Nodes whose CPU is unknown are not
-    /// refused (the simulator knows none).
-    fn cpu_refused_nodes(
-        &mut self,
-        _sid: &str,
-        _live_from: Option<&str>,
-    ) -> BTreeMap<String, String> {
+    /// Online nodes that cannot run the service, with the reason: its CPU model, a
+    /// network bridge it needs; `live_from` is the node a live migration would start from.
+    /// Nodes whose CPU is unknown are not refused (the simulator knows none).
+    fn refused_nodes(&mut self, _sid: &str, _live_from: Option<&str>) -> BTreeMap<String, String> {
         BTreeMap::new()
     }
     /// Guests that are not HA-managed but occupy capacity: (sid, node, running).

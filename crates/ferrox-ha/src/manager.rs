@@ -249,7 +249,7 @@ impl Manager {
         let sd = self.ss.get(sid)?;
         // A running service moves live; a recovered one starts anew.
         let live_from = (sd.state == ServiceState::Started).then_some(sd.node.as_str());
-        let cpu_refused = env.cpu_refused_nodes(sid, live_from);
+        let refused = env.refused_nodes(sid, live_from);
         let empty = CompiledRules::default();
         let rules = self.compiled.as_ref().unwrap_or(&empty);
         let usage = &self.usage;
@@ -281,7 +281,7 @@ impl Manager {
             sd,
             &self.ss,
             preference,
-            &cpu_refused,
+            &refused,
         )
     }
 
@@ -1027,9 +1027,8 @@ impl Manager {
                             LogLevel::Info,
                             &format!("ignore crm command - service already on target node: {cmd}"),
                         );
-                    } else if let Some(reason) = env
-                        .cpu_refused_nodes(sid, Some(sd.node.as_str()))
-                        .remove(*node)
+                    } else if let Some(reason) =
+                        env.refused_nodes(sid, Some(sd.node.as_str())).remove(*node)
                     {
                         env.log(
                             LogLevel::Err,
@@ -1320,7 +1319,7 @@ impl Manager {
         for candidate in &mut candidates {
             for sid in &candidate.resources {
                 let from = self.ss.get(sid).map(|sd| sd.node.clone());
-                let refused = env.cpu_refused_nodes(sid, from.as_deref());
+                let refused = env.refused_nodes(sid, from.as_deref());
                 candidate.nodes.retain(|n| !refused.contains_key(n));
             }
         }

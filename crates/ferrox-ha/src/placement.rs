@@ -85,7 +85,7 @@ pub fn resource_affinity(
 
 /// Chooses the node a service should run on, or `None` when no node is possible.
 /// `scores` is asked only when a choice among several nodes is needed. Nodes in
-/// `cpu_refused` (they cannot run the service's CPU model) count as offline.
+/// `refused` (they cannot run the service: its CPU model, a bridge it needs) count as offline.
 #[allow(clippy::too_many_arguments)]
 pub fn select_service_node(
     rules: &CompiledRules,
@@ -96,11 +96,11 @@ pub fn select_service_node(
     sd: &ServiceStatus,
     ss: &BTreeMap<String, ServiceStatus>,
     preference: NodePreference,
-    cpu_refused: &BTreeMap<String, String>,
+    refused: &BTreeMap<String, String>,
 ) -> Option<String> {
     let online: BTreeSet<String> = usage
         .list_nodes()
-        .filter(|n| !cpu_refused.contains_key(*n))
+        .filter(|n| !refused.contains_key(*n))
         .map(String::from)
         .collect();
     let current = sd.node.as_str();

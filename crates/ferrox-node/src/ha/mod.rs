@@ -118,7 +118,7 @@ pub struct NodeEnv {
     watchdog_armed: bool,
     last_lrm_status: Option<LrmStatus>,
     /// The CPU refusals last logged per service (each change is logged once).
-    cpu_refusals_logged: BTreeMap<String, BTreeMap<String, String>>,
+    refusals_logged: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 fn env_err(e: impl std::fmt::Display) -> EnvError {
@@ -144,7 +144,7 @@ impl NodeEnv {
             renewal_sent: None,
             watchdog_armed: false,
             last_lrm_status: None,
-            cpu_refusals_logged: BTreeMap::new(),
+            refusals_logged: BTreeMap::new(),
         }
     }
 
@@ -601,11 +601,7 @@ impl HaEnv for NodeEnv {
         })
     }
 
-    fn cpu_refused_nodes(
-        &mut self,
-        sid: &str,
-        live_from: Option<&str>,
-    ) -> BTreeMap<String, String> {
+    fn refused_nodes(&mut self, sid: &str, live_from: Option<&str>) -> BTreeMap<String, String> {
         let Some((kind, vmid)) = kind_of(sid) else {
             return BTreeMap::new();
         };
@@ -617,19 +613,31 @@ impl HaEnv for NodeEnv {
             .tree
             .get(&kind.config_path(&owner, vmid))
             .and_then(|e| ferrox_types::GuestConfig::parse(&e.data).ok());
-        let refused: BTreeMap<String, String> =
-            match config.map(|c| self.node.cpu_refusals(&c, live_from)) {
-                Some(Ok(refusals)) => refusals.into_iter().map(|(n, r)| (n, r.reason)).collect(),
-                _ => return BTreeMap::new(),
-            };
-        if self.cpu_refusals_logged.get(sid) != Some(&refused) {
+        let Some(config) = config else {
+            return BTreeMap::new();
+        };
+        let mut refused: BTreeMap<String, String> = match self.node.cpu_refusals(&config, live_from)
+        {
+            Ok(refusals) => refusals.into_iter().map(|(n, r)| (n, r.reason)).collect(),
+            Err(_) => BTreeMap::new(),
+        };
+        for member in self.node.store.status().members {
+            let name = member.member.name;
+            if refused.contains_key(&name) {
+                continue;
+            }
+            if let Ok(Some(reason)) = self.node.bridge_refusal(&config, &name) {
+                refused.insert(name, reason);
+            }
+        }
+        if self.refusals_logged.get(sid) != Some(&refused) {
             for reason in refused.values() {
                 self.log(
                     LogLevel::Info,
                     &format!("service '{sid}': node skipped - {reason}"),
                 );
             }
-            self.cpu_refusals_logged
+            self.refusals_logged
                 .insert(sid.to_string(), refused.clone());
         }
         refused
