@@ -19,6 +19,17 @@ fn eventually(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        if Instant::now() > deadline {
+            return Err(format!("timed out: {what}"));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    Ok(())
+}
+
 fn ok(log: &str) {
     assert!(log.starts_with("\"OK\""), "{log}");
 }
@@ -48,6 +59,20 @@ fn vxlan_vnets_connect_guests_across_nodes_and_keep_streams_through_migration() 
     }
     lab.form_cluster("sdn");
     let peers = format!("{SUBNET}.1,{SUBNET}.2,{SUBNET}.3");
+    // Each guest's serial console goes to a file, printed when a check fails.
+    let consoles = tempfile::tempdir().unwrap();
+    let console = |vmid: &str| format!(" -serial file:{}/{vmid}.log", consoles.path().display());
+    let dump = || {
+        for vmid in ["201", "202", "203", "204"] {
+            let log = std::fs::read_to_string(consoles.path().join(format!("{vmid}.log")))
+                .unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            eprintln!("--- console of {vmid} (last lines) ---");
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    };
 
     // Bad input: refused naming the parameter, the configuration unchanged.
     refused(
@@ -210,14 +235,14 @@ fn vxlan_vnets_connect_guests_across_nodes_and_keep_streams_through_migration() 
         "202",
         "128",
         "virtio,bridge=v1",
-        &linux_args(&guest, "fxip=10.77.1.12/24 fxname=g202"),
+        &(linux_args(&guest, "fxip=10.77.1.12/24 fxname=g202") + &console("202")),
     );
     lab.start_guest(
         2,
         "203",
         "128",
         "virtio,bridge=v2",
-        &linux_args(&guest, "fxip=10.77.1.13/24 fxname=g203"),
+        &(linux_args(&guest, "fxip=10.77.1.13/24 fxname=g203") + &console("203")),
     );
     // Test probes: n3 joins v1 as 10.77.1.250, n1 joins v2 as 10.77.1.252.
     assert!(
@@ -239,10 +264,10 @@ fn vxlan_vnets_connect_guests_across_nodes_and_keep_streams_through_migration() 
         "201",
         "128",
         "virtio,bridge=v1",
-        &linux_args(
+        &(linux_args(
             &guest,
             &format!("fxip=10.77.1.11/24 fxname=g201 fxstream=10.77.1.12:9:{blocks}:20"),
-        ),
+        ) + &console("201")),
     );
     eventually("201 answers on v1 from n3", Duration::from_secs(90), || {
         ping(&lab, 3, "10.77.1.11")
@@ -291,10 +316,14 @@ fn vxlan_vnets_connect_guests_across_nodes_and_keep_streams_through_migration() 
         "the migration ended before the stream: make the stream longer"
     );
     let mut report = String::new();
-    eventually("the stream ends", Duration::from_secs(180), || {
+    let ended = wait_for("the stream ends", Duration::from_secs(180), || {
         report = sink_report(&lab, 3, "10.77.1.12");
         report != "none" && !report.is_empty()
     });
+    if ended.is_err() {
+        dump();
+        panic!("the stream did not end: sink says '{report}'");
+    }
     let sent = blocks * 10240;
     assert_eq!(report, sent.to_string(), "bytes lost in the migration");
     assert!(ping(&lab, 3, "10.77.1.11"), "201 keeps its address on n2");
@@ -398,7 +427,7 @@ fn vxlan_vnets_connect_guests_across_nodes_and_keep_streams_through_migration() 
         "204",
         "128",
         "virtio,bridge=s1",
-        &linux_args(&guest, "fxname=g204"),
+        &(linux_args(&guest, "fxname=g204") + &console("204")),
     );
     let leases = lab.dir(1).join("run/dnsmasq-s1.leases");
     let mut leased = String::new();
