@@ -316,7 +316,7 @@ fn vxlan_vnets_connect_guests_across_nodes_and_keep_streams_through_migration() 
         "the migration ended before the stream: make the stream longer"
     );
     let mut report = String::new();
-    let ended = wait_for("the stream ends", Duration::from_secs(180), || {
+    let ended = wait_for("the stream ends", Duration::from_secs(360), || {
         report = sink_report(&lab, 3, "10.77.1.12");
         report != "none" && !report.is_empty()
     });
