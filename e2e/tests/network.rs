@@ -3,10 +3,11 @@
 //! interfaces in the node's namespace; guests' cards become tap devices on their bridge
 //! with the VLAN tag and rate limit applied; bad input and failed applies change nothing;
 //! a migration to a node without the guest's bridge is refused naming the bridge; a live
-//! migration re-plugs the tap on the target. Needs root and `ip netns`.
+//! migration re-plugs the tap on the target; Linux guests with a VLAN tag reach their VLAN
+//! and not the untagged guests. Needs root and `ip netns`.
 
 use ferrox_e2e::netns::{refused, Lab, SUBNET};
-use ferrox_e2e::{build_payload, ECHO_PAYLOAD};
+use ferrox_e2e::{build_payload, linux_args, linux_guest, ECHO_PAYLOAD};
 use std::time::{Duration, Instant};
 
 fn eventually(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
@@ -312,6 +313,45 @@ fn bridges_vlans_and_taps_in_network_namespaces() {
     )
     .unwrap();
     let args = format!("-kernel {}", echo.display());
+    // A card's bad VLAN tag or bridge name is refused naming the card, nothing created.
+    refused(
+        lab.api(
+            1,
+            &[
+                "create",
+                "/nodes/n1/qemu",
+                "--vmid",
+                "109",
+                "--memory",
+                "64",
+                "--net0",
+                "virtio,bridge=vmbr0,tag=4095",
+            ],
+        ),
+        "net0",
+        "tag: '4095' is not a VLAN id",
+    );
+    refused(
+        lab.api(
+            1,
+            &[
+                "create",
+                "/nodes/n1/qemu",
+                "--vmid",
+                "109",
+                "--memory",
+                "64",
+                "--net0",
+                "virtio,bridge=vm br0",
+            ],
+        ),
+        "net0",
+        "bridge:",
+    );
+    assert!(
+        lab.api(1, &["get", "/nodes/n1/qemu/109/config"]).is_err(),
+        "no guest 109"
+    );
     for (vmid, net) in [
         ("100", "virtio,bridge=vmbr0,tag=10,rate=5"),
         ("101", "e1000,bridge=vmbr1,tag=20"),
@@ -430,4 +470,45 @@ fn bridges_vlans_and_taps_in_network_namespaces() {
     let log = lab.task_log(1, &upid);
     assert!(log.starts_with("\"OK\""), "{log}");
     assert!(lab.link(1, "vmbr1").is_none());
+
+    // Traffic: on n3, two Linux guests with tag 10 and one untagged guest, all on vmbr0
+    // with addresses of one subnet. A tagged guest reaches the other one of its VLAN, not
+    // the untagged one (its tcp/12 service pings what it is asked to).
+    let Some(linux) = linux_guest() else {
+        return;
+    };
+    for (vmid, net, ip) in [
+        ("110", "virtio,bridge=vmbr0,tag=10", "10.66.0.10"),
+        ("111", "virtio,bridge=vmbr0,tag=10", "10.66.0.11"),
+        ("112", "virtio,bridge=vmbr0", "10.66.0.12"),
+    ] {
+        let args = linux_args(&linux, &format!("fxip={ip}/24"));
+        lab.start_guest(3, vmid, "128", net, &args);
+    }
+    // The test reaches VLAN 10 through an address on n3's vmbr0v10.
+    assert!(
+        lab.run_in(
+            3,
+            &["ip", "addr", "add", "10.66.0.250/24", "dev", "vmbr0v10"]
+        )
+        .0
+    );
+    eventually("110 answers in VLAN 10", Duration::from_secs(90), || {
+        lab.run_in(3, &["busybox", "ping", "-c", "1", "-W", "1", "10.66.0.10"])
+            .0
+    });
+    let ask_ping = |target: &str| {
+        let cmd = format!("echo {target} | busybox nc -w 20 10.66.0.10 12");
+        lab.run_in(3, &["sh", "-c", &cmd]).1
+    };
+    let same_vlan = ask_ping("10.66.0.11");
+    assert!(
+        same_vlan.contains("20 packets received"),
+        "110 -> 111: {same_vlan}"
+    );
+    let untagged = ask_ping("10.66.0.12");
+    assert!(
+        untagged.contains(" 0 packets received"),
+        "110 -> 112: {untagged}"
+    );
 }
