@@ -226,6 +226,17 @@ fn vxlan_vnets_connect_guests_across_nodes_and_keep_streams_through_migration() 
     }
     let vnets = lab.api(2, &["get", "/cluster/sdn/vnets"]).unwrap();
     assert!(vnets[0].get("state").is_none(), "running now: {vnets}");
+    let bridges = lab
+        .api(1, &["get", "/nodes/n1/network", "--type", "any_bridge"])
+        .unwrap();
+    assert!(
+        bridges
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["iface"] == "v1" && b["type"] == "vnet" && b["active"] == 1),
+        "vnets are bridges for guests: {bridges}"
+    );
 
     // Guests: 201 on n1 and 202 on n2 on v1; 203 on n2 on v2 with an address of v1's
     // subnet (only the vnet separates it). 201 streams 10 KiB blocks to 202's sink.

@@ -106,6 +106,30 @@ fn list(ctx: &C<'_>) -> Result<Vec<NetworkInterface>, ApiError> {
         Some("any_bridge") | Some("any_local_bridge") => r.kind == "bridge",
         Some(kind) => r.kind == kind,
     });
+    // SDN vnets of this node join the list as Proxmox VE adds them (type `vnet`), for
+    // those with SDN.Audit or SDN.Use on them.
+    if matches!(wanted, Some("any_bridge" | "include_sdn" | "vnet")) {
+        let running = node.sdn_running()?;
+        for v in running.vnets.values() {
+            let on_node = running
+                .zones
+                .get(&v.zone)
+                .is_some_and(|z| z.on_node(&node.opts.node_name));
+            let path = format!("/sdn/zones/{}/{}", v.zone, v.id);
+            if !on_node || !ctx.has(&path, &["SDN.Audit", "SDN.Use"], true) {
+                continue;
+            }
+            let link = links.iter().find(|l| l.name == v.id);
+            rows.push(NetworkInterface {
+                iface: v.id.clone(),
+                kind: "vnet".into(),
+                active: Some(u8::from(link.is_some_and(|l| l.up))),
+                exists: Some(u8::from(link.is_some())),
+                comments: v.alias.clone(),
+                ..NetworkInterface::default()
+            });
+        }
+    }
     let root = crate::guests::perm::is_root(ctx);
     rows.retain(|r| {
         r.kind != "bridge"
