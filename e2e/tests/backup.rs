@@ -261,6 +261,35 @@ fn backups_restore_byte_identical_guests() {
         r.status, 403,
         "reading the archive needs Datastore.AllocateSpace: {r:?}"
     );
+    // The restored card joins vmbr0: SDN.Use on it (Proxmox VE's check_restore_permissions).
+    for (path, role) in [
+        ("/storage/local", "PVEDatastoreUser"),
+        ("/sdn/zones/localnetwork/vmbr0", "PVESDNUser"),
+    ] {
+        let r = d.request(
+            "POST",
+            "/nodes/pve1/qemu",
+            &bk,
+            &[("vmid", "100"), ("archive", first.as_str()), ("force", "1")],
+        );
+        assert_eq!(r.status, 403, "before {role} on {path}: {r:?}");
+        if path.starts_with("/sdn") {
+            assert!(r.reason.contains("/sdn/zones/localnetwork/vmbr0"), "{r:?}");
+        }
+        let r = d.request(
+            "PUT",
+            "/access/acl",
+            &root,
+            &[("path", path), ("roles", role), ("users", "bk@pve")],
+        );
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    d.task_ok(
+        &bk,
+        "POST",
+        "/nodes/pve1/qemu",
+        &[("vmid", "100"), ("archive", first.as_str()), ("force", "1")],
+    );
 
     // retention: keep the newest two
     d.task_ok(

@@ -228,6 +228,28 @@ fn copy_sparse(
     Ok(total)
 }
 
+/// The guest configuration an archive carries (its first entry: nothing else is read),
+/// for the checks a restore makes before it starts.
+pub fn archive_config(path: &Path) -> Result<String, StorageError> {
+    let bad = |m: &str| StorageError::Invalid(format!("{}: {m}", path.display()));
+    let file = std::fs::File::open(path).map_err(io(path.display().to_string()))?;
+    let decoder = zstd::Decoder::new(file).map_err(io("zstd"))?;
+    let mut tar = tar::Archive::new(decoder);
+    let mut entries = tar.entries().map_err(io("tar"))?;
+    let mut entry = entries
+        .next()
+        .ok_or_else(|| bad("empty archive"))?
+        .map_err(io("tar"))?;
+    if entry.path().map_err(io("tar"))?.to_string_lossy() != "qemu-server.conf" {
+        return Err(bad("the first entry is not qemu-server.conf"));
+    }
+    let mut text = String::new();
+    entry
+        .read_to_string(&mut text)
+        .map_err(io("qemu-server.conf"))?;
+    Ok(text)
+}
+
 /// Unpacks archive `path` into `dest`, checking it: a known format and version, only the
 /// entries it may have, every disk of the manifest with its size and hash.
 pub fn read_archive(path: &Path, dest: &Path) -> Result<Unpacked, StorageError> {

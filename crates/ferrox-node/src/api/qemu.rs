@@ -143,6 +143,18 @@ fn restore(ctx: &C<'_>, vmid: u32, archive: &str, pool: Option<&str>) -> Result<
         false,
     )?;
     ctx.require(&format!("/vms/{owner}"), &["VM.Backup"], false)?;
+    // The restored cards join their bridges: SDN.Use on them, as Proxmox VE's
+    // check_restore_permissions.
+    if !crate::guests::perm::is_root(ctx) {
+        let storages = ctx.state.storage_config()?;
+        let (path, _) = ferrox_storage::resolve(&storages, &ctx.state.opts.node_name, archive)
+            .map_err(|e| param::ARCHIVE.error(e.to_string()))?;
+        let text = ferrox_storage::backup::archive_config(&path)
+            .map_err(|e| param::ARCHIVE.error(e.to_string()))?;
+        let cfg = ferrox_types::GuestConfig::parse(&text)
+            .map_err(|e| param::ARCHIVE.error(format!("its configuration: {e}")))?;
+        crate::guests::perm::check_bridges_of(ctx, &cfg.options)?;
+    }
     let storage = ctx.params.str(&param::STORAGE).map(String::from);
     if let Some(s) = &storage {
         ctx.require(
