@@ -110,8 +110,12 @@ impl Node {
         cfg: &GuestConfig,
         node: &str,
     ) -> Result<Option<String>, ApiError> {
+        let cards = host::bridges_of(cfg);
+        if cards.is_empty() {
+            return Ok(None);
+        }
         let bridges = host::bridge_names(&self.network_config_of(node)?);
-        Ok(host::bridges_of(cfg).into_iter().find_map(|(key, nic)| {
+        Ok(cards.into_iter().find_map(|(key, nic)| {
             let bridge = nic.bridge?.to_string();
             (!bridges.contains(&bridge) && !self.is_vnet_on(&bridge, node))
                 .then(|| format!("{key}: bridge '{bridge}' does not exist on node '{node}'"))
