@@ -3,8 +3,9 @@
 //! This crate owns the one parser and serializer of every format the cluster shares: the
 //! Proxmox-VE-style section-config files (`ha/rules.cfg`, `ha/groups.cfg`, `storage.cfg`),
 //! guest configs (`qemu-server/<vmid>.conf`), `user.cfg`, property strings, task ids (UPIDs), the HA
-//! resource configuration, the HA manager and LRM status documents and the
-//! `datacenter.cfg` CRS settings. It holds data and validation only: no IO, no scheduling or HA decisions.
+//! resource configuration, the HA manager and LRM status documents, the
+//! `datacenter.cfg` CRS settings, a node's network `interfaces`, guests' network cards and
+//! the SDN files. It holds data and validation only: no IO, no scheduling or HA decisions.
 
 pub mod calendar;
 pub mod console;
