@@ -61,7 +61,12 @@ fn vxlan_vnets_connect_guests_across_nodes_and_keep_streams_through_migration() 
     let peers = format!("{SUBNET}.1,{SUBNET}.2,{SUBNET}.3");
     // Each guest's serial console goes to a file, printed when a check fails.
     let consoles = tempfile::tempdir().unwrap();
-    let console = |vmid: &str| format!(" -serial file:{}/{vmid}.log", consoles.path().display());
+    let console = |vmid: &str| {
+        format!(
+            " -chardev file,id=dbg,append=on,path={}/{vmid}.log -serial chardev:dbg",
+            consoles.path().display()
+        )
+    };
     let dump = || {
         for vmid in ["201", "202", "203", "204"] {
             let log = std::fs::read_to_string(consoles.path().join(format!("{vmid}.log")))
@@ -333,6 +338,18 @@ fn vxlan_vnets_connect_guests_across_nodes_and_keep_streams_through_migration() 
     });
     if ended.is_err() {
         dump();
+        eprintln!("ping 201 from n3: {}", ping(&lab, 3, "10.77.1.11"));
+        eprintln!("ping 202 from n3: {}", ping(&lab, 3, "10.77.1.12"));
+        let (_, echo) = lab.run_in(3, &["sh", "-c", "echo hi | busybox nc -w 2 10.77.1.11 7"]);
+        eprintln!("echo from 201: {echo:?}");
+        eprintln!(
+            "201 on n2: {:?}",
+            lab.api(2, &["get", "/nodes/n2/qemu/201/status/current"])
+        );
+        eprintln!(
+            "n2 fdb: {}",
+            lab.run_in(2, &["bridge", "fdb", "show", "br", "v1"]).1
+        );
         panic!("the stream did not end: sink says '{report}'");
     }
     let sent = blocks * 10240;

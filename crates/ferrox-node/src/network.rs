@@ -122,6 +122,38 @@ impl Node {
         }))
     }
 
+    /// `cfg` as QEMU starts it: a virtio card without `mtu=` on a bridge whose MTU is below
+    /// 1500 (a vxlan vnet: 1450) gets the bridge's MTU as `host_mtu`, so that the guest
+    /// never sends frames the bridge would drop (full-size segments between two guests
+    /// would vanish and a TCP connection could stall for good). Source and target of a
+    /// migration compute the same value (the vnet's zone MTU).
+    pub(crate) fn with_bridge_mtus(&self, cfg: &GuestConfig) -> GuestConfig {
+        let mut out = cfg.clone();
+        if self.opts.net_mode == NetMode::User {
+            return out;
+        }
+        let running = self.sdn_running().ok();
+        for (key, mut nic) in host::bridges_of(cfg) {
+            if nic.mtu.is_some() || nic.model != ferrox_types::network::NicModel::Virtio {
+                continue;
+            }
+            let Some(bridge) = nic.bridge.as_ref().map(|b| b.to_string()) else {
+                continue;
+            };
+            let vnet_mtu = running.as_ref().and_then(|r| {
+                let v = r.vnets.get(&bridge)?;
+                Some(r.zones.get(&v.zone)?.effective_mtu())
+            });
+            let mtu =
+                vnet_mtu.or_else(|| host::link(&bridge).and_then(|l| u16::try_from(l.mtu).ok()));
+            if let Some(m) = mtu.filter(|m| (576..1500).contains(m)) {
+                nic.mtu = Some(m);
+                out.options.insert(key, nic.to_string());
+            }
+        }
+        out
+    }
+
     /// Plugs the taps QEMU made for `cfg`'s bridged cards (the guest is still paused) and
     /// takes down the links of cards with `link_down=1`. What it did goes to `log`, with
     /// the task's log where there is one.

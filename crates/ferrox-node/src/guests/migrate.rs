@@ -807,7 +807,8 @@ impl Node {
                 net_mode: self.opts.net_mode,
                 paused: true,
             };
-            let args = ferrox_qemu::command_line(&cfg, &spec).map_err(|e| e.to_string())?;
+            let args = ferrox_qemu::command_line(&self.with_bridge_mtus(&cfg), &spec)
+                .map_err(|e| e.to_string())?;
             let process = GuestProcess::start(&self.opts.qemu_binary, &args, &spec)
                 .map_err(|e| format!("starting the incoming VM: {e}"))?;
             let exported = (|| -> Result<BTreeMap<String, String>, String> {

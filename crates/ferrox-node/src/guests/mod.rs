@@ -711,7 +711,8 @@ impl Node {
             // The guest's CPUs wait until its taps are on their bridges.
             paused: true,
         };
-        let args = ferrox_qemu::command_line(cfg, &spec).map_err(|e| e.to_string())?;
+        let args = ferrox_qemu::command_line(&self.with_bridge_mtus(cfg), &spec)
+            .map_err(|e| e.to_string())?;
         log.log(format!(
             "starting VM {vmid} ({} accelerator)",
             accel.as_str()
