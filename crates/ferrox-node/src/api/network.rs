@@ -399,8 +399,9 @@ fn update(ctx: &C<'_>) -> Result<(), ApiError> {
     node.save_pending_network(&cfg)
 }
 
-/// `DELETE /nodes/{node}/network/{iface}`. A bridge guests still use stays (the guests
-/// would not start or migrate any more).
+/// `DELETE /nodes/{node}/network/{iface}` (pending). A VLAN's raw device stays while the
+/// VLAN is configured. As in Proxmox VE, a bridge guests use may go: they then cannot
+/// start here, and migrations here are refused naming it.
 fn delete(ctx: &C<'_>) -> Result<(), ApiError> {
     local_node(ctx)?;
     let name = iface_param(ctx)?;
