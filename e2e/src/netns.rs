@@ -367,6 +367,8 @@ impl Drop for Lab {
                 &run.display().to_string(),
             ]));
             kill_pids(&pids_matching(&["qemu-system", &run.display().to_string()]));
+            // SDN DHCP servers outlive their daemon on purpose (like guests); not a test's.
+            kill_pids(&pids_matching(&["dnsmasq", &run.display().to_string()]));
         }
         for i in 1..=3 {
             ip(&["netns", "del", &self.ns(i)]);
