@@ -309,8 +309,15 @@ impl Lab {
 
 impl Lab {
     /// Creates guest `vmid` on node `node` (`memory` MiB, one card `net`, raw `args`) and
-    /// starts it; panics when the start task fails.
-    pub fn start_guest(&self, node: usize, vmid: &str, memory: &str, net: &str, args: &str) {
+    /// starts it; panics when the start task fails, else returns its log (`task_log`).
+    pub fn start_guest(
+        &self,
+        node: usize,
+        vmid: &str,
+        memory: &str,
+        net: &str,
+        args: &str,
+    ) -> String {
         self.api(
             node,
             &[
@@ -341,6 +348,7 @@ impl Lab {
             log.starts_with("\"OK\"") || log.starts_with("\"WARNINGS"),
             "{log}"
         );
+        log
     }
 }
 

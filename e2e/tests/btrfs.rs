@@ -5,8 +5,8 @@
 //! snapshot, and nothing left behind when the guests go.
 
 use ferrox_e2e::*;
-use ferrox_storage::btrfs::scratch::ScratchBtrfs;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use ferrox_storage::btrfs::scratch::{is_subvolume, ScratchBtrfs};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 fn write(path: &Path, byte: u8) {
@@ -22,11 +22,6 @@ fn first_byte(path: &Path) -> u8 {
         .read_exact_at(&mut b, 0)
         .unwrap();
     b[0]
-}
-
-/// btrfs gives the root of every subvolume inode 256.
-fn is_subvolume(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| m.is_dir() && m.ino() == 256)
 }
 
 #[test]

@@ -356,29 +356,7 @@ fn bridges_vlans_and_taps_in_network_namespaces() {
         ("100", "virtio,bridge=vmbr0,tag=10,rate=5"),
         ("101", "e1000,bridge=vmbr1,tag=20"),
     ] {
-        lab.api(
-            1,
-            &[
-                "create",
-                "/nodes/n1/qemu",
-                "--vmid",
-                vmid,
-                "--memory",
-                "64",
-                "--net0",
-                net,
-                "--args",
-                &args,
-            ],
-        )
-        .unwrap();
-        let upid = lab
-            .api(
-                1,
-                &["create", &format!("/nodes/n1/qemu/{vmid}/status/start")],
-            )
-            .unwrap();
-        let log = lab.task_log(1, &upid);
+        let log = lab.start_guest(1, vmid, "64", net, &args);
         // A kernel without traffic classifiers limits only one direction: a warning.
         assert!(
             log.starts_with("\"OK\"") || log.contains("WARN: net0: rate limits only"),

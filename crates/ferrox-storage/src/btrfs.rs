@@ -432,6 +432,12 @@ impl Storage for BtrfsStorage {
 /// when dropped.
 #[cfg(any(test, feature = "test-support"))]
 pub mod scratch {
+    /// Whether `path` is the root of a btrfs subvolume (btrfs gives each one inode 256).
+    pub fn is_subvolume(path: &std::path::Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).is_ok_and(|m| m.is_dir() && m.ino() == 256)
+    }
+
     use std::path::{Path, PathBuf};
     use std::process::Command;
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -508,7 +514,7 @@ pub mod scratch {
 
 #[cfg(test)]
 mod tests {
-    use super::scratch::ScratchBtrfs;
+    use super::scratch::{is_subvolume, ScratchBtrfs};
     use super::*;
     use ferrox_types::StorageConfig;
 
@@ -549,12 +555,6 @@ mod tests {
             .read_exact_at(&mut b, 0)
             .unwrap();
         b[0]
-    }
-
-    fn is_subvolume(path: &Path) -> bool {
-        use std::os::unix::fs::MetadataExt;
-        // btrfs gives the root of every subvolume inode 256.
-        std::fs::metadata(path).is_ok_and(|m| m.is_dir() && m.ino() == 256)
     }
 
     #[test]
