@@ -319,7 +319,7 @@ pub struct NodeCandidate {
 type Best = (usize, usize, usize, f64);
 
 /// One thread's share of a round: its best move and the targets its units keep.
-type ScanPart = (Option<Best>, Vec<(usize, Vec<usize>)>);
+type ScanPart = (Option<Best>, Vec<(usize, KeptTargets)>);
 
 /// Light nodes per mix of CPU and memory every unit scores in a cached round.
 const FRONTIER: usize = 1;
@@ -327,14 +327,36 @@ const FRONTIER: usize = 1;
 /// What every unit's scan in one round shares.
 struct MoveScan {
     spread: Spread,
-    loads: Vec<Load>,
-    /// Per node: 1 / cores and 1 / memory.
-    per_unit: Vec<Load>,
+    /// Per node: its load and what one core and one byte add to it (1 / cores,
+    /// 1 / memory), side by side because every scored pair reads both.
+    nodes: Vec<ScanNode>,
+    /// The balanced nodes: a full scan's targets.
     every_node: Vec<usize>,
     /// With a cache: the nodes changed since the last round and the least loaded nodes in
     /// five mixes of CPU and memory, which every unit scores besides its kept targets
     /// (kept targets fill up as moves land on them).
     extra: Vec<usize>,
+}
+
+#[derive(Clone, Copy)]
+struct ScanNode {
+    load: Load,
+    per_unit: Load,
+    maintenance: bool,
+}
+
+/// A unit's best few targets, best first; a fixed array, because every unit of a large
+/// cluster renews its list every round.
+#[derive(Clone, Copy, Default)]
+struct KeptTargets {
+    len: u8,
+    nodes: [u32; TargetCache::KEEP],
+}
+
+impl KeptTargets {
+    fn as_slice(&self) -> &[u32] {
+        &self.nodes[..self.len as usize]
+    }
 }
 
 /// Each unit's best few targets from its last full scan, kept between the rounds of the
@@ -343,7 +365,7 @@ struct MoveScan {
 /// targets and the changed nodes.
 struct TargetCache {
     /// `None` until the unit's first scan.
-    targets: Vec<Option<Vec<usize>>>,
+    targets: Vec<Option<KeptTargets>>,
     /// Nodes whose load changed since the last round.
     changed: Vec<usize>,
 }
@@ -944,13 +966,14 @@ impl Cluster {
         }
         let scan = MoveScan {
             spread,
-            loads: (0..self.nodes.len()).map(|i| self.loads(i)).collect(),
-            per_unit: self
-                .nodes
-                .iter()
-                .map(|n| [1.0 / n.cores, 1.0 / n.memory])
+            nodes: (0..self.nodes.len())
+                .map(|i| ScanNode {
+                    load: self.loads(i),
+                    per_unit: [1.0 / self.nodes[i].cores, 1.0 / self.nodes[i].memory],
+                    maintenance: self.nodes[i].maintenance,
+                })
                 .collect(),
-            every_node: (0..self.nodes.len()).collect(),
+            every_node: self.balanced_nodes().collect(),
             extra: match cache.as_deref() {
                 Some(c) => {
                     let mut extra: BTreeSet<usize> =
@@ -1064,19 +1087,22 @@ impl Cluster {
         scan: &MoveScan,
         cache: Option<&TargetCache>,
         bound: Option<Best>,
-    ) -> (Option<Best>, Option<Vec<usize>>) {
+    ) -> (Option<Best>, Option<KeptTargets>) {
         let unit = &self.units[u];
         let s = self.unit_node[u].expect("candidates have a node");
         let cpu_here = self.unit_bal_cpu_on(u, s);
-        let without = scan
-            .spread
-            .replaced(scan.loads[s], self.loads_with(s, -cpu_here, -unit.bal_mem));
+        let without = scan.spread.replaced(
+            scan.nodes[s].load,
+            self.loads_with(s, -cpu_here, -unit.bal_mem),
+        );
         let fixed_cpu = self.mode == Mode::Dynamic || unit.unlimited == 0;
         // Every scan with a cache renews the unit's kept targets from what it scored, so
         // a node that became light stays a candidate after the round that changed it.
         let keeping = cache.is_some();
-        let kept: &[usize] = match cache {
-            Some(c) if !c.changed.contains(&s) => c.targets[u].as_deref().unwrap_or(&[]),
+        let kept: &[u32] = match cache {
+            Some(c) if !c.changed.contains(&s) => {
+                c.targets[u].as_ref().map_or(&[], |k| k.as_slice())
+            }
             _ => &[],
         };
         let rescan = cache.is_some_and(|c| c.targets[u].is_none() || c.changed.contains(&s));
@@ -1087,14 +1113,22 @@ impl Cluster {
         };
         let targets = all
             .iter()
-            .chain(kept.iter().filter(|_| !rescan))
-            .chain(extra.iter().filter(|n| !kept.contains(n)))
-            .copied();
-        let mut top: Vec<(f64, usize)> = Vec::new();
+            .copied()
+            .chain(kept.iter().filter(|_| !rescan).map(|&t| t as usize))
+            .chain(
+                extra
+                    .iter()
+                    .copied()
+                    .filter(|&n| !kept.contains(&(n as u32))),
+            );
+        // The best few scored so far, best first.
+        let mut top = [(f64::INFINITY, 0usize); TargetCache::KEEP];
+        let mut top_len = 0;
         let mut best = bound;
         let mut found = None;
         for t in targets {
-            if t == s || self.nodes[t].maintenance {
+            let node = &scan.nodes[t];
+            if t == s || node.maintenance {
                 continue;
             }
             let cpu = if fixed_cpu {
@@ -1102,13 +1136,13 @@ impl Cluster {
             } else {
                 self.unit_bal_cpu_on(u, t)
             };
-            let lt = scan.loads[t];
+            let lt = node.load;
             let moved_in = [
-                lt[0] + cpu * scan.per_unit[t][0],
-                lt[1] + unit.bal_mem * scan.per_unit[t][1],
+                lt[0] + cpu * node.per_unit[0],
+                lt[1] + unit.bal_mem * node.per_unit[1],
             ];
             let after = without.replaced(lt, moved_in).score();
-            let kept = keeping && (top.len() < TargetCache::KEEP || after < top[top.len() - 1].0);
+            let kept = keeping && (top_len < TargetCache::KEEP || after < top[top_len - 1].0);
             // Arithmetic first: the rule and capacity checks only for contenders, and the
             // capacity check (the usual blocker) before the full one.
             let contender = best.is_none_or(|(.., bi)| after <= bi * (1.0 + 1e-12) + 1e-24);
@@ -1121,9 +1155,10 @@ impl Cluster {
                 continue;
             }
             if kept {
-                let at = top.partition_point(|x| x.0 <= after);
-                top.insert(at, (after, t));
-                top.truncate(TargetCache::KEEP);
+                let at = top[..top_len].partition_point(|x| x.0 <= after);
+                top_len = (top_len + 1).min(TargetCache::KEEP);
+                top.copy_within(at..top_len - 1, at + 1);
+                top[at] = (after, t);
             }
             if contender && best.is_none_or(|b| self.better_move((u, s, t, after), b)) {
                 best = Some((u, s, t, after));
@@ -1132,7 +1167,16 @@ impl Cluster {
         }
         (
             found,
-            keeping.then(|| top.into_iter().map(|(_, t)| t).collect()),
+            keeping.then(|| {
+                let mut kept = KeptTargets {
+                    len: top_len as u8,
+                    ..KeptTargets::default()
+                };
+                for (slot, (_, t)) in kept.nodes.iter_mut().zip(&top[..top_len]) {
+                    *slot = *t as u32;
+                }
+                kept
+            }),
         )
     }
 
