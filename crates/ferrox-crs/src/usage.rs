@@ -331,9 +331,14 @@ impl Usage {
         };
         let mut sum = ResourceStats::default();
         for sid in &cand.resources {
-            let res = self.resources.get(sid).ok_or_else(|| {
-                UsageError::BadCandidate(format!("resource '{sid}' does not exist"))
-            })?;
+            // Most bundles are the leader alone: no second lookup for it.
+            let res = if *sid == cand.leader {
+                leader
+            } else {
+                self.resources.get(sid).ok_or_else(|| {
+                    UsageError::BadCandidate(format!("resource '{sid}' does not exist"))
+                })?
+            };
             match &res.placement {
                 Placement::Stationary(n) if n == source => {}
                 Placement::Stationary(_) => {
@@ -507,31 +512,27 @@ struct MoveModel<'a> {
 impl<'a> MoveModel<'a> {
     fn new(usage: &'a Usage, candidates: &'a [MigrationCandidate]) -> Result<Self, UsageError> {
         let base = usage.balance_stats();
-        let index: std::collections::HashMap<&str, usize> = usage
-            .nodes
-            .keys()
-            .enumerate()
-            .map(|(i, n)| (n.as_str(), i))
-            .collect();
+        // In the map's (sorted) order: a binary search finds a name.
         let names: Vec<&str> = usage.nodes.keys().map(String::as_str).collect();
-        // Target lists usually name nodes in order: try the node after the last one
-        // found before hashing the name.
-        let resolve = |targets: &[String]| -> Vec<Option<usize>> {
-            let mut next = 0;
-            targets
+        let index = |name: &str| names.binary_search(&name).ok();
+        // Consecutive candidates usually list the same nodes, give or take their own
+        // source: try the node the previous list had at this position or next to it
+        // before searching for the name.
+        let mut previous: Vec<Option<usize>> = Vec::new();
+        let mut resolve = |targets: &[String]| -> Vec<Option<usize>> {
+            let resolved: Vec<Option<usize>> = targets
                 .iter()
-                .map(|t| {
-                    let found = if names.get(next) == Some(&t.as_str()) {
-                        Some(next)
-                    } else {
-                        index.get(t.as_str()).copied()
-                    };
-                    if let Some(i) = found {
-                        next = i + 1;
-                    }
-                    found
+                .enumerate()
+                .map(|(j, t)| {
+                    [j, j + 1, j.wrapping_sub(1)]
+                        .into_iter()
+                        .filter_map(|p| previous.get(p).copied().flatten())
+                        .find(|&i| names[i] == t.as_str())
+                        .or_else(|| index(t.as_str()))
                 })
-                .collect()
+                .collect();
+            previous.clone_from(&resolved);
+            resolved
         };
         let mut bundles = Vec::with_capacity(candidates.len());
         for cand in candidates {
@@ -539,7 +540,7 @@ impl<'a> MoveModel<'a> {
             bundles.push(Bundle {
                 candidate: cand,
                 source_name: source.as_str(),
-                source: index.get(source.as_str()).copied(),
+                source: index(source.as_str()),
                 moved,
                 targets: resolve(&cand.nodes),
             });
@@ -648,33 +649,54 @@ impl<'a> MoveModel<'a> {
         (deviation.max(0.0) / n).sqrt() / mean
     }
 
-    /// Every move's estimate, the source side of a bundle worked out once.
-    fn estimates(&self) -> impl Iterator<Item = (MoveRef, f64)> + '_ {
-        self.bundles
+    /// Every move's estimate, handed to `visit`. The source side of a bundle is worked
+    /// out once; a target's load after the move is its load plus what one core and one
+    /// byte add there (reciprocals precomputed), which differs from the exact quotient in
+    /// the last bits only, far inside the band.
+    fn estimates(&self, mut visit: impl FnMut(MoveRef, f64)) {
+        let n = self.loads.len() as f64;
+        // Half of 1 / maxcpu and 1 / maxmem per node: a load is the mean of the two shares.
+        let steps: Vec<Option<(f64, f64)>> = self
+            .stats
             .iter()
-            .enumerate()
-            .flat_map(move |(bundle, b)| {
-                let source = b.source.map(|i| {
-                    let mut n = self.stats[i];
-                    n.cpu = (n.cpu - b.moved.cpu).max(0.0);
-                    n.mem = (n.mem - b.moved.mem).max(0.0);
-                    (i, n.load())
-                });
-                b.targets.iter().enumerate().map(move |(target, t)| {
-                    let m = MoveRef { bundle, target };
-                    let estimate = match t {
-                        Some(t) if Some(*t) == b.source => self.estimated_imbalance(&m),
-                        Some(t) => {
-                            let mut n = self.stats[*t];
-                            n.cpu += b.moved.cpu;
-                            n.mem += b.moved.mem;
-                            self.estimate([source, Some((*t, n.load()))])
-                        }
-                        None => self.estimate([source, None]),
-                    };
-                    (m, estimate)
-                })
+            .map(|s| {
+                let step = (0.5 / s.maxcpu, 0.5 / s.maxmem);
+                (step.0.is_finite() && step.1.is_finite()).then_some(step)
             })
+            .collect();
+        for (bundle, b) in self.bundles.iter().enumerate() {
+            // Sum and squared deviation (around the base mean) with the source changed.
+            let (mut sum, mut deviation) = (self.sum, self.deviation);
+            if let Some(i) = b.source {
+                let mut node = self.stats[i];
+                node.cpu = (node.cpu - b.moved.cpu).max(0.0);
+                node.mem = (node.mem - b.moved.mem).max(0.0);
+                let (old, new) = (self.loads[i], node.load());
+                sum += new - old;
+                deviation += (new - self.mean).powi(2) - (old - self.mean).powi(2);
+            }
+            for (target, t) in b.targets.iter().enumerate() {
+                let m = MoveRef { bundle, target };
+                let estimate = match t.map(|t| (t, steps[t])) {
+                    Some((t, Some((cpu_step, mem_step)))) if Some(t) != b.source => {
+                        let old = self.loads[t];
+                        let new = old + b.moved.cpu * cpu_step + b.moved.mem * mem_step;
+                        let sum = sum + new - old;
+                        if n == 0.0 || sum == 0.0 {
+                            0.0
+                        } else {
+                            let mean = sum / n;
+                            let deviation = deviation + (new - self.mean).powi(2)
+                                - (old - self.mean).powi(2)
+                                - n * (mean - self.mean).powi(2);
+                            (deviation.max(0.0) / n).sqrt() / mean
+                        }
+                    }
+                    _ => self.estimated_imbalance(&m),
+                };
+                visit(m, estimate);
+            }
+        }
     }
 
     fn migration(&self, m: &MoveRef) -> Migration {
@@ -701,20 +723,20 @@ impl<'a> MoveModel<'a> {
         // any whose estimate is not a number), then the exact figure for those only.
         let mut best_estimate = f64::INFINITY;
         let mut band: Vec<(MoveRef, f64)> = Vec::new();
-        for (m, estimate) in self.estimates() {
+        self.estimates(|m, estimate| {
             if !estimate.is_finite() {
                 band.push((m, estimate));
-                continue;
+                return;
             }
             if estimate > best_estimate + ESTIMATE_BAND {
-                continue;
+                return;
             }
             if estimate < best_estimate {
                 best_estimate = estimate;
                 band.retain(|(_, e)| !e.is_finite() || *e <= best_estimate + ESTIMATE_BAND);
             }
             band.push((m, estimate));
-        }
+        });
         let mut best: Option<(MoveRef, f64)> = None;
         for (m, _) in band {
             let exact = self.exact_imbalance(&m);
