@@ -51,6 +51,15 @@ pub struct Resource {
     pub netin: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netout: Option<u64>,
+    /// Running guests: pressure stall information of the guest's cgroup, the share of
+    /// the last 10 s in which some of its tasks waited for CPU, memory or IO (percent;
+    /// the field names of Proxmox VE's guest status).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pressurecpusome: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pressurememorysome: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pressureiosome: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

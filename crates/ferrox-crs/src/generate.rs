@@ -93,6 +93,7 @@ pub fn generate(seed: u64, shape: &Shape) -> Snapshot {
             },
             no_balance: rng.gen_bool(0.02),
             cpu_requirement: None,
+            pressure: None,
         });
     }
     let mut nodes = nodes;

@@ -54,6 +54,8 @@ struct Unit {
     unlimited: usize,
     dyn_cpu: f64,
     bal_mem: f64,
+    /// Dynamic mode: the members' measured stall share (zero otherwise).
+    pressure: f64,
     commit_mem: f64,
     cost: u64,
     local_disk: u64,
@@ -417,6 +419,10 @@ pub struct Cluster {
     guest_pinned: Vec<bool>,
     bal_cpu: Vec<f64>,
     bal_mem: Vec<f64>,
+    /// Per node: its guests' stall shares (dynamic mode).
+    bal_pressure: Vec<f64>,
+    /// Pressure is a third resource: dynamic mode, and some guest reports stalls.
+    with_pressure: bool,
     commit_mem: Vec<f64>,
     commit_cores: Vec<f64>,
     overcommit: f64,
@@ -537,6 +543,7 @@ impl Cluster {
                 unlimited: 0,
                 dyn_cpu: 0.0,
                 bal_mem: 0.0,
+                pressure: 0.0,
                 commit_mem: 0.0,
                 cost: 0,
                 local_disk: 0,
@@ -567,6 +574,9 @@ impl Cluster {
                     Mode::Static => g.memory as f64,
                     Mode::Dynamic => demand(g.memory_used.mean, g.memory_used.now),
                 };
+                if mode == Mode::Dynamic {
+                    unit.pressure += g.pressure.unwrap_or(0.0);
+                }
                 unit.commit_mem += g.memory as f64;
                 unit.local_disk += g.local_disk;
                 unit.cost += g.memory + g.local_disk;
@@ -679,6 +689,12 @@ impl Cluster {
             units,
             bal_cpu: vec![0.0; n],
             bal_mem: vec![0.0; n],
+            bal_pressure: vec![0.0; n],
+            with_pressure: mode == Mode::Dynamic
+                && snapshot
+                    .guests
+                    .iter()
+                    .any(|g| g.pressure.is_some_and(|p| p > 0.0)),
             commit_mem: vec![0.0; n],
             commit_cores: vec![0.0; n],
             overcommit: snapshot.settings.cpu_overcommit,
@@ -687,29 +703,31 @@ impl Cluster {
         cluster
     }
 
-    /// What guest `g` adds to node `i`: (balance cpu, balance memory, committed memory,
-    /// committed cores).
-    fn guest_contribution(&self, g: usize, i: usize) -> (f64, f64, f64, f64) {
+    /// What guest `g` adds to node `i`: (balance cpu, memory and pressure, committed
+    /// memory, committed cores).
+    fn guest_contribution(&self, g: usize, i: usize) -> (Load, f64, f64) {
         let guest = &self.guests[g];
         let cores = if guest.cores == 0.0 {
             self.nodes[i].cores
         } else {
             guest.cores
         };
-        let (cpu, mem) = match self.mode {
-            Mode::Static => (cores, guest.memory as f64),
-            Mode::Dynamic => (
+        let balance = match self.mode {
+            Mode::Static => [cores, guest.memory as f64, 0.0],
+            Mode::Dynamic => [
                 demand(guest.cpu.mean, guest.cpu.now),
                 demand(guest.memory_used.mean, guest.memory_used.now),
-            ),
+                guest.pressure.unwrap_or(0.0),
+            ],
         };
-        (cpu, mem, guest.memory as f64, cores)
+        (balance, guest.memory as f64, cores)
     }
 
     fn add_guest(&mut self, g: usize, i: usize, sign: f64) {
-        let (cpu, mem, commit_mem, commit_cores) = self.guest_contribution(g, i);
+        let ([cpu, mem, pressure], commit_mem, commit_cores) = self.guest_contribution(g, i);
         self.bal_cpu[i] += sign * cpu;
         self.bal_mem[i] += sign * mem;
+        self.bal_pressure[i] += sign * pressure;
         self.commit_mem[i] += sign * commit_mem;
         self.commit_cores[i] += sign * commit_cores;
     }
@@ -719,6 +737,7 @@ impl Cluster {
             let dynamic = self.mode == Mode::Dynamic;
             self.bal_cpu[i] = if dynamic { node.host_cpu } else { 0.0 };
             self.bal_mem[i] = if dynamic { node.host_mem } else { 0.0 };
+            self.bal_pressure[i] = 0.0;
             self.commit_mem[i] = node.host_mem;
             self.commit_cores[i] = 0.0;
         }
@@ -741,17 +760,24 @@ impl Cluster {
         }
     }
 
-    fn loads(&self, node: usize) -> Load {
-        let n = &self.nodes[node];
-        [self.bal_cpu[node] / n.cores, self.bal_mem[node] / n.memory]
+    /// What unit `u` adds to the balance figures of `node`: (CPU, memory, pressure).
+    fn unit_balance_on(&self, u: usize, node: usize) -> Load {
+        let unit = &self.units[u];
+        [self.unit_bal_cpu_on(u, node), unit.bal_mem, unit.pressure]
     }
 
-    /// Node `node`'s load with `cpu` and `memory` added (negative: taken away).
-    fn loads_with(&self, node: usize, cpu: f64, memory: f64) -> Load {
+    fn loads(&self, node: usize) -> Load {
+        self.loads_with(node, [0.0; 3])
+    }
+
+    /// Node `node`'s load with `change` (CPU, memory, pressure) added; negative figures
+    /// take away. Pressure counts per core, as CPU does: a larger node absorbs more.
+    fn loads_with(&self, node: usize, change: Load) -> Load {
         let n = &self.nodes[node];
         [
-            (self.bal_cpu[node] + cpu) / n.cores,
-            (self.bal_mem[node] + memory) / n.memory,
+            (self.bal_cpu[node] + change[0]) / n.cores,
+            (self.bal_mem[node] + change[1]) / n.memory,
+            (self.bal_pressure[node] + change[2]) / n.cores,
         ]
     }
 
@@ -760,7 +786,10 @@ impl Cluster {
     }
 
     fn spread(&self) -> Spread {
-        Spread::of(self.balanced_nodes().map(|i| self.loads(i)))
+        Spread::of(
+            self.balanced_nodes().map(|i| self.loads(i)),
+            self.with_pressure,
+        )
     }
 
     /// CPU and memory spread over the nodes not in maintenance (see [`crate::objective`]).
@@ -770,14 +799,13 @@ impl Cluster {
 
     /// The spread after moving unit `u` from `s` to `t`, in O(1) from the running sums.
     fn spread_after(&self, spread: Spread, u: usize, s: usize, t: usize) -> Spread {
-        let unit = &self.units[u];
         let mut spread = spread;
         if !self.nodes[s].maintenance {
-            let after = self.loads_with(s, -self.unit_bal_cpu_on(u, s), -unit.bal_mem);
+            let after = self.loads_with(s, self.unit_balance_on(u, s).map(|x| -x));
             spread = spread.replaced(self.loads(s), after);
         }
         if !self.nodes[t].maintenance {
-            let after = self.loads_with(t, self.unit_bal_cpu_on(u, t), unit.bal_mem);
+            let after = self.loads_with(t, self.unit_balance_on(u, t));
             spread = spread.replaced(self.loads(t), after);
         }
         spread
@@ -792,22 +820,21 @@ impl Cluster {
         b: usize,
         t: usize,
     ) -> Spread {
-        let (ua, ub) = (&self.units[a], &self.units[b]);
+        // What `incoming` brings to `node` where `outgoing` leaves it.
+        let exchange = |node: usize, incoming: usize, outgoing: usize| -> Load {
+            let (i, o) = (
+                self.unit_balance_on(incoming, node),
+                self.unit_balance_on(outgoing, node),
+            );
+            [i[0] - o[0], i[1] - o[1], i[2] - o[2]]
+        };
         let mut after = spread;
         if !self.nodes[s].maintenance {
-            let ls = self.loads_with(
-                s,
-                self.unit_bal_cpu_on(b, s) - self.unit_bal_cpu_on(a, s),
-                ub.bal_mem - ua.bal_mem,
-            );
+            let ls = self.loads_with(s, exchange(s, b, a));
             after = after.replaced(self.loads(s), ls);
         }
         if !self.nodes[t].maintenance {
-            let lt = self.loads_with(
-                t,
-                self.unit_bal_cpu_on(a, t) - self.unit_bal_cpu_on(b, t),
-                ua.bal_mem - ub.bal_mem,
-            );
+            let lt = self.loads_with(t, exchange(t, a, b));
             after = after.replaced(self.loads(t), lt);
         }
         after
@@ -815,22 +842,23 @@ impl Cluster {
 
     /// The imbalance once every member of unit `u` (a split group) is on node `t`.
     fn imbalance_after_gathering(&self, u: usize, t: usize) -> f64 {
-        let mut change: BTreeMap<usize, (f64, f64)> = BTreeMap::new();
+        let mut change: BTreeMap<usize, Load> = BTreeMap::new();
         for &m in &self.units[u].members {
             let Some(from) = self.guest_node[m].filter(|&n| n != t) else {
                 continue;
             };
-            let (cpu, mem, ..) = self.guest_contribution(m, from);
-            let e = change.entry(from).or_default();
-            (e.0, e.1) = (e.0 - cpu, e.1 - mem);
-            let (cpu, mem, ..) = self.guest_contribution(m, t);
-            let e = change.entry(t).or_default();
-            (e.0, e.1) = (e.0 + cpu, e.1 + mem);
+            for (node, sign) in [(from, -1.0), (t, 1.0)] {
+                let (balance, ..) = self.guest_contribution(m, node);
+                let e = change.entry(node).or_default();
+                for r in 0..3 {
+                    e[r] += sign * balance[r];
+                }
+            }
         }
         let mut spread = self.spread();
-        for (node, (cpu, mem)) in change {
+        for (node, delta) in change {
             if !self.nodes[node].maintenance {
-                spread = spread.replaced(self.loads(node), self.loads_with(node, cpu, mem));
+                spread = spread.replaced(self.loads(node), self.loads_with(node, delta));
             }
         }
         spread.imbalance()
@@ -969,7 +997,11 @@ impl Cluster {
             nodes: (0..self.nodes.len())
                 .map(|i| ScanNode {
                     load: self.loads(i),
-                    per_unit: [1.0 / self.nodes[i].cores, 1.0 / self.nodes[i].memory],
+                    per_unit: [
+                        1.0 / self.nodes[i].cores,
+                        1.0 / self.nodes[i].memory,
+                        1.0 / self.nodes[i].cores,
+                    ],
                     maintenance: self.nodes[i].maintenance,
                 })
                 .collect(),
@@ -1093,7 +1125,7 @@ impl Cluster {
         let cpu_here = self.unit_bal_cpu_on(u, s);
         let without = scan.spread.replaced(
             scan.nodes[s].load,
-            self.loads_with(s, -cpu_here, -unit.bal_mem),
+            self.loads_with(s, [-cpu_here, -unit.bal_mem, -unit.pressure]),
         );
         let fixed_cpu = self.mode == Mode::Dynamic || unit.unlimited == 0;
         // Every scan with a cache renews the unit's kept targets from what it scored, so
@@ -1140,6 +1172,7 @@ impl Cluster {
             let moved_in = [
                 lt[0] + cpu * node.per_unit[0],
                 lt[1] + unit.bal_mem * node.per_unit[1],
+                lt[2] + unit.pressure * node.per_unit[2],
             ];
             let after = without.replaced(lt, moved_in).score();
             let kept = keeping && (top_len < TargetCache::KEEP || after < top[top_len - 1].0);
@@ -1340,7 +1373,7 @@ impl Cluster {
                     .collect();
                 // Members already there hold their share of the node.
                 let held = on_t.iter().fold((0.0, 0.0), |acc, &m| {
-                    let (_, _, mem, cores) = self.guest_contribution(m, t);
+                    let (_, mem, cores) = self.guest_contribution(m, t);
                     (acc.0 - mem, acc.1 - cores)
                 });
                 if self.blocker(u, t, held, false, false).is_some() {
@@ -2492,6 +2525,7 @@ impl Cluster {
                     unlimited: 0,
                     dyn_cpu: 0.0,
                     bal_mem: 0.0,
+                    pressure: 0.0,
                     commit_mem: 0.0,
                     cost: 0,
                     local_disk: 0,
@@ -2523,8 +2557,7 @@ impl Cluster {
                 let blocker = model.blocker(u, t, (0.0, 0.0), false, true);
                 let after = blocker.is_none().then(|| {
                     // A placement adds load without removing any: only the target changes.
-                    let added =
-                        model.loads_with(t, model.unit_bal_cpu_on(u, t), model.units[u].bal_mem);
+                    let added = model.loads_with(t, model.unit_balance_on(u, t));
                     spread.replaced(model.loads(t), added).imbalance()
                 });
                 let p = prio.as_ref().map(|p| p[t]).unwrap_or(0);

@@ -100,6 +100,11 @@ pub struct Guest {
     /// What the guest's CPU model needs (QEMU model, flags); absent: runs anywhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_requirement: Option<ferrox_types::cpu::CpuRequirement>,
+    /// Measured stall share: the sum of the guest's pressure stall information ("some",
+    /// as fractions of time) for CPU, memory and IO, 0 to 3. Dynamic mode balances it as
+    /// a third resource when any guest has one above zero; absent: not measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pressure: Option<f64>,
 }
 
 fn default_kind() -> GuestKind {
@@ -304,6 +309,14 @@ impl Snapshot {
                     format!("guests[{i}].cores"),
                     "must be a non-negative number",
                 ));
+            }
+            if let Some(p) = g.pressure {
+                if !((0.0..=3.0).contains(&p)) {
+                    return Err(err(
+                        format!("guests[{i}].pressure"),
+                        "must be a stall share from 0 to 3",
+                    ));
+                }
             }
             for (what, m) in [("cpu", &g.cpu), ("memory_used", &g.memory_used)] {
                 for (k, v) in [("now", m.now), ("mean", m.mean), ("peak", m.peak)] {

@@ -521,6 +521,64 @@ fn cpu_and_memory_are_balanced_apart() {
     verify(&s, &plan, &s.settings, None).unwrap();
 }
 
+#[test]
+fn dynamic_mode_balances_measured_pressure_as_a_third_resource() {
+    // CPU and memory are even; both stalling guests sit on a. With their pressure the
+    // planner exchanges one of them for a quiet guest of the same size; without it (or in
+    // static mode) there is nothing to do.
+    let json = |with_pressure: bool, mode: &str| {
+        let p = |v: f64| {
+            if with_pressure {
+                format!(r#", "pressure": {v}"#)
+            } else {
+                String::new()
+            }
+        };
+        let guest = |vmid: u32, node: &str, pressure: f64| {
+            format!(
+                r#"{{"vmid": {vmid}, "node": "{node}", "cores": 4, "memory": 8589934592,
+                    "cpu": {{"now": 2, "mean": 2}}, "memory_used": {{"now": 4294967296, "mean": 4294967296}}{}}}"#,
+                p(pressure)
+            )
+        };
+        format!(
+            r#"{{"nodes": [
+                {{"name": "a", "cores": 16, "memory": 68719476736, "cpu_usage": 4, "memory_usage": 8589934592}},
+                {{"name": "b", "cores": 16, "memory": 68719476736, "cpu_usage": 4, "memory_usage": 8589934592}}],
+              "guests": [{}, {}, {}, {}],
+              "settings": {{"mode": "{mode}"}}}}"#,
+            guest(100, "a", 0.6),
+            guest(101, "a", 0.4),
+            guest(200, "b", 0.0),
+            guest(201, "b", 0.0),
+        )
+    };
+    let s = snapshot(&json(true, "dynamic"));
+    let plan = Cluster::new(&s).plan(&s.settings);
+    assert!(plan.imbalance_before > 0.5, "{plan:#?}");
+    assert!(plan.imbalance_after < 0.15, "{plan:#?}");
+    let moved: BTreeSet<u32> = plan.moves().map(|m| m.vmid).collect();
+    assert_eq!(moved.len(), 2, "{plan:#?}");
+    assert!(moved.iter().any(|v| *v < 200) && moved.iter().any(|v| *v >= 200));
+    verify(&s, &plan, &s.settings, None).unwrap();
+    for (with_pressure, mode) in [(false, "dynamic"), (true, "static")] {
+        let s = snapshot(&json(with_pressure, mode));
+        let plan = Cluster::new(&s).plan(&s.settings);
+        assert_eq!(plan.imbalance_before, 0.0, "{mode}: {plan:#?}");
+        assert_eq!(plan.moves().count(), 0, "{mode}: {plan:#?}");
+    }
+}
+
+#[test]
+fn a_pressure_outside_its_range_names_the_field() {
+    let err = Snapshot::from_json(
+        r#"{"nodes": [{"name": "a", "cores": 4, "memory": 1073741824}],
+            "guests": [{"vmid": 1, "node": "a", "cores": 1, "memory": 1, "pressure": 3.5}]}"#,
+    )
+    .unwrap_err();
+    assert_eq!(err.field, "guests[0].pressure", "{err}");
+}
+
 fn repairs(plan: &Plan) -> Vec<(u32, String, String)> {
     plan.moves()
         .filter_map(|m| {

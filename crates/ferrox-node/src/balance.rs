@@ -79,6 +79,14 @@ pub fn live_snapshot(node: &Node) -> Snapshot {
                 local_disk: 0,
                 no_balance: false,
                 cpu_requirement: None,
+                // PSI "some" percentages as fractions of time, summed.
+                pressure: match (r.pressurecpusome, r.pressurememorysome, r.pressureiosome) {
+                    (None, None, None) => None,
+                    (c, m, i) => Some(
+                        ((c.unwrap_or(0.0) + m.unwrap_or(0.0) + i.unwrap_or(0.0)) / 100.0)
+                            .clamp(0.0, 3.0),
+                    ),
+                },
             })
         })
         .collect();

@@ -83,6 +83,8 @@ pub struct RunInfo {
     pub qmpstatus: String,
     pub accel: Option<Accelerator>,
     pub last: Option<(Instant, GuestCounters)>,
+    /// The guest cgroup's pressure stall figures at the last sample.
+    pub pressure: Option<ferrox_qemu::cgroup::Pressure>,
 }
 
 /// The parts of a config that listings show, computed once per config write.
@@ -360,6 +362,7 @@ impl Guests {
             info.diskread = counters.read_bytes;
             info.diskwrite = counters.write_bytes;
             info.last = Some((at, counters));
+            info.pressure = ferrox_qemu::cgroup::guest_pressure(*vmid);
         }
     }
 }
@@ -376,6 +379,7 @@ impl RunInfo {
             qmpstatus: "running".into(),
             accel: None,
             last: None,
+            pressure: None,
         }
     }
 }

@@ -146,7 +146,7 @@ fn collect(node: &Node, cpu_before: &mut host::CpuTimes, ticks: f64) {
         else {
             continue;
         };
-        let pressure = ferrox_qemu::cgroup::guest_pressure(vmid).unwrap_or_default();
+        let pressure = info.pressure.unwrap_or_default();
         let mut values = vec![
             ("cpu", info.cpu),
             ("maxcpu", fixed.cpus as f64),
