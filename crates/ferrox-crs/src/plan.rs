@@ -2320,7 +2320,9 @@ impl Cluster {
 
     /// Moves every guest off `node`: largest first, each to the allowed node with the
     /// most preferred priority that leaves the lowest imbalance. Non-strict rules give way
-    /// only when nothing else fits.
+    /// only when nothing else fits. When that needs residents to make room (or finds no
+    /// place for a guest), a bounded search looks for a packing of the evacuated guests
+    /// alone and takes it when one exists: then no move beyond the evacuation is needed.
     pub fn evacuate(
         &self,
         node: &str,
@@ -2346,14 +2348,54 @@ impl Cluster {
                 .total_cmp(&model.units[*a].commit_mem)
                 .then_with(|| model.units[*a].sid.cmp(&model.units[*b].sid))
         });
+        let greedy = model.clone().evacuate_greedy(source, &order);
+        let needs_more = match &greedy {
+            Ok((chosen, _)) => chosen.len() > order.len(),
+            Err(_) => true,
+        };
+        let packed = if needs_more {
+            model.pack(source, &order)
+        } else {
+            None
+        };
+        let (chosen, after) = match (packed, greedy) {
+            (Some(packed), _) => packed,
+            (None, Ok(greedy)) => greedy,
+            (None, Err(e)) => return Err(e),
+        };
+        let steps = self.schedule(&chosen, settings.max_concurrent_per_node);
+        Ok(Plan {
+            mode: self.mode,
+            imbalance_before: before,
+            imbalance_after: after.imbalance(),
+            steps,
+            stop_reason: format!("node '{node}' is empty"),
+            unrepaired: Vec::new(),
+        })
+    }
+
+    /// The forced target of unit `u` leaving `source`: where the members of a group split
+    /// over nodes are (they must join them).
+    fn forced_target(&self, u: usize, source: usize) -> Option<usize> {
+        self.units[u]
+            .members
+            .iter()
+            .map(|&m| self.guest_node[m].unwrap_or(source))
+            .find(|&n| n != source)
+    }
+
+    /// The greedy evacuation of `order` (all on `source`), residents making room where
+    /// capacity alone blocks a guest: the moves and the model after them.
+    fn evacuate_greedy(
+        mut self,
+        source: usize,
+        order: &[usize],
+    ) -> Result<(Vec<Chosen>, Cluster), EvacuationError> {
+        let model = &mut self;
         let mut chosen = Vec::new();
-        for u in order {
+        for &u in order {
             // A group split over nodes must join the members that are elsewhere.
-            let forced: Option<usize> = model.units[u]
-                .members
-                .iter()
-                .map(|&m| model.guest_node[m].unwrap_or(source))
-                .find(|&n| n != source);
+            let forced = model.forced_target(u, source);
             model.unit_node[u] = Some(source);
             let t = match model.place_off(u, source, forced) {
                 Ok((t, residents)) => {
@@ -2375,15 +2417,86 @@ impl Cluster {
             model.apply(u, t);
             chosen.push((u, source, t, current, model.imbalance()));
         }
-        let steps = self.schedule(&chosen, settings.max_concurrent_per_node);
-        Ok(Plan {
-            mode: self.mode,
-            imbalance_before: before,
-            imbalance_after: model.imbalance(),
-            steps,
-            stop_reason: format!("node '{node}' is empty"),
-            unrepaired: Vec::new(),
-        })
+        Ok((chosen, self))
+    }
+
+    /// A placement of the units `order` (all on `source`) on the other nodes without
+    /// moving anyone else: depth-first over each unit's allowed targets, those honouring
+    /// non-strict rules first, then by lowest imbalance, within a bounded number of tries
+    /// (packing is NP-hard; the bound keeps an evacuation request prompt). The moves in
+    /// order and the model after them. Groups split over nodes are left to the greedy
+    /// evacuation (they join their other members there).
+    fn pack(&self, source: usize, order: &[usize]) -> Option<(Vec<Chosen>, Cluster)> {
+        /// Node checks the search may spend: about a second on a large cluster.
+        const WORK: usize = 2_000_000;
+        struct Search<'a> {
+            order: &'a [usize],
+            source: usize,
+            work: usize,
+            placed: Vec<usize>,
+        }
+        fn visit(model: &mut Cluster, search: &mut Search<'_>, index: usize) -> bool {
+            let Some(&u) = search.order.get(index) else {
+                return true;
+            };
+            if search.work < model.nodes.len() {
+                return false;
+            }
+            search.work -= model.nodes.len();
+            let spread = model.spread();
+            let forced = model.forced_target(u, search.source);
+            let mut targets: Vec<(bool, i64, f64, usize)> = (0..model.nodes.len())
+                .filter(|&t| t != search.source && forced.is_none_or(|f| f == t))
+                .filter(|&t| model.blocker(u, t, (0.0, 0.0), false, false).is_none())
+                .map(|t| {
+                    let soft_ok = model.blocker(u, t, (0.0, 0.0), false, true).is_none();
+                    let prio = match &model.units[u].priority {
+                        Some(p) if soft_ok => p[t],
+                        _ => 0,
+                    };
+                    let after = model.imbalance_after(spread, u, search.source, t);
+                    (!soft_ok, -prio, after, t)
+                })
+                .collect();
+            targets.sort_by(|a, b| {
+                (a.0, a.1)
+                    .cmp(&(b.0, b.1))
+                    .then(a.2.total_cmp(&b.2))
+                    .then(a.3.cmp(&b.3))
+            });
+            for (.., t) in targets {
+                model.apply(u, t);
+                search.placed.push(t);
+                if visit(model, search, index + 1) {
+                    return true;
+                }
+                search.placed.pop();
+                model.apply(u, search.source);
+            }
+            false
+        }
+        if order.iter().any(|&u| self.unit_node[u] != Some(source)) {
+            return None;
+        }
+        let mut trial = self.clone();
+        let mut search = Search {
+            order,
+            source,
+            work: WORK,
+            placed: Vec::new(),
+        };
+        if !visit(&mut trial, &mut search, 0) {
+            return None;
+        }
+        // Replay in order for each move's imbalance before and after.
+        let mut model = self.clone();
+        let mut chosen = Vec::new();
+        for (&u, &t) in order.iter().zip(&search.placed) {
+            let before = model.imbalance();
+            model.apply(u, t);
+            chosen.push((u, source, t, before, model.imbalance()));
+        }
+        Some((chosen, model))
     }
 
     /// Where unit `u` goes when it must leave `source` (evacuation or repair): the allowed

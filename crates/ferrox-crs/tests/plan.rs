@@ -252,6 +252,131 @@ proptest! {
     }
 }
 
+/// A node `s` to evacuate and 2–4 others with residents; memory is the only limit. The
+/// evacuated guests are the free space of the other nodes cut into pieces (plus, at
+/// times, one guest more), so they fit alone exactly, or not at all: a packing, not
+/// whichever node looks lightest, decides.
+fn tight_evacuation() -> impl Strategy<Value = Snapshot> {
+    (
+        prop::collection::vec(
+            (2u64..13, 1u64..17, prop::collection::vec(1u64..6, 6)),
+            2..5,
+        ),
+        prop::option::of(1u64..4),
+    )
+        .prop_map(|(targets, extra)| {
+            let mut nodes = vec![format!(
+                r#"{{"name": "s", "cores": 64, "memory": {}}}"#,
+                64 * GIB
+            )];
+            let mut guests = Vec::new();
+            let mut evacuees = Vec::new();
+            let mut vmid = 100;
+            for (i, (free, resident, cuts)) in targets.iter().enumerate() {
+                nodes.push(format!(
+                    r#"{{"name": "n{i}", "cores": 64, "memory": {}}}"#,
+                    (free + resident) * GIB
+                ));
+                guests.push(format!(
+                    r#"{{"vmid": {vmid}, "node": "n{i}", "cores": 1, "memory": {}}}"#,
+                    resident * GIB
+                ));
+                vmid += 1;
+                let mut left = *free;
+                for c in cuts {
+                    if left == 0 {
+                        break;
+                    }
+                    let piece = (*c).min(left);
+                    evacuees.push(piece);
+                    left -= piece;
+                }
+                if left > 0 {
+                    evacuees.push(left);
+                }
+            }
+            evacuees.extend(extra);
+            for e in &evacuees {
+                guests.push(format!(
+                    r#"{{"vmid": {vmid}, "node": "s", "cores": 1, "memory": {}}}"#,
+                    e * GIB
+                ));
+                vmid += 1;
+            }
+            snapshot(&format!(
+                r#"{{"nodes": [{}], "guests": [{}]}}"#,
+                nodes.join(","),
+                guests.join(",")
+            ))
+        })
+}
+
+/// Whether the guests on `s` fit on the other nodes as they are (every assignment tried).
+fn fits_without_residents_moving(snapshot: &Snapshot) -> bool {
+    let free: Vec<u64> = snapshot.nodes[1..]
+        .iter()
+        .map(|n| {
+            let used: u64 = snapshot
+                .guests
+                .iter()
+                .filter(|g| g.node == n.name)
+                .map(|g| g.memory)
+                .sum();
+            n.memory - used
+        })
+        .collect();
+    let sizes: Vec<u64> = snapshot
+        .guests
+        .iter()
+        .filter(|g| g.node == "s")
+        .map(|g| g.memory)
+        .collect();
+    fn place(sizes: &[u64], free: &mut [u64]) -> bool {
+        let Some((&first, rest)) = sizes.split_first() else {
+            return true;
+        };
+        for i in 0..free.len() {
+            if free[i] >= first {
+                free[i] -= first;
+                let done = place(rest, free);
+                free[i] += first;
+                if done {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+    place(&sizes, &mut free.clone())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// When the evacuated guests fit on the other nodes as they are, the evacuation moves
+    /// them alone: the fewest moves possible.
+    #[test]
+    fn evacuations_move_no_resident_when_the_guests_fit_alone(s in tight_evacuation()) {
+        let result = Cluster::new(&s).evacuate("s", &s.settings);
+        if fits_without_residents_moving(&s) {
+            let plan = match result {
+                Ok(plan) => plan,
+                Err(e) => return Err(TestCaseError::fail(format!("{e}"))),
+            };
+            let residents: Vec<u32> = plan.moves().filter(|m| m.from != "s").map(|m| m.vmid).collect();
+            prop_assert!(residents.is_empty(), "residents moved: {:?}\n{:#?}", residents, plan);
+            if let Err(e) = verify(&s, &plan, &s.settings, Some("s")) {
+                prop_assert!(false, "{}\n{:#?}", e, plan);
+            }
+        } else if let Ok(plan) = result {
+            // Only by moving residents: every step still executable.
+            if let Err(e) = verify(&s, &plan, &s.settings, Some("s")) {
+                prop_assert!(false, "{}\n{:#?}", e, plan);
+            }
+        }
+    }
+}
+
 fn snapshot(json: &str) -> Snapshot {
     Snapshot::from_json(json).expect("valid snapshot")
 }
