@@ -62,6 +62,21 @@ pub enum ResourceChange {
     DropGroup { failback: bool },
 }
 
+/// What the LRM asks the environment to do to one of its services.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceAction {
+    Start,
+    /// A clean shutdown within `timeout` seconds (the environment's default if none).
+    Shutdown {
+        timeout: Option<i64>,
+    },
+    /// A move to `target`: live when `online`, else stopped first and moved (relocate).
+    Migrate {
+        target: String,
+        online: bool,
+    },
+}
+
 pub trait HaEnv {
     fn nodename(&self) -> String;
     fn get_time(&self) -> i64;
@@ -142,4 +157,23 @@ pub trait HaEnv {
     fn service_remove_locks(&mut self, sid: &str, locks: &[&str]) -> Option<String>;
     /// Reassigns a fenced service's config to its recovery node.
     fn steal_service(&mut self, sid: &str, from: &str, to: &str);
+
+    // --- concurrent service actions (Proxmox VE forks LRM workers)
+    /// How many service actions the LRM runs at once (Proxmox VE: `max_workers` of
+    /// datacenter.cfg, default 4). 0, the default (the simulator): each runs inline, in
+    /// service order, as Proxmox VE's test environment does.
+    fn max_workers(&self) -> usize {
+        0
+    }
+    /// Begins `action` for `sid` on a worker; false when no worker could be started.
+    /// Called only when [`Self::max_workers`] is above 0.
+    fn begin_service_action(&mut self, _sid: &str, _action: &ServiceAction) -> bool {
+        false
+    }
+    /// Waits a little (about a second) for begun actions and returns those that finished,
+    /// each with whether it succeeded (for a start or stop the LRM checks the service
+    /// itself).
+    fn finished_service_actions(&mut self) -> Vec<(String, bool)> {
+        Vec::new()
+    }
 }

@@ -17,7 +17,9 @@ pub mod rules;
 pub mod version;
 
 pub use crm::{Crm, CrmState};
-pub use env::{EnvError, EnvResult, HaEnv, LogLevel, NodeInfo, ResourceChange, WatchdogHandle};
+pub use env::{
+    EnvError, EnvResult, HaEnv, LogLevel, NodeInfo, ResourceChange, ServiceAction, WatchdogHandle,
+};
 pub use lrm::{Lrm, LrmState};
 pub use manager::Manager;
 

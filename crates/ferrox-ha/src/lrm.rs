@@ -1,7 +1,7 @@
 //! The local resource manager: one per node, runs the commands the master assigns to the
 //! node's services, holds the node's agent lock and feeds its watchdog (spec §4).
 
-use crate::env::{HaEnv, LogLevel, WatchdogHandle};
+use crate::env::{HaEnv, LogLevel, ServiceAction, WatchdogHandle};
 use crate::{count_active_services, count_fenced_services};
 use ferrox_types::exit_code::*;
 use ferrox_types::{
@@ -40,13 +40,25 @@ struct Worker {
     command: ServiceState,
     target: Option<String>,
     timeout: Option<i64>,
+    /// Rounds of `run_workers` that saw it queued: the longest waiting start first.
+    start_tries: u32,
+}
+
+/// What running a command comes to: a result known without acting, or an action for
+/// the environment to carry out (inline or on a worker) and check afterwards.
+enum Step {
+    Done(i32),
+    Act(ServiceAction),
 }
 
 pub struct Lrm {
     state: LrmState,
     state_change_time: i64,
     mode: LrmMode,
+    /// Commands queued and not yet begun.
     workers: BTreeMap<String, Worker>,
+    /// Commands whose action runs on a worker of the environment (max_workers > 0).
+    running: BTreeMap<String, (Worker, ServiceAction)>,
     results: BTreeMap<String, LrmResult>,
     restart_tries: BTreeMap<String, u32>,
     shutdown_request: bool,
@@ -65,6 +77,7 @@ impl Lrm {
             state_change_time: env.get_time(),
             mode: LrmMode::Active,
             workers: BTreeMap::new(),
+            running: BTreeMap::new(),
             results: BTreeMap::new(),
             restart_tries: BTreeMap::new(),
             shutdown_request: false,
@@ -328,7 +341,7 @@ impl Lrm {
                     self.set_state(env, LrmState::LostAgentLock);
                 } else if self.mode == LrmMode::Maintenance {
                     self.set_state(env, LrmState::Maintenance);
-                } else if self.mode == LrmMode::Disarm && self.workers.is_empty() {
+                } else if self.mode == LrmMode::Disarm && self.no_workers() {
                     env.log(
                         LogLevel::Info,
                         "HA disarm requested, releasing agent lock and watchdog",
@@ -363,7 +376,7 @@ impl Lrm {
                     self.set_state(env, LrmState::LostAgentLock);
                 } else if self.mode == LrmMode::Disarm
                     && self.active_service_count(env) == 0
-                    && self.workers.is_empty()
+                    && self.no_workers()
                 {
                     env.log(
                         LogLevel::Info,
@@ -489,6 +502,10 @@ impl Lrm {
                 }
             }
         }
+        // A command already running on a worker finishes first.
+        if self.running.contains_key(sid) {
+            return;
+        }
         self.workers.insert(
             sid.to_string(),
             Worker {
@@ -496,8 +513,13 @@ impl Lrm {
                 command,
                 target,
                 timeout,
+                start_tries: 0,
             },
         );
+    }
+
+    fn no_workers(&self) -> bool {
+        self.workers.is_empty() && self.running.is_empty()
     }
 
     fn manage_resources(&mut self, env: &mut dyn HaEnv) -> usize {
@@ -522,53 +544,120 @@ impl Lrm {
         self.run_workers(env)
     }
 
-    /// Runs the queued commands. Commands run inline here, in service order; the count of
-    /// workers still queued is returned.
+    /// Runs the queued commands and returns how many are still queued or running. With
+    /// `max_workers` 0 (the simulator) each runs inline, in service order. Otherwise, as
+    /// Proxmox VE's forked workers do, up to `max_workers` actions run at once on the
+    /// environment's workers, the longest-waiting command first; this waits for them for
+    /// about 8 seconds and leaves the rest to the next round, so one slow start does not
+    /// hold every other service.
     fn run_workers(&mut self, env: &mut dyn HaEnv) -> usize {
-        if self.workers.is_empty() {
+        if self.no_workers() {
             return 0;
         }
         let sc = match env.read_service_config() {
             Ok(sc) => sc,
             Err(err) => {
                 env.log(LogLevel::Err, &format!("got unexpected error - {err}"));
-                return self.workers.len();
+                return self.workers.len() + self.running.len();
             }
         };
-        let workers = std::mem::take(&mut self.workers);
-        for (sid, worker) in workers {
-            let code = self.exec_resource_agent(env, &sid, sc.get(&sid), &worker);
-            match &worker.uid {
-                Some(uid) => {
-                    let max_restart = sc.get(&sid).map(|cd| cd.max_restart).unwrap_or(0);
-                    let code =
-                        self.handle_service_exitcode(env, &sid, worker.command, code, max_restart);
-                    if code == ETRY_AGAIN {
-                        continue;
-                    }
-                    self.results.insert(
-                        uid.clone(),
-                        LrmResult {
-                            sid: sid.clone(),
-                            state: worker.command,
-                            exit_code: code,
-                        },
-                    );
-                    let valid: std::collections::BTreeSet<&String> = self
-                        .service_status
-                        .values()
-                        .filter_map(|sd| sd.uid.as_ref())
-                        .collect();
-                    self.results.retain(|uid, _| valid.contains(uid));
+        let max_workers = env.max_workers();
+        if max_workers == 0 {
+            let workers = std::mem::take(&mut self.workers);
+            for (sid, worker) in workers {
+                let code = self.exec_resource_agent(env, &sid, sc.get(&sid), &worker);
+                self.command_finished(env, &sid, &worker, code, sc.get(&sid));
+            }
+            return self.workers.len();
+        }
+        let started = env.get_time();
+        loop {
+            let mut queued: Vec<(u32, String)> = self
+                .workers
+                .iter_mut()
+                .map(|(sid, w)| {
+                    w.start_tries += 1;
+                    (w.start_tries, sid.clone())
+                })
+                .collect();
+            queued.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+            for (_, sid) in queued {
+                if self.running.len() >= max_workers {
+                    break;
                 }
-                None => {
-                    if code != SUCCESS {
-                        self.shutdown_errors += 1;
+                let Some(worker) = self.workers.remove(&sid) else {
+                    continue;
+                };
+                match self.prepare_action(env, &sid, sc.get(&sid), &worker) {
+                    Step::Done(code) => {
+                        self.command_finished(env, &sid, &worker, code, sc.get(&sid))
                     }
+                    Step::Act(action) => {
+                        if env.begin_service_action(&sid, &action) {
+                            self.running.insert(sid, (worker, action));
+                        } else {
+                            env.log(
+                                LogLevel::Err,
+                                &format!("starting a worker for {sid} failed"),
+                            );
+                            self.workers.insert(sid, worker);
+                            break;
+                        }
+                    }
+                }
+            }
+            if self.running.is_empty() || env.get_time() - started > 8 {
+                break;
+            }
+            for (sid, succeeded) in env.finished_service_actions() {
+                if let Some((worker, action)) = self.running.remove(&sid) {
+                    let code = self.check_action(env, &sid, &action, succeeded);
+                    self.command_finished(env, &sid, &worker, code, sc.get(&sid));
                 }
             }
         }
-        self.workers.len()
+        self.workers.len() + self.running.len()
+    }
+
+    /// Records the result of a finished command (Proxmox VE's
+    /// `resource_command_finished` / `stop_command_finished`).
+    fn command_finished(
+        &mut self,
+        env: &mut dyn HaEnv,
+        sid: &str,
+        worker: &Worker,
+        code: i32,
+        cd: Option<&ResourceConfig>,
+    ) {
+        match &worker.uid {
+            Some(uid) => {
+                let max_restart = cd.map(|cd| cd.max_restart).unwrap_or(0);
+                let code =
+                    self.handle_service_exitcode(env, sid, worker.command, code, max_restart);
+                if code == ETRY_AGAIN {
+                    return;
+                }
+                self.results.insert(
+                    uid.clone(),
+                    LrmResult {
+                        sid: sid.to_string(),
+                        state: worker.command,
+                        exit_code: code,
+                    },
+                );
+                let valid: std::collections::BTreeSet<&String> = self
+                    .service_status
+                    .values()
+                    .filter_map(|sd| sd.uid.as_ref())
+                    .collect();
+                self.results.retain(|uid, _| valid.contains(uid));
+            }
+            None => {
+                if code != SUCCESS {
+                    self.shutdown_errors += 1;
+                }
+            }
+        }
     }
 
     fn handle_service_exitcode(
@@ -610,6 +699,7 @@ impl Lrm {
         }
     }
 
+    /// Runs a command inline: the checks, the action, the check of its outcome.
     fn exec_resource_agent(
         &mut self,
         env: &mut dyn HaEnv,
@@ -617,51 +707,74 @@ impl Lrm {
         cd: Option<&ResourceConfig>,
         worker: &Worker,
     ) -> i32 {
+        match self.prepare_action(env, sid, cd, worker) {
+            Step::Done(code) => code,
+            Step::Act(action) => {
+                let succeeded = match &action {
+                    ServiceAction::Start => {
+                        env.service_start(sid);
+                        true
+                    }
+                    ServiceAction::Shutdown { timeout } => {
+                        env.service_shutdown(sid, *timeout);
+                        true
+                    }
+                    ServiceAction::Migrate { target, online } => {
+                        env.service_migrate(sid, target, *online)
+                    }
+                };
+                self.check_action(env, sid, &action, succeeded)
+            }
+        }
+    }
+
+    /// What a command needs (Proxmox VE's `exec_resource_agent` up to the action): a result
+    /// when the checks decide it, else the action, logged as it begins.
+    fn prepare_action(
+        &mut self,
+        env: &mut dyn HaEnv,
+        sid: &str,
+        cd: Option<&ResourceConfig>,
+        worker: &Worker,
+    ) -> Step {
         let kind = service_type(sid);
         if !env.service_type_known(kind) {
             env.log(
                 LogLevel::Err,
                 &format!("service type '{kind}' not implemented"),
             );
-            return EUNKNOWN_SERVICE_TYPE;
+            return Step::Done(EUNKNOWN_SERVICE_TYPE);
         }
         let Some(cd) = cd else {
             env.log(
                 LogLevel::Err,
                 &format!("missing resource configuration for '{sid}'"),
             );
-            return EUNKNOWN_SERVICE;
+            return Step::Done(EUNKNOWN_SERVICE);
         };
         if worker.command == ServiceState::Error {
             env.log(
                 LogLevel::Err,
                 &format!("service {sid} is in an error state and needs manual intervention. Look up 'ERROR RECOVERY' in the documentation."),
             );
-            return SUCCESS;
+            return Step::Done(SUCCESS);
         }
         if cd.node != env.nodename() {
             env.log(LogLevel::Err, &format!("service '{sid}' not on this node"));
-            return EWRONG_NODE;
+            return Step::Done(EWRONG_NODE);
         }
         let running = env.service_is_running(sid);
         match worker.command {
             ServiceState::Started => {
                 if running {
-                    return SUCCESS;
+                    return Step::Done(SUCCESS);
                 }
                 env.log(LogLevel::Info, &format!("starting service {sid}"));
-                env.service_start(sid);
-                if env.service_is_running(sid) {
-                    env.log(LogLevel::Info, &format!("service status {sid} started"));
-                    SUCCESS
-                } else {
-                    env.log(LogLevel::Warning, &format!("unable to start service {sid}"));
-                    ERROR
-                }
+                Step::Act(ServiceAction::Start)
             }
             ServiceState::RequestStop | ServiceState::Stopped => {
                 if !running {
-                    return SUCCESS;
+                    return Step::Done(SUCCESS);
                 }
                 match worker.timeout {
                     Some(t) => env.log(
@@ -670,7 +783,62 @@ impl Lrm {
                     ),
                     None => env.log(LogLevel::Info, &format!("stopping service {sid}")),
                 }
-                env.service_shutdown(sid, worker.timeout);
+                Step::Act(ServiceAction::Shutdown {
+                    timeout: worker.timeout,
+                })
+            }
+            command @ (ServiceState::Migrate
+            | ServiceState::Relocate
+            | ServiceState::RequestStartBalance) => {
+                let Some(target) = worker.target.as_deref() else {
+                    env.log(
+                        LogLevel::Err,
+                        &format!("{command} '{sid}' failed - missing target"),
+                    );
+                    return Step::Done(EINVALID_PARAMETER);
+                };
+                if cd.node == target {
+                    return Step::Done(SUCCESS);
+                }
+                if command == ServiceState::RequestStartBalance && running {
+                    env.log(
+                        LogLevel::Info,
+                        &format!("ignoring rebalance-on-start for service {sid} - already running"),
+                    );
+                    return Step::Done(IGNORED);
+                }
+                Step::Act(ServiceAction::Migrate {
+                    target: target.to_string(),
+                    online: command == ServiceState::Migrate,
+                })
+            }
+            other => {
+                env.log(LogLevel::Err, &format!("implement me (cmd '{other}')"));
+                Step::Done(EUNKNOWN_COMMAND)
+            }
+        }
+    }
+
+    /// The result of a carried-out action: a start or stop is judged by whether the
+    /// service runs afterwards, a move by the environment's answer.
+    fn check_action(
+        &mut self,
+        env: &mut dyn HaEnv,
+        sid: &str,
+        action: &ServiceAction,
+        succeeded: bool,
+    ) -> i32 {
+        match action {
+            ServiceAction::Start => {
+                if env.service_is_running(sid) {
+                    env.log(LogLevel::Info, &format!("service status {sid} started"));
+                    SUCCESS
+                } else {
+                    env.log(LogLevel::Warning, &format!("unable to start service {sid}"));
+                    ERROR
+                }
+            }
+            ServiceAction::Shutdown { .. } => {
                 if !env.service_is_running(sid) {
                     env.log(LogLevel::Info, &format!("service status {sid} stopped"));
                     SUCCESS
@@ -682,27 +850,8 @@ impl Lrm {
                     ERROR
                 }
             }
-            command @ (ServiceState::Migrate
-            | ServiceState::Relocate
-            | ServiceState::RequestStartBalance) => {
-                let Some(target) = worker.target.as_deref() else {
-                    env.log(
-                        LogLevel::Err,
-                        &format!("{command} '{sid}' failed - missing target"),
-                    );
-                    return EINVALID_PARAMETER;
-                };
-                if cd.node == target {
-                    return SUCCESS;
-                }
-                if command == ServiceState::RequestStartBalance && running {
-                    env.log(
-                        LogLevel::Info,
-                        &format!("ignoring rebalance-on-start for service {sid} - already running"),
-                    );
-                    return IGNORED;
-                }
-                if env.service_migrate(sid, target, command == ServiceState::Migrate) {
+            ServiceAction::Migrate { .. } => {
+                if succeeded {
                     SUCCESS
                 } else {
                     env.log(
@@ -711,10 +860,6 @@ impl Lrm {
                     );
                     ERROR
                 }
-            }
-            other => {
-                env.log(LogLevel::Err, &format!("implement me (cmd '{other}')"));
-                EUNKNOWN_COMMAND
             }
         }
     }

@@ -337,6 +337,9 @@ pub struct DatacenterConfig {
     /// `ha: shutdown_policy=...`, kept as text: an unknown policy is logged and treated as
     /// conditional by the LRM.
     pub shutdown_policy: Option<String>,
+    /// `max_workers`: how many service actions an LRM (and a bulk action) runs at once;
+    /// unset means Proxmox VE's default, 4.
+    pub max_workers: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -388,6 +391,12 @@ impl DatacenterConfig {
                     .ok_or_else(|| FieldError::new("ha.shutdown_policy", "must be a string"))?;
                 cfg.shutdown_policy = Some(text.to_string());
             }
+        }
+        if let Some(v) = value.get("max_workers") {
+            let n = json_f64(v)
+                .filter(|n| (1.0..=64.0).contains(n) && n.fract() == 0.0)
+                .ok_or_else(|| FieldError::new("max_workers", "must be an integer from 1 to 64"))?;
+            cfg.max_workers = Some(n as u32);
         }
         if let Some(crs) = value.get("crs") {
             let obj = crs
@@ -459,6 +468,13 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.field, "crs.ha-auto-rebalance-method");
+        assert_eq!(cfg.max_workers, None, "Proxmox VE's default (4) applies");
+        let cfg = DatacenterConfig::parse_cfg("max_workers: 8\nkeyboard: de\n").unwrap();
+        assert_eq!(cfg.max_workers, Some(8));
+        for bad in ["0", "65", "two", "1.5"] {
+            let err = DatacenterConfig::parse_cfg(&format!("max_workers: {bad}\n")).unwrap_err();
+            assert_eq!(err.field, "max_workers", "{bad}");
+        }
     }
 
     #[test]

@@ -125,6 +125,13 @@ impl DatacenterConfig {
                 return Err(FieldError::new(line, "expected 'key: value'"));
             };
             let key = key.trim();
+            if key == "max_workers" {
+                json.insert(
+                    key.to_string(),
+                    serde_json::Value::String(value.trim().to_string()),
+                );
+                continue;
+            }
             if !matches!(key, "crs" | "ha") {
                 continue;
             }

@@ -429,6 +429,7 @@ const OPTIONS: &[Param] = &[
     param::HA,
     param::KEYBOARD,
     param::LANGUAGE,
+    param::MAX_WORKERS,
     param::MIGRATION,
     param::BWLIMIT,
     param::DESCRIPTION,
@@ -565,6 +566,11 @@ pub(crate) mod param {
     );
     pub const KEYBOARD: Param = Param::optional("keyboard", STRING, "Default keyboard layout.");
     pub const LANGUAGE: Param = Param::optional("language", STRING, "Default GUI language.");
+    pub const MAX_WORKERS: Param = Param::optional(
+        "max_workers",
+        ferrox_api::schema::int(Some(1), Some(64)),
+        "How many service actions an HA LRM (and a bulk action) runs at once (default 4).",
+    );
     pub const MIGRATION: Param = Param::optional("migration", STRING, "Migration settings.");
     pub const BWLIMIT: Param = Param::optional("bwlimit", STRING, "Bandwidth limits.");
     pub const DESCRIPTION: Param =

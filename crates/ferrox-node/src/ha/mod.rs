@@ -15,7 +15,8 @@ use crate::Node;
 use ferrox_api::{TaskError, TaskOutcome};
 use ferrox_crs::{NodeStats, ResourceStats, UsageMode};
 use ferrox_ha::{
-    Crm, EnvError, EnvResult, HaEnv, LogLevel, Lrm, NodeInfo, ResourceChange, WatchdogHandle,
+    Crm, EnvError, EnvResult, HaEnv, LogLevel, Lrm, NodeInfo, ResourceChange, ServiceAction,
+    WatchdogHandle,
 };
 use ferrox_store::Expect;
 use ferrox_types::{
@@ -119,6 +120,9 @@ pub struct NodeEnv {
     last_lrm_status: Option<LrmStatus>,
     /// The CPU refusals last logged per service (each change is logged once).
     refusals_logged: BTreeMap<String, BTreeMap<String, String>>,
+    /// Service actions running on worker threads report here: (sid, succeeded).
+    finished_tx: std::sync::mpsc::Sender<(String, bool)>,
+    finished_rx: std::sync::mpsc::Receiver<(String, bool)>,
 }
 
 fn env_err(e: impl std::fmt::Display) -> EnvError {
@@ -136,6 +140,7 @@ impl NodeEnv {
         settings: &HaSettings,
         wd: &Arc<WatchdogClient>,
     ) -> NodeEnv {
+        let (finished_tx, finished_rx) = std::sync::mpsc::channel();
         NodeEnv {
             node: Arc::clone(node),
             daemon,
@@ -145,6 +150,8 @@ impl NodeEnv {
             watchdog_armed: false,
             last_lrm_status: None,
             refusals_logged: BTreeMap::new(),
+            finished_tx,
+            finished_rx,
         }
     }
 
@@ -222,29 +229,14 @@ impl NodeEnv {
         work: impl FnOnce(&Arc<Node>, &ferrox_api::TaskLog) -> Result<(), TaskError> + Send + 'static,
     ) -> bool {
         let node = Arc::clone(&self.node);
-        let upid = match self
-            .node
-            .tasks
-            .spawn(kind, &vmid.to_string(), "root@pam", move |log| {
-                work(&node, log)
-            }) {
-            Ok(u) => u,
-            Err(e) => {
-                self.log(LogLevel::Err, &format!("{kind} {vmid}: {}", e.message));
-                return false;
+        let round = self.settings.round;
+        match run_guest_task(&node, kind, vmid, work, round, || self.keepalive()) {
+            Ok(ok) => ok,
+            Err(msg) => {
+                self.log(LogLevel::Err, &msg);
+                false
             }
-        };
-        let ok = loop {
-            match self.node.tasks.wait(&upid, self.settings.round) {
-                Ok(Some(outcome)) => break outcome == TaskOutcome::Ok,
-                Ok(None) => self.keepalive(),
-                Err(_) => break false,
-            }
-        };
-        if !ok {
-            self.log(LogLevel::Err, &format!("{kind} {vmid} failed ({upid})"));
         }
-        ok
     }
 
     /// What the LRM loop does every round besides acting, for when one action (a long
@@ -692,6 +684,46 @@ impl HaEnv for NodeEnv {
         })
     }
 
+    /// Proxmox VE's `max_workers` of datacenter.cfg (default 4).
+    fn max_workers(&self) -> usize {
+        self.datacenter_config()
+            .ok()
+            .and_then(|dc| dc.max_workers)
+            .unwrap_or(4) as usize
+    }
+
+    fn begin_service_action(&mut self, sid: &str, action: &ServiceAction) -> bool {
+        let node = Arc::clone(&self.node);
+        let tx = self.finished_tx.clone();
+        let (sid, action) = (sid.to_string(), action.clone());
+        let round = self.settings.round;
+        std::thread::Builder::new()
+            .name(format!("ha-worker-{sid}"))
+            .spawn(move || {
+                let succeeded = run_service_action(&node, &sid, &action, round);
+                let _ = tx.send((sid, succeeded));
+            })
+            .is_ok()
+    }
+
+    fn finished_service_actions(&mut self) -> Vec<(String, bool)> {
+        // Long actions outlast a round: keep the lock, watchdog and status alive as the
+        // inline path does.
+        if self
+            .renewal_sent
+            .is_none_or(|t| t.elapsed() >= self.settings.round)
+        {
+            self.keepalive();
+        }
+        let mut finished: Vec<(String, bool)> = self
+            .finished_rx
+            .recv_timeout(Duration::from_secs(1))
+            .into_iter()
+            .collect();
+        finished.extend(self.finished_rx.try_iter());
+        finished
+    }
+
     fn service_remove_locks(&mut self, sid: &str, locks: &[&str]) -> Option<String> {
         let (kind, id) = kind_of(sid)?;
         kind.remove_lock(&self.node, id, locks)
@@ -728,6 +760,101 @@ impl HaEnv for NodeEnv {
                 )
                 .field("sid", sid),
             ),
+        }
+    }
+}
+
+/// Runs a guest operation as a task and waits for it, calling `waiting` every `round`
+/// meanwhile: whether it succeeded, or why it could not start or failed (for the log).
+fn run_guest_task(
+    node: &Arc<Node>,
+    kind: &str,
+    vmid: u32,
+    work: impl FnOnce(&Arc<Node>, &ferrox_api::TaskLog) -> Result<(), TaskError> + Send + 'static,
+    round: Duration,
+    mut waiting: impl FnMut(),
+) -> Result<bool, String> {
+    let worker_node = Arc::clone(node);
+    let upid = node
+        .tasks
+        .spawn(kind, &vmid.to_string(), "root@pam", move |log| {
+            work(&worker_node, log)
+        })
+        .map_err(|e| format!("{kind} {vmid}: {}", e.message))?;
+    let ok = loop {
+        match node.tasks.wait(&upid, round) {
+            Ok(Some(outcome)) => break outcome == TaskOutcome::Ok,
+            Ok(None) => waiting(),
+            Err(_) => break false,
+        }
+    };
+    if ok {
+        Ok(true)
+    } else {
+        Err(format!("{kind} {vmid} failed ({upid})"))
+    }
+}
+
+/// One service action on an LRM worker thread, as [`NodeEnv`]'s inline service methods
+/// carry it out; the LRM loop keeps the node's lock and watchdog alive meanwhile.
+fn run_service_action(
+    node: &Arc<Node>,
+    sid: &str,
+    action: &ServiceAction,
+    round: Duration,
+) -> bool {
+    let Some((kind, id)) = kind_of(sid) else {
+        return false;
+    };
+    let types = kind.task_types();
+    let report = |result: Result<bool, String>| match result {
+        Ok(ok) => ok,
+        Err(msg) => {
+            println!("{} err lrm: {msg}", now_secs());
+            false
+        }
+    };
+    let shutdown = |timeout: Option<i64>| {
+        let timeout = Duration::from_secs(timeout.unwrap_or(60).max(0) as u64);
+        report(run_guest_task(
+            node,
+            types.shutdown,
+            id,
+            move |n, log| kind.shutdown(n, id, timeout, log),
+            round,
+            || {},
+        ))
+    };
+    match action {
+        ServiceAction::Start => report(run_guest_task(
+            node,
+            types.start,
+            id,
+            move |n, log| kind.start(n, id, log),
+            round,
+            || {},
+        )),
+        ServiceAction::Shutdown { timeout } => shutdown(*timeout),
+        ServiceAction::Migrate { target, online } => {
+            let running = kind.is_running(node, id);
+            if running && !online {
+                println!("{} info lrm: stopping service {sid} (relocate)", now_secs());
+                shutdown(None);
+            }
+            match kind.plan_migration(node, id, target, *online && running) {
+                Ok(plan) => report(run_guest_task(
+                    node,
+                    types.migrate,
+                    id,
+                    move |n, log| kind.migrate(n, plan, log),
+                    round,
+                    || {},
+                )),
+                Err(e) => {
+                    println!("{} err lrm: service {sid}: {}", now_secs(), e.message);
+                    false
+                }
+            }
         }
     }
 }
