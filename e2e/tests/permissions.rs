@@ -143,6 +143,15 @@ const TABLE: &[(&str, &str, Pve)] = &[
         "/nodes/{node}/rrddata",
         Priv("/nodes/{node}", &["Sys.Audit"], false),
     ),
+    // pve-manager's node power; startall/stopall: `user => 'all'`, VM.PowerMgmt on / or
+    // on each named guest in the handler (tests/node_power.rs).
+    (
+        "POST",
+        "/nodes/{node}/status",
+        Priv("/nodes/{node}", &["Sys.PowerMgmt"], false),
+    ),
+    ("POST", "/nodes/{node}/startall", All),
+    ("POST", "/nodes/{node}/stopall", All),
     // pve-manager's PVE::API2::Network.
     ("GET", "/nodes/{node}/network", All),
     (

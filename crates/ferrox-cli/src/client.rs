@@ -647,6 +647,67 @@ pub fn task(remote: &Remote, command: TaskCommand, out: &mut String) -> Result<(
     Ok(())
 }
 
+/// Node-level power and bulk guest actions (like `pvenode`).
+#[derive(Subcommand, Debug)]
+pub enum NodePowerCommand {
+    /// Shut the node down: HA services as datacenter.cfg's shutdown policy says, then
+    /// every other guest; the daemon ends.
+    Shutdown,
+    /// Reboot the node (HA's `conditional` policy freezes services for a reboot).
+    Reboot,
+    /// Start the node's guests with onboot=1 (all with --force), by startup order.
+    Startall {
+        #[arg(long)]
+        force: bool,
+        /// Only these guests (comma-separated vmids).
+        #[arg(long)]
+        vms: Option<String>,
+    },
+    /// Shut the node's guests down in reverse startup order.
+    Stopall {
+        #[arg(long)]
+        vms: Option<String>,
+        /// Seconds each guest has to shut down (default 180).
+        #[arg(long)]
+        timeout: Option<u32>,
+    },
+}
+
+pub fn node_power(remote: &Remote, command: NodePowerCommand, out: &mut String) -> Result<()> {
+    let client = connect(remote)?;
+    let node = node_of(&client, remote)?;
+    let mut params = Vec::new();
+    let (path, command) = match command {
+        NodePowerCommand::Shutdown => ("status", Some("shutdown")),
+        NodePowerCommand::Reboot => ("status", Some("reboot")),
+        NodePowerCommand::Startall { force, vms } => {
+            if force {
+                params.push(("force".to_string(), "1".to_string()));
+            }
+            params.extend(vms.map(|v| ("vms".to_string(), v)));
+            ("startall", None)
+        }
+        NodePowerCommand::Stopall { vms, timeout } => {
+            params.extend(vms.map(|v| ("vms".to_string(), v)));
+            params.extend(timeout.map(|t| ("timeout".to_string(), t.to_string())));
+            ("stopall", None)
+        }
+    };
+    let path = format!("/nodes/{node}/{path}");
+    match command {
+        Some(command) => {
+            client.call(
+                "POST",
+                &path,
+                &[("command".to_string(), command.to_string())],
+            )?;
+            out.push_str(&format!("node '{node}': {command} requested\n"));
+            Ok(())
+        }
+        None => run_task(&client, "POST", &path, &params, out),
+    }
+}
+
 pub fn api(remote: &Remote, command: ApiCommand, out: &mut String) -> Result<()> {
     let client = connect(remote)?;
     let (method, path, params) = match command {

@@ -17,6 +17,8 @@ struct Cli {
     command: Top,
 }
 
+// Parsed once at start: the size of the daemon's option set does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Top {
     /// The deterministic HA simulator.
@@ -34,8 +36,10 @@ enum Top {
         #[command(subcommand)]
         command: HaCommand,
     },
-    /// The node daemon.
+    /// The node daemon; node power and bulk guest actions (through its API).
     Node {
+        #[command(flatten)]
+        remote: client::Remote,
         #[command(subcommand)]
         command: NodeCommand,
     },
@@ -178,7 +182,15 @@ enum NodeCommand {
         /// user-mode networking for every card, for hosts without bridges).
         #[arg(long, default_value = "bridge", value_parser = net_mode)]
         net_mode: ferrox_node::NetMode,
+        /// What a node shutdown or reboot (`POST /nodes/{node}/status`) does once the
+        /// guests are down: `none` ends the daemon, `system` also powers the host off or
+        /// reboots it (`systemctl poweroff|reboot`).
+        #[arg(long, default_value = "none", value_parser = ["none", "system"])]
+        host_power: String,
     },
+    /// Node power and bulk guest actions through a node's API (like `pvenode`).
+    #[command(flatten)]
+    Power(client::NodePowerCommand),
     /// The watchdog process (started by `node serve`): kills the node's guests when the
     /// daemon stops feeding it.
     #[command(hide = true)]
@@ -278,6 +290,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli, out: &mut String) -> Result<()> {
     match cli.command {
         Top::Node {
+            remote: _,
             command:
                 NodeCommand::Serve {
                     data_dir,
@@ -298,6 +311,7 @@ fn run(cli: Cli, out: &mut String) -> Result<()> {
                     cpu_flag_mask,
                     web_dir,
                     net_mode,
+                    host_power,
                 },
         } => {
             // Library warnings (store, proxy, mirror) to stderr; FERROX_LOG=info for more.
@@ -337,9 +351,15 @@ fn run(cli: Cli, out: &mut String) -> Result<()> {
                 .collect();
             opts.web_dir = web_dir.or_else(ferrox_node::web::default_dir);
             opts.net_mode = net_mode;
+            opts.host_power = host_power == "system";
             ferrox_node::serve(opts)?;
         }
         Top::Node {
+            command: NodeCommand::Power(command),
+            remote,
+        } => client::node_power(&remote, command, out)?,
+        Top::Node {
+            remote: _,
             command:
                 NodeCommand::Watchdog {
                     socket,

@@ -17,6 +17,7 @@
 pub mod api;
 pub mod backup_jobs;
 pub mod balance;
+pub mod bulk;
 pub mod cluster;
 pub mod console;
 pub mod guests;
@@ -116,6 +117,10 @@ pub struct NodeOptions {
     /// Tap devices on bridges (`bridge`) or user-mode networking for every card (`user`,
     /// for hosts where the daemon cannot create bridges).
     pub net_mode: ferrox_qemu::NetMode,
+    /// Whether a node shutdown or reboot (`POST /nodes/{node}/status`) also powers the
+    /// host off or reboots it (`systemctl poweroff|reboot`) once the guests are down;
+    /// otherwise the daemon just ends.
+    pub host_power: bool,
 }
 
 impl NodeOptions {
@@ -145,6 +150,7 @@ impl NodeOptions {
             cpu_flag_mask: Default::default(),
             web_dir: None,
             net_mode: ferrox_qemu::NetMode::Bridge,
+            host_power: false,
         }
     }
 }
@@ -199,6 +205,8 @@ pub struct Node {
     pub cpu_records: host::cpu::RecordCache,
     /// Console sessions opened by `vncproxy`/`termproxy`, waiting for their websocket.
     pub consoles: console::Consoles,
+    /// A node shutdown or reboot asked for through the API.
+    pub power: bulk::PowerRequest,
 }
 
 impl ferrox_api::ApiState for Node {
@@ -294,6 +302,7 @@ impl Node {
             cpu: std::sync::OnceLock::new(),
             cpu_records: Default::default(),
             consoles: Default::default(),
+            power: Default::default(),
         });
         cluster::spawn_watch(&node);
         notify_failed_tasks(&node);
@@ -438,21 +447,67 @@ pub fn serve(opts: NodeOptions) -> anyhow::Result<()> {
     let peer_routes =
         peers::peer_router(Arc::clone(&node)).merge(web::router(node.opts.web_dir.as_deref()));
     let limits = node.opts.limits;
-    let stopped = runtime.block_on(async {
+    bulk::spawn_boot_start(&node);
+    // The API keeps serving while a node shutdown stops the guests (HA's last rounds and
+    // the stop tasks need the store and the peers); it ends with the daemon.
+    let mut server = runtime.spawn(ferrox_api::http::serve(
+        api,
+        listener,
+        identity,
+        peer_routes,
+        limits,
+    ));
+    let power = runtime.block_on(async {
         tokio::select! {
-            served = ferrox_api::http::serve(api, listener, identity, peer_routes, limits) => served.map(|_| false),
-            _ = stop_signal() => Ok(true),
+            served = &mut server => match served {
+                Ok(Ok(())) => Err(anyhow::anyhow!("the API server ended")),
+                Ok(Err(e)) => Err(e.into()),
+                Err(e) => Err(e.into()),
+            },
+            _ = stop_signal() => Ok(None),
+            _ = node.power.requested() => Ok(node.power.get()),
         }
     })?;
-    if stopped {
-        // HA first: its last rounds still need the store (the runtime keeps running).
-        println!("stopping: HA services are frozen and keep running, the watchdog is released");
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        for t in ha_threads {
-            let _ = t.join();
+    match power {
+        None => {
+            // HA first: its last rounds still need the store (the runtime keeps running).
+            println!("stopping: HA services are frozen and keep running, the watchdog is released");
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            for t in ha_threads {
+                let _ = t.join();
+            }
         }
-        println!("stopped");
+        Some(power) => {
+            let policy = ferrox_types::DatacenterConfig::parse_cfg(
+                &node
+                    .tree
+                    .get("datacenter.cfg")
+                    .map(|e| e.data)
+                    .unwrap_or_default(),
+            )
+            .ok()
+            .and_then(|dc| dc.shutdown_policy)
+            .unwrap_or_else(|| "conditional".into());
+            println!("node {power:?}: HA services as the shutdown policy '{policy}' says, then every other guest");
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            for t in ha_threads {
+                let _ = t.join();
+            }
+            bulk::stop_for_power(&node);
+            if node.opts.host_power {
+                let verb = match power {
+                    bulk::Power::Shutdown => "poweroff",
+                    bulk::Power::Reboot => "reboot",
+                };
+                println!("host {verb}");
+                if let Err(e) = std::process::Command::new("systemctl").arg(verb).status() {
+                    println!("systemctl {verb}: {e}");
+                }
+            }
+        }
     }
+    server.abort();
+    println!("stopped");
     Ok(())
 }
 

@@ -55,7 +55,7 @@ impl JsonArray {
 #[derive(Default)]
 pub(crate) struct Facts {
     /// vmid of `vm:<vmid>` → the CRM's state, or the requested state before the CRM saw it.
-    services: BTreeMap<u32, String>,
+    pub(crate) services: BTreeMap<u32, String>,
     /// node → the CRM's node state.
     nodes: BTreeMap<String, String>,
     pools: BTreeMap<u32, String>,

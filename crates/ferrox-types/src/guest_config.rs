@@ -164,6 +164,38 @@ fn check_bool(key: &str, value: &str) -> Result<(), GuestConfigError> {
     }
 }
 
+/// A guest's `startup` option (Proxmox VE's `pve-startup-order`):
+/// `[order=]N[,up=SECONDS][,down=SECONDS]`. Guests start by ascending order (those without
+/// one last) and stop in the reverse; `up` is the wait after starting it, `down` the
+/// timeout of its shutdown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Startup {
+    pub order: Option<u32>,
+    pub up: Option<u32>,
+    pub down: Option<u32>,
+}
+
+impl Startup {
+    pub fn parse(value: &str) -> Result<Startup, String> {
+        let p = PropertyString::parse(value).map_err(|e| e.to_string())?;
+        let mut startup = Startup::default();
+        for (key, v) in &p.items {
+            let key = key.as_deref().unwrap_or("order");
+            let number = || {
+                v.parse::<u32>()
+                    .map_err(|_| format!("{key}: '{v}' is not a non-negative integer"))
+            };
+            match key {
+                "order" => startup.order = Some(number()?),
+                "up" => startup.up = Some(number()?),
+                "down" => startup.down = Some(number()?),
+                other => return Err(format!("unknown property '{other}'")),
+            }
+        }
+        Ok(startup)
+    }
+}
+
 /// Checks the value of one key, for the keys whose type Ferrox relies on.
 pub fn check_value(key: &str, value: &str) -> Result<(), GuestConfigError> {
     if !is_known_key(key) {
@@ -204,6 +236,7 @@ pub fn check_value(key: &str, value: &str) -> Result<(), GuestConfigError> {
         "onboot" | "template" | "protection" | "acpi" | "kvm" | "tablet" | "numa" | "reboot"
         | "localtime" => check_bool(key, value),
         "name" => crate::format::dns_name(value).map_err(|e| err(key, e)),
+        "startup" => Startup::parse(value).map(drop).map_err(|e| err(key, e)),
         _ if key.starts_with("net") && key[3..].chars().all(|c| c.is_ascii_digit()) => {
             PropertyString::parse(value)
                 .map(drop)
@@ -533,6 +566,19 @@ mod tests {
     use super::*;
 
     const SAMPLE: &str = "#small test guest\n#second line\nboot: order=scsi0;net0\ncores: 2\nmemory: 2048\nname: demo-1\nnet0: virtio=BC:24:11:00:00:01,bridge=vmbr0\nscsi0: local:100/vm-100-disk-0.qcow2,size=4G\nsockets: 1\n\n[PENDING]\nmemory: 4096\n\n[before-upgrade]\ncores: 1\nsnaptime: 1800000000\n";
+
+    #[test]
+    fn startup_orders_parse_as_proxmox_ve_writes_them() {
+        let s = Startup::parse("order=2,up=30,down=60").unwrap();
+        assert_eq!((s.order, s.up, s.down), (Some(2), Some(30), Some(60)));
+        assert_eq!(Startup::parse("3").unwrap().order, Some(3));
+        assert_eq!(Startup::parse("up=5").unwrap().order, None);
+        for bad in ["order=-1", "up=soon", "late=1"] {
+            assert!(Startup::parse(bad).is_err(), "{bad}");
+        }
+        let e = check_value("startup", "order=x").unwrap_err().to_string();
+        assert!(e.contains("startup") && e.contains("order"), "{e}");
+    }
 
     #[test]
     fn unused_disks_take_the_first_free_slot() {

@@ -325,5 +325,168 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             node_dns,
         )
         .params(vec![NODE]),
+        Endpoint::new(
+            Post,
+            "/nodes/{node}/status",
+            "Shut the node down or reboot it: HA services as datacenter.cfg's shutdown policy says, then every other guest; the daemon ends (and powers the host off or reboots it with --host-power system).",
+            Permission::Privs {
+                path: "/nodes/{node}",
+                privs: &["Sys.PowerMgmt"],
+                any: false,
+            },
+            node_power,
+        )
+        .params(vec![NODE, bulk_param::COMMAND]),
+        Endpoint::new(
+            Post,
+            "/nodes/{node}/startall",
+            "Start the guests of this node (by default those with onboot=1 that HA does not manage), by startup order.",
+            Permission::Handler(
+                "VM.PowerMgmt on / or on /vms/<ID> for each ID passed in 'vms'",
+            ),
+            start_all,
+        )
+        .params(vec![
+            NODE,
+            bulk_param::FORCE,
+            bulk_param::VMS,
+            bulk_param::MAX_WORKERS,
+        ]),
+        Endpoint::new(
+            Post,
+            "/nodes/{node}/stopall",
+            "Shut down the guests of this node (those HA does not manage unless named), in reverse startup order.",
+            Permission::Handler(
+                "VM.PowerMgmt on / or on /vms/<ID> for each ID passed in 'vms'",
+            ),
+            stop_all,
+        )
+        .params(vec![
+            NODE,
+            bulk_param::VMS,
+            bulk_param::FORCE_STOP,
+            bulk_param::TIMEOUT,
+            bulk_param::MAX_WORKERS,
+        ]),
     ]
+}
+
+mod bulk_param {
+    use ferrox_api::schema::{int, BOOL};
+    use ferrox_api::{Param, ParamType};
+
+    pub const COMMAND: Param = Param::required(
+        "command",
+        ParamType::Enum(&["reboot", "shutdown"]),
+        "Specify the command.",
+    );
+    pub const FORCE: Param = Param::optional(
+        "force",
+        BOOL,
+        "Start the guests even if their 'onboot' is not set.",
+    );
+    pub const VMS: Param = Param::optional(
+        "vms",
+        ferrox_api::schema::STRING,
+        "Only consider guests from this comma separated list of VMIDs.",
+    );
+    pub const MAX_WORKERS: Param = Param::optional(
+        "max-workers",
+        int(Some(1), Some(64)),
+        "Tasks running at once (default: max_workers of datacenter.cfg, else the CPU threads less one, at most 8).",
+    );
+    pub const FORCE_STOP: Param = Param::optional(
+        "force-stop",
+        BOOL,
+        "Stop a guest hard after its timeout (default 1).",
+    );
+    pub const TIMEOUT: Param = Param::optional(
+        "timeout",
+        int(Some(0), Some(7200)),
+        "Seconds each guest has to shut down (default 180; a guest's startup 'down' wins).",
+    );
+}
+
+/// The `vms` of a bulk request, each a vmid; the caller needs `privilege` on `/` or on
+/// each named guest (Proxmox VE's rule: without `vms`, only on `/`).
+fn bulk_guests(
+    ctx: &C<'_>,
+    privilege: &'static str,
+) -> Result<Option<std::collections::BTreeSet<u32>>, ApiError> {
+    let vms = match ctx.params.str(&bulk_param::VMS) {
+        Some(text) => {
+            let mut set = std::collections::BTreeSet::new();
+            for item in ferrox_types::format::split_list(text) {
+                let vmid = item
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|v| (100..=999_999_999).contains(v))
+                    .ok_or_else(|| bulk_param::VMS.error(format!("'{item}' is not a vmid")))?;
+                set.insert(vmid);
+            }
+            Some(set)
+        }
+        None => None,
+    };
+    if !ctx.has("/", &[privilege], false) {
+        match &vms {
+            Some(set) if !set.is_empty() => {
+                for vmid in set {
+                    ctx.require(&format!("/vms/{vmid}"), &[privilege], false)?;
+                }
+            }
+            _ => return Err(ApiError::forbidden("/", &[privilege])),
+        }
+    }
+    Ok(vms)
+}
+
+fn node_power(ctx: &C<'_>) -> Result<(), ApiError> {
+    local_node(ctx)?;
+    let power = match ctx.params.need_str(&bulk_param::COMMAND)? {
+        "reboot" => crate::bulk::Power::Reboot,
+        _ => crate::bulk::Power::Shutdown,
+    };
+    ctx.state.power.request(power);
+    Ok(())
+}
+
+fn start_all(ctx: &C<'_>) -> Result<ferrox_api_types::Upid, ApiError> {
+    local_node(ctx)?;
+    let vms = bulk_guests(ctx, "VM.PowerMgmt")?;
+    let node = ctx.state;
+    let force = ctx.params.bool(&bulk_param::FORCE).unwrap_or(false);
+    let guests = crate::bulk::start_order(node, !force, vms.as_ref());
+    let workers = crate::bulk::max_workers(
+        node,
+        ctx.params.int(&bulk_param::MAX_WORKERS).map(|n| n as u32),
+    );
+    let worker = std::sync::Arc::clone(node);
+    let upid = node
+        .tasks
+        .spawn("startall", "", &auth_id(ctx)?, move |log| {
+            crate::bulk::start_all(&worker, &guests, workers, log)
+        })?;
+    Ok(ferrox_api_types::Upid(upid))
+}
+
+fn stop_all(ctx: &C<'_>) -> Result<ferrox_api_types::Upid, ApiError> {
+    local_node(ctx)?;
+    let vms = bulk_guests(ctx, "VM.PowerMgmt")?;
+    let node = ctx.state;
+    let guests = crate::bulk::start_order(node, false, vms.as_ref());
+    let timeout =
+        std::time::Duration::from_secs(ctx.params.int(&bulk_param::TIMEOUT).unwrap_or(180) as u64);
+    let force_stop = ctx.params.bool(&bulk_param::FORCE_STOP).unwrap_or(true);
+    let workers = crate::bulk::max_workers(
+        node,
+        ctx.params.int(&bulk_param::MAX_WORKERS).map(|n| n as u32),
+    );
+    let worker = std::sync::Arc::clone(node);
+    let upid = node
+        .tasks
+        .spawn("stopall", "", &auth_id(ctx)?, move |log| {
+            crate::bulk::stop_all(&worker, &guests, timeout, force_stop, workers, log)
+        })?;
+    Ok(ferrox_api_types::Upid(upid))
 }

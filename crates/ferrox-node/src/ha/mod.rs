@@ -367,8 +367,14 @@ impl HaEnv for NodeEnv {
             .map(|_| ferrox_api::core::PVE_VERSION.to_string())
     }
 
+    /// A node shutdown or reboot requested through the API (a daemon stop is neither:
+    /// Proxmox VE's LRM restart).
     fn is_node_shutdown(&self) -> (bool, bool) {
-        (false, false)
+        match self.node.power.get() {
+            Some(crate::bulk::Power::Shutdown) => (true, false),
+            Some(crate::bulk::Power::Reboot) => (true, true),
+            None => (false, false),
+        }
     }
 
     fn read_manager_status(&self) -> EnvResult<ManagerStatus> {
