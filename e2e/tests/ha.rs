@@ -620,3 +620,100 @@ fn stopping_a_daemon_freezes_its_guests_instead_of_fencing_them() {
     );
     assert_eq!(monitor.finish().0, 1, "vm:100 ran on two nodes at once");
 }
+
+/// A node shutdown through the API (not a daemon stop) with datacenter.cfg's
+/// `ha: shutdown_policy`: `migrate` moves the HA guest to another node before the node's
+/// daemon ends; `freeze` stops the guest and keeps it frozen on the node (not recovered)
+/// until the node is back.
+fn node_shutdown_with_policy(policy: &str) {
+    let _serial = serial();
+    if !qemu_available() {
+        return;
+    }
+    let (mut nodes, _shared) = cluster_with_ha_guest();
+    let monitor = DoubleRunMonitor::start(100, run_dirs(&nodes));
+    let d2 = nodes[1].as_ref().unwrap();
+    let r = d2.request(
+        "PUT",
+        "/cluster/options",
+        &d2.login(),
+        &[("ha", &format!("shutdown_policy={policy}"))],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let mut n1 = nodes[0].take().unwrap();
+    let port: u16 = n1.addr.rsplit(':').next().unwrap().parse().unwrap();
+    let r = n1.request(
+        "POST",
+        "/nodes/n1/status",
+        &n1.login(),
+        &[("command", "shutdown")],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let mut moved_before_exit = false;
+    wait_for(
+        "n1's daemon ends after the shutdown",
+        Duration::from_secs(120),
+        || {
+            let running = running_on(&nodes, 100);
+            if running.as_deref().is_some_and(|n| n != "n1")
+                && n1.child.try_wait().ok().flatten().is_none()
+            {
+                moved_before_exit = true;
+            }
+            n1.child.try_wait().ok().flatten().is_some()
+        },
+    );
+    let log = std::fs::read_to_string(n1.path().join("daemon.log")).unwrap();
+    assert!(
+        log.contains(&format!(
+            "got shutdown request with shutdown policy '{policy}'"
+        )),
+        "{log}"
+    );
+    assert!(
+        !guest_running(&n1.path().join("run"), 100),
+        "the guest outlived its node"
+    );
+    let d2 = nodes[1].as_ref().unwrap();
+    match policy {
+        "migrate" => {
+            assert!(
+                moved_before_exit,
+                "the guest was not running elsewhere before n1 went"
+            );
+            assert!(running_on(&nodes, 100).is_some_and(|n| n != "n1"));
+        }
+        _ => {
+            // Frozen on n1: nothing recovers it while n1 is away (several fence delays).
+            std::thread::sleep(Duration::from_secs(10));
+            assert_eq!(running_on(&nodes, 100), None, "recovered while frozen");
+            let r = d2.request("GET", "/cluster/ha/status/current", &d2.login(), &[]);
+            assert!(r.raw.contains("vm:100 (n1, freeze)"), "{}", r.raw);
+            let dir = n1.kill();
+            nodes[0] = Some(start_node_with(
+                dir,
+                "n1",
+                "127.0.0.1",
+                port,
+                "tcg",
+                FAST_HA,
+            ));
+            wait_for(
+                "the guest starts again on n1",
+                Duration::from_secs(90),
+                || running_on(&nodes, 100).as_deref() == Some("n1"),
+            );
+        }
+    }
+    assert_eq!(monitor.finish().0, 1, "vm:100 ran on two nodes at once");
+}
+
+#[test]
+fn a_node_shutdown_with_the_migrate_policy_moves_the_guest_first() {
+    node_shutdown_with_policy("migrate");
+}
+
+#[test]
+fn a_node_shutdown_with_the_freeze_policy_stops_and_freezes_the_guest() {
+    node_shutdown_with_policy("freeze");
+}
