@@ -403,6 +403,11 @@ impl Simulator {
                 state,
                 running,
             } => {
+                if w.services.contains_key(sid) {
+                    return Err(SimulationAborted(format!(
+                        "resource ID '{sid}' already defined"
+                    )));
+                }
                 w.services.insert(
                     sid.to_string(),
                     ferrox_types::ResourceConfig::new(&node, state),
@@ -412,8 +417,10 @@ impl Simulator {
                     .or_default()
                     .insert(sid.to_string(), running);
             }
+            // The service's run state stays with its node, as on Proxmox VE's simulated
+            // hardware: a deleted service that ran keeps running there, unmanaged.
             ServiceAction::Delete => {
-                w.services.remove(sid);
+                w.services.remove(sid).ok_or_else(missing)?;
                 w.static_stats.remove(sid);
             }
             ServiceAction::Lock(name) => {
@@ -426,6 +433,7 @@ impl Simulator {
                 }
             }
             ServiceAction::SetStaticStats { maxcpu, maxmem_mib } => {
+                w.services.get(sid).ok_or_else(missing)?;
                 let entry = w.static_stats.entry(sid.to_string()).or_insert((0.0, 0.0));
                 if let Some(c) = maxcpu {
                     entry.0 = c;
@@ -435,6 +443,7 @@ impl Simulator {
                 }
             }
             ServiceAction::SetDynamicStats { cpu, mem_mib } => {
+                w.services.get(sid).ok_or_else(missing)?;
                 let entry = w.dynamic_stats.entry(sid.to_string()).or_insert((0.0, 0.0));
                 if let Some(c) = cpu {
                     entry.0 = c;
@@ -454,17 +463,10 @@ impl Simulator {
                         "manual-migrate of '{sid}' requires the service to be ignored or HA disarmed in ignore mode"
                     )));
                 }
-                let from = std::mem::replace(&mut cd.node, node.clone());
-                let was_running = w
-                    .running
-                    .entry(from)
-                    .or_default()
-                    .remove(sid)
-                    .unwrap_or(false);
-                w.running
-                    .entry(node)
-                    .or_default()
-                    .insert(sid.to_string(), was_running);
+                // The configuration moves, the guest does not: it still runs (or not)
+                // where it was, and runs on the new node only once that node's LRM
+                // starts it (Proxmox VE's `change_service_location`).
+                cd.node = node;
             }
         }
         Ok(())
