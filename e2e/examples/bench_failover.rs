@@ -1,4 +1,5 @@
-//! Failover time with the default HA timings (5 s rounds, 15 s lease, 10 s watchdog):
+//! Failover time with the default HA timings (2 s rounds, 7 s lease, 5 s watchdog, 2 s
+//! fence delay):
 //! node death to the guest running elsewhere, over N runs each of power loss (daemon,
 //! watchdog and guest killed with -9) and isolation (the node's network namespace cut
 //! off; needs root and `ip netns`). `DoubleRunMonitor` counts double runs (samples in

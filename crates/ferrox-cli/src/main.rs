@@ -153,16 +153,16 @@ enum NodeCommand {
         #[arg(long)]
         address: Option<String>,
         /// HA loop interval in milliseconds (docs/fencing.md).
-        #[arg(long, default_value_t = 5000)]
+        #[arg(long, default_value_t = 2000)]
         ha_round_ms: u64,
         /// Lease of the HA locks in milliseconds.
-        #[arg(long, default_value_t = 15000)]
+        #[arg(long, default_value_t = 7000)]
         ha_lock_lease_ms: u64,
         /// Longest time the watchdog keeps guests alive after a feed, in milliseconds.
-        #[arg(long, default_value_t = 10000)]
+        #[arg(long, default_value_t = 5000)]
         ha_watchdog_timeout_ms: u64,
         /// Seconds a node must be offline before its services are fenced.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 2)]
         ha_fence_delay: u64,
         /// TEST ONLY: CPU flags this node hides from the cluster (comma-separated QEMU
         /// names, e.g. avx2,aes), so that refusals can be tested on identical hosts

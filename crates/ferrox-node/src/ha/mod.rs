@@ -54,12 +54,12 @@ pub struct HaSettings {
 impl Default for HaSettings {
     fn default() -> Self {
         HaSettings {
-            round: Duration::from_secs(5),
-            lock_lease: Duration::from_secs(15),
-            watchdog_timeout: Duration::from_secs(10),
+            round: Duration::from_secs(2),
+            lock_lease: Duration::from_secs(7),
+            watchdog_timeout: Duration::from_secs(5),
             max_clock_skew: Duration::from_secs(1),
             kill_time: Duration::from_secs(1),
-            fence_delay: Duration::from_secs(5),
+            fence_delay: Duration::from_secs(2),
         }
     }
 }
