@@ -188,6 +188,11 @@ fn no_read_only_endpoint_answers_501_or_5xx_on_a_three_node_cluster() {
         &[("privsep", "0")],
     );
     let secret = token.body["data"]["value"].as_str().unwrap().to_string();
+    // The CRM has taken vm:100 up and settled it as stopped (it passes `request_stop`).
+    wait_for("the CRM settles vm:100", Duration::from_secs(60), || {
+        let r = d.request("GET", "/cluster/ha/status/manager_status", &auth, &[]);
+        r.body["data"]["manager_status"]["service_status"]["vm:100"]["state"] == "stopped"
+    });
     let url = format!("https://{}/metrics", d.addr);
     let scrape = insecure_agent()
         .get(&url)
