@@ -71,6 +71,15 @@ struct Running<'a> {
 }
 
 impl Running<'_> {
+    /// Waits for every task; an error counting the guests that failed to `verb`.
+    fn finish(mut self, verb: &str) -> Result<(), TaskError> {
+        self.wait_until(0);
+        match self.failed {
+            0 => Ok(()),
+            n => Err(TaskError(format!("{n} guest(s) failed to {verb}"))),
+        }
+    }
+
     /// Waits until at most `room` tasks are left running.
     fn wait_until(&mut self, room: usize) {
         while self.tasks.len() > room {
@@ -135,18 +144,16 @@ pub fn start_all(
             std::thread::sleep(Duration::from_secs(delay.into()));
             running.wait_until(max_workers.saturating_sub(1));
         }
-        let group_ends = guests
-            .get(i + 1)
-            .is_none_or(|next| next.order() != guest.order());
-        if group_ends {
+        if ends_group(guest, guests.get(i + 1)) {
             running.wait_until(0);
         }
     }
-    running.wait_until(0);
-    match running.failed {
-        0 => Ok(()),
-        n => Err(TaskError(format!("{n} guest(s) failed to start"))),
-    }
+    running.finish("start")
+}
+
+/// Whether `guest` is the last of its order group (the group's tasks end before the next).
+fn ends_group(guest: &BulkGuest, next: Option<&BulkGuest>) -> bool {
+    next.is_none_or(|next| next.order() != guest.order())
 }
 
 /// Shuts `guests` down in the reverse of their start order, each within its `down`
@@ -190,19 +197,13 @@ pub fn stop_all(
             running.tasks.push((vmid, upid));
             running.wait_until(max_workers.saturating_sub(1));
         }
-        let group_ends = reversed
-            .get(i + 1)
-            .is_none_or(|next| next.order() != guest.order());
-        if group_ends {
+        if ends_group(guest, reversed.get(i + 1).copied()) {
             running.wait_until(0);
         }
     }
-    running.wait_until(0);
+    let result = running.finish("stop");
     log.log("all VMs stopped");
-    match running.failed {
-        0 => Ok(()),
-        n => Err(TaskError(format!("{n} guest(s) failed to stop"))),
-    }
+    result
 }
 
 /// How many tasks a bulk action runs at once: the request's, else datacenter.cfg's
