@@ -471,9 +471,11 @@ fn bridges_vlans_and_taps_in_network_namespaces() {
         )
         .0
     );
+    // The guest's address comes up before its services listen: wait for the echo
+    // service rather than for a ping answer.
     eventually("110 answers in VLAN 10", Duration::from_secs(90), || {
-        lab.run_in(3, &["busybox", "ping", "-c", "1", "-W", "1", "10.66.0.10"])
-            .0
+        let (_, echo) = lab.run_in(3, &["sh", "-c", "echo up | busybox nc -w 2 10.66.0.10 7"]);
+        echo.lines().any(|line| line.trim() == "up")
     });
     let ask_ping = |target: &str| {
         let cmd = format!("echo {target} | busybox nc -w 20 10.66.0.10 12");
