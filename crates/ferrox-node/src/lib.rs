@@ -420,7 +420,7 @@ pub fn serve(opts: NodeOptions) -> anyhow::Result<()> {
     balance::spawn_auto_balancer(Arc::clone(&node));
     backup_jobs::spawn_scheduler(Arc::clone(&node));
     let watchdog_socket = node.dirs.run.join("watchdog.sock");
-    watchdog::ensure_running(
+    let watchdog = watchdog::WatchdogClient::start(
         &watchdog_socket,
         node.opts.ha.watchdog_timeout,
         &node.dirs.run,
@@ -430,7 +430,7 @@ pub fn serve(opts: NodeOptions) -> anyhow::Result<()> {
     let ha_threads = ha::spawn(
         &node,
         node.opts.ha.clone(),
-        Arc::new(watchdog::WatchdogClient::new(&watchdog_socket)),
+        Arc::new(watchdog),
         Arc::clone(&stop),
     );
     let api = Arc::new(
