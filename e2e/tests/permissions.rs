@@ -152,6 +152,8 @@ const TABLE: &[(&str, &str, Pve)] = &[
     ),
     ("POST", "/nodes/{node}/startall", All),
     ("POST", "/nodes/{node}/stopall", All),
+    // migrateall: `user => 'all'`, VM.Migrate on / or on each `vms` guest (handler).
+    ("POST", "/nodes/{node}/migrateall", All),
     // pve-manager's PVE::API2::Network.
     ("GET", "/nodes/{node}/network", All),
     (
@@ -317,6 +319,7 @@ const TABLE: &[(&str, &str, Pve)] = &[
     ("DELETE", "/cluster/ha/rules/{rule}", SYS_CONSOLE_ROOT),
     ("GET", "/cluster/ha/status/current", SYS_AUDIT_ROOT),
     ("GET", "/cluster/ha/status/manager_status", SYS_AUDIT_ROOT),
+    ("GET", "/cluster/ha/history", SYS_AUDIT_ROOT),
     ("GET", "/cluster/ha", All),
     ("GET", "/cluster/ha/status", All),
     // Issue 13: what common clients read on a fresh cluster.

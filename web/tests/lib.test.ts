@@ -99,3 +99,36 @@ test("snapshots: each under its parent, by time, 'current' last under the one it
   const cyclic = snapshotTree([{ name: "x", parent: "y" }, { name: "y", parent: "x" }]);
   assert.ok(cyclic.length <= 2);
 });
+
+import { incidents, HistoryEntry } from "../src/lib/ha";
+
+test("fence incidents: a lost node, its fence, and each service until it runs elsewhere", () => {
+  const h: HistoryEntry[] = [
+    { time: 100, type: "service", id: "vm:101", from: "request_start", to: "started", node: "n1" },
+    { time: 200, type: "node", id: "n1", from: "online", to: "unknown" },
+    { time: 202, type: "node", id: "n1", from: "unknown", to: "fence" },
+    { time: 202, type: "service", id: "vm:100", from: "started", to: "fence", node: "n1" },
+    { time: 202, type: "service", id: "vm:101", from: "started", to: "fence", node: "n1" },
+    { time: 207, type: "node", id: "n1", from: "fence", to: "unknown" },
+    { time: 207, type: "service", id: "vm:100", from: "fence", to: "recovery", node: "n1" },
+    { time: 207, type: "service", id: "vm:100", from: "recovery", to: "started", node: "n2" },
+    { time: 207, type: "service", id: "vm:101", from: "fence", to: "recovery", node: "n1" },
+    { time: 209, type: "service", id: "vm:101", from: "recovery", to: "started", node: "n3" },
+    { time: 230, type: "node", id: "n1", from: "unknown", to: "online" },
+    // A node that was unknown for a moment and came back: an incident without a fence.
+    { time: 300, type: "node", id: "n2", from: "online", to: "unknown" },
+    { time: 304, type: "node", id: "n2", from: "unknown", to: "online" },
+  ];
+  const [fence, blip, ...rest] = incidents(h);
+  assert.equal(rest.length, 0);
+  assert.equal(fence.node, "n1");
+  assert.equal(fence.fenced, true);
+  assert.equal(fence.back, 230);
+  assert.deepEqual(fence.recovered, { "vm:100": { node: "n2", after: 7 }, "vm:101": { node: "n3", after: 9 } });
+  assert.deepEqual(fence.steps.map((s) => s.what).slice(0, 3), [
+    "node n1 lost (online → unknown)", "fencing node n1", "vm:100 to be recovered",
+  ]);
+  assert.equal(blip.fenced, false);
+  assert.deepEqual(blip.recovered, {});
+  assert.equal(blip.back, 304);
+});

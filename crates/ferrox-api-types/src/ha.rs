@@ -105,6 +105,24 @@ pub struct HaManagerStatus {
     pub quorum: HaQuorum,
 }
 
+/// `GET /cluster/ha/history` (a Ferrox extension): the master's node and service state
+/// changes, oldest first — fence events and recovery timelines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HaHistoryEntry {
+    /// Unix time of the change (the master's clock).
+    pub time: i64,
+    /// `node` or `service`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The node name or the service id.
+    pub id: String,
+    pub from: String,
+    pub to: String,
+    /// The service's node after the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct HaQuorum {
     pub node: String,

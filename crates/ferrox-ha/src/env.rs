@@ -77,10 +77,24 @@ pub enum ServiceAction {
     },
 }
 
+/// A state change the master made, for the HA history (fence events, recovery
+/// timelines): `subject` is a node name or a service id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateChange {
+    pub subject: String,
+    pub from: String,
+    pub to: String,
+    /// The service's node after the change (services only).
+    pub node: Option<String>,
+}
+
 pub trait HaEnv {
     fn nodename(&self) -> String;
     fn get_time(&self) -> i64;
     fn log(&mut self, level: LogLevel, msg: &str);
+    /// Keeps a node or service state change in the HA history; the simulator keeps none
+    /// (its log already has every change).
+    fn record_state_change(&mut self, _change: StateChange) {}
     fn send_notification(&mut self, subject: &str, text: &str) {
         self.log(LogLevel::Email, &format!("{subject}: {text}"));
     }

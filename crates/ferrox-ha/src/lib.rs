@@ -18,7 +18,8 @@ pub mod version;
 
 pub use crm::{Crm, CrmState};
 pub use env::{
-    EnvError, EnvResult, HaEnv, LogLevel, NodeInfo, ResourceChange, ServiceAction, WatchdogHandle,
+    EnvError, EnvResult, HaEnv, LogLevel, NodeInfo, ResourceChange, ServiceAction, StateChange,
+    WatchdogHandle,
 };
 pub use lrm::{Lrm, LrmState};
 pub use manager::Manager;

@@ -225,6 +225,7 @@ impl Manager {
             fresh.timeout = Some(timeout);
         }
         fresh.uid = Some(uid);
+        let node_after = fresh.node.clone();
         *sd = fresh;
         self.usage.remove_resource(sid);
         self.add_service_usage(env, sid);
@@ -237,6 +238,12 @@ impl Manager {
             LogLevel::Info,
             &format!("service '{sid}': state changed from '{old_state}' to '{new_state}'{params}"),
         );
+        env.record_state_change(crate::env::StateChange {
+            subject: sid.to_string(),
+            from: old_state.to_string(),
+            to: new_state.to_string(),
+            node: Some(node_after),
+        });
     }
 
     fn select_node(

@@ -57,6 +57,12 @@ impl NodeStatus {
             LogLevel::Info,
             &format!("node '{node}': state changed from '{old}' => '{state}'"),
         );
+        env.record_state_change(crate::env::StateChange {
+            subject: node.to_string(),
+            from: old.to_string(),
+            to: state.to_string(),
+            node: None,
+        });
     }
 
     pub fn update(

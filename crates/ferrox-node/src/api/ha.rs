@@ -2,13 +2,14 @@
 //! store) and the HA status views, as Proxmox VE answers them.
 
 use crate::cluster::{store_error, Document};
-use crate::ha::{CRM_COMMANDS, MANAGER_STATUS, RESOURCES, RULES};
+use crate::ha::{CRM_COMMANDS, HISTORY, MANAGER_STATUS, RESOURCES, RULES};
 use crate::Node;
 use ferrox_api::schema::{int, Param, ParamType, BOOL, STRING};
 use ferrox_api::{ApiError, Ctx, Endpoint, Method, Permission};
 
 use ferrox_api_types::ha::{
-    HaManagerStatus, HaMoveRequested, HaQuorum, HaResource as HaResourceRow, HaRule, HaStatusEntry,
+    HaHistoryEntry, HaManagerStatus, HaMoveRequested, HaQuorum, HaResource as HaResourceRow,
+    HaRule, HaStatusEntry,
 };
 use ferrox_types::rules::RuleKind;
 use ferrox_types::{HaResource, HaResources, LrmStatus, ManagerStatus, RequestState, RulesConfig};
@@ -522,6 +523,16 @@ fn status_manager(ctx: &C<'_>) -> Result<HaManagerStatus, ApiError> {
     })
 }
 
+/// The master's node and service state changes, oldest first.
+fn history(ctx: &C<'_>) -> Result<Vec<HaHistoryEntry>, ApiError> {
+    Ok(ctx
+        .state
+        .tree
+        .get(HISTORY)
+        .and_then(|e| serde_json::from_str(&e.data).ok())
+        .unwrap_or_default())
+}
+
 fn status_current(ctx: &C<'_>) -> Result<Vec<HaStatusEntry>, ApiError> {
     let node = ctx.state;
     let manager = manager_status(node);
@@ -778,6 +789,13 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             "The CRM's status document.",
             AUDIT,
             status_manager,
+        ),
+        Endpoint::new(
+            Get,
+            "/cluster/ha/history",
+            "Node and service state changes of the HA manager, oldest first: fence events and recovery timelines (Ferrox extension).",
+            AUDIT,
+            history,
         ),
     ]
 }

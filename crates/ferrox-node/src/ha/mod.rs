@@ -10,13 +10,14 @@ pub mod status;
 pub mod watchdog;
 
 use crate::guests::kind::{kind_of, kinds};
-use crate::ha::watchdog::WatchdogClient;
+use crate::ha::watchdog::{Reply, WatchdogClient};
 use crate::Node;
 use ferrox_api::{TaskError, TaskOutcome};
+use ferrox_api_types::ha::HaHistoryEntry;
 use ferrox_crs::{NodeStats, ResourceStats, UsageMode};
 use ferrox_ha::{
     Crm, EnvError, EnvResult, HaEnv, LogLevel, Lrm, NodeInfo, ResourceChange, ServiceAction,
-    WatchdogHandle,
+    StateChange, WatchdogHandle,
 };
 use ferrox_store::Expect;
 use ferrox_types::{
@@ -32,6 +33,9 @@ pub const RESOURCES: &str = "ha/resources.cfg";
 pub const RULES: &str = "ha/rules.cfg";
 pub const GROUPS: &str = "ha/groups.cfg";
 pub const MANAGER_STATUS: &str = "ha/manager_status";
+/// The master's state changes ([`HaHistoryEntry`] list, the newest [`HISTORY_KEPT`]).
+pub const HISTORY: &str = "ha/history";
+pub const HISTORY_KEPT: usize = 1000;
 pub const CRM_COMMANDS: &str = "ha/crm_commands";
 
 /// HA timings. docs/fencing.md explains why the defaults are safe.
@@ -123,6 +127,10 @@ pub struct NodeEnv {
     /// Service actions running on worker threads report here: (sid, succeeded).
     finished_tx: std::sync::mpsc::Sender<(String, bool)>,
     finished_rx: std::sync::mpsc::Receiver<(String, bool)>,
+    /// Why the watchdog's fence still holds, as last logged (each change is logged once).
+    fence_logged: Option<String>,
+    /// State changes of this round, written with the manager status.
+    history: Vec<HaHistoryEntry>,
 }
 
 fn env_err(e: impl std::fmt::Display) -> EnvError {
@@ -152,6 +160,8 @@ impl NodeEnv {
             refusals_logged: BTreeMap::new(),
             finished_tx,
             finished_rx,
+            fence_logged: None,
+            history: Vec::new(),
         }
     }
 
@@ -220,6 +230,43 @@ impl NodeEnv {
         )
     }
 
+    /// Before this daemon takes a lock it relies on: a node the watchdog fenced takes none
+    /// until the service actions begun before the fence have ended and the watchdog has
+    /// killed what they left (see the watchdog module).
+    fn clean_after_fence(&mut self) -> bool {
+        match self.watchdog.settle_fence() {
+            Ok(()) => {
+                if self.fence_logged.take().is_some() {
+                    self.log(
+                        LogLevel::Info,
+                        "the watchdog lifted its fence: this node is clean",
+                    );
+                }
+                true
+            }
+            Err(why) => {
+                if self.fence_logged.as_deref() != Some(why.as_str()) {
+                    self.log(LogLevel::Err, &why);
+                    self.fence_logged = Some(why);
+                }
+                false
+            }
+        }
+    }
+
+    fn log_watchdog_reply(&mut self, reply: Reply) {
+        match reply {
+            Reply::Ok => {}
+            Reply::Fenced => self.log(
+                LogLevel::Err,
+                "the watchdog fenced this node: it keeps killing guests until the node is clean",
+            ),
+            Reply::Refused | Reply::Unreachable => {
+                self.log(LogLevel::Err, "cannot reach the watchdog process")
+            }
+        }
+    }
+
     /// Runs a guest operation as a task (visible in the task list) and waits for it,
     /// keeping the node's lock, watchdog and status alive every round meanwhile.
     fn run_task(
@@ -230,6 +277,7 @@ impl NodeEnv {
     ) -> bool {
         let node = Arc::clone(&self.node);
         let round = self.settings.round;
+        let _in_flight = self.watchdog.action_begins();
         match run_guest_task(&node, kind, vmid, work, round, || self.keepalive()) {
             Ok(ok) => ok,
             Err(msg) => {
@@ -251,8 +299,10 @@ impl NodeEnv {
         if self.watchdog_armed {
             if self.lock(&format!("ha_agent_{me}_lock"), true) {
                 let ms = self.watchdog_allowance().as_millis();
-                self.watchdog
-                    .send(&format!("feed {} {ms}", self.handle_id()));
+                let reply = self
+                    .watchdog
+                    .request(&format!("feed {} {ms}", self.handle_id()));
+                self.log_watchdog_reply(reply);
             } else {
                 self.log(
                     LogLevel::Warning,
@@ -388,7 +438,40 @@ impl HaEnv for NodeEnv {
         self.write_text(
             MANAGER_STATUS,
             &serde_json::to_string(status).map_err(env_err)?,
-        )
+        )?;
+        if !self.history.is_empty() {
+            // Only the master writes it; a failed write keeps the changes for the next round.
+            let mut kept: Vec<HaHistoryEntry> = self
+                .read_text(HISTORY)
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_default();
+            kept.extend(self.history.iter().cloned());
+            let excess = kept.len().saturating_sub(HISTORY_KEPT);
+            kept.drain(..excess);
+            if self
+                .write_text(HISTORY, &serde_json::to_string(&kept).map_err(env_err)?)
+                .is_ok()
+            {
+                self.history.clear();
+            }
+        }
+        Ok(())
+    }
+
+    fn record_state_change(&mut self, change: StateChange) {
+        self.history.push(HaHistoryEntry {
+            time: now_secs(),
+            kind: if change.node.is_some() {
+                "service"
+            } else {
+                "node"
+            }
+            .into(),
+            id: change.subject,
+            from: change.from,
+            to: change.to,
+            node: change.node,
+        });
     }
 
     fn read_lrm_status(&self, node: &str) -> EnvResult<LrmStatus> {
@@ -516,7 +599,11 @@ impl HaEnv for NodeEnv {
     }
 
     fn get_ha_manager_lock(&mut self) -> bool {
-        self.lock("ha_manager_lock", self.daemon == Daemon::Crm)
+        let own = self.daemon == Daemon::Crm;
+        if own && !self.clean_after_fence() {
+            return false;
+        }
+        self.lock("ha_manager_lock", own)
     }
 
     fn release_ha_manager_lock(&mut self) -> bool {
@@ -525,6 +612,9 @@ impl HaEnv for NodeEnv {
 
     fn get_ha_agent_lock(&mut self, node: &str) -> bool {
         let own = node == self.me() && self.daemon == Daemon::Lrm;
+        if own && !self.clean_after_fence() {
+            return false;
+        }
         self.lock(&format!("ha_agent_{node}_lock"), own)
     }
 
@@ -537,22 +627,20 @@ impl HaEnv for NodeEnv {
         self.watchdog_armed = true;
         let id = self.handle_id();
         let ms = self.watchdog_allowance().as_millis();
-        if !self.watchdog.send(&format!("open {id} {ms}")) {
-            self.log(LogLevel::Err, "cannot reach the watchdog process");
-        }
+        let reply = self.watchdog.request(&format!("open {id} {ms}"));
+        self.log_watchdog_reply(reply);
         WatchdogHandle(id)
     }
 
     fn watchdog_update(&mut self, handle: &WatchdogHandle) {
         let ms = self.watchdog_allowance().as_millis();
-        if !self.watchdog.send(&format!("feed {} {ms}", handle.0)) {
-            self.log(LogLevel::Err, "cannot reach the watchdog process");
-        }
+        let reply = self.watchdog.request(&format!("feed {} {ms}", handle.0));
+        self.log_watchdog_reply(reply);
     }
 
     fn watchdog_close(&mut self, handle: &WatchdogHandle) {
         self.watchdog_armed = false;
-        self.watchdog.send(&format!("close {}", handle.0));
+        self.watchdog.request(&format!("close {}", handle.0));
     }
 
     fn node_usage_stats(&mut self, mode: UsageMode) -> Result<BTreeMap<String, NodeStats>, String> {
@@ -703,9 +791,11 @@ impl HaEnv for NodeEnv {
         let tx = self.finished_tx.clone();
         let (sid, action) = (sid.to_string(), action.clone());
         let round = self.settings.round;
+        let in_flight = self.watchdog.action_begins();
         std::thread::Builder::new()
             .name(format!("ha-worker-{sid}"))
             .spawn(move || {
+                let _in_flight = in_flight;
                 let succeeded = run_service_action(&node, &sid, &action, round);
                 let _ = tx.send((sid, succeeded));
             })

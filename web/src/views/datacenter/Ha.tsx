@@ -1,10 +1,12 @@
 // HA: status, resources and rules (add, edit, remove; the manager's refusal shown as
-// text), node maintenance, disarm/arm.
+// text), node maintenance, disarm/arm, fence events with their recovery timelines and
+// the manager's recent state changes.
 import { useState } from "preact/hooks";
 import { del, post, put } from "../../api";
 import { Dialog, ErrorText, Field } from "../../components/ui";
 import { useAction, usePoll } from "../../lib/hooks";
 import { Resource } from "../../lib/tree";
+import { HistoryEntry, Incident, incidents } from "../../lib/ha";
 
 export function HaPanel({ resources }: { resources: Resource[] }) {
   const status = usePoll<any[]>("/cluster/ha/status/current", 3000);
@@ -94,6 +96,7 @@ export function HaPanel({ resources }: { resources: Resource[] }) {
           ))}
         </tbody>
       </table>
+      <HaHistory />
       {resEdit && <ResourceDialog value={resEdit} onClose={() => setResEdit(null)} onSaved={() => { setResEdit(null); res.reload(); }} />}
       {ruleEdit && <RuleDialog value={ruleEdit} onClose={() => setRuleEdit(null)} onSaved={() => { setRuleEdit(null); rules.reload(); }} />}
     </div>
@@ -154,5 +157,48 @@ function RuleDialog({ value, onClose, onSaved }: { value: any; onClose: () => vo
       <ErrorText error={action.error} />
       <button class="primary" disabled={action.busy} onClick={save}>{v.create ? "Add" : "OK"}</button>
     </Dialog>
+  );
+}
+
+const clock = (t: number) => new Date(t * 1000).toLocaleString();
+
+/** Fence events (newest first), each with its recovery timeline, and the last changes. */
+function HaHistory() {
+  const history = usePoll<HistoryEntry[]>("/cluster/ha/history", 5000);
+  const all = history.data ?? [];
+  const list = incidents(all).reverse();
+  return (
+    <div>
+      <h2>Fence events</h2>
+      <ErrorText error={history.error} />
+      {list.length === 0 && <p class="muted">No node was lost since the history began.</p>}
+      {list.map((incident) => <IncidentView incident={incident} />)}
+      <h2>Recent state changes</h2>
+      <table class="grid" aria-label="HA state changes">
+        <thead><tr><th>Time</th><th>Node / service</th><th>From</th><th>To</th><th>Node</th></tr></thead>
+        <tbody>
+          {all.slice(-30).reverse().map((e) => (
+            <tr><td>{clock(e.time)}</td><td>{e.id}</td><td>{e.from}</td><td>{e.to}</td><td>{e.node ?? ""}</td></tr>
+          ))}
+        </tbody>
+      </table>
+    </div>
+  );
+}
+
+function IncidentView({ incident }: { incident: Incident }) {
+  const recovered = Object.entries(incident.recovered);
+  const summary = incident.fenced
+    ? `fenced; ${recovered.length} service(s) recovered` +
+      (recovered.length ? `, the last running again ${Math.max(...recovered.map(([, r]) => r.after))} s after the loss` : "")
+    : incident.back !== undefined ? `back after ${incident.back - incident.lost} s, not fenced` : "not fenced yet";
+  return (
+    <table class="grid" aria-label={`Fence of ${incident.node}`} data-incident={incident.node}>
+      <caption>Node {incident.node} lost at {clock(incident.lost)}: {summary}</caption>
+      <thead><tr><th>After the loss</th><th>Step</th></tr></thead>
+      <tbody>
+        {incident.steps.map((s) => <tr><td class="mono">+{s.time - incident.lost} s</td><td>{s.what}</td></tr>)}
+      </tbody>
+    </table>
   );
 }
