@@ -19,6 +19,47 @@ pub struct Lab {
     dirs: Vec<tempfile::TempDir>,
 }
 
+/// Node `i`'s API as the CLI in its namespace reaches it.
+#[derive(Clone)]
+pub struct Remote {
+    ns: String,
+    fingerprint: String,
+}
+
+impl Remote {
+    pub fn cli_within(&self, limit: Duration, args: &[&str]) -> (bool, String) {
+        let out = Command::new("timeout")
+            .args([&format!("{}", limit.as_secs().max(1)), "ip"])
+            .args(["netns", "exec", &self.ns, &ferrox_binary_str()])
+            .args(args)
+            .env("FERROX_HOST", "127.0.0.1:8006")
+            .env("FERROX_FINGERPRINT", &self.fingerprint)
+            .env("FERROX_PASSWORD", "secret1")
+            .env("FERROX_JOIN_PASSWORD", "secret1")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    pub fn api_within(&self, limit: Duration, args: &[&str]) -> Result<Value, String> {
+        let (ok, out) = self.cli_within(limit, &[&["api"], args].concat());
+        if !ok {
+            return Err(out);
+        }
+        if out.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))
+    }
+}
+
 fn ip(args: &[&str]) -> bool {
     Command::new("ip")
         .args(args)
@@ -90,11 +131,37 @@ impl Lab {
     /// Starts node `i` (`n1`..`n3`) in its namespace, with extra `node serve` arguments.
     pub fn start(&mut self, i: usize, extra: &[&str]) {
         let dir = tempfile::tempdir().unwrap();
-        let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
-        let child = Command::new("ip")
+        let child = self.spawn_daemon(i, dir.path(), extra);
+        self.daemons.push(child);
+        self.dirs.push(dir);
+        self.wait_started(i);
+    }
+
+    /// Starts node `i`'s daemon again on its data directory (after `kill_daemon`).
+    pub fn restart(&mut self, i: usize, extra: &[&str]) {
+        let child = self.spawn_daemon(i, self.dir(i), extra);
+        let old = std::mem::replace(&mut self.daemons[i - 1], child);
+        drop(old);
+        self.wait_started(i);
+    }
+
+    /// kill -9 of node `i`'s daemon (its watchdog and guests stay).
+    pub fn kill_daemon(&mut self, i: usize) {
+        let _ = self.daemons[i - 1].kill();
+        let _ = self.daemons[i - 1].wait();
+    }
+
+    /// The pid of node `i`'s daemon (`ip netns exec` execs it).
+    pub fn daemon_pid(&self, i: usize) -> u32 {
+        self.daemons[i - 1].id()
+    }
+
+    fn spawn_daemon(&self, i: usize, dir: &Path, extra: &[&str]) -> Child {
+        let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
+        Command::new("ip")
             .args(["netns", "exec", &self.ns(i), &ferrox_binary_str()])
             .args(["node", "serve", "--data-dir"])
-            .arg(dir.path())
+            .arg(dir)
             .args(["--listen", "0.0.0.0:8006", "--name", &format!("n{i}")])
             .args(["--address", &format!("{SUBNET}.{i}:8006")])
             .args(["--root-password", "secret1", "--auth-failure-delay-ms", "0"])
@@ -103,9 +170,10 @@ impl Lab {
             .stdout(log)
             .stderr(Stdio::null())
             .spawn()
-            .unwrap();
-        self.daemons.push(child);
-        self.dirs.push(dir);
+            .unwrap()
+    }
+
+    fn wait_started(&self, i: usize) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.fingerprint(i).is_none() {
             assert!(Instant::now() < deadline, "n{i} did not start");
@@ -122,34 +190,35 @@ impl Lab {
 
     /// The CLI, run inside node `i`'s namespace against its own API.
     pub fn cli(&self, i: usize, args: &[&str]) -> (bool, String) {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.ns(i), &ferrox_binary_str()])
-            .args(args)
-            .env("FERROX_HOST", "127.0.0.1:8006")
-            .env("FERROX_FINGERPRINT", self.fingerprint(i).unwrap())
-            .env("FERROX_PASSWORD", "secret1")
-            .env("FERROX_JOIN_PASSWORD", "secret1")
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+        self.cli_within(i, Duration::from_secs(600), args)
+    }
+
+    /// `cli`, given up (failed) after `limit`: a paused or cut-off node does not answer.
+    pub fn cli_within(&self, i: usize, limit: Duration, args: &[&str]) -> (bool, String) {
+        match self.remote(i) {
+            Some(remote) => remote.cli_within(limit, args),
+            None => (false, format!("n{i} has no fingerprint in its log")),
+        }
+    }
+
+    /// What a thread needs to call node `i`'s API while the lab changes.
+    pub fn remote(&self, i: usize) -> Option<Remote> {
+        Some(Remote {
+            ns: self.ns(i),
+            fingerprint: self.fingerprint(i)?,
+        })
     }
 
     pub fn api(&self, i: usize, args: &[&str]) -> Result<Value, String> {
-        let (ok, out) = self.cli(i, &[&["api"], args].concat());
-        if !ok {
-            return Err(out);
+        self.api_within(i, Duration::from_secs(600), args)
+    }
+
+    /// `api`, given up after `limit`.
+    pub fn api_within(&self, i: usize, limit: Duration, args: &[&str]) -> Result<Value, String> {
+        match self.remote(i) {
+            Some(remote) => remote.api_within(limit, args),
+            None => Err(format!("n{i} has no fingerprint in its log")),
         }
-        if out.trim().is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))
     }
 
     /// Node `i`'s end of its link to the switch (its "uplink" port).

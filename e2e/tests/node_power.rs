@@ -1,7 +1,7 @@
 //! Node-level guest actions as Proxmox VE's `pvenode` does them: `startall` by startup
 //! order (onboot guests, HA ones left to HA), `stopall` in reverse, onboot guests started
 //! once per host boot, and a node shutdown that stops every guest and ends the daemon
-//! (unlike a daemon stop, which leaves guests running).
+//! (unlike a daemon stop, which leaves guests running); `migrateall` to another node.
 
 use ferrox_e2e::*;
 use std::time::Duration;
@@ -188,4 +188,110 @@ fn startall_stopall_boot_start_and_node_shutdown() {
             "{vmid} still runs after the node shutdown"
         );
     }
+}
+
+#[test]
+fn migrateall_moves_every_guest_and_checks_the_privilege() {
+    if !qemu_available() {
+        return;
+    }
+    let nodes = local_cluster(2, "mall", "tcg", FAST_HA);
+    let (n1, n2) = (&nodes[0], &nodes[1]);
+    let shared = tempfile::tempdir().unwrap();
+    add_shared_storage(n1, shared.path());
+    let root = n1.login();
+    // 100 runs (goes live), 101 is stopped (goes offline), 102 is HA-managed (HA moves
+    // it), 103 has a disk on n1's local storage (skipped without with-local-disks).
+    for (vmid, disk) in [
+        ("100", "shared:1"),
+        ("101", "shared:1"),
+        ("102", "shared:1"),
+        ("103", "local:1"),
+    ] {
+        n1.task_ok(
+            &root,
+            "POST",
+            "/nodes/n1/qemu",
+            &[("vmid", vmid), ("memory", "64"), ("scsi0", disk)],
+        );
+    }
+    n1.task_ok(&root, "POST", "/nodes/n1/qemu/100/status/start", &[]);
+    n1.task_ok(&root, "POST", "/nodes/n1/qemu/103/status/start", &[]);
+    let r = n1.request("POST", "/cluster/ha/resources", &root, &[("sid", "vm:102")]);
+    assert_eq!(r.status, 200, "{r:?}");
+    let run1 = n1.path().join("run");
+    let run2 = n2.path().join("run");
+    wait_for("HA starts 102 on n1", Duration::from_secs(60), || {
+        guest_running(&run1, 102)
+    });
+
+    // VM.Migrate on one guest only: refused without `vms` and with another guest named.
+    n1.add_user(&root, "mover@pve", "secret1", &[("/vms/100", "PVEVMAdmin")]);
+    let mover = n1.login_as("mover@pve", "secret1");
+    let r = n1.request("POST", "/nodes/n1/migrateall", &mover, &[("target", "n2")]);
+    assert_eq!(r.status, 403, "{r:?}");
+    let r = n1.request(
+        "POST",
+        "/nodes/n1/migrateall",
+        &mover,
+        &[("target", "n2"), ("vms", "100,101")],
+    );
+    assert_eq!(r.status, 403, "{r:?}");
+    // Bad input names its field; nothing moves.
+    for (form, field) in [
+        (vec![("target", "n1")], "target"),
+        (vec![("target", "n9")], "target"),
+        (vec![("target", "n2"), ("vms", "100,abc")], "vms"),
+        (vec![("target", "n2"), ("max-workers", "0")], "max-workers"),
+    ] {
+        let r = n1.request("POST", "/nodes/n1/migrateall", &root, &form);
+        assert_eq!(r.status, 400, "{form:?}: {r:?}");
+        assert!(r.body["errors"][field].is_string(), "{form:?}: {}", r.raw);
+    }
+    assert!(guest_running(&run1, 100));
+
+    let upid = n1.task_ok(
+        &root,
+        "POST",
+        "/nodes/n1/migrateall",
+        &[("target", "n2"), ("max-workers", "2")],
+    );
+    let log = n1.request(
+        "GET",
+        &format!("/nodes/n1/tasks/{upid}/log"),
+        &root,
+        &[("limit", "500")],
+    );
+    let log = log.raw;
+    assert!(log.contains("Migrating VM 100 (online)"), "{log}");
+    assert!(log.contains("Migrating VM 101"), "{log}");
+    assert!(
+        log.contains("Requesting HA migration for VM 102 to node n2"),
+        "{log}"
+    );
+    assert!(
+        log.contains("skip VM 103 - precondition check failed"),
+        "{log}"
+    );
+    assert!(
+        guest_running(&run2, 100),
+        "100 runs on n2 after a live migration"
+    );
+    assert!(guest_pid(&run1, 100).is_none());
+    let config = |d: &Daemon, node: &str, vmid: u32| {
+        d.request(
+            "GET",
+            &format!("/nodes/{node}/qemu/{vmid}/config"),
+            &root,
+            &[],
+        )
+        .status
+    };
+    assert_eq!(config(n2, "n2", 101), 200, "101's config is on n2");
+    assert!(guest_pid(&run2, 101).is_none(), "101 stays stopped");
+    wait_for("HA moves 102 to n2", Duration::from_secs(60), || {
+        guest_running(&run2, 102) && guest_pid(&run1, 102).is_none()
+    });
+    assert_eq!(config(n1, "n1", 103), 200, "103 stays on n1");
+    assert!(guest_running(&run1, 103));
 }

@@ -671,6 +671,18 @@ pub enum NodePowerCommand {
         #[arg(long)]
         timeout: Option<u32>,
     },
+    /// Migrate the node's guests to TARGET (running ones live; HA's through HA).
+    Migrateall {
+        target: String,
+        #[arg(long)]
+        vms: Option<String>,
+        /// Copy local disks along.
+        #[arg(long)]
+        with_local_disks: bool,
+        /// Migrations running at once.
+        #[arg(long)]
+        max_workers: Option<u32>,
+    },
 }
 
 pub fn node_power(remote: &Remote, command: NodePowerCommand, out: &mut String) -> Result<()> {
@@ -691,6 +703,20 @@ pub fn node_power(remote: &Remote, command: NodePowerCommand, out: &mut String) 
             params.extend(vms.map(|v| ("vms".to_string(), v)));
             params.extend(timeout.map(|t| ("timeout".to_string(), t.to_string())));
             ("stopall", None)
+        }
+        NodePowerCommand::Migrateall {
+            target,
+            vms,
+            with_local_disks,
+            max_workers,
+        } => {
+            params.push(("target".to_string(), target));
+            params.extend(vms.map(|v| ("vms".to_string(), v)));
+            if with_local_disks {
+                params.push(("with-local-disks".to_string(), "1".to_string()));
+            }
+            params.extend(max_workers.map(|n| ("max-workers".to_string(), n.to_string())));
+            ("migrateall", None)
         }
     };
     let path = format!("/nodes/{node}/{path}");

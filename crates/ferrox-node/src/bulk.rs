@@ -2,6 +2,7 @@
 //! boot and shutdown do them: guests start by ascending `startup` order (then vmid), waiting
 //! `up` seconds after each, and stop in the reverse, each within its `down` timeout; up to
 //! `max_workers` tasks run at once. HA-managed guests are left to HA unless named.
+//! `migrateall` moves them all to one node (HA's through HA).
 //! Node power (shutdown, reboot) is requested here and carried out by `serve`.
 
 use crate::Node;
@@ -204,6 +205,75 @@ pub fn stop_all(
     let result = running.finish("stop");
     log.log("all VMs stopped");
     result
+}
+
+/// Migrates `vmids` (this node's guests, ascending) to `target`, as `pvenode migrateall`:
+/// running guests live, stopped ones offline, up to `max_workers` at once. A guest whose
+/// migration cannot work (local disks without `with_local_disks`, a storage or bridge the
+/// target lacks) is skipped with the reason; HA-managed guests are handed to HA.
+pub fn migrate_all(
+    node: &Arc<Node>,
+    vmids: &[u32],
+    target: &str,
+    with_local_disks: bool,
+    max_workers: usize,
+    log: &TaskLog,
+) -> Result<(), TaskError> {
+    let mut running = Running {
+        node,
+        log,
+        tasks: Vec::new(),
+        what: "Migrating",
+        failed: 0,
+    };
+    let mut begun = 0;
+    for &vmid in vmids {
+        if crate::api::ha::is_managed(node, vmid) {
+            log.log(format!(
+                "Requesting HA migration for VM {vmid} to node {target}"
+            ));
+            match crate::api::ha::queue_crm_command(node, &format!("migrate vm:{vmid} {target}")) {
+                Ok(()) => begun += 1,
+                Err(e) => {
+                    log.log(format!("VM {vmid}: {}", e.message));
+                    running.failed += 1;
+                }
+            }
+            continue;
+        }
+        let online = node.guests.process(vmid).is_some();
+        let plan = match node.plan_migration(vmid, target, online, with_local_disks, None, None) {
+            Ok(plan) => plan,
+            Err(e) => {
+                log.log(format!(
+                    "skip VM {vmid} - precondition check failed: {}",
+                    e.message
+                ));
+                continue;
+            }
+        };
+        log.log(format!(
+            "Migrating VM {vmid}{}",
+            if online { " (online)" } else { "" }
+        ));
+        let worker = Arc::clone(node);
+        let upid = node
+            .tasks
+            .spawn("qmigrate", &vmid.to_string(), "root@pam", move |log| {
+                worker.migrate_guest(plan, log)
+            })
+            .map_err(|e| TaskError(e.message))?;
+        running.tasks.push((vmid, upid));
+        begun += 1;
+        running.wait_until(max_workers.saturating_sub(1));
+    }
+    if begun == 0 {
+        running.wait_until(0);
+        return Err(TaskError("no migration was started".into()));
+    }
+    running.finish("migrate")?;
+    log.log(format!("All jobs finished, {begun} guest(s) migrated"));
+    Ok(())
 }
 
 /// How many tasks a bulk action runs at once: the request's, else datacenter.cfg's

@@ -150,6 +150,19 @@ pub fn split_list(value: &str) -> impl Iterator<Item = &str> {
         .filter(|s| !s.is_empty())
 }
 
+/// A guest id list (Proxmox VE's `pve-vmid-list`: `100,101 102;103`), in the given order.
+/// The error names the item that is not a vmid (100 to 999999999).
+pub fn vmid_list(value: &str) -> Result<Vec<u32>, String> {
+    split_list(value)
+        .map(|item| {
+            item.parse::<u32>()
+                .ok()
+                .filter(|v| (100..=999_999_999).contains(v))
+                .ok_or_else(|| format!("'{item}' is not a vmid"))
+        })
+        .collect()
+}
+
 /// A list of storage content types (`images,iso`).
 pub fn content_list(value: &str) -> Result<(), String> {
     check_single_line(value)?;

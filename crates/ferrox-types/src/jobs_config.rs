@@ -119,17 +119,8 @@ impl BackupJob {
             }
             (true, None) => Selection::All,
             (false, Some(list)) => {
-                let mut v = Vec::new();
-                for item in crate::format::split_list(list) {
-                    let n: u32 = item
-                        .parse()
-                        .ok()
-                        .filter(|n| (100..=999_999_999).contains(n))
-                        .ok_or_else(|| {
-                            invalid(id, format!("property 'vmid': '{item}' is not a vmid"))
-                        })?;
-                    v.push(n);
-                }
+                let v = crate::format::vmid_list(list)
+                    .map_err(|e| invalid(id, format!("property 'vmid': {e}")))?;
                 if v.is_empty() {
                     return Err(invalid(id, "property 'vmid': no guest given".into()));
                 }

@@ -106,14 +106,7 @@ fn job_settings(ctx: &C<'_>) -> Result<BTreeMap<String, String>, ApiError> {
         return Err(COMPRESS.error("archives are compressed with zstd: give 1 or zstd"));
     }
     if let Some(list) = props.get("vmid") {
-        for item in ferrox_types::format::split_list(list) {
-            if !item
-                .parse::<u32>()
-                .is_ok_and(|v| (100..=999_999_999).contains(&v))
-            {
-                return Err(VMID_LIST.error(format!("'{item}' is not a vmid")));
-            }
-        }
+        ferrox_types::format::vmid_list(list).map_err(|e| VMID_LIST.error(e))?;
     }
     Ok(props)
 }
@@ -299,20 +292,14 @@ fn vzdump(ctx: &C<'_>) -> Result<Upid, ApiError> {
             .params
             .str(&VMID_LIST)
             .ok_or_else(|| VMID_LIST.error("give the guests to back up, or all=1"))?;
-        let mut out = Vec::new();
-        for item in ferrox_types::format::split_list(text) {
-            let vmid: u32 = item
-                .parse()
-                .ok()
-                .filter(|v| (100..=999_999_999).contains(v))
-                .ok_or_else(|| VMID_LIST.error(format!("'{item}' is not a vmid")))?;
+        let out = ferrox_types::format::vmid_list(text).map_err(|e| VMID_LIST.error(e))?;
+        for &vmid in &out {
             if !local.contains(&vmid) {
                 return Err(VMID_LIST.error(format!(
                     "VM {vmid} is not on node '{}'",
                     node.opts.node_name
                 )));
             }
-            out.push(vmid);
         }
         out
     };

@@ -368,6 +368,23 @@ pub fn endpoints() -> Vec<Endpoint<Node>> {
             bulk_param::TIMEOUT,
             bulk_param::MAX_WORKERS,
         ]),
+        Endpoint::new(
+            Post,
+            "/nodes/{node}/migrateall",
+            "Migrate the guests of this node to another node (running ones live); HA-managed guests through HA.",
+            Permission::Handler(
+                "VM.Migrate on / or on /vms/<ID> for each ID passed in 'vms'",
+            ),
+            migrate_all,
+        )
+        .params(vec![
+            NODE,
+            bulk_param::TARGET,
+            bulk_param::VMS,
+            bulk_param::WITH_LOCAL_DISKS,
+            bulk_param::MAX_WORKERS,
+            bulk_param::MAXWORKERS,
+        ]),
     ]
 }
 
@@ -395,6 +412,13 @@ mod bulk_param {
         int(Some(1), Some(64)),
         "Tasks running at once (default: max_workers of datacenter.cfg, else the CPU threads less one, at most 8).",
     );
+    // Those of a single guest's migration.
+    pub use crate::api::qemu::param::{TARGET, WITH_LOCAL_DISKS};
+    pub const MAXWORKERS: Param = Param::optional(
+        "maxworkers",
+        int(Some(1), Some(64)),
+        "Deprecated alias of 'max-workers'.",
+    );
     pub const FORCE_STOP: Param = Param::optional(
         "force-stop",
         BOOL,
@@ -413,21 +437,18 @@ fn bulk_guests(
     ctx: &C<'_>,
     privilege: &'static str,
 ) -> Result<Option<std::collections::BTreeSet<u32>>, ApiError> {
-    let vms = match ctx.params.str(&bulk_param::VMS) {
-        Some(text) => {
-            let mut set = std::collections::BTreeSet::new();
-            for item in ferrox_types::format::split_list(text) {
-                let vmid = item
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|v| (100..=999_999_999).contains(v))
-                    .ok_or_else(|| bulk_param::VMS.error(format!("'{item}' is not a vmid")))?;
-                set.insert(vmid);
-            }
-            Some(set)
-        }
-        None => None,
-    };
+    let vms = ctx
+        .params
+        .str(&bulk_param::VMS)
+        .map(|text| {
+            ferrox_types::format::vmid_list(text)
+                .map(|list| {
+                    list.into_iter()
+                        .collect::<std::collections::BTreeSet<u32>>()
+                })
+                .map_err(|e| bulk_param::VMS.error(e))
+        })
+        .transpose()?;
     if !ctx.has("/", &[privilege], false) {
         match &vms {
             Some(set) if !set.is_empty() => {
@@ -466,6 +487,48 @@ fn start_all(ctx: &C<'_>) -> Result<ferrox_api_types::Upid, ApiError> {
         .tasks
         .spawn("startall", "", &auth_id(ctx)?, move |log| {
             crate::bulk::start_all(&worker, &guests, workers, log)
+        })?;
+    Ok(ferrox_api_types::Upid(upid))
+}
+
+fn migrate_all(ctx: &C<'_>) -> Result<ferrox_api_types::Upid, ApiError> {
+    local_node(ctx)?;
+    let vms = bulk_guests(ctx, "VM.Migrate")?;
+    let node = ctx.state;
+    let target = ctx.params.need_str(&bulk_param::TARGET)?.to_string();
+    if target == node.opts.node_name {
+        return Err(bulk_param::TARGET.error("target is local node."));
+    }
+    if node.store.status().member_named(&target).is_none() {
+        return Err(bulk_param::TARGET.error(format!("no such cluster node '{target}'")));
+    }
+    let vmids: Vec<u32> = node
+        .guests
+        .listing()
+        .into_iter()
+        .map(|(vmid, _, _)| vmid)
+        .filter(|vmid| vms.as_ref().is_none_or(|vms| vms.contains(vmid)))
+        .collect();
+    let with_local_disks = ctx
+        .params
+        .bool(&bulk_param::WITH_LOCAL_DISKS)
+        .unwrap_or(false);
+    let workers = crate::bulk::max_workers(
+        node,
+        ctx.params
+            .int(&bulk_param::MAX_WORKERS)
+            .or_else(|| ctx.params.int(&bulk_param::MAXWORKERS))
+            .map(|n| n as u32),
+    );
+    let worker = std::sync::Arc::clone(node);
+    let upid = node
+        .tasks
+        .spawn("migrateall", "", &auth_id(ctx)?, move |log| {
+            if vmids.is_empty() {
+                log.log("no virtual guests matched, nothing to do..");
+                return Ok(());
+            }
+            crate::bulk::migrate_all(&worker, &vmids, &target, with_local_disks, workers, log)
         })?;
     Ok(ferrox_api_types::Upid(upid))
 }
