@@ -65,6 +65,8 @@ struct Monitor {
     stop: Arc<AtomicBool>,
     samples: Arc<AtomicUsize>,
     doubles: Arc<Mutex<Vec<String>>>,
+    /// Times a guest ran nowhere (a fault took it down until HA brought it back): seconds.
+    outages: Arc<Mutex<Vec<(u32, f64)>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -73,15 +75,28 @@ impl Monitor {
         let stop = Arc::new(AtomicBool::new(false));
         let samples = Arc::new(AtomicUsize::new(0));
         let doubles: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (s, n, d) = (
+        let outages: Arc<Mutex<Vec<(u32, f64)>>> = Arc::default();
+        let (s, n, d, o) = (
             Arc::clone(&stop),
             Arc::clone(&samples),
             Arc::clone(&doubles),
+            Arc::clone(&outages),
         );
         let thread = std::thread::spawn(move || {
+            let mut down_since: [Option<Instant>; GUESTS.len()] = [None; GUESTS.len()];
             while !s.load(Ordering::Relaxed) {
-                for vmid in GUESTS {
+                for (k, vmid) in GUESTS.into_iter().enumerate() {
                     let nodes = running_on(&run_dirs, vmid, false);
+                    match (nodes.is_empty(), down_since[k]) {
+                        (true, None) => down_since[k] = Some(Instant::now()),
+                        (false, Some(since)) => {
+                            o.lock()
+                                .unwrap()
+                                .push((vmid, since.elapsed().as_secs_f64()));
+                            down_since[k] = None;
+                        }
+                        _ => {}
+                    }
                     if nodes.len() > 1 {
                         let line = format!(
                             "{:.2} s: vm {vmid} runs on nodes {nodes:?}",
@@ -99,8 +114,14 @@ impl Monitor {
             stop,
             samples,
             doubles,
+            outages,
             thread: Some(thread),
         }
+    }
+
+    /// The outages that ended since the last call: (vmid, seconds).
+    fn outages(&self) -> Vec<(u32, f64)> {
+        std::mem::take(&mut *self.outages.lock().unwrap())
     }
 
     fn finish(mut self) -> (usize, Vec<String>) {
@@ -318,11 +339,13 @@ impl Soak {
                     .filter(|t| *t != source)
                     .nth(dice.below(2) as usize)
                     .unwrap_or(1);
+                // (The CLI's `--node` selects the node to talk to: the crm command
+                // carries the target instead.)
                 if let Err(e) = self.api(&[
                     "create",
-                    &format!("/cluster/ha/resources/vm:{vmid}/migrate"),
-                    "--node",
-                    &format!("n{target}"),
+                    "/cluster/ha/crm-command",
+                    "--command",
+                    &format!("migrate vm:{vmid} n{target}"),
                 ]) {
                     return format!("migration of {vmid}: refused: {e}");
                 }
@@ -495,13 +518,30 @@ fn main() {
     ];
     let mut counts = [0usize; 8];
     let mut recoveries: Vec<f64> = Vec::new();
+    let mut outages: Vec<f64> = Vec::new();
+    let mut worst_outage = (0.0f64, String::new());
     let mut unsettled = Vec::new();
     let deadline = started + Duration::from_secs(minutes * 60);
     while Instant::now() < deadline {
         let kind = dice.below(8);
         counts[kind as usize] += 1;
+        let fences_before = fences(&run_dirs);
         let what = soak.fault(kind, &mut dice);
-        match soak.settle() {
+        let settled = soak.settle();
+        let mut ended = Vec::new();
+        for (vmid, secs) in monitor.outages() {
+            outages.push(secs);
+            if secs > worst_outage.0 {
+                worst_outage = (secs, format!("vm {vmid}: {what}"));
+            }
+            ended.push(format!("{vmid} {secs:.1}s"));
+        }
+        let what = format!(
+            "{what} [fences {}; outages: {}]",
+            fences(&run_dirs) - fences_before,
+            ended.join(", ")
+        );
+        match settled {
             Ok(t) => {
                 println!(
                     "{:7.1} s  {what}; at rest {:.1} s after the heal",
@@ -516,6 +556,10 @@ fn main() {
                     started.elapsed().as_secs_f64(),
                     REST_LIMIT.as_secs()
                 );
+                match soak.api(&["get", "/cluster/ha/status/current"]) {
+                    Ok(status) => println!("  HA status: {status}"),
+                    Err(e) => println!("  HA status: {e}"),
+                }
                 unsettled.push(format!("{what}: {why}"));
             }
         }
@@ -565,6 +609,16 @@ fn main() {
     for u in &unsettled {
         println!("  {u}");
     }
+    outages.sort_by(|a, b| a.total_cmp(b));
+    if let Some(max) = outages.last() {
+        let n = outages.len();
+        println!(
+            "guest outages (running nowhere): n={n}, p50 {:.1} s, p90 {:.1} s, max {max:.1} s ({})",
+            outages[n / 2],
+            outages[(n * 9 / 10).min(n - 1)],
+            worst_outage.1
+        );
+    }
     println!(
         "at-rest checks (every guest once, rules kept): {}",
         soak.at_rest_checks
@@ -576,5 +630,7 @@ fn main() {
     );
     println!("watchdog fences: {}", fences(&run_dirs));
     let failed = !doubles.is_empty() || !unsettled.is_empty() || !lost.is_empty();
+    // `exit` runs no destructors: tear the lab down (daemons, guests, namespaces) first.
+    drop(soak);
     std::process::exit(i32::from(failed));
 }

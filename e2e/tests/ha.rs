@@ -126,6 +126,39 @@ fn power_loss_recovers_the_guest_elsewhere_and_never_runs_it_twice() {
         received.iter().any(|n| n["type"] == "ha-recovery"),
         "no recovery notification: {received:?}"
     );
+    // The HA history has the fence and the recovery timeline, in order.
+    let history = survivor.request("GET", "/cluster/ha/history", &survivor.login(), &[]);
+    let changes: Vec<String> = history.body["data"]
+        .as_array()
+        .unwrap_or(&Vec::new())
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}->{}{}",
+                e["id"].as_str().unwrap_or("?"),
+                e["from"].as_str().unwrap_or("?"),
+                e["to"].as_str().unwrap_or("?"),
+                e["node"]
+                    .as_str()
+                    .map(|n| format!(" @{n}"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    let at = |change: &str| {
+        changes
+            .iter()
+            .position(|c| c == change)
+            .unwrap_or_else(|| panic!("'{change}' not in the HA history: {changes:#?}"))
+    };
+    let lost = at("n1 online->unknown");
+    let fencing = at("n1 unknown->fence");
+    let fenced = at("n1 fence->unknown");
+    let started = at(&format!("vm:100 recovery->started @{target}"));
+    assert!(
+        lost < fencing && fencing < fenced && fenced < started,
+        "{changes:#?}"
+    );
     drop(dir);
 }
 

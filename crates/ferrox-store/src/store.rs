@@ -62,8 +62,11 @@ impl StoreOptions {
             dir: dir.to_path_buf(),
             mirror: None,
             member,
-            heartbeat: Duration::from_millis(250),
-            election_timeout: Duration::from_millis(1500),
+            // A leader's death must be over (lease + election, 1.8–2.4 s) well within the
+            // HA watchdog's allowance (5 s after a renewal at most 1 s old), or every
+            // node's watchdog fires at once (docs/fencing.md, "a store leader change").
+            heartbeat: Duration::from_millis(150),
+            election_timeout: Duration::from_millis(600),
             write_timeout: Duration::from_secs(5),
         }
     }

@@ -596,7 +596,7 @@ fn resource_params() -> Vec<Param> {
 }
 
 fn ha_index(_: &C<'_>) -> Result<Vec<ferrox_api_types::Named>, ApiError> {
-    Ok(named(&["status", "resources", "rules"]))
+    Ok(named(&["status", "resources", "rules", "history"]))
 }
 
 fn status_index(_: &C<'_>) -> Result<Vec<ferrox_api_types::Named>, ApiError> {

@@ -295,25 +295,41 @@ impl NodeEnv {
         if self.daemon != Daemon::Lrm {
             return;
         }
-        let me = self.me().to_string();
-        if self.watchdog_armed {
-            if self.lock(&format!("ha_agent_{me}_lock"), true) {
-                let ms = self.watchdog_allowance().as_millis();
-                let reply = self
-                    .watchdog
-                    .request(&format!("feed {} {ms}", self.handle_id()));
-                self.log_watchdog_reply(reply);
-            } else {
-                self.log(
-                    LogLevel::Warning,
-                    "lost the agent lock during a service action",
-                );
-            }
+        if !self.renew_protection() {
+            self.log(
+                LogLevel::Warning,
+                "lost the agent lock during a service action",
+            );
         }
         if let Some(mut status) = self.last_lrm_status.clone() {
             status.timestamp = Some(now_secs());
             let _ = self.write_lrm_status(&status);
         }
+    }
+
+    /// While the watchdog protects this daemon's lock (the LRM's agent lock, the master's
+    /// manager lock): renews the lock and feeds the watchdog only if that worked. False
+    /// when the renewal failed. Called every round by the HA code and once more in the
+    /// middle of each round, so that a store leader change (no writes for an election)
+    /// finds the last renewal at most half a round old: the watchdog's allowance, not the
+    /// round, is then what an election must fit in.
+    pub fn renew_protection(&mut self) -> bool {
+        if !self.watchdog_armed {
+            return true;
+        }
+        let lock = match self.daemon {
+            Daemon::Lrm => format!("ha_agent_{}_lock", self.me()),
+            Daemon::Crm => "ha_manager_lock".to_string(),
+        };
+        if !self.lock(&lock, true) {
+            return false;
+        }
+        let ms = self.watchdog_allowance().as_millis();
+        let reply = self
+            .watchdog
+            .request(&format!("feed {} {ms}", self.handle_id()));
+        self.log_watchdog_reply(reply);
+        true
     }
 
     fn capacity(&self, node: &str) -> Option<NodeCapacity> {
@@ -1000,6 +1016,8 @@ pub fn spawn(
                         if !lrm.do_one_iteration(&mut env, &mut written) {
                             return;
                         }
+                        pause(round / 2, start, &stop);
+                        env.renew_protection();
                         pause(round, start, &stop);
                     }
                 })
@@ -1020,6 +1038,8 @@ pub fn spawn(
                     if !crm.do_one_iteration(&mut env) {
                         return;
                     }
+                    pause(round / 2, start, &stop);
+                    env.renew_protection();
                     pause(round, start, &stop);
                 }
             })

@@ -172,6 +172,11 @@ pub fn kill_guests(run_dir: &Path) -> Vec<u32> {
 
 /// Runs the watchdog until the process is killed. `timeout` caps every feed.
 pub fn run(socket: &Path, timeout: Duration, run_dir: &Path) -> anyhow::Result<()> {
+    // Two watchdogs for one node would each hold handles; the one whose socket was
+    // replaced would fire on handles nobody can feed any more.
+    if UnixStream::connect(socket).is_ok() {
+        anyhow::bail!("a watchdog already listens on {}", socket.display());
+    }
     let _ = std::fs::remove_file(socket);
     let listener = UnixListener::bind(socket)?;
     let state: Arc<Mutex<State>> = Arc::default();
@@ -245,8 +250,9 @@ pub struct WatchdogClient {
     socket: PathBuf,
     stream: Mutex<Option<BufReader<UnixStream>>>,
     actions: Arc<AtomicUsize>,
-    /// How to start the watchdog process again when it died (its timeout and run dir).
-    respawn: Option<(Duration, PathBuf)>,
+    /// How to start the watchdog process again when it died (its timeout and run dir);
+    /// held while starting it, so that the CRM and LRM threads start one, not two.
+    respawn: Option<Mutex<(Duration, PathBuf)>>,
 }
 
 /// Held while a service action runs; see [`WatchdogClient::action_begins`].
@@ -277,7 +283,7 @@ impl WatchdogClient {
     ) -> anyhow::Result<WatchdogClient> {
         ensure_running(socket, timeout, run_dir)?;
         Ok(WatchdogClient {
-            respawn: Some((timeout, run_dir.to_path_buf())),
+            respawn: Some(Mutex::new((timeout, run_dir.to_path_buf()))),
             ..WatchdogClient::new(socket)
         })
     }
@@ -289,9 +295,11 @@ impl WatchdogClient {
         if reply != Reply::Unreachable {
             return reply;
         }
-        let Some((timeout, run_dir)) = &self.respawn else {
+        let Some(respawn) = &self.respawn else {
             return reply;
         };
+        let respawn = respawn.lock().unwrap_or_else(|p| p.into_inner());
+        let (timeout, run_dir) = &*respawn;
         match ensure_running(&self.socket, *timeout, run_dir) {
             Ok(()) => {
                 eprintln!("watchdog: the watchdog process was gone; started it again");
@@ -423,7 +431,9 @@ mod tests {
     }
 
     fn killed(child: &mut std::process::Child) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        // Generous: a killed process must still be scheduled to exit, which takes a
+        // while on a busy host (this test may run niced beside a benchmark).
+        let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = child.try_wait() {
                 return !status.success();
@@ -555,5 +565,10 @@ mod tests {
         assert_eq!(client.settle_fence(), Ok(()));
         assert_eq!(client.request("feed n1-lrm 5000"), Reply::Ok);
         assert_eq!(client.request("close n1-lrm"), Reply::Ok);
+        // A second watchdog for the same node refuses to start (it would replace the
+        // socket and leave the first one's handles unfed).
+        let second = run(&socket, Duration::from_secs(5), dir.path());
+        assert!(second.is_err(), "{second:?}");
+        assert_eq!(client.request("status"), Reply::Ok);
     }
 }
