@@ -374,6 +374,10 @@ try {
     await page.locator("table[aria-label='HA status'] td", { hasText: /disarm/ }).first().waitFor({ timeout: 30_000 });
     await page.locator("button", { hasText: "Arm HA" }).click();
     await page.locator("table[aria-label='HA status'] td", { hasText: /^armed/ }).first().waitFor({ timeout: 30_000 });
+    // The history (GET /cluster/ha/history) answers: no node was lost in this cluster.
+    await page.locator("h2", { hasText: "Fence events" }).waitFor();
+    await page.locator("p", { hasText: "No node was lost since the history began." }).waitFor({ timeout: 15_000 });
+    await page.locator("table[aria-label='HA state changes']").waitFor();
     await shot("ha");
   });
 

@@ -126,7 +126,7 @@ test("fence incidents: a lost node, its fence, and each service until it runs el
   assert.equal(fence.back, 230);
   assert.deepEqual(fence.recovered, { "vm:100": { node: "n2", after: 7 }, "vm:101": { node: "n3", after: 9 } });
   assert.deepEqual(fence.steps.map((s) => s.what).slice(0, 3), [
-    "node n1 lost (online → unknown)", "fencing node n1", "vm:100 to be recovered",
+    "master lost contact with n1 (online → unknown)", "fencing node n1", "vm:100 to be recovered",
   ]);
   assert.equal(blip.fenced, false);
   assert.deepEqual(blip.recovered, {});

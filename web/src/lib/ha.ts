@@ -17,7 +17,8 @@ export interface Step {
 
 export interface Incident {
   node: string;
-  /** When the master first saw the node gone (its state left 'online'). */
+  /** When the master noticed the node gone (its state left 'online'): its LRM status had
+   * been stale for three rounds by then, so the node died a few seconds earlier. */
   lost: number;
   steps: Step[];
   /** Services recovered: sid -> seconds from `lost` to 'started' on the new node. */
@@ -40,7 +41,7 @@ export function incidents(history: HistoryEntry[]): Incident[] {
         incident = { node: e.id, lost: e.time, steps: [], recovered: {}, fenced: false };
         open.set(e.id, incident);
         out.push(incident);
-        incident.steps.push({ time: e.time, what: `node ${e.id} lost (online → unknown)` });
+        incident.steps.push({ time: e.time, what: `master lost contact with ${e.id} (online → unknown)` });
         continue;
       }
       if (!incident) continue;
@@ -66,7 +67,7 @@ export function incidents(history: HistoryEntry[]): Incident[] {
     if (e.to === "recovery") {
       incident.steps.push({ time: e.time, what: `${e.id} recovering` });
     } else if (e.to === "started" && e.node) {
-      incident.steps.push({ time: e.time, what: `${e.id} started on ${e.node}` });
+      incident.steps.push({ time: e.time, what: `${e.id} to start on ${e.node}` });
       incident.recovered[e.id] = { node: e.node, after: e.time - incident.lost };
       recovering.delete(e.id);
     } else if (e.to === "error" || e.to === "stopped" || e.to === "freeze") {

@@ -190,12 +190,12 @@ function IncidentView({ incident }: { incident: Incident }) {
   const recovered = Object.entries(incident.recovered);
   const summary = incident.fenced
     ? `fenced; ${recovered.length} service(s) recovered` +
-      (recovered.length ? `, the last running again ${Math.max(...recovered.map(([, r]) => r.after))} s after the loss` : "")
+      (recovered.length ? `, the last handed to its new node ${Math.max(...recovered.map(([, r]) => r.after))} s later` : "")
     : incident.back !== undefined ? `back after ${incident.back - incident.lost} s, not fenced` : "not fenced yet";
   return (
     <table class="grid" aria-label={`Fence of ${incident.node}`} data-incident={incident.node}>
-      <caption>Node {incident.node} lost at {clock(incident.lost)}: {summary}</caption>
-      <thead><tr><th>After the loss</th><th>Step</th></tr></thead>
+      <caption>Master lost contact with node {incident.node} at {clock(incident.lost)}: {summary}</caption>
+      <thead><tr><th>After that</th><th>Step</th></tr></thead>
       <tbody>
         {incident.steps.map((s) => <tr><td class="mono">+{s.time - incident.lost} s</td><td>{s.what}</td></tr>)}
       </tbody>
