@@ -419,23 +419,7 @@ fn main() {
     }
     lab.form_cluster("soak");
     let shared = tempfile::tempdir().unwrap();
-    let path = shared.path().display().to_string();
-    lab.api(
-        1,
-        &[
-            "create",
-            "/storage",
-            "--storage",
-            "shared",
-            "--type",
-            "dir",
-            "--path",
-            &path,
-            "--shared",
-            "1",
-        ],
-    )
-    .expect("shared storage");
+    lab.shared_storage(1, shared.path());
     for (k, vmid) in GUESTS.iter().enumerate() {
         let node = 1 + k % 3;
         let id = vmid.to_string();

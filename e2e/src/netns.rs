@@ -260,10 +260,9 @@ impl Lab {
         }
     }
 
-    /// On node `i`: a `shared` dir storage at `shared`, guest `vmid` (128 MiB, a disk on
-    /// it) and the guest under HA.
-    pub fn ha_guest(&self, i: usize, vmid: u32, shared: &Path) {
-        let path = shared.display().to_string();
+    /// Adds (through node `i`) a `shared 1` dir storage named `shared` at `path`.
+    pub fn shared_storage(&self, i: usize, path: &Path) {
+        let path = path.display().to_string();
         self.api(
             i,
             &[
@@ -280,6 +279,12 @@ impl Lab {
             ],
         )
         .expect("shared storage");
+    }
+
+    /// On node `i`: a `shared` dir storage at `shared`, guest `vmid` (128 MiB, a disk on
+    /// it) and the guest under HA.
+    pub fn ha_guest(&self, i: usize, vmid: u32, shared: &Path) {
+        self.shared_storage(i, shared);
         let vmid = vmid.to_string();
         let (ok, out) = self.cli(
             i,

@@ -296,22 +296,7 @@ fn bridges_vlans_and_taps_in_network_namespaces() {
     // Guests: tagged cards on plain bridges (Proxmox VE's <bridge>v<tag> bridges), a rate
     // limit.
     let shared = tempfile::tempdir().unwrap();
-    lab.api(
-        1,
-        &[
-            "create",
-            "/storage",
-            "--storage",
-            "shared",
-            "--type",
-            "dir",
-            "--path",
-            &shared.path().display().to_string(),
-            "--shared",
-            "1",
-        ],
-    )
-    .unwrap();
+    lab.shared_storage(1, shared.path());
     let args = format!("-kernel {}", echo.display());
     // A card's bad VLAN tag or bridge name is refused naming the card, nothing created.
     refused(

@@ -71,7 +71,17 @@ struct Running<'a> {
     failed: usize,
 }
 
-impl Running<'_> {
+impl<'a> Running<'a> {
+    fn new(node: &'a Arc<Node>, log: &'a TaskLog, what: &'static str) -> Running<'a> {
+        Running {
+            node,
+            log,
+            tasks: Vec::new(),
+            what,
+            failed: 0,
+        }
+    }
+
     /// Waits for every task; an error counting the guests that failed to `verb`.
     fn finish(mut self, verb: &str) -> Result<(), TaskError> {
         self.wait_until(0);
@@ -119,13 +129,7 @@ pub fn start_all(
     max_workers: usize,
     log: &TaskLog,
 ) -> Result<(), TaskError> {
-    let mut running = Running {
-        node,
-        log,
-        tasks: Vec::new(),
-        what: "Starting",
-        failed: 0,
-    };
+    let mut running = Running::new(node, log, "Starting");
     for (i, guest) in guests.iter().enumerate() {
         if node.guests.process(guest.vmid).is_none() {
             log.log(format!("Starting VM {}", guest.vmid));
@@ -168,13 +172,7 @@ pub fn stop_all(
     max_workers: usize,
     log: &TaskLog,
 ) -> Result<(), TaskError> {
-    let mut running = Running {
-        node,
-        log,
-        tasks: Vec::new(),
-        what: "Stopping",
-        failed: 0,
-    };
+    let mut running = Running::new(node, log, "Stopping");
     let reversed: Vec<&BulkGuest> = guests.iter().rev().collect();
     for (i, guest) in reversed.iter().enumerate() {
         if node.guests.process(guest.vmid).is_some() {
@@ -219,13 +217,7 @@ pub fn migrate_all(
     max_workers: usize,
     log: &TaskLog,
 ) -> Result<(), TaskError> {
-    let mut running = Running {
-        node,
-        log,
-        tasks: Vec::new(),
-        what: "Migrating",
-        failed: 0,
-    };
+    let mut running = Running::new(node, log, "Migrating");
     let mut begun = 0;
     for &vmid in vmids {
         if crate::api::ha::is_managed(node, vmid) {
