@@ -38,14 +38,7 @@ impl Remote {
             .env("FERROX_JOIN_PASSWORD", "secret1")
             .output()
             .unwrap();
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+        outcome(&out)
     }
 
     pub fn api_within(&self, limit: Duration, args: &[&str]) -> Result<Value, String> {
@@ -58,6 +51,18 @@ impl Remote {
         }
         serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))
     }
+}
+
+/// Whether a command succeeded, and its output (stdout then stderr).
+fn outcome(out: &std::process::Output) -> (bool, String) {
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 fn ip(args: &[&str]) -> bool {
@@ -336,14 +341,7 @@ impl Lab {
             .args(args)
             .output()
             .unwrap();
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+        outcome(&out)
     }
 
     /// Waits for task `upid` of node `i` to end: `"<exitstatus>"` and its log lines.
