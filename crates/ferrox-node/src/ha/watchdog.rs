@@ -421,12 +421,24 @@ mod tests {
     fn fake_guest(run_dir: &Path, vmid: u32) -> std::process::Child {
         let qmp = run_dir.join(format!("{vmid}.qmp"));
         // `; true` keeps the shell (whose command line names the socket) from exec'ing sleep.
+        // The watchdog kills the shell, not its sleep: that one outlives the test, so it
+        // must not hold the test's output open (a reader would wait for it) nor last long.
         let child = std::process::Command::new("sh")
-            .args(["-c", "sleep 600; true"])
+            .args(["-c", "sleep 60; true"])
             .arg(&qmp)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .spawn()
             .expect("spawn sh");
         std::fs::write(run_dir.join(format!("{vmid}.pid")), child.id().to_string()).unwrap();
+        // Until the child has exec'd `sh` its command line is still this test's, and the
+        // watchdog rightly leaves it alone (QEMU writes its pid file itself, after exec).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while ferrox_qemu::GuestProcess::find(vmid, run_dir).is_none() {
+            assert!(Instant::now() < deadline, "fake guest {vmid} never came up");
+            std::thread::sleep(Duration::from_millis(2));
+        }
         child
     }
 
@@ -513,6 +525,8 @@ mod tests {
         let cap = Duration::from_secs(5);
         let mut daemon = std::process::Command::new("sleep")
             .arg("600")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
         let pid = daemon.id() as i32;
