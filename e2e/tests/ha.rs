@@ -750,3 +750,167 @@ fn a_node_shutdown_with_the_migrate_policy_moves_the_guest_first() {
 fn a_node_shutdown_with_the_freeze_policy_stops_and_freezes_the_guest() {
     node_shutdown_with_policy("freeze");
 }
+
+/// A live HA migration whose source daemon stops (SIGSTOP) in the middle; its source is
+/// fenced and the guest recovered. Wherever it goes, it runs exactly once: on the target,
+/// a copy that received the whole state is resumed (the same process; QEMU streams on
+/// without its daemon), one that did not is killed and the guest started afresh; on a
+/// third node, the target discards its copy. Before, the recovery could not remove the
+/// source's `migrate` lock from another node (the start failed: `error`), and the target's
+/// LRM took its paused copy for a running guest.
+#[test]
+fn a_migration_whose_source_stops_before_the_stream_recovers_the_guest_once() {
+    interrupted_migration(false);
+}
+
+/// As above, the source daemon stopping while the stream runs (the copy completes).
+#[test]
+fn a_migration_whose_source_stops_during_the_stream_resumes_or_discards_the_copy() {
+    interrupted_migration(true);
+}
+
+fn interrupted_migration(during_stream: bool) {
+    let _serial = serial();
+    if !qemu_available() {
+        return;
+    }
+    let (mut nodes, _shared) = cluster_with_ha_guest();
+    let monitor = DoubleRunMonitor::start(100, run_dirs(&nodes));
+    let d2 = nodes[1].as_ref().unwrap();
+    // datacenter.cfg's migration limit (HA migrations name none): the source daemon polls
+    // its migration every 20 ms, so an unlimited stream could end before the test stops it.
+    let r = d2.request(
+        "PUT",
+        "/cluster/options",
+        &d2.login(),
+        &[("bwlimit", "migration=65536")],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = d2.request(
+        "POST",
+        "/cluster/ha/resources/vm:100/migrate",
+        &d2.login(),
+        &[("node", "n2")],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let n2_run = d2.path().join("run");
+    let n2_migration = || {
+        ferrox_qemu::Qmp::connect(&n2_run.join("100.qmp"), Duration::from_millis(200))
+            .and_then(|mut q| {
+                Ok((
+                    q.execute("query-status", None)?,
+                    q.execute("query-migrate", None)?,
+                ))
+            })
+            .map(|(status, migration)| {
+                (
+                    status["status"].as_str().unwrap_or("").to_string(),
+                    migration["status"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .unwrap_or_default()
+    };
+    let asked = std::time::Instant::now();
+    while guest_pid(&n2_run, 100).is_none()
+        || (during_stream && !matches!(n2_migration().1.as_str(), "active" | "completed"))
+    {
+        assert!(
+            asked.elapsed() < Duration::from_secs(60),
+            "n2's incoming QEMU never got the stream"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let n1 = nodes[0].take().unwrap();
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &n1.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    let incoming = guest_pid(&n2_run, 100);
+    // Whether n2's copy received the whole state; then a recovery to n2 must resume it.
+    let mut complete = false;
+    let started = std::time::Instant::now();
+    let d2 = nodes[1].as_ref().unwrap();
+    let auth = d2.login();
+    let recovered_on = |nodes: &[Option<Daemon>]| {
+        let holder = running_on(nodes, 100)?;
+        let status = d2.request("GET", "/cluster/ha/status/current", &auth, &[]);
+        (guest_running(&nodes_dir(nodes, &holder), 100)
+            && status.raw.contains(&format!("vm:100 ({holder}, started)")))
+        .then_some(holder)
+    };
+    while recovered_on(&nodes).is_none() {
+        if !complete && guest_pid(&n2_run, 100) == incoming {
+            complete = n2_migration().0 == "paused";
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            let d2 = nodes[1].as_ref().unwrap();
+            let status = d2.request("GET", "/cluster/ha/status/current", &d2.login(), &[]);
+            let mut report = format!("HA status: {}\n", status.raw);
+            for d in nodes.iter().flatten() {
+                let log = std::fs::read_to_string(d.path().join("daemon.log")).unwrap_or_default();
+                let lines: Vec<&str> = log
+                    .lines()
+                    .filter(|l| l.contains("100") || l.contains("incoming") || l.contains("fence"))
+                    .collect();
+                report += &format!(
+                    "{}: pid {:?}\n{}\n",
+                    d.name,
+                    guest_pid(&d.path().join("run"), 100),
+                    lines[lines.len().saturating_sub(80)..].join("\n")
+                );
+            }
+            panic!("the guest does not run again after n1 is fenced:\n{report}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let recovered = started.elapsed();
+    let holder = recovered_on(&nodes).unwrap();
+    assert!(d2
+        .etc()
+        .join(format!("nodes/{holder}/qemu-server/100.conf"))
+        .exists());
+    let daemon_log = std::fs::read_to_string(d2.path().join("daemon.log")).unwrap_or_default();
+    if holder == "n2" && complete {
+        assert_eq!(
+            guest_pid(&n2_run, 100),
+            incoming,
+            "the complete incoming copy was resumed, not replaced: {daemon_log}\nwatchdog: {}",
+            std::fs::read_to_string(n2_run.join("watchdog.log")).unwrap_or_default()
+        );
+    } else if holder != "n2" {
+        assert_eq!(
+            guest_pid(&n2_run, 100),
+            None,
+            "n2 discarded its incoming copy: {daemon_log}"
+        );
+    }
+    let recovery: Vec<&str> = daemon_log
+        .lines()
+        .filter(|l| l.contains("recover service"))
+        .collect();
+    eprintln!(
+        "source stopped mid-migration: n2's copy {}complete; vm:100 running on {holder} {recovered:?} later: {recovery:?}",
+        if complete { "" } else { "in" }
+    );
+
+    // The source daemon resumes: its migration fails at the hand-over and changes nothing.
+    signal("-CONT");
+    std::thread::sleep(Duration::from_secs(10));
+    assert_eq!(running_on(&nodes, 100).as_deref(), Some(holder.as_str()));
+    assert_eq!(guest_pid(&n1.path().join("run"), 100), None);
+    assert_eq!(monitor.finish().0, 1, "vm:100 ran on two nodes at once");
+    drop(n1);
+}
+
+fn nodes_dir(nodes: &[Option<Daemon>], name: &str) -> std::path::PathBuf {
+    nodes
+        .iter()
+        .flatten()
+        .find(|d| d.name == name)
+        .map(|d| d.path().join("run"))
+        .unwrap_or_default()
+}

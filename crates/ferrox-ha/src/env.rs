@@ -171,6 +171,13 @@ pub trait HaEnv {
     fn service_remove_locks(&mut self, sid: &str, locks: &[&str]) -> Option<String>;
     /// Reassigns a fenced service's config to its recovery node.
     fn steal_service(&mut self, sid: &str, from: &str, to: &str);
+    /// The node whose config directory holds the service now, where the environment can
+    /// tell. A migration whose source failed after it handed the config over leaves the
+    /// config (and the running guest) on the target while the service state still names
+    /// the source.
+    fn service_config_node(&mut self, _sid: &str) -> Option<String> {
+        None
+    }
 
     // --- concurrent service actions (Proxmox VE forks LRM workers)
     /// How many service actions the LRM runs at once (Proxmox VE: `max_workers` of

@@ -757,6 +757,25 @@ impl Manager {
 
     fn next_state_recovery(&mut self, env: &mut dyn HaEnv, sid: &str, cd: &mut ResourceConfig) {
         let fenced = self.ss[sid].node.clone();
+        // The config went to a live node before the fence (a migration that completed
+        // while its source failed): the guest runs there, or is started there; moving
+        // the config elsewhere would leave that copy running unmanaged.
+        let holder = env
+            .service_config_node(sid)
+            .unwrap_or_else(|| fenced.clone());
+        if holder != fenced && self.ns.is_online(&holder) {
+            env.log(
+                LogLevel::Info,
+                &format!("recover service '{sid}' from fenced node '{fenced}' to node '{holder}', which holds its config already"),
+            );
+            cd.node = holder.clone();
+            if let Some(sd) = self.ss.get_mut(sid) {
+                sd.node = holder.clone();
+            }
+            let state = Self::requested_state(cd);
+            self.change_service_state(env, sid, state, Some(holder), None, None);
+            return;
+        }
         self.recompute_online_node_usage(env);
         match self.select_node(env, sid, cd, NodePreference::BestScore) {
             Some(node) => {
@@ -772,7 +791,7 @@ impl Manager {
                         &format!("removed leftover lock '{lock}' from recovered service '{sid}' to allow its start."),
                     );
                 }
-                env.steal_service(sid, &fenced, &node);
+                env.steal_service(sid, &holder, &node);
                 cd.node = node.clone();
                 if let Some(sd) = self.ss.get_mut(sid) {
                     sd.node = node.clone();

@@ -83,16 +83,21 @@ async fn migration_step(
                 args[list] = serde_json::json!([]);
             }
         }
+        // The target watches an incoming guest by its config on the source.
+        let source = args["source"]
+            .as_str()
+            .filter(|s| ferrox_types::format::node_name(s).is_ok())
+            .ok_or_else(|| "source: not a node name".to_string());
         match action.as_str() {
-            "incoming" => match serde_json::from_value(args["disks"].clone()) {
-                Ok(disks) => {
-                    node.prepare_incoming(vmid, args["source"].as_str().unwrap_or(""), disks)
-                }
-                Err(e) => Err(format!("disks: {e}")),
+            "incoming" => match (source, serde_json::from_value(args["disks"].clone())) {
+                (Ok(source), Ok(disks)) => node.prepare_incoming(vmid, source, disks),
+                (Err(e), _) => Err(e),
+                (_, Err(e)) => Err(format!("disks: {e}")),
             },
-            "receive" => match serde_json::from_value(args["disks"].clone()) {
-                Ok(disks) => node.receive_disks(vmid, disks),
-                Err(e) => Err(format!("disks: {e}")),
+            "receive" => match (source, serde_json::from_value(args["disks"].clone())) {
+                (Ok(source), Ok(disks)) => node.receive_disks(vmid, source, disks),
+                (Err(e), _) => Err(e),
+                (_, Err(e)) => Err(format!("disks: {e}")),
             },
             "received" => node.disks_received(vmid),
             "resume" => node.resume_incoming(vmid, args["index"].as_u64().unwrap_or(0)),

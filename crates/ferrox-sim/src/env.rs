@@ -508,6 +508,10 @@ impl HaEnv for SimEnv<'_> {
         }
     }
 
+    fn service_config_node(&mut self, sid: &str) -> Option<String> {
+        Some(self.world.services.get(sid)?.node.clone())
+    }
+
     fn steal_service(&mut self, sid: &str, _from: &str, to: &str) {
         if let Some(cd) = self.world.services.get_mut(sid) {
             cd.node = to.to_string();

@@ -392,7 +392,18 @@ impl Store {
             owner: owner.into(),
             lease_ms: lease.as_millis() as u64,
         };
-        match self.submit(cmd).await? {
+        // Taking a lock again is a renewal for its owner, so an attempt whose outcome is
+        // unknown (the leader went away meanwhile) is simply sent again to the next one.
+        let deadline = tokio::time::Instant::now() + self.opts.write_timeout;
+        let answer = loop {
+            match self.submit(cmd.clone()).await {
+                Err(StoreError::Uncertain(_)) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(self.opts.heartbeat).await;
+                }
+                answer => break answer?,
+            }
+        };
+        match answer {
             Response::LockGranted { expires_ms } => Ok(Ok(expires_ms)),
             Response::LockHeld { owner, expires_ms } => Ok(Err((owner, expires_ms))),
             other => Err(internal(format!("unexpected answer {other:?}"))),
@@ -436,7 +447,25 @@ impl Store {
                 .get_node(&leader)
                 .cloned()
                 .ok_or_else(|| internal("the leader is not a member"))?;
-            match self.forward_once(&node, rpc::WRITE, &command).await {
+            // A leader that stops answering (paused, cut off) is replaced within an
+            // election timeout; waiting out the write timeout for its answer would stall
+            // the caller (an HA lock renewal) long past that.
+            let mut view = inst.raft.metrics();
+            let replaced = async move {
+                while view.borrow().current_leader == Some(leader) {
+                    if view.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+            };
+            let forwarded = tokio::select! {
+                answer = self.forward_once(&node, rpc::WRITE, &command) => answer,
+                () = replaced => Err(Forward::Lost(format!(
+                    "the leader '{}' was replaced while the write was in flight",
+                    node.name
+                ))),
+            };
+            match forwarded {
                 Err(Forward::NotSent(why)) if tokio::time::Instant::now() < deadline => {
                     tracing::debug!(
                         "leader {} unreachable ({why}); waiting for another",

@@ -340,6 +340,9 @@ pub struct DatacenterConfig {
     /// `max_workers`: how many service actions an LRM (and a bulk action) runs at once;
     /// unset means Proxmox VE's default, 4.
     pub max_workers: Option<u32>,
+    /// `bwlimit: migration=KiB/s` (else its `default=`): the speed of migrations that
+    /// name no limit themselves, HA's included.
+    pub migration_bwlimit_kib: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -397,6 +400,29 @@ impl DatacenterConfig {
                 .filter(|n| (1.0..=64.0).contains(n) && n.fract() == 0.0)
                 .ok_or_else(|| FieldError::new("max_workers", "must be an integer from 1 to 64"))?;
             cfg.max_workers = Some(n as u32);
+        }
+        if let Some(limits) = value.get("bwlimit") {
+            let obj = limits
+                .as_object()
+                .ok_or_else(|| FieldError::new("bwlimit", "must be an object"))?;
+            let mut default = None;
+            for (key, v) in obj {
+                let field = format!("bwlimit.{key}");
+                let kib = json_f64(v)
+                    .filter(|n| *n >= 0.0 && n.fract() == 0.0 && *n <= u32::MAX as f64)
+                    .ok_or_else(|| {
+                        FieldError::new(field.clone(), "must be a whole number of KiB/s")
+                    })? as u64;
+                match key.as_str() {
+                    "migration" => cfg.migration_bwlimit_kib = Some(kib),
+                    "default" => default = Some(kib),
+                    "clone" | "move" | "restore" => {}
+                    _ => return Err(FieldError::new(field, "unknown key")),
+                }
+            }
+            // 0 means no limit, as in Proxmox VE.
+            cfg.migration_bwlimit_kib =
+                cfg.migration_bwlimit_kib.or(default).filter(|kib| *kib > 0);
         }
         if let Some(crs) = value.get("crs") {
             let obj = crs

@@ -132,7 +132,7 @@ impl DatacenterConfig {
                 );
                 continue;
             }
-            if !matches!(key, "crs" | "ha") {
+            if !matches!(key, "crs" | "ha" | "bwlimit") {
                 continue;
             }
             let props = PropertyString::parse(value.trim())
@@ -140,11 +140,12 @@ impl DatacenterConfig {
             let mut obj = serde_json::Map::new();
             for (k, v) in props.items {
                 let k = k.unwrap_or_else(|| {
-                    if key == "crs" {
-                        "ha".into()
-                    } else {
-                        "shutdown_policy".into()
+                    match key {
+                        "crs" => "ha",
+                        "ha" => "shutdown_policy",
+                        _ => "default",
                     }
+                    .into()
                 });
                 obj.insert(k, serde_json::Value::String(v));
             }
@@ -183,5 +184,57 @@ mod tests {
         assert_eq!(cfg.shutdown_policy.as_deref(), Some("migrate"));
         let e = DatacenterConfig::parse_cfg("crs: ha-auto-rebalance-threshold=x\n").unwrap_err();
         assert!(e.field.contains("threshold"), "{e}");
+    }
+
+    #[test]
+    fn datacenter_migration_bandwidth_limit() {
+        let limit = |text: &str| DatacenterConfig::parse_cfg(text).map(|c| c.migration_bwlimit_kib);
+        assert_eq!(
+            limit(
+                "keyboard: de
+"
+            ),
+            Ok(None)
+        );
+        assert_eq!(
+            limit(
+                "bwlimit: migration=2048,default=100
+"
+            ),
+            Ok(Some(2048))
+        );
+        assert_eq!(
+            limit(
+                "bwlimit: default=100,restore=5
+"
+            ),
+            Ok(Some(100))
+        );
+        assert_eq!(
+            limit(
+                "bwlimit: migration=0,default=100
+"
+            ),
+            Ok(None)
+        );
+        assert_eq!(
+            limit(
+                "bwlimit: clone=7
+"
+            ),
+            Ok(None)
+        );
+        let e = limit(
+            "bwlimit: migration=fast
+",
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "bwlimit.migration");
+        let e = limit(
+            "bwlimit: speed=1
+",
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "bwlimit.speed");
     }
 }

@@ -423,7 +423,7 @@ fn release_lock(ctx: &C<'_>) -> Result<LockRelease, ApiError> {
     })
 }
 
-/// Keys of `datacenter.cfg` this API changes; `crs` and `ha` are property strings.
+/// Keys of `datacenter.cfg` this API changes; `crs`, `ha` and `bwlimit` are property strings.
 const OPTIONS: &[Param] = &[
     param::CRS,
     param::HA,
@@ -458,10 +458,14 @@ fn get_options(ctx: &C<'_>) -> Result<ConfigMap, ApiError> {
         if !full && !PUBLIC_OPTIONS.contains(&k.as_str()) {
             continue;
         }
-        let value = if matches!(k.as_str(), "crs" | "ha") {
+        let value = if matches!(k.as_str(), "crs" | "ha" | "bwlimit") {
             match ferrox_types::PropertyString::parse(&v) {
                 Ok(p) => {
-                    let default_key = if k == "crs" { "ha" } else { "shutdown_policy" };
+                    let default_key = match k.as_str() {
+                        "crs" => "ha",
+                        "ha" => "shutdown_policy",
+                        _ => "default",
+                    };
                     let obj: serde_json::Map<String, Value> = p
                         .items
                         .into_iter()
@@ -572,7 +576,11 @@ pub(crate) mod param {
         "How many service actions an HA LRM (and a bulk action) runs at once (default 4).",
     );
     pub const MIGRATION: Param = Param::optional("migration", STRING, "Migration settings.");
-    pub const BWLIMIT: Param = Param::optional("bwlimit", STRING, "Bandwidth limits.");
+    pub const BWLIMIT: Param = Param::optional(
+        "bwlimit",
+        STRING,
+        "Bandwidth limits in KiB/s: default, migration (used by migrations that name none, HA's too), clone, move, restore.",
+    );
     pub const DESCRIPTION: Param =
         Param::optional("description", STRING, "Datacenter description.");
     pub const DELETE: Param = Param::optional("delete", STRING, "Options to delete.");

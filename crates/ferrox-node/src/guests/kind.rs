@@ -116,14 +116,27 @@ impl GuestKind for QemuGuests {
     }
 
     fn remove_lock(&self, node: &Node, id: u32, locks: &[&str]) -> Option<String> {
-        let cfg = node.guests.config(id)?;
+        // The master calls this for a guest of any node (the fenced one's, at recovery):
+        // the config is read and written where it is, not in this node's cache.
+        let owner = self.owner(node, id)?;
+        let path = self.config_path(&owner, id);
+        let text = node.tree.get(&path)?.data;
+        let mut cfg = ferrox_types::GuestConfig::parse(&text).ok()?;
         let lock = cfg.options.get("lock")?.clone();
         if !locks.contains(&lock.as_str()) {
             return None;
         }
-        let mut next = (*cfg).clone();
-        next.options.remove("lock");
-        node.guests.write_config(id, &next).ok()?;
+        cfg.options.remove("lock");
+        node.tree
+            .put(
+                &path,
+                &cfg.to_text(),
+                ferrox_store::Expect::Digest(ferrox_store::digest(&text)),
+            )
+            .ok()?;
+        if owner == node.opts.node_name {
+            node.guests.refresh(id);
+        }
         Some(lock)
     }
 

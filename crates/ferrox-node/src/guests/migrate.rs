@@ -12,6 +12,13 @@
 //! paused, so the copies are exact; the hand-over names the new images. A stopped guest's
 //! images are copied with `qemu-img convert` into `qemu-nbd` exports. The source images
 //! are deleted only after the hand-over; any failure before it deletes the copies.
+//!
+//! A source that fails in the middle (power loss, cut off, fenced) cannot tell the target
+//! how it ended, so the target watches each incoming migration itself (`watch_incoming`):
+//! while the config sits on the source locked `migrate`, it waits; once the config is its
+//! own (handed over, or recovered here by HA) and the source has not resumed the guest, it
+//! resumes a copy that received everything and kills one that did not; when the config
+//! went anywhere else, it kills the copy and frees its images.
 
 use crate::cluster::store_error;
 use crate::guests::{config_path, is_disk_key};
@@ -30,6 +37,9 @@ use std::time::{Duration, Instant};
 
 /// A migration that did not converge by then is cancelled (the source keeps running).
 const MIGRATION_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long a target waits for the source's `resume` once the config is its own.
+const RESUME_GRACE: Duration = Duration::from_secs(3);
+const INCOMING_POLL: Duration = Duration::from_millis(500);
 const PEER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What the checks found out, for the worker.
@@ -248,10 +258,20 @@ impl Node {
             target: member,
             online: running,
             bandwidth: bwlimit_kib
+                .or_else(|| self.datacenter_migration_limit())
                 .map(|k| k * 1024)
                 .unwrap_or(DEFAULT_MAX_BANDWIDTH),
             local_disks,
         })
+    }
+
+    /// datacenter.cfg's `bwlimit` for migrations, in KiB/s (Proxmox VE: `migration=`,
+    /// else `default=`); applies to migrations that name no limit, HA's among them.
+    fn datacenter_migration_limit(&self) -> Option<u64> {
+        let entry = self.tree.get("datacenter.cfg")?;
+        ferrox_types::DatacenterConfig::parse_cfg(&entry.data)
+            .ok()?
+            .migration_bwlimit_kib
     }
 
     /// `GET .../migrate`: where the guest could go now, and why not elsewhere.
@@ -602,8 +622,13 @@ impl Node {
         let resumed = self.peer_call(target, vmid, "resume", json!({ "index": index }));
         let handover_ms = completed_at.elapsed().as_millis();
         if let Err(e) = resumed {
+            // The config is the target's: this copy may never run again, and the target
+            // resumes its own once it sees the hand-over (`watch_incoming`).
+            let _ = source.stop();
+            let _ = std::fs::remove_file(&source.qmp_socket);
+            self.guests.mark_stopped(vmid);
             return Err(format!(
-                "the config is on '{}' but the VM could not be resumed there: {e}; the source copy is left paused",
+                "the config is on '{}' but the VM could not be resumed there: {e}; the target resumes it when it sees the hand-over",
                 target.name
             ));
         }
@@ -762,7 +787,7 @@ impl Node {
     /// on new images exported over NBD for the source's mirrors. Returns the stream's URI
     /// and the disks' exports.
     pub fn prepare_incoming(
-        &self,
+        self: &Arc<Self>,
         vmid: u32,
         source: &str,
         disks: Vec<LocalMove>,
@@ -858,11 +883,14 @@ impl Node {
             }
         })();
         match started {
-            Ok((process, exports)) => Ok(json!({
-                "uri": uri,
-                "pid": process.pid,
-                "disks": IncomingDisks { volumes, exports },
-            })),
+            Ok((process, exports)) => {
+                self.watch_incoming(vmid, source, volumes.values().cloned().collect());
+                Ok(json!({
+                    "uri": uri,
+                    "pid": process.pid,
+                    "disks": IncomingDisks { volumes, exports },
+                }))
+            }
             Err(e) => {
                 self.free_incoming(vmid, volumes.values());
                 Err(e)
@@ -872,7 +900,12 @@ impl Node {
 
     /// For a stopped guest's local disks: new images served by `qemu-nbd` for the
     /// source's copies.
-    pub fn receive_disks(&self, vmid: u32, disks: Vec<LocalMove>) -> Result<Value, String> {
+    pub fn receive_disks(
+        self: &Arc<Self>,
+        vmid: u32,
+        source: &str,
+        disks: Vec<LocalMove>,
+    ) -> Result<Value, String> {
         self.check_not_here(vmid)?;
         let host = self.stream_host();
         let volumes = self.allocate_incoming(vmid, &disks)?;
@@ -902,7 +935,10 @@ impl Node {
             Ok(exports)
         })();
         match served {
-            Ok(exports) => Ok(json!(IncomingDisks { volumes, exports })),
+            Ok(exports) => {
+                self.watch_incoming(vmid, source, volumes.values().cloned().collect());
+                Ok(json!(IncomingDisks { volumes, exports }))
+            }
             Err(e) => {
                 self.stop_nbd_servers(vmid);
                 self.free_incoming(vmid, volumes.values());
@@ -925,6 +961,15 @@ impl Node {
                 "the hand-over (log index {index}) did not arrive here in time"
             ));
         }
+        let lock = self.guests.lock(vmid);
+        let _held = lock.hold();
+        self.guests.incoming_ends(vmid, None);
+        self.resume_handed_over(vmid)
+    }
+
+    /// Runs the incoming copy of a guest whose config is ours (`cont` on one that runs
+    /// already changes nothing). The caller holds the guest's lock.
+    fn resume_handed_over(&self, vmid: u32) -> Result<Value, String> {
         self.guests.refresh(vmid);
         if self.guests.config(vmid).is_none() {
             return Err(format!("VM {vmid}'s config has not been handed over"));
@@ -953,9 +998,19 @@ impl Node {
     /// by itself then) and frees the images made for it. Never touches a guest whose
     /// config is ours.
     pub fn abort_incoming(&self, vmid: u32, volumes: Vec<String>) -> Result<Value, String> {
+        let lock = self.guests.lock(vmid);
+        let _held = lock.hold();
         if self.guests.config(vmid).is_some() {
             return Err(format!("VM {vmid} belongs to this node; not stopping it"));
         }
+        self.guests.incoming_ends(vmid, None);
+        self.discard_incoming(vmid, &volumes);
+        Ok(Value::Null)
+    }
+
+    /// Kills an incoming copy, stops its NBD servers and frees the images made for it
+    /// (unless the config is ours). The caller holds the guest's lock.
+    fn discard_incoming(&self, vmid: u32, volumes: &[String]) {
         if let Some(p) = self.guests.process(vmid) {
             let _ = p.stop();
             let _ = std::fs::remove_file(&p.qmp_socket);
@@ -963,6 +1018,104 @@ impl Node {
         self.guests.mark_stopped(vmid);
         self.stop_nbd_servers(vmid);
         self.free_incoming(vmid, volumes.iter());
-        Ok(Value::Null)
+    }
+
+    /// Watches an incoming migration from `source` until the source concludes it, or,
+    /// when the source cannot (it failed), concludes it from where the config went.
+    fn watch_incoming(self: &Arc<Self>, vmid: u32, source: &str, volumes: Vec<String>) {
+        let number = self.guests.incoming_begins(vmid);
+        let node = Arc::clone(self);
+        let source = source.to_string();
+        let watcher = std::thread::Builder::new()
+            .name(format!("incoming-{vmid}"))
+            .spawn(move || {
+                let mut ours_since: Option<Instant> = None;
+                loop {
+                    std::thread::sleep(INCOMING_POLL);
+                    if !node.guests.incoming_open(vmid, number) {
+                        return;
+                    }
+                    let owner = crate::cluster::vmid_owner(&node, vmid);
+                    let ours = owner.as_deref() == Some(node.opts.node_name.as_str());
+                    if owner.as_deref() == Some(source.as_str())
+                        && node.config_lock_on(&source, vmid).as_deref() == Some("migrate")
+                    {
+                        ours_since = None;
+                        continue;
+                    }
+                    // The source's `resume` waits for the hand-over to arrive here: give
+                    // it time once it has.
+                    if ours && ours_since.get_or_insert_with(Instant::now).elapsed() < RESUME_GRACE
+                    {
+                        continue;
+                    }
+                    let lock = node.guests.lock(vmid);
+                    let _held = lock.hold();
+                    if !node.guests.incoming_ends(vmid, Some(number)) {
+                        return;
+                    }
+                    node.conclude_incoming(vmid, &source, ours, &volumes);
+                    return;
+                }
+            });
+        if let Err(e) = watcher {
+            tracing::error!("VM {vmid}: cannot watch the incoming migration: {e}");
+        }
+    }
+
+    /// The end of an incoming migration its source did not conclude. The caller holds
+    /// the guest's lock.
+    fn conclude_incoming(&self, vmid: u32, source: &str, ours: bool, volumes: &[String]) {
+        self.guests.refresh(vmid);
+        if !ours {
+            tracing::warn!(
+                "VM {vmid}: the migration from '{source}' ended without it (the config is not there any more): discarding the incoming copy"
+            );
+            self.discard_incoming(vmid, volumes);
+            return;
+        }
+        self.stop_nbd_servers(vmid);
+        let Some(process) = self.guests.process(vmid) else {
+            // An offline migration: its images are in place with the config.
+            return;
+        };
+        // An incoming QEMU is `inmigrate` until it received the whole state, then
+        // `paused`; a failed stream ends the process. QMP serves one client at a time:
+        // ask again before taking silence for an incomplete copy.
+        let mut state = process.status();
+        for _ in 0..3 {
+            if state.is_ok() || !ferrox_qemu::process::pid_alive(process.pid) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            state = process.status();
+        }
+        match state {
+            Ok(state) if state.status == "paused" => match self.resume_handed_over(vmid) {
+                Ok(_) => tracing::warn!(
+                    "VM {vmid}: the config is here (handed over, or recovered here) but '{source}' did not resume the guest: resumed the complete copy"
+                ),
+                Err(e) => tracing::error!("VM {vmid}: resuming the handed-over guest: {e}"),
+            },
+            state => {
+                tracing::warn!(
+                    "VM {vmid}: the config is here but the migration from '{source}' did not complete ({}): stopping the incomplete copy",
+                    state.map(|s| s.status).unwrap_or_else(|e| e.to_string())
+                );
+                let _ = process.stop();
+                let _ = std::fs::remove_file(&process.qmp_socket);
+                self.guests.mark_stopped(vmid);
+            }
+        }
+    }
+
+    /// The `lock` of guest `vmid`'s config on `owner`.
+    fn config_lock_on(&self, owner: &str, vmid: u32) -> Option<String> {
+        let entry = self.tree.get(&config_path(owner, vmid))?;
+        GuestConfig::parse(&entry.data)
+            .ok()?
+            .options
+            .get("lock")
+            .cloned()
     }
 }

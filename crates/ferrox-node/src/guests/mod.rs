@@ -140,6 +140,9 @@ pub struct Guests {
     configs: RwLock<BTreeMap<u32, GuestEntry>>,
     running: RwLock<BTreeMap<u32, RunInfo>>,
     locks: Mutex<HashMap<u32, Arc<Mutex<()>>>>,
+    /// Incoming migrations prepared here that their source has not concluded (resumed or
+    /// aborted) yet: vmid → the number of that migration (`migrate::watch_incoming`).
+    incoming: Mutex<(u64, HashMap<u32, u64>)>,
 }
 
 fn now() -> i64 {
@@ -157,6 +160,7 @@ impl Guests {
             configs: RwLock::new(BTreeMap::new()),
             running: RwLock::new(BTreeMap::new()),
             locks: Mutex::new(HashMap::new()),
+            incoming: Mutex::default(),
         };
         guests.refresh_all();
         Ok(guests)
@@ -286,6 +290,33 @@ impl Guests {
     pub fn lock(&self, vmid: u32) -> GuestLock {
         let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
         GuestLock(Arc::clone(locks.entry(vmid).or_default()))
+    }
+
+    /// Registers an incoming migration of `vmid`; returns its number.
+    pub(crate) fn incoming_begins(&self, vmid: u32) -> u64 {
+        let mut incoming = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
+        incoming.0 += 1;
+        let number = incoming.0;
+        incoming.1.insert(vmid, number);
+        number
+    }
+
+    /// Concludes the incoming migration of `vmid` (`number`: only that one; `None`: any).
+    /// Returns whether it was still open.
+    pub(crate) fn incoming_ends(&self, vmid: u32, number: Option<u64>) -> bool {
+        let mut incoming = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
+        match incoming.1.get(&vmid) {
+            Some(open) if number.is_none_or(|n| n == *open) => {
+                incoming.1.remove(&vmid);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn incoming_open(&self, vmid: u32, number: u64) -> bool {
+        let incoming = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
+        incoming.1.get(&vmid) == Some(&number)
     }
 
     pub fn process(&self, vmid: u32) -> Option<GuestProcess> {

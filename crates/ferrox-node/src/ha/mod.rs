@@ -841,6 +841,11 @@ impl HaEnv for NodeEnv {
         kind.remove_lock(&self.node, id, locks)
     }
 
+    fn service_config_node(&mut self, sid: &str) -> Option<String> {
+        let (kind, id) = kind_of(sid)?;
+        kind.owner(&self.node, id)
+    }
+
     /// Recovery of a fenced node's guest: its config moves to `to` in one transaction.
     fn steal_service(&mut self, sid: &str, from: &str, to: &str) {
         let Some((kind, id)) = kind_of(sid) else {
