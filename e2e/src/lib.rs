@@ -81,6 +81,8 @@ impl Drop for Daemon {
         let Some(dir) = &self.dir else {
             return;
         };
+        let run = dir.path().join("run").display().to_string();
+        kill_pids(&pids_matching(&["cpu-probe", &run]));
         if let Ok(entries) = std::fs::read_dir(dir.path().join("run")) {
             for e in entries.flatten() {
                 if e.path().extension().is_some_and(|x| x == "pid") {

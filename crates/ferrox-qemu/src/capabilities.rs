@@ -97,6 +97,32 @@ impl Drop for ProbeProcess {
     }
 }
 
+/// A daemon killed while it probed leaves its paused probe QEMU behind (the drop that
+/// kills it never ran): the next probe on the same socket ends it.
+fn kill_stale_probes(socket: &Path) {
+    let needle = socket.display().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if String::from_utf8_lossy(&cmdline).contains(&needle) {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::Kill);
+            }
+        }
+    }
+}
+
 /// What guests get on this host from the QEMU at `binary` with `accel`: the flags of
 /// the `host` (KVM) or `max` (TCG) model, and every QEMU model with what it lacks.
 /// With `masked` flags (the test-only mask), each model's own flags are expanded too, so
@@ -108,6 +134,7 @@ pub fn probe_cpu(
     masked: &BTreeSet<String>,
 ) -> Result<(AccelCpu, String), QemuError> {
     let socket = run_dir.join(format!("cpu-probe-{}.qmp", accel.as_str()));
+    kill_stale_probes(&socket);
     let _ = std::fs::remove_file(&socket);
     let child = Command::new(binary)
         .args(["-machine", &format!("none,accel={}", accel.as_str())])
