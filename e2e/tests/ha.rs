@@ -794,22 +794,7 @@ fn interrupted_migration(during_stream: bool) {
     );
     assert_eq!(r.status, 200, "{r:?}");
     let n2_run = d2.path().join("run");
-    let n2_migration = || {
-        ferrox_qemu::Qmp::connect(&n2_run.join("100.qmp"), Duration::from_millis(200))
-            .and_then(|mut q| {
-                Ok((
-                    q.execute("query-status", None)?,
-                    q.execute("query-migrate", None)?,
-                ))
-            })
-            .map(|(status, migration)| {
-                (
-                    status["status"].as_str().unwrap_or("").to_string(),
-                    migration["status"].as_str().unwrap_or("").to_string(),
-                )
-            })
-            .unwrap_or_default()
-    };
+    let n2_migration = || qemu_state(&n2_run, 100);
     let asked = std::time::Instant::now();
     while guest_pid(&n2_run, 100).is_none()
         || (during_stream && !matches!(n2_migration().1.as_str(), "active" | "completed"))
@@ -913,4 +898,131 @@ fn nodes_dir(nodes: &[Option<Daemon>], name: &str) -> std::path::PathBuf {
         .find(|d| d.name == name)
         .map(|d| d.path().join("run"))
         .unwrap_or_default()
+}
+
+/// (`query-status`, `query-migrate` status) of guest `vmid`'s QEMU in `run`; empty when
+/// it does not answer.
+fn qemu_state(run: &std::path::Path, vmid: u32) -> (String, String) {
+    ferrox_qemu::Qmp::connect(&run.join(format!("{vmid}.qmp")), Duration::from_millis(200))
+        .and_then(|mut q| {
+            Ok((
+                q.execute("query-status", None)?,
+                q.execute("query-migrate", None)?,
+            ))
+        })
+        .map(|(status, migration)| {
+            (
+                status["status"].as_str().unwrap_or("").to_string(),
+                migration["status"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .unwrap_or_default()
+}
+
+/// The source daemon is killed (-9) while QEMU streams a guest (not under HA) to the
+/// target, and started again: the migration died with it, so the restarted daemon keeps
+/// the guest where its config is (the source copy runs on, resumed if it had finished
+/// streaming), removes the `migrate` lock the dead process left, and the target discards
+/// its copy. Before, the guest stayed locked (every start or migration refused) and the
+/// target's paused copy stayed forever.
+#[test]
+fn a_source_daemon_killed_midway_keeps_the_guest_and_clears_the_migration() {
+    let _serial = serial();
+    if !qemu_available() {
+        return;
+    }
+    let mut nodes: Vec<Option<Daemon>> = ha_cluster().into_iter().map(Some).collect();
+    let shared = tempfile::tempdir().unwrap();
+    let d1 = nodes[0].as_ref().unwrap();
+    add_shared_storage(d1, shared.path());
+    let auth = d1.login();
+    d1.task_ok(
+        &auth,
+        "POST",
+        "/nodes/n1/qemu",
+        &[("vmid", "100"), ("memory", "128"), ("scsi0", "shared:1")],
+    );
+    d1.task_ok(&auth, "POST", "/nodes/n1/qemu/100/status/start", &[]);
+    let n1_run = d1.path().join("run");
+    let source = guest_pid(&n1_run, 100).expect("the guest runs on n1");
+    let monitor = DoubleRunMonitor::start(100, run_dirs(&nodes));
+    let r = d1.request(
+        "POST",
+        "/nodes/n1/qemu/100/migrate",
+        &auth,
+        &[("target", "n2"), ("online", "1"), ("bwlimit", "8192")],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let n2_run = nodes[1].as_ref().unwrap().path().join("run");
+    let asked = std::time::Instant::now();
+    while !matches!(qemu_state(&n2_run, 100).1.as_str(), "active" | "completed") {
+        assert!(
+            asked.elapsed() < Duration::from_secs(60),
+            "the stream never started"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let n1 = nodes[0].take().unwrap();
+    let port: u16 = n1.addr.rsplit(':').next().unwrap().parse().unwrap();
+    let dir = n1.kill();
+    // The stream goes on without the daemon; let it end either way.
+    std::thread::sleep(Duration::from_secs(2));
+    let source_state = qemu_state(&dir.path().join("run"), 100).0;
+    nodes[0] = Some(start_node_with(
+        dir,
+        "n1",
+        "127.0.0.1",
+        port,
+        "tcg",
+        FAST_HA,
+    ));
+    let d1 = nodes[0].as_ref().unwrap();
+    let etc = d1.etc();
+    let on = |node: &str| {
+        etc.join(format!("nodes/{node}/qemu-server/100.conf"))
+            .exists()
+    };
+    // Where the config is decides: the hand-over committed (the guest is n2's: n1 stops
+    // its finished copy, n2 runs its own) or not (the guest stays n1's).
+    let holder = if on("n2") { "n2" } else { "n1" };
+    wait_for(
+        "the restarted daemon settles the migration",
+        Duration::from_secs(60),
+        || {
+            let unlocked =
+                !std::fs::read_to_string(etc.join(format!("nodes/{holder}/qemu-server/100.conf")))
+                    .unwrap_or_default()
+                    .contains("lock:");
+            let (here, there) = if holder == "n1" {
+                (&n1_run, &n2_run)
+            } else {
+                (&n2_run, &n1_run)
+            };
+            unlocked && guest_running(here, 100) && guest_pid(there, 100).is_none()
+        },
+    );
+    if holder == "n1" {
+        assert_eq!(
+            guest_pid(&n1_run, 100),
+            Some(source),
+            "the same source process"
+        );
+    }
+    let back_from = if holder == "n1" { "n2" } else { "n1" };
+    // The guest migrates again as usual.
+    let auth = d1.login();
+    d1.task_ok(
+        &auth,
+        "POST",
+        &format!("/nodes/{holder}/qemu/100/migrate"),
+        &[("target", back_from), ("online", "1")],
+    );
+    let back_run = if back_from == "n1" { &n1_run } else { &n2_run };
+    wait_for("the guest migrates again", Duration::from_secs(30), || {
+        guest_running(back_run, 100)
+    });
+    assert_eq!(monitor.finish().0, 1, "vm 100 ran on two nodes at once");
+    eprintln!(
+        "source daemon killed mid-stream (its QEMU then {source_state}): the guest stayed with its config on {holder}"
+    );
 }

@@ -306,6 +306,7 @@ impl Node {
         });
         cluster::spawn_watch(&node);
         notify_failed_tasks(&node);
+        node.settle_interrupted_migrations();
         Ok(node)
     }
 

@@ -792,6 +792,9 @@ impl Node {
         source: &str,
         disks: Vec<LocalMove>,
     ) -> Result<Value, String> {
+        // Not while an earlier incoming copy of this guest is being concluded.
+        let lock = self.guests.lock(vmid);
+        let _held = lock.hold();
         self.check_not_here(vmid)?;
         let path = config_path(source, vmid);
         let entry = self
@@ -906,6 +909,8 @@ impl Node {
         source: &str,
         disks: Vec<LocalMove>,
     ) -> Result<Value, String> {
+        let lock = self.guests.lock(vmid);
+        let _held = lock.hold();
         self.check_not_here(vmid)?;
         let host = self.stream_host();
         let volumes = self.allocate_incoming(vmid, &disks)?;
@@ -1069,7 +1074,7 @@ impl Node {
         self.guests.refresh(vmid);
         if !ours {
             tracing::warn!(
-                "VM {vmid}: the migration from '{source}' ended without it (the config is not there any more): discarding the incoming copy"
+                "VM {vmid}: the migration from '{source}' ended without it (its config is not on the way here any more): discarding the incoming copy"
             );
             self.discard_incoming(vmid, volumes);
             return;
@@ -1107,6 +1112,119 @@ impl Node {
                 self.guests.mark_stopped(vmid);
             }
         }
+    }
+
+    /// At daemon start: a config of ours still locked `migrate` belongs to a migration the
+    /// previous daemon process was running when it died (migrations run inside it). The
+    /// guest stays here: a copy that still runs, or that finished streaming (`postmigrate`),
+    /// runs on; the lock goes, and the target, seeing the config here unlocked, discards
+    /// its copy (`watch_incoming`). Retried in the background until the store takes the
+    /// writes (it may have no leader yet).
+    pub fn settle_interrupted_migrations(self: &Arc<Self>) {
+        let node = Arc::clone(self);
+        let settle = move || {
+            node.stop_handed_over_sources();
+            for _ in 0..120 {
+                let pending: Vec<u32> = node
+                    .guests
+                    .listing()
+                    .into_iter()
+                    .filter(|(_, fixed, _)| fixed.lock.as_deref() == Some("migrate"))
+                    .map(|(vmid, _, _)| vmid)
+                    .collect();
+                if pending.is_empty() {
+                    return;
+                }
+                for vmid in pending {
+                    if let Err(e) = node.settle_interrupted_migration(vmid) {
+                        tracing::warn!("VM {vmid}: interrupted migration: {e}");
+                    }
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("settle-migrations".into())
+            .spawn(settle)
+        {
+            tracing::error!("cannot settle interrupted migrations: {e}");
+        }
+    }
+
+    /// A source copy that finished streaming (`postmigrate`) whose config is no longer
+    /// ours: the previous daemon died after the hand-over, before it quit the copy.
+    fn stop_handed_over_sources(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.guests.run_dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(vmid) = name
+                .strip_suffix(".pid")
+                .and_then(|v| v.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if self.guests.config(vmid).is_some() {
+                continue;
+            }
+            let lock = self.guests.lock(vmid);
+            let _held = lock.hold();
+            if let Some(process) = self.guests.process(vmid) {
+                if process.status().is_ok_and(|s| s.status == "postmigrate") {
+                    let _ = process.stop();
+                    self.guests.mark_stopped(vmid);
+                    tracing::warn!(
+                        "VM {vmid}: stopped the source copy of a migration handed over before the previous daemon process ended"
+                    );
+                }
+            }
+        }
+    }
+
+    fn settle_interrupted_migration(&self, vmid: u32) -> Result<(), String> {
+        let lock = self.guests.lock(vmid);
+        let _held = lock.hold();
+        let cfg = self
+            .guests
+            .config(vmid)
+            .ok_or_else(|| "the config is gone".to_string())?;
+        if cfg.options.get("lock").map(String::as_str) != Some("migrate") {
+            return Ok(());
+        }
+        let process = self.guests.process(vmid);
+        if let Some(process) = &process {
+            let _ = process.qmp().and_then(|mut q| {
+                // A stream still going (QEMU migrates on without its daemon) ends here.
+                q.execute("migrate_cancel", None)?;
+                Ok(())
+            });
+        }
+        let mut unlocked = (*cfg).clone();
+        unlocked.options.remove("lock");
+        self.guests
+            .write_config(vmid, &unlocked)
+            .map_err(|e| e.message)?;
+        tracing::warn!(
+            "VM {vmid}: unlocked the migration the previous daemon process left unfinished; the guest stays on this node"
+        );
+        // A copy that finished streaming waits paused; the target's copy took over the
+        // disks' write locks, which it gives up when it sees the config here unlocked and
+        // discards itself (`watch_incoming`). Until then `cont` is refused.
+        let Some(process) = process else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while process.status().is_ok_and(|s| s.status == "postmigrate") {
+            match process.resume() {
+                Ok(()) => break,
+                Err(e) if Instant::now() > deadline => {
+                    return Err(format!("the source copy stays paused: {e}"));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(500)),
+            }
+        }
+        Ok(())
     }
 
     /// The `lock` of guest `vmid`'s config on `owner`.
