@@ -80,6 +80,21 @@ impl GuestProcess {
     }
 
     /// The guest whose pid file is in `run_dir`, if its QEMU process is alive.
+    /// Every guest with a live process in `run_dir` (by its pid file, as `find`).
+    pub fn all(run_dir: &Path) -> Vec<GuestProcess> {
+        let Ok(entries) = std::fs::read_dir(run_dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_suffix(".pid")?.parse::<u32>().ok()
+            })
+            .filter_map(|vmid| GuestProcess::find(vmid, run_dir))
+            .collect()
+    }
+
     pub fn find(vmid: u32, run_dir: &Path) -> Option<GuestProcess> {
         let qmp_socket = run_dir.join(format!("{vmid}.qmp"));
         let pid: u32 = std::fs::read_to_string(run_dir.join(format!("{vmid}.pid")))

@@ -1154,17 +1154,8 @@ impl Node {
     /// A source copy that finished streaming (`postmigrate`) whose config is no longer
     /// ours: the previous daemon died after the hand-over, before it quit the copy.
     fn stop_handed_over_sources(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.guests.run_dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(vmid) = name
-                .strip_suffix(".pid")
-                .and_then(|v| v.parse::<u32>().ok())
-            else {
-                continue;
-            };
+        for found in GuestProcess::all(&self.guests.run_dir) {
+            let vmid = found.vmid;
             if self.guests.config(vmid).is_some() {
                 continue;
             }

@@ -150,21 +150,10 @@ impl State {
 /// socket beside the pid file, so a recycled pid is never hit). Returns the vmids.
 pub fn kill_guests(run_dir: &Path) -> Vec<u32> {
     let mut killed = Vec::new();
-    let Ok(entries) = std::fs::read_dir(run_dir) else {
-        return killed;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(vmid) = name
-            .strip_suffix(".pid")
-            .and_then(|v| v.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let process = ferrox_qemu::GuestProcess::find(vmid, run_dir);
-        if let Some(pid) = process.and_then(|p| rustix::process::Pid::from_raw(p.pid as i32)) {
+    for process in ferrox_qemu::GuestProcess::all(run_dir) {
+        if let Some(pid) = rustix::process::Pid::from_raw(process.pid as i32) {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::Kill);
-            killed.push(vmid);
+            killed.push(process.vmid);
         }
     }
     killed
