@@ -927,6 +927,23 @@ fn qemu_state(run: &std::path::Path, vmid: u32) -> (String, String) {
 /// target's paused copy stayed forever.
 #[test]
 fn a_source_daemon_killed_midway_keeps_the_guest_and_clears_the_migration() {
+    daemon_killed_midway(0);
+}
+
+/// The target daemon is killed (-9) while QEMU streams a guest to it, and started again
+/// once the stream ended: the source handed the config over but could not ask the target
+/// to resume, so it stopped its own copy. The restarted target goes on watching the
+/// incoming migration its previous process recorded and resumes the complete copy.
+/// Before, that copy stayed paused for good.
+#[test]
+fn a_target_daemon_killed_midway_resumes_the_guest_where_its_config_went() {
+    daemon_killed_midway(1);
+}
+
+/// A migration of guest 100 from n1 to n2 during which node `killed`'s daemon is killed
+/// mid-stream and started again: the guest ends running once, unlocked, on the node that
+/// holds its config, and migrates again.
+fn daemon_killed_midway(killed: usize) {
     let _serial = serial();
     if !qemu_available() {
         return;
@@ -962,15 +979,31 @@ fn a_source_daemon_killed_midway_keeps_the_guest_and_clears_the_migration() {
         );
         std::thread::sleep(Duration::from_millis(2));
     }
-    let n1 = nodes[0].take().unwrap();
-    let port: u16 = n1.addr.rsplit(':').next().unwrap().parse().unwrap();
-    let dir = n1.kill();
-    // The stream goes on without the daemon; let it end either way.
+    let victim = nodes[killed].take().unwrap();
+    let name = victim.name.clone();
+    let port: u16 = victim.addr.rsplit(':').next().unwrap().parse().unwrap();
+    let dir = victim.kill();
+    // The stream goes on without the daemon: a killed source's ends either way; a killed
+    // target's is let finish, so that the source hands the config over to a target
+    // daemon that is not there.
+    let stopped_at = std::time::Instant::now();
+    while killed == 1
+        && matches!(
+            qemu_state(&n1_run, 100).1.as_str(),
+            "active" | "setup" | "device"
+        )
+    {
+        assert!(
+            stopped_at.elapsed() < Duration::from_secs(60),
+            "the stream never ended"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     std::thread::sleep(Duration::from_secs(2));
-    let source_state = qemu_state(&dir.path().join("run"), 100).0;
-    nodes[0] = Some(start_node_with(
+    let source_state = qemu_state(&n1_run, 100).0;
+    nodes[killed] = Some(start_node_with(
         dir,
-        "n1",
+        &name,
         "127.0.0.1",
         port,
         "tcg",
@@ -1023,6 +1056,6 @@ fn a_source_daemon_killed_midway_keeps_the_guest_and_clears_the_migration() {
     });
     assert_eq!(monitor.finish().0, 1, "vm 100 ran on two nodes at once");
     eprintln!(
-        "source daemon killed mid-stream (its QEMU then {source_state}): the guest stayed with its config on {holder}"
+        "{name}'s daemon killed mid-stream (the source QEMU then {source_state:?}): the guest ended with its config on {holder}"
     );
 }

@@ -21,7 +21,7 @@
 //! went anywhere else, it kills the copy and frees its images.
 
 use crate::cluster::store_error;
-use crate::guests::{config_path, is_disk_key};
+use crate::guests::{config_path, is_disk_key, IncomingRecord};
 use crate::Node;
 use ferrox_api::{ApiError, TaskError, TaskLog};
 use ferrox_api_types::qemu::{LocalDisk, MigratePreconditions, NotAllowed};
@@ -1028,9 +1028,13 @@ impl Node {
     /// Watches an incoming migration from `source` until the source concludes it, or,
     /// when the source cannot (it failed), concludes it from where the config went.
     fn watch_incoming(self: &Arc<Self>, vmid: u32, source: &str, volumes: Vec<String>) {
-        let number = self.guests.incoming_begins(vmid);
+        let record = IncomingRecord {
+            source: source.to_string(),
+            volumes,
+        };
+        let number = self.guests.incoming_begins(vmid, &record);
         let node = Arc::clone(self);
-        let source = source.to_string();
+        let IncomingRecord { source, volumes } = record;
         let watcher = std::thread::Builder::new()
             .name(format!("incoming-{vmid}"))
             .spawn(move || {
@@ -1096,6 +1100,9 @@ impl Node {
             state = process.status();
         }
         match state {
+            // Resumed already: by the source's call, which a previous daemon process
+            // answered before it ended.
+            Ok(state) if state.status == "running" => {}
             Ok(state) if state.status == "paused" => match self.resume_handed_over(vmid) {
                 Ok(_) => tracing::warn!(
                     "VM {vmid}: the config is here (handed over, or recovered here) but '{source}' did not resume the guest: resumed the complete copy"
@@ -1122,6 +1129,14 @@ impl Node {
     /// writes (it may have no leader yet).
     pub fn settle_interrupted_migrations(self: &Arc<Self>) {
         let node = Arc::clone(self);
+        // Incoming migrations the previous process watched go on being watched.
+        for (vmid, record) in self.guests.incoming_left() {
+            tracing::warn!(
+                "VM {vmid}: watching again the incoming migration from '{}' the previous daemon process left",
+                record.source
+            );
+            self.watch_incoming(vmid, &record.source, record.volumes);
+        }
         let settle = move || {
             node.stop_handed_over_sources();
             for _ in 0..120 {

@@ -131,6 +131,14 @@ impl GuestEntry {
     }
 }
 
+/// An incoming migration as the target watches it: where the guest comes from, and the
+/// images made here for its local disks (freed when the guest does not arrive).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct IncomingRecord {
+    pub source: String,
+    pub volumes: Vec<String>,
+}
+
 pub struct Guests {
     tree: Arc<ConfigTree>,
     /// This node: its guest configs live in `config_dir(node)`.
@@ -292,12 +300,23 @@ impl Guests {
         GuestLock(Arc::clone(locks.entry(vmid).or_default()))
     }
 
-    /// Registers an incoming migration of `vmid`; returns its number.
-    pub(crate) fn incoming_begins(&self, vmid: u32) -> u64 {
+    /// Registers an incoming migration of `vmid` from `source`; returns its number. The
+    /// record is also kept beside the guest's QEMU, so that a daemon started again goes on
+    /// watching it (`incoming_left`).
+    pub(crate) fn incoming_begins(&self, vmid: u32, record: &IncomingRecord) -> u64 {
         let mut incoming = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
         incoming.0 += 1;
         let number = incoming.0;
         incoming.1.insert(vmid, number);
+        let path = self.incoming_path(vmid);
+        let tmp = path.with_extension("incoming.tmp");
+        let written = serde_json::to_vec(record)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            tracing::warn!("VM {vmid}: cannot record the incoming migration: {e}");
+        }
         number
     }
 
@@ -308,10 +327,53 @@ impl Guests {
         match incoming.1.get(&vmid) {
             Some(open) if number.is_none_or(|n| n == *open) => {
                 incoming.1.remove(&vmid);
+                let _ = std::fs::remove_file(self.incoming_path(vmid));
                 true
             }
             _ => false,
         }
+    }
+
+    fn incoming_path(&self, vmid: u32) -> PathBuf {
+        self.run_dir.join(format!("{vmid}.incoming"))
+    }
+
+    /// The incoming migrations a previous daemon process was watching when it ended. A
+    /// record that does not parse (or names no node) is dropped with a warning.
+    pub(crate) fn incoming_left(&self) -> Vec<(u32, IncomingRecord)> {
+        let mut left = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&self.run_dir) else {
+            return left;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let Some(vmid) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".incoming"))
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let record = std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| {
+                    serde_json::from_slice::<IncomingRecord>(&bytes).map_err(|e| e.to_string())
+                })
+                .and_then(|r| {
+                    ferrox_types::format::node_name(&r.source)
+                        .map(|_| r)
+                        .map_err(|e| format!("source: {e}"))
+                });
+            match record {
+                Ok(record) => left.push((vmid, record)),
+                Err(e) => {
+                    tracing::warn!("{}: dropped: {e}", path.display());
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        left
     }
 
     pub(crate) fn incoming_open(&self, vmid: u32, number: u64) -> bool {
