@@ -18,7 +18,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Proxmox VE's request body limit.
@@ -397,7 +397,13 @@ where
                     let (mut stream, _) = inner.accept(stream, service).await?;
                     let _ = tokio::time::timeout(Duration::from_secs(1), async {
                         stream.write_all(REFUSAL).await?;
-                        stream.shutdown().await
+                        stream.shutdown().await?;
+                        // Closing with the client's request unread would reset the
+                        // connection, and the client could lose the answer: read until
+                        // it closes.
+                        let mut sink = [0u8; 1024];
+                        while stream.read(&mut sink).await? > 0 {}
+                        Ok::<_, io::Error>(())
                     })
                     .await;
                     Err(io::Error::other("connection limit reached"))
