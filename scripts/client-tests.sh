@@ -38,8 +38,11 @@ daemons=("$daemon")
 cleanup() {
     for pid in "${daemons[@]}"; do kill "$pid" 2> /dev/null || true; done
     # A stopping daemon still writes its last files: wait for it before removing them.
+    # A daemon still stopping its guests after 30 s is killed: removing its data dir
+    # under it would leave it running for good.
     for pid in "${daemons[@]}"; do
-        for _ in $(seq 100); do kill -0 "$pid" 2> /dev/null || break; sleep 0.1; done
+        for _ in $(seq 300); do kill -0 "$pid" 2> /dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2> /dev/null || true
     done
     for pidfile in "$data"/*/run/*.pid; do
         [ -e "$pidfile" ] && kill -9 "$(cat "$pidfile")" 2> /dev/null || true

@@ -76,21 +76,49 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        kill_pids(&self.watchdog_pids());
-        // Guests are daemonized QEMU processes: stop whatever the test left running.
-        let Some(dir) = &self.dir else {
-            return;
-        };
-        let run = dir.path().join("run").display().to_string();
-        kill_pids(&pids_matching(&["cpu-probe", &run]));
-        if let Ok(entries) = std::fs::read_dir(dir.path().join("run")) {
-            for e in entries.flatten() {
-                if e.path().extension().is_some_and(|x| x == "pid") {
-                    if let Ok(pid) = std::fs::read_to_string(e.path()) {
-                        let _ = Command::new("kill").args(["-9", pid.trim()]).status();
-                    }
+        if let Some(dir) = &self.dir {
+            stop_left_behind(dir.path());
+        }
+    }
+}
+
+/// Stops what a daemon leaves running on purpose when it dies (docs/fencing.md): its
+/// watchdog, a CPU probe's paused QEMU, its guests (daemonized QEMU processes).
+fn stop_left_behind(dir: &Path) {
+    let run = dir.join("run").display().to_string();
+    kill_pids(&pids_matching(&["node watchdog", &run]));
+    kill_pids(&pids_matching(&["cpu-probe", &run]));
+    if let Ok(entries) = std::fs::read_dir(dir.join("run")) {
+        for e in entries.flatten() {
+            if e.path().extension().is_some_and(|x| x == "pid") {
+                if let Ok(pid) = std::fs::read_to_string(e.path()) {
+                    let _ = Command::new("kill").args(["-9", pid.trim()]).status();
                 }
             }
+        }
+    }
+}
+
+/// The data directory of a killed daemon. What that daemon left running is stopped when
+/// this is dropped, unless a new daemon took the directory over (`start_node(dir, ..)`).
+pub struct DataDir(Option<tempfile::TempDir>);
+
+impl DataDir {
+    pub fn path(&self) -> &Path {
+        self.0.as_ref().expect("data dir").path()
+    }
+}
+
+impl From<DataDir> for tempfile::TempDir {
+    fn from(mut dir: DataDir) -> Self {
+        dir.0.take().expect("data dir")
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            stop_left_behind(dir.path());
         }
     }
 }
@@ -140,12 +168,18 @@ pub fn ferrox_binary() -> PathBuf {
     binary
 }
 
-pub fn start_daemon_in(dir: tempfile::TempDir, accel: &str) -> Daemon {
+pub fn start_daemon_in(dir: impl Into<tempfile::TempDir>, accel: &str) -> Daemon {
     start_node(dir, "pve1", "127.0.0.1", free_port(), accel)
 }
 
 /// A daemon named `name` listening on `ip:port`, with `dir` as its data directory.
-pub fn start_node(dir: tempfile::TempDir, name: &str, ip: &str, port: u16, accel: &str) -> Daemon {
+pub fn start_node(
+    dir: impl Into<tempfile::TempDir>,
+    name: &str,
+    ip: &str,
+    port: u16,
+    accel: &str,
+) -> Daemon {
     start_node_with(dir, name, ip, port, accel, &[])
 }
 
@@ -164,13 +198,14 @@ pub const FAST_HA: &[&str] = &[
 
 /// `start_node` with extra `node serve` arguments.
 pub fn start_node_with(
-    dir: tempfile::TempDir,
+    dir: impl Into<tempfile::TempDir>,
     name: &str,
     ip: &str,
     port: u16,
     accel: &str,
     extra: &[&str],
 ) -> Daemon {
+    let dir: tempfile::TempDir = dir.into();
     let log = dir.path().join("daemon.log");
     let child = Command::new(ferrox_binary())
         .args(["node", "serve", "--data-dir"])
@@ -419,10 +454,10 @@ impl Daemon {
     }
 
     /// Kills the daemon (not its guests) and hands back its data directory.
-    pub fn kill(mut self) -> tempfile::TempDir {
+    pub fn kill(mut self) -> DataDir {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.dir.take().expect("data dir")
+        DataDir(self.dir.take())
     }
 }
 

@@ -256,7 +256,7 @@ fn three_nodes_form_a_cluster_and_keep_every_acknowledged_write() {
     assert!(ok && out.contains("quorate no"), "{out}");
 
     // Restart both: they catch up, and the cluster takes writes again.
-    let port_of = |dir: &tempfile::TempDir| -> u16 {
+    let port_of = |dir: &DataDir| -> u16 {
         let log = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap();
         log.lines()
             .find_map(|l| l.split("https://127.0.0.1:").nth(1))
