@@ -44,7 +44,7 @@ ferrox-types = { path = "$repo/crates/ferrox-types" }
 [profile.release]
 debug = false
 TOML
-(cd "$work" && cargo build --release -q)
+(cd "$work" && cargo build --release -q --target-dir target)
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "proxmox-rs: $(git -C "$src" log -1 --format='%h %cs' 2> /dev/null || echo unknown)"
 for size in "${sizes[@]}"; do

@@ -5,7 +5,7 @@
 //!
 //! main pve|ferrox bruteforce|topsis NODES GUESTS_PER_NODE [SEED]
 
-use ferrox_crs::generate::{generate, Shape};
+use ferrox_crs::generate::{generate, rebalance_input, Shape};
 use ferrox_types::RebalanceMethod;
 use proxmox_resource_scheduling::node::NodeStats as PveNodeStats;
 use proxmox_resource_scheduling::resource::ResourceStats as PveResourceStats;
@@ -129,42 +129,7 @@ fn main() {
             )
         }
         "ferrox" => {
-            use ferrox_crs::{
-                MigrationCandidate, NodeStats, Placement, ResourceStats, Usage, UsageMode,
-            };
-            let mut cluster = Usage::new(UsageMode::Static);
-            for n in &snapshot.nodes {
-                cluster.add_node(
-                    &n.name,
-                    NodeStats {
-                        cpu: 0.0,
-                        maxcpu: n.cores,
-                        mem: 0.0,
-                        maxmem: n.memory as f64,
-                    },
-                );
-            }
-            let mut candidates = Vec::new();
-            for g in &snapshot.guests {
-                cluster.add_resource(
-                    &g.sid(),
-                    ResourceStats::from_static(g.cores, g.memory as f64),
-                    true,
-                    Placement::Stationary(g.node.clone()),
-                );
-                if g.ha_managed {
-                    candidates.push(MigrationCandidate {
-                        leader: g.sid(),
-                        resources: vec![g.sid()],
-                        nodes: snapshot
-                            .nodes
-                            .iter()
-                            .filter(|n| n.name != g.node)
-                            .map(|n| n.name.clone())
-                            .collect(),
-                    });
-                }
-            }
+            let (cluster, candidates) = rebalance_input(&snapshot);
             let method = if topsis {
                 RebalanceMethod::Topsis
             } else {

@@ -5,8 +5,7 @@
 //! cargo run --release -p ferrox-crs --example rebalance_search -- fast|reference \
 //!     bruteforce|topsis NODES GUESTS_PER_NODE [SEED]
 
-use ferrox_crs::generate::{generate, Shape};
-use ferrox_crs::{MigrationCandidate, NodeStats, Placement, ResourceStats, Usage, UsageMode};
+use ferrox_crs::generate::{generate, rebalance_input, Shape};
 use ferrox_types::RebalanceMethod;
 use std::time::Instant;
 
@@ -42,39 +41,7 @@ fn main() {
             skewed: true,
         },
     );
-    let mut cluster = Usage::new(UsageMode::Static);
-    for n in &snapshot.nodes {
-        cluster.add_node(
-            &n.name,
-            NodeStats {
-                cpu: 0.0,
-                maxcpu: n.cores,
-                mem: 0.0,
-                maxmem: n.memory as f64,
-            },
-        );
-    }
-    let mut candidates = Vec::new();
-    for g in &snapshot.guests {
-        cluster.add_resource(
-            &g.sid(),
-            ResourceStats::from_static(g.cores, g.memory as f64),
-            true,
-            Placement::Stationary(g.node.clone()),
-        );
-        if g.ha_managed {
-            candidates.push(MigrationCandidate {
-                leader: g.sid(),
-                resources: vec![g.sid()],
-                nodes: snapshot
-                    .nodes
-                    .iter()
-                    .filter(|n| n.name != g.node)
-                    .map(|n| n.name.clone())
-                    .collect(),
-            });
-        }
-    }
+    let (cluster, candidates) = rebalance_input(&snapshot);
     let moves: usize = candidates.iter().map(|c| c.nodes.len()).sum();
     let search = || match args[0].as_str() {
         "fast" => cluster.best_rebalance_migration(&candidates, method),

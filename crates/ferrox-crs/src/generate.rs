@@ -2,6 +2,7 @@
 //! comparison against the exact solver. Same seed, same snapshot.
 
 use crate::snapshot::{AffinityKind, Guest, GuestKind, Measured, Node, Rule, Settings, Snapshot};
+use crate::{MigrationCandidate, NodeStats, Placement, ResourceStats, Usage, UsageMode};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
@@ -149,4 +150,44 @@ pub fn generate(seed: u64, shape: &Shape) -> Snapshot {
         recent_moves: Vec::new(),
         settings: Settings::default(),
     }
+}
+
+/// The input of Proxmox VE's single-move rebalancing search for `snapshot`: the static
+/// usage (each guest counts with its configured cores and memory) and every HA guest's
+/// move to every other node — what the search benchmarks time.
+pub fn rebalance_input(snapshot: &Snapshot) -> (Usage, Vec<MigrationCandidate>) {
+    let mut cluster = Usage::new(UsageMode::Static);
+    for n in &snapshot.nodes {
+        cluster.add_node(
+            &n.name,
+            NodeStats {
+                cpu: 0.0,
+                maxcpu: n.cores,
+                mem: 0.0,
+                maxmem: n.memory as f64,
+            },
+        );
+    }
+    let mut candidates = Vec::new();
+    for g in &snapshot.guests {
+        cluster.add_resource(
+            &g.sid(),
+            ResourceStats::from_static(g.cores, g.memory as f64),
+            true,
+            Placement::Stationary(g.node.clone()),
+        );
+        if g.ha_managed {
+            candidates.push(MigrationCandidate {
+                leader: g.sid(),
+                resources: vec![g.sid()],
+                nodes: snapshot
+                    .nodes
+                    .iter()
+                    .filter(|n| n.name != g.node)
+                    .map(|n| n.name.clone())
+                    .collect(),
+            });
+        }
+    }
+    (cluster, candidates)
 }
