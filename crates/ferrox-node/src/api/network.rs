@@ -446,41 +446,34 @@ fn revert(ctx: &C<'_>) -> Result<(), ApiError> {
 pub(crate) mod param {
     use super::*;
 
+    /// The interface types pve-manager's network API knows, then `extra` values.
+    macro_rules! iface_types {
+        ($($extra:literal),*) => {
+            ParamType::Enum(&[
+                "bridge",
+                "bond",
+                "eth",
+                "alias",
+                "vlan",
+                "fabric",
+                "OVSBridge",
+                "OVSBond",
+                "OVSPort",
+                "OVSIntPort",
+                "vnet",
+                $($extra),*
+            ])
+        };
+    }
+
     pub const TYPE: Param = Param::optional(
         "type",
-        ParamType::Enum(&[
-            "bridge",
-            "bond",
-            "eth",
-            "alias",
-            "vlan",
-            "fabric",
-            "OVSBridge",
-            "OVSBond",
-            "OVSPort",
-            "OVSIntPort",
-            "vnet",
-            "any_bridge",
-            "any_local_bridge",
-            "include_sdn",
-        ]),
+        iface_types!("any_bridge", "any_local_bridge", "include_sdn"),
         "Only this interface type.",
     );
     pub const TYPE_REQUIRED: Param = Param::required(
         "type",
-        ParamType::Enum(&[
-            "bridge",
-            "bond",
-            "eth",
-            "alias",
-            "vlan",
-            "fabric",
-            "OVSBridge",
-            "OVSBond",
-            "OVSPort",
-            "OVSIntPort",
-            "vnet",
-        ]),
+        iface_types!(),
         "Network interface type (bridge, vlan and eth are supported).",
     );
     pub const IFACE: Param = Param::required("iface", STRING, "Network interface name.");
