@@ -458,12 +458,21 @@ impl Store {
                     }
                 }
             };
+            let call = self.forward_once(&node, rpc::WRITE, &command);
+            tokio::pin!(call);
             let forwarded = tokio::select! {
-                answer = self.forward_once(&node, rpc::WRITE, &command) => answer,
-                () = replaced => Err(Forward::Lost(format!(
-                    "the leader '{}' was replaced while the write was in flight",
-                    node.name
-                ))),
+                answer = &mut call => answer,
+                // A transport that could not send says so at once: only a write still
+                // unanswered a heartbeat after the replacement is lost. Without that
+                // grace a cut-off node whose election starts during a failed send
+                // would report an unknown outcome for a write that never left it.
+                () = replaced => match tokio::time::timeout(self.opts.heartbeat, &mut call).await {
+                    Ok(answer) => answer,
+                    Err(_) => Err(Forward::Lost(format!(
+                        "the leader '{}' was replaced while the write was in flight",
+                        node.name
+                    ))),
+                },
             };
             match forwarded {
                 Err(Forward::NotSent(why)) if tokio::time::Instant::now() < deadline => {
@@ -731,6 +740,9 @@ impl Store {
         let raft = instance.raft.clone();
         *self.identity.write().unwrap_or_else(|p| p.into_inner()) = identity.clone();
         *self.instance.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(instance);
+        // Admitted means a voter in a membership this node has applied, not merely
+        // appended: only then does it hold the cluster's history up to its own admission
+        // (its name, its files), so a join that returns leaves a node that serves them.
         let admitted = raft
             .wait(Some(timeout))
             .metrics(
@@ -740,6 +752,7 @@ impl Store {
                         .voter_ids()
                         .any(|v| v == grant.id)
                         && m.current_leader.is_some()
+                        && m.last_applied >= *m.membership_config.log_id()
                 },
                 "admitted as voter",
             )
