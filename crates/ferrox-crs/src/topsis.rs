@@ -117,24 +117,43 @@ pub struct Scorer {
 
 impl Scorer {
     pub fn score(&self, row: &Criteria) -> f64 {
+        let (to_best, to_worst) = self.distances(row);
+        closeness(to_best, to_worst)
+    }
+
+    /// A row's weighted distances to the ideal and to the anti-ideal, from which
+    /// [`Self::score`] is computed.
+    pub fn distances(&self, row: &Criteria) -> (f64, f64) {
         let mut weighted = [0.0; 4];
         for c in 0..4 {
             weighted[c] = weigh(row[c], self.norms[c], self.weights[c]);
         }
-        closeness(&weighted, &self.best, &self.worst)
+        distances(&weighted, &self.best, &self.worst)
+    }
+
+    /// What one unit of each criterion weighs after normalisation.
+    pub fn scales(&self) -> Criteria {
+        std::array::from_fn(|c| weigh(1.0, self.norms[c], self.weights[c]))
+    }
+
+    /// The anti-ideal: the largest weighted value of each column.
+    pub fn worst(&self) -> &Criteria {
+        &self.worst
     }
 }
 
-/// Relative closeness to the ideal: distance to the worst over the sum of both distances.
-fn closeness(row: &Criteria, best: &Criteria, worst: &Criteria) -> f64 {
+fn distances(row: &Criteria, best: &Criteria, worst: &Criteria) -> (f64, f64) {
     let dist = |ideal: &Criteria| {
         (0..4)
             .map(|c| (row[c] - ideal[c]).powi(2))
             .sum::<f64>()
             .sqrt()
     };
-    let to_best = dist(best);
-    let to_worst = dist(worst);
+    (dist(best), dist(worst))
+}
+
+/// Relative closeness to the ideal: distance to the worst over the sum of both distances.
+pub(crate) fn closeness(to_best: f64, to_worst: f64) -> f64 {
     let divisor = to_best + to_worst;
     if divisor == 0.0 {
         0.0
@@ -168,7 +187,10 @@ pub fn score(matrix: &[Criteria]) -> Vec<f64> {
     }
     weighted
         .iter()
-        .map(|row| closeness(row, &best, &worst))
+        .map(|row| {
+            let (to_best, to_worst) = distances(row, &best, &worst);
+            closeness(to_best, to_worst)
+        })
         .collect()
 }
 

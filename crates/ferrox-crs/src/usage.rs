@@ -407,7 +407,10 @@ impl Usage {
     /// running sums), then evaluates exactly, as [`Self::best_rebalance_migration_reference`]
     /// does, only the moves whose estimate is within [`ESTIMATE_BAND`] of the best; the
     /// estimate's error is far below the band, so the answer is the same to the last bit.
-    /// TOPSIS needs every move's criteria: two streaming passes, exact arithmetic.
+    /// TOPSIS ranks every move against all others: two streaming passes over O(1)
+    /// estimates of each move's criteria, each score with a bound on its distance from the
+    /// exact one; only when the bounds leave more than one possible winner (different
+    /// moves within rounding of each other) are the criteria summed exactly, per move.
     pub fn best_rebalance_migration(
         &self,
         candidates: &[MigrationCandidate],
@@ -504,6 +507,19 @@ fn same_name(a: &str, b: &str) -> bool {
         9..=16 => word8(a, 0) == word8(b, 0) && word8(a, n - 8) == word8(b, n - 8),
         _ => a == b,
     }
+}
+
+/// Half the distance from 1.0 to the next float: the relative error of one rounding.
+const UNIT_ROUNDOFF: f64 = f64::EPSILON / 2.0;
+
+/// How many moves the estimated TOPSIS keeps as possible winners before it leaves the
+/// choice to the exact passes.
+const TOPSIS_BAND_LIMIT: usize = 64;
+
+/// See [`MoveModel::split_sums`]: per resource (CPU, memory).
+struct SplitSums {
+    squares: [f64; 2],
+    top: [[Option<(usize, f64)>; 3]; 2],
 }
 
 /// A resolved candidate bundle: its leader, source node index and what moves.
@@ -786,9 +802,230 @@ impl<'a> MoveModel<'a> {
         )
     }
 
+    /// TOPSIS decided from O(1) estimates of every move's criteria when their error
+    /// bounds leave one winner, by the exact two passes otherwise.
+    fn best_by_topsis(&self) -> Option<MoveRef> {
+        self.topsis_by_estimate()
+            .unwrap_or_else(|| self.best_by_topsis_exact())
+    }
+
+    /// The base figures TOPSIS's criteria are estimated from: the in-order sums of the
+    /// squared CPU and memory loads, and the three largest of each (a move changes at
+    /// most two nodes, so the largest load elsewhere is among them). `None` when a load
+    /// is not a number, which only the exact passes treat as Proxmox VE does.
+    fn split_sums(&self) -> Option<SplitSums> {
+        let mut sums = SplitSums {
+            squares: [0.0; 2],
+            top: [[None; 3]; 2],
+        };
+        for (i, &(cpu, mem)) in self.split_loads.iter().enumerate() {
+            for (k, load) in [cpu, mem].into_iter().enumerate() {
+                if !load.is_finite() {
+                    return None;
+                }
+                sums.squares[k] += load * load;
+                let mut carried = Some((i, load));
+                for slot in sums.top[k].iter_mut() {
+                    match (*slot, carried) {
+                        (None, _) => {
+                            *slot = carried;
+                            break;
+                        }
+                        (Some((_, held)), Some((_, load))) if load > held => {
+                            std::mem::swap(slot, &mut carried);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Some(sums)
+    }
+
+    /// A move's TOPSIS criteria from [`SplitSums`] in O(1), with how far each may be from
+    /// the figure the in-order sum over all nodes gives.
+    fn estimated_criteria(&self, sums: &SplitSums, m: &MoveRef) -> (topsis::Criteria, [f64; 4]) {
+        let changes = self
+            .changed(m)
+            .map(|c| c.map(|(i, n)| (i, (n.cpu_load(), n.mem_load()))));
+        self.criteria_from(sums, changes)
+    }
+
+    /// Every move's estimated criteria and their errors, in move order, as
+    /// [`Self::estimated_criteria`] gives them; the source side of a bundle is worked out
+    /// once.
+    fn each_estimated_criteria(
+        &self,
+        sums: &SplitSums,
+        mut visit: impl FnMut(MoveRef, &topsis::Criteria, &[f64; 4]),
+    ) {
+        for (bundle, b) in self.bundles.iter().enumerate() {
+            let source = b.source.map(|i| {
+                let mut n = self.stats[i];
+                n.cpu = (n.cpu - b.moved.cpu).max(0.0);
+                n.mem = (n.mem - b.moved.mem).max(0.0);
+                (i, (n.cpu_load(), n.mem_load()))
+            });
+            for (target, t) in b.targets.iter().enumerate() {
+                let m = MoveRef { bundle, target };
+                let (criteria, error) = match *t {
+                    Some(t) if Some(t) != b.source => {
+                        let mut n = self.stats[t];
+                        n.cpu += b.moved.cpu;
+                        n.mem += b.moved.mem;
+                        self.criteria_from(sums, [source, Some((t, (n.cpu_load(), n.mem_load())))])
+                    }
+                    _ => self.estimated_criteria(sums, &m),
+                };
+                visit(m, &criteria, &error);
+            }
+        }
+    }
+
+    /// The criteria with `changes` (node, CPU and memory load after) in place of the base
+    /// loads. The two maxima are exact (the same loads, compared); the two
+    /// root-mean-squares differ by the rounding of two summation orders: at most (n - 1)u
+    /// of the sum's magnitude each way for the in-order sum, the same plus four
+    /// operations for the running one (u the unit roundoff), carried through the
+    /// division, the root and the offset with room to spare.
+    fn criteria_from(
+        &self,
+        sums: &SplitSums,
+        changes: [Option<(usize, (f64, f64))>; 2],
+    ) -> (topsis::Criteria, [f64; 4]) {
+        let is_changed = |i: usize| changes.iter().flatten().any(|(c, _)| *c == i);
+        let mut squares = sums.squares;
+        let mut magnitude = sums.squares;
+        // The largest load outside the changed nodes (Proxmox VE's maximum starts at 0).
+        let mut max = sums.top.map(|top| {
+            top.iter()
+                .flatten()
+                .find(|(i, _)| !is_changed(*i))
+                .map_or(0.0f64, |(_, load)| 0.0f64.max(*load))
+        });
+        for (i, (cpu, mem)) in changes.into_iter().flatten() {
+            let (old_cpu, old_mem) = self.split_loads[i];
+            for (k, (old, new)) in [(old_cpu, cpu), (old_mem, mem)].into_iter().enumerate() {
+                squares[k] = squares[k] - old * old + new * new;
+                magnitude[k] += old * old + new * new;
+                max[k] = max[k].max(new);
+            }
+        }
+        let n = self.split_loads.len() as f64;
+        let mut criteria = [0.0; 4];
+        let mut error = [0.0; 4];
+        for k in 0..2 {
+            let mean = (squares[k] / n).max(0.0);
+            let root = mean.sqrt();
+            criteria[2 * k] = 1.0 + root;
+            criteria[2 * k + 1] = 1.0 + max[k];
+            let mean_error =
+                (2.0 * n + 24.0) * UNIT_ROUNDOFF * magnitude[k] / n + 4.0 * UNIT_ROUNDOFF * mean;
+            // |√x − √y| ≤ |x − y| / √x, and ≤ √|x − y| when x is (nearly) zero.
+            let root_error = if root > 1e-6 {
+                mean_error / root
+            } else {
+                mean_error.sqrt()
+            };
+            let bound = root_error + 8.0 * UNIT_ROUNDOFF * (1.0 + root);
+            error[2 * k] = if bound.is_finite() && criteria[2 * k + 1].is_finite() {
+                bound
+            } else {
+                f64::INFINITY
+            };
+        }
+        (criteria, error)
+    }
+
+    /// Whether two moves leave the same node table behind (same source, same target,
+    /// the same load moved), so that every exact figure of theirs is the same.
+    fn same_outcome(&self, a: &MoveRef, b: &MoveRef) -> bool {
+        let (x, y) = (&self.bundles[a.bundle], &self.bundles[b.bundle]);
+        x.source == y.source
+            && x.targets[a.target] == y.targets[b.target]
+            && x.moved.cpu.to_bits() == y.moved.cpu.to_bits()
+            && x.moved.mem.to_bits() == y.moved.mem.to_bits()
+    }
+
+    /// TOPSIS from estimated criteria: each move's score with a bound on its distance
+    /// from the exact score, and the winner when every move that could be the exact
+    /// winner leaves the same table as the first of them (the exact search would then
+    /// pick that first one). `None` when the bounds leave the winner open.
+    ///
+    /// The bound adds up three effects: the columns' norms (each move's criterion is at
+    /// least 1, so a norm's relative error is at most the column's largest criterion
+    /// error plus the rounding of summing every move), which scales whole columns and
+    /// moves a score by at most twice that; each move's own criterion error and the
+    /// ideal's, which shift its two distances; and the rounding of the scoring itself.
+    fn topsis_by_estimate(&self) -> Option<Option<MoveRef>> {
+        let sums = self.split_sums()?;
+        let mut columns = topsis::Columns::default();
+        let mut spread = [0.0f64; 4];
+        let mut rows = 0usize;
+        self.each_estimated_criteria(&sums, |_, row, error| {
+            columns.add(row);
+            for c in 0..4 {
+                spread[c] = spread[c].max(error[c]);
+            }
+            rows += 1;
+        });
+        if spread.iter().any(|e| !e.is_finite()) {
+            return None;
+        }
+        let Some(scorer) = columns.scorer() else {
+            return Some(None);
+        };
+        let scales = scorer.scales();
+        let norm_error = 1.01 * spread.iter().fold(0.0f64, |a, e| a.max(*e))
+            + (rows as f64 + 8.0) * UNIT_ROUNDOFF;
+        let rounding =
+            8.0 * UNIT_ROUNDOFF * scorer.worst().iter().map(|w| w * w).sum::<f64>().sqrt();
+        // Each move's criteria (and the ideal's) are within the column's largest error.
+        let criteria_shift = (0..4)
+            .map(|c| (2.0 * spread[c] * scales[c]).powi(2))
+            .sum::<f64>()
+            .sqrt()
+            + rounding;
+        let mut floor = f64::NEG_INFINITY;
+        let mut band: Vec<(MoveRef, f64)> = Vec::new();
+        let mut open = false;
+        self.each_estimated_criteria(&sums, |m, row, _| {
+            if open {
+                return;
+            }
+            let (to_best, to_worst) = scorer.distances(row);
+            let score = topsis::closeness(to_best, to_worst);
+            let shift = criteria_shift + 8.0 * UNIT_ROUNDOFF * (to_best + to_worst);
+            let divisor = to_best + to_worst - 2.0 * shift;
+            // Not positive (or not a number): the bound is useless.
+            if divisor.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
+                open = true;
+                return;
+            }
+            let bound = 2.0 * (2.0 * norm_error + shift / divisor + 4.0 * UNIT_ROUNDOFF);
+            let (lower, upper) = (score - bound, score + bound);
+            if upper < floor {
+                return;
+            }
+            if lower > floor {
+                floor = lower;
+                band.retain(|(_, u)| *u >= floor);
+            }
+            band.push((m, upper));
+            open = band.len() > TOPSIS_BAND_LIMIT;
+        });
+        if open {
+            return None;
+        }
+        let (first, _) = *band.first()?;
+        band.iter()
+            .all(|(m, _)| self.same_outcome(&first, m))
+            .then_some(Some(first))
+    }
+
     /// TOPSIS over every move in two passes: the columns' norms and extremes, then each
     /// move's score; the first move with the highest score wins (a stable sort's choice).
-    fn best_by_topsis(&self) -> Option<MoveRef> {
+    fn best_by_topsis_exact(&self) -> Option<MoveRef> {
         let mut columns = topsis::Columns::default();
         for m in self.moves() {
             columns.add(&self.criteria(&m));
@@ -846,6 +1083,74 @@ mod tests {
             }
             assert!(!same_name(&name, &format!("{name}x")), "{name}");
         }
+    }
+
+    /// Seeded, skewed generated clusters of three sizes, named, with their candidates.
+    fn generated_searches() -> Vec<(String, Usage, Vec<MigrationCandidate>)> {
+        use crate::generate::{generate, rebalance_input, Shape};
+        let mut out = Vec::new();
+        for seed in 1..=12 {
+            for (nodes, guests_per_node) in [(4, 3), (20, 10), (50, 6)] {
+                let shape = Shape {
+                    nodes,
+                    guests_per_node,
+                    rules: false,
+                    skewed: true,
+                };
+                let (usage, candidates) = rebalance_input(&generate(seed, &shape));
+                out.push((
+                    format!("seed {seed}, {nodes}x{guests_per_node}"),
+                    usage,
+                    candidates,
+                ));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn estimated_topsis_criteria_are_within_their_bounds() {
+        for (what, usage, candidates) in generated_searches() {
+            let model = MoveModel::new(&usage, &candidates).unwrap();
+            let sums = model.split_sums().unwrap();
+            for m in model.moves() {
+                let (estimate, error) = model.estimated_criteria(&sums, &m);
+                let exact = model.criteria(&m);
+                for c in 0..4 {
+                    assert!(
+                        (estimate[c] - exact[c]).abs() <= error[c],
+                        "{what}, criterion {c}: {} vs {} (bound {})",
+                        estimate[c],
+                        exact[c],
+                        error[c]
+                    );
+                }
+                // The maxima are the same figures, compared: no error at all.
+                assert_eq!(error[1], 0.0);
+                assert_eq!(error[3], 0.0);
+            }
+        }
+    }
+
+    #[test]
+    fn estimated_topsis_settles_generated_clusters_as_the_exact_passes_do() {
+        let searches = generated_searches();
+        let mut settled = 0;
+        for (what, usage, candidates) in &searches {
+            let model = MoveModel::new(usage, candidates).unwrap();
+            let exact = model.best_by_topsis_exact().map(|m| model.migration(&m));
+            if let Some(estimated) = model.topsis_by_estimate() {
+                settled += 1;
+                assert_eq!(estimated.map(|m| model.migration(&m)), exact, "{what}");
+            }
+        }
+        // Were the bounds too loose to settle most searches, the fast path would be the
+        // slow one with extra work.
+        assert!(
+            settled * 10 >= searches.len() * 9,
+            "the estimate settled only {settled} of {} searches",
+            searches.len()
+        );
     }
 
     fn node(maxcpu: f64, maxmem: f64) -> NodeStats {
