@@ -439,7 +439,16 @@ impl Store {
                 )));
             };
             if leader == inst.id {
-                return self.submit_as_leader(command).await;
+                match self.submit_as_leader(command.clone()).await {
+                    // Nothing was appended: the write follows the leadership if it moved.
+                    Err(StoreError::NoQuorum(_))
+                        if inst.raft.metrics().borrow().state != ServerState::Leader
+                            && tokio::time::Instant::now() < deadline =>
+                    {
+                        continue
+                    }
+                    answer => return answer,
+                }
             }
             let node = metrics
                 .membership_config
@@ -501,7 +510,7 @@ impl Store {
 
     async fn submit_as_leader(&self, command: Command) -> Result<Response, StoreError> {
         let inst = self.instance();
-        self.check_leader_quorum(&inst)?;
+        self.await_leader_quorum(&inst).await?;
         let req = Request {
             now_ms: now_ms(),
             command,
@@ -516,6 +525,28 @@ impl Store {
                 StoreError::NoQuorum("leadership changed during the write; retry".into()),
             ),
             Ok(Err(e)) => Err(internal(e)),
+        }
+    }
+
+    /// Like `check_leader_quorum`, for a change about to be made: a leader elected a moment
+    /// ago has no answer from a majority until its first heartbeat round is back, and one
+    /// on a loaded machine may hear them late. It is given an election timeout to hear
+    /// from them before the change is refused; a leader cut off stays refused.
+    async fn await_leader_quorum(&self, inst: &Instance) -> Result<(), StoreError> {
+        let grace = tokio::time::Instant::now() + self.opts.election_timeout;
+        let mut view = inst.raft.metrics();
+        loop {
+            match self.check_leader_quorum(inst) {
+                Err(StoreError::NoQuorum(_))
+                    if view.borrow().state == ServerState::Leader
+                        && tokio::time::Instant::now() < grace =>
+                {
+                    // Metrics are reported on every heartbeat answer; the poll bounds the
+                    // wait if none comes.
+                    let _ = tokio::time::timeout(self.opts.heartbeat / 3, view.changed()).await;
+                }
+                checked => return checked,
+            }
         }
     }
 
@@ -645,7 +676,7 @@ impl Store {
                 .ok_or_else(|| StoreError::NoQuorum("no leader is known".into()))?;
             return self.forward(&leader.member, rpc::ADD_MEMBER, &member).await;
         }
-        self.check_leader_quorum(&inst)?;
+        self.await_leader_quorum(&inst).await?;
         let cluster_name = self.cluster_name().ok_or_else(|| {
             StoreError::Invalid(
                 "no cluster here yet: run 'ferrox cluster create NAME' first".into(),
@@ -703,7 +734,7 @@ impl Store {
                 .forward(&leader.member, rpc::REMOVE_MEMBER, &name.to_string())
                 .await;
         }
-        self.check_leader_quorum(&inst)?;
+        self.await_leader_quorum(&inst).await?;
         let target = status
             .member_named(name)
             .ok_or_else(|| StoreError::Invalid(format!("node '{name}' is not a cluster member")))?;
