@@ -229,8 +229,8 @@ async fn a_leader_restarted_quickly_accepts_writes_at_once() {
     let c = start(&net, dir.path(), "c").await;
     join(&a, &c).await;
     for round in 0..3 {
-        let leader = a.status().leader;
-        assert_eq!(leader, Some(a.status().id), "round {round}: a leads");
+        let status = a.status();
+        assert_eq!(status.leader, Some(status.id), "round {round}: a leads");
         a.shutdown().await;
         net.remove("a");
         drop(a);
