@@ -2385,7 +2385,8 @@ impl Cluster {
     }
 
     /// The greedy evacuation of `order` (all on `source`), residents making room where
-    /// capacity alone blocks a guest: the moves and the model after them.
+    /// capacity alone blocks a guest: the moves and the model after them. Each guest moves
+    /// at most once.
     fn evacuate_greedy(
         mut self,
         source: usize,
@@ -2402,6 +2403,9 @@ impl Cluster {
                     for (r, from, to) in residents {
                         let before = model.imbalance();
                         model.apply(r, to);
+                        // Each guest moves once per plan: a resident that made room
+                        // is not asked to make room again.
+                        model.units[r].balance_movable = false;
                         chosen.push((r, from, to, before, model.imbalance()));
                     }
                     t
@@ -2415,6 +2419,9 @@ impl Cluster {
             };
             let current = model.imbalance();
             model.apply(u, t);
+            // Nor is a guest just evacuated (CI once saw one evacuated to a node and
+            // then moved on as a resident, listed twice as leaving the evacuated node).
+            model.units[u].balance_movable = false;
             chosen.push((u, source, t, current, model.imbalance()));
         }
         Ok((chosen, self))
