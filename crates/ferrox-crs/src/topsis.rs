@@ -140,6 +140,85 @@ impl Scorer {
     pub fn worst(&self) -> &Criteria {
         &self.worst
     }
+
+    /// The distance between the ideal and the anti-ideal: by the triangle inequality, no
+    /// row's two distances add up to less.
+    pub fn ideal_span(&self) -> f64 {
+        distances(&self.best, &self.best, &self.worst).1
+    }
+
+    /// A test that rows score below `threshold` in (0, 1), with neither a root nor a
+    /// division per row; `None` outside that range or when a figure is not a number.
+    pub fn below(&self, threshold: f64) -> Option<Below> {
+        if !(threshold > 0.0 && threshold < 1.0) {
+            return None;
+        }
+        let worst_norm = self.worst.iter().map(|w| w * w).sum::<f64>().sqrt();
+        let factors = std::array::from_fn(|c| weigh(1.0, self.norms[c], self.weights[c]));
+        let below = Below {
+            factors,
+            best: self.best,
+            worst: self.worst,
+            slack: (BELOW_SLACK * worst_norm).powi(2),
+            keep: (1.0 - threshold).powi(2) * (1.0 + 1e-9),
+            threshold: threshold * threshold,
+        };
+        let figures = [below.slack, below.keep, below.threshold]
+            .into_iter()
+            .chain(factors)
+            .chain(self.best)
+            .chain(self.worst);
+        figures.into_iter().all(f64::is_finite).then_some(below)
+    }
+}
+
+/// How far (relative to the anti-ideal's length) [`Below`] lets a distance it computes
+/// differ from [`Scorer::distances`]' figure: the two weigh each value with a different
+/// rounding (a product with one factor instead of a quotient and a product), a few units
+/// of roundoff of the anti-ideal's length at most, far inside this.
+const BELOW_SLACK: f64 = 1e-9;
+
+/// Tells rows whose score is below a threshold `t` from the rest, cheaply: with `w` and
+/// `b` a row's distances to the anti-ideal and the ideal, the score `w / (b + w)` is
+/// below `t` exactly when `w (1 − t) < t b`; squared (both sides are not negative), that
+/// needs no root. The squares are taken with each distance moved by the slack against
+/// the test ((x + d)² ≤ x²(1 + e) + d²(1 + 1/e) and (x − d)² ≥ x²(1 − e) − d²/e, with
+/// e = 10⁻⁶) and the left side raised by a further 10⁻⁹, so that a row it passes scores
+/// below `t (1 + 4u)` as [`Scorer::score`] computes it.
+#[derive(Debug, Clone)]
+pub struct Below {
+    factors: Criteria,
+    best: Criteria,
+    worst: Criteria,
+    /// The squared slack of a distance.
+    slack: f64,
+    /// (1 − t)², raised by 10⁻⁹.
+    keep: f64,
+    /// t².
+    threshold: f64,
+}
+
+impl Below {
+    const E: f64 = 1e-6;
+
+    /// Whether `row`, and every row of the scorer's columns at or above it in each
+    /// criterion, certainly scores below the threshold: between the ideal and the
+    /// anti-ideal, a row farther from the one and nearer the other scores lower.
+    pub fn holds(&self, row: &Criteria) -> bool {
+        let mut to_best = 0.0;
+        let mut to_worst = 0.0;
+        for (c, value) in row.iter().enumerate() {
+            // At or below the ideal counts as the ideal: then the test holds for every
+            // row at or above `row` in each criterion as well.
+            let x = (value * self.factors[c]).max(self.best[c]);
+            to_best += (x - self.best[c]) * (x - self.best[c]);
+            to_worst += (x - self.worst[c]) * (x - self.worst[c]);
+        }
+        let worst_side =
+            (to_worst * (1.0 + Self::E) + self.slack * (1.0 + 1.0 / Self::E)) * self.keep;
+        let best_side = (to_best * (1.0 - Self::E) - self.slack / Self::E) * self.threshold;
+        worst_side < best_side
+    }
 }
 
 fn distances(row: &Criteria, best: &Criteria, worst: &Criteria) -> (f64, f64) {
@@ -197,11 +276,63 @@ pub fn score(matrix: &[Criteria]) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn equal_alternatives_score_zero() {
         let m = vec![[1.5, 1.5, 1.2, 1.2]; 3];
         assert_eq!(score(&m), vec![0.0, 0.0, 0.0]);
+    }
+
+    /// Rows near each other, as the moves of one cluster are: criteria of 1 + a load.
+    fn rows() -> impl Strategy<Value = Vec<Criteria>> {
+        prop::collection::vec(
+            prop::array::uniform4(0.0f64..0.05).prop_map(|d| d.map(|x| 1.3 + x)),
+            2..40,
+        )
+    }
+
+    proptest! {
+        /// A row the test passes scores below the threshold, and so does every row of
+        /// the columns at or above it in each criterion; near the top, the test passes
+        /// most rows that score clearly below (it is a filter, not only a guard).
+        #[test]
+        fn below_passes_only_rows_that_score_lower(
+            matrix in rows(),
+            cut in 0.0f64..1.0,
+            lowered in prop::array::uniform4(0.0f64..0.02),
+        ) {
+            let mut columns = Columns::default();
+            for row in &matrix {
+                columns.add(row);
+            }
+            let scorer = columns.scorer().unwrap();
+            let scores: Vec<f64> = matrix.iter().map(|r| scorer.score(r)).collect();
+            let top = scores.iter().copied().fold(0.0f64, f64::max);
+            let threshold = top * cut;
+            let Some(below) = scorer.below(threshold) else {
+                prop_assert!(threshold <= 0.0);
+                return Ok(());
+            };
+            let mut clearly = 0;
+            let mut passed = 0;
+            for (row, score) in matrix.iter().zip(&scores) {
+                let floor: Criteria = std::array::from_fn(|c| row[c] - lowered[c]);
+                if below.holds(row) {
+                    passed += 1;
+                    prop_assert!(*score < threshold, "{score} >= {threshold}");
+                }
+                if below.holds(&floor) {
+                    // Every row at or above the floor scores below, this one included.
+                    prop_assert!(below.holds(row) || *score < threshold);
+                    prop_assert!(*score < threshold);
+                }
+                if *score < threshold * 0.999 {
+                    clearly += 1;
+                }
+            }
+            prop_assert!(passed >= clearly, "{passed} of {clearly} passed");
+        }
     }
 
     #[test]

@@ -520,6 +520,100 @@ const TOPSIS_BAND_LIMIT: usize = 64;
 struct SplitSums {
     squares: [f64; 2],
     top: [[Option<(usize, f64)>; 3]; 2],
+    /// Per resource, the least each node's squared load grows per unit moved onto it
+    /// (the smallest 2 · load / capacity) and per unit squared (the smallest
+    /// 1 / capacity²): (load + x / capacity)² − load² is at least x times the one plus
+    /// x² times the other.
+    least_rise: [(f64, f64); 2],
+    /// 1 / the number of nodes.
+    inverse_count: f64,
+}
+
+/// What the error of a move's estimated root-mean-square load depends on: the magnitude
+/// of the sums of squares it came from, their mean and its root.
+#[derive(Debug, Clone, Copy, Default)]
+struct RootTerms {
+    magnitude: f64,
+    mean: f64,
+    root: f64,
+}
+
+/// The largest error of each estimated criterion over a set of moves, bounded from the
+/// extremes of their [`RootTerms`] rather than move by move (no division per move).
+///
+/// A root-mean-square differs from the in-order figure by the rounding of two summation
+/// orders: at most (n − 1)u of the sum's magnitude each way for the in-order sum, the
+/// same plus four operations for the running one (u the unit roundoff), and the
+/// reciprocal's and the division's rounding of the mean; carried through the root
+/// (|√x − √y| ≤ |x − y| / √x, and ≤ √|x − y| when x is nearly zero) and the offset with
+/// room to spare. Each per-move bound grows with the magnitude, the mean and (through
+/// the offset) the root and shrinks with the root under the division, so the extremes
+/// bound them all. The maxima are exact: no error.
+#[derive(Debug, Clone, Copy)]
+struct ErrorSpread {
+    magnitude: [f64; 2],
+    mean: [f64; 2],
+    /// The smallest root above the near-zero limit, and whether any is at or below it.
+    smallest_root: [f64; 2],
+    near_zero: [bool; 2],
+    largest_root: [f64; 2],
+    finite: bool,
+}
+
+impl Default for ErrorSpread {
+    fn default() -> Self {
+        ErrorSpread {
+            magnitude: [0.0; 2],
+            mean: [0.0; 2],
+            smallest_root: [f64::INFINITY; 2],
+            near_zero: [false; 2],
+            largest_root: [0.0; 2],
+            finite: true,
+        }
+    }
+}
+
+impl ErrorSpread {
+    /// Below this root, the bound through the division would be loose: √ of the error.
+    const NEAR_ZERO: f64 = 1e-6;
+
+    fn add(&mut self, criteria: &topsis::Criteria, terms: &[RootTerms; 2]) {
+        self.finite &= criteria.iter().all(|c| c.is_finite());
+        for (k, t) in terms.iter().enumerate() {
+            self.finite &= t.magnitude.is_finite();
+            self.magnitude[k] = self.magnitude[k].max(t.magnitude);
+            self.mean[k] = self.mean[k].max(t.mean);
+            self.largest_root[k] = self.largest_root[k].max(t.root);
+            if t.root > Self::NEAR_ZERO {
+                self.smallest_root[k] = self.smallest_root[k].min(t.root);
+            } else {
+                self.near_zero[k] = true;
+            }
+        }
+    }
+
+    /// The bound on each criterion's error; infinite when a figure is not a number.
+    fn bounds(&self, nodes: f64) -> [f64; 4] {
+        let mut error = [0.0; 4];
+        for k in 0..2 {
+            let mean_error = (2.0 * nodes + 24.0) * UNIT_ROUNDOFF * self.magnitude[k] / nodes
+                + 6.0 * UNIT_ROUNDOFF * self.mean[k];
+            let mut root_error: f64 = 0.0;
+            if self.smallest_root[k].is_finite() {
+                root_error = root_error.max(mean_error / self.smallest_root[k]);
+            }
+            if self.near_zero[k] {
+                root_error = root_error.max(mean_error.sqrt());
+            }
+            let bound = root_error + 8.0 * UNIT_ROUNDOFF * (1.0 + self.largest_root[k]);
+            error[2 * k] = if self.finite && bound.is_finite() {
+                bound
+            } else {
+                f64::INFINITY
+            };
+        }
+        error
+    }
 }
 
 /// A resolved candidate bundle: its leader, source node index and what moves.
@@ -817,7 +911,17 @@ impl<'a> MoveModel<'a> {
         let mut sums = SplitSums {
             squares: [0.0; 2],
             top: [[None; 3]; 2],
+            least_rise: [(f64::INFINITY, f64::INFINITY); 2],
+            inverse_count: 1.0 / self.split_loads.len() as f64,
         };
+        for (n, &(cpu, mem)) in self.stats.iter().zip(&self.split_loads) {
+            for (k, (load, capacity)) in [(cpu, n.maxcpu), (mem, n.maxmem)].into_iter().enumerate()
+            {
+                let (slope, curve) = &mut sums.least_rise[k];
+                *slope = slope.min(2.0 * load / capacity);
+                *curve = curve.min(1.0 / (capacity * capacity));
+            }
+        }
         for (i, &(cpu, mem)) in self.split_loads.iter().enumerate() {
             for (k, load) in [cpu, mem].into_iter().enumerate() {
                 if !load.is_finite() {
@@ -844,55 +948,131 @@ impl<'a> MoveModel<'a> {
 
     /// A move's TOPSIS criteria from [`SplitSums`] in O(1), with how far each may be from
     /// the figure the in-order sum over all nodes gives.
+    #[cfg(test)]
     fn estimated_criteria(&self, sums: &SplitSums, m: &MoveRef) -> (topsis::Criteria, [f64; 4]) {
+        let (criteria, terms) = self.estimated_criteria_terms(sums, m);
+        let mut spread = ErrorSpread::default();
+        spread.add(&criteria, &terms);
+        (criteria, spread.bounds(self.split_loads.len() as f64))
+    }
+
+    fn estimated_criteria_terms(
+        &self,
+        sums: &SplitSums,
+        m: &MoveRef,
+    ) -> (topsis::Criteria, [RootTerms; 2]) {
         let changes = self
             .changed(m)
             .map(|c| c.map(|(i, n)| (i, (n.cpu_load(), n.mem_load()))));
         self.criteria_from(sums, changes)
     }
 
-    /// Every move's estimated criteria and their errors, in move order, as
-    /// [`Self::estimated_criteria`] gives them; the source side of a bundle is worked out
-    /// once.
+    /// Every move's estimated criteria and what their errors depend on, in move order, as
+    /// [`Self::estimated_criteria_terms`] gives them.
     fn each_estimated_criteria(
         &self,
         sums: &SplitSums,
-        mut visit: impl FnMut(MoveRef, &topsis::Criteria, &[f64; 4]),
+        mut visit: impl FnMut(MoveRef, &topsis::Criteria, &[RootTerms; 2]),
     ) {
-        for (bundle, b) in self.bundles.iter().enumerate() {
-            let source = b.source.map(|i| {
-                let mut n = self.stats[i];
-                n.cpu = (n.cpu - b.moved.cpu).max(0.0);
-                n.mem = (n.mem - b.moved.mem).max(0.0);
-                (i, (n.cpu_load(), n.mem_load()))
-            });
-            for (target, t) in b.targets.iter().enumerate() {
-                let m = MoveRef { bundle, target };
-                let (criteria, error) = match *t {
-                    Some(t) if Some(t) != b.source => {
-                        let mut n = self.stats[t];
-                        n.cpu += b.moved.cpu;
-                        n.mem += b.moved.mem;
-                        self.criteria_from(sums, [source, Some((t, (n.cpu_load(), n.mem_load())))])
-                    }
-                    _ => self.estimated_criteria(sums, &m),
-                };
-                visit(m, &criteria, &error);
-            }
+        for bundle in 0..self.bundles.len() {
+            self.bundle_estimated_criteria(sums, bundle, &mut visit);
         }
     }
 
+    /// [`Self::each_estimated_criteria`] for one bundle; its source side is worked out
+    /// once.
+    fn bundle_estimated_criteria(
+        &self,
+        sums: &SplitSums,
+        bundle: usize,
+        mut visit: impl FnMut(MoveRef, &topsis::Criteria, &[RootTerms; 2]),
+    ) {
+        let b = &self.bundles[bundle];
+        let source = self.source_after(b);
+        for (target, t) in b.targets.iter().enumerate() {
+            let m = MoveRef { bundle, target };
+            let (criteria, terms) = match *t {
+                Some(t) if Some(t) != b.source => {
+                    let mut n = self.stats[t];
+                    n.cpu += b.moved.cpu;
+                    n.mem += b.moved.mem;
+                    self.criteria_from(sums, [source, Some((t, (n.cpu_load(), n.mem_load())))])
+                }
+                _ => self.estimated_criteria_terms(sums, &m),
+            };
+            visit(m, &criteria, &terms);
+        }
+    }
+
+    /// A bundle's source node and its (CPU, memory) load once the bundle has left.
+    fn source_after(&self, b: &Bundle<'_>) -> Option<(usize, (f64, f64))> {
+        b.source.map(|i| {
+            let mut n = self.stats[i];
+            n.cpu = (n.cpu - b.moved.cpu).max(0.0);
+            n.mem = (n.mem - b.moved.mem).max(0.0);
+            (i, (n.cpu_load(), n.mem_load()))
+        })
+    }
+
+    /// Criteria at or below those of every move of `bundle` (each estimated, within
+    /// `spread` of the in-order figure), in O(1): what its source gives up is known; a
+    /// target's sum of squared loads grows by at least the least rise any node can
+    /// take, and the largest load is at least the second largest of the nodes other
+    /// than the source. `None` where that does not hold: a target that is not a known
+    /// other node, or a moved load that is negative or not a number.
+    fn bundle_floor(
+        &self,
+        sums: &SplitSums,
+        bundle: usize,
+        spread: &[f64; 4],
+    ) -> Option<topsis::Criteria> {
+        let b = &self.bundles[bundle];
+        let moved = [b.moved.cpu, b.moved.mem];
+        if moved.iter().any(|x| !(*x >= 0.0 && x.is_finite()))
+            || b.targets.iter().any(|t| t.is_none() || *t == b.source)
+        {
+            return None;
+        }
+        let source = self.source_after(b);
+        let mut floor = [0.0; 4];
+        for k in 0..2 {
+            let mut squares = sums.squares[k];
+            let mut max: f64 = 0.0;
+            if let Some((i, after)) = source {
+                let (old, new) = (
+                    [self.split_loads[i].0, self.split_loads[i].1][k],
+                    [after.0, after.1][k],
+                );
+                squares = squares - old * old + new * new;
+                max = max.max(new);
+            }
+            let (slope, curve) = sums.least_rise[k];
+            squares += moved[k] * slope + moved[k] * moved[k] * curve;
+            let others = sums.top[k]
+                .iter()
+                .flatten()
+                .filter(|(i, _)| Some(*i) != b.source);
+            if let Some((_, second)) = others.clone().nth(1) {
+                max = max.max(*second);
+            }
+            let root = (squares * sums.inverse_count).max(0.0).sqrt();
+            // Each move's criterion is its estimate within the spread; the margins
+            // also cover this figure's own rounding.
+            let margin = |x: f64, error: f64| x - 2.0 * error - 1e-12 * x.abs();
+            floor[2 * k] = margin(1.0 + root, spread[2 * k]);
+            floor[2 * k + 1] = margin(1.0 + max, spread[2 * k + 1]);
+        }
+        floor.iter().all(|x| x.is_finite()).then_some(floor)
+    }
+
     /// The criteria with `changes` (node, CPU and memory load after) in place of the base
-    /// loads. The two maxima are exact (the same loads, compared); the two
-    /// root-mean-squares differ by the rounding of two summation orders: at most (n - 1)u
-    /// of the sum's magnitude each way for the in-order sum, the same plus four
-    /// operations for the running one (u the unit roundoff), carried through the
-    /// division, the root and the offset with room to spare.
+    /// loads, and per resource what the error of its root-mean-square depends on (see
+    /// [`ErrorSpread`]). The two maxima are exact (the same loads, compared).
     fn criteria_from(
         &self,
         sums: &SplitSums,
         changes: [Option<(usize, (f64, f64))>; 2],
-    ) -> (topsis::Criteria, [f64; 4]) {
+    ) -> (topsis::Criteria, [RootTerms; 2]) {
         let is_changed = |i: usize| changes.iter().flatten().any(|(c, _)| *c == i);
         let mut squares = sums.squares;
         let mut magnitude = sums.squares;
@@ -911,30 +1091,22 @@ impl<'a> MoveModel<'a> {
                 max[k] = max[k].max(new);
             }
         }
-        let n = self.split_loads.len() as f64;
         let mut criteria = [0.0; 4];
-        let mut error = [0.0; 4];
+        let mut terms = [RootTerms::default(); 2];
         for k in 0..2 {
-            let mean = (squares[k] / n).max(0.0);
+            // A product with the reciprocal: one rounding more than the quotient, which
+            // the error allows for, and no division per move.
+            let mean = (squares[k] * sums.inverse_count).max(0.0);
             let root = mean.sqrt();
             criteria[2 * k] = 1.0 + root;
             criteria[2 * k + 1] = 1.0 + max[k];
-            let mean_error =
-                (2.0 * n + 24.0) * UNIT_ROUNDOFF * magnitude[k] / n + 4.0 * UNIT_ROUNDOFF * mean;
-            // |√x − √y| ≤ |x − y| / √x, and ≤ √|x − y| when x is (nearly) zero.
-            let root_error = if root > 1e-6 {
-                mean_error / root
-            } else {
-                mean_error.sqrt()
-            };
-            let bound = root_error + 8.0 * UNIT_ROUNDOFF * (1.0 + root);
-            error[2 * k] = if bound.is_finite() && criteria[2 * k + 1].is_finite() {
-                bound
-            } else {
-                f64::INFINITY
+            terms[k] = RootTerms {
+                magnitude: magnitude[k],
+                mean,
+                root,
             };
         }
-        (criteria, error)
+        (criteria, terms)
     }
 
     /// Whether two moves leave the same node table behind (same source, same target,
@@ -960,15 +1132,14 @@ impl<'a> MoveModel<'a> {
     fn topsis_by_estimate(&self) -> Option<Option<MoveRef>> {
         let sums = self.split_sums()?;
         let mut columns = topsis::Columns::default();
-        let mut spread = [0.0f64; 4];
+        let mut errors = ErrorSpread::default();
         let mut rows = 0usize;
-        self.each_estimated_criteria(&sums, |_, row, error| {
+        self.each_estimated_criteria(&sums, |_, row, terms| {
             columns.add(row);
-            for c in 0..4 {
-                spread[c] = spread[c].max(error[c]);
-            }
+            errors.add(row, terms);
             rows += 1;
         });
+        let spread = errors.bounds(self.split_loads.len() as f64);
         if spread.iter().any(|e| !e.is_finite()) {
             return None;
         }
@@ -978,45 +1149,101 @@ impl<'a> MoveModel<'a> {
         let scales = scorer.scales();
         let norm_error = 1.01 * spread.iter().fold(0.0f64, |a, e| a.max(*e))
             + (rows as f64 + 8.0) * UNIT_ROUNDOFF;
-        let rounding =
-            8.0 * UNIT_ROUNDOFF * scorer.worst().iter().map(|w| w * w).sum::<f64>().sqrt();
+        let worst_norm = scorer.worst().iter().map(|w| w * w).sum::<f64>().sqrt();
+        let rounding = 8.0 * UNIT_ROUNDOFF * worst_norm;
         // Each move's criteria (and the ideal's) are within the column's largest error.
         let criteria_shift = (0..4)
             .map(|c| (2.0 * spread[c] * scales[c]).powi(2))
             .sum::<f64>()
             .sqrt()
             + rounding;
-        let mut floor = f64::NEG_INFINITY;
-        let mut band: Vec<(MoveRef, f64)> = Vec::new();
-        let mut open = false;
-        self.each_estimated_criteria(&sums, |m, row, _| {
-            if open {
+        let bound_at = |sum: f64| -> Option<f64> {
+            let shift = criteria_shift + 8.0 * UNIT_ROUNDOFF * sum;
+            let divisor = sum - 2.0 * shift;
+            // Not positive (or not a number): the bound is useless.
+            (divisor.partial_cmp(&0.0) == Some(std::cmp::Ordering::Greater))
+                .then(|| 2.0 * (2.0 * norm_error + shift / divisor + 4.0 * UNIT_ROUNDOFF))
+        };
+        // Every move's two distances add up to at least the ideal's span (less what
+        // their rounding may take off), and its bound shrinks as that sum grows: the
+        // bound at the span holds for all of them. With it, most moves are ruled out by
+        // a test without roots or divisions (`topsis::Below`).
+        let least_sum = scorer.ideal_span() * (1.0 - 1e-9) - 1e-9 * worst_norm;
+        let largest_bound = bound_at(least_sum)
+            .filter(|_| least_sum - 2.0 * criteria_shift > 1e-9 * least_sum)
+            .map(|b| b * (1.0 + 1e-9));
+        let ruled_out_below =
+            |floor: f64| largest_bound.and_then(|b| scorer.below(floor - b - 1e-12 * floor));
+        /// The winner's lowest possible score so far, the moves that could still beat
+        /// it, and the test that rules out rows below it.
+        struct Ranking {
+            floor: f64,
+            below: Option<topsis::Below>,
+            band: Vec<(MoveRef, f64)>,
+            open: bool,
+        }
+        let mut ranking = Ranking {
+            floor: f64::NEG_INFINITY,
+            below: None,
+            band: Vec::new(),
+            open: false,
+        };
+        let visit = |r: &mut Ranking, m: MoveRef, row: &topsis::Criteria| {
+            if r.open || r.below.as_ref().is_some_and(|b| b.holds(row)) {
                 return;
             }
             let (to_best, to_worst) = scorer.distances(row);
             let score = topsis::closeness(to_best, to_worst);
-            let shift = criteria_shift + 8.0 * UNIT_ROUNDOFF * (to_best + to_worst);
-            let divisor = to_best + to_worst - 2.0 * shift;
-            // Not positive (or not a number): the bound is useless.
-            if divisor.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
-                open = true;
+            let Some(bound) = bound_at(to_best + to_worst) else {
+                r.open = true;
                 return;
-            }
-            let bound = 2.0 * (2.0 * norm_error + shift / divisor + 4.0 * UNIT_ROUNDOFF);
+            };
             let (lower, upper) = (score - bound, score + bound);
-            if upper < floor {
+            if upper < r.floor {
                 return;
             }
-            if lower > floor {
-                floor = lower;
-                band.retain(|(_, u)| *u >= floor);
+            if lower > r.floor {
+                r.floor = lower;
+                let floor = r.floor;
+                r.band.retain(|(_, u)| *u >= floor);
+                r.below = ruled_out_below(floor);
             }
-            band.push((m, upper));
-            open = band.len() > TOPSIS_BAND_LIMIT;
-        });
+            r.band.push((m, upper));
+            r.open = r.band.len() > TOPSIS_BAND_LIMIT;
+        };
+        // Whole bundles are ruled out by criteria at or below all of their moves'
+        // (a row nowhere above another scores at least as high). The bundle whose floor
+        // scores highest goes first, so that the floor rises early; the others follow.
+        let floors: Vec<Option<topsis::Criteria>> = (0..self.bundles.len())
+            .map(|b| self.bundle_floor(&sums, b, &spread))
+            .collect();
+        let first = floors
+            .iter()
+            .enumerate()
+            .filter_map(|(b, f)| f.map(|f| (b, scorer.score(&f))))
+            .max_by(|x, y| x.1.total_cmp(&y.1))
+            .map(|(b, _)| b);
+        if let Some(b) = first {
+            self.bundle_estimated_criteria(&sums, b, |m, row, _| visit(&mut ranking, m, row));
+        }
+        for (b, bundle_floor) in floors.iter().enumerate() {
+            if Some(b) == first {
+                continue;
+            }
+            let ruled_out = match (&ranking.below, bundle_floor) {
+                (Some(below), Some(f)) => below.holds(f),
+                _ => false,
+            };
+            if !ruled_out {
+                self.bundle_estimated_criteria(&sums, b, |m, row, _| visit(&mut ranking, m, row));
+            }
+        }
+        let Ranking { mut band, open, .. } = ranking;
         if open {
             return None;
         }
+        // Visited out of order: the first in move order is the one Proxmox VE keeps.
+        band.sort_by_key(|(m, _)| (m.bundle, m.target));
         let (first, _) = *band.first()?;
         band.iter()
             .all(|(m, _)| self.same_outcome(&first, m))
@@ -1130,6 +1357,47 @@ mod tests {
                 assert_eq!(error[3], 0.0);
             }
         }
+    }
+
+    #[test]
+    fn bundle_floors_lie_below_every_move_and_rule_out_most_bundles() {
+        let mut bundles = 0;
+        let mut open = 0;
+        for (what, usage, candidates) in generated_searches() {
+            let model = MoveModel::new(&usage, &candidates).unwrap();
+            let sums = model.split_sums().unwrap();
+            let mut columns = topsis::Columns::default();
+            let mut errors = ErrorSpread::default();
+            model.each_estimated_criteria(&sums, |_, row, terms| {
+                columns.add(row);
+                errors.add(row, terms);
+            });
+            let spread = errors.bounds(model.split_loads.len() as f64);
+            let scorer = columns.scorer().unwrap();
+            let best = model
+                .moves()
+                .map(|m| scorer.score(&model.criteria(&m)))
+                .fold(f64::NEG_INFINITY, f64::max);
+            for b in 0..model.bundles.len() {
+                let floor = model.bundle_floor(&sums, b, &spread).unwrap();
+                model.bundle_estimated_criteria(&sums, b, |m, row, _| {
+                    let exact = model.criteria(&m);
+                    for c in 0..4 {
+                        assert!(floor[c] <= row[c], "{what}, bundle {b}, criterion {c}");
+                        assert!(floor[c] <= exact[c], "{what}, bundle {b}, criterion {c}");
+                    }
+                });
+                bundles += 1;
+                // A floor scoring as high as the winner leaves its bundle to be visited.
+                if scorer.score(&floor) >= best {
+                    open += 1;
+                }
+            }
+        }
+        assert!(
+            open * 3 <= bundles,
+            "the floors leave {open} of {bundles} bundles open"
+        );
     }
 
     #[test]
