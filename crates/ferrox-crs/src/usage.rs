@@ -529,6 +529,16 @@ struct SplitSums {
     inverse_count: f64,
 }
 
+/// See [`MoveModel::bundle_base`]: per resource (CPU, memory).
+struct BundleBase {
+    squares: [f64; 2],
+    magnitude: [f64; 2],
+    /// The source's load after the move (0 without a source).
+    max: [f64; 2],
+    /// The two largest loads of nodes other than the source: (node, load).
+    others: [[Option<(usize, f64)>; 2]; 2],
+}
+
 /// What the error of a move's estimated root-mean-square load depends on: the magnitude
 /// of the sums of squares it came from, their mean and its root.
 #[derive(Debug, Clone, Copy, Default)]
@@ -988,7 +998,7 @@ impl<'a> MoveModel<'a> {
         mut visit: impl FnMut(MoveRef, &topsis::Criteria, &[RootTerms; 2]),
     ) {
         let b = &self.bundles[bundle];
-        let source = self.source_after(b);
+        let base = self.bundle_base(sums, b);
         for (target, t) in b.targets.iter().enumerate() {
             let m = MoveRef { bundle, target };
             let (criteria, terms) = match *t {
@@ -996,12 +1006,80 @@ impl<'a> MoveModel<'a> {
                     let mut n = self.stats[t];
                     n.cpu += b.moved.cpu;
                     n.mem += b.moved.mem;
-                    self.criteria_from(sums, [source, Some((t, (n.cpu_load(), n.mem_load())))])
+                    self.criteria_at(sums, &base, t, [n.cpu_load(), n.mem_load()])
                 }
                 _ => self.estimated_criteria_terms(sums, &m),
             };
             visit(m, &criteria, &terms);
         }
+    }
+
+    /// What every move of bundle `b` to another node shares: the sums with its source
+    /// changed (in the order [`Self::criteria_from`] changes them, so that the figures
+    /// are the same to the bit) and the largest loads elsewhere.
+    fn bundle_base(&self, sums: &SplitSums, b: &Bundle<'_>) -> BundleBase {
+        let mut base = BundleBase {
+            squares: sums.squares,
+            magnitude: sums.squares,
+            max: [0.0; 2],
+            others: [[None; 2]; 2],
+        };
+        let source = self.source_after(b);
+        for k in 0..2 {
+            if let Some((i, after)) = source {
+                let old = if k == 0 {
+                    self.split_loads[i].0
+                } else {
+                    self.split_loads[i].1
+                };
+                let new = if k == 0 { after.0 } else { after.1 };
+                base.squares[k] = base.squares[k] - old * old + new * new;
+                base.magnitude[k] += old * old + new * new;
+                base.max[k] = base.max[k].max(new);
+            }
+            let mut others = sums.top[k]
+                .iter()
+                .flatten()
+                .filter(|(i, _)| Some(*i) != b.source);
+            base.others[k] = [others.next().copied(), others.next().copied()];
+        }
+        base
+    }
+
+    /// [`Self::criteria_from`] for a move of the bundle `base` was made for to node `t`,
+    /// whose (CPU, memory) load becomes `after`.
+    fn criteria_at(
+        &self,
+        sums: &SplitSums,
+        base: &BundleBase,
+        t: usize,
+        after: [f64; 2],
+    ) -> (topsis::Criteria, [RootTerms; 2]) {
+        let before = [self.split_loads[t].0, self.split_loads[t].1];
+        let mut criteria = [0.0; 4];
+        let mut terms = [RootTerms::default(); 2];
+        for k in 0..2 {
+            let (old, new) = (before[k], after[k]);
+            let squares = base.squares[k] - old * old + new * new;
+            let magnitude = base.magnitude[k] + (old * old + new * new);
+            // The largest load outside the source and the target.
+            let outside = match base.others[k] {
+                [Some((i, _)), second] if i == t => second.map_or(0.0, |(_, load)| load),
+                [Some((_, load)), _] => load,
+                [None, _] => 0.0,
+            };
+            let max = 0.0f64.max(outside).max(base.max[k]).max(new);
+            let mean = (squares * sums.inverse_count).max(0.0);
+            let root = mean.sqrt();
+            criteria[2 * k] = 1.0 + root;
+            criteria[2 * k + 1] = 1.0 + max;
+            terms[k] = RootTerms {
+                magnitude,
+                mean,
+                root,
+            };
+        }
+        (criteria, terms)
     }
 
     /// A bundle's source node and its (CPU, memory) load once the bundle has left.
@@ -1017,9 +1095,10 @@ impl<'a> MoveModel<'a> {
     /// Criteria at or below those of every move of `bundle` (each estimated, within
     /// `spread` of the in-order figure), in O(1): what its source gives up is known; a
     /// target's sum of squared loads grows by at least the least rise any node can
-    /// take, and the largest load is at least the second largest of the nodes other
-    /// than the source. `None` where that does not hold: a target that is not a known
-    /// other node, or a moved load that is negative or not a number.
+    /// take, and the largest load is at least the largest of the nodes other than the
+    /// source (that node is either left as it is or is the target and gains). `None`
+    /// where that does not hold: a target that is not a known other node, or a moved
+    /// load that is negative or not a number.
     fn bundle_floor(
         &self,
         sums: &SplitSums,
@@ -1033,28 +1112,13 @@ impl<'a> MoveModel<'a> {
         {
             return None;
         }
-        let source = self.source_after(b);
+        let base = self.bundle_base(sums, b);
         let mut floor = [0.0; 4];
         for k in 0..2 {
-            let mut squares = sums.squares[k];
-            let mut max: f64 = 0.0;
-            if let Some((i, after)) = source {
-                let (old, new) = (
-                    [self.split_loads[i].0, self.split_loads[i].1][k],
-                    [after.0, after.1][k],
-                );
-                squares = squares - old * old + new * new;
-                max = max.max(new);
-            }
             let (slope, curve) = sums.least_rise[k];
-            squares += moved[k] * slope + moved[k] * moved[k] * curve;
-            let others = sums.top[k]
-                .iter()
-                .flatten()
-                .filter(|(i, _)| Some(*i) != b.source);
-            if let Some((_, second)) = others.clone().nth(1) {
-                max = max.max(*second);
-            }
+            let squares = base.squares[k] + (moved[k] * slope + moved[k] * moved[k] * curve);
+            let largest_other = base.others[k][0].map_or(0.0, |(_, load)| load);
+            let max = base.max[k].max(largest_other);
             let root = (squares * sums.inverse_count).max(0.0).sqrt();
             // Each move's criterion is its estimate within the spread; the margins
             // also cover this figure's own rounding.
@@ -1212,25 +1276,20 @@ impl<'a> MoveModel<'a> {
             r.open = r.band.len() > TOPSIS_BAND_LIMIT;
         };
         // Whole bundles are ruled out by criteria at or below all of their moves'
-        // (a row nowhere above another scores at least as high). The bundle whose floor
-        // scores highest goes first, so that the floor rises early; the others follow.
+        // (a row nowhere above another scores at least as high). The bundles whose
+        // floors score highest go first (those without a floor before all), so that the
+        // winner's floor rises as early as it can.
         let floors: Vec<Option<topsis::Criteria>> = (0..self.bundles.len())
             .map(|b| self.bundle_floor(&sums, b, &spread))
             .collect();
-        let first = floors
+        let mut order: Vec<(usize, f64)> = floors
             .iter()
             .enumerate()
-            .filter_map(|(b, f)| f.map(|f| (b, scorer.score(&f))))
-            .max_by(|x, y| x.1.total_cmp(&y.1))
-            .map(|(b, _)| b);
-        if let Some(b) = first {
-            self.bundle_estimated_criteria(&sums, b, |m, row, _| visit(&mut ranking, m, row));
-        }
-        for (b, bundle_floor) in floors.iter().enumerate() {
-            if Some(b) == first {
-                continue;
-            }
-            let ruled_out = match (&ranking.below, bundle_floor) {
+            .map(|(b, f)| (b, f.map_or(f64::INFINITY, |f| scorer.score(&f))))
+            .collect();
+        order.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
+        for (b, _) in order {
+            let ruled_out = match (&ranking.below, &floors[b]) {
                 (Some(below), Some(f)) => below.holds(f),
                 _ => false,
             };
