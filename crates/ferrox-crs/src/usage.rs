@@ -73,11 +73,12 @@ pub enum Placement {
 }
 
 impl Placement {
-    pub fn nodes(&self) -> Vec<&str> {
-        match self {
-            Placement::Stationary(n) => vec![n.as_str()],
-            Placement::Moving { current, target } => vec![current.as_str(), target.as_str()],
-        }
+    pub fn nodes(&self) -> impl Iterator<Item = &str> {
+        let (first, second) = match self {
+            Placement::Stationary(n) => (n, None),
+            Placement::Moving { current, target } => (current, Some(target)),
+        };
+        std::iter::once(first.as_str()).chain(second.map(String::as_str))
     }
 }
 
@@ -228,16 +229,23 @@ impl Usage {
     /// Per-node stats as the mode aggregates them for imbalance and rebalancing.
     fn balance_stats(&self) -> BTreeMap<String, NodeStats> {
         let mut nodes = self.nodes.clone();
-        if self.mode == UsageMode::Static {
-            for res in self.resources.values() {
-                for node in res.placement.nodes() {
-                    if let Some(n) = nodes.get_mut(node) {
-                        n.add_as_started(&res.stats);
-                    }
-                }
+        for (node, stats) in self.balance_additions() {
+            if let Some(n) = nodes.get_mut(node) {
+                n.add_as_started(stats);
             }
         }
         nodes
+    }
+
+    /// What balancing adds to the nodes' own figures, resource by resource: in static
+    /// mode every resource as started on each node it occupies; nothing in dynamic mode
+    /// (the nodes' figures are measured).
+    fn balance_additions(&self) -> impl Iterator<Item = (&str, &ResourceStats)> {
+        let counted = (self.mode == UsageMode::Static).then_some(&self.resources);
+        counted
+            .into_iter()
+            .flat_map(|r| r.values())
+            .flat_map(|res| res.placement.nodes().map(move |node| (node, &res.stats)))
     }
 
     /// Per-node stats as seen when choosing where to start a resource: resources that are
@@ -494,18 +502,68 @@ fn same_name(a: &str, b: &str) -> bool {
     if n != b.len() {
         return false;
     }
-    fn word4(s: &[u8], at: usize) -> u32 {
-        u32::from_ne_bytes([s[at], s[at + 1], s[at + 2], s[at + 3]])
-    }
-    fn word8(s: &[u8], at: usize) -> u64 {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&s[at..at + 8]);
-        u64::from_ne_bytes(w)
-    }
     match n {
         4..=8 => word4(a, 0) == word4(b, 0) && word4(a, n - 4) == word4(b, n - 4),
         9..=16 => word8(a, 0) == word8(b, 0) && word8(a, n - 8) == word8(b, n - 8),
         _ => a == b,
+    }
+}
+
+#[inline]
+fn word4(s: &[u8], at: usize) -> u32 {
+    u32::from_ne_bytes([s[at], s[at + 1], s[at + 2], s[at + 3]])
+}
+
+#[inline]
+fn word8(s: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&s[at..at + 8]);
+    u64::from_ne_bytes(w)
+}
+
+/// Finds a name's position in a list without the C library's `memcmp` for names of 4
+/// to 16 bytes (see [`same_name`]): a binary search over 64-bit keys made of the words
+/// `same_name` compares, then `same_name` on the few names with the same key. Building
+/// the model looks up a node for every resource placement and every bundle's source.
+struct NameIndex<'a> {
+    names: &'a [&'a str],
+    /// (key, position), sorted.
+    keys: Vec<(u64, usize)>,
+}
+
+impl<'a> NameIndex<'a> {
+    fn new(names: &'a [&'a str]) -> Self {
+        let mut keys: Vec<(u64, usize)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (Self::key(n), i))
+            .collect();
+        keys.sort_unstable();
+        NameIndex { names, keys }
+    }
+
+    /// Equal names have equal keys; different names rarely do.
+    #[inline]
+    fn key(name: &str) -> u64 {
+        let s = name.as_bytes();
+        let n = s.len();
+        let mixed = match n {
+            4..=8 => u64::from(word4(s, 0)) | u64::from(word4(s, n - 4)) << 32,
+            9..=16 => word8(s, 0) ^ word8(s, n - 8).rotate_left(31),
+            _ => s.iter().fold(0u64, |h, b| h.rotate_left(5) ^ u64::from(*b)),
+        };
+        mixed ^ (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+
+    #[inline]
+    fn get(&self, name: &str) -> Option<usize> {
+        let key = Self::key(name);
+        let start = self.keys.partition_point(|(k, _)| *k < key);
+        self.keys[start..]
+            .iter()
+            .take_while(|(k, _)| *k == key)
+            .map(|(_, i)| *i)
+            .find(|&i| same_name(self.names[i], name))
     }
 }
 
@@ -657,10 +715,16 @@ struct MoveModel<'a> {
 
 impl<'a> MoveModel<'a> {
     fn new(usage: &'a Usage, candidates: &'a [MigrationCandidate]) -> Result<Self, UsageError> {
-        let base = usage.balance_stats();
-        // In the map's (sorted) order: a binary search finds a name.
+        // In the map's (sorted) order, as `balance_stats` would give them.
         let names: Vec<&str> = usage.nodes.keys().map(String::as_str).collect();
-        let index = |name: &str| names.binary_search(&name).ok();
+        let node_index = NameIndex::new(&names);
+        let index = |name: &str| node_index.get(name);
+        let mut stats: Vec<NodeStats> = usage.nodes.values().copied().collect();
+        for (node, added) in usage.balance_additions() {
+            if let Some(i) = index(node) {
+                stats[i].add_as_started(added);
+            }
+        }
         // Consecutive candidates usually list the same nodes, give or take their own
         // source: try the node the previous list had at this position or next to it
         // before searching for the name.
@@ -691,7 +755,6 @@ impl<'a> MoveModel<'a> {
                 targets: resolve(&cand.nodes),
             });
         }
-        let stats: Vec<NodeStats> = base.values().copied().collect();
         let loads: Vec<f64> = stats.iter().map(NodeStats::load).collect();
         let sum: f64 = loads.iter().sum();
         let mean = sum / loads.len().max(1) as f64;
@@ -1368,6 +1431,29 @@ mod tests {
                 assert!(!same_name(&name, &other), "{name} {other}");
             }
             assert!(!same_name(&name, &format!("{name}x")), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_name_index_finds_each_name_and_nothing_else() {
+        let mut owned: Vec<String> = (0..24)
+            .map(|len| (0..len).map(|i| (b'a' + i as u8) as char).collect())
+            .chain((1..=300).map(|i| format!("node{i}")))
+            .chain(["pve-node-01.example.com".to_string(), "vm:100".into()])
+            .collect();
+        owned.sort();
+        let names: Vec<&str> = owned.iter().map(String::as_str).collect();
+        let index = NameIndex::new(&names);
+        for (i, name) in names.iter().enumerate() {
+            assert_eq!(index.get(name), Some(i), "{name}");
+            // One byte different at any position, or one byte longer: not found.
+            for at in 0..name.len() {
+                let mut other = name.as_bytes().to_vec();
+                other[at] = b'Z';
+                let other = String::from_utf8(other).unwrap();
+                assert_eq!(index.get(&other), None, "{other}");
+            }
+            assert_eq!(index.get(&format!("{name}Z")), None, "{name}Z");
         }
     }
 
