@@ -417,8 +417,11 @@ impl Usage {
     /// estimate's error is far below the band, so the answer is the same to the last bit.
     /// TOPSIS ranks every move against all others: two streaming passes over O(1)
     /// estimates of each move's criteria, each score with a bound on its distance from the
-    /// exact one; only when the bounds leave more than one possible winner (different
-    /// moves within rounding of each other) are the criteria summed exactly, per move.
+    /// exact one. The second pass skips whole bundles whose moves all score below the
+    /// best lower bound so far (from criteria at or below all of theirs), and single
+    /// moves by a test without roots or divisions. Only when the bounds leave more than
+    /// one possible winner (different moves within rounding of each other) are the
+    /// criteria summed exactly, per move.
     pub fn best_rebalance_migration(
         &self,
         candidates: &[MigrationCandidate],
