@@ -294,12 +294,12 @@ mod tests {
 
     proptest! {
         /// A row the test passes scores below the threshold, and so does every row of
-        /// the columns at or above it in each criterion; near the top, the test passes
-        /// most rows that score clearly below (it is a filter, not only a guard).
+        /// the columns at or above it in each criterion; and it passes every row that
+        /// scores clearly below (it is a filter, not only a guard).
         #[test]
         fn below_passes_only_rows_that_score_lower(
             matrix in rows(),
-            cut in 0.0f64..1.0,
+            cut in prop_oneof![0.0f64..1.0, 0.0f64..1e-4],
             lowered in prop::array::uniform4(0.0f64..0.02),
         ) {
             let mut columns = Columns::default();
@@ -327,7 +327,9 @@ mod tests {
                     prop_assert!(below.holds(row) || *score < threshold);
                     prop_assert!(*score < threshold);
                 }
-                if *score < threshold * 0.999 {
+                // Near a threshold of 0 the slack (10⁻⁹ of the anti-ideal's length)
+                // outweighs what is left below it: there the test may pass nothing.
+                if threshold >= 0.01 && *score < threshold * 0.999 {
                     clearly += 1;
                 }
             }
