@@ -136,9 +136,9 @@ impl Scorer {
         std::array::from_fn(|c| weigh(1.0, self.norms[c], self.weights[c]))
     }
 
-    /// The anti-ideal: the largest weighted value of each column.
-    pub fn worst(&self) -> &Criteria {
-        &self.worst
+    /// The anti-ideal's length: the scale of every distance's rounding.
+    pub fn worst_length(&self) -> f64 {
+        self.worst.iter().map(|w| w * w).sum::<f64>().sqrt()
     }
 
     /// The distance between the ideal and the anti-ideal: by the triangle inequality, no
@@ -153,13 +153,12 @@ impl Scorer {
         if !(threshold > 0.0 && threshold < 1.0) {
             return None;
         }
-        let worst_norm = self.worst.iter().map(|w| w * w).sum::<f64>().sqrt();
-        let factors = std::array::from_fn(|c| weigh(1.0, self.norms[c], self.weights[c]));
+        let factors = self.scales();
         let below = Below {
             factors,
             best: self.best,
             worst: self.worst,
-            slack: (BELOW_SLACK * worst_norm).powi(2),
+            slack: (BELOW_SLACK * self.worst_length()).powi(2),
             keep: (1.0 - threshold).powi(2) * (1.0 + 1e-9),
             threshold: threshold * threshold,
         };

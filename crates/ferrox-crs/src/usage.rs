@@ -570,6 +570,11 @@ impl<'a> NameIndex<'a> {
     }
 }
 
+/// A node's (CPU, memory) load, as TOPSIS's criteria take them.
+fn split_load(n: &NodeStats) -> [f64; 2] {
+    [n.cpu_load(), n.mem_load()]
+}
+
 /// Half the distance from 1.0 to the next float: the relative error of one rounding.
 const UNIT_ROUNDOFF: f64 = f64::EPSILON / 2.0;
 
@@ -708,7 +713,7 @@ struct MoveModel<'a> {
     stats: Vec<NodeStats>,
     loads: Vec<f64>,
     /// (CPU load, memory load) per node, for TOPSIS.
-    split_loads: Vec<(f64, f64)>,
+    split_loads: Vec<[f64; 2]>,
     bundles: Vec<Bundle<'a>>,
     /// Sum, mean and sum of squared deviations of the base loads, for the estimate.
     sum: f64,
@@ -763,7 +768,7 @@ impl<'a> MoveModel<'a> {
         let mean = sum / loads.len().max(1) as f64;
         let deviation = loads.iter().map(|l| (l - mean) * (l - mean)).sum();
         Ok(MoveModel {
-            split_loads: stats.iter().map(|n| (n.cpu_load(), n.mem_load())).collect(),
+            split_loads: stats.iter().map(split_load).collect(),
             stats,
             loads,
             bundles,
@@ -784,12 +789,7 @@ impl<'a> MoveModel<'a> {
     fn changed(&self, m: &MoveRef) -> [Option<(usize, NodeStats)>; 2] {
         let b = &self.bundles[m.bundle];
         let moved = &b.moved;
-        let mut source = b.source.map(|i| {
-            let mut n = self.stats[i];
-            n.cpu = (n.cpu - moved.cpu).max(0.0);
-            n.mem = (n.mem - moved.mem).max(0.0);
-            (i, n)
-        });
+        let mut source = self.source_after(b);
         let target = b.targets[m.target];
         if let (Some((si, n)), Some(t)) = (source.as_mut(), target) {
             if *si == t {
@@ -968,7 +968,8 @@ impl<'a> MoveModel<'a> {
 
     fn criteria(&self, m: &MoveRef) -> topsis::Criteria {
         topsis::criteria_iter(
-            self.values_after(m, &self.split_loads, |n| (n.cpu_load(), n.mem_load())),
+            self.values_after(m, &self.split_loads, split_load)
+                .map(|[cpu, mem]| (cpu, mem)),
         )
     }
 
@@ -990,7 +991,7 @@ impl<'a> MoveModel<'a> {
             least_rise: [(f64::INFINITY, f64::INFINITY); 2],
             inverse_count: 1.0 / self.split_loads.len() as f64,
         };
-        for (n, &(cpu, mem)) in self.stats.iter().zip(&self.split_loads) {
+        for (n, &[cpu, mem]) in self.stats.iter().zip(&self.split_loads) {
             for (k, (load, capacity)) in [(cpu, n.maxcpu), (mem, n.maxmem)].into_iter().enumerate()
             {
                 let (slope, curve) = &mut sums.least_rise[k];
@@ -998,7 +999,7 @@ impl<'a> MoveModel<'a> {
                 *curve = curve.min(1.0 / (capacity * capacity));
             }
         }
-        for (i, &(cpu, mem)) in self.split_loads.iter().enumerate() {
+        for (i, &[cpu, mem]) in self.split_loads.iter().enumerate() {
             for (k, load) in [cpu, mem].into_iter().enumerate() {
                 if !load.is_finite() {
                     return None;
@@ -1037,10 +1038,8 @@ impl<'a> MoveModel<'a> {
         sums: &SplitSums,
         m: &MoveRef,
     ) -> (topsis::Criteria, [RootTerms; 2]) {
-        let changes = self
-            .changed(m)
-            .map(|c| c.map(|(i, n)| (i, (n.cpu_load(), n.mem_load()))));
-        self.criteria_from(sums, changes)
+        let [source, target] = self.changed(m).map(|c| c.map(|(i, n)| (i, split_load(&n))));
+        self.criteria_at(sums, &self.bundle_base(sums, source), target)
     }
 
     /// Every move's estimated criteria and what their errors depend on, in move order, as
@@ -1064,7 +1063,7 @@ impl<'a> MoveModel<'a> {
         mut visit: impl FnMut(MoveRef, &topsis::Criteria, &[RootTerms; 2]),
     ) {
         let b = &self.bundles[bundle];
-        let base = self.bundle_base(sums, b);
+        let base = self.bundle_base(sums, self.source_loads_after(b));
         for (target, t) in b.targets.iter().enumerate() {
             let m = MoveRef { bundle, target };
             let (criteria, terms) = match *t {
@@ -1072,7 +1071,7 @@ impl<'a> MoveModel<'a> {
                     let mut n = self.stats[t];
                     n.cpu += b.moved.cpu;
                     n.mem += b.moved.mem;
-                    self.criteria_at(sums, &base, t, [n.cpu_load(), n.mem_load()])
+                    self.criteria_at(sums, &base, Some((t, split_load(&n))))
                 }
                 _ => self.estimated_criteria_terms(sums, &m),
             };
@@ -1080,25 +1079,21 @@ impl<'a> MoveModel<'a> {
         }
     }
 
-    /// What every move of bundle `b` to another node shares: the sums with its source
-    /// changed (in the order [`Self::criteria_from`] changes them, so that the figures
-    /// are the same to the bit) and the largest loads elsewhere.
-    fn bundle_base(&self, sums: &SplitSums, b: &Bundle<'_>) -> BundleBase {
+    /// What every move of a bundle shares: the sums with its source (node, (CPU, memory)
+    /// load after) changed, and the two largest loads elsewhere. With
+    /// [`Self::criteria_at`], a move's criteria in O(1); the source is changed before the
+    /// target, in the order the error bounds of [`ErrorSpread`] assume.
+    fn bundle_base(&self, sums: &SplitSums, source: Option<(usize, [f64; 2])>) -> BundleBase {
         let mut base = BundleBase {
             squares: sums.squares,
             magnitude: sums.squares,
             max: [0.0; 2],
             others: [[None; 2]; 2],
         };
-        let source = self.source_after(b);
+        let source_node = source.map(|(i, _)| i);
         for k in 0..2 {
             if let Some((i, after)) = source {
-                let old = if k == 0 {
-                    self.split_loads[i].0
-                } else {
-                    self.split_loads[i].1
-                };
-                let new = if k == 0 { after.0 } else { after.1 };
+                let (old, new) = (self.split_loads[i][k], after[k]);
                 base.squares[k] = base.squares[k] - old * old + new * new;
                 base.magnitude[k] += old * old + new * new;
                 base.max[k] = base.max[k].max(new);
@@ -1106,35 +1101,46 @@ impl<'a> MoveModel<'a> {
             let mut others = sums.top[k]
                 .iter()
                 .flatten()
-                .filter(|(i, _)| Some(*i) != b.source);
+                .filter(|(i, _)| Some(*i) != source_node);
             base.others[k] = [others.next().copied(), others.next().copied()];
         }
         base
     }
 
-    /// [`Self::criteria_from`] for a move of the bundle `base` was made for to node `t`,
-    /// whose (CPU, memory) load becomes `after`.
+    /// The estimated criteria, and what their errors depend on, of the move `base` was
+    /// made for with `target` (node, (CPU, memory) load after) changed too, if any. The
+    /// two maxima are exact (the same loads, compared).
     fn criteria_at(
         &self,
         sums: &SplitSums,
         base: &BundleBase,
-        t: usize,
-        after: [f64; 2],
+        target: Option<(usize, [f64; 2])>,
     ) -> (topsis::Criteria, [RootTerms; 2]) {
-        let before = [self.split_loads[t].0, self.split_loads[t].1];
         let mut criteria = [0.0; 4];
         let mut terms = [RootTerms::default(); 2];
+        let target_node = target.map(|(t, _)| t);
+        let target = target.map(|(t, after)| (self.split_loads[t], after));
         for k in 0..2 {
-            let (old, new) = (before[k], after[k]);
-            let squares = base.squares[k] - old * old + new * new;
-            let magnitude = base.magnitude[k] + (old * old + new * new);
-            // The largest load outside the source and the target.
+            let (mut squares, mut magnitude, mut max) =
+                (base.squares[k], base.magnitude[k], base.max[k]);
+            if let Some((before, after)) = target {
+                let (old, new) = (before[k], after[k]);
+                squares = squares - old * old + new * new;
+                magnitude += old * old + new * new;
+                max = max.max(new);
+            }
+            // The largest load outside the changed nodes (Proxmox VE's maximum starts
+            // at 0).
             let outside = match base.others[k] {
-                [Some((i, _)), second] if i == t => second.map_or(0.0, |(_, load)| load),
+                [Some((i, _)), second] if Some(i) == target_node => {
+                    second.map_or(0.0, |(_, load)| load)
+                }
                 [Some((_, load)), _] => load,
                 [None, _] => 0.0,
             };
-            let max = 0.0f64.max(outside).max(base.max[k]).max(new);
+            let max = max.max(outside).max(0.0);
+            // A product with the reciprocal: one rounding more than the quotient, which
+            // the error allows for, and no division per move.
             let mean = (squares * sums.inverse_count).max(0.0);
             let root = mean.sqrt();
             criteria[2 * k] = 1.0 + root;
@@ -1149,12 +1155,17 @@ impl<'a> MoveModel<'a> {
     }
 
     /// A bundle's source node and its (CPU, memory) load once the bundle has left.
-    fn source_after(&self, b: &Bundle<'_>) -> Option<(usize, (f64, f64))> {
+    fn source_loads_after(&self, b: &Bundle<'_>) -> Option<(usize, [f64; 2])> {
+        self.source_after(b).map(|(i, n)| (i, split_load(&n)))
+    }
+
+    /// A bundle's source node and its stats once the bundle has left.
+    fn source_after(&self, b: &Bundle<'_>) -> Option<(usize, NodeStats)> {
         b.source.map(|i| {
             let mut n = self.stats[i];
             n.cpu = (n.cpu - b.moved.cpu).max(0.0);
             n.mem = (n.mem - b.moved.mem).max(0.0);
-            (i, (n.cpu_load(), n.mem_load()))
+            (i, n)
         })
     }
 
@@ -1178,7 +1189,7 @@ impl<'a> MoveModel<'a> {
         {
             return None;
         }
-        let base = self.bundle_base(sums, b);
+        let base = self.bundle_base(sums, self.source_loads_after(b));
         let mut floor = [0.0; 4];
         for k in 0..2 {
             let (slope, curve) = sums.least_rise[k];
@@ -1193,50 +1204,6 @@ impl<'a> MoveModel<'a> {
             floor[2 * k + 1] = margin(1.0 + max, spread[2 * k + 1]);
         }
         floor.iter().all(|x| x.is_finite()).then_some(floor)
-    }
-
-    /// The criteria with `changes` (node, CPU and memory load after) in place of the base
-    /// loads, and per resource what the error of its root-mean-square depends on (see
-    /// [`ErrorSpread`]). The two maxima are exact (the same loads, compared).
-    fn criteria_from(
-        &self,
-        sums: &SplitSums,
-        changes: [Option<(usize, (f64, f64))>; 2],
-    ) -> (topsis::Criteria, [RootTerms; 2]) {
-        let is_changed = |i: usize| changes.iter().flatten().any(|(c, _)| *c == i);
-        let mut squares = sums.squares;
-        let mut magnitude = sums.squares;
-        // The largest load outside the changed nodes (Proxmox VE's maximum starts at 0).
-        let mut max = sums.top.map(|top| {
-            top.iter()
-                .flatten()
-                .find(|(i, _)| !is_changed(*i))
-                .map_or(0.0f64, |(_, load)| 0.0f64.max(*load))
-        });
-        for (i, (cpu, mem)) in changes.into_iter().flatten() {
-            let (old_cpu, old_mem) = self.split_loads[i];
-            for (k, (old, new)) in [(old_cpu, cpu), (old_mem, mem)].into_iter().enumerate() {
-                squares[k] = squares[k] - old * old + new * new;
-                magnitude[k] += old * old + new * new;
-                max[k] = max[k].max(new);
-            }
-        }
-        let mut criteria = [0.0; 4];
-        let mut terms = [RootTerms::default(); 2];
-        for k in 0..2 {
-            // A product with the reciprocal: one rounding more than the quotient, which
-            // the error allows for, and no division per move.
-            let mean = (squares[k] * sums.inverse_count).max(0.0);
-            let root = mean.sqrt();
-            criteria[2 * k] = 1.0 + root;
-            criteria[2 * k + 1] = 1.0 + max[k];
-            terms[k] = RootTerms {
-                magnitude: magnitude[k],
-                mean,
-                root,
-            };
-        }
-        (criteria, terms)
     }
 
     /// Whether two moves leave the same node table behind (same source, same target,
@@ -1279,7 +1246,7 @@ impl<'a> MoveModel<'a> {
         let scales = scorer.scales();
         let norm_error = 1.01 * spread.iter().fold(0.0f64, |a, e| a.max(*e))
             + (rows as f64 + 8.0) * UNIT_ROUNDOFF;
-        let worst_norm = scorer.worst().iter().map(|w| w * w).sum::<f64>().sqrt();
+        let worst_norm = scorer.worst_length();
         let rounding = 8.0 * UNIT_ROUNDOFF * worst_norm;
         // Each move's criteria (and the ideal's) are within the column's largest error.
         let criteria_shift = (0..4)
